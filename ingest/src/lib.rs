@@ -1,0 +1,8 @@
+//! # tripline-ingest
+//!
+//! The MQTT source: subscribes to the contract's topics, decodes and validates each message,
+//! routes points by vehicle to the enrichment workers, writes the results and acknowledges each
+//! message to the broker in receive order once everything derived from it is durable.
+//!
+//! **Promises** (being built, see ARCHITECTURE.md): nothing acknowledged before it is durable;
+//! redelivered messages change nothing; bad input is rejected, stored and acknowledged.

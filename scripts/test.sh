@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# tripline's test command, the one `.ci/run` calls. From a fresh clone on a machine with Rust, it
+# installs and starts the real services (Mosquitto, Cassandra), checks formatting and lints, runs
+# every test of the workspace against those services, and stops what it started.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+started=$SECONDS
+
+# Build artefacts of dependencies are shared between clones on the same machine (the CI clone
+# included); our own crates are rebuilt per checkout by cargo's fingerprints anyway.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tripline/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    echo "test.sh: installing the $component component" >&2
+    rustup component add "$component"
+  fi
+done
+if ! command -v python3 >/dev/null; then
+  echo "test.sh: installing python3 (the CQL readiness probe)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null
+fi
+
+# Stop at the end only the services this run started.
+already_running=()
+for service in mosquitto cassandra; do
+  if scripts/services.sh status "$service" >/dev/null 2>&1; then already_running+=("$service"); fi
+done
+stop_started() {
+  for service in mosquitto cassandra; do
+    [[ " ${already_running[*]-} " == *" $service "* ]] || scripts/services.sh stop "$service" || true
+  done
+}
+trap stop_started EXIT
+
+services_started=$SECONDS
+scripts/services.sh start
+echo "test.sh: services ready after $((SECONDS - services_started)) s" >&2
+eval "$(scripts/services.sh env)"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
+
+echo "test.sh: all checks passed in $((SECONDS - started)) s" >&2

@@ -1,0 +1,82 @@
+//! # tripline-tests
+//!
+//! Scenarios through the real services (Mosquitto, Cassandra) that `scripts/services.sh` starts,
+//! and later through the real `tripline` binary. This library holds what every scenario shares:
+//! where the services are, and unique names so tests never share a keyspace, topic or client id.
+//!
+//! **Promise.** A test that cannot reach its service does not pass quietly: outside CI it says
+//! loudly that it skipped; under `CI=true` it fails.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Where a real service is, from the environment `scripts/services.sh env` prints.
+#[derive(Clone, Copy, Debug)]
+pub enum Service {
+    /// Mosquitto: `TRIPLINE_TEST_MQTT_URL`, e.g. `mqtt://127.0.0.1:11883`.
+    Mqtt,
+    /// Cassandra: `TRIPLINE_TEST_CQL_NODES`, e.g. `127.0.0.1:19042`.
+    Cql,
+}
+
+impl Service {
+    fn variable(self) -> &'static str {
+        match self {
+            Service::Mqtt => "TRIPLINE_TEST_MQTT_URL",
+            Service::Cql => "TRIPLINE_TEST_CQL_NODES",
+        }
+    }
+
+    /// The service's address, or `None` after a loud notice when it is not configured.
+    ///
+    /// # Panics
+    /// Under `CI=true` a missing service is a failure, never a skip.
+    pub fn address(self) -> Option<String> {
+        let variable = self.variable();
+        match std::env::var(variable) {
+            Ok(value) if !value.trim().is_empty() => Some(value),
+            _ => {
+                let message = format!(
+                    "{variable} is not set: start the services with `scripts/services.sh start` and \
+                     `eval \"$(scripts/services.sh env)\"`, or run `scripts/test.sh`"
+                );
+                assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+                eprintln!("\n!!! SKIPPED: {message}\n");
+                None
+            }
+        }
+    }
+}
+
+/// `host:port` of an `mqtt://host:port` URL.
+pub fn mqtt_host_port(url: &str) -> (String, u16) {
+    let rest = url.strip_prefix("mqtt://").unwrap_or(url);
+    let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
+    (host.to_owned(), port.parse().unwrap_or(1883))
+}
+
+/// A name unique to this process and call, usable as a CQL keyspace, MQTT client id or topic
+/// segment: `{prefix}_{unix seconds}_{pid}_{counter}`.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let seconds = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}_{seconds}_{}_{n}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_names_differ_and_are_cql_identifiers() {
+        let (a, b) = (unique_name("ks"), unique_name("ks"));
+        assert_ne!(a, b);
+        assert!(a.len() <= 48 && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    }
+
+    #[test]
+    fn mqtt_urls_split_into_host_and_port() {
+        assert_eq!(mqtt_host_port("mqtt://127.0.0.1:11883"), ("127.0.0.1".to_owned(), 11883));
+    }
+}
