@@ -41,6 +41,16 @@ eval "$(scripts/services.sh env)"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace
+test_log="$(mktemp)"
+cargo test --workspace 2>&1 | tee "$test_log"
+# One closing line for the whole workspace: cargo prints a `test result` per test binary, and the
+# last of them (often a crate without doc tests) says nothing about the run as a whole.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1); if ($i ~ /^ignored/) s += $(i-1) } }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$test_log" >"$test_log.summary"
+rm -f "$test_log"
 
+stop_started
+trap - EXIT
 echo "test.sh: all checks passed in $((SECONDS - started)) s" >&2
+cat "$test_log.summary"
+rm -f "$test_log.summary"
