@@ -18,6 +18,7 @@ pub mod reject;
 pub mod summary;
 pub mod time;
 pub mod topic;
+pub mod tripfile;
 pub mod wire;
 
 pub use decode::{DecodeConfig, Message, MessageRejection, PointRejection, Telemetry, decode};

@@ -1,0 +1,153 @@
+//! A trip's points as a set: sorted by time, duplicates collapsed to one canonical point.
+//!
+//! Two points are duplicates when they carry the same `seq`, or the same timestamp and the same
+//! position. Of a group of duplicates the smallest in [`canonical_cmp`] order stays, so the set is
+//! the same whatever order the points arrived in.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use tripline_model::Point;
+
+fn opt_bits(value: Option<f64>) -> u64 {
+    value.map_or(u64::MAX, f64::to_bits)
+}
+
+/// A total order on points: time, then `seq`, then position, then every other field.
+pub fn canonical_cmp(a: &Point, b: &Point) -> Ordering {
+    (a.ts_ms, a.seq.unwrap_or(u64::MAX), a.lat.to_bits(), a.lon.to_bits())
+        .cmp(&(b.ts_ms, b.seq.unwrap_or(u64::MAX), b.lat.to_bits(), b.lon.to_bits()))
+        .then_with(|| {
+            [opt_bits(a.speed_mps), opt_bits(a.heading_deg), opt_bits(a.accuracy_m), opt_bits(a.alt_m), opt_bits(a.odometer_m)]
+                .cmp(&[
+                    opt_bits(b.speed_mps),
+                    opt_bits(b.heading_deg),
+                    opt_bits(b.accuracy_m),
+                    opt_bits(b.alt_m),
+                    opt_bits(b.odometer_m),
+                ])
+        })
+        .then_with(|| a.ignition.cmp(&b.ignition))
+}
+
+/// What inserting a point did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Insertion {
+    /// It is now the last point: earlier results stay valid and can be extended.
+    Appended,
+    /// It landed before the last point or replaced a duplicate: results must be recomputed.
+    Changed,
+    /// A duplicate of a point already kept (or of one preferred over it): nothing changed.
+    Duplicate,
+}
+
+/// The sorted, de-duplicated points of one trip.
+#[derive(Clone, Debug, Default)]
+pub struct TripPoints {
+    points: Vec<Point>,
+    ts_by_seq: HashMap<u64, i64>,
+}
+
+impl TripPoints {
+    /// The points, in canonical order.
+    pub fn as_slice(&self) -> &[Point] {
+        &self.points
+    }
+
+    /// How many points.
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    fn same_ts_range(&self, ts_ms: i64) -> std::ops::Range<usize> {
+        let start = self.points.partition_point(|p| p.ts_ms < ts_ms);
+        let end = start + self.points[start..].partition_point(|p| p.ts_ms == ts_ms);
+        start..end
+    }
+
+    /// Adds `point` unless an equal or preferred duplicate is already there.
+    pub fn insert(&mut self, point: Point) -> Insertion {
+        // Indices of the duplicates `point` would replace.
+        let mut duplicates: Vec<usize> = Vec::new();
+        if let Some(seq) = point.seq
+            && let Some(&ts_ms) = self.ts_by_seq.get(&seq)
+        {
+            duplicates.extend(self.same_ts_range(ts_ms).filter(|&i| self.points[i].seq == Some(seq)));
+        }
+        for i in self.same_ts_range(point.ts_ms) {
+            let other = &self.points[i];
+            if other.lat.to_bits() == point.lat.to_bits() && other.lon.to_bits() == point.lon.to_bits() && !duplicates.contains(&i) {
+                duplicates.push(i);
+            }
+        }
+        if duplicates.iter().any(|&i| canonical_cmp(&self.points[i], &point) != Ordering::Greater) {
+            return Insertion::Duplicate;
+        }
+        let replaced = !duplicates.is_empty();
+        duplicates.sort_unstable();
+        for &i in duplicates.iter().rev() {
+            let removed = self.points.remove(i);
+            if let Some(seq) = removed.seq {
+                self.ts_by_seq.remove(&seq);
+            }
+        }
+        if let Some(seq) = point.seq {
+            self.ts_by_seq.insert(seq, point.ts_ms);
+        }
+        let at_end = self.points.last().is_none_or(|last| canonical_cmp(last, &point) == Ordering::Less);
+        if at_end {
+            self.points.push(point);
+            if replaced { Insertion::Changed } else { Insertion::Appended }
+        } else {
+            let at = self.points.partition_point(|p| canonical_cmp(p, &point) == Ordering::Less);
+            self.points.insert(at, point);
+            Insertion::Changed
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(ts_ms: i64, seq: Option<u64>, lat: f64) -> Point {
+        Point {
+            seq,
+            ts_ms,
+            lat,
+            lon: 7.0,
+            speed_mps: None,
+            heading_deg: None,
+            accuracy_m: None,
+            alt_m: None,
+            ignition: None,
+            odometer_m: None,
+        }
+    }
+
+    #[test]
+    fn in_order_points_append_and_late_points_change() {
+        let mut t = TripPoints::default();
+        assert_eq!(t.insert(p(1000, Some(1), 51.0)), Insertion::Appended);
+        assert_eq!(t.insert(p(3000, Some(3), 51.0)), Insertion::Appended);
+        assert_eq!(t.insert(p(2000, Some(2), 51.0)), Insertion::Changed);
+        assert_eq!(t.as_slice().iter().map(|p| p.ts_ms).collect::<Vec<_>>(), vec![1000, 2000, 3000]);
+    }
+
+    #[test]
+    fn same_seq_or_same_time_and_place_are_duplicates() {
+        let mut t = TripPoints::default();
+        t.insert(p(1000, Some(1), 51.0));
+        assert_eq!(t.insert(p(1000, Some(1), 51.0)), Insertion::Duplicate);
+        assert_eq!(t.insert(p(1000, Some(9), 51.0)), Insertion::Duplicate, "same time and place, other seq");
+        assert_eq!(t.insert(p(5000, Some(1), 52.0)), Insertion::Duplicate, "same seq, later");
+        assert_eq!(t.insert(p(500, Some(1), 52.0)), Insertion::Changed, "same seq, earlier: preferred");
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.as_slice()[0].ts_ms, 500);
+    }
+}
