@@ -1,10 +1,17 @@
 //! The `tripline` binary: command line, configuration, logging, and the wiring of the roles.
 //! Nothing else lives here; every stage is a library crate.
 
+mod config;
+mod summarize;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use tripline_enrich::{Enricher, Regions};
+
+/// The sample regions bundled with tripline, used when no `regions` file is configured.
+const BUNDLED_REGIONS: &str = include_str!("../fixtures/regions.geojson");
 
 /// tripline: telematics trips in over MQTT, enriched, stored, searchable.
 #[derive(Debug, Parser)]
@@ -13,6 +20,53 @@ struct Cli {
     /// Configuration file (TOML); default `./tripline.toml` when present.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enrich trip files offline (CSV, JSON Lines, GPX); one TripSummary JSON per line on stdout.
+    Summarize {
+        /// Trip files.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// The vehicle id of GPX files (GPX carries none).
+        #[arg(long, value_name = "VEHICLE_ID")]
+        vehicle: Option<String>,
+        /// GeoJSON regions file, instead of the configured or bundled regions.
+        #[arg(long, value_name = "FILE")]
+        regions: Option<PathBuf>,
+    },
+}
+
+/// How a command failed: decides the exit code (1 runtime, 2 usage or configuration).
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Usage(String),
+    Runtime(anyhow::Error),
+}
+
+fn enricher(config: &config::Config, regions_flag: Option<&PathBuf>) -> Result<Enricher, Failure> {
+    let regions = match regions_flag.or(config.regions.as_ref()) {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::Usage(format!("regions file {}: {e}", path.display())))?;
+            Regions::from_geojson(&text).map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?
+        }
+        None => Regions::from_geojson(BUNDLED_REGIONS).map_err(|e| Failure::Runtime(e.into()))?,
+    };
+    Enricher::new(config.enrich.clone(), regions).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let config = config::load(cli.config.as_deref()).map_err(Failure::Usage)?;
+    match cli.command {
+        Command::Summarize { files, vehicle, regions } => {
+            let engine = enricher(&config, regions.as_ref())?;
+            summarize::run(&files, vehicle.as_deref(), &engine)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -28,7 +82,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TRIPLINE_LOG").unwrap_or_else(|_| "info".into()))
         .init();
-    tracing::debug!(config = ?cli.config, "no subcommand given");
-    eprintln!("tripline: no command given; see `tripline --help` (commands arrive with their issues)");
-    ExitCode::from(2)
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(reason)) => {
+            eprintln!("tripline: {reason}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(error)) => {
+            eprintln!("tripline: {error:#}");
+            ExitCode::from(1)
+        }
+    }
 }

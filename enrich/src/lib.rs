@@ -10,6 +10,7 @@
 //! gives (the pass only looks backwards; a point landing before the end restarts it). Events
 //! never come from a dropped point or across an implausible jump.
 
+pub mod batch;
 pub mod config;
 pub mod cut;
 mod fold;

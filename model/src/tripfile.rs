@@ -40,6 +40,8 @@ impl TripFileFormat {
 /// One point of a trip file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FileRecord {
+    /// Which input the record came from (an index the caller assigns; 0 from the parser).
+    pub source: usize,
     /// 1-based line (CSV, JSON Lines) or point number (GPX) in the file.
     pub line: usize,
     /// The vehicle.
@@ -55,6 +57,8 @@ pub struct FileRecord {
 /// A record that could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordError {
+    /// Which input the record came from (as [`FileRecord::source`]).
+    pub source: usize,
     /// 1-based line or point number.
     pub line: usize,
     /// What is wrong.
@@ -124,7 +128,7 @@ fn parse_csv(text: &str) -> Result<ParsedTripFile, ModelError> {
         let row = match row {
             Ok(row) => row,
             Err(error) => {
-                parsed.errors.push(RecordError { line, detail: error.to_string() });
+                parsed.errors.push(RecordError { source: 0, line, detail: error.to_string() });
                 continue;
             }
         };
@@ -159,11 +163,11 @@ fn parse_csv(text: &str) -> Result<ParsedTripFile, ModelError> {
                 odometer_m: float("odometer_m")?,
                 unknown_fields: unknown_columns,
             };
-            Ok(FileRecord { line, vehicle_id, trip_id, track: None, point })
+            Ok(FileRecord { source: 0, line, vehicle_id, trip_id, track: None, point })
         })();
         match record {
             Ok(record) => parsed.records.push(record),
-            Err(detail) => parsed.errors.push(RecordError { line, detail }),
+            Err(detail) => parsed.errors.push(RecordError { source: 0, line, detail }),
         }
     }
     Ok(parsed)
@@ -188,11 +192,11 @@ fn parse_json_lines(text: &str) -> ParsedTripFile {
             let trip = take_str(&mut object, "trip_id")?;
             let (vehicle_id, trip_id) = parse_ids(vehicle.as_deref(), trip.as_deref())?;
             let point: RawPoint = serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| e.to_string())?;
-            Ok(FileRecord { line, vehicle_id, trip_id, track: None, point })
+            Ok(FileRecord { source: 0, line, vehicle_id, trip_id, track: None, point })
         })();
         match record {
             Ok(record) => parsed.records.push(record),
-            Err(detail) => parsed.errors.push(RecordError { line, detail }),
+            Err(detail) => parsed.errors.push(RecordError { source: 0, line, detail }),
         }
     }
     parsed
@@ -294,7 +298,7 @@ fn finish_gpx_point(
     track_name: &Option<TripId>,
     track: Option<usize>,
 ) {
-    parsed.records.push(FileRecord { line, vehicle_id: vehicle.clone(), trip_id: track_name.clone(), track, point });
+    parsed.records.push(FileRecord { source: 0, line, vehicle_id: vehicle.clone(), trip_id: track_name.clone(), track, point });
 }
 
 #[cfg(test)]

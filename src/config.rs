@@ -1,0 +1,57 @@
+//! Configuration: a TOML file (`--config FILE`, else `./tripline.toml` when present), overridden
+//! by `TRIPLINE_*` environment variables (`__` separates sections, e.g.
+//! `TRIPLINE_ENRICH__MAX_SPEED_KMH=200`), overridden by flags.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use tripline_enrich::EnrichConfig;
+
+/// Top-level keys; environment variables naming anything else are not configuration.
+const KEYS: &[&str] = &["data_dir", "regions", "enrich"];
+
+/// The whole configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Where embedded data lives.
+    #[serde(default = "default_data_dir")]
+    pub(crate) data_dir: PathBuf,
+    /// GeoJSON regions (name, speed_limit_kmh, timezone); default: the bundled sample regions.
+    #[serde(default)]
+    pub(crate) regions: Option<PathBuf>,
+    /// Enrichment thresholds.
+    #[serde(default)]
+    pub(crate) enrich: EnrichConfig,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./tripline-data")
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { data_dir: default_data_dir(), regions: None, enrich: EnrichConfig::default() }
+    }
+}
+
+/// Loads the configuration; the error is one line for stderr.
+pub(crate) fn load(file: Option<&Path>) -> Result<Config, String> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    match file {
+        Some(path) if !path.is_file() => return Err(format!("config file {} does not exist", path.display())),
+        Some(path) => figment = figment.merge(Toml::file(path)),
+        None if Path::new("tripline.toml").is_file() => figment = figment.merge(Toml::file("tripline.toml")),
+        None => {}
+    }
+    let env = Env::prefixed("TRIPLINE_")
+        .filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            let first = key.split("__").next().unwrap_or_default().to_owned();
+            KEYS.contains(&first.as_str())
+        })
+        .split("__");
+    figment.merge(env).extract().map_err(|error| format!("configuration: {error}"))
+}
