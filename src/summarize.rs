@@ -15,15 +15,16 @@ use crate::Failure;
 const MAX_ERRORS_SHOWN: usize = 20;
 
 pub(crate) fn run(files: &[PathBuf], gpx_vehicle: Option<&str>, engine: &Enricher) -> Result<(), Failure> {
-    let gpx_vehicle = gpx_vehicle
-        .map(VehicleId::parse)
-        .transpose()
-        .map_err(|e| Failure::Usage(format!("--vehicle: {e}")))?;
+    let gpx_vehicle =
+        gpx_vehicle.map(VehicleId::parse).transpose().map_err(|e| Failure::Usage(format!("--vehicle: {e}")))?;
     let mut records = Vec::new();
     let mut errors = Vec::new();
     for (source, path) in files.iter().enumerate() {
         let format = TripFileFormat::from_path(path).ok_or_else(|| {
-            Failure::Usage(format!("{}: unknown trip file type (expected .csv, .jsonl, .ndjson or .gpx)", path.display()))
+            Failure::Usage(format!(
+                "{}: unknown trip file type (expected .csv, .jsonl, .ndjson or .gpx)",
+                path.display()
+            ))
         })?;
         if format == TripFileFormat::Gpx && gpx_vehicle.is_none() {
             return Err(Failure::Usage(format!("{}: a GPX file needs --vehicle", path.display())));

@@ -97,7 +97,12 @@ pub fn summarize_records(records: Vec<FileRecord>, engine: &Enricher) -> BatchOu
 }
 
 /// Cuts one vehicle's points into trips; each rejected point goes to the trip nearest in time.
-fn split_cut(vehicle_id: &VehicleId, kept: Vec<Point>, rejected: Vec<Point>, trip_gap_s: f64) -> Vec<(TripId, Vec<Point>, Vec<Point>)> {
+fn split_cut(
+    vehicle_id: &VehicleId,
+    kept: Vec<Point>,
+    rejected: Vec<Point>,
+    trip_gap_s: f64,
+) -> Vec<(TripId, Vec<Point>, Vec<Point>)> {
     let ranges = cut_trips(&kept, trip_gap_s);
     let mut trips: Vec<(TripId, Vec<Point>, Vec<Point>)> = ranges
         .into_iter()
@@ -109,11 +114,7 @@ fn split_cut(vehicle_id: &VehicleId, kept: Vec<Point>, rejected: Vec<Point>, tri
     for point in rejected {
         let nearest = trips.iter_mut().min_by_key(|(_, points, _)| {
             let (start, end) = (points[0].ts_ms, points[points.len() - 1].ts_ms);
-            if point.ts_ms < start {
-                start - point.ts_ms
-            } else {
-                (point.ts_ms - end).max(0)
-            }
+            if point.ts_ms < start { start - point.ts_ms } else { (point.ts_ms - end).max(0) }
         });
         if let Some((_, _, rejected)) = nearest {
             rejected.push(point);

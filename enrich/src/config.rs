@@ -17,8 +17,8 @@ pub struct EnrichConfig {
     /// Reported speeds below this count as standing still.
     pub moving_speed_kmh: f64,
     /// Without a reported speed, a point closer than this to where the vehicle stood still
-    /// (the anchor) is GPS wander, not movement. A point's own `accuracy_m`, when larger, widens it
-    /// up to `max_jitter_radius_m`.
+    /// (the mean of its stationary fixes) is GPS wander, not movement. Twice a point's own
+    /// `accuracy_m`, when larger, widens it up to `max_jitter_radius_m`.
     pub jitter_radius_m: f64,
     /// Upper bound of the jitter radius taken from `accuracy_m`.
     pub max_jitter_radius_m: f64,
@@ -65,7 +65,7 @@ impl Default for EnrichConfig {
             trip_gap_s: default_trip_gap_s(),
             moving_speed_kmh: 3.0,
             jitter_radius_m: 10.0,
-            max_jitter_radius_m: 30.0,
+            max_jitter_radius_m: 50.0,
             min_derivation_baseline_s: 2.0,
             max_kinematics_gap_s: 10.0,
             harsh_braking_mps2: -3.0,

@@ -82,6 +82,36 @@ impl Episode {
     }
 }
 
+/// Running mean of positions since the vehicle stopped (or of the last moving point).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Anchor {
+    lat_sum: f64,
+    lon_sum: f64,
+    n: u32,
+}
+
+/// Stationary samples beyond this many no longer move the mean (keeps it cheap and stable).
+const MAX_ANCHOR_SAMPLES: u32 = 64;
+
+impl Anchor {
+    fn at(point: &Point) -> Self {
+        Anchor { lat_sum: point.lat, lon_sum: point.lon, n: 1 }
+    }
+
+    fn position(&self) -> GeoPoint<f64> {
+        let n = f64::from(self.n.max(1));
+        GeoPoint::new(self.lon_sum / n, self.lat_sum / n)
+    }
+
+    fn absorb(&mut self, point: &Point) {
+        if self.n < MAX_ANCHOR_SAMPLES {
+            self.lat_sum += point.lat;
+            self.lon_sum += point.lon;
+            self.n += 1;
+        }
+    }
+}
+
 /// Harsh kinds tracked as episodes, in this order.
 const HARSH: [EventKind; 3] = [EventKind::HarshBraking, EventKind::HarshAcceleration, EventKind::HarshCornering];
 
@@ -93,8 +123,9 @@ pub(crate) struct Fold {
     jump_streak: u32,
     /// Index in `kept` where the current continuous stretch began (after a re-anchoring jump).
     stretch_start: usize,
-    /// Where the vehicle last stood still or was last counted from.
-    anchor: Option<(f64, f64)>,
+    /// Where distance was last counted from: the last moving point, or while standing still the
+    /// running mean of the stationary samples (a mean wanders far less than single samples).
+    anchor: Anchor,
     pub(crate) distance_m: f64,
     pub(crate) moving_s: f64,
     pub(crate) idle_s: f64,
@@ -141,9 +172,11 @@ impl Fold {
         self.jump_streak = 0;
 
         let in_gap = dt_s > cfg.trip_gap_s;
-        let radius_m = point.accuracy_m.map_or(cfg.jitter_radius_m, |a| a.clamp(cfg.jitter_radius_m, cfg.max_jitter_radius_m));
-        let anchor = self.anchor.unwrap_or((prev.point.lat, prev.point.lon));
-        let from_anchor_m = Haversine.distance(GeoPoint::new(anchor.1, anchor.0), geo(point));
+        // A fix is typically within its accuracy; twice that covers nearly all of its wander.
+        let radius_m = point
+            .accuracy_m
+            .map_or(cfg.jitter_radius_m, |a| (2.0 * a).clamp(cfg.jitter_radius_m, cfg.max_jitter_radius_m));
+        let from_anchor_m = Haversine.distance(self.anchor.position(), geo(point));
         let moving = match point.speed_mps {
             Some(v) => v * KMH_PER_MPS >= cfg.moving_speed_kmh,
             None => from_anchor_m >= radius_m,
@@ -171,7 +204,12 @@ impl Fold {
         };
         let distance_m = if moving { from_anchor_m } else { 0.0 };
         if moving {
-            self.anchor = Some((point.lat, point.lon));
+            self.anchor = Anchor::at(point);
+        } else if point.speed_mps.is_none() && from_anchor_m < radius_m {
+            // Position alone decides movement here, so the anchor must not wander with the fixes:
+            // it becomes their mean. (With a reported speed the anchor stays at the last moving
+            // point, and a slow crawl is counted once the vehicle moves again.)
+            self.anchor.absorb(point);
         }
 
         // Kinematics: between reported speeds the previous point is the reference; derived
@@ -235,7 +273,8 @@ impl Fold {
             }
             if moving {
                 self.moving_s += dt_s;
-                let tz = region.and_then(|id| engine.regions.get(id)).and_then(|r| r.timezone).unwrap_or(engine.default_tz);
+                let tz =
+                    region.and_then(|id| engine.regions.get(id)).and_then(|r| r.timezone).unwrap_or(engine.default_tz);
                 if is_night(prev_ts_ms, tz, cfg.night_start_hour, cfg.night_end_hour) {
                     self.night_s += dt_s;
                 }
@@ -265,7 +304,7 @@ impl Fold {
     fn start_stretch(&mut self, point: &Point, region: Option<RegionId>) {
         self.jump_streak = 0;
         self.stretch_start = self.kept.len();
-        self.anchor = Some((point.lat, point.lon));
+        self.anchor = Anchor::at(point);
         let speed_mps = point.speed_mps.unwrap_or(0.0);
         self.max_speed_mps = self.max_speed_mps.max(speed_mps);
         self.note_region(region);
@@ -329,7 +368,7 @@ impl Fold {
             done.close_harsh(slot);
         }
         done.close_speeding(min_speeding_s);
-        done.events.sort_by(|a, b| (a.ts, a.kind).cmp(&(b.ts, b.kind)));
+        done.events.sort_by_key(|e| (e.ts, e.kind));
         done
     }
 }

@@ -16,6 +16,7 @@ pub mod cut;
 mod fold;
 pub mod regions;
 pub mod score;
+pub mod sim;
 pub mod track;
 mod trip;
 

@@ -65,7 +65,9 @@ enum Geometry {
 }
 
 fn polygon(rings: Vec<Vec<[f64; 2]>>) -> Polygon<f64> {
-    let mut rings = rings.into_iter().map(|ring| LineString::from(ring.into_iter().map(|[x, y]| Coord { x, y }).collect::<Vec<_>>()));
+    let mut rings = rings
+        .into_iter()
+        .map(|ring| LineString::from(ring.into_iter().map(|[x, y]| Coord { x, y }).collect::<Vec<_>>()));
     let exterior = rings.next().unwrap_or_else(|| LineString::new(Vec::new()));
     Polygon::new(exterior, rings.collect())
 }
@@ -86,14 +88,17 @@ impl Regions {
             let Properties { name, speed_limit_kmh, timezone } = feature.properties;
             let timezone = timezone
                 .map(|tz| {
-                    tz.parse::<Tz>()
-                        .map_err(|_| EnrichError::Regions { detail: format!("region {name:?}: unknown time zone {tz:?}") })
+                    tz.parse::<Tz>().map_err(|_| EnrichError::Regions {
+                        detail: format!("region {name:?}: unknown time zone {tz:?}"),
+                    })
                 })
                 .transpose()?;
             if let Some(limit) = speed_limit_kmh
                 && !(limit.is_finite() && limit > 0.0)
             {
-                return Err(EnrichError::Regions { detail: format!("region {name:?}: speed limit {limit} is not positive") });
+                return Err(EnrichError::Regions {
+                    detail: format!("region {name:?}: speed limit {limit} is not positive"),
+                });
             }
             let shape = match feature.geometry {
                 Geometry::Polygon(rings) => MultiPolygon(vec![polygon(rings)]),
@@ -115,12 +120,16 @@ impl Regions {
             .filter_map(|(i, region)| {
                 let rect = region.shape.bounding_rect()?;
                 let id = u32::try_from(i).ok()?;
-                Some(GeomWithData::new(Rectangle::from_corners([rect.min().x, rect.min().y], [rect.max().x, rect.max().y]), id))
+                Some(GeomWithData::new(
+                    Rectangle::from_corners([rect.min().x, rect.min().y], [rect.max().x, rect.max().y]),
+                    id,
+                ))
             })
             .collect();
         let tree = RTree::bulk_load(entries);
         for entry in tree.iter() {
-            let others = tree.locate_in_envelope_intersecting(&entry.geom().envelope()).filter(|e| e.data != entry.data).count();
+            let others =
+                tree.locate_in_envelope_intersecting(&entry.geom().envelope()).filter(|e| e.data != entry.data).count();
             if let Some(region) = regions.get_mut(entry.data as usize) {
                 region.isolated = others == 0;
             }

@@ -49,7 +49,8 @@ pub fn score(inputs: &ScoreInputs) -> f64 {
         + WEIGHT_SPEEDING * f64::from(e.speeding);
     let per_100km = penalty / inputs.distance_km.max(MIN_NORMALISATION_KM) * 100.0;
     let event_factor = (-per_100km / PENALTY_SCALE_PER_100KM).exp();
-    let share = |part_s: f64| if inputs.moving_time_s > 0.0 { (part_s / inputs.moving_time_s).clamp(0.0, 1.0) } else { 0.0 };
+    let share =
+        |part_s: f64| if inputs.moving_time_s > 0.0 { (part_s / inputs.moving_time_s).clamp(0.0, 1.0) } else { 0.0 };
     let speeding_factor = 1.0 - SPEEDING_TIME_WEIGHT * share(inputs.speeding_s);
     let night_factor = 1.0 - NIGHT_TIME_WEIGHT * share(inputs.night_driving_s);
     let raw = 100.0 * event_factor * speeding_factor * night_factor;

@@ -18,14 +18,20 @@ pub fn canonical_cmp(a: &Point, b: &Point) -> Ordering {
     (a.ts_ms, a.seq.unwrap_or(u64::MAX), a.lat.to_bits(), a.lon.to_bits())
         .cmp(&(b.ts_ms, b.seq.unwrap_or(u64::MAX), b.lat.to_bits(), b.lon.to_bits()))
         .then_with(|| {
-            [opt_bits(a.speed_mps), opt_bits(a.heading_deg), opt_bits(a.accuracy_m), opt_bits(a.alt_m), opt_bits(a.odometer_m)]
-                .cmp(&[
-                    opt_bits(b.speed_mps),
-                    opt_bits(b.heading_deg),
-                    opt_bits(b.accuracy_m),
-                    opt_bits(b.alt_m),
-                    opt_bits(b.odometer_m),
-                ])
+            [
+                opt_bits(a.speed_mps),
+                opt_bits(a.heading_deg),
+                opt_bits(a.accuracy_m),
+                opt_bits(a.alt_m),
+                opt_bits(a.odometer_m),
+            ]
+            .cmp(&[
+                opt_bits(b.speed_mps),
+                opt_bits(b.heading_deg),
+                opt_bits(b.accuracy_m),
+                opt_bits(b.alt_m),
+                opt_bits(b.odometer_m),
+            ])
         })
         .then_with(|| a.ignition.cmp(&b.ignition))
 }
@@ -81,7 +87,10 @@ impl TripPoints {
         }
         for i in self.same_ts_range(point.ts_ms) {
             let other = &self.points[i];
-            if other.lat.to_bits() == point.lat.to_bits() && other.lon.to_bits() == point.lon.to_bits() && !duplicates.contains(&i) {
+            if other.lat.to_bits() == point.lat.to_bits()
+                && other.lon.to_bits() == point.lon.to_bits()
+                && !duplicates.contains(&i)
+            {
                 duplicates.push(i);
             }
         }

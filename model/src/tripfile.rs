@@ -75,13 +75,18 @@ pub struct ParsedTripFile {
 }
 
 /// Parses a trip file's text. `gpx_vehicle` names the vehicle of a GPX file (required there).
-pub fn parse_trip_file(format: TripFileFormat, text: &str, gpx_vehicle: Option<&VehicleId>) -> Result<ParsedTripFile, ModelError> {
+pub fn parse_trip_file(
+    format: TripFileFormat,
+    text: &str,
+    gpx_vehicle: Option<&VehicleId>,
+) -> Result<ParsedTripFile, ModelError> {
     match format {
         TripFileFormat::Csv => parse_csv(text),
         TripFileFormat::JsonLines => Ok(parse_json_lines(text)),
         TripFileFormat::Gpx => {
-            let vehicle = gpx_vehicle
-                .ok_or_else(|| ModelError::Schema { detail: "a GPX file needs its vehicle id (--vehicle)".to_owned() })?;
+            let vehicle = gpx_vehicle.ok_or_else(|| ModelError::Schema {
+                detail: "a GPX file needs its vehicle id (--vehicle)".to_owned(),
+            })?;
             parse_gpx(text, vehicle)
         }
     }
@@ -139,9 +144,13 @@ fn parse_csv(text: &str) -> Result<ParsedTripFile, ModelError> {
                 cell(name).map(|v| v.parse::<f64>().map_err(|_| format!("`{name}` is not a number: {v:?}"))).transpose()
             };
             let int = |name: &str| -> Result<Option<i64>, String> {
-                cell(name).map(|v| v.parse::<i64>().map_err(|_| format!("`{name}` is not an integer: {v:?}"))).transpose()
+                cell(name)
+                    .map(|v| v.parse::<i64>().map_err(|_| format!("`{name}` is not an integer: {v:?}")))
+                    .transpose()
             };
-            let seq = cell("seq").map(|v| v.parse::<u64>().map_err(|_| format!("`seq` is not a counter: {v:?}"))).transpose()?;
+            let seq = cell("seq")
+                .map(|v| v.parse::<u64>().map_err(|_| format!("`seq` is not a counter: {v:?}")))
+                .transpose()?;
             let ignition = cell("ignition")
                 .map(|v| match v.to_ascii_lowercase().as_str() {
                     "true" | "1" => Ok(true),
@@ -183,7 +192,8 @@ fn parse_json_lines(text: &str) -> ParsedTripFile {
         let record = (|| -> Result<FileRecord, String> {
             let mut object: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_str(raw_line).map_err(|e| e.to_string())?;
-            let take_str = |object: &mut serde_json::Map<String, serde_json::Value>, key: &str| match object.remove(key) {
+            let take_str = |object: &mut serde_json::Map<String, serde_json::Value>, key: &str| match object.remove(key)
+            {
                 None | Some(serde_json::Value::Null) => Ok(None),
                 Some(serde_json::Value::String(s)) => Ok(Some(s)),
                 Some(other) => Err(format!("`{key}` must be a string, got {other}")),
@@ -191,7 +201,8 @@ fn parse_json_lines(text: &str) -> ParsedTripFile {
             let vehicle = take_str(&mut object, "vehicle_id")?;
             let trip = take_str(&mut object, "trip_id")?;
             let (vehicle_id, trip_id) = parse_ids(vehicle.as_deref(), trip.as_deref())?;
-            let point: RawPoint = serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| e.to_string())?;
+            let point: RawPoint =
+                serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| e.to_string())?;
             Ok(FileRecord { source: 0, line, vehicle_id, trip_id, track: None, point })
         })();
         match record {
@@ -223,11 +234,14 @@ fn parse_gpx(text: &str, vehicle: &VehicleId) -> Result<ParsedTripFile, ModelErr
     let mut point: Option<RawPoint> = None;
     let mut reading = GpxText::None;
     let mut point_number = 0usize;
-    let xml_error = |e: &dyn std::fmt::Display, pos: u64| ModelError::Schema { detail: format!("GPX at byte {pos}: {e}") };
+    let xml_error =
+        |e: &dyn std::fmt::Display, pos: u64| ModelError::Schema { detail: format!("GPX at byte {pos}: {e}") };
     loop {
         let event = reader.read_event().map_err(|e| xml_error(&e, reader.buffer_position()))?;
         match event {
-            XmlEvent::Start(ref element) | XmlEvent::Empty(ref element) if element.local_name().as_ref() == b"trkpt" => {
+            XmlEvent::Start(ref element) | XmlEvent::Empty(ref element)
+                if element.local_name().as_ref() == b"trkpt" =>
+            {
                 point_number += 1;
                 let mut raw = RawPoint::default();
                 for attribute in element.attributes().flatten() {
@@ -298,7 +312,14 @@ fn finish_gpx_point(
     track_name: &Option<TripId>,
     track: Option<usize>,
 ) {
-    parsed.records.push(FileRecord { source: 0, line, vehicle_id: vehicle.clone(), trip_id: track_name.clone(), track, point });
+    parsed.records.push(FileRecord {
+        source: 0,
+        line,
+        vehicle_id: vehicle.clone(),
+        trip_id: track_name.clone(),
+        track,
+        point,
+    });
 }
 
 #[cfg(test)]

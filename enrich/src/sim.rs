@@ -1,0 +1,258 @@
+//! A deterministic, seeded vehicle simulator: drives a list of manoeuvres with simple physics and
+//! samples them like a GPS/CAN device would (interval, position noise, optional speed and
+//! heading). Used for the project's own fixture trips, property tests and benchmarks.
+
+use tripline_model::Point;
+
+/// Metres per degree of latitude (and of longitude at the equator).
+const METRES_PER_DEGREE: f64 = 111_320.0;
+/// Physics step.
+const STEP_S: f64 = 0.1;
+
+/// A small, fast, seeded random source (SplitMix64): same seed, same trip, on every platform.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+
+    /// Roughly normal, mean 0, standard deviation `sigma` (sum of uniforms).
+    pub fn noise(&mut self, sigma: f64) -> f64 {
+        let sum: f64 = (0..6).map(|_| self.unit()).sum();
+        (sum - 3.0) * sigma * std::f64::consts::SQRT_2
+    }
+}
+
+/// One manoeuvre.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Leg {
+    /// Change speed to `to_kmh` at `rate_mps2` (magnitude).
+    Speed {
+        /// Target speed.
+        to_kmh: f64,
+        /// Acceleration or deceleration magnitude.
+        rate_mps2: f64,
+    },
+    /// Keep the current speed.
+    Cruise {
+        /// How long.
+        duration_s: f64,
+    },
+    /// Turn by `angle_deg` (positive: right) at the current speed with `lateral_mps2`.
+    Turn {
+        /// Total heading change.
+        angle_deg: f64,
+        /// Lateral acceleration during the turn.
+        lateral_mps2: f64,
+    },
+    /// Stand still (speed must be 0), ignition on or off.
+    Stop {
+        /// How long.
+        duration_s: f64,
+        /// Ignition during the stop.
+        ignition: bool,
+    },
+}
+
+/// How the simulated device samples.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Device {
+    /// Seconds between samples.
+    pub interval_s: f64,
+    /// Position noise (standard deviation per axis).
+    pub gps_noise_m: f64,
+    /// Whether samples carry `speed_mps`.
+    pub reports_speed: bool,
+    /// Whether samples carry `heading_deg`.
+    pub reports_heading: bool,
+    /// Whether samples carry `seq`, starting at this value.
+    pub first_seq: Option<u64>,
+}
+
+/// Where and when a simulated trip starts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Start {
+    /// Latitude, degrees.
+    pub lat: f64,
+    /// Longitude, degrees.
+    pub lon: f64,
+    /// Initial heading, degrees.
+    pub heading_deg: f64,
+    /// Start time, Unix milliseconds.
+    pub ts_ms: i64,
+}
+
+struct State {
+    lat: f64,
+    lon: f64,
+    heading_deg: f64,
+    speed_mps: f64,
+    t_s: f64,
+    ignition: bool,
+}
+
+/// Drives `legs` from `start` and samples them with `device`; `seed` fixes the noise.
+pub fn simulate(start: Start, legs: &[Leg], device: &Device, seed: u64) -> Vec<Point> {
+    let mut rng = Rng::new(seed);
+    let mut state = State {
+        lat: start.lat,
+        lon: start.lon,
+        heading_deg: start.heading_deg,
+        speed_mps: 0.0,
+        t_s: 0.0,
+        ignition: true,
+    };
+    let mut points = Vec::new();
+    let mut next_sample_s = 0.0;
+    let mut seq = device.first_seq;
+    let mut sample = |state: &State, rng: &mut Rng, points: &mut Vec<Point>| {
+        let north_m = rng.noise(device.gps_noise_m);
+        let east_m = rng.noise(device.gps_noise_m);
+        let lat = state.lat + north_m / METRES_PER_DEGREE;
+        let lon = state.lon + east_m / (METRES_PER_DEGREE * state.lat.to_radians().cos());
+        points.push(Point {
+            seq,
+            ts_ms: start.ts_ms + (state.t_s * 1000.0).round() as i64,
+            lat,
+            lon,
+            speed_mps: device.reports_speed.then_some((state.speed_mps * 100.0).round() / 100.0),
+            heading_deg: device
+                .reports_heading
+                .then_some(((state.heading_deg.rem_euclid(360.0)) * 10.0).round() / 10.0 % 360.0),
+            accuracy_m: Some((device.gps_noise_m * 2.0).max(3.0)),
+            alt_m: None,
+            ignition: Some(state.ignition),
+            odometer_m: None,
+        });
+        seq = seq.map(|s| s + 1);
+    };
+    let mut advance = |state: &mut State, accel: f64, yaw_dps: f64, rng: &mut Rng, points: &mut Vec<Point>| {
+        state.speed_mps = (state.speed_mps + accel * STEP_S).max(0.0);
+        state.heading_deg += yaw_dps * STEP_S;
+        let ds = state.speed_mps * STEP_S;
+        let h = state.heading_deg.to_radians();
+        state.lat += ds * h.cos() / METRES_PER_DEGREE;
+        state.lon += ds * h.sin() / (METRES_PER_DEGREE * state.lat.to_radians().cos());
+        state.t_s += STEP_S;
+        if state.t_s + 1e-9 >= next_sample_s {
+            sample(state, rng, points);
+            next_sample_s += device.interval_s;
+        }
+    };
+    for leg in legs {
+        match *leg {
+            Leg::Speed { to_kmh, rate_mps2 } => {
+                let target = to_kmh / 3.6;
+                while (state.speed_mps - target).abs() > rate_mps2 * STEP_S / 2.0 {
+                    let accel = if state.speed_mps < target { rate_mps2 } else { -rate_mps2 };
+                    advance(&mut state, accel, 0.0, &mut rng, &mut points);
+                }
+                state.speed_mps = target;
+            }
+            Leg::Cruise { duration_s } => {
+                for _ in 0..(duration_s / STEP_S).round() as usize {
+                    advance(&mut state, 0.0, 0.0, &mut rng, &mut points);
+                }
+            }
+            Leg::Turn { angle_deg, lateral_mps2 } => {
+                let v = state.speed_mps.max(1.0);
+                let yaw_dps = (lateral_mps2 / v).to_degrees() * angle_deg.signum();
+                let steps = (angle_deg.abs() / yaw_dps.abs() / STEP_S).round() as usize;
+                for _ in 0..steps {
+                    advance(&mut state, 0.0, yaw_dps, &mut rng, &mut points);
+                }
+            }
+            Leg::Stop { duration_s, ignition } => {
+                state.speed_mps = 0.0;
+                state.ignition = ignition;
+                for _ in 0..(duration_s / STEP_S).round() as usize {
+                    advance(&mut state, 0.0, 0.0, &mut rng, &mut points);
+                }
+                state.ignition = true;
+            }
+        }
+    }
+    points
+}
+
+/// A plausible everyday trip of about `minutes`: urban and extra-urban driving with stops and
+/// turns, and, depending on the seed, the occasional harsh manoeuvre or speeding stretch.
+pub fn everyday_legs(rng: &mut Rng, minutes: f64) -> Vec<Leg> {
+    let mut legs = Vec::new();
+    let mut elapsed_s = 0.0;
+    let mut speed_kmh = 0.0;
+    while elapsed_s < minutes * 60.0 {
+        let roll = rng.unit();
+        let leg = if speed_kmh == 0.0 {
+            speed_kmh = rng.range(30.0, 90.0);
+            let rate = if roll < 0.1 { 3.6 } else { rng.range(1.0, 2.5) };
+            Leg::Speed { to_kmh: speed_kmh, rate_mps2: rate }
+        } else if roll < 0.35 {
+            Leg::Cruise { duration_s: rng.range(20.0, 120.0) }
+        } else if roll < 0.55 {
+            let lateral = if rng.unit() < 0.1 { 4.8 } else { rng.range(1.0, 2.5) };
+            Leg::Turn { angle_deg: rng.range(-120.0, 120.0), lateral_mps2: lateral }
+        } else if roll < 0.75 {
+            speed_kmh = (speed_kmh + rng.range(-30.0, 30.0)).clamp(20.0, 140.0);
+            Leg::Speed { to_kmh: speed_kmh, rate_mps2: rng.range(0.8, 2.0) }
+        } else if roll < 0.9 {
+            speed_kmh = 0.0;
+            let rate = if rng.unit() < 0.15 { 4.2 } else { rng.range(1.0, 2.5) };
+            legs.push(Leg::Speed { to_kmh: 0.0, rate_mps2: rate });
+            Leg::Stop { duration_s: rng.range(5.0, 60.0), ignition: true }
+        } else {
+            Leg::Cruise { duration_s: rng.range(5.0, 30.0) }
+        };
+        elapsed_s += match leg {
+            Leg::Cruise { duration_s } | Leg::Stop { duration_s, .. } => duration_s,
+            _ => 15.0,
+        };
+        legs.push(leg);
+    }
+    legs.push(Leg::Speed { to_kmh: 0.0, rate_mps2: 2.0 });
+    legs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_trip() {
+        let device = Device {
+            interval_s: 1.0,
+            gps_noise_m: 3.0,
+            reports_speed: true,
+            reports_heading: true,
+            first_seq: Some(1),
+        };
+        let start = Start { lat: 45.0, lon: 10.0, heading_deg: 90.0, ts_ms: 1_700_000_000_000 };
+        let legs = everyday_legs(&mut Rng::new(7), 5.0);
+        let a = simulate(start, &legs, &device, 7);
+        assert_eq!(a, simulate(start, &legs, &device, 7));
+        assert_ne!(a, simulate(start, &legs, &device, 8));
+        assert!(a.len() > 250);
+    }
+}

@@ -1,0 +1,1 @@
+//! Golden summaries of the fixture trips (added with the fixtures).

@@ -1,0 +1,109 @@
+//! Properties that must hold for any trip: order independence, determinism, additivity.
+
+use proptest::prelude::*;
+use tripline_enrich::sim::{Leg, Rng, everyday_legs};
+use tripline_enrich::{TripEngine, TripReport};
+use tripline_model::{Point, TripStatus};
+
+use crate::support::*;
+
+/// A short everyday trip from `seed`, sampled every 1–6 s, with or without reported speed.
+fn sim_trip(seed: u64, interval_s: f64, reports_speed: bool) -> Vec<Point> {
+    let legs = everyday_legs(&mut Rng::new(seed), 3.0);
+    drive(&legs, &device(interval_s, 4.0, reports_speed), seed)
+}
+
+fn shuffled(points: &[Point], seed: u64, duplicates: usize) -> Vec<Point> {
+    let mut rng = Rng::new(seed);
+    let mut out = points.to_vec();
+    for _ in 0..duplicates {
+        let i = (rng.next_u64() % points.len() as u64) as usize;
+        out.push(points[i].clone());
+    }
+    for i in (1..out.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        out.swap(i, j);
+    }
+    out
+}
+
+fn report_chunks(points: Vec<Point>, chunk: usize) -> TripReport {
+    let eng = engine();
+    let mut trip = TripEngine::new(vehicle("car-1"), trip("trip-1"));
+    for part in points.chunks(chunk.max(1)) {
+        trip.add_points(part.to_vec());
+        trip.report(&eng, TripStatus::Active, Some(T0_MS));
+    }
+    trip.report(&eng, TripStatus::Completed, Some(T0_MS)).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_arrival_order_with_duplicates_gives_the_same_summary(
+        seed in 0u64..10_000, interval in 1u32..7, speed in any::<bool>(), dups in 0usize..40, chunk in 1usize..80,
+    ) {
+        let points = sim_trip(seed, f64::from(interval), speed);
+        let expected = report(points.clone());
+        let arrival = shuffled(&points, seed ^ 0x5eed, dups);
+        prop_assert_eq!(report_chunks(arrival, chunk), expected);
+    }
+
+    #[test]
+    fn enrichment_is_deterministic(seed in 0u64..10_000) {
+        let points = sim_trip(seed, 1.0, true);
+        prop_assert_eq!(report(points.clone()), report(points));
+    }
+
+    #[test]
+    fn distance_is_non_negative_and_additive_over_splits(seed in 0u64..10_000, split in 0.1f64..0.9) {
+        // Always moving, speed reported: every hop counts, so the parts add up exactly.
+        let legs = [Leg::Speed { to_kmh: 40.0, rate_mps2: 2.0 }, Leg::Cruise { duration_s: 60.0 },
+                    Leg::Turn { angle_deg: 70.0, lateral_mps2: 1.5 }, Leg::Cruise { duration_s: 60.0 }];
+        let points: Vec<Point> = drive(&legs, &device(1.0, 2.0, true), seed).into_iter().filter(|p| p.speed_mps > Some(1.0)).collect();
+        let k = ((points.len() as f64) * split) as usize;
+        let distance = |pts: &[Point]| {
+            let mut t = TripEngine::new(vehicle("car-1"), trip("trip-1"));
+            t.add_points(pts.to_vec());
+            t.refresh(&engine());
+            assert!(t.enriched().iter().all(|p| p.distance_m >= 0.0));
+            t.enriched().iter().map(|p| p.distance_m).sum::<f64>()
+        };
+        let whole = distance(&points);
+        let parts = distance(&points[..=k]) + distance(&points[k..]);
+        prop_assert!(whole >= 0.0);
+        prop_assert!((whole - parts).abs() < 1e-6, "whole {} vs parts {}", whole, parts);
+    }
+
+    #[test]
+    fn a_stationary_trip_with_jitter_has_no_distance_and_no_events(seed in 0u64..10_000, noise in 1.0f64..8.0, speed in any::<bool>()) {
+        let points = drive(&[Leg::Stop { duration_s: 300.0, ignition: true }], &device(1.0, noise, speed), seed);
+        let summary = report(points).summary;
+        prop_assert!(summary.distance_km < 0.05, "{} km", summary.distance_km);
+        prop_assert_eq!(summary.events.total(), 0);
+    }
+
+    #[test]
+    fn events_never_come_from_dropped_points(seed in 0u64..10_000, spikes in proptest::collection::vec((0.05f64..0.95, 0.02f64..0.5), 1..4)) {
+        let points = sim_trip(seed, 1.0, true);
+        let mut spiked = points.clone();
+        let mut indices: Vec<usize> = spikes.iter().map(|(at, _)| (at * points.len() as f64) as usize).collect();
+        indices.sort_unstable();
+        indices.dedup_by(|a, b| a.abs_diff(*b) < 3);
+        for (&i, (_, offset)) in indices.iter().zip(&spikes) {
+            spiked[i].lat += offset;
+        }
+        let with_spikes = report(spiked);
+        let without: Vec<Point> = points.iter().enumerate().filter(|(i, _)| !indices.contains(i)).map(|(_, p)| p.clone()).collect();
+        let expected = report(without);
+        prop_assert_eq!(with_spikes.summary.rejected_point_count as usize, indices.len());
+        prop_assert_eq!(&with_spikes.events, &expected.events);
+        prop_assert_eq!(with_spikes.summary.distance_km, expected.summary.distance_km);
+        prop_assert_eq!(with_spikes.summary.point_count, expected.summary.point_count);
+        for event in &with_spikes.events {
+            let from_spike = indices.iter().any(|&i| event.ts.timestamp_millis() == points[i].ts_ms);
+            prop_assert!(!from_spike, "event {:?} starts at a dropped point", event);
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The engine on real recordings from `../shared/data/real-trips` (read in place, never copied).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{NaiveDateTime, TimeZone};
+use tripline_enrich::{TripEngine, cut_trips, sort_points};
+use tripline_model::{Point, TripStatus};
+
+use crate::support::*;
+
+/// One enviroCar track: its points (GPS speed as `speed_mps`), OBD speeds, and enviroCar's length.
+struct EnviroCarTrack {
+    id: String,
+    points: Vec<Point>,
+    obd_kmh: Vec<Option<f64>>,
+    length_km: f64,
+}
+
+fn phenomenon(properties: &serde_json::Value, name: &str) -> Option<f64> {
+    properties["phenomenons"][name]["value"].as_f64()
+}
+
+fn envirocar_tracks(root: &Path) -> Vec<EnviroCarTrack> {
+    let mut files: Vec<_> = std::fs::read_dir(root.join("envirocar")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "geojson"))
+        .map(|path| {
+            let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+            let mut points = Vec::new();
+            let mut obd_kmh = Vec::new();
+            for feature in doc["features"].as_array().unwrap() {
+                let coords = &feature["geometry"]["coordinates"];
+                let props = &feature["properties"];
+                points.push(Point {
+                    seq: None,
+                    ts_ms: tripline_model::time::parse_rfc3339_ms(props["time"].as_str().unwrap()).unwrap(),
+                    lat: coords[1].as_f64().unwrap(),
+                    lon: coords[0].as_f64().unwrap(),
+                    speed_mps: phenomenon(props, "GPS Speed").map(|kmh| kmh / 3.6),
+                    heading_deg: phenomenon(props, "GPS Bearing"),
+                    accuracy_m: None,
+                    alt_m: phenomenon(props, "GPS Altitude"),
+                    ignition: None,
+                    odometer_m: None,
+                });
+                obd_kmh.push(phenomenon(props, "Speed"));
+            }
+            EnviroCarTrack {
+                id: doc["properties"]["id"].as_str().unwrap().to_owned(),
+                points,
+                obd_kmh,
+                length_km: doc["properties"]["length"].as_f64().unwrap(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn envirocar_distances_are_within_2_percent_of_envirocar_length() {
+    let Some(root) = real_trips() else { return };
+    let tracks = envirocar_tracks(&root);
+    assert_eq!(tracks.len(), 10);
+    let mut errors = Vec::new();
+    for track in &tracks {
+        let summary = report(track.points.clone()).summary;
+        let error = (summary.distance_km - track.length_km) / track.length_km;
+        eprintln!(
+            "envirocar {}: {:.3} km vs {:.3} km ({:+.2} %)",
+            track.id,
+            summary.distance_km,
+            track.length_km,
+            error * 100.0
+        );
+        errors.push(error.abs());
+        assert!(
+            error.abs() < 0.02,
+            "track {}: {} km vs enviroCar {} km",
+            track.id,
+            summary.distance_km,
+            track.length_km
+        );
+    }
+    eprintln!("envirocar distance: median |error| {:.2} %", median(&mut errors) * 100.0);
+}
+
+#[test]
+fn envirocar_distances_hold_without_reported_speed() {
+    let Some(root) = real_trips() else { return };
+    for track in envirocar_tracks(&root) {
+        let points = track.points.iter().map(|p| Point { speed_mps: None, heading_deg: None, ..p.clone() });
+        let summary = report(points).summary;
+        let error = (summary.distance_km - track.length_km) / track.length_km;
+        assert!(
+            error.abs() < 0.03,
+            "track {} without speed: {} km vs {} km",
+            track.id,
+            summary.distance_km,
+            track.length_km
+        );
+    }
+}
+
+#[test]
+fn derived_speed_agrees_with_obd_speed() {
+    let Some(root) = real_trips() else { return };
+    let mut errors_kmh = Vec::new();
+    for track in envirocar_tracks(&root) {
+        let points: Vec<Point> =
+            track.points.iter().map(|p| Point { speed_mps: None, heading_deg: None, ..p.clone() }).collect();
+        let obd: BTreeMap<i64, f64> =
+            track.points.iter().zip(&track.obd_kmh).filter_map(|(p, s)| s.map(|s| (p.ts_ms, s))).collect();
+        let mut trip = TripEngine::new(vehicle("ec"), trip("ec"));
+        trip.add_points(points);
+        trip.refresh(&engine());
+        for p in trip.enriched() {
+            if let Some(obd_kmh) = obd.get(&p.point.ts_ms) {
+                errors_kmh.push((p.speed_mps * 3.6 - obd_kmh).abs());
+            }
+        }
+    }
+    let n = errors_kmh.len();
+    let median_kmh = median(&mut errors_kmh);
+    let p90 = errors_kmh[n * 9 / 10];
+    eprintln!("derived vs OBD speed over {n} points: median |error| {median_kmh:.2} km/h, p90 {p90:.2} km/h");
+    assert!(n > 1000);
+    assert!(median_kmh < 5.0, "median error {median_kmh} km/h");
+}
+
+/// go-track: points per track (local time of Aracaju → UTC), the device of each car track, and
+/// the dataset's own distance column.
+struct GoTrack {
+    tracks: BTreeMap<u32, Vec<Point>>,
+    device_of: BTreeMap<u32, String>,
+    distance_km: BTreeMap<u32, f64>,
+}
+
+fn go_track(root: &Path) -> GoTrack {
+    let tz: chrono_tz::Tz = "America/Maceio".parse().unwrap();
+    let mut reader = csv::Reader::from_path(root.join("go-track/go_track_tracks.csv")).unwrap();
+    let mut device_of = BTreeMap::new();
+    let mut distance_km = BTreeMap::new();
+    for row in reader.records() {
+        let row = row.unwrap();
+        let id: u32 = row[0].parse().unwrap();
+        if &row[8] == "1" {
+            device_of.insert(id, row[1].to_owned());
+            distance_km.insert(id, row[4].parse().unwrap());
+        }
+    }
+    let mut tracks: BTreeMap<u32, Vec<Point>> = BTreeMap::new();
+    let mut reader = csv::Reader::from_path(root.join("go-track/go_track_trackspoints.csv")).unwrap();
+    for row in reader.records() {
+        let row = row.unwrap();
+        let id: u32 = row[2].parse().unwrap();
+        if !device_of.contains_key(&id) {
+            continue;
+        }
+        let local = NaiveDateTime::parse_from_str(&row[3], "%Y-%m-%d %H:%M:%S").unwrap();
+        let ts_ms = tz.from_local_datetime(&local).single().unwrap().timestamp_millis();
+        tracks.entry(id).or_default().push(Point {
+            seq: None,
+            ts_ms,
+            lat: row[0].parse().unwrap(),
+            lon: row[1].parse().unwrap(),
+            speed_mps: None,
+            heading_deg: None,
+            accuracy_m: None,
+            alt_m: None,
+            ignition: None,
+            odometer_m: None,
+        });
+    }
+    GoTrack { tracks, device_of, distance_km }
+}
+
+#[test]
+fn go_track_cutter_recovers_trip_boundaries() {
+    let Some(root) = real_trips() else { return };
+    let data = go_track(&root);
+    let gap_ms = 600_000;
+    let mut by_device: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    for id in data.tracks.keys() {
+        by_device.entry(data.device_of[id].as_str()).or_default().push(*id);
+    }
+    let span = |id: &u32| {
+        let points = &data.tracks[id];
+        let (lo, hi) = points.iter().fold((i64::MAX, i64::MIN), |(lo, hi), p| (lo.min(p.ts_ms), hi.max(p.ts_ms)));
+        (lo, hi)
+    };
+    let (mut originals, mut separable, mut cut_total) = (0, 0, 0);
+    let (mut exact, mut separable_found) = (0, 0);
+    for ids in by_device.values() {
+        // Concatenate the device's car tracks without trip ids, as the device would have sent them.
+        let mut points: Vec<(u32, Point)> =
+            ids.iter().flat_map(|id| data.tracks[id].iter().map(move |p| (*id, p.clone()))).collect();
+        points.sort_by(|a, b| tripline_enrich::track::canonical_cmp(&a.1, &b.1));
+        let plain: Vec<Point> = points.iter().map(|(_, p)| p.clone()).collect();
+        let ranges = cut_trips(&plain, 600.0);
+        cut_total += ranges.len();
+        // A track is separable when no other track of its device comes within the trip gap and it
+        // has no gap of its own longer than the trip gap: only those can be recovered from time.
+        for id in ids {
+            originals += 1;
+            let (lo, hi) = span(id);
+            let mut own: Vec<i64> = data.tracks[id].iter().map(|p| p.ts_ms).collect();
+            own.sort_unstable();
+            let inner_ok = own.windows(2).all(|w| w[1] - w[0] <= gap_ms);
+            let apart = ids.iter().filter(|o| *o != id).all(|o| {
+                let (olo, ohi) = span(o);
+                olo > hi + gap_ms || ohi < lo - gap_ms
+            });
+            let recovered = ranges
+                .iter()
+                .any(|r| points[r.clone()].iter().all(|(t, _)| t == id) && r.len() == data.tracks[id].len());
+            if recovered {
+                exact += 1;
+            }
+            let holds_it: Vec<_> =
+                ranges.iter().filter(|r| points[(*r).clone()].iter().any(|(t, _)| t == id)).collect();
+            let clean = holds_it.len() == 1 && points[holds_it[0].clone()].iter().all(|(t, _)| t == id);
+            if inner_ok && apart {
+                separable += 1;
+                if recovered && clean {
+                    separable_found += 1;
+                }
+            }
+        }
+    }
+    let precision = exact as f64 / cut_total as f64;
+    let recall = exact as f64 / originals as f64;
+    let separable_recall = separable_found as f64 / separable as f64;
+    eprintln!(
+        "go-track cutter: {originals} car tracks, {cut_total} cut trips; precision {precision:.3}, recall {recall:.3}; \
+         {separable} tracks separable in time, recall on them {separable_recall:.3}"
+    );
+    assert!(separable >= 30, "only {separable} separable tracks");
+    // Precision and recall on separable tracks: each is exactly one cut trip, holding nothing else.
+    assert_eq!(separable_found, separable, "every track apart from the others by more than the trip gap is recovered");
+}
+
+#[test]
+fn go_track_distances_against_the_dataset_column() {
+    let Some(root) = real_trips() else { return };
+    let data = go_track(&root);
+    let mut relative = Vec::new();
+    for (id, points) in &data.tracks {
+        let mut points = points.clone();
+        sort_points(&mut points);
+        let mut trip = TripEngine::new(vehicle("gt"), trip("gt"));
+        trip.add_points(points);
+        let Some(report) = trip.report(&engine(), TripStatus::Completed, None) else { continue };
+        let reference = data.distance_km[id];
+        if reference > 0.2 {
+            relative.push((report.summary.distance_km - reference) / reference);
+        }
+    }
+    let n = relative.len();
+    let mut abs: Vec<f64> = relative.iter().map(|r| r.abs()).collect();
+    let median_abs = median(&mut abs);
+    let median_signed = median(&mut relative.clone());
+    eprintln!(
+        "go-track distance vs dataset column over {n} car tracks: median |error| {:.1} %, median signed {:+.1} %",
+        median_abs * 100.0,
+        median_signed * 100.0
+    );
+    assert!(n > 50);
+    assert!(median_abs < 0.15, "median relative error {median_abs}");
+}
