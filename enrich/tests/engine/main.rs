@@ -1,5 +1,7 @@
 //! The enrichment engine's integration tests: one binary, scenarios as modules.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 mod golden;
 mod properties;
 mod real_data;
