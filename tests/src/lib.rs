@@ -48,6 +48,11 @@ impl Service {
     }
 }
 
+/// The workspace root (where `fixtures/` and `Cargo.toml` are).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(std::path::Path::to_path_buf).unwrap_or_default()
+}
+
 /// `host:port` of an `mqtt://host:port` URL.
 pub fn mqtt_host_port(url: &str) -> (String, u16) {
     let rest = url.strip_prefix("mqtt://").unwrap_or(url);

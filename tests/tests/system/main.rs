@@ -1,3 +1,7 @@
 //! One integration-test binary for the whole system (one link on 2 cores); scenarios are modules.
+//! It belongs to the `tripline` package, so `CARGO_BIN_EXE_tripline` is the real binary.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod cli;
 mod smoke;

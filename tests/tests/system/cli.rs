@@ -1,0 +1,99 @@
+//! The `tripline` binary as an operator runs it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use tripline_model::TripSummary;
+use tripline_tests::workspace_root;
+
+fn tripline(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tripline"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("TRIPLINE_LOG")
+        .output()
+        .expect("run the tripline binary")
+}
+
+fn summaries(output: &Output) -> Vec<TripSummary> {
+    String::from_utf8(output.stdout.clone()).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+}
+
+#[test]
+fn summarize_prints_the_golden_summaries_of_the_fixtures() {
+    let root = workspace_root();
+    let output = tripline(
+        &[
+            "summarize",
+            "fixtures/trips/harsh-events.csv",
+            "fixtures/trips/no-trip-ids.jsonl",
+            "fixtures/trips/night-drive.gpx",
+            "--vehicle",
+            "fx-night",
+        ],
+        &root,
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let golden = std::fs::read_to_string(root.join("fixtures/golden/summaries.jsonl")).unwrap();
+    assert_eq!(String::from_utf8(output.stdout.clone()).unwrap(), golden);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("1 points dropped: null_island"), "{stderr}");
+}
+
+#[test]
+fn summarize_reports_bad_records_and_keeps_the_good_ones() {
+    let dir = std::env::temp_dir().join(tripline_tests::unique_name("cli"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("trip.csv"),
+        "vehicle_id,ts,lat,lon,speed_mps\n\
+         car-1,2026-11-25T10:00:00Z,52.50000,13.40000,10\n\
+         car-1,not-a-time,52.50010,13.40000,10\n\
+         car-1,2026-11-25T10:00:01Z,52.50009,13.40000,10\n\
+         car 9,2026-11-25T10:00:02Z,52.50018,13.40000,10\n",
+    )
+    .unwrap();
+    let output = tripline(&["summarize", "trip.csv"], &dir);
+    assert!(output.status.success());
+    let trips = summaries(&output);
+    assert_eq!(trips.len(), 1);
+    assert_eq!(trips[0].point_count, 2);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("trip.csv:3: skipped") && stderr.contains("trip.csv:5: skipped"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn usage_and_runtime_failures_have_their_exit_codes() {
+    let root = workspace_root();
+    let unknown_type = tripline(&["summarize", "Cargo.toml"], &root);
+    assert_eq!(unknown_type.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown_type.stderr).contains("unknown trip file type"));
+    let missing = tripline(&["summarize", "no-such-file.csv"], &root);
+    assert_eq!(missing.status.code(), Some(1));
+    let gpx_without_vehicle = tripline(&["summarize", "fixtures/trips/night-drive.gpx"], &root);
+    assert_eq!(gpx_without_vehicle.status.code(), Some(2));
+    let bad_config = tripline(&["--config", "no-such.toml", "summarize", "fixtures/trips/harsh-events.csv"], &root);
+    assert_eq!(bad_config.status.code(), Some(2));
+    assert_eq!(tripline(&["no-such-command"], &root).status.code(), Some(2));
+}
+
+#[test]
+fn configuration_comes_from_file_then_environment() {
+    let dir = std::env::temp_dir().join(tripline_tests::unique_name("cfg"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixture = workspace_root().join("fixtures/trips/harsh-events.csv");
+    std::fs::write(dir.join("tripline.toml"), "[enrich]\ndefault_speed_limit_kmh = 200.0\n").unwrap();
+    let file_only = summaries(&tripline(&["summarize", fixture.to_str().unwrap()], &dir));
+    assert_eq!(file_only[0].events.speeding, 0, "limit 200 from ./tripline.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_tripline"))
+        .args(["summarize", fixture.to_str().unwrap()])
+        .current_dir(&dir)
+        .env("TRIPLINE_ENRICH__DEFAULT_SPEED_LIMIT_KMH", "100")
+        .output()
+        .unwrap();
+    assert!(summaries(&output)[0].events.speeding >= 1, "limit 100 from the environment wins");
+    std::fs::write(dir.join("tripline.toml"), "[enrich]\nno_such_key = 1\n").unwrap();
+    assert_eq!(tripline(&["summarize", fixture.to_str().unwrap()], &dir).status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
