@@ -360,17 +360,31 @@ impl Fold {
         self.close_speeding(min_speeding_s);
     }
 
-    /// The state as if the trip ended here: open episodes closed. Leaves `self` untouched so the
-    /// pass can go on.
-    pub(crate) fn finished(&self, min_speeding_s: f64) -> Fold {
-        let mut done = self.clone();
-        for slot in 0..HARSH.len() {
-            done.close_harsh(slot);
+    /// Events and speeding time as if the trip ended here: open episodes closed. Leaves `self`
+    /// untouched (and copies only the small episode state) so the pass can go on.
+    pub(crate) fn finished(&self, min_speeding_s: f64) -> Closing {
+        let mut events = self.events.clone();
+        let mut speeding_s = self.speeding_s;
+        for (slot, episode) in self.open_harsh.iter().enumerate() {
+            if let Some(episode) = episode {
+                events.push(episode.to_event(HARSH[slot]));
+            }
         }
-        done.close_speeding(min_speeding_s);
-        done.events.sort_by_key(|e| (e.ts, e.kind));
-        done
+        if let Some(run) = self.open_speeding
+            && run.duration_s() >= min_speeding_s
+        {
+            speeding_s += run.duration_s();
+            events.push(run.to_event(EventKind::Speeding));
+        }
+        events.sort_by_key(|e| (e.ts, e.kind));
+        Closing { events, speeding_s }
     }
+}
+
+/// What closing the open episodes adds to a pass's totals.
+pub(crate) struct Closing {
+    pub(crate) events: Vec<Event>,
+    pub(crate) speeding_s: f64,
 }
 
 /// Whether `ts_ms` falls in the night window in zone `tz` (a window may wrap past midnight).

@@ -124,11 +124,12 @@ impl TripEngine {
     /// The trip's report with the given status and update time; `None` while no point is kept.
     pub fn report(&mut self, engine: &Enricher, status: TripStatus, updated_at_ms: Option<i64>) -> Option<TripReport> {
         self.refresh(engine);
-        let fold = self.fold.finished(engine.config.speeding_min_duration_s);
+        let fold = &self.fold;
+        let closing = fold.finished(engine.config.speeding_min_duration_s);
         let first = fold.kept.first()?;
         let last = fold.kept.last()?;
         let mut events = EventCounts::default();
-        for event in &fold.events {
+        for event in &closing.events {
             events.add(event.kind);
         }
         let region_name = |p: &EnrichedPoint| p.region.and_then(|id| engine.regions.get(id)).map(|r| r.name.clone());
@@ -139,7 +140,7 @@ impl TripEngine {
             events,
             distance_km,
             moving_time_s,
-            speeding_s: fold.speeding_s,
+            speeding_s: closing.speeding_s,
             night_driving_s: fold.night_s,
         });
         let round = |v: f64, digits: i32| {
@@ -163,7 +164,7 @@ impl TripEngine {
             end: place(last),
             regions: fold.regions.iter().filter_map(|id| engine.regions.get(*id)).map(|r| r.name.clone()).collect(),
             events,
-            speeding_s: round(fold.speeding_s, 1),
+            speeding_s: round(closing.speeding_s, 1),
             night_driving_s: round(fold.night_s, 1),
             point_count: fold.kept.len() as u64,
             rejected_point_count: (fold.jumps.len() + self.rejected.len()) as u64,
@@ -171,7 +172,7 @@ impl TripEngine {
             score_version: SCORE_VERSION,
             updated_at: to_datetime(updated_at_ms.unwrap_or(last.point.ts_ms)),
         };
-        Some(TripReport { summary, events: fold.events })
+        Some(TripReport { summary, events: closing.events })
     }
 }
 
