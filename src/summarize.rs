@@ -63,5 +63,8 @@ pub(crate) fn run(files: &[PathBuf], gpx_vehicle: Option<&str>, engine: &Enriche
     for (reason, count) in &output.rejected {
         eprintln!("tripline: {count} points dropped: {reason}");
     }
+    if output.duplicates > 0 {
+        eprintln!("tripline: {} duplicate points ignored", output.duplicates);
+    }
     Ok(())
 }

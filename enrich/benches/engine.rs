@@ -16,7 +16,8 @@ const REGIONS: &str = include_str!("../../fixtures/regions.geojson");
 /// A 30-minute everyday drive through Hamm, sampled at 1 Hz.
 fn trip(reports_speed: bool) -> Vec<Point> {
     let legs = everyday_legs(&mut Rng::new(2026), 30.0);
-    let device = Device { interval_s: 1.0, gps_noise_m: 3.0, reports_speed, reports_heading: reports_speed, first_seq: Some(1) };
+    let device =
+        Device { interval_s: 1.0, gps_noise_m: 3.0, reports_speed, reports_heading: reports_speed, first_seq: Some(1) };
     let start = Start { lat: 51.67, lon: 7.80, heading_deg: 30.0, ts_ms: 1_795_600_800_000 };
     simulate(start, &legs, &device, 2026)
 }

@@ -29,8 +29,10 @@ pub struct BatchOutput {
     pub reports: Vec<TripReport>,
     /// Records that were not points at all (schema), with why.
     pub errors: Vec<RecordError>,
-    /// Points dropped by the per-point rules, per reason (before enrichment).
+    /// Points dropped, per reason: the per-point rules, then implausible jumps.
     pub rejected: BTreeMap<RejectReason, u64>,
+    /// Points ignored as duplicates of another point of their trip.
+    pub duplicates: u64,
 }
 
 #[derive(Default)]
@@ -79,10 +81,13 @@ pub fn summarize_records(records: Vec<FileRecord>, engine: &Enricher) -> BatchOu
         };
         for (trip_id, kept, rejected) in trips {
             let mut trip = TripEngine::new(vehicle_id.clone(), trip_id);
-            trip.add_points(kept);
+            output.duplicates += trip.add_points(kept).duplicates as u64;
             trip.add_rejected(&rejected);
             if let Some(report) = trip.report(engine, TripStatus::Completed, None) {
                 output.reports.push(report);
+            }
+            if !trip.jumps().is_empty() {
+                *output.rejected.entry(RejectReason::ImplausibleJump).or_default() += trip.jumps().len() as u64;
             }
         }
     }

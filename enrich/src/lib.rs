@@ -23,7 +23,7 @@ mod trip;
 use chrono_tz::Tz;
 
 pub use config::EnrichConfig;
-pub use cut::{auto_trip_id, cut_trips};
+pub use cut::{CutTrip, assign_trips, auto_trip_id, cut_trips};
 pub use fold::EnrichedPoint;
 pub use regions::{Region, RegionId, Regions};
 pub use trip::{AddOutcome, TripEngine, TripReport, sort_points};

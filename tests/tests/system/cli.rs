@@ -38,6 +38,8 @@ fn summarize_prints_the_golden_summaries_of_the_fixtures() {
     assert_eq!(String::from_utf8(output.stdout.clone()).unwrap(), golden);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("1 points dropped: null_island"), "{stderr}");
+    assert!(stderr.contains("1 points dropped: implausible_jump"), "{stderr}");
+    assert!(stderr.contains("1 duplicate points ignored"), "{stderr}");
 }
 
 #[test]
