@@ -22,6 +22,9 @@ pub struct EnrichConfig {
     pub jitter_radius_m: f64,
     /// Upper bound of the jitter radius taken from `accuracy_m`.
     pub max_jitter_radius_m: f64,
+    /// Without a reported speed, a moving vehicle is standing again once this long brought it
+    /// less than the jitter radius.
+    pub stop_window_s: f64,
     /// Speeds, headings and accelerations derived from positions are measured over at least this
     /// long a baseline (smoothing 1 Hz GPS noise).
     pub min_derivation_baseline_s: f64,
@@ -66,6 +69,7 @@ impl Default for EnrichConfig {
             moving_speed_kmh: 3.0,
             jitter_radius_m: 10.0,
             max_jitter_radius_m: 50.0,
+            stop_window_s: 4.0,
             min_derivation_baseline_s: 2.0,
             max_kinematics_gap_s: 10.0,
             harsh_braking_mps2: -3.0,

@@ -17,6 +17,9 @@ use crate::regions::RegionId;
 const KMH_PER_MPS: f64 = 3.6;
 /// Reported headings below this speed are compass noise.
 const MIN_HEADING_SPEED_MPS: f64 = 2.0;
+/// Without a reported speed, fixes must keep leaving a stop's radius this long before the
+/// vehicle counts as moving.
+const MOVE_CONFIRM_S: f64 = 2.0;
 /// How far back the pass looks for a point to derive speed and heading over a baseline.
 const BASELINE_LOOKBACK: usize = 8;
 
@@ -126,6 +129,11 @@ pub(crate) struct Fold {
     /// Where distance was last counted from: the last moving point, or while standing still the
     /// running mean of the stationary samples (a mean wanders far less than single samples).
     anchor: Anchor,
+    /// Without a reported speed: whether the vehicle is standing (movement is inferred from
+    /// positions with hysteresis), and whether the last fix already left the stop's radius.
+    standing: bool,
+    /// Time of the first fix in a row outside the stop's radius, while standing.
+    left_radius_at_ms: Option<i64>,
     pub(crate) distance_m: f64,
     pub(crate) moving_s: f64,
     pub(crate) idle_s: f64,
@@ -148,7 +156,8 @@ impl Fold {
             self.start_stretch(point, region);
             return;
         };
-        let dt_s = (point.ts_ms - prev.point.ts_ms) as f64 / 1000.0;
+        let (prev_ts_ms, prev_speed_mps, prev_speed_derived) = (prev.point.ts_ms, prev.speed_mps, prev.speed_derived);
+        let dt_s = (point.ts_ms - prev_ts_ms) as f64 / 1000.0;
         let hop_m = Haversine.distance(prev.geo(), geo(point));
         let max_speed_mps = cfg.max_speed_kmh / KMH_PER_MPS;
         if hop_m / dt_s.max(1.0) > max_speed_mps {
@@ -177,9 +186,18 @@ impl Fold {
             .accuracy_m
             .map_or(cfg.jitter_radius_m, |a| (2.0 * a).clamp(cfg.jitter_radius_m, cfg.max_jitter_radius_m));
         let from_anchor_m = Haversine.distance(self.anchor.position(), geo(point));
-        let moving = match point.speed_mps {
-            Some(v) => v * KMH_PER_MPS >= cfg.moving_speed_kmh,
-            None => from_anchor_m >= radius_m,
+        let (moving, distance_m) = match point.speed_mps {
+            Some(v) => {
+                // The reported speed decides; the anchor stays at the last moving point, so a slow
+                // crawl below the threshold is counted once the vehicle moves again.
+                let moving = v * KMH_PER_MPS >= cfg.moving_speed_kmh;
+                self.standing = !moving;
+                if moving {
+                    self.anchor = Anchor::at(point);
+                }
+                (moving, if moving { from_anchor_m } else { 0.0 })
+            }
+            None => self.movement_from_positions(point, radius_m, from_anchor_m, cfg.stop_window_s),
         };
         // The reference for derived values: the latest point of this stretch at least one
         // baseline back (smooths 1 Hz noise), else the previous point.
@@ -190,7 +208,7 @@ impl Fold {
             None => {
                 let r = &self.kept[reference];
                 let dt = (point.ts_ms - r.point.ts_ms) as f64 / 1000.0;
-                let v = if dt > 0.0 { Haversine.distance(r.geo(), geo(point)) / dt } else { prev.speed_mps };
+                let v = if dt > 0.0 { Haversine.distance(r.geo(), geo(point)) / dt } else { prev_speed_mps };
                 (v, true)
             }
         };
@@ -202,22 +220,16 @@ impl Fold {
             }
             _ => None,
         };
-        let distance_m = if moving { from_anchor_m } else { 0.0 };
-        if moving {
-            self.anchor = Anchor::at(point);
-        } else if point.speed_mps.is_none() && from_anchor_m < radius_m {
-            // Position alone decides movement here, so the anchor must not wander with the fixes:
-            // it becomes their mean. (With a reported speed the anchor stays at the last moving
-            // point, and a slow crawl is counted once the vehicle moves again.)
-            self.anchor.absorb(point);
-        }
 
         // Kinematics: between reported speeds the previous point is the reference; derived
         // speeds need the baseline reference.
-        let kin_ref = if !speed_derived && !prev.speed_derived { self.kept.len() - 1 } else { reference };
+        let kin_ref = if !speed_derived && !prev_speed_derived { self.kept.len() - 1 } else { reference };
         let r = &self.kept[kin_ref];
         let kin_dt = (point.ts_ms - r.point.ts_ms) as f64 / 1000.0;
-        let kinematic = !in_gap && kin_dt > 0.0 && kin_dt <= cfg.max_kinematics_gap_s;
+        // Speeds derived from positions are only compared between two moving points: a fix
+        // leaving or entering a stop says little about acceleration.
+        let trusted = !speed_derived || (moving && r.moving);
+        let kinematic = trusted && !in_gap && kin_dt > 0.0 && kin_dt <= cfg.max_kinematics_gap_s;
         let accel_mps2 = kinematic.then(|| (speed_mps - r.speed_mps) / kin_dt);
         let lateral_accel_mps2 = match (kinematic, r.heading_deg, heading_deg) {
             (true, Some(h0), Some(h1)) => {
@@ -228,7 +240,6 @@ impl Fold {
         };
         let event_speed_ok = speed_mps.max(r.speed_mps) * KMH_PER_MPS >= cfg.min_event_speed_kmh;
         let (start_ts, start_lat, start_lon) = (r.point.ts_ms, r.point.lat, r.point.lon);
-        let prev_ts_ms = prev.point.ts_ms;
 
         let harsh_values = [
             accel_mps2.filter(|a| event_speed_ok && *a <= cfg.harsh_braking_mps2).map(f64::abs),
@@ -301,8 +312,51 @@ impl Fold {
         });
     }
 
+    /// Movement inferred from positions alone, with hysteresis. Standing: the anchor is the mean
+    /// of the fixes within the radius; the vehicle starts moving only when fixes outside the
+    /// radius keep coming for `MOVE_CONFIRM_S` (at least two fixes): a stray fix or two is wander.
+    /// Moving: distance is counted hop by hop; the vehicle stands again when the last
+    /// `stop_window_s` (and at least two intervals) brought it less than the radius. Distance is
+    /// counted from the anchor, so the delays lose none.
+    fn movement_from_positions(
+        &mut self,
+        point: &Point,
+        radius_m: f64,
+        from_anchor_m: f64,
+        stop_window_s: f64,
+    ) -> (bool, f64) {
+        if self.standing {
+            if from_anchor_m < radius_m {
+                self.anchor.absorb(point);
+                self.left_radius_at_ms = None;
+                return (false, 0.0);
+            }
+            let since = *self.left_radius_at_ms.get_or_insert(point.ts_ms);
+            if since == point.ts_ms || ((point.ts_ms - since) as f64 / 1000.0) < MOVE_CONFIRM_S {
+                return (false, 0.0);
+            }
+            self.left_radius_at_ms = None;
+            self.standing = false;
+            self.anchor = Anchor::at(point);
+            return (true, from_anchor_m);
+        }
+        let last = self.kept.len() - 1;
+        let window_start = &self.kept[self.baseline_reference(point.ts_ms, stop_window_s).min(last.saturating_sub(1))];
+        let window_s = (point.ts_ms - window_start.point.ts_ms) as f64 / 1000.0;
+        if window_s >= stop_window_s && Haversine.distance(window_start.geo(), geo(point)) < radius_m {
+            self.standing = true;
+            self.left_radius_at_ms = None;
+            self.anchor = Anchor::at(point);
+            return (false, 0.0);
+        }
+        self.anchor = Anchor::at(point);
+        (true, from_anchor_m)
+    }
+
     fn start_stretch(&mut self, point: &Point, region: Option<RegionId>) {
         self.jump_streak = 0;
+        self.standing = true;
+        self.left_radius_at_ms = None;
         self.stretch_start = self.kept.len();
         self.anchor = Anchor::at(point);
         let speed_mps = point.speed_mps.unwrap_or(0.0);

@@ -38,7 +38,8 @@ fn report_chunks(points: Vec<Point>, chunk: usize) -> TripReport {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    // 24 cases by default (each case simulates whole trips); PROPTEST_CASES raises it for a soak.
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24), ..ProptestConfig::default() })]
 
     #[test]
     fn any_arrival_order_with_duplicates_gives_the_same_summary(
