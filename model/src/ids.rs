@@ -91,6 +91,12 @@ id_type!(
     "trip_id"
 );
 
+id_type!(
+    /// A tenant (insurer or fleet): owns vehicles and API keys, and sees only its own data.
+    TenantId,
+    "tenant"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

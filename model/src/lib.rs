@@ -22,7 +22,7 @@ pub mod tripfile;
 pub mod wire;
 
 pub use decode::{DecodeConfig, Message, MessageRejection, PointRejection, Telemetry, decode};
-pub use ids::{TripId, VehicleId};
+pub use ids::{TenantId, TripId, VehicleId};
 pub use point::{Point, PointRules, RawPoint};
 pub use reject::{RejectReason, RejectScope};
 pub use summary::{Event, EventCounts, EventKind, Place, TripDetail, TripStatus, TripSummary};

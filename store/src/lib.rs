@@ -1,9 +1,195 @@
 //! # tripline-store
 //!
 //! The write store, the source of truth: enriched points, trip summaries and events, rejections,
-//! the fleet registry and the change feed the indexer follows. ScyllaDB for production, an
-//! embedded LSM backend for a single machine, both behind the same small traits and proven by one
-//! conformance suite.
+//! the fleet registry and the change feed the indexer follows. Two backends behind the same small
+//! traits: [`ScyllaStore`] (ScyllaDB in production; Apache Cassandra 5 in tests, over the same
+//! CQL) and [`EmbeddedStore`] (an LSM store on local disk, for a single machine). One
+//! conformance suite (`tests/conformance`) runs the same test functions against both.
 //!
-//! **Promises** (being built, see ARCHITECTURE.md): a write returns only when durable; rewrites
-//! are idempotent; every read is scoped to a tenant.
+//! **Promises.** A write returns `Ok` only once it is durable (embedded: fsynced; ScyllaDB:
+//! acknowledged at the configured consistency); a write that cannot reach the store is retried
+//! with backoff and then reported as an error, never as done. Every write is idempotent: writing
+//! the same points, trip or rejection again changes nothing. Reads for the API are scoped to a
+//! tenant: another tenant's trip is not found. The change feed is read in order per writer from a
+//! checkpoint, and a reader never passes an entry that is not yet durable.
+
+mod any;
+mod codec;
+mod embedded;
+mod records;
+mod retry;
+mod scylla_store;
+
+use std::future::Future;
+
+pub use any::AnyStore;
+pub use embedded::{EmbeddedConfig, EmbeddedStore, TempDir};
+pub use records::{
+    Change, ChangeBatch, Checkpoint, DAY_MS, Derived, Page, PointKey, Rejection, StoredPoint, TripRecord, day_of,
+};
+pub use retry::RetryPolicy;
+pub use scylla_store::{SCHEMA_VERSION, ScyllaConfig, ScyllaStore};
+use tripline_model::{TenantId, TripId, VehicleId};
+
+/// Default retention of points, trips and rejections: 400 days.
+pub const DEFAULT_RETENTION_DAYS: u32 = 400;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached (or kept timing out) for the whole retry budget.
+    #[error("store unavailable after {attempts} attempts over {elapsed_ms} ms: {detail}")]
+    Unavailable {
+        /// Attempts made.
+        attempts: u32,
+        /// Time spent.
+        elapsed_ms: u64,
+        /// The last error.
+        detail: String,
+    },
+    /// The store refused a request (schema missing, invalid query): retrying will not help.
+    #[error("store refused the request: {detail}")]
+    Refused {
+        /// What the store said.
+        detail: String,
+    },
+    /// `create_tenant` for a tenant that exists.
+    #[error("tenant {tenant} already exists")]
+    TenantExists {
+        /// The tenant.
+        tenant: TenantId,
+    },
+    /// A registry change naming a tenant that does not exist.
+    #[error("unknown tenant {tenant}")]
+    UnknownTenant {
+        /// The tenant.
+        tenant: TenantId,
+    },
+    /// Registering a vehicle that already belongs to another tenant.
+    #[error("vehicle {vehicle} already belongs to tenant {owner}")]
+    VehicleOwned {
+        /// The vehicle.
+        vehicle: VehicleId,
+        /// Its tenant.
+        owner: TenantId,
+    },
+    /// A stored record that cannot be read back.
+    #[error("corrupt record in {table}: {detail}")]
+    Corrupt {
+        /// Where.
+        table: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A paging cursor this store did not issue.
+    #[error("invalid cursor")]
+    BadCursor,
+    /// The embedded store's files.
+    #[error("embedded store: {detail}")]
+    Embedded {
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Tenants, their API keys (hashed) and their vehicles.
+pub trait Registry {
+    /// Creates a tenant with the hash of its API key; fails if the tenant exists.
+    fn create_tenant(&self, tenant: &TenantId, api_key_hash: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The tenant owning an API key hash.
+    fn tenant_for_key(&self, api_key_hash: &str) -> impl Future<Output = StoreResult<Option<TenantId>>> + Send;
+    /// Whether a tenant exists.
+    fn tenant_exists(&self, tenant: &TenantId) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Registers vehicles to a tenant (idempotent; a vehicle of another tenant is an error).
+    fn add_vehicles(&self, tenant: &TenantId, vehicles: &[VehicleId]) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The tenant a vehicle belongs to.
+    fn vehicle_tenant(&self, vehicle: &VehicleId) -> impl Future<Output = StoreResult<Option<TenantId>>> + Send;
+}
+
+/// Enriched points.
+pub trait PointStore {
+    /// Writes points (upserts by vehicle, time and `seq`).
+    fn write_points(&self, points: &[StoredPoint]) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A vehicle's points with `from_ms <= ts < to_ms`, in time order (for recomputing trips).
+    fn vehicle_points(
+        &self,
+        vehicle: &VehicleId,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Future<Output = StoreResult<Vec<StoredPoint>>> + Send;
+    /// A tenant's trip's points in time order, a page at a time; `None` when the trip is not the
+    /// tenant's (or does not exist).
+    fn trip_points(
+        &self,
+        tenant: &TenantId,
+        trip_id: &TripId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Option<Page<StoredPoint>>>> + Send;
+}
+
+/// Trips, each write also recorded in the change feed.
+pub trait TripStore {
+    /// Writes trips' summaries and events and appends "trip changed" to the change feed for each.
+    fn upsert_trips(&self, trips: &[TripRecord]) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Removes a trip (e.g. an automatically cut trip whose start moved) and records the change.
+    fn delete_trip(
+        &self,
+        tenant: &TenantId,
+        vehicle: &VehicleId,
+        trip_id: &TripId,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A tenant's trip; `None` for another tenant's or a missing trip.
+    fn trip(&self, tenant: &TenantId, trip_id: &TripId)
+    -> impl Future<Output = StoreResult<Option<TripRecord>>> + Send;
+    /// A trip by its full identity, whatever the tenant (for the indexer).
+    fn trip_of_vehicle(
+        &self,
+        tenant: &TenantId,
+        vehicle: &VehicleId,
+        trip_id: &TripId,
+    ) -> impl Future<Output = StoreResult<Option<TripRecord>>> + Send;
+    /// Every trip of every tenant, a page at a time (for `tripline reindex`).
+    fn scan_trips(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Page<TripRecord>>> + Send;
+}
+
+/// Rejected messages and points.
+pub trait RejectionStore {
+    /// Appends rejections; a rejection with a known id keeps its first `received_at_ms`.
+    fn append_rejections(&self, rejections: &[Rejection]) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A tenant's rejections (`None`: those no tenant owns), newest first, a page at a time.
+    fn rejections(
+        &self,
+        tenant: Option<&TenantId>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Page<Rejection>>> + Send;
+}
+
+/// The change feed: "trip X changed", in order per writer.
+pub trait ChangeFeed {
+    /// Up to `limit` durable changes after `checkpoint`, and the checkpoint after them.
+    fn read_changes(
+        &self,
+        checkpoint: &Checkpoint,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<ChangeBatch>> + Send;
+}
+
+/// Everything a tripline process needs from its store.
+pub trait Store:
+    Registry + PointStore + TripStore + RejectionStore + ChangeFeed + Clone + Send + Sync + 'static
+{
+}
+
+impl<T> Store for T where
+    T: Registry + PointStore + TripStore + RejectionStore + ChangeFeed + Clone + Send + Sync + 'static
+{
+}

@@ -1,0 +1,103 @@
+//! A store chosen at run time: embedded or ScyllaDB, behind the same traits.
+
+use tripline_model::{TenantId, TripId, VehicleId};
+
+use crate::records::{ChangeBatch, Checkpoint, Page, Rejection, StoredPoint, TripRecord};
+use crate::{ChangeFeed, EmbeddedStore, PointStore, Registry, RejectionStore, ScyllaStore, StoreResult, TripStore};
+
+/// Either backend.
+#[derive(Clone, Debug)]
+pub enum AnyStore {
+    /// The embedded LSM store.
+    Embedded(EmbeddedStore),
+    /// ScyllaDB / Cassandra.
+    Scylla(ScyllaStore),
+}
+
+macro_rules! delegate {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            AnyStore::Embedded($store) => $call.await,
+            AnyStore::Scylla($store) => $call.await,
+        }
+    };
+}
+
+impl Registry for AnyStore {
+    async fn create_tenant(&self, tenant: &TenantId, api_key_hash: &str) -> StoreResult<()> {
+        delegate!(self, s => s.create_tenant(tenant, api_key_hash))
+    }
+    async fn tenant_for_key(&self, api_key_hash: &str) -> StoreResult<Option<TenantId>> {
+        delegate!(self, s => s.tenant_for_key(api_key_hash))
+    }
+    async fn tenant_exists(&self, tenant: &TenantId) -> StoreResult<bool> {
+        delegate!(self, s => s.tenant_exists(tenant))
+    }
+    async fn add_vehicles(&self, tenant: &TenantId, vehicles: &[VehicleId]) -> StoreResult<()> {
+        delegate!(self, s => s.add_vehicles(tenant, vehicles))
+    }
+    async fn vehicle_tenant(&self, vehicle: &VehicleId) -> StoreResult<Option<TenantId>> {
+        delegate!(self, s => s.vehicle_tenant(vehicle))
+    }
+}
+
+impl PointStore for AnyStore {
+    async fn write_points(&self, points: &[StoredPoint]) -> StoreResult<()> {
+        delegate!(self, s => s.write_points(points))
+    }
+    async fn vehicle_points(&self, vehicle: &VehicleId, from_ms: i64, to_ms: i64) -> StoreResult<Vec<StoredPoint>> {
+        delegate!(self, s => s.vehicle_points(vehicle, from_ms, to_ms))
+    }
+    async fn trip_points(
+        &self,
+        tenant: &TenantId,
+        trip_id: &TripId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Option<Page<StoredPoint>>> {
+        delegate!(self, s => s.trip_points(tenant, trip_id, cursor, limit))
+    }
+}
+
+impl TripStore for AnyStore {
+    async fn upsert_trips(&self, trips: &[TripRecord]) -> StoreResult<()> {
+        delegate!(self, s => s.upsert_trips(trips))
+    }
+    async fn delete_trip(&self, tenant: &TenantId, vehicle: &VehicleId, trip_id: &TripId) -> StoreResult<()> {
+        delegate!(self, s => s.delete_trip(tenant, vehicle, trip_id))
+    }
+    async fn trip(&self, tenant: &TenantId, trip_id: &TripId) -> StoreResult<Option<TripRecord>> {
+        delegate!(self, s => s.trip(tenant, trip_id))
+    }
+    async fn trip_of_vehicle(
+        &self,
+        tenant: &TenantId,
+        vehicle: &VehicleId,
+        trip_id: &TripId,
+    ) -> StoreResult<Option<TripRecord>> {
+        delegate!(self, s => s.trip_of_vehicle(tenant, vehicle, trip_id))
+    }
+    async fn scan_trips(&self, cursor: Option<&str>, limit: usize) -> StoreResult<Page<TripRecord>> {
+        delegate!(self, s => s.scan_trips(cursor, limit))
+    }
+}
+
+impl RejectionStore for AnyStore {
+    async fn append_rejections(&self, rejections: &[Rejection]) -> StoreResult<()> {
+        delegate!(self, s => s.append_rejections(rejections))
+    }
+    async fn rejections(
+        &self,
+        tenant: Option<&TenantId>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Page<Rejection>> {
+        delegate!(self, s => s.rejections(tenant, cursor, limit))
+    }
+}
+
+impl ChangeFeed for AnyStore {
+    async fn read_changes(&self, checkpoint: &Checkpoint, limit: usize) -> StoreResult<ChangeBatch> {
+        delegate!(self, s => s.read_changes(checkpoint, limit))
+    }
+}

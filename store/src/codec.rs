@@ -1,0 +1,190 @@
+//! Byte layouts of the embedded store's keys and values, and the text of paging cursors.
+//!
+//! Keys sort the way reads need them: numbers are big-endian with the sign bit flipped, text
+//! parts end with a 0 byte (identifiers never contain one).
+
+use serde::{Deserialize, Serialize};
+use tripline_model::{Point, TripId};
+
+use crate::records::{Derived, PointKey};
+use crate::{StoreError, StoreResult};
+
+/// Appends `v` so that byte order equals numeric order.
+pub(crate) fn push_i64(key: &mut Vec<u8>, v: i64) {
+    key.extend_from_slice(&((v as u64) ^ (1 << 63)).to_be_bytes());
+}
+
+pub(crate) fn read_i64(bytes: &[u8]) -> Option<i64> {
+    let array: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    Some((u64::from_be_bytes(array) ^ (1 << 63)) as i64)
+}
+
+pub(crate) fn push_text(key: &mut Vec<u8>, text: &str) {
+    key.extend_from_slice(text.as_bytes());
+    key.push(0);
+}
+
+/// `vehicle \0 ts seq_key`: a vehicle's points in time order.
+pub(crate) fn point_key(vehicle: &str, key: PointKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(vehicle.len() + 17);
+    push_text(&mut out, vehicle);
+    push_i64(&mut out, key.ts_ms);
+    push_i64(&mut out, key.seq_key);
+    out
+}
+
+/// `vehicle \0 ts`: where a vehicle's points at or after `ts_ms` start.
+pub(crate) fn point_bound(vehicle: &str, ts_ms: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(vehicle.len() + 9);
+    push_text(&mut out, vehicle);
+    push_i64(&mut out, ts_ms);
+    out
+}
+
+/// An embedded point row (the key holds vehicle, time and `seq_key`).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct PointRow {
+    pub(crate) expires_at_ms: i64,
+    pub(crate) trip_id: String,
+    pub(crate) seq: Option<u64>,
+    pub(crate) ts_ms: i64,
+    pub(crate) lat: f64,
+    pub(crate) lon: f64,
+    pub(crate) speed_mps: Option<f64>,
+    pub(crate) heading_deg: Option<f64>,
+    pub(crate) accuracy_m: Option<f64>,
+    pub(crate) alt_m: Option<f64>,
+    pub(crate) ignition: Option<bool>,
+    pub(crate) odometer_m: Option<f64>,
+    pub(crate) derived: Derived,
+}
+
+impl PointRow {
+    pub(crate) fn new(trip_id: &TripId, p: &Point, derived: &Derived, expires_at_ms: i64) -> Self {
+        PointRow {
+            expires_at_ms,
+            trip_id: trip_id.as_str().to_owned(),
+            seq: p.seq,
+            ts_ms: p.ts_ms,
+            lat: p.lat,
+            lon: p.lon,
+            speed_mps: p.speed_mps,
+            heading_deg: p.heading_deg,
+            accuracy_m: p.accuracy_m,
+            alt_m: p.alt_m,
+            ignition: p.ignition,
+            odometer_m: p.odometer_m,
+            derived: derived.clone(),
+        }
+    }
+
+    pub(crate) fn point(&self) -> Point {
+        Point {
+            seq: self.seq,
+            ts_ms: self.ts_ms,
+            lat: self.lat,
+            lon: self.lon,
+            speed_mps: self.speed_mps,
+            heading_deg: self.heading_deg,
+            accuracy_m: self.accuracy_m,
+            alt_m: self.alt_m,
+            ignition: self.ignition,
+            odometer_m: self.odometer_m,
+        }
+    }
+}
+
+/// A JSON record with its expiry (trips, rejections, changes).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Expiring<T> {
+    pub(crate) expires_at_ms: i64,
+    pub(crate) record: T,
+}
+
+pub(crate) fn encode_postcard<T: Serialize>(value: &T, table: &'static str) -> StoreResult<Vec<u8>> {
+    postcard::to_stdvec(value).map_err(|e| StoreError::Corrupt { table, detail: e.to_string() })
+}
+
+pub(crate) fn decode_postcard<'a, T: Deserialize<'a>>(bytes: &'a [u8], table: &'static str) -> StoreResult<T> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt { table, detail: e.to_string() })
+}
+
+pub(crate) fn encode_json<T: Serialize>(value: &T, table: &'static str) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt { table, detail: e.to_string() })
+}
+
+pub(crate) fn decode_json<'a, T: Deserialize<'a>>(bytes: &'a [u8], table: &'static str) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { table, detail: e.to_string() })
+}
+
+/// Cursor text for a point position: `{ts_ms}.{seq_key}`.
+pub(crate) fn point_cursor(key: PointKey) -> String {
+    format!("{}.{}", key.ts_ms, key.seq_key)
+}
+
+pub(crate) fn parse_point_cursor(cursor: &str) -> StoreResult<PointKey> {
+    let (ts, seq) = cursor.split_once('.').ok_or(StoreError::BadCursor)?;
+    Ok(PointKey {
+        ts_ms: ts.parse().map_err(|_| StoreError::BadCursor)?,
+        seq_key: seq.parse().map_err(|_| StoreError::BadCursor)?,
+    })
+}
+
+/// Cursor text for a rejection position: `{received_at_ms}.{id}`.
+pub(crate) fn rejection_cursor(received_at_ms: i64, id: &str) -> String {
+    format!("{received_at_ms}.{id}")
+}
+
+pub(crate) fn parse_rejection_cursor(cursor: &str) -> StoreResult<(i64, String)> {
+    let (ts, id) = cursor.split_once('.').ok_or(StoreError::BadCursor)?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(StoreError::BadCursor);
+    }
+    Ok((ts.parse().map_err(|_| StoreError::BadCursor)?, id.to_owned()))
+}
+
+/// Bytes as lowercase hex (cursors over raw keys).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn unhex(text: &str) -> StoreResult<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return Err(StoreError::BadCursor);
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()).ok_or(StoreError::BadCursor))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_numbers_sort_as_bytes() {
+        let values = [i64::MIN, -5, -1, 0, 1, 7, i64::MAX];
+        let keys: Vec<Vec<u8>> = values
+            .iter()
+            .map(|v| {
+                let mut k = Vec::new();
+                push_i64(&mut k, *v);
+                k
+            })
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(keys.iter().map(|k| read_i64(k).unwrap()).collect::<Vec<_>>(), values);
+    }
+
+    #[test]
+    fn cursors_round_trip_and_foreign_ones_are_refused() {
+        let key = PointKey { ts_ms: 1_700_000_000_123, seq_key: -42 };
+        assert_eq!(parse_point_cursor(&point_cursor(key)).unwrap(), key);
+        assert!(parse_point_cursor("x.1").is_err());
+        assert_eq!(parse_rejection_cursor(&rejection_cursor(5, "abc1")).unwrap(), (5, "abc1".to_owned()));
+        assert!(parse_rejection_cursor("5.zz").is_err());
+        assert_eq!(unhex(&hex(&[0, 1, 255])).unwrap(), vec![0, 1, 255]);
+        assert!(unhex("abc").is_err());
+    }
+}

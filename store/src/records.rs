@@ -1,0 +1,180 @@
+//! What the store keeps: enriched points, trips, rejections, the registry and the change feed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tripline_model::{Event, Point, RejectReason, TenantId, TripId, TripSummary, VehicleId};
+
+/// Milliseconds in a UTC day: points are partitioned by (vehicle, day).
+pub const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// The UTC day number of a Unix-millisecond timestamp.
+pub fn day_of(ts_ms: i64) -> i32 {
+    i32::try_from(ts_ms.div_euclid(DAY_MS)).unwrap_or(if ts_ms < 0 { i32::MIN } else { i32::MAX })
+}
+
+/// What the engine derived for a point.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Derived {
+    /// Distance the point adds to its trip.
+    pub distance_m: f64,
+    /// Speed, reported or derived.
+    pub speed_mps: f64,
+    /// Whether `speed_mps` was derived from positions.
+    pub speed_derived: bool,
+    /// Course, reported or derived.
+    pub heading_deg: Option<f64>,
+    /// Longitudinal acceleration.
+    pub accel_mps2: Option<f64>,
+    /// Lateral acceleration.
+    pub lateral_accel_mps2: Option<f64>,
+    /// Region name.
+    pub region: Option<String>,
+    /// Whether the vehicle moved into this point.
+    pub moving: bool,
+}
+
+/// One enriched point of a trip.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredPoint {
+    /// The vehicle.
+    pub vehicle_id: VehicleId,
+    /// The trip it belongs to.
+    pub trip_id: TripId,
+    /// The point as received.
+    pub point: Point,
+    /// What enrichment derived.
+    pub derived: Derived,
+}
+
+impl StoredPoint {
+    /// The clustering key within a (vehicle, day) partition: time, then `seq` (or, without one,
+    /// a value derived from the position), so a replay rewrites the same rows.
+    pub fn key(&self) -> PointKey {
+        PointKey::of(&self.point)
+    }
+}
+
+/// Position of a point within its vehicle's time line; also the cursor for paging points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PointKey {
+    /// Unix milliseconds.
+    pub ts_ms: i64,
+    /// `seq` as a signed 64-bit value, or a negative value derived from the position.
+    pub seq_key: i64,
+}
+
+impl PointKey {
+    /// The key of `point`.
+    pub fn of(point: &Point) -> Self {
+        let seq_key = match point.seq {
+            Some(seq) => i64::from_ne_bytes(seq.to_ne_bytes()),
+            None => {
+                let mixed = point.lat.to_bits().rotate_left(17) ^ point.lon.to_bits();
+                -1 - i64::try_from(mixed >> 2).unwrap_or(0)
+            }
+        };
+        PointKey { ts_ms: point.ts_ms, seq_key }
+    }
+}
+
+/// A trip as stored: its tenant, summary and events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TripRecord {
+    /// The tenant owning the trip's vehicle.
+    pub tenant: TenantId,
+    /// The summary (carries trip and vehicle ids).
+    pub summary: TripSummary,
+    /// Every event, in time order.
+    pub events: Vec<Event>,
+}
+
+/// A rejected message or point, kept with its raw bytes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// Deterministic id (hash of topic, payload and point index): a redelivered message maps to
+    /// the same rejection.
+    pub id: String,
+    /// The tenant, when the vehicle is known; `None` for messages no tenant owns.
+    pub tenant: Option<TenantId>,
+    /// The topic's vehicle, when it could be read.
+    pub vehicle_id: Option<VehicleId>,
+    /// When tripline first saw it (kept on rewrites).
+    pub received_at_ms: i64,
+    /// Why.
+    pub reason: RejectReason,
+    /// Human-readable detail.
+    pub detail: String,
+    /// The MQTT topic.
+    pub topic: String,
+    /// For a dropped point, its index in the message's `points`.
+    pub point_index: Option<u32>,
+    /// The raw payload (for a dropped point: the point's JSON).
+    pub payload: Vec<u8>,
+}
+
+impl Rejection {
+    /// The deterministic id of a rejection of `payload` on `topic` (point `index`, if any).
+    pub fn id_for(topic: &str, payload: &[u8], point_index: Option<u32>) -> String {
+        // FNV-1a over the parts, 128 bits from two seeds: stable across versions and platforms.
+        let hash = |seed: u64| {
+            let mut h = seed;
+            let index = point_index.map_or(u32::MAX, |i| i).to_le_bytes();
+            for byte in topic.bytes().chain([0u8]).chain(payload.iter().copied()).chain(index) {
+                h ^= u64::from(byte);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+            h
+        };
+        format!("{:016x}{:016x}", hash(0xcbf2_9ce4_8422_2325), hash(0x8422_2325_cbf2_9ce4))
+    }
+}
+
+/// "This trip changed": an entry of the change feed the indexer follows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The trip's vehicle.
+    pub vehicle_id: VehicleId,
+    /// The trip.
+    pub trip_id: TripId,
+}
+
+/// How far a reader has followed the change feed: per writer, the last sequence number read.
+/// Serialisable, so an indexer can commit it with its index.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Writer id → last sequence number consumed.
+    pub positions: BTreeMap<String, u64>,
+}
+
+impl Checkpoint {
+    /// The position for `writer` (0: nothing read).
+    pub fn position(&self, writer: &str) -> u64 {
+        self.positions.get(writer).copied().unwrap_or(0)
+    }
+
+    /// Whether `self` is at or past `other` for every writer of `other`.
+    pub fn covers(&self, other: &Checkpoint) -> bool {
+        other.positions.iter().all(|(writer, seq)| self.position(writer) >= *seq)
+    }
+}
+
+/// Changes read from the feed, and the checkpoint after them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChangeBatch {
+    /// In order per writer.
+    pub changes: Vec<Change>,
+    /// Where the next read continues.
+    pub checkpoint: Checkpoint,
+}
+
+/// One page of a listing and the cursor for the next (`None`: last page).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Opaque cursor for the next page.
+    pub next: Option<String>,
+}

@@ -1,0 +1,329 @@
+//! The conformance suite: what every backend must do, written once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tripline_model::{EventCounts, Place, Point, RejectReason, TenantId, TripId, TripStatus, TripSummary, VehicleId};
+use tripline_store::{Checkpoint, Derived, Rejection, Store, StoreError, StoredPoint, TripRecord};
+
+/// 2026-11-24T23:59:00Z: a minute before midnight, so trips cross a day boundary.
+const T0: i64 = 1_795_564_740_000;
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::parse(name).unwrap()
+}
+
+fn vehicle(name: &str) -> VehicleId {
+    VehicleId::parse(name).unwrap()
+}
+
+fn trip_id(name: &str) -> TripId {
+    TripId::parse(name).unwrap()
+}
+
+fn point(v: &str, trip: &str, i: i64, seq: Option<u64>) -> StoredPoint {
+    StoredPoint {
+        vehicle_id: vehicle(v),
+        trip_id: trip_id(trip),
+        point: Point {
+            seq,
+            ts_ms: T0 + i * 1000,
+            lat: 52.5 + i as f64 * 1e-4,
+            lon: 13.4,
+            speed_mps: Some(10.0 + i as f64 * 0.01),
+            heading_deg: if i % 2 == 0 { Some(90.0) } else { None },
+            accuracy_m: Some(4.5),
+            alt_m: None,
+            ignition: Some(true),
+            odometer_m: Some(1000.0 + i as f64),
+        },
+        derived: Derived {
+            distance_m: 11.1,
+            speed_mps: 10.0,
+            speed_derived: false,
+            heading_deg: Some(90.0),
+            accel_mps2: if i > 0 { Some(0.1) } else { None },
+            lateral_accel_mps2: None,
+            region: if i % 3 == 0 { Some("Berlin".to_owned()) } else { None },
+            moving: true,
+        },
+    }
+}
+
+fn trip(t: &str, v: &str, id: &str, start_i: i64, end_i: i64) -> TripRecord {
+    let at = |i: i64| tripline_model::time::to_datetime(T0 + i * 1000);
+    TripRecord {
+        tenant: tenant(t),
+        summary: TripSummary {
+            trip_id: trip_id(id),
+            vehicle_id: vehicle(v),
+            status: TripStatus::Active,
+            start_time: at(start_i),
+            end_time: at(end_i),
+            duration_s: (end_i - start_i) as f64,
+            moving_time_s: 0.0,
+            idle_time_s: 0.0,
+            distance_km: 1.5,
+            max_speed_kmh: 50.0,
+            avg_speed_kmh: 30.0,
+            start: Place { lat: 52.5, lon: 13.4, region: Some("Berlin".to_owned()) },
+            end: Place { lat: 52.6, lon: 13.4, region: None },
+            regions: vec!["Berlin".to_owned()],
+            events: EventCounts { harsh_braking: 1, ..EventCounts::default() },
+            speeding_s: 0.0,
+            night_driving_s: 0.0,
+            point_count: (end_i - start_i + 1) as u64,
+            rejected_point_count: 0,
+            score: 88.5,
+            score_version: 1,
+            updated_at: at(end_i),
+        },
+        events: Vec::new(),
+    }
+}
+
+fn rejection(t: Option<&str>, n: u32, at_ms: i64) -> Rejection {
+    let payload = format!("{{\"broken\": {n}").into_bytes();
+    let topic = "vehicles/car-1/telemetry";
+    Rejection {
+        id: Rejection::id_for(topic, &payload, None),
+        tenant: t.map(tenant),
+        vehicle_id: Some(vehicle("car-1")),
+        received_at_ms: at_ms,
+        reason: RejectReason::MalformedJson,
+        detail: "EOF while parsing".to_owned(),
+        topic: topic.to_owned(),
+        point_index: None,
+        payload,
+    }
+}
+
+async fn all_changes<S: Store>(store: &S, from: &Checkpoint, limit: usize) -> (Vec<String>, Checkpoint) {
+    let mut checkpoint = from.clone();
+    let mut seen = Vec::new();
+    loop {
+        let batch = store.read_changes(&checkpoint, limit).await.unwrap();
+        if batch.changes.is_empty() {
+            return (seen, checkpoint);
+        }
+        assert!(batch.checkpoint.covers(&checkpoint), "checkpoints only move forward");
+        seen.extend(batch.changes.iter().map(|c| c.trip_id.as_str().to_owned()));
+        checkpoint = batch.checkpoint;
+    }
+}
+
+pub(crate) async fn rewrites_are_idempotent<S: Store>(store: &S) {
+    let points: Vec<StoredPoint> = (0..20).map(|i| point("car-1", "t1", i, Some(i as u64))).collect();
+    let record = trip("acme", "car-1", "t1", 0, 19);
+    let rejected = rejection(Some("acme"), 1, T0);
+    for round in 0..2 {
+        store.write_points(&points).await.unwrap();
+        store.upsert_trips(std::slice::from_ref(&record)).await.unwrap();
+        let mut later = rejected.clone();
+        later.received_at_ms += round * 60_000; // a redelivery arrives later
+        store.append_rejections(&[later]).await.unwrap();
+    }
+    let stored = store.vehicle_points(&vehicle("car-1"), T0, T0 + 3_600_000).await.unwrap();
+    assert_eq!(stored, points);
+    assert_eq!(store.trip(&tenant("acme"), &trip_id("t1")).await.unwrap(), Some(record));
+    let listed = store.rejections(Some(&tenant("acme")), None, 10).await.unwrap();
+    assert_eq!(listed.items, vec![rejected], "one rejection, with its first arrival time");
+}
+
+pub(crate) async fn points_round_trip_in_time_order_across_days<S: Store>(store: &S) {
+    // Around midnight (T0 + 60 s), with and without seq, written in reverse.
+    let mut points: Vec<StoredPoint> =
+        (0..120).map(|i| point("car-2", "t2", i, if i % 2 == 0 { Some(i as u64) } else { None })).collect();
+    points.reverse();
+    store.write_points(&points).await.unwrap();
+    points.reverse();
+    let stored = store.vehicle_points(&vehicle("car-2"), T0, T0 + 120_000).await.unwrap();
+    assert_eq!(stored, points);
+    let window = store.vehicle_points(&vehicle("car-2"), T0 + 50_000, T0 + 70_000).await.unwrap();
+    assert_eq!(window.len(), 20);
+    assert!(window.iter().all(|p| (T0 + 50_000..T0 + 70_000).contains(&p.point.ts_ms)));
+    assert!(store.vehicle_points(&vehicle("car-3"), T0, T0 + 120_000).await.unwrap().is_empty());
+}
+
+pub(crate) async fn another_tenant_sees_nothing<S: Store>(store: &S) {
+    store.write_points(&(0..5).map(|i| point("car-a", "ta", i, Some(i as u64))).collect::<Vec<_>>()).await.unwrap();
+    store.upsert_trips(&[trip("tenant-a", "car-a", "ta", 0, 4)]).await.unwrap();
+    store.append_rejections(&[rejection(Some("tenant-a"), 2, T0)]).await.unwrap();
+    let (a, b) = (tenant("tenant-a"), tenant("tenant-b"));
+    assert!(store.trip(&a, &trip_id("ta")).await.unwrap().is_some());
+    assert!(store.trip(&b, &trip_id("ta")).await.unwrap().is_none());
+    assert!(store.trip_points(&b, &trip_id("ta"), None, 10).await.unwrap().is_none());
+    assert_eq!(store.trip_points(&a, &trip_id("ta"), None, 10).await.unwrap().unwrap().items.len(), 5);
+    assert!(store.rejections(Some(&b), None, 10).await.unwrap().items.is_empty());
+    assert!(store.rejections(None, None, 10).await.unwrap().items.is_empty(), "owned rejections are not unowned");
+}
+
+pub(crate) async fn cursors_return_every_row_exactly_once<S: Store>(store: &S) {
+    // Points of two trips interleave in one vehicle's time line; only t3's come back.
+    let points: Vec<StoredPoint> =
+        (0..50).map(|i| point("car-4", if i % 5 == 0 { "other" } else { "t3" }, i, Some(i as u64))).collect();
+    store.write_points(&points).await.unwrap();
+    store.upsert_trips(&[trip("acme", "car-4", "t3", 0, 49)]).await.unwrap();
+    let mut cursor: Option<String> = None;
+    let mut seen = Vec::new();
+    loop {
+        let page = store.trip_points(&tenant("acme"), &trip_id("t3"), cursor.as_deref(), 7).await.unwrap().unwrap();
+        assert!(page.items.len() <= 7);
+        seen.extend(page.items.iter().map(|p| p.point.seq.unwrap()));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let expected: Vec<u64> = (0..50).filter(|i| i % 5 != 0).collect();
+    assert_eq!(seen, expected);
+
+    for n in 0..10 {
+        store.append_rejections(&[rejection(Some("acme"), 100 + n, T0 + i64::from(n) * 1000)]).await.unwrap();
+    }
+    let mut cursor: Option<String> = None;
+    let mut times = Vec::new();
+    loop {
+        let page = store.rejections(Some(&tenant("acme")), cursor.as_deref(), 3).await.unwrap();
+        times.extend(page.items.iter().map(|r| r.received_at_ms));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let expected: Vec<i64> = (0..10).rev().map(|n| T0 + n * 1000).collect();
+    assert_eq!(times, expected, "newest first, each once");
+
+    let trips: Vec<TripRecord> = (0..5).map(|n| trip("acme", &format!("car-s{n}"), &format!("s{n}"), 0, 10)).collect();
+    store.upsert_trips(&trips).await.unwrap();
+    let mut cursor: Option<String> = None;
+    let mut ids = BTreeSet::new();
+    let mut total = 0;
+    loop {
+        let page = store.scan_trips(cursor.as_deref(), 2).await.unwrap();
+        total += page.items.len();
+        ids.extend(page.items.iter().map(|t| t.summary.trip_id.as_str().to_owned()));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(total, 6, "t3 and s0..s4, each once");
+    assert_eq!(ids.len(), 6);
+}
+
+pub(crate) async fn change_feed_resumes_exactly_from_a_checkpoint<S: Store>(store: &S) {
+    let (before, start) = all_changes(store, &Checkpoint::default(), 100).await;
+    assert!(before.is_empty());
+    for chunk in 0..6 {
+        let trips: Vec<TripRecord> =
+            (0..5).map(|n| trip("acme", "car-f", &format!("f{}", chunk * 5 + n), 0, 1)).collect();
+        store.upsert_trips(&trips).await.unwrap();
+    }
+    let expected: Vec<String> = (0..30).map(|n| format!("f{n}")).collect();
+    let (seen, end) = all_changes(store, &start, 7).await;
+    assert_eq!(seen, expected, "in order, each once");
+    assert!(store.read_changes(&end, 100).await.unwrap().changes.is_empty());
+    // Resume from the middle: exactly the rest.
+    let first = store.read_changes(&start, 12).await.unwrap();
+    assert_eq!(first.changes.len(), 12);
+    let (rest, _) = all_changes(store, &first.checkpoint, 5).await;
+    assert_eq!(rest, expected[12..].to_vec());
+    // The checkpoint survives a round trip through JSON (the indexer's commit payload).
+    let json = serde_json::to_string(&first.checkpoint).unwrap();
+    assert_eq!(serde_json::from_str::<Checkpoint>(&json).unwrap(), first.checkpoint);
+}
+
+pub(crate) async fn concurrent_writers_lose_nothing<S: Store>(store: &S) {
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let v = format!("car-c{w}");
+            for chunk in 0..5 {
+                let points: Vec<StoredPoint> =
+                    (chunk * 40..(chunk + 1) * 40).map(|i| point(&v, &format!("c{w}"), i, Some(i as u64))).collect();
+                store.write_points(&points).await.unwrap();
+                store.upsert_trips(&[trip("acme", &v, &format!("c{w}"), 0, (chunk + 1) * 40 - 1)]).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for w in 0..8 {
+        let stored = store.vehicle_points(&vehicle(&format!("car-c{w}")), T0, T0 + 3_600_000).await.unwrap();
+        assert_eq!(stored.len(), 200, "writer {w}");
+        let t = store.trip(&tenant("acme"), &trip_id(&format!("c{w}"))).await.unwrap().unwrap();
+        assert_eq!(t.summary.point_count, 200, "the last upsert of each trip wins");
+    }
+    let (changes, _) = all_changes(store, &Checkpoint::default(), 13).await;
+    let mut per_trip: BTreeMap<String, usize> = BTreeMap::new();
+    for id in changes {
+        *per_trip.entry(id).or_default() += 1;
+    }
+    assert_eq!(per_trip.len(), 8);
+    assert!(per_trip.values().all(|n| *n == 5), "every upsert announced: {per_trip:?}");
+}
+
+pub(crate) async fn registry_rules_hold<S: Store>(store: &S) {
+    let (acme, other) = (tenant("acme"), tenant("other"));
+    store.create_tenant(&acme, "hash-acme").await.unwrap();
+    assert!(matches!(store.create_tenant(&acme, "hash-2").await, Err(StoreError::TenantExists { .. })));
+    assert_eq!(store.tenant_for_key("hash-acme").await.unwrap(), Some(acme.clone()));
+    assert_eq!(store.tenant_for_key("hash-2").await.unwrap(), None, "a refused tenant's key is not registered");
+    assert!(store.tenant_exists(&acme).await.unwrap());
+    assert!(!store.tenant_exists(&other).await.unwrap());
+    assert!(matches!(store.add_vehicles(&other, &[vehicle("v1")]).await, Err(StoreError::UnknownTenant { .. })));
+    store.add_vehicles(&acme, &[vehicle("v1"), vehicle("v2")]).await.unwrap();
+    store.add_vehicles(&acme, &[vehicle("v1")]).await.unwrap();
+    assert_eq!(store.vehicle_tenant(&vehicle("v1")).await.unwrap(), Some(acme.clone()));
+    assert_eq!(store.vehicle_tenant(&vehicle("v9")).await.unwrap(), None);
+    store.create_tenant(&other, "hash-other").await.unwrap();
+    assert!(matches!(store.add_vehicles(&other, &[vehicle("v2")]).await, Err(StoreError::VehicleOwned { .. })));
+    assert_eq!(store.vehicle_tenant(&vehicle("v2")).await.unwrap(), Some(acme));
+}
+
+pub(crate) async fn deleted_trips_are_gone_and_announced<S: Store>(store: &S) {
+    store.upsert_trips(&[trip("acme", "car-d", "d1", 0, 5)]).await.unwrap();
+    let (_, after_upsert) = all_changes(store, &Checkpoint::default(), 100).await;
+    store.delete_trip(&tenant("acme"), &vehicle("car-d"), &trip_id("d1")).await.unwrap();
+    assert!(store.trip(&tenant("acme"), &trip_id("d1")).await.unwrap().is_none());
+    assert!(store.trip_of_vehicle(&tenant("acme"), &vehicle("car-d"), &trip_id("d1")).await.unwrap().is_none());
+    let (changes, _) = all_changes(store, &after_upsert, 100).await;
+    assert_eq!(changes, vec!["d1".to_owned()]);
+}
+
+pub(crate) async fn foreign_cursors_are_refused<S: Store>(store: &S) {
+    store.upsert_trips(&[trip("acme", "car-x", "x1", 0, 5)]).await.unwrap();
+    assert!(matches!(
+        store.trip_points(&tenant("acme"), &trip_id("x1"), Some("nonsense"), 5).await,
+        Err(StoreError::BadCursor)
+    ));
+    assert!(matches!(store.rejections(Some(&tenant("acme")), Some("1.not-hex"), 5).await, Err(StoreError::BadCursor)));
+    assert!(matches!(store.scan_trips(Some("xyz"), 5).await, Err(StoreError::BadCursor)));
+}
+
+pub(crate) async fn retention_expires_records<S: Store>(store: &S) {
+    let points: Vec<StoredPoint> = (0..3).map(|i| point("car-r", "r1", i, Some(i as u64))).collect();
+    store.write_points(&points).await.unwrap();
+    store.upsert_trips(&[trip("acme", "car-r", "r1", 0, 2)]).await.unwrap();
+    store.append_rejections(&[rejection(Some("acme"), 7, T0)]).await.unwrap();
+    assert_eq!(store.vehicle_points(&vehicle("car-r"), T0, T0 + 60_000).await.unwrap().len(), 3);
+    assert!(store.trip(&tenant("acme"), &trip_id("r1")).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(store.vehicle_points(&vehicle("car-r"), T0, T0 + 60_000).await.unwrap().is_empty());
+    assert!(store.trip(&tenant("acme"), &trip_id("r1")).await.unwrap().is_none());
+    assert!(store.rejections(Some(&tenant("acme")), None, 10).await.unwrap().items.is_empty());
+}
+
+pub(crate) async fn several_writers_are_merged<S: Store>(first: &S, second: &S) {
+    for n in 0..10 {
+        let store = if n % 2 == 0 { first } else { second };
+        store.upsert_trips(&[trip("acme", "car-m", &format!("m{n}"), 0, 1)]).await.unwrap();
+    }
+    let (changes, checkpoint) = all_changes(first, &Checkpoint::default(), 3).await;
+    let ids: BTreeSet<String> = changes.into_iter().collect();
+    assert_eq!(ids.len(), 10);
+    assert_eq!(checkpoint.positions.len(), 2, "one position per writer");
+}
