@@ -8,9 +8,20 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use tripline_enrich::EnrichConfig;
+use tripline_store::{DEFAULT_RETENTION_DAYS, ScyllaConfig};
 
 /// Top-level keys; environment variables naming anything else are not configuration.
-const KEYS: &[&str] = &["data_dir", "regions", "enrich"];
+const KEYS: &[&str] = &["data_dir", "regions", "enrich", "store", "scylla", "retention_days"];
+
+/// Which write store to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum StoreKind {
+    /// The embedded LSM store under `data_dir`.
+    Embedded,
+    /// ScyllaDB (or Cassandra) at `[scylla] nodes`.
+    Scylla,
+}
 
 /// The whole configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -25,6 +36,30 @@ pub(crate) struct Config {
     /// Enrichment thresholds.
     #[serde(default)]
     pub(crate) enrich: EnrichConfig,
+    /// The write store.
+    #[serde(default = "default_store")]
+    pub(crate) store: StoreKind,
+    /// ScyllaDB connection and schema.
+    #[serde(default)]
+    pub(crate) scylla: ScyllaConfig,
+    /// How long points, trips and rejections are kept.
+    #[serde(default = "default_retention_days")]
+    pub(crate) retention_days: u32,
+}
+
+fn default_store() -> StoreKind {
+    StoreKind::Embedded
+}
+
+fn default_retention_days() -> u32 {
+    DEFAULT_RETENTION_DAYS
+}
+
+impl Config {
+    /// The ScyllaDB settings with the retention applied.
+    pub(crate) fn scylla(&self) -> ScyllaConfig {
+        ScyllaConfig { retention_s: u64::from(self.retention_days) * 86_400, ..self.scylla.clone() }
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -33,7 +68,14 @@ fn default_data_dir() -> PathBuf {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { data_dir: default_data_dir(), regions: None, enrich: EnrichConfig::default() }
+        Config {
+            data_dir: default_data_dir(),
+            regions: None,
+            enrich: EnrichConfig::default(),
+            store: default_store(),
+            scylla: ScyllaConfig::default(),
+            retention_days: default_retention_days(),
+        }
     }
 }
 

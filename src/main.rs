@@ -2,6 +2,7 @@
 //! Nothing else lives here; every stage is a library crate.
 
 mod config;
+mod schema;
 mod summarize;
 
 use std::path::PathBuf;
@@ -38,6 +39,17 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         regions: Option<PathBuf>,
     },
+    /// The ScyllaDB schema.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SchemaCommand {
+    /// Create or migrate the keyspace and tables (idempotent).
+    Apply,
 }
 
 /// How a command failed: decides the exit code (1 runtime, 2 usage or configuration).
@@ -66,7 +78,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let engine = enricher(&config, regions.as_ref())?;
             summarize::run(&files, vehicle.as_deref(), &engine)
         }
+        Command::Schema { command: SchemaCommand::Apply } => schema::apply(&config),
     }
+}
+
+/// A runtime for the commands that talk to services.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Failure::Runtime(e.into()))
 }
 
 fn main() -> ExitCode {

@@ -30,7 +30,7 @@ use crate::{
 
 /// The embedded store's settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct EmbeddedConfig {
     /// Directory of the database (created when missing).
     pub path: PathBuf,

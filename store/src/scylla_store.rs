@@ -63,7 +63,9 @@ pub struct ScyllaConfig {
     pub replication_factor: u32,
     /// Data center for `NetworkTopologyStrategy`; default: the contact node's own.
     pub datacenter: Option<String>,
-    /// How long points, trips and rejections are kept, in seconds (CQL TTL).
+    /// How long points, trips and rejections are kept, in seconds (CQL TTL). Set from the
+    /// top-level `retention_days`, not from the `[scylla]` section.
+    #[serde(skip)]
     pub retention_s: u64,
     /// Consistency of reads and writes: `one`, `local_quorum` or `quorum`.
     pub consistency: String,

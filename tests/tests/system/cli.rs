@@ -99,3 +99,27 @@ fn configuration_comes_from_file_then_environment() {
     assert_eq!(tripline(&["summarize", fixture.to_str().unwrap()], &dir).status.code(), Some(2));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn schema_apply_creates_the_keyspace_and_is_idempotent() {
+    let Some(nodes) = tripline_tests::Service::Cql.address() else { return };
+    let dir = std::env::temp_dir().join(tripline_tests::unique_name("schema"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keyspace = tripline_tests::unique_name("cli");
+    let nodes: Vec<String> = nodes.split(',').map(|n| format!("\"{}\"", n.trim())).collect();
+    std::fs::write(
+        dir.join("tripline.toml"),
+        format!("store = \"scylla\"\n[scylla]\nnodes = [{}]\nkeyspace = \"{keyspace}\"\n", nodes.join(", ")),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let output = tripline(&["schema", "apply"], &dir);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(String::from_utf8_lossy(&output.stderr).contains(&format!("keyspace {keyspace} at schema version 1")));
+    }
+    std::fs::write(dir.join("tripline.toml"), "store = \"scylla\"\n[scylla]\nkeyspace = \"not valid!\"\n").unwrap();
+    let refused = tripline(&["schema", "apply"], &dir);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not a CQL identifier"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
