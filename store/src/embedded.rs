@@ -23,7 +23,9 @@ use crate::codec::{
     parse_rejection_cursor, point_bound, point_cursor, point_key, push_i64, push_text, read_i64, rejection_cursor,
     unhex,
 };
-use crate::records::{Change, ChangeBatch, Checkpoint, Page, Rejection, StoredPoint, TripRecord};
+use crate::records::{
+    Change, ChangeBatch, Checkpoint, MAX_POINT_RANGE_DAYS, Page, Rejection, StoredPoint, TripRecord, day_of,
+};
 use crate::{
     ChangeFeed, DEFAULT_RETENTION_DAYS, PointStore, Registry, RejectionStore, StoreError, StoreResult, TripStore,
 };
@@ -316,10 +318,15 @@ impl PointStore for EmbeddedStore {
     }
 
     async fn vehicle_points(&self, vehicle: &VehicleId, from_ms: i64, to_ms: i64) -> StoreResult<Vec<StoredPoint>> {
+        if from_ms < to_ms && i64::from(day_of(to_ms - 1)) - i64::from(day_of(from_ms)) > MAX_POINT_RANGE_DAYS {
+            return Err(StoreError::Refused {
+                detail: format!("a point range may span at most {MAX_POINT_RANGE_DAYS} days"),
+            });
+        }
         let vehicle = vehicle.clone();
         self.blocking(move |inner| {
             let now = now_ms();
-            let (lo, hi) = (point_bound(vehicle.as_str(), from_ms), point_bound(vehicle.as_str(), to_ms));
+            let (lo, hi) = (point_bound(vehicle.as_str(), from_ms), point_bound(vehicle.as_str(), to_ms.max(from_ms)));
             let mut out = Vec::new();
             for guard in inner.points.range(lo..hi) {
                 let (_, value) = guard.into_inner().map_err(db_error)?;

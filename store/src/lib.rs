@@ -25,7 +25,8 @@ use std::future::Future;
 pub use any::AnyStore;
 pub use embedded::{EmbeddedConfig, EmbeddedStore, TempDir};
 pub use records::{
-    Change, ChangeBatch, Checkpoint, DAY_MS, Derived, Page, PointKey, Rejection, StoredPoint, TripRecord, day_of,
+    Change, ChangeBatch, Checkpoint, DAY_MS, Derived, MAX_POINT_RANGE_DAYS, Page, PointKey, Rejection, StoredPoint,
+    TripRecord, day_of,
 };
 pub use retry::RetryPolicy;
 pub use scylla_store::{SCHEMA_VERSION, ScyllaConfig, ScyllaStore};
@@ -114,6 +115,7 @@ pub trait PointStore {
     /// Writes points (upserts by vehicle, time and `seq`).
     fn write_points(&self, points: &[StoredPoint]) -> impl Future<Output = StoreResult<()>> + Send;
     /// A vehicle's points with `from_ms <= ts < to_ms`, in time order (for recomputing trips).
+    /// The range may span at most [`MAX_POINT_RANGE_DAYS`] days.
     fn vehicle_points(
         &self,
         vehicle: &VehicleId,

@@ -8,6 +8,9 @@ use tripline_model::{Event, Point, RejectReason, TenantId, TripId, TripSummary, 
 /// Milliseconds in a UTC day: points are partitioned by (vehicle, day).
 pub const DAY_MS: i64 = 24 * 3600 * 1000;
 
+/// Widest time range one point read may span, in days (ScyllaDB reads one partition per day).
+pub const MAX_POINT_RANGE_DAYS: i64 = 31;
+
 /// The UTC day number of a Unix-millisecond timestamp.
 pub fn day_of(ts_ms: i64) -> i32 {
     i32::try_from(ts_ms.div_euclid(DAY_MS)).unwrap_or(if ts_ms < 0 { i32::MIN } else { i32::MAX })

@@ -24,12 +24,14 @@ use scylla::serialize::row::SerializeRow;
 use scylla::statement::Consistency;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
+use scylla::value::MaybeUnset;
 use serde::{Deserialize, Serialize};
 use tripline_model::{Point, TenantId, TripId, VehicleId};
 
 use crate::codec::{parse_point_cursor, parse_rejection_cursor, point_cursor, rejection_cursor};
 use crate::records::{
-    Change, ChangeBatch, Checkpoint, Derived, Page, PointKey, Rejection, StoredPoint, TripRecord, day_of,
+    Change, ChangeBatch, Checkpoint, Derived, MAX_POINT_RANGE_DAYS, Page, PointKey, Rejection, StoredPoint, TripRecord,
+    day_of,
 };
 use crate::retry::{Attempt, RetryPolicy};
 use crate::{
@@ -335,17 +337,22 @@ struct PointValues {
     ts: i64,
     seq_key: i64,
     trip_id: String,
-    seq: Option<i64>,
+    // Absent optional values are left unset, not bound as null: a null would write a tombstone.
+    seq: MaybeUnset<i64>,
     lat: f64,
     lon: f64,
-    speed_mps: Option<f64>,
-    heading_deg: Option<f64>,
-    accuracy_m: Option<f64>,
-    alt_m: Option<f64>,
-    ignition: Option<bool>,
-    odometer_m: Option<f64>,
+    speed_mps: MaybeUnset<f64>,
+    heading_deg: MaybeUnset<f64>,
+    accuracy_m: MaybeUnset<f64>,
+    alt_m: MaybeUnset<f64>,
+    ignition: MaybeUnset<bool>,
+    odometer_m: MaybeUnset<f64>,
     derived: Vec<u8>,
     ttl: i32,
+}
+
+fn unset_if_none<T>(value: Option<T>) -> MaybeUnset<T> {
+    value.map_or(MaybeUnset::Unset, MaybeUnset::Set)
 }
 
 type PointRow = (
@@ -684,15 +691,15 @@ impl PointStore for ScyllaStore {
                             ts: key.ts_ms,
                             seq_key: key.seq_key,
                             trip_id: p.trip_id.as_str().to_owned(),
-                            seq: p.point.seq.map(|s| i64::from_ne_bytes(s.to_ne_bytes())),
+                            seq: unset_if_none(p.point.seq.map(|s| i64::from_ne_bytes(s.to_ne_bytes()))),
                             lat: p.point.lat,
                             lon: p.point.lon,
-                            speed_mps: p.point.speed_mps,
-                            heading_deg: p.point.heading_deg,
-                            accuracy_m: p.point.accuracy_m,
-                            alt_m: p.point.alt_m,
-                            ignition: p.point.ignition,
-                            odometer_m: p.point.odometer_m,
+                            speed_mps: unset_if_none(p.point.speed_mps),
+                            heading_deg: unset_if_none(p.point.heading_deg),
+                            accuracy_m: unset_if_none(p.point.accuracy_m),
+                            alt_m: unset_if_none(p.point.alt_m),
+                            ignition: unset_if_none(p.point.ignition),
+                            odometer_m: unset_if_none(p.point.odometer_m),
                             derived: postcard::to_stdvec(&p.derived).map_err(|e| corrupt("points", e))?,
                             ttl,
                         })
@@ -728,7 +735,13 @@ impl PointStore for ScyllaStore {
         if from_ms >= to_ms {
             return Ok(out);
         }
-        for day in day_of(from_ms)..=day_of(to_ms - 1) {
+        let (first, last) = (day_of(from_ms), day_of(to_ms - 1));
+        if i64::from(last) - i64::from(first) > MAX_POINT_RANGE_DAYS {
+            return Err(StoreError::Refused {
+                detail: format!("a point range may span at most {MAX_POINT_RANGE_DAYS} days"),
+            });
+        }
+        for day in first..=last {
             let rows: Vec<PointRow> = self
                 .rows(
                     "vehicle points",

@@ -143,6 +143,8 @@ pub(crate) async fn points_round_trip_in_time_order_across_days<S: Store>(store:
     assert_eq!(window.len(), 20);
     assert!(window.iter().all(|p| (T0 + 50_000..T0 + 70_000).contains(&p.point.ts_ms)));
     assert!(store.vehicle_points(&vehicle("car-3"), T0, T0 + 120_000).await.unwrap().is_empty());
+    let too_wide = store.vehicle_points(&vehicle("car-2"), T0, T0 + 40 * tripline_store::DAY_MS).await;
+    assert!(matches!(too_wide, Err(StoreError::Refused { .. })), "reads are bounded to a month of partitions");
 }
 
 pub(crate) async fn another_tenant_sees_nothing<S: Store>(store: &S) {
