@@ -573,18 +573,38 @@ impl ScyllaStore {
         };
         let count = changes.len() as u64;
         let writer = self.inner.writer.clone();
-        let result = futures::stream::iter(changes.into_iter().enumerate())
-            .map(|(i, change)| {
-                let seq = first + i as u64;
-                let values = (
-                    writer.clone(),
-                    (seq / FEED_BUCKET) as i64,
-                    seq as i64,
-                    change.tenant.as_str().to_owned(),
-                    change.vehicle_id.as_str().to_owned(),
-                    change.trip_id.as_str().to_owned(),
-                );
-                async move { self.execute("feed", &self.inner.statements.insert_feed, values).await.map(|_| ()) }
+        // Entries of one bucket share a partition: one unlogged batch per bucket and chunk.
+        let mut by_bucket: BTreeMap<u64, Vec<(String, i64, i64, String, String, String)>> = BTreeMap::new();
+        for (i, change) in changes.into_iter().enumerate() {
+            let seq = first + i as u64;
+            by_bucket.entry(seq / FEED_BUCKET).or_default().push((
+                writer.clone(),
+                (seq / FEED_BUCKET) as i64,
+                seq as i64,
+                change.tenant.as_str().to_owned(),
+                change.vehicle_id.as_str().to_owned(),
+                change.trip_id.as_str().to_owned(),
+            ));
+        }
+        let chunks: Vec<Vec<_>> = by_bucket
+            .into_values()
+            .flat_map(|rows| rows.chunks(MAX_BATCH_ROWS).map(<[_]>::to_vec).collect::<Vec<_>>())
+            .collect();
+        let session = &self.inner.session;
+        let statement = &self.inner.statements.insert_feed;
+        let result = futures::stream::iter(chunks)
+            .map(|values| async move {
+                let mut batch = Batch::new(BatchType::Unlogged);
+                for _ in 0..values.len() {
+                    batch.append_statement(statement.clone());
+                }
+                batch.set_is_idempotent(true);
+                self.inner
+                    .retry
+                    .run("feed", || async {
+                        session.batch(&batch, &values).await.map(|_| ()).map_err(|e| classify(&e))
+                    })
+                    .await
             })
             .buffer_unordered(MAX_CONCURRENT_REQUESTS)
             .try_collect::<Vec<()>>()
