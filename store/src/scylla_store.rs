@@ -351,6 +351,9 @@ struct PointValues {
     ttl: i32,
 }
 
+/// Values of one change-feed row: writer, bucket, seq, tenant, vehicle, trip.
+type FeedRow = (String, i64, i64, String, String, String);
+
 fn unset_if_none<T>(value: Option<T>) -> MaybeUnset<T> {
     value.map_or(MaybeUnset::Unset, MaybeUnset::Set)
 }
@@ -574,7 +577,7 @@ impl ScyllaStore {
         let count = changes.len() as u64;
         let writer = self.inner.writer.clone();
         // Entries of one bucket share a partition: one unlogged batch per bucket and chunk.
-        let mut by_bucket: BTreeMap<u64, Vec<(String, i64, i64, String, String, String)>> = BTreeMap::new();
+        let mut by_bucket: BTreeMap<u64, Vec<FeedRow>> = BTreeMap::new();
         for (i, change) in changes.into_iter().enumerate() {
             let seq = first + i as u64;
             by_bucket.entry(seq / FEED_BUCKET).or_default().push((
