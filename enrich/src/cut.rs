@@ -104,19 +104,9 @@ pub fn assign_trips(vehicle_id: &VehicleId, points: &[Point], markers: &[TripMar
     trips
 }
 
-/// FNV-1a, 64 bit: a tiny hash whose value never changes between releases or platforms.
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
-}
-
 /// The deterministic id of a cut trip: `t{start ms}-{hash of vehicle id}`, at most 38 characters.
 pub fn auto_trip_id(vehicle_id: &VehicleId, start_ts_ms: i64) -> TripId {
-    let text = format!("t{start_ts_ms}-{:016x}", fnv1a64(vehicle_id.as_str().as_bytes()));
+    let text = format!("t{start_ts_ms}-{:016x}", tripline_model::hash::fnv1a64(vehicle_id.as_str().as_bytes()));
     TripId::parse(&text).expect("digits, 't', '-' and hex digits are all in the id alphabet")
 }
 

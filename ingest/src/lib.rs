@@ -5,4 +5,8 @@
 //! message to the broker in receive order once everything derived from it is durable.
 //!
 //! **Promises** (being built, see ARCHITECTURE.md): nothing acknowledged before it is durable;
-//! redelivered messages change nothing; bad input is rejected, stored and acknowledged.
+//! acknowledgements leave in receive order and never across connections ([`ack`]); redelivered
+//! messages change nothing; bad input is rejected, stored and acknowledged.
+
+pub mod ack;
+pub mod route;

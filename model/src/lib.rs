@@ -12,6 +12,7 @@
 //! No tokio, no I/O in this crate.
 
 mod decode;
+pub mod hash;
 pub mod ids;
 pub mod point;
 pub mod reject;

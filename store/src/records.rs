@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use tripline_model::hash::Fnv1a64;
 use tripline_model::{Event, Point, RejectReason, TenantId, TripId, TripSummary, VehicleId};
 
 /// Milliseconds in a UTC day: points are partitioned by (vehicle, day).
@@ -121,13 +122,8 @@ impl Rejection {
     pub fn id_for(topic: &str, payload: &[u8], point_index: Option<u32>) -> String {
         // FNV-1a over the parts, 128 bits from two seeds: stable across versions and platforms.
         let hash = |seed: u64| {
-            let mut h = seed;
             let index = point_index.map_or(u32::MAX, |i| i).to_le_bytes();
-            for byte in topic.bytes().chain([0u8]).chain(payload.iter().copied()).chain(index) {
-                h ^= u64::from(byte);
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
-            h
+            Fnv1a64::with_seed(seed).write(topic.as_bytes()).write(&[0]).write(payload).write(&index).finish()
         };
         format!("{:016x}{:016x}", hash(0xcbf2_9ce4_8422_2325), hash(0x8422_2325_cbf2_9ce4))
     }

@@ -416,6 +416,11 @@ fn point_from_row(vehicle: &VehicleId, row: PointRow) -> StoreResult<StoredPoint
 impl ScyllaStore {
     /// Creates or migrates the schema described by `config` (idempotent).
     pub async fn apply_schema(config: &ScyllaConfig) -> StoreResult<i32> {
+        if !is_identifier(&config.keyspace) {
+            return Err(StoreError::Refused {
+                detail: format!("keyspace name {:?} is not a CQL identifier", config.keyspace),
+            });
+        }
         let session = connect(config).await?;
         apply_schema(&session, config).await
     }

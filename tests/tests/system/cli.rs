@@ -117,7 +117,11 @@ fn schema_apply_creates_the_keyspace_and_is_idempotent() {
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         assert!(String::from_utf8_lossy(&output.stderr).contains(&format!("keyspace {keyspace} at schema version 1")));
     }
-    std::fs::write(dir.join("tripline.toml"), "store = \"scylla\"\n[scylla]\nkeyspace = \"not valid!\"\n").unwrap();
+    std::fs::write(
+        dir.join("tripline.toml"),
+        format!("store = \"scylla\"\n[scylla]\nnodes = [{}]\nkeyspace = \"not valid!\"\n", nodes.join(", ")),
+    )
+    .unwrap();
     let refused = tripline(&["schema", "apply"], &dir);
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not a CQL identifier"));
