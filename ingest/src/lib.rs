@@ -10,3 +10,21 @@
 
 pub mod ack;
 pub mod route;
+pub mod source;
+
+/// What can go wrong in ingest.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// A setting is unusable.
+    #[error("ingest config: {detail}")]
+    Config {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The MQTT client failed in a way reconnecting cannot fix.
+    #[error("mqtt: {detail}")]
+    Mqtt {
+        /// What failed.
+        detail: String,
+    },
+}

@@ -1,0 +1,290 @@
+//! The MQTT source: a persistent QoS 1 session with manual, ordered acknowledgements.
+//!
+//! Two tasks. The *connection task* owns rumqttc's event loop and only polls it (so keep-alives
+//! never wait on tripline) and forwards events in order. The *source task* owns the
+//! [`AckTracker`]: it hands each message on as a [`Delivery`], and sends the acknowledgements
+//! the tracker releases once deliveries complete.
+//!
+//! A disconnect is a hand-over: the connection task reports it and waits; the source task
+//! starts a new tracker epoch (pending messages of the old connection are forgotten — the broker
+//! redelivers them), then lets the connection task clean rumqttc's request queue (which drops
+//! acknowledgements not yet sent) and reconnect. So no acknowledgement of the old connection can
+//! reach the new one, where its packet id may name another message.
+//!
+//! Backpressure: the source task never blocks the connection task. Deliveries the pipeline cannot
+//! take yet wait in a local queue whose length is bounded by the broker's in-flight window for
+//! this client (Mosquitto's `max_inflight_messages`): unacknowledged QoS 1 messages beyond it
+//! stay queued in the broker.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+
+use crate::IngestError;
+use crate::ack::{AckTracker, Ticket};
+
+/// Events from the connection task to the source task. Sized for bursts of small packets; the
+/// source task drains it continuously.
+const EVENT_CHANNEL_CAPACITY: usize = 1024;
+/// rumqttc's request channel: holds subscriptions and acknowledgements. Acknowledgements are
+/// bounded by the broker's in-flight window, which must stay below this.
+const REQUEST_CHANNEL_CAPACITY: usize = 8192;
+
+/// How the source connects.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSourceConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Stable client id: the broker keeps this client's session (and queued messages) by it.
+    pub client_id: String,
+    /// Topic filters to subscribe to at QoS 1.
+    pub topics: Vec<String>,
+    /// With a group, subscribe as `$share/{group}/{filter}` so several ingest processes share the
+    /// load (each message goes to one of them; a vehicle's messages may then be split between
+    /// processes, which the store's idempotent, order-independent writes tolerate).
+    pub shared_group: Option<String>,
+    /// Largest packet accepted from the broker. Above the contract's 256 KiB so that oversized
+    /// messages arrive and are rejected as `payload_too_large` instead of breaking the connection.
+    pub max_packet_bytes: usize,
+    /// Keep-alive interval, seconds.
+    pub keep_alive_s: u64,
+    /// Longest wait between reconnection attempts, milliseconds.
+    pub max_reconnect_backoff_ms: u64,
+}
+
+impl Default for MqttSourceConfig {
+    fn default() -> Self {
+        MqttSourceConfig {
+            host: "127.0.0.1".to_owned(),
+            port: 1883,
+            client_id: "tripline-ingest".to_owned(),
+            topics: vec![
+                tripline_model::topic::TELEMETRY_FILTER.to_owned(),
+                tripline_model::topic::TRIPS_FILTER.to_owned(),
+            ],
+            shared_group: None,
+            max_packet_bytes: 1024 * 1024,
+            keep_alive_s: 30,
+            max_reconnect_backoff_ms: 10_000,
+        }
+    }
+}
+
+/// One received message, to be completed once everything derived from it is durable.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The message.
+    pub publish: Publish,
+    ticket: Ticket,
+    done: flume::Sender<Ticket>,
+}
+
+impl Delivery {
+    /// Everything derived from this message is durable: it may be acknowledged (after every
+    /// message received before it).
+    pub fn complete(self) {
+        // The source has stopped if this fails; the broker will redeliver the message.
+        let _ = self.done.send(self.ticket);
+    }
+}
+
+/// Counters of the source, for metrics and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceCounters {
+    /// Messages received.
+    pub received: u64,
+    /// Acknowledgements sent.
+    pub acknowledged: u64,
+    /// Connections made (the first included).
+    pub connections: u64,
+    /// Connections on which the broker had no session for us (queued messages may be lost).
+    pub sessions_lost: u64,
+    /// Subscriptions the broker confirmed.
+    pub subscriptions_acked: u64,
+    /// Whether the source is connected and subscribed now.
+    pub ready: bool,
+}
+
+enum FromConnection {
+    Connected { session_present: bool },
+    Subscribed,
+    Message(Publish),
+    Disconnected { error: String, resume: oneshot::Sender<()> },
+}
+
+fn mqtt_options(config: &MqttSourceConfig) -> MqttOptions {
+    let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
+    options.set_clean_session(false);
+    options.set_manual_acks(true);
+    options.set_keep_alive(Duration::from_secs(config.keep_alive_s.max(5)));
+    options.set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes);
+    options.set_request_channel_capacity(REQUEST_CHANNEL_CAPACITY);
+    options
+}
+
+async fn connection_task(mut eventloop: EventLoop, events: flume::Sender<FromConnection>, max_backoff: Duration) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff = Duration::from_millis(100);
+                if events.send_async(FromConnection::Connected { session_present: ack.session_present }).await.is_err()
+                {
+                    return;
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                if events.send_async(FromConnection::Subscribed).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                if events.send_async(FromConnection::Message(publish)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                let (resume, resumed) = oneshot::channel();
+                let event = FromConnection::Disconnected { error: error.to_string(), resume };
+                if events.send_async(event).await.is_err() || resumed.await.is_err() {
+                    return;
+                }
+                // Drops acknowledgements queued for the old connection (rumqttc keeps no PubAck).
+                eventloop.clean();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+    }
+}
+
+/// Runs the source until `shutdown` turns true: received messages go to `out` as deliveries;
+/// on shutdown it stops taking messages, waits up to `drain` for deliveries to complete,
+/// acknowledges what completed, and returns its counters. `status` follows the counters live.
+pub async fn run_source(
+    config: MqttSourceConfig,
+    out: flume::Sender<Delivery>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+    status: watch::Sender<SourceCounters>,
+) -> Result<SourceCounters, IngestError> {
+    if config.client_id.is_empty() {
+        return Err(IngestError::Config { detail: "the MQTT client id must not be empty".to_owned() });
+    }
+    let (client, eventloop) = AsyncClient::new(mqtt_options(&config), REQUEST_CHANNEL_CAPACITY);
+    let (events_tx, events) = flume::bounded(EVENT_CHANNEL_CAPACITY);
+    let connection = tokio::spawn(connection_task(
+        eventloop,
+        events_tx,
+        Duration::from_millis(config.max_reconnect_backoff_ms.max(100)),
+    ));
+    let (done_tx, done) = flume::unbounded::<Ticket>();
+    let mut tracker: AckTracker<Publish> = AckTracker::default();
+    let mut backlog: VecDeque<Delivery> = VecDeque::new();
+    let mut counters = SourceCounters::default();
+    let filters: Vec<String> = config
+        .topics
+        .iter()
+        .map(|topic| match &config.shared_group {
+            Some(group) => format!("$share/{group}/{topic}"),
+            None => topic.clone(),
+        })
+        .collect();
+
+    let ack = |publishes: Vec<Publish>, counters: &mut SourceCounters| -> Result<(), IngestError> {
+        for publish in publishes {
+            client.try_ack(&publish).map_err(|e| IngestError::Mqtt { detail: format!("acknowledge: {e}") })?;
+            counters.acknowledged += 1;
+        }
+        Ok(())
+    };
+
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let forward = async {
+            match backlog.front() {
+                Some(_) => out.send_async(backlog.pop_front()?).await.ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => {}
+            ticket = done.recv_async() => {
+                if let Ok(ticket) = ticket {
+                    ack(tracker.complete(ticket), &mut counters)?;
+                }
+            }
+            event = events.recv_async() => match event {
+                Ok(FromConnection::Connected { session_present }) => {
+                    counters.connections += 1;
+                    tracker.new_connection();
+                    counters.ready = session_present;
+                    if !session_present {
+                        if counters.connections > 1 {
+                            counters.sessions_lost += 1;
+                            tracing::warn!(client_id = %config.client_id, "broker had no session for us: messages queued while we were away may be lost");
+                        }
+                        let subscriptions = filters.iter().map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                        client.try_subscribe_many(subscriptions).map_err(|e| IngestError::Mqtt { detail: format!("subscribe: {e}") })?;
+                    }
+                }
+                Ok(FromConnection::Subscribed) => {
+                    counters.subscriptions_acked += 1;
+                    counters.ready = true;
+                }
+                Ok(FromConnection::Message(publish)) => {
+                    counters.received += 1;
+                    let ticket = tracker.register(publish.clone());
+                    backlog.push_back(Delivery { publish, ticket, done: done_tx.clone() });
+                }
+                Ok(FromConnection::Disconnected { error, resume }) => {
+                    counters.ready = false;
+                    let dropped = tracker.new_connection();
+                    backlog.clear();
+                    tracing::warn!(%error, dropped, "mqtt connection lost; reconnecting");
+                    let _ = resume.send(());
+                }
+                Err(_) => return Err(IngestError::Mqtt { detail: "the connection task stopped".to_owned() }),
+            },
+            sent = forward => {
+                if sent.is_none() {
+                    // The pipeline is gone: nothing more can complete.
+                    break;
+                }
+            }
+        }
+        status.send_if_modified(|current| {
+            let changed = *current != counters;
+            if changed {
+                current.clone_from(&counters);
+            }
+            changed
+        });
+    }
+
+    // Graceful stop: take no new messages, acknowledge what completes within `drain`.
+    backlog.clear();
+    let deadline = tokio::time::Instant::now() + drain;
+    while tracker.in_flight() > 0 {
+        match tokio::time::timeout_at(deadline, done.recv_async()).await {
+            Ok(Ok(ticket)) => ack(tracker.complete(ticket), &mut counters)?,
+            _ => break,
+        }
+    }
+    // Give rumqttc a moment to flush the acknowledgements, then disconnect cleanly.
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(2), connection).await;
+    counters.ready = false;
+    status.send_replace(counters.clone());
+    Ok(counters)
+}
