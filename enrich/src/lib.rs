@@ -19,6 +19,7 @@ pub mod score;
 pub mod sim;
 pub mod track;
 mod trip;
+pub mod worker;
 
 use chrono_tz::Tz;
 

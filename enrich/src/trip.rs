@@ -61,6 +61,11 @@ impl TripEngine {
         &self.trip_id
     }
 
+    /// Gives the trip another id (an automatically cut trip whose start moved).
+    pub fn rename(&mut self, trip_id: TripId) {
+        self.trip_id = trip_id;
+    }
+
     /// The trip's vehicle.
     pub fn vehicle_id(&self) -> &VehicleId {
         &self.vehicle_id
@@ -85,10 +90,12 @@ impl TripEngine {
 
     /// Records points the decoder dropped, so the summary counts each once however often it
     /// arrives.
-    pub fn add_rejected<'a>(&mut self, points: impl IntoIterator<Item = &'a Point>) {
-        for p in points {
-            self.rejected.insert((p.ts_ms, p.seq.unwrap_or(u64::MAX), p.lat.to_bits(), p.lon.to_bits()));
-        }
+    /// Returns how many of them were new.
+    pub fn add_rejected<'a>(&mut self, points: impl IntoIterator<Item = &'a Point>) -> usize {
+        points
+            .into_iter()
+            .filter(|p| self.rejected.insert((p.ts_ms, p.seq.unwrap_or(u64::MAX), p.lat.to_bits(), p.lon.to_bits())))
+            .count()
     }
 
     /// Brings the pass up to date with every point added.

@@ -7,3 +7,4 @@ mod properties;
 mod real_data;
 mod scenarios;
 mod support;
+mod worker;

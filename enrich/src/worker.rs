@@ -1,0 +1,449 @@
+//! The worker pool: enrichment of live trips, written to the store in batches.
+//!
+//! Messages are routed by vehicle, so one worker sees all of a vehicle's messages in arrival
+//! order while different vehicles run in parallel. A worker takes what is queued (up to a batch),
+//! applies it to the trips it holds in memory, then writes points, rejections and trip summaries
+//! (trips last: their change-feed entries announce the rest), and only then completes the
+//! messages, which lets the source acknowledge them. A failed write is retried until it succeeds;
+//! nothing is completed before. Every write is an idempotent upsert, so a retry or a redelivered
+//! message changes nothing.
+//!
+//! A trip not in memory (the process restarted, or the trip went quiet and was evicted) is
+//! reopened from the store when a point for it arrives: its stored points are loaded and the
+//! trip recomputed with the new ones.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use tripline_model::{Point, Telemetry, TenantId, TripId, TripMarker, TripStatus, VehicleId};
+use tripline_store::{DAY_MS, Derived, MAX_POINT_RANGE_DAYS, Rejection, Store, StoredPoint, TripRecord};
+
+use crate::cut::auto_trip_id;
+use crate::{Enricher, TripEngine};
+
+/// Called once the message's results are durable.
+pub type Completion = Box<dyn FnOnce() + Send>;
+
+/// One message for a worker.
+pub enum Work {
+    /// Decoded telemetry of a registered vehicle, with the rejections of its dropped points.
+    Telemetry {
+        /// The vehicle's tenant.
+        tenant: TenantId,
+        /// The decoded message.
+        telemetry: Telemetry,
+        /// Rejection records of the points the decoder dropped.
+        rejections: Vec<Rejection>,
+        /// Completion.
+        done: Completion,
+    },
+    /// A trip marker of a registered vehicle.
+    Marker {
+        /// The vehicle's tenant.
+        tenant: TenantId,
+        /// The vehicle.
+        vehicle_id: VehicleId,
+        /// The marker.
+        marker: TripMarker,
+        /// Completion.
+        done: Completion,
+    },
+    /// A message that could not be used: only its rejection is stored.
+    Rejected {
+        /// The rejection.
+        rejection: Rejection,
+        /// Completion.
+        done: Completion,
+    },
+}
+
+/// Settings of the worker pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// Most messages applied before one write.
+    pub max_batch: usize,
+    /// A trip that receives nothing for this long is completed and leaves memory.
+    pub idle_eviction: Duration,
+    /// Wait between attempts of a failed write.
+    pub retry_backoff: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            max_batch: 256,
+            idle_eviction: Duration::from_secs(600),
+            retry_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+struct LiveTrip {
+    tenant: TenantId,
+    engine: TripEngine,
+    /// Derived automatically (no device trip id): its id follows its first point.
+    auto: bool,
+    /// Enriched points already written (all of them are rewritten after a recompute).
+    written: usize,
+    /// Points must all be rewritten (a point landed before the end).
+    rewrite_all: bool,
+    ended: bool,
+    dirty: bool,
+    last_activity_ms: i64,
+}
+
+/// What one batch writes.
+#[derive(Default)]
+struct Writes {
+    points: Vec<StoredPoint>,
+    trips: Vec<TripRecord>,
+    deletes: Vec<(TenantId, VehicleId, TripId)>,
+    rejections: Vec<Rejection>,
+}
+
+/// One worker: the trips of the vehicles routed to it.
+pub struct Worker<S> {
+    engine: Arc<Enricher>,
+    store: S,
+    config: WorkerConfig,
+    trips: HashMap<(VehicleId, TripId), LiveTrip>,
+    /// The automatically cut trip each vehicle is on.
+    open_auto: HashMap<VehicleId, TripId>,
+}
+
+impl<S: Store> Worker<S> {
+    /// A worker writing to `store`.
+    pub fn new(engine: Arc<Enricher>, store: S, config: WorkerConfig) -> Self {
+        Worker { engine, store, config, trips: HashMap::new(), open_auto: HashMap::new() }
+    }
+
+    /// Runs until `shutdown` turns true or the queue closes; finishes the batch in hand.
+    pub async fn run(mut self, queue: flume::Receiver<Work>, mut shutdown: watch::Receiver<bool>) {
+        let mut eviction = tokio::time::interval(
+            self.config.idle_eviction.min(Duration::from_secs(60)).max(Duration::from_millis(50)),
+        );
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() { break; }
+                }
+                first = queue.recv_async() => {
+                    let Ok(first) = first else { break };
+                    let mut batch = vec![first];
+                    batch.extend(queue.try_iter().take(self.config.max_batch.saturating_sub(1)));
+                    self.process(batch).await;
+                }
+                _ = eviction.tick() => self.evict_idle().await,
+            }
+        }
+    }
+
+    /// Applies a batch of messages, writes the results (retrying until durable), completes them.
+    pub async fn process(&mut self, batch: Vec<Work>) {
+        let mut writes = Writes::default();
+        let mut done = Vec::with_capacity(batch.len());
+        for work in batch {
+            match work {
+                Work::Telemetry { tenant, telemetry, rejections, done: d } => {
+                    self.apply_telemetry(&tenant, telemetry).await;
+                    writes.rejections.extend(rejections);
+                    done.push(d);
+                }
+                Work::Marker { tenant, vehicle_id, marker, done: d } => {
+                    self.apply_marker(&tenant, &vehicle_id, &marker).await;
+                    done.push(d);
+                }
+                Work::Rejected { rejection, done: d } => {
+                    writes.rejections.push(rejection);
+                    done.push(d);
+                }
+            }
+        }
+        self.collect(&mut writes);
+        self.write(&writes).await;
+        for d in done {
+            d();
+        }
+    }
+
+    async fn write(&self, writes: &Writes) {
+        loop {
+            let result = async {
+                self.store.write_points(&writes.points).await?;
+                self.store.append_rejections(&writes.rejections).await?;
+                for (tenant, vehicle, trip) in &writes.deletes {
+                    self.store.delete_trip(tenant, vehicle, trip).await?;
+                }
+                self.store.upsert_trips(&writes.trips).await
+            }
+            .await;
+            match result {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(%error, points = writes.points.len(), trips = writes.trips.len(), "store write failed; retrying, nothing acknowledged");
+                    tokio::time::sleep(self.config.retry_backoff).await;
+                }
+            }
+        }
+    }
+
+    /// Loads a trip from the store into memory, or starts it.
+    async fn open_trip(
+        &mut self,
+        tenant: &TenantId,
+        vehicle: &VehicleId,
+        trip_id: &TripId,
+        auto: bool,
+    ) -> &mut LiveTrip {
+        let key = (vehicle.clone(), trip_id.clone());
+        if !self.trips.contains_key(&key) {
+            let mut engine = TripEngine::new(vehicle.clone(), trip_id.clone());
+            let stored = self.stored_points(tenant, vehicle, trip_id).await;
+            engine.add_points(stored);
+            let live = LiveTrip {
+                tenant: tenant.clone(),
+                engine,
+                auto,
+                written: 0,
+                rewrite_all: true,
+                ended: false,
+                dirty: false,
+                last_activity_ms: now_ms(),
+            };
+            self.trips.insert(key.clone(), live);
+        }
+        let live = self.trips.get_mut(&key).expect("inserted above");
+        live.last_activity_ms = now_ms();
+        live
+    }
+
+    /// A trip's points already in the store (empty for a new trip). Retried until the store answers.
+    async fn stored_points(&self, tenant: &TenantId, vehicle: &VehicleId, trip_id: &TripId) -> Vec<Point> {
+        loop {
+            let result = async {
+                let Some(trip) = self.store.trip_of_vehicle(tenant, vehicle, trip_id).await? else {
+                    return Ok(Vec::new());
+                };
+                let start = trip.summary.start_time.timestamp_millis();
+                let end = trip.summary.end_time.timestamp_millis() + 1;
+                let end = end.min(start + MAX_POINT_RANGE_DAYS * DAY_MS);
+                let points = self.store.vehicle_points(vehicle, start, end).await?;
+                Ok::<_, tripline_store::StoreError>(
+                    points.into_iter().filter(|p| &p.trip_id == trip_id).map(|p| p.point).collect(),
+                )
+            }
+            .await;
+            match result {
+                Ok(points) => return points,
+                Err(error) => {
+                    tracing::warn!(%error, %vehicle, %trip_id, "cannot read a trip to reopen it; retrying");
+                    tokio::time::sleep(self.config.retry_backoff).await;
+                }
+            }
+        }
+    }
+
+    async fn apply_telemetry(&mut self, tenant: &TenantId, telemetry: Telemetry) {
+        let Telemetry { vehicle_id, trip_id, points, rejected, .. } = telemetry;
+        let rejected_points: Vec<Point> = rejected
+            .iter()
+            .filter_map(|r| Point::from_raw(&r.point, &mut tripline_model::point::FieldRepairs::default()).ok())
+            .collect();
+        match trip_id {
+            Some(trip_id) => {
+                let live = self.open_trip(tenant, &vehicle_id, &trip_id, false).await;
+                add_points(live, points, &rejected_points);
+            }
+            None => {
+                let mut points = points;
+                points.sort_by(crate::track::canonical_cmp);
+                for point in points {
+                    let trip_id = self.auto_trip_for(&vehicle_id, &point).await;
+                    let auto = is_auto_id(&trip_id);
+                    let live = self.open_trip(tenant, &vehicle_id, &trip_id, auto).await;
+                    add_points(live, vec![point], &[]);
+                }
+                if !rejected_points.is_empty()
+                    && let Some(open) = self.open_auto.get(&vehicle_id).cloned()
+                    && let Some(live) = self.trips.get_mut(&(vehicle_id.clone(), open))
+                {
+                    add_points(live, Vec::new(), &rejected_points);
+                }
+            }
+        }
+    }
+
+    /// The automatically cut trip `point` belongs to: the vehicle's open trip when the point is
+    /// within the trip gap of it (and no ignition cycle lies between), a stored trip with points
+    /// within the gap, else a new trip.
+    async fn auto_trip_for(&mut self, vehicle: &VehicleId, point: &Point) -> TripId {
+        let gap_ms = (self.engine.config.trip_gap_s * 1000.0) as i64;
+        if let Some(open) = self.open_auto.get(vehicle).cloned()
+            && let Some(live) = self.trips.get(&(vehicle.clone(), open.clone()))
+            && let (Some(first), Some(last)) = (live.engine.points().first(), live.engine.points().last())
+        {
+            let ignition_cycle =
+                last.ignition == Some(false) && point.ignition == Some(true) && point.ts_ms > last.ts_ms;
+            if point.ts_ms >= first.ts_ms - gap_ms && point.ts_ms <= last.ts_ms + gap_ms && !ignition_cycle {
+                return open;
+            }
+            if point.ts_ms > last.ts_ms {
+                // A new trip begins; the open one is complete.
+                if let Some(live) = self.trips.get_mut(&(vehicle.clone(), open)) {
+                    live.ended = true;
+                    live.dirty = true;
+                }
+                let id = auto_trip_id(vehicle, point.ts_ms);
+                self.open_auto.insert(vehicle.clone(), id.clone());
+                return id;
+            }
+        }
+        // A point of a trip not in memory: look for stored neighbours.
+        let neighbours = loop {
+            match self.store.vehicle_points(vehicle, point.ts_ms - gap_ms, point.ts_ms + gap_ms + 1).await {
+                Ok(points) => break points,
+                Err(error) => {
+                    tracing::warn!(%error, %vehicle, "cannot read neighbouring points; retrying");
+                    tokio::time::sleep(self.config.retry_backoff).await;
+                }
+            }
+        };
+        let nearest = neighbours.iter().min_by_key(|p| (p.point.ts_ms - point.ts_ms).abs()).map(|p| p.trip_id.clone());
+        let id = nearest.unwrap_or_else(|| auto_trip_id(vehicle, point.ts_ms));
+        let newest = self
+            .open_auto
+            .get(vehicle)
+            .and_then(|open| self.trips.get(&(vehicle.clone(), open.clone())))
+            .and_then(|l| l.engine.points().last())
+            .map(|p| p.ts_ms);
+        if newest.is_none_or(|newest| point.ts_ms > newest) {
+            self.open_auto.insert(vehicle.clone(), id.clone());
+        }
+        id
+    }
+
+    async fn apply_marker(&mut self, tenant: &TenantId, vehicle: &VehicleId, marker: &TripMarker) {
+        if marker.event == tripline_model::MarkerEvent::End {
+            let live = self.open_trip(tenant, vehicle, &marker.trip_id, false).await;
+            live.ended = true;
+            live.dirty = !live.engine.points().is_empty();
+        }
+    }
+
+    /// Turns every changed trip into its writes; renames automatic trips whose start moved.
+    fn collect(&mut self, writes: &mut Writes) {
+        let now = now_ms();
+        let mut renames = Vec::new();
+        for ((vehicle, trip_id), live) in &mut self.trips {
+            if !live.dirty {
+                continue;
+            }
+            live.dirty = false;
+            if live.auto
+                && let Some(first) = live.engine.points().first()
+            {
+                let expected = auto_trip_id(vehicle, first.ts_ms);
+                if &expected != trip_id {
+                    renames.push((vehicle.clone(), trip_id.clone(), expected));
+                    continue;
+                }
+            }
+            let status = if live.ended { TripStatus::Completed } else { TripStatus::Active };
+            let Some(report) = live.engine.report(&self.engine, status, Some(now)) else { continue };
+            let from = if live.rewrite_all { 0 } else { live.written.min(live.engine.enriched().len()) };
+            writes.points.extend(live.engine.enriched()[from..].iter().map(|p| StoredPoint {
+                vehicle_id: vehicle.clone(),
+                trip_id: trip_id.clone(),
+                point: p.point.clone(),
+                derived: Derived {
+                    distance_m: p.distance_m,
+                    speed_mps: p.speed_mps,
+                    speed_derived: p.speed_derived,
+                    heading_deg: p.heading_deg,
+                    accel_mps2: p.accel_mps2,
+                    lateral_accel_mps2: p.lateral_accel_mps2,
+                    region: p.region.and_then(|id| self.engine.regions.get(id)).map(|r| r.name.clone()),
+                    moving: p.moving,
+                },
+            }));
+            live.written = live.engine.enriched().len();
+            live.rewrite_all = false;
+            writes.trips.push(TripRecord {
+                tenant: live.tenant.clone(),
+                summary: report.summary,
+                events: report.events,
+            });
+        }
+        for (vehicle, old, new) in renames {
+            if let Some(mut live) = self.trips.remove(&(vehicle.clone(), old.clone())) {
+                writes.deletes.push((live.tenant.clone(), vehicle.clone(), old.clone()));
+                live.engine.rename(new.clone());
+                live.rewrite_all = true;
+                live.dirty = true;
+                if self.open_auto.get(&vehicle) == Some(&old) {
+                    self.open_auto.insert(vehicle.clone(), new.clone());
+                }
+                self.trips.insert((vehicle, new), live);
+            }
+        }
+        if self.trips.values().any(|l| l.dirty) {
+            self.collect(writes);
+        }
+    }
+
+    /// Completes and forgets trips that received nothing for `idle_eviction`.
+    async fn evict_idle(&mut self) {
+        let cutoff = now_ms() - i64::try_from(self.config.idle_eviction.as_millis()).unwrap_or(i64::MAX);
+        let idle: Vec<(VehicleId, TripId)> =
+            self.trips.iter().filter(|(_, l)| l.last_activity_ms <= cutoff).map(|(k, _)| k.clone()).collect();
+        if idle.is_empty() {
+            return;
+        }
+        for key in &idle {
+            if let Some(live) = self.trips.get_mut(key) {
+                live.ended = true;
+                live.dirty = true;
+            }
+        }
+        let mut writes = Writes::default();
+        self.collect(&mut writes);
+        self.write(&writes).await;
+        for key in idle {
+            self.trips.remove(&key);
+            if self.open_auto.get(&key.0) == Some(&key.1) {
+                self.open_auto.remove(&key.0);
+            }
+        }
+    }
+
+    /// Trips in memory (for tests and metrics).
+    pub fn trips_in_memory(&self) -> usize {
+        self.trips.len()
+    }
+}
+
+fn add_points(live: &mut LiveTrip, points: Vec<Point>, rejected: &[Point]) {
+    let outcome = live.engine.add_points(points);
+    let new_rejected = live.engine.add_rejected(rejected);
+    live.rewrite_all |= outcome.recompute;
+    // A redelivered message adds nothing new: the trip is not rewritten at all.
+    live.dirty |= outcome.added > 0 || new_rejected > 0;
+}
+
+/// Whether `trip_id` has the form of an automatically derived id (`t{ms}-{16 hex}`).
+fn is_auto_id(trip_id: &TripId) -> bool {
+    let text = trip_id.as_str();
+    let Some(rest) = text.strip_prefix('t') else { return false };
+    let Some((ms, hash)) = rest.split_once('-') else { return false };
+    !ms.is_empty()
+        && ms.bytes().all(|b| b.is_ascii_digit())
+        && hash.len() == 16
+        && hash.bytes().all(|b| b.is_ascii_hexdigit())
+}

@@ -1,0 +1,233 @@
+//! The worker pool against the embedded store: durable before complete, idempotent, restartable.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tripline_enrich::sim::Leg;
+use tripline_enrich::worker::{Completion, Work, Worker, WorkerConfig};
+use tripline_enrich::{TripEngine, auto_trip_id};
+use tripline_model::{Point, RejectReason, Telemetry, TenantId, TripId, TripStatus, VehicleId};
+use tripline_store::{ChangeFeed, Checkpoint, EmbeddedStore, PointStore, Rejection, RejectionStore, TripStore};
+
+use crate::support::*;
+
+fn tenant() -> TenantId {
+    TenantId::parse("acme").unwrap()
+}
+
+fn counter() -> (Arc<AtomicUsize>, impl Fn() -> Completion) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let make = {
+        let count = Arc::clone(&count);
+        move || -> Completion {
+            let count = Arc::clone(&count);
+            Box::new(move || {
+                count.fetch_add(1, Ordering::SeqCst);
+            })
+        }
+    };
+    (count, make)
+}
+
+fn telemetry(vehicle: &str, trip: Option<&str>, points: Vec<Point>) -> Telemetry {
+    Telemetry {
+        vehicle_id: VehicleId::parse(vehicle).unwrap(),
+        trip_id: trip.map(|t| TripId::parse(t).unwrap()),
+        points,
+        rejected: Vec::new(),
+        unknown_fields: 0,
+        cleared_fields: 0,
+    }
+}
+
+fn drive_points(seed: u64) -> Vec<Point> {
+    let legs = [
+        Leg::Speed { to_kmh: 50.0, rate_mps2: 2.0 },
+        Leg::Cruise { duration_s: 120.0 },
+        Leg::Speed { to_kmh: 0.0, rate_mps2: 2.0 },
+    ];
+    drive(&legs, &device(1.0, 2.0, true), seed)
+}
+
+fn worker(store: &EmbeddedStore) -> Worker<EmbeddedStore> {
+    Worker::new(Arc::new(engine()), store.clone(), WorkerConfig::default())
+}
+
+async fn changes(store: &EmbeddedStore) -> usize {
+    store.read_changes(&Checkpoint::default(), 10_000).await.unwrap().changes.len()
+}
+
+#[tokio::test]
+async fn results_are_durable_before_completion_and_redelivery_changes_nothing() {
+    let (store, _dir) = EmbeddedStore::for_test(std::time::Duration::from_secs(3600)).unwrap();
+    let (completed, done) = counter();
+    let mut w = worker(&store);
+    let points = drive_points(1);
+    let messages: Vec<Vec<Point>> = points.chunks(20).map(<[Point]>::to_vec).collect();
+    for message in &messages {
+        w.process(vec![Work::Telemetry {
+            tenant: tenant(),
+            telemetry: telemetry("car-1", Some("trip-1"), message.clone()),
+            rejections: Vec::new(),
+            done: done(),
+        }])
+        .await;
+    }
+    assert_eq!(completed.load(Ordering::SeqCst), messages.len());
+    let stored = store.trip(&tenant(), &TripId::parse("trip-1").unwrap()).await.unwrap().unwrap();
+    let offline = report(points.clone()).summary;
+    assert_eq!(stored.summary.distance_km, offline.distance_km);
+    assert_eq!(stored.summary.point_count, offline.point_count);
+    assert_eq!(stored.summary.status, TripStatus::Active);
+    let vehicle = VehicleId::parse("car-1").unwrap();
+    let stored_points = store.vehicle_points(&vehicle, T0_MS - 60_000, T0_MS + 3_600_000).await.unwrap();
+    assert_eq!(stored_points.len(), points.len());
+    let announced = changes(&store).await;
+
+    // The same messages again (a redelivery after a crash): nothing changes, not even a write.
+    for message in &messages {
+        w.process(vec![Work::Telemetry {
+            tenant: tenant(),
+            telemetry: telemetry("car-1", Some("trip-1"), message.clone()),
+            rejections: Vec::new(),
+            done: done(),
+        }])
+        .await;
+    }
+    assert_eq!(completed.load(Ordering::SeqCst), 2 * messages.len());
+    assert_eq!(store.trip(&tenant(), &TripId::parse("trip-1").unwrap()).await.unwrap().unwrap(), stored);
+    assert_eq!(changes(&store).await, announced, "no trip rewritten");
+}
+
+#[tokio::test]
+async fn a_restarted_worker_reopens_the_trip_from_the_store() {
+    let (store, _dir) = EmbeddedStore::for_test(std::time::Duration::from_secs(3600)).unwrap();
+    let (_, done) = counter();
+    let points = drive_points(2);
+    let (first, second) = points.split_at(points.len() / 2);
+    worker(&store)
+        .process(vec![Work::Telemetry {
+            tenant: tenant(),
+            telemetry: telemetry("car-2", Some("trip-2"), first.to_vec()),
+            rejections: Vec::new(),
+            done: done(),
+        }])
+        .await;
+    // A new worker (a process restart): it knows nothing of trip-2 until a point arrives.
+    let mut restarted = worker(&store);
+    let mut late_and_rest: Vec<Point> = second.to_vec();
+    late_and_rest.push(first[3].clone()); // a duplicate of a stored point
+    restarted
+        .process(vec![Work::Telemetry {
+            tenant: tenant(),
+            telemetry: telemetry("car-2", Some("trip-2"), late_and_rest),
+            rejections: Vec::new(),
+            done: done(),
+        }])
+        .await;
+    let stored = store.trip(&tenant(), &TripId::parse("trip-2").unwrap()).await.unwrap().unwrap();
+    let mut offline = TripEngine::new(VehicleId::parse("car-2").unwrap(), TripId::parse("trip-2").unwrap());
+    offline.add_points(points.clone());
+    let offline = offline.report(&engine(), TripStatus::Active, None).unwrap().summary;
+    assert_eq!(stored.summary.point_count, offline.point_count);
+    assert_eq!(stored.summary.distance_km, offline.distance_km);
+    assert_eq!(stored.summary.events, offline.events);
+}
+
+#[tokio::test]
+async fn points_without_trip_ids_are_cut_and_an_earlier_point_renames_the_trip() {
+    let (store, _dir) = EmbeddedStore::for_test(std::time::Duration::from_secs(3600)).unwrap();
+    let (_, done) = counter();
+    let mut w = worker(&store);
+    let first = drive_points(3);
+    let gap_ms = 15 * 60 * 1000;
+    let second: Vec<Point> = drive_points(4)
+        .into_iter()
+        .map(|mut p| {
+            p.ts_ms += first.last().unwrap().ts_ms - T0_MS + gap_ms;
+            p.seq = p.seq.map(|s| s + 100_000);
+            p
+        })
+        .collect();
+    for chunk in first.chunks(25).chain(second.chunks(25)) {
+        w.process(vec![Work::Telemetry {
+            tenant: tenant(),
+            telemetry: telemetry("car-3", None, chunk.to_vec()),
+            rejections: Vec::new(),
+            done: done(),
+        }])
+        .await;
+    }
+    let vehicle = VehicleId::parse("car-3").unwrap();
+    let first_id = auto_trip_id(&vehicle, first[0].ts_ms);
+    let second_id = auto_trip_id(&vehicle, second[0].ts_ms);
+    let a = store.trip(&tenant(), &first_id).await.unwrap().unwrap();
+    let b = store.trip(&tenant(), &second_id).await.unwrap().unwrap();
+    assert_eq!((a.summary.point_count as usize, a.summary.status), (first.len(), TripStatus::Completed));
+    assert_eq!((b.summary.point_count as usize, b.summary.status), (second.len(), TripStatus::Active));
+
+    // A late point two minutes before the first trip began: that trip now starts earlier, so its
+    // derived id changes; the old id disappears.
+    let mut early = first[0].clone();
+    early.ts_ms -= 120_000;
+    early.seq = Some(999_999);
+    w.process(vec![Work::Telemetry {
+        tenant: tenant(),
+        telemetry: telemetry("car-3", None, vec![early.clone()]),
+        rejections: Vec::new(),
+        done: done(),
+    }])
+    .await;
+    assert!(store.trip(&tenant(), &first_id).await.unwrap().is_none());
+    let renamed = store.trip(&tenant(), &auto_trip_id(&vehicle, early.ts_ms)).await.unwrap().unwrap();
+    assert_eq!(renamed.summary.point_count as usize, first.len() + 1);
+}
+
+#[tokio::test]
+async fn rejections_are_stored_and_their_messages_completed() {
+    let (store, _dir) = EmbeddedStore::for_test(std::time::Duration::from_secs(3600)).unwrap();
+    let (completed, done) = counter();
+    let payload = b"{not json".to_vec();
+    let rejection = Rejection {
+        id: Rejection::id_for("vehicles/car-9/telemetry", &payload, None),
+        tenant: Some(tenant()),
+        vehicle_id: Some(VehicleId::parse("car-9").unwrap()),
+        received_at_ms: T0_MS,
+        reason: RejectReason::MalformedJson,
+        detail: "EOF".to_owned(),
+        topic: "vehicles/car-9/telemetry".to_owned(),
+        point_index: None,
+        payload,
+    };
+    worker(&store).process(vec![Work::Rejected { rejection: rejection.clone(), done: done() }]).await;
+    assert_eq!(completed.load(Ordering::SeqCst), 1);
+    assert_eq!(store.rejections(Some(&tenant()), None, 10).await.unwrap().items, vec![rejection]);
+}
+
+#[tokio::test]
+async fn an_end_marker_completes_the_trip() {
+    let (store, _dir) = EmbeddedStore::for_test(std::time::Duration::from_secs(3600)).unwrap();
+    let (_, done) = counter();
+    let mut w = worker(&store);
+    w.process(vec![Work::Telemetry {
+        tenant: tenant(),
+        telemetry: telemetry("car-5", Some("trip-5"), drive_points(5)),
+        rejections: Vec::new(),
+        done: done(),
+    }])
+    .await;
+    let marker = tripline_model::TripMarker {
+        trip_id: TripId::parse("trip-5").unwrap(),
+        event: tripline_model::MarkerEvent::End,
+        ts_ms: T0_MS,
+    };
+    w.process(vec![Work::Marker {
+        tenant: tenant(),
+        vehicle_id: VehicleId::parse("car-5").unwrap(),
+        marker,
+        done: done(),
+    }])
+    .await;
+    let trip = store.trip(&tenant(), &TripId::parse("trip-5").unwrap()).await.unwrap().unwrap();
+    assert_eq!(trip.summary.status, TripStatus::Completed);
+}
