@@ -11,7 +11,37 @@ use tripline_enrich::EnrichConfig;
 use tripline_store::{DEFAULT_RETENTION_DAYS, ScyllaConfig};
 
 /// Top-level keys; environment variables naming anything else are not configuration.
-const KEYS: &[&str] = &["data_dir", "regions", "enrich", "store", "scylla", "retention_days"];
+const KEYS: &[&str] = &["data_dir", "regions", "enrich", "store", "scylla", "retention_days", "mqtt", "ingest"];
+
+/// The MQTT side.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct MqttConfig {
+    /// External broker, `mqtt://host:port`.
+    pub(crate) url: Option<String>,
+    /// Where the embedded broker listens (not available yet).
+    pub(crate) listen: Option<String>,
+    /// Client id of the ingest role (the broker keeps its session by it).
+    pub(crate) client_id: Option<String>,
+    /// Shared-subscription group for several ingest processes.
+    pub(crate) shared_group: Option<String>,
+}
+
+/// The ingest role.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct IngestConfig {
+    /// Enrichment workers; default one per core.
+    pub(crate) workers: usize,
+    /// On a graceful stop, how long to wait for in-flight messages to become durable, seconds.
+    pub(crate) drain_s: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig { workers: std::thread::available_parallelism().map_or(2, usize::from), drain_s: 10 }
+    }
+}
 
 /// Which write store to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +75,12 @@ pub(crate) struct Config {
     /// How long points, trips and rejections are kept.
     #[serde(default = "default_retention_days")]
     pub(crate) retention_days: u32,
+    /// MQTT.
+    #[serde(default)]
+    pub(crate) mqtt: MqttConfig,
+    /// The ingest role.
+    #[serde(default)]
+    pub(crate) ingest: IngestConfig,
 }
 
 fn default_store() -> StoreKind {
@@ -56,6 +92,14 @@ fn default_retention_days() -> u32 {
 }
 
 impl Config {
+    /// The embedded store's settings: `{data_dir}/store`.
+    pub(crate) fn embedded(&self) -> tripline_store::EmbeddedConfig {
+        tripline_store::EmbeddedConfig {
+            path: self.data_dir.join("store"),
+            retention_s: u64::from(self.retention_days) * 86_400,
+        }
+    }
+
     /// The ScyllaDB settings with the retention applied.
     pub(crate) fn scylla(&self) -> ScyllaConfig {
         ScyllaConfig { retention_s: u64::from(self.retention_days) * 86_400, ..self.scylla.clone() }
@@ -75,6 +119,8 @@ impl Default for Config {
             store: default_store(),
             scylla: ScyllaConfig::default(),
             retention_days: default_retention_days(),
+            mqtt: MqttConfig::default(),
+            ingest: IngestConfig::default(),
         }
     }
 }

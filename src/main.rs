@@ -2,6 +2,7 @@
 //! Nothing else lives here; every stage is a library crate.
 
 mod config;
+mod run;
 mod schema;
 mod summarize;
 
@@ -38,6 +39,13 @@ enum Command {
         /// GeoJSON regions file, instead of the configured or bundled regions.
         #[arg(long, value_name = "FILE")]
         regions: Option<PathBuf>,
+    },
+    /// Run tripline's roles. Available so far: `--roles ingest` with an external broker
+    /// (`[mqtt] url`); the indexer, the query API and the embedded broker are being built.
+    Run {
+        /// Roles to run, comma-separated: ingest, indexer, api.
+        #[arg(long, value_delimiter = ',', default_value = "ingest,indexer,api")]
+        roles: Vec<String>,
     },
     /// The ScyllaDB schema.
     Schema {
@@ -79,6 +87,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             summarize::run(&files, vehicle.as_deref(), &engine)
         }
         Command::Schema { command: SchemaCommand::Apply } => schema::apply(&config),
+        Command::Run { roles } => {
+            let engine = enricher(&config, None)?;
+            run::run(&config, &roles, engine)
+        }
     }
 }
 

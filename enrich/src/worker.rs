@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::watch;
 use tripline_model::{Point, Telemetry, TenantId, TripId, TripMarker, TripStatus, VehicleId};
 use tripline_store::{DAY_MS, Derived, MAX_POINT_RANGE_DAYS, Rejection, Store, StoredPoint, TripRecord};
 
@@ -123,17 +122,14 @@ impl<S: Store> Worker<S> {
         Worker { engine, store, config, trips: HashMap::new(), open_auto: HashMap::new() }
     }
 
-    /// Runs until `shutdown` turns true or the queue closes; finishes the batch in hand.
-    pub async fn run(mut self, queue: flume::Receiver<Work>, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until the queue closes (every sender dropped) and is empty: what was queued is
+    /// processed, so a graceful stop completes it.
+    pub async fn run(mut self, queue: flume::Receiver<Work>) {
         let mut eviction = tokio::time::interval(
             self.config.idle_eviction.min(Duration::from_secs(60)).max(Duration::from_millis(50)),
         );
         loop {
             tokio::select! {
-                biased;
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() { break; }
-                }
                 first = queue.recv_async() => {
                     let Ok(first) = first else { break };
                     let mut batch = vec![first];

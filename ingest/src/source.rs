@@ -272,8 +272,11 @@ pub async fn run_source(
         });
     }
 
-    // Graceful stop: take no new messages, acknowledge what completes within `drain`.
+    // Graceful stop: take no new messages, acknowledge what completes within `drain`. Once every
+    // delivery still held elsewhere is completed or dropped, the completion channel closes.
     backlog.clear();
+    drop(out);
+    drop(done_tx);
     let deadline = tokio::time::Instant::now() + drain;
     while tracker.in_flight() > 0 {
         match tokio::time::timeout_at(deadline, done.recv_async()).await {
