@@ -1,0 +1,201 @@
+//! Shared by the `system` and `faults` test binaries (included with `#[path]`): a keyspace with a
+//! registered fleet, the `tripline run --roles ingest` process, and a simulated fleet publishing.
+#![allow(dead_code)] // each binary uses part of it
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tripline_model::{Point, TenantId, TripId, VehicleId, encode_telemetry};
+use tripline_store::{PointStore, Registry, ScyllaConfig, ScyllaStore};
+use tripline_tests::{Service, mqtt_host_port, unique_name};
+
+pub(crate) const VEHICLES: usize = 50;
+pub(crate) const MESSAGES: usize = 10;
+pub(crate) const POINTS: usize = 10;
+
+pub(crate) struct Setup {
+    pub(crate) dir: PathBuf,
+    pub(crate) store: ScyllaStore,
+    pub(crate) mqtt_url: String,
+    pub(crate) prefix: String,
+}
+
+pub(crate) async fn setup() -> Option<Setup> {
+    let nodes = Service::Cql.address()?;
+    let mqtt_url = Service::Mqtt.address()?;
+    let dir = std::env::temp_dir().join(unique_name("ingest"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keyspace = unique_name("ing");
+    let config = ScyllaConfig {
+        nodes: nodes.split(',').map(|n| n.trim().to_owned()).collect(),
+        keyspace: keyspace.clone(),
+        retention_s: 86_400 * 30,
+        ..ScyllaConfig::default()
+    };
+    ScyllaStore::apply_schema(&config).await.unwrap();
+    let store = ScyllaStore::connect(&config).await.unwrap();
+    let prefix = unique_name("v");
+    let tenant = TenantId::parse("acme").unwrap();
+    store.create_tenant(&tenant, "hash").await.unwrap();
+    let vehicles: Vec<VehicleId> = (0..VEHICLES).map(|v| VehicleId::parse(&format!("{prefix}-{v}")).unwrap()).collect();
+    store.add_vehicles(&tenant, &vehicles).await.unwrap();
+    let quoted: Vec<String> = config.nodes.iter().map(|n| format!("\"{n}\"")).collect();
+    std::fs::write(
+        dir.join("tripline.toml"),
+        format!(
+            "store = \"scylla\"\n[scylla]\nnodes = [{}]\nkeyspace = \"{keyspace}\"\n[mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"{}\"\n[ingest]\nworkers = 2\ndrain_s = 5\n",
+            quoted.join(", "),
+            unique_name("ingest")
+        ),
+    )
+    .unwrap();
+    Some(Setup { dir, store, mqtt_url, prefix })
+}
+
+/// A running `tripline run --roles ingest`; killed when dropped (a failing test leaves nothing).
+pub(crate) struct Running {
+    pub(crate) child: Child,
+    pub(crate) stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    pub(crate) fn stderr_contains(&self, text: &str) -> bool {
+        self.stderr.lock().unwrap().iter().any(|line| line.contains(text))
+    }
+}
+
+/// Starts the ingest role and waits until it is connected and subscribed.
+pub(crate) fn start(dir: &Path) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tripline"))
+        .args(["run", "--roles", "ingest"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let pipe = child.stderr.take().unwrap();
+    let lines = std::sync::Arc::clone(&stderr);
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(pipe)).map_while(Result::ok) {
+            lines.lock().unwrap().push(line);
+        }
+    });
+    let running = Running { child, stderr };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !running.stderr_contains("ingest ready") {
+        assert!(Instant::now() < deadline, "ingest not ready: {:?}", running.stderr.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    running
+}
+
+/// Now, so points pass the late-window rule.
+pub(crate) fn t0() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 - 3_600_000
+}
+
+pub(crate) fn message_points(t0: i64, v: usize, m: usize) -> Vec<Point> {
+    (0..POINTS)
+        .map(|i| {
+            let n = (m * POINTS + i) as i64;
+            Point {
+                seq: Some(n as u64),
+                ts_ms: t0 + n * 1000,
+                lat: 52.0 + v as f64 * 0.01 + n as f64 * 1e-4,
+                lon: 13.0,
+                speed_mps: Some(11.0),
+                heading_deg: Some(0.0),
+                accuracy_m: Some(3.0),
+                alt_m: None,
+                ignition: Some(true),
+                odometer_m: None,
+            }
+        })
+        .collect()
+}
+
+pub(crate) async fn publish(url: &str, messages: Vec<(String, Vec<u8>)>) {
+    let (host, port) = mqtt_host_port(url);
+    let mut options = MqttOptions::new(unique_name("car"), host, port);
+    options.set_max_packet_size(1024 * 1024, 1024 * 1024);
+    options.set_inflight(100);
+    let (client, mut eventloop) = AsyncClient::new(options, 1000);
+    let n = messages.len();
+    let sender = tokio::spawn(async move {
+        for (topic, payload) in messages {
+            client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+        }
+        client
+    });
+    let mut acked = 0;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while acked < n {
+            if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
+                acked += 1;
+            }
+        }
+    })
+    .await
+    .expect("broker acknowledged every publish");
+    sender.await.unwrap();
+}
+
+pub(crate) fn messages(prefix: &str, t0: i64, range: std::ops::Range<usize>) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for m in range {
+        for v in 0..VEHICLES {
+            let trip = TripId::parse(&format!("trip-{v}")).unwrap();
+            out.push((
+                format!("vehicles/{prefix}-{v}/telemetry"),
+                encode_telemetry(Some(&trip), &message_points(t0, v, m)),
+            ));
+        }
+    }
+    out
+}
+
+pub(crate) async fn stored_points(setup: &Setup, t0: i64) -> usize {
+    let mut total = 0;
+    for v in 0..VEHICLES {
+        let vehicle = VehicleId::parse(&format!("{}-{v}", setup.prefix)).unwrap();
+        total += setup.store.vehicle_points(&vehicle, t0 - 60_000, t0 + 3_600_000).await.unwrap().len();
+    }
+    total
+}
+
+pub(crate) async fn wait_for_points(setup: &Setup, t0: i64, expected: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let n = stored_points(setup, t0).await;
+        if n >= expected || Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub(crate) fn sigterm(running: &mut Running) {
+    let status = Command::new("kill").args(["-TERM", &running.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(exit) = running.child.try_wait().unwrap() {
+            assert!(exit.success(), "graceful stop exits 0, got {exit}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "tripline did not stop within 30 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+}

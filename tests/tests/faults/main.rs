@@ -1,0 +1,72 @@
+//! Faults of the real services while tripline runs. A binary of its own: it stops the shared
+//! Cassandra, which must not happen while other tests use it (cargo runs test binaries one after
+//! another).
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[path = "../common/ingest_harness.rs"]
+mod harness;
+
+use harness::*;
+
+/// The services script, or `None` after a loud notice (a failure under `CI=true`).
+fn services_script() -> Option<String> {
+    let script = std::env::var("TRIPLINE_SERVICES_SCRIPT").ok().filter(|s| !s.is_empty());
+    if script.is_none() {
+        let message = "TRIPLINE_SERVICES_SCRIPT is not set: run through scripts/test.sh";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+        eprintln!("\n!!! SKIPPED: {message}\n");
+    }
+    script
+}
+
+fn cassandra(script: &str, action: &str) {
+    assert!(Command::new("bash").args([script, action, "cassandra"]).status().unwrap().success(), "{action} cassandra");
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_acknowledged_while_cassandra_is_down_and_everything_lands_after() {
+    let Some(script) = services_script() else { return };
+    let Some(setup) = setup().await else { return };
+    let t0 = t0();
+    let child = start(&setup.dir);
+    let first = messages(&setup.prefix, t0, 0..MESSAGES / 2);
+    publish(&setup.mqtt_url, first).await;
+    let half = VEHICLES * (MESSAGES / 2) * POINTS;
+    assert_eq!(wait_for_points(&setup, t0, half).await, half);
+
+    // Cassandra goes away for 20 s while the fleet keeps publishing.
+    cassandra(&script, "stop");
+    let outage = Instant::now();
+    publish(&setup.mqtt_url, messages(&setup.prefix, t0, MESSAGES / 2..MESSAGES)).await;
+    let mut peak_rss_mb: f64 = 0.0;
+    while outage.elapsed() < Duration::from_secs(20) {
+        peak_rss_mb = peak_rss_mb.max(rss_mb(child.child.id()));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // If anything had been acknowledged during the outage, this kill would lose it for good.
+    drop(child);
+    cassandra(&script, "start");
+    let _child = start(&setup.dir);
+    let all = VEHICLES * MESSAGES * POINTS;
+    assert_eq!(wait_for_points(&setup, t0, all).await, all, "full catch-up, nothing lost");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(stored_points(&setup, t0).await, all, "no duplicates");
+    eprintln!(
+        "cassandra outage of 20 s: ingest peak RSS {peak_rss_mb:.0} MB, caught up {:?} after it ended",
+        outage.elapsed()
+    );
+    assert!(peak_rss_mb < 512.0, "memory stays bounded during the outage: {peak_rss_mb} MB");
+}
