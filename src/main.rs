@@ -110,6 +110,7 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TRIPLINE_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     match run(cli) {

@@ -122,9 +122,31 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher) -> Result
             ..MqttSourceConfig::default()
         };
         let (status_tx, mut status) = watch::channel(SourceCounters::default());
+        let mut progress = status.clone();
         tokio::spawn(async move {
             if status.wait_for(|s| s.ready).await.is_ok() {
                 eprintln!("tripline: ingest ready (connected and subscribed)");
+            }
+        });
+        // Progress once a second while it changes (never per message).
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut last = SourceCounters::default();
+            loop {
+                tick.tick().await;
+                if progress.has_changed().is_err() {
+                    break;
+                }
+                let now = progress.borrow_and_update().clone();
+                if now != last {
+                    tracing::info!(
+                        received = now.received,
+                        acknowledged = now.acknowledged,
+                        connections = now.connections,
+                        "ingest progress"
+                    );
+                    last = now;
+                }
             }
         });
         let source = tokio::spawn(run_source(

@@ -29,6 +29,8 @@ use crate::ack::{AckTracker, Ticket};
 /// Events from the connection task to the source task. Sized for bursts of small packets; the
 /// source task drains it continuously.
 const EVENT_CHANNEL_CAPACITY: usize = 1024;
+/// While the pipeline is full, how often the source tries again to hand deliveries on.
+const BACKLOG_RETRY: Duration = Duration::from_millis(1);
 /// rumqttc's request channel: holds subscriptions and acknowledgements. Acknowledgements are
 /// bounded by the broker's in-flight window, which must stay below this.
 const REQUEST_CHANNEL_CAPACITY: usize = 8192;
@@ -189,6 +191,7 @@ pub async fn run_source(
     let mut tracker: AckTracker<Publish> = AckTracker::default();
     let mut backlog: VecDeque<Delivery> = VecDeque::new();
     let mut counters = SourceCounters::default();
+    let mut pipeline_gone = false;
     let filters: Vec<String> = config
         .topics
         .iter()
@@ -210,10 +213,30 @@ pub async fn run_source(
         if *shutdown.borrow() {
             break;
         }
-        let forward = async {
-            match backlog.front() {
-                Some(_) => out.send_async(backlog.pop_front()?).await.ok(),
-                None => std::future::pending().await,
+        // Hand deliveries on without ever waiting on the pipeline inside `select!` (a cancelled
+        // send would drop its delivery): what does not fit waits in the backlog for the next turn.
+        while let Some(delivery) = backlog.pop_front() {
+            match out.try_send(delivery) {
+                Ok(()) => {}
+                Err(flume::TrySendError::Full(delivery)) => {
+                    backlog.push_front(delivery);
+                    break;
+                }
+                Err(flume::TrySendError::Disconnected(_)) => {
+                    pipeline_gone = true;
+                    break;
+                }
+            }
+        }
+        if pipeline_gone {
+            // The pipeline is gone: nothing more can complete.
+            break;
+        }
+        let retry_forward = async {
+            if backlog.is_empty() {
+                std::future::pending::<()>().await;
+            } else {
+                tokio::time::sleep(BACKLOG_RETRY).await;
             }
         };
         tokio::select! {
@@ -256,12 +279,7 @@ pub async fn run_source(
                 }
                 Err(_) => return Err(IngestError::Mqtt { detail: "the connection task stopped".to_owned() }),
             },
-            sent = forward => {
-                if sent.is_none() {
-                    // The pipeline is gone: nothing more can complete.
-                    break;
-                }
-            }
+            () = retry_forward => {}
         }
         status.send_if_modified(|current| {
             let changed = *current != counters;

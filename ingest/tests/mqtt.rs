@@ -52,9 +52,15 @@ async fn publish_all(url: &str, topic: &str, payloads: Vec<Vec<u8>>) {
     options.set_max_packet_size(1024 * 1024, 1024 * 1024);
     let (client, mut eventloop) = AsyncClient::new(options, 64);
     let n = payloads.len();
-    for payload in payloads {
-        client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
-    }
+    // Publish from a task: the request channel is bounded and drains only while the event loop
+    // below is polled.
+    let topic = topic.to_owned();
+    let sender = tokio::spawn(async move {
+        for payload in payloads {
+            client.publish(&topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+        }
+        client
+    });
     let mut acked = 0;
     tokio::time::timeout(Duration::from_secs(20), async {
         while acked < n {
@@ -65,6 +71,7 @@ async fn publish_all(url: &str, topic: &str, payloads: Vec<Vec<u8>>) {
     })
     .await
     .unwrap();
+    sender.await.unwrap();
 }
 
 async fn receive(running: &Running, n: usize) -> Vec<Delivery> {
@@ -135,4 +142,46 @@ async fn messages_beyond_the_contract_limit_still_arrive_to_be_rejected() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let counters = running.stop().await;
     assert_eq!((counters.acknowledged, counters.connections), (2, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_pipeline_loses_no_delivery_and_keeps_the_order() {
+    let Some(url) = Service::Mqtt.address() else { return };
+    let (host, port) = mqtt_host_port(&url);
+    let vehicle = unique_name("car");
+    let config = MqttSourceConfig {
+        host,
+        port,
+        client_id: unique_name("ingest"),
+        topics: vec![format!("vehicles/{vehicle}/telemetry")],
+        ..MqttSourceConfig::default()
+    };
+    // A pipeline that holds one delivery at a time and is slow to take the next.
+    let (out, deliveries) = flume::bounded(1);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (status_tx, mut status) = watch::channel(SourceCounters::default());
+    let task =
+        tokio::spawn(
+            async move { run_source(config, out, shutdown_rx, Duration::from_secs(2), status_tx).await.unwrap() },
+        );
+    tokio::time::timeout(Duration::from_secs(20), status.wait_for(|s| s.ready)).await.unwrap().unwrap();
+    publish_all(&url, &format!("vehicles/{vehicle}/telemetry"), (0..200).map(|n| n.to_string().into_bytes()).collect())
+        .await;
+    let mut seen = Vec::new();
+    while seen.len() < 200 {
+        let delivery = tokio::time::timeout(Duration::from_secs(20), deliveries.recv_async())
+            .await
+            .expect("no delivery lost")
+            .unwrap();
+        seen.push(number(&delivery));
+        delivery.complete();
+        if seen.len() % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(seen, (0..200).collect::<Vec<_>>());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shutdown.send(true).unwrap();
+    let counters = tokio::time::timeout(Duration::from_secs(20), task).await.unwrap().unwrap();
+    assert_eq!((counters.received, counters.acknowledged), (200, 200));
 }

@@ -1,0 +1,270 @@
+//! Ingest throughput against the store-only ceiling, in one run.
+//!
+//! `eval "$(scripts/services.sh env)"; cargo bench --bench ingest`
+//!
+//! For each store (embedded, then Cassandra): the store-only ceiling (the same points written
+//! straight into the store, as `cargo bench -p tripline-store --bench write` does), then
+//! `tripline run --roles ingest` against Mosquitto while a fleet of 100 vehicles publishes
+//! messages of 10 points as fast as the broker acknowledges them; measured from the first publish
+//! until every trip summary in the store counts all its points (each message is acknowledged to
+//! the broker right after that). Prints points/s for both and their ratio.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark reports on stdout and fails loudly
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tripline_model::{Point, TenantId, TripId, VehicleId, encode_telemetry};
+use tripline_store::{
+    AnyStore, Derived, EmbeddedConfig, EmbeddedStore, PointStore, Registry, ScyllaConfig, ScyllaStore, StoredPoint,
+    TripStore,
+};
+
+const VEHICLES: usize = 100;
+const POINTS_PER_MESSAGE: usize = 10;
+const MESSAGES_PER_VEHICLE: usize = 1000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn points(t0: i64, v: usize, m: usize) -> Vec<Point> {
+    (0..POINTS_PER_MESSAGE)
+        .map(|i| {
+            let n = (m * POINTS_PER_MESSAGE + i) as i64;
+            Point {
+                seq: Some(n as u64),
+                ts_ms: t0 + n * 1000,
+                lat: 52.0 + v as f64 * 0.01 + n as f64 * 1e-4,
+                lon: 13.0,
+                speed_mps: Some(11.0),
+                heading_deg: Some(0.0),
+                accuracy_m: Some(3.0),
+                alt_m: None,
+                ignition: Some(true),
+                odometer_m: None,
+            }
+        })
+        .collect()
+}
+
+/// The same kind of writes straight into the store: one message's worth for every vehicle per
+/// write, 4 writes in flight (as `cargo bench -p tripline-store --bench write`).
+async fn ceiling(store: &AnyStore, prefix: &str, t0: i64) -> f64 {
+    const MESSAGES: usize = 200;
+    let engine = tripline_enrich::Enricher::for_test();
+    let writes: Vec<_> = (0..MESSAGES)
+        .map(|m| {
+            let mut batch = Vec::new();
+            let mut trips = Vec::new();
+            for v in 0..VEHICLES {
+                let vehicle = VehicleId::parse(&format!("{prefix}-c{v}")).unwrap();
+                let trip = TripId::parse(&format!("c{v}")).unwrap();
+                let pts = points(t0, v, m);
+                batch.extend(pts.iter().map(|p| StoredPoint {
+                    vehicle_id: vehicle.clone(),
+                    trip_id: trip.clone(),
+                    point: p.clone(),
+                    derived: Derived::default(),
+                }));
+                let mut trip_engine = tripline_enrich::TripEngine::new(vehicle, trip);
+                trip_engine.add_points(pts);
+                let report = trip_engine.report(&engine, tripline_model::TripStatus::Active, None).unwrap();
+                trips.push(tripline_store::TripRecord {
+                    tenant: TenantId::parse("bench").unwrap(),
+                    summary: report.summary,
+                    events: report.events,
+                });
+            }
+            (batch, trips)
+        })
+        .collect();
+    let started = Instant::now();
+    let mut pending = writes.into_iter();
+    loop {
+        let wave: Vec<_> = pending.by_ref().take(4).collect();
+        if wave.is_empty() {
+            break;
+        }
+        let tasks: Vec<_> = wave
+            .into_iter()
+            .map(|(batch, trips)| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store.write_points(&batch).await.unwrap();
+                    store.upsert_trips(&trips).await.unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+    (VEHICLES * MESSAGES * POINTS_PER_MESSAGE) as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn publish_fleet(url: &str, prefix: &str, t0: i64) {
+    let rest = url.strip_prefix("mqtt://").unwrap();
+    let (host, port) = rest.rsplit_once(':').unwrap();
+    let mut options = MqttOptions::new(format!("{prefix}-fleet"), host, port.parse().unwrap());
+    options.set_inflight(500);
+    let (client, mut eventloop) = AsyncClient::new(options, 1000);
+    let total = VEHICLES * MESSAGES_PER_VEHICLE;
+    let prefix = prefix.to_owned();
+    let sender = tokio::spawn(async move {
+        for m in 0..MESSAGES_PER_VEHICLE {
+            for v in 0..VEHICLES {
+                let trip = TripId::parse(&format!("b{v}")).unwrap();
+                let payload = encode_telemetry(Some(&trip), &points(t0, v, m));
+                client
+                    .publish(format!("vehicles/{prefix}-{v}/telemetry"), QoS::AtLeastOnce, false, payload)
+                    .await
+                    .unwrap();
+            }
+        }
+        client
+    });
+    let mut acked = 0;
+    while acked < total {
+        if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
+            acked += 1;
+        }
+    }
+    sender.await.unwrap();
+}
+
+async fn all_counted(store: &AnyStore, prefix: &str) -> bool {
+    let tenant = TenantId::parse("bench").unwrap();
+    for v in 0..VEHICLES {
+        let trip = store.trip(&tenant, &TripId::parse(&format!("b{v}")).unwrap()).await.unwrap();
+        let _ = prefix;
+        if trip.is_none_or(|t| t.summary.point_count < (MESSAGES_PER_VEHICLE * POINTS_PER_MESSAGE) as u64) {
+            return false;
+        }
+    }
+    true
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn measure(name: &str, store_toml: &str, store: AnyStore, mqtt_url: &str, dir: &std::path::Path) {
+    let prefix = format!("b{}", now_ms() % 1_000_000);
+    let t0 = now_ms() - 3_600_000;
+    let tenant = TenantId::parse("bench").unwrap();
+    if !store.tenant_exists(&tenant).await.unwrap() {
+        store.create_tenant(&tenant, "bench-key-hash").await.unwrap();
+    }
+    let vehicles: Vec<VehicleId> = (0..VEHICLES).map(|v| VehicleId::parse(&format!("{prefix}-{v}")).unwrap()).collect();
+    store.add_vehicles(&tenant, &vehicles).await.unwrap();
+    let ceiling = ceiling(&store, &prefix, t0).await;
+    drop(store);
+
+    std::fs::write(
+        dir.join("tripline.toml"),
+        format!("{store_toml}\n[mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"{prefix}-ingest\"\n"),
+    )
+    .unwrap();
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_tripline"))
+            .args(["run", "--roles", "ingest"])
+            .current_dir(dir)
+            .env("TRIPLINE_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Follow the process's once-a-second progress line: `acknowledged=N`.
+    let (acked_tx, acked_rx) = std::sync::mpsc::channel::<u64>();
+    let pipe = child.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(pipe)).map_while(Result::ok) {
+            if line.contains("ingest ready") {
+                let _ = acked_tx.send(0);
+            }
+            if let Some(n) = line
+                .split("acknowledged=")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+            {
+                let _ = acked_tx.send(n);
+            }
+        }
+    });
+    acked_rx.recv_timeout(Duration::from_secs(30)).expect("ingest ready");
+    let total = (VEHICLES * MESSAGES_PER_VEHICLE) as u64;
+    let started = Instant::now();
+    publish_fleet(mqtt_url, &prefix, t0).await;
+    let published = started.elapsed();
+    loop {
+        match acked_rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(n) if n >= total => break,
+            Ok(_) => {}
+            Err(_) => panic!("ingest did not acknowledge every message"),
+        }
+    }
+    // Progress is reported once a second: the last interval's share is not known exactly.
+    let elapsed = started.elapsed().saturating_sub(Duration::from_millis(500));
+    let _ = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
+    let _ = child.0.wait();
+    let store = match name {
+        "embedded" => AnyStore::Embedded(
+            EmbeddedStore::open(&EmbeddedConfig { path: dir.join("tripline-data/store"), retention_s: 86_400 * 30 })
+                .unwrap(),
+        ),
+        _ => AnyStore::Scylla(ScyllaStore::connect(&scylla_config()).await.unwrap()),
+    };
+    assert!(all_counted(&store, &prefix).await, "every point stored");
+    let points = (VEHICLES * MESSAGES_PER_VEHICLE * POINTS_PER_MESSAGE) as f64;
+    let ingest = points / elapsed.as_secs_f64();
+    println!(
+        "{name:<9} ingest {ingest:>8.0} points/s acknowledged ({:.1} s; fleet published in {:.1} s) | store ceiling {ceiling:>8.0} points/s | ratio {:.2}",
+        elapsed.as_secs_f64(),
+        published.as_secs_f64(),
+        ingest / ceiling
+    );
+}
+
+fn scylla_config() -> ScyllaConfig {
+    let nodes = std::env::var("TRIPLINE_TEST_CQL_NODES").unwrap();
+    ScyllaConfig {
+        nodes: nodes.split(',').map(|n| n.trim().to_owned()).collect(),
+        keyspace: "bench_ingest".to_owned(),
+        retention_s: 86_400 * 30,
+        ..ScyllaConfig::default()
+    }
+}
+
+fn main() {
+    let Ok(mqtt_url) = std::env::var("TRIPLINE_TEST_MQTT_URL") else {
+        println!("set the services' environment first: eval \"$(scripts/services.sh env)\"");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        println!(
+            "ingest: {VEHICLES} vehicles x {MESSAGES_PER_VEHICLE} messages x {POINTS_PER_MESSAGE} points over Mosquitto; ceiling: the same points straight into the store"
+        );
+        let dir = std::env::temp_dir().join(format!("tripline-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = AnyStore::Embedded(EmbeddedStore::open(&EmbeddedConfig { path: dir.join("tripline-data/store"), retention_s: 86_400 * 30 }).unwrap());
+        measure("embedded", "store = \"embedded\"\ndata_dir = \"./tripline-data\"", store, &mqtt_url, &dir).await;
+        if std::env::var("TRIPLINE_TEST_CQL_NODES").is_ok() {
+            let config = scylla_config();
+            ScyllaStore::apply_schema(&config).await.unwrap();
+            let store = AnyStore::Scylla(ScyllaStore::connect(&config).await.unwrap());
+            let nodes: Vec<String> = config.nodes.iter().map(|n| format!("\"{n}\"")).collect();
+            let toml = format!("store = \"scylla\"\n[scylla]\nnodes = [{}]\nkeyspace = \"bench_ingest\"", nodes.join(", "));
+            measure("cassandra", &toml, store, &mqtt_url, &dir).await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
