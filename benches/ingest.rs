@@ -13,6 +13,7 @@
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tripline_model::time::now_ms;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tripline_model::{Point, TenantId, TripId, VehicleId, encode_telemetry};
@@ -24,10 +25,6 @@ use tripline_store::{
 const VEHICLES: usize = 100;
 const POINTS_PER_MESSAGE: usize = 10;
 const MESSAGES_PER_VEHICLE: usize = 200;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
 
 fn points(t0: i64, v: usize, m: usize) -> Vec<Point> {
     (0..POINTS_PER_MESSAGE)

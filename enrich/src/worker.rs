@@ -14,7 +14,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use tripline_model::time::now_ms;
 
 use tripline_model::{Point, Telemetry, TenantId, TripId, TripMarker, TripStatus, VehicleId};
 use tripline_store::{DAY_MS, Derived, MAX_POINT_RANGE_DAYS, Rejection, Store, StoredPoint, TripRecord};
@@ -77,10 +78,6 @@ impl Default for WorkerConfig {
             retry_backoff: Duration::from_millis(500),
         }
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
 struct LiveTrip {

@@ -2,7 +2,8 @@
 //! rejection records, and route by vehicle to a worker queue.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use tripline_model::time::now_ms;
 
 use tokio::sync::watch;
 use tripline_model::{DecodeConfig, Message, RejectReason, Telemetry, TenantId, TripMarker, VehicleId, decode};
@@ -48,10 +49,6 @@ pub struct Routed {
 /// How long a vehicle's tenant is remembered (registrations are rare; a new vehicle is seen
 /// within this long).
 const REGISTRY_CACHE_TTL: Duration = Duration::from_secs(30);
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
-}
 
 /// Turns one delivery into a routed item. Pure apart from the registry lookup.
 pub fn classify(

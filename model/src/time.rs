@@ -40,6 +40,15 @@ pub fn format_rfc3339_ms(ts_ms: i64) -> String {
     to_datetime(ts_ms).to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// The wall clock in Unix milliseconds, for the callers that inject "now" into the pure code
+/// (the decoder, the engine, the stores' expiry). 0 if the clock is before 1970.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// `serde` adapter: Unix milliseconds written as an RFC 3339 string.
 pub mod rfc3339_ms {
     use serde::{Deserialize, Deserializer, Serializer};

@@ -12,7 +12,8 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use tripline_model::time::now_ms;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
@@ -83,10 +84,6 @@ impl std::fmt::Debug for EmbeddedStore {
 
 fn db_error(error: impl std::fmt::Display) -> StoreError {
     StoreError::Embedded { detail: error.to_string() }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
 #[derive(Serialize, Deserialize)]

@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tripline_model::time::now_ms;
 
 use futures::{StreamExt, TryStreamExt};
 use scylla::client::execution_profile::ExecutionProfile;
@@ -132,10 +133,6 @@ fn classify_text(text: String) -> Attempt {
         ["invalid", "syntax", "unconfigured table", "unauthorized", "does not exist", "type check"];
     let lower = text.to_ascii_lowercase();
     if PERMANENT.iter().any(|word| lower.contains(word)) { Attempt::Permanent(text) } else { Attempt::Transient(text) }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
 fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> StoreError {
