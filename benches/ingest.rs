@@ -24,7 +24,10 @@ use tripline_store::{
 
 const VEHICLES: usize = 100;
 const POINTS_PER_MESSAGE: usize = 10;
-const MESSAGES_PER_VEHICLE: usize = 200;
+/// Messages per vehicle; `TRIPLINE_BENCH_MESSAGES` overrides.
+fn messages_per_vehicle() -> usize {
+    std::env::var("TRIPLINE_BENCH_MESSAGES").ok().and_then(|n| n.parse().ok()).unwrap_or(400)
+}
 
 fn points(t0: i64, v: usize, m: usize) -> Vec<Point> {
     (0..POINTS_PER_MESSAGE)
@@ -109,10 +112,10 @@ async fn publish_fleet(url: &str, prefix: &str, t0: i64) {
     // A saturated broker answers pings late; the benchmark must not mistake that for a dead link.
     options.set_keep_alive(Duration::from_secs(600));
     let (client, mut eventloop) = AsyncClient::new(options, 1000);
-    let total = VEHICLES * MESSAGES_PER_VEHICLE;
+    let total = VEHICLES * messages_per_vehicle();
     let prefix = prefix.to_owned();
     let sender = tokio::spawn(async move {
-        for m in 0..MESSAGES_PER_VEHICLE {
+        for m in 0..messages_per_vehicle() {
             for v in 0..VEHICLES {
                 let trip = TripId::parse(&format!("b{v}")).unwrap();
                 let payload = encode_telemetry(Some(&trip), &points(t0, v, m));
@@ -138,7 +141,7 @@ async fn all_counted(store: &AnyStore, prefix: &str) -> bool {
     for v in 0..VEHICLES {
         let trip = store.trip(&tenant, &TripId::parse(&format!("b{v}")).unwrap()).await.unwrap();
         let _ = prefix;
-        if trip.is_none_or(|t| t.summary.point_count < (MESSAGES_PER_VEHICLE * POINTS_PER_MESSAGE) as u64) {
+        if trip.is_none_or(|t| t.summary.point_count < (messages_per_vehicle() * POINTS_PER_MESSAGE) as u64) {
             return false;
         }
     }
@@ -200,7 +203,7 @@ async fn measure(name: &str, store_toml: &str, store: AnyStore, mqtt_url: &str, 
         }
     });
     acked_rx.recv_timeout(Duration::from_secs(30)).expect("ingest ready");
-    let total = (VEHICLES * MESSAGES_PER_VEHICLE) as u64;
+    let total = (VEHICLES * messages_per_vehicle()) as u64;
     let started = Instant::now();
     publish_fleet(mqtt_url, &prefix, t0).await;
     let published = started.elapsed();
@@ -215,6 +218,7 @@ async fn measure(name: &str, store_toml: &str, store: AnyStore, mqtt_url: &str, 
     let elapsed = started.elapsed().saturating_sub(Duration::from_millis(500));
     let _ = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
     let _ = child.0.wait();
+    tripline_tests::forget_mqtt_session(mqtt_url, &format!("{prefix}-ingest"));
     let store = match name {
         "embedded" => AnyStore::Embedded(
             EmbeddedStore::open(&EmbeddedConfig { path: dir.join("tripline-data/store"), retention_s: 86_400 * 30 })
@@ -223,7 +227,7 @@ async fn measure(name: &str, store_toml: &str, store: AnyStore, mqtt_url: &str, 
         _ => AnyStore::Scylla(ScyllaStore::connect(&scylla_config()).await.unwrap()),
     };
     assert!(all_counted(&store, &prefix).await, "every point stored");
-    let points = (VEHICLES * MESSAGES_PER_VEHICLE * POINTS_PER_MESSAGE) as f64;
+    let points = (VEHICLES * messages_per_vehicle() * POINTS_PER_MESSAGE) as f64;
     let ingest = points / elapsed.as_secs_f64();
     println!(
         "{name:<9} ingest {ingest:>8.0} points/s acknowledged ({:.1} s; fleet published in {:.1} s) | store ceiling {ceiling:>8.0} points/s | ratio {:.2}",
@@ -251,7 +255,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
         println!(
-            "ingest: {VEHICLES} vehicles x {MESSAGES_PER_VEHICLE} messages x {POINTS_PER_MESSAGE} points over Mosquitto; ceiling: the same points straight into the store"
+            "ingest: {VEHICLES} vehicles x {} messages x {POINTS_PER_MESSAGE} points over Mosquitto; ceiling: the same points straight into the store", messages_per_vehicle()
         );
         let dir = std::env::temp_dir().join(format!("tripline-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

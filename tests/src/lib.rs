@@ -69,6 +69,30 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}_{seconds}_{}_{n}", std::process::id())
 }
 
+/// Removes the broker's persistent session of `client_id` (connects once with a clean session).
+/// Tests that subscribe with a persistent session call it when done: a forgotten session keeps
+/// queueing every matching message in the broker for as long as the broker keeps it.
+pub fn forget_mqtt_session(url: &str, client_id: &str) {
+    let (host, port) = mqtt_host_port(url);
+    let client_id = client_id.to_owned();
+    // rumqttc's blocking client runs its own runtime: keep it off any async caller's thread.
+    let worker = std::thread::spawn(move || {
+        let mut options = rumqttc::MqttOptions::new(client_id, host, port);
+        options.set_clean_session(true);
+        let (client, mut connection) = rumqttc::Client::new(options, 10);
+        for event in connection.iter().take(20) {
+            match event {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                    let _ = client.disconnect();
+                }
+                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    });
+    let _ = worker.join();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,13 @@ pub(crate) struct Setup {
     pub(crate) store: ScyllaStore,
     pub(crate) mqtt_url: String,
     pub(crate) prefix: String,
+    pub(crate) client_id: String,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        tripline_tests::forget_mqtt_session(&self.mqtt_url, &self.client_id);
+    }
 }
 
 pub(crate) async fn setup() -> Option<Setup> {
@@ -42,17 +49,18 @@ pub(crate) async fn setup() -> Option<Setup> {
     store.create_tenant(&tenant, "hash").await.unwrap();
     let vehicles: Vec<VehicleId> = (0..VEHICLES).map(|v| VehicleId::parse(&format!("{prefix}-{v}")).unwrap()).collect();
     store.add_vehicles(&tenant, &vehicles).await.unwrap();
+    let client_id = unique_name("ingest");
     let quoted: Vec<String> = config.nodes.iter().map(|n| format!("\"{n}\"")).collect();
     std::fs::write(
         dir.join("tripline.toml"),
         format!(
             "store = \"scylla\"\n[scylla]\nnodes = [{}]\nkeyspace = \"{keyspace}\"\n[mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"{}\"\n[ingest]\nworkers = 2\ndrain_s = 5\n",
             quoted.join(", "),
-            unique_name("ingest")
+            client_id
         ),
     )
     .unwrap();
-    Some(Setup { dir, store, mqtt_url, prefix })
+    Some(Setup { dir, store, mqtt_url, prefix, client_id })
 }
 
 /// A running `tripline run --roles ingest`; killed when dropped (a failing test leaves nothing).
