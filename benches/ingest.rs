@@ -172,7 +172,7 @@ async fn measure(name: &str, store_toml: &str, store: AnyStore, mqtt_url: &str, 
 
     std::fs::write(
         dir.join("tripline.toml"),
-        format!("{store_toml}\n[mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"{prefix}-ingest\"\n"),
+        format!("{store_toml}\n[mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"{prefix}-ingest\"\n[http]\nlisten = \"127.0.0.1:0\"\n"),
     )
     .unwrap();
     let mut child = Killed(

@@ -11,7 +11,7 @@ use tripline_enrich::EnrichConfig;
 use tripline_store::{DEFAULT_RETENTION_DAYS, ScyllaConfig};
 
 /// Top-level keys; environment variables naming anything else are not configuration.
-const KEYS: &[&str] = &["data_dir", "regions", "enrich", "store", "scylla", "retention_days", "mqtt", "ingest"];
+const KEYS: &[&str] = &["data_dir", "regions", "enrich", "store", "scylla", "retention_days", "mqtt", "ingest", "http"];
 
 /// The MQTT side.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -19,12 +19,28 @@ const KEYS: &[&str] = &["data_dir", "regions", "enrich", "store", "scylla", "ret
 pub(crate) struct MqttConfig {
     /// External broker, `mqtt://host:port`.
     pub(crate) url: Option<String>,
-    /// Where the embedded broker listens (not available yet).
-    pub(crate) listen: Option<String>,
+    /// Where the embedded broker listens (used when no `url` is set); default `127.0.0.1:1883`.
+    pub(crate) listen: Option<std::net::SocketAddr>,
+    /// Memory of the embedded broker for messages it holds, MiB (default 256).
+    pub(crate) buffer_mb: Option<usize>,
     /// Client id of the ingest role (the broker keeps its session by it).
     pub(crate) client_id: Option<String>,
     /// Shared-subscription group for several ingest processes.
     pub(crate) shared_group: Option<String>,
+}
+
+/// The HTTP side: the query API, health and metrics.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct HttpConfig {
+    /// Where the HTTP server listens.
+    pub(crate) listen: std::net::SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)) }
+    }
 }
 
 /// The ingest role.
@@ -81,6 +97,9 @@ pub(crate) struct Config {
     /// The ingest role.
     #[serde(default)]
     pub(crate) ingest: IngestConfig,
+    /// HTTP.
+    #[serde(default)]
+    pub(crate) http: HttpConfig,
 }
 
 fn default_store() -> StoreKind {
@@ -121,6 +140,7 @@ impl Default for Config {
             retention_days: default_retention_days(),
             mqtt: MqttConfig::default(),
             ingest: IngestConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }

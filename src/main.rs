@@ -2,6 +2,7 @@
 //! Nothing else lives here; every stage is a library crate.
 
 mod config;
+mod ops;
 mod run;
 mod schema;
 mod summarize;

@@ -1,4 +1,5 @@
-//! `tripline run`: wires the roles together. So far: the ingest role against an external broker.
+//! `tripline run`: wires the roles together. So far: the ingest role, against an external broker
+//! or the embedded one, with health and metrics over HTTP.
 //!
 //! MQTT source → intake (decode, registry, route by vehicle) → one bounded queue per enrichment
 //! worker → store; each message is acknowledged once its results are durable. SIGTERM or Ctrl-C
@@ -12,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tripline_enrich::Enricher;
 use tripline_enrich::worker::{Work, Worker, WorkerConfig};
+use tripline_ingest::broker::{EmbeddedBroker, EmbeddedBrokerConfig};
 use tripline_ingest::intake::{Decoded, IntakeCounters, Routed, run_intake};
 use tripline_ingest::source::{MqttSourceConfig, SourceCounters, run_source};
 use tripline_model::DecodeConfig;
@@ -63,22 +65,37 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher) -> Result<(), Failure> {
-    let unsupported: Vec<&String> = roles.iter().filter(|r| r.as_str() != "ingest").collect();
-    if !unsupported.is_empty() {
-        return Err(Failure::Usage(format!(
-            "role(s) {} not available yet; this build runs `--roles ingest` (indexer and api are being built)",
-            unsupported.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
-        )));
+/// The roles `tripline run` knows; `BUILT` are the ones this build runs.
+const ROLES: &[&str] = &["ingest", "indexer", "api"];
+const BUILT: &[&str] = &["ingest"];
+/// On a graceful stop with the embedded broker: ingest is drained once nothing new arrived for
+/// this long and everything received is acknowledged.
+const QUIET: Duration = Duration::from_millis(300);
+
+fn check_roles(roles: &[String]) -> Result<Vec<&'static str>, Failure> {
+    let mut chosen = Vec::new();
+    for role in roles {
+        match ROLES.iter().find(|r| **r == role.trim()) {
+            Some(r) => chosen.push(*r),
+            None => return Err(Failure::Usage(format!("unknown role {role:?}; roles are {}", ROLES.join(", ")))),
+        }
     }
-    let Some(url) = config.mqtt.url.as_deref() else {
-        return Err(Failure::Usage(
-            "the embedded broker is not available yet: set [mqtt] url = \"mqtt://host:port\"".to_owned(),
-        ));
-    };
-    let (host, port) = mqtt_endpoint(url)?;
+    let (built, missing): (Vec<&str>, Vec<&str>) = chosen.into_iter().partition(|r| BUILT.contains(r));
+    if !missing.is_empty() {
+        eprintln!("tripline: role(s) {} not in this build yet; running {}", missing.join(", "), built.join(", "));
+    }
+    if built.is_empty() {
+        return Err(Failure::Usage(format!("none of the roles {} is in this build yet", missing.join(", "))));
+    }
+    Ok(built)
+}
+
+pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher) -> Result<(), Failure> {
+    let roles = check_roles(roles)?;
+    let external = config.mqtt.url.as_deref().map(mqtt_endpoint).transpose()?;
     let rt = runtime()?;
     rt.block_on(async {
+        let metrics = crate::ops::install_metrics()?;
         let store = match config.store {
             StoreKind::Embedded => AnyStore::Embedded(
                 EmbeddedStore::open(&config.embedded())
@@ -90,102 +107,185 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher) -> Result
                     .map_err(|e| Failure::Runtime(anyhow::anyhow!("scylla: {e}")))?,
             ),
         };
-        let engine = Arc::new(engine);
-        let (shutdown_tx, shutdown) = watch::channel(false);
-
-        let workers = config.ingest.workers.max(1);
-        let mut queues = Vec::with_capacity(workers);
-        let mut worker_tasks = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            let (tx, rx) = flume::bounded::<Work>(WORKER_QUEUE_CAPACITY);
-            queues.push(tx);
-            let worker = Worker::new(Arc::clone(&engine), store.clone(), WorkerConfig::default());
-            worker_tasks.push(tokio::spawn(worker.run(rx)));
+        let http = crate::ops::serve(config.http.listen, metrics).await?;
+        eprintln!("tripline: health and metrics on http://{http}/healthz and http://{http}/metrics");
+        let mut ingest = None;
+        if roles.contains(&"ingest") {
+            ingest = Some(start_ingest(config, &store, engine, external).await?);
         }
-
-        let (deliveries_tx, deliveries_rx) = flume::bounded(DELIVERY_QUEUE_CAPACITY);
-        let (intake_counters, _) = watch::channel(IntakeCounters::default());
-        let intake = tokio::spawn(run_intake(
-            store.clone(),
-            DecodeConfig::default(),
-            deliveries_rx,
-            queues,
-            to_work,
-            shutdown.clone(),
-            intake_counters,
-        ));
-        let source_config = MqttSourceConfig {
-            host,
-            port,
-            client_id: config.mqtt.client_id.clone().unwrap_or_else(|| "tripline-ingest".to_owned()),
-            shared_group: config.mqtt.shared_group.clone(),
-            ..MqttSourceConfig::default()
-        };
-        let (status_tx, mut status) = watch::channel(SourceCounters::default());
-        let mut progress = status.clone();
-        tokio::spawn(async move {
-            if status.wait_for(|s| s.ready).await.is_ok() {
-                eprintln!("tripline: ingest ready (connected and subscribed)");
-            }
-        });
-        // Progress once a second while it changes (never per message).
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            let mut last = SourceCounters::default();
-            loop {
-                tick.tick().await;
-                if progress.has_changed().is_err() {
-                    break;
-                }
-                let now = progress.borrow_and_update().clone();
-                if now != last {
-                    tracing::info!(
-                        received = now.received,
-                        acknowledged = now.acknowledged,
-                        connections = now.connections,
-                        "ingest progress"
-                    );
-                    last = now;
-                }
-            }
-        });
-        let source = tokio::spawn(run_source(
-            source_config,
-            deliveries_tx,
-            shutdown.clone(),
-            Duration::from_secs(config.ingest.drain_s),
-            status_tx,
-        ));
-        eprintln!(
-            "tripline: ingest from {url} ({workers} workers) into the {} store; Ctrl-C or SIGTERM stops gracefully",
-            match config.store {
-                StoreKind::Embedded => "embedded",
-                StoreKind::Scylla => "scylla",
-            }
-        );
 
         tokio::select! {
             _ = shutdown_signal() => {}
-            _ = shutdown_watch_closed(shutdown.clone()) => {}
         }
-        tracing::info!("stopping: taking no new messages, finishing what is queued");
-        let _ = shutdown_tx.send(true);
+        tracing::info!("stopping");
+        if let Some(ingest) = ingest {
+            ingest.stop(Duration::from_secs(config.ingest.drain_s)).await?;
+        }
+        Ok(())
+    })
+}
+
+/// The running ingest role: broker (when embedded), source, intake and workers.
+struct Ingest {
+    broker: Option<EmbeddedBroker>,
+    shutdown: watch::Sender<bool>,
+    status: watch::Receiver<SourceCounters>,
+    intake: tokio::task::JoinHandle<()>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    source: tokio::task::JoinHandle<Result<SourceCounters, tripline_ingest::IngestError>>,
+}
+
+async fn start_ingest(
+    config: &Config,
+    store: &AnyStore,
+    engine: Enricher,
+    external: Option<(String, u16)>,
+) -> Result<Ingest, Failure> {
+    tripline_ingest::metrics::describe();
+    let (broker, (host, port)) = match external {
+        Some(endpoint) => (None, endpoint),
+        None => {
+            let broker_config = EmbeddedBrokerConfig {
+                listen: config.mqtt.listen.unwrap_or(EmbeddedBrokerConfig::default().listen),
+                buffer_bytes: config.mqtt.buffer_mb.unwrap_or(256).max(1) * 1024 * 1024,
+                ..EmbeddedBrokerConfig::default()
+            };
+            let broker = EmbeddedBroker::start(&broker_config).await.map_err(|e| match e {
+                tripline_ingest::IngestError::Broker { detail } if detail.contains("listening on") => {
+                    Failure::Usage(format!("embedded broker: {detail}"))
+                }
+                other => Failure::Runtime(other.into()),
+            })?;
+            let internal = broker.internal_addr();
+            eprintln!("tripline: embedded MQTT broker on mqtt://{}", broker.public_addr());
+            (Some(broker), (internal.ip().to_string(), internal.port()))
+        }
+    };
+    let engine = Arc::new(engine);
+    let (shutdown_tx, shutdown) = watch::channel(false);
+
+    let workers = config.ingest.workers.max(1);
+    let mut queues = Vec::with_capacity(workers);
+    let mut worker_tasks = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (tx, rx) = flume::bounded::<Work>(WORKER_QUEUE_CAPACITY);
+        queues.push(tx);
+        let worker = Worker::new(Arc::clone(&engine), store.clone(), WorkerConfig::default());
+        worker_tasks.push(tokio::spawn(worker.run(rx)));
+    }
+    let depths: Vec<flume::Sender<Work>> = queues.clone();
+
+    let (deliveries_tx, deliveries_rx) = flume::bounded(DELIVERY_QUEUE_CAPACITY);
+    let deliveries_depth = deliveries_rx.clone();
+    let (intake_counters, _) = watch::channel(IntakeCounters::default());
+    let intake = tokio::spawn(run_intake(
+        store.clone(),
+        DecodeConfig::default(),
+        deliveries_rx,
+        queues,
+        to_work,
+        shutdown.clone(),
+        intake_counters,
+    ));
+    let source_config = MqttSourceConfig {
+        host,
+        port,
+        client_id: config.mqtt.client_id.clone().unwrap_or_else(|| "tripline-ingest".to_owned()),
+        shared_group: config.mqtt.shared_group.clone(),
+        ..MqttSourceConfig::default()
+    };
+    let (status_tx, status) = watch::channel(SourceCounters::default());
+    let mut ready = status.clone();
+    tokio::spawn(async move {
+        if ready.wait_for(|s| s.ready).await.is_ok() {
+            eprintln!("tripline: ingest ready (connected and subscribed)");
+        }
+    });
+    // Progress once a second while it changes (never per message), and the queue depths.
+    let mut progress = status.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last = SourceCounters::default();
+        loop {
+            tick.tick().await;
+            if progress.has_changed().is_err() {
+                break;
+            }
+            tripline_ingest::metrics::queue_depth("deliveries", deliveries_depth.len());
+            for (i, queue) in depths.iter().enumerate() {
+                tripline_ingest::metrics::queue_depth(format!("worker-{i}"), queue.len());
+            }
+            let now = progress.borrow_and_update().clone();
+            if now != last {
+                tracing::info!(
+                    received = now.received,
+                    acknowledged = now.acknowledged,
+                    connections = now.connections,
+                    "ingest progress"
+                );
+                last = now;
+            }
+        }
+    });
+    let source = tokio::spawn(run_source(
+        source_config,
+        deliveries_tx,
+        shutdown.clone(),
+        Duration::from_secs(config.ingest.drain_s),
+        status_tx,
+    ));
+    eprintln!(
+        "tripline: ingest from {} ({workers} workers) into the {} store; Ctrl-C or SIGTERM stops gracefully",
+        match (&broker, &config.mqtt.url) {
+            (Some(_), _) => "the embedded broker".to_owned(),
+            (None, Some(url)) => url.clone(),
+            (None, None) => String::new(),
+        },
+        match config.store {
+            StoreKind::Embedded => "embedded",
+            StoreKind::Scylla => "scylla",
+        }
+    );
+    Ok(Ingest { broker, shutdown: shutdown_tx, status, intake, workers: worker_tasks, source })
+}
+
+impl Ingest {
+    /// Graceful stop. With the embedded broker, its doors close first (no vehicle gets a new
+    /// acknowledgement) and ingest drains what the broker already acknowledged: until nothing
+    /// new arrived for [`QUIET`] and all of it is acknowledged, or `drain` passed.
+    async fn stop(self, drain: Duration) -> Result<(), Failure> {
+        let Ingest { broker, shutdown, mut status, intake, workers, source } = self;
+        let deadline = tokio::time::Instant::now() + drain;
+        if let Some(broker) = &broker {
+            broker.close_doors();
+            tracing::info!("embedded broker closed to vehicles; draining what it holds");
+            let mut last = status.borrow().received;
+            loop {
+                let quiet = match tokio::time::timeout(QUIET, status.changed()).await {
+                    Err(_) => true,
+                    Ok(Ok(())) => false,
+                    Ok(Err(_)) => break, // the source stopped on its own
+                };
+                let now = status.borrow().clone();
+                if (quiet && now.received == last && now.acknowledged == now.received)
+                    || tokio::time::Instant::now() >= deadline
+                {
+                    break;
+                }
+                last = now.received;
+            }
+        }
+        tracing::info!("stopping ingest: taking no new messages, finishing what is queued");
+        let _ = shutdown.send(true);
         let _ = intake.await;
-        tracing::debug!("intake stopped");
-        for task in worker_tasks {
+        for task in workers {
             let _ = task.await;
         }
-        tracing::debug!("workers stopped");
         let counters = source
             .await
             .map_err(|e| Failure::Runtime(e.into()))?
             .map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?;
         eprintln!("tripline: stopped; {} messages received, {} acknowledged", counters.received, counters.acknowledged);
         Ok(())
-    })
-}
-
-/// Resolves only if the shutdown channel is closed (never, while `run` holds the sender).
-async fn shutdown_watch_closed(mut shutdown: watch::Receiver<bool>) {
-    while shutdown.changed().await.is_ok() {}
+    }
 }

@@ -169,13 +169,20 @@ pub async fn run_intake<R: Registry, W>(
         totals.messages += 1;
         match &item {
             Decoded::Telemetry { telemetry, rejections, .. } => {
-                totals.points += telemetry.points.len() as u64;
+                let points = telemetry.points.len() + rejections.iter().filter(|r| r.point_index.is_some()).count();
+                totals.points += points as u64;
+                crate::metrics::message_received(points);
                 for r in rejections {
                     *rejected.entry(r.reason).or_default() += 1;
+                    crate::metrics::rejected(r.reason);
                 }
             }
-            Decoded::Rejected(r) => *rejected.entry(r.reason).or_default() += 1,
-            Decoded::Marker { .. } => {}
+            Decoded::Rejected(r) => {
+                crate::metrics::message_received(0);
+                *rejected.entry(r.reason).or_default() += 1;
+                crate::metrics::rejected(r.reason);
+            }
+            Decoded::Marker { .. } => crate::metrics::message_received(0),
         }
         let index = topic_vehicle.as_ref().map_or(0, |v| worker_for(v, workers.len()));
         let Some(queue) = workers.get(index) else { break };

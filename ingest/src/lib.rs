@@ -9,7 +9,9 @@
 //! messages change nothing; bad input is rejected, stored and acknowledged.
 
 pub mod ack;
+pub mod broker;
 pub mod intake;
+pub mod metrics;
 pub mod route;
 pub mod source;
 
@@ -20,6 +22,12 @@ pub enum IngestError {
     #[error("ingest config: {detail}")]
     Config {
         /// What is wrong.
+        detail: String,
+    },
+    /// The embedded broker could not start.
+    #[error("embedded broker: {detail}")]
+    Broker {
+        /// What failed.
         detail: String,
     },
     /// The MQTT client failed in a way reconnecting cannot fix.

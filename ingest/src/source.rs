@@ -17,7 +17,7 @@
 //! stay queued in the broker.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use serde::{Deserialize, Serialize};
@@ -188,7 +188,7 @@ pub async fn run_source(
         Duration::from_millis(config.max_reconnect_backoff_ms.max(100)),
     ));
     let (done_tx, done) = flume::unbounded::<Ticket>();
-    let mut tracker: AckTracker<Publish> = AckTracker::default();
+    let mut tracker: AckTracker<(Publish, Instant)> = AckTracker::default();
     let mut backlog: VecDeque<Delivery> = VecDeque::new();
     let mut counters = SourceCounters::default();
     let mut pipeline_gone = false;
@@ -201,10 +201,11 @@ pub async fn run_source(
         })
         .collect();
 
-    let ack = |publishes: Vec<Publish>, counters: &mut SourceCounters| -> Result<(), IngestError> {
-        for publish in publishes {
+    let ack = |publishes: Vec<(Publish, Instant)>, counters: &mut SourceCounters| -> Result<(), IngestError> {
+        for (publish, received_at) in publishes {
             client.try_ack(&publish).map_err(|e| IngestError::Mqtt { detail: format!("acknowledge: {e}") })?;
             counters.acknowledged += 1;
+            crate::metrics::acknowledged(received_at.elapsed().as_secs_f64());
         }
         Ok(())
     };
@@ -252,8 +253,10 @@ pub async fn run_source(
                     counters.connections += 1;
                     tracker.new_connection();
                     counters.ready = session_present;
+                    let session_lost = !session_present && counters.connections > 1;
+                    crate::metrics::connection(session_present, counters.connections > 1, session_lost);
                     if !session_present {
-                        if counters.connections > 1 {
+                        if session_lost {
                             counters.sessions_lost += 1;
                             tracing::warn!(client_id = %config.client_id, "broker had no session for us: messages queued while we were away may be lost");
                         }
@@ -264,14 +267,16 @@ pub async fn run_source(
                 Ok(FromConnection::Subscribed) => {
                     counters.subscriptions_acked += 1;
                     counters.ready = true;
+                    crate::metrics::connection(true, false, false);
                 }
                 Ok(FromConnection::Message(publish)) => {
                     counters.received += 1;
-                    let ticket = tracker.register(publish.clone());
+                    let ticket = tracker.register((publish.clone(), Instant::now()));
                     backlog.push_back(Delivery { publish, ticket, done: done_tx.clone() });
                 }
                 Ok(FromConnection::Disconnected { error, resume }) => {
                     counters.ready = false;
+                    crate::metrics::connection(false, false, false);
                     let dropped = tracker.new_connection();
                     backlog.clear();
                     tracing::warn!(%error, dropped, "mqtt connection lost; reconnecting");
@@ -281,6 +286,7 @@ pub async fn run_source(
             },
             () = retry_forward => {}
         }
+        crate::metrics::in_flight(tracker.in_flight());
         status.send_if_modified(|current| {
             let changed = *current != counters;
             if changed {

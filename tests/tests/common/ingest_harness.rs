@@ -54,7 +54,7 @@ pub(crate) async fn setup() -> Option<Setup> {
     std::fs::write(
         dir.join("tripline.toml"),
         format!(
-            "store = \"scylla\"\n[scylla]\nnodes = [{}]\nkeyspace = \"{keyspace}\"\n[mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"{}\"\n[ingest]\nworkers = 2\ndrain_s = 5\n",
+            "store = \"scylla\"\n[scylla]\nnodes = [{}]\nkeyspace = \"{keyspace}\"\n[mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"{}\"\n[ingest]\nworkers = 2\ndrain_s = 5\n[http]\nlisten = \"127.0.0.1:0\"\n",
             quoted.join(", "),
             client_id
         ),

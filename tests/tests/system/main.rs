@@ -3,6 +3,10 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+#[path = "../common/ingest_harness.rs"]
+mod harness;
+
 mod cli;
+mod embedded;
 mod ingest;
 mod smoke;

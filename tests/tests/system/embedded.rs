@@ -1,0 +1,103 @@
+//! `tripline run --roles ingest` on embedded defaults (embedded broker, embedded store): every
+//! message the broker acknowledged to a vehicle is stored after a graceful stop that comes right
+//! after the last publish, a re-publish changes nothing, and metrics are served.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use tripline_model::{TenantId, TripId, VehicleId};
+use tripline_store::{EmbeddedConfig, EmbeddedStore, Registry, TripStore};
+use tripline_tests::unique_name;
+
+use crate::harness::*;
+
+fn open_store(dir: &Path) -> EmbeddedStore {
+    EmbeddedStore::open(&EmbeddedConfig { path: dir.join("tripline-data/store"), retention_s: 86_400 * 30 }).unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A plain HTTP/1.1 GET: status code and body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+fn http_address(running: &Running) -> String {
+    let lines = running.stderr.lock().unwrap();
+    let line = lines.iter().find(|l| l.contains("health and metrics on http://")).expect("address printed");
+    line.split("http://").nth(1).unwrap().split('/').next().unwrap().to_owned()
+}
+
+async fn trips_complete(dir: &Path, prefix: &str) -> Vec<u64> {
+    let store = open_store(dir);
+    let tenant = TenantId::parse("acme").unwrap();
+    let mut counts = Vec::new();
+    for v in 0..VEHICLES {
+        let vehicle = VehicleId::parse(&format!("{prefix}-{v}")).unwrap();
+        let trip = store.trip_of_vehicle(&tenant, &vehicle, &TripId::parse(&format!("trip-{v}")).unwrap()).await;
+        counts.push(trip.unwrap().map_or(0, |t| t.summary.point_count));
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_and_store_keep_everything_acknowledged_through_a_graceful_stop() {
+    let dir = std::env::temp_dir().join(unique_name("embedded"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let prefix = unique_name("e");
+    {
+        let store = open_store(&dir);
+        let tenant = TenantId::parse("acme").unwrap();
+        store.create_tenant(&tenant, "hash").await.unwrap();
+        let vehicles: Vec<VehicleId> =
+            (0..VEHICLES).map(|v| VehicleId::parse(&format!("{prefix}-{v}")).unwrap()).collect();
+        store.add_vehicles(&tenant, &vehicles).await.unwrap();
+    }
+    let port = free_port();
+    std::fs::write(
+        dir.join("tripline.toml"),
+        format!("[mqtt]\nlisten = \"127.0.0.1:{port}\"\n[ingest]\nworkers = 2\ndrain_s = 30\n[http]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let t0 = t0();
+    let all = messages(&prefix, t0, 0..MESSAGES);
+
+    let mut running = start(&dir);
+    let http = http_address(&running);
+    assert_eq!(http_get(&http, "/healthz").0, 200);
+    publish(&url, all.clone()).await;
+    // Stop right away: what the broker acknowledged to the vehicles must still be stored.
+    sigterm(&mut running);
+    let expected = vec![(MESSAGES * POINTS) as u64; VEHICLES];
+    assert_eq!(trips_complete(&dir, &prefix).await, expected, "every acknowledged point stored");
+
+    // Everything again: nothing changes. Metrics count what this run received.
+    let mut running = start(&dir);
+    let http = http_address(&running);
+    publish(&url, all.clone()).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let metrics = loop {
+        let (status, body) = http_get(&http, "/metrics");
+        assert_eq!(status, 200);
+        if body.contains(&format!("tripline_ingest_acks_total {}", all.len())) {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "acknowledgements counted: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(metrics.contains(&format!("tripline_ingest_messages_total {}", all.len())), "{metrics}");
+    assert!(metrics.contains(&format!("tripline_ingest_points_total {}", all.len() * POINTS)), "{metrics}");
+    assert!(metrics.contains("tripline_ingest_ack_latency_seconds"), "{metrics}");
+    sigterm(&mut running);
+    assert_eq!(trips_complete(&dir, &prefix).await, expected, "a re-publish changes nothing");
+    let _ = std::fs::remove_dir_all(&dir);
+}
