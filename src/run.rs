@@ -167,13 +167,16 @@ async fn start_ingest(
     let workers = config.ingest.workers.max(1);
     let mut queues = Vec::with_capacity(workers);
     let mut worker_tasks = Vec::with_capacity(workers);
+    // Receivers, only to sample queue depths: holding a sender would keep a worker's queue open
+    // and the worker running after a stop.
+    let mut depths = Vec::with_capacity(workers);
     for _ in 0..workers {
         let (tx, rx) = flume::bounded::<Work>(WORKER_QUEUE_CAPACITY);
         queues.push(tx);
+        depths.push(rx.clone());
         let worker = Worker::new(Arc::clone(&engine), store.clone(), WorkerConfig::default());
         worker_tasks.push(tokio::spawn(worker.run(rx)));
     }
-    let depths: Vec<flume::Sender<Work>> = queues.clone();
 
     let (deliveries_tx, deliveries_rx) = flume::bounded(DELIVERY_QUEUE_CAPACITY);
     let deliveries_depth = deliveries_rx.clone();

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tripline_model::time::now_ms;
 
 use tripline_model::{Point, Telemetry, TenantId, TripId, TripMarker, TripStatus, VehicleId};
-use tripline_store::{DAY_MS, Derived, MAX_POINT_RANGE_DAYS, Rejection, Store, StoredPoint, TripRecord};
+use tripline_store::{DAY_MS, Derived, MAX_POINT_RANGE_DAYS, Rejection, Store, StoredPoint, TripRecord, WriteSet};
 
 use crate::cut::auto_trip_id;
 use crate::{Enricher, TripEngine};
@@ -94,15 +94,6 @@ struct LiveTrip {
     last_activity_ms: i64,
 }
 
-/// What one batch writes.
-#[derive(Default)]
-struct Writes {
-    points: Vec<StoredPoint>,
-    trips: Vec<TripRecord>,
-    deletes: Vec<(TenantId, VehicleId, TripId)>,
-    rejections: Vec<Rejection>,
-}
-
 /// One worker: the trips of the vehicles routed to it.
 pub struct Worker<S> {
     engine: Arc<Enricher>,
@@ -140,7 +131,7 @@ impl<S: Store> Worker<S> {
 
     /// Applies a batch of messages, writes the results (retrying until durable), completes them.
     pub async fn process(&mut self, batch: Vec<Work>) {
-        let mut writes = Writes::default();
+        let mut writes = WriteSet::default();
         let mut done = Vec::with_capacity(batch.len());
         for work in batch {
             match work {
@@ -166,17 +157,9 @@ impl<S: Store> Worker<S> {
         }
     }
 
-    async fn write(&self, writes: &Writes) {
+    async fn write(&self, writes: &WriteSet) {
         loop {
-            let result = async {
-                self.store.write_points(&writes.points).await?;
-                self.store.append_rejections(&writes.rejections).await?;
-                for (tenant, vehicle, trip) in &writes.deletes {
-                    self.store.delete_trip(tenant, vehicle, trip).await?;
-                }
-                self.store.upsert_trips(&writes.trips).await
-            }
-            .await;
+            let result = self.store.write_batch(writes).await;
             match result {
                 Ok(()) => return,
                 Err(error) => {
@@ -331,7 +314,7 @@ impl<S: Store> Worker<S> {
     }
 
     /// Turns every changed trip into its writes; renames automatic trips whose start moved.
-    fn collect(&mut self, writes: &mut Writes) {
+    fn collect(&mut self, writes: &mut WriteSet) {
         let now = now_ms();
         let mut renames = Vec::new();
         for ((vehicle, trip_id), live) in &mut self.trips {
@@ -405,7 +388,7 @@ impl<S: Store> Worker<S> {
                 live.dirty = true;
             }
         }
-        let mut writes = Writes::default();
+        let mut writes = WriteSet::default();
         self.collect(&mut writes);
         self.write(&writes).await;
         for key in idle {

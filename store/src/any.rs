@@ -3,7 +3,10 @@
 use tripline_model::{TenantId, TripId, VehicleId};
 
 use crate::records::{ChangeBatch, Checkpoint, Page, Rejection, StoredPoint, TripRecord};
-use crate::{ChangeFeed, EmbeddedStore, PointStore, Registry, RejectionStore, ScyllaStore, StoreResult, TripStore};
+use crate::{
+    BatchWrite, ChangeFeed, EmbeddedStore, PointStore, Registry, RejectionStore, ScyllaStore, StoreResult, TripStore,
+    WriteSet,
+};
 
 /// Either backend.
 #[derive(Clone, Debug)]
@@ -79,6 +82,12 @@ impl TripStore for AnyStore {
     }
     async fn scan_trips(&self, cursor: Option<&str>, limit: usize) -> StoreResult<Page<TripRecord>> {
         delegate!(self, s => s.scan_trips(cursor, limit))
+    }
+}
+
+impl BatchWrite for AnyStore {
+    async fn write_batch(&self, set: &WriteSet) -> StoreResult<()> {
+        delegate!(self, s => s.write_batch(set))
     }
 }
 

@@ -28,7 +28,8 @@ use crate::records::{
     Change, ChangeBatch, Checkpoint, MAX_POINT_RANGE_DAYS, Page, Rejection, StoredPoint, TripRecord, day_of,
 };
 use crate::{
-    ChangeFeed, DEFAULT_RETENTION_DAYS, PointStore, Registry, RejectionStore, StoreError, StoreResult, TripStore,
+    BatchWrite, ChangeFeed, DEFAULT_RETENTION_DAYS, PointStore, Registry, RejectionStore, StoreError, StoreResult,
+    TripStore, WriteSet,
 };
 
 /// The embedded store's settings.
@@ -296,14 +297,7 @@ impl PointStore for EmbeddedStore {
         if points.is_empty() {
             return Ok(());
         }
-        let expires = self.inner.expires_at();
-        let rows = points
-            .iter()
-            .map(|p| {
-                let row = PointRow::new(&p.trip_id, &p.point, &p.derived, expires);
-                Ok((point_key(p.vehicle_id.as_str(), p.key()), encode_postcard(&row, "points")?))
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
+        let rows = point_rows(points, self.inner.expires_at())?;
         self.blocking(move |inner| {
             let mut batch = inner.batch();
             for (key, value) in rows {
@@ -395,31 +389,11 @@ impl TripStore for EmbeddedStore {
         if trips.is_empty() {
             return Ok(());
         }
-        let expires = self.inner.expires_at();
-        let rows = trips
-            .iter()
-            .map(|t| {
-                let key = trip_key(t.tenant.as_str(), t.summary.trip_id.as_str(), t.summary.vehicle_id.as_str());
-                let change = Change {
-                    tenant: t.tenant.clone(),
-                    vehicle_id: t.summary.vehicle_id.clone(),
-                    trip_id: t.summary.trip_id.clone(),
-                };
-                let value = encode_json(&Expiring { expires_at_ms: expires, record: t }, "trips")?;
-                Ok((key, value, encode_json(&change, "feed")?))
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
+        let rows = trip_rows(trips, self.inner.expires_at())?;
         self.blocking(move |inner| {
             let mut next = inner.feed_next.lock().map_err(db_error)?;
             let mut batch = inner.batch();
-            let mut seq = *next;
-            for (key, value, change) in rows {
-                batch.insert(&inner.trips, key, value);
-                let mut feed_key = Vec::with_capacity(8);
-                push_i64(&mut feed_key, seq as i64);
-                batch.insert(&inner.feed, feed_key, change);
-                seq += 1;
-            }
+            let seq = add_trip_rows(inner, &mut batch, rows, *next);
             inner.commit(batch)?;
             *next = seq;
             Ok(())
@@ -494,6 +468,111 @@ impl TripStore for EmbeddedStore {
     }
 }
 
+type TripRow = (Vec<u8>, Vec<u8>, Vec<u8>);
+
+fn point_rows(points: &[StoredPoint], expires: i64) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    points
+        .iter()
+        .map(|p| {
+            let row = PointRow::new(&p.trip_id, &p.point, &p.derived, expires);
+            Ok((point_key(p.vehicle_id.as_str(), p.key()), encode_postcard(&row, "points")?))
+        })
+        .collect()
+}
+
+/// Trip rows: key, value and the change-feed entry announcing it.
+fn trip_rows(trips: &[TripRecord], expires: i64) -> StoreResult<Vec<TripRow>> {
+    trips
+        .iter()
+        .map(|t| {
+            let key = trip_key(t.tenant.as_str(), t.summary.trip_id.as_str(), t.summary.vehicle_id.as_str());
+            let change = Change {
+                tenant: t.tenant.clone(),
+                vehicle_id: t.summary.vehicle_id.clone(),
+                trip_id: t.summary.trip_id.clone(),
+            };
+            let value = encode_json(&Expiring { expires_at_ms: expires, record: t }, "trips")?;
+            Ok((key, value, encode_json(&change, "feed")?))
+        })
+        .collect()
+}
+
+/// Adds trip rows and their feed entries from sequence number `seq`; returns the next one.
+fn add_trip_rows(inner: &Inner, batch: &mut fjall::OwnedWriteBatch, rows: Vec<TripRow>, mut seq: u64) -> u64 {
+    for (key, value, change) in rows {
+        batch.insert(&inner.trips, key, value);
+        let mut feed_key = Vec::with_capacity(8);
+        push_i64(&mut feed_key, seq as i64);
+        batch.insert(&inner.feed, feed_key, change);
+        seq += 1;
+    }
+    seq
+}
+
+/// Adds rejections, keeping the first `received_at_ms` of a known id. Call with the registry
+/// lock held.
+fn add_rejections(
+    inner: &Inner,
+    batch: &mut fjall::OwnedWriteBatch,
+    rejections: Vec<Rejection>,
+    expires: i64,
+) -> StoreResult<()> {
+    for mut rejection in rejections {
+        if let Some(first) = inner.rejection_ids.get(rejection.id.as_str()).map_err(db_error)? {
+            rejection.received_at_ms = read_i64(&first).unwrap_or(rejection.received_at_ms);
+        } else {
+            let mut at = Vec::with_capacity(8);
+            push_i64(&mut at, rejection.received_at_ms);
+            batch.insert(&inner.rejection_ids, rejection.id.as_str(), at);
+        }
+        let key = rejection_key(rejection.tenant.as_ref(), rejection.received_at_ms, &rejection.id);
+        batch.insert(
+            &inner.rejections,
+            key,
+            encode_json(&Expiring { expires_at_ms: expires, record: &rejection }, "rejections")?,
+        );
+    }
+    Ok(())
+}
+
+impl BatchWrite for EmbeddedStore {
+    /// One atomic, fsynced write for the whole set.
+    async fn write_batch(&self, set: &WriteSet) -> StoreResult<()> {
+        let expires = self.inner.expires_at();
+        let points = point_rows(&set.points, expires)?;
+        let trips = trip_rows(&set.trips, expires)?;
+        let mut deletes = Vec::with_capacity(set.deletes.len());
+        for (tenant, vehicle, trip_id) in &set.deletes {
+            let change = Change { tenant: tenant.clone(), vehicle_id: vehicle.clone(), trip_id: trip_id.clone() };
+            deletes
+                .push((trip_key(tenant.as_str(), trip_id.as_str(), vehicle.as_str()), encode_json(&change, "feed")?));
+        }
+        let rejections = set.rejections.clone();
+        self.blocking(move |inner| {
+            let _guard = inner.registry_lock.lock().map_err(db_error)?;
+            let mut next = inner.feed_next.lock().map_err(db_error)?;
+            let mut batch = inner.batch();
+            for (key, value) in points {
+                batch.insert(&inner.points, key, value);
+            }
+            add_rejections(inner, &mut batch, rejections, expires)?;
+            let mut seq = *next;
+            for (key, change) in deletes {
+                batch.remove(&inner.trips, key);
+                let mut feed_key = Vec::with_capacity(8);
+                push_i64(&mut feed_key, seq as i64);
+                batch.insert(&inner.feed, feed_key, change);
+                seq += 1;
+            }
+            let seq = add_trip_rows(inner, &mut batch, trips, seq);
+            inner.commit(batch)?;
+            *next = seq;
+            Ok(())
+        })
+        .await
+    }
+}
+
 impl RejectionStore for EmbeddedStore {
     async fn append_rejections(&self, rejections: &[Rejection]) -> StoreResult<()> {
         if rejections.is_empty() {
@@ -504,21 +583,7 @@ impl RejectionStore for EmbeddedStore {
         self.blocking(move |inner| {
             let _guard = inner.registry_lock.lock().map_err(db_error)?;
             let mut batch = inner.batch();
-            for mut rejection in rejections {
-                if let Some(first) = inner.rejection_ids.get(rejection.id.as_str()).map_err(db_error)? {
-                    rejection.received_at_ms = read_i64(&first).unwrap_or(rejection.received_at_ms);
-                } else {
-                    let mut at = Vec::with_capacity(8);
-                    push_i64(&mut at, rejection.received_at_ms);
-                    batch.insert(&inner.rejection_ids, rejection.id.as_str(), at);
-                }
-                let key = rejection_key(rejection.tenant.as_ref(), rejection.received_at_ms, &rejection.id);
-                batch.insert(
-                    &inner.rejections,
-                    key,
-                    encode_json(&Expiring { expires_at_ms: expires, record: &rejection }, "rejections")?,
-                );
-            }
+            add_rejections(inner, &mut batch, rejections, expires)?;
             inner.commit(batch)
         })
         .await

@@ -185,13 +185,34 @@ pub trait ChangeFeed {
     ) -> impl Future<Output = StoreResult<ChangeBatch>> + Send;
 }
 
+/// What one enrichment batch writes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WriteSet {
+    /// Enriched points.
+    pub points: Vec<StoredPoint>,
+    /// Rejected messages and points.
+    pub rejections: Vec<Rejection>,
+    /// Trips to remove (an automatically cut trip whose id changed): tenant, vehicle, trip.
+    pub deletes: Vec<(TenantId, VehicleId, TripId)>,
+    /// Trips to write, each announced on the change feed.
+    pub trips: Vec<TripRecord>,
+}
+
+/// Writing a [`WriteSet`]: points, rejections and deletions first and trips last, so the change
+/// feed never announces a trip whose points are not durable.
+pub trait BatchWrite {
+    /// Writes the whole set; `Ok` once all of it is durable. The embedded store makes it one
+    /// atomic, fsynced write; ScyllaDB writes the parts in order.
+    fn write_batch(&self, set: &WriteSet) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
 /// Everything a tripline process needs from its store.
 pub trait Store:
-    Registry + PointStore + TripStore + RejectionStore + ChangeFeed + Clone + Send + Sync + 'static
+    Registry + PointStore + TripStore + RejectionStore + ChangeFeed + BatchWrite + Clone + Send + Sync + 'static
 {
 }
 
 impl<T> Store for T where
-    T: Registry + PointStore + TripStore + RejectionStore + ChangeFeed + Clone + Send + Sync + 'static
+    T: Registry + PointStore + TripStore + RejectionStore + ChangeFeed + BatchWrite + Clone + Send + Sync + 'static
 {
 }

@@ -36,7 +36,8 @@ use crate::records::{
 };
 use crate::retry::{Attempt, RetryPolicy};
 use crate::{
-    ChangeFeed, DEFAULT_RETENTION_DAYS, PointStore, Registry, RejectionStore, StoreError, StoreResult, TripStore,
+    BatchWrite, ChangeFeed, DEFAULT_RETENTION_DAYS, PointStore, Registry, RejectionStore, StoreError, StoreResult,
+    TripStore, WriteSet,
 };
 
 /// Version of the schema `tripline schema apply` creates.
@@ -922,6 +923,19 @@ impl TripStore for ScyllaStore {
             PagingStateResponse::NoMorePages => None,
         };
         Ok(Page { items, next })
+    }
+}
+
+impl BatchWrite for ScyllaStore {
+    /// The parts in order (points, rejections, deletions, trips); each part is idempotent, so a
+    /// retry after a partial failure rewrites the same rows.
+    async fn write_batch(&self, set: &WriteSet) -> StoreResult<()> {
+        self.write_points(&set.points).await?;
+        self.append_rejections(&set.rejections).await?;
+        for (tenant, vehicle, trip_id) in &set.deletes {
+            self.delete_trip(tenant, vehicle, trip_id).await?;
+        }
+        self.upsert_trips(&set.trips).await
     }
 }
 

@@ -40,6 +40,7 @@ conformance!(
     registry_rules_hold,
     deleted_trips_are_gone_and_announced,
     foreign_cursors_are_refused,
+    a_write_set_lands_whole_with_its_trips_announced,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

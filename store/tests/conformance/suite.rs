@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tripline_model::{EventCounts, Place, Point, RejectReason, TenantId, TripId, TripStatus, TripSummary, VehicleId};
-use tripline_store::{Checkpoint, Derived, Rejection, Store, StoreError, StoredPoint, TripRecord};
+use tripline_store::{Checkpoint, Derived, Rejection, Store, StoreError, StoredPoint, TripRecord, WriteSet};
 
 /// 2026-11-24T23:59:00Z: a minute before midnight, so trips cross a day boundary.
 const T0: i64 = 1_795_564_740_000;
@@ -328,4 +328,25 @@ pub(crate) async fn several_writers_are_merged<S: Store>(first: &S, second: &S) 
     let ids: BTreeSet<String> = changes.into_iter().collect();
     assert_eq!(ids.len(), 10);
     assert_eq!(checkpoint.positions.len(), 2, "one position per writer");
+}
+
+pub(crate) async fn a_write_set_lands_whole_with_its_trips_announced<S: Store>(store: &S) {
+    store.upsert_trips(&[trip("acme", "car-w", "old", 0, 5)]).await.unwrap();
+    let (_, start) = all_changes(store, &Checkpoint::default(), 100).await;
+    let set = WriteSet {
+        points: (0..5).map(|i| point("car-w", "w1", i, Some(i as u64))).collect(),
+        rejections: vec![rejection(Some("acme"), 7, 1_000)],
+        deletes: vec![(tenant("acme"), vehicle("car-w"), trip_id("old"))],
+        trips: vec![trip("acme", "car-w", "w1", 0, 4)],
+    };
+    store.write_batch(&set).await.unwrap();
+    store.write_batch(&set).await.unwrap(); // idempotent
+    let points = store.vehicle_points(&vehicle("car-w"), T0 - 1000, T0 + 60_000).await.unwrap();
+    assert_eq!(points.len(), 5);
+    assert!(store.trip(&tenant("acme"), &trip_id("w1")).await.unwrap().is_some());
+    assert!(store.trip(&tenant("acme"), &trip_id("old")).await.unwrap().is_none());
+    let rejections = store.rejections(Some(&tenant("acme")), None, 10).await.unwrap();
+    assert_eq!(rejections.items.len(), 1);
+    let (changes, _) = all_changes(store, &start, 100).await;
+    assert_eq!(changes, vec!["old", "w1", "old", "w1"], "the deletion and the trip announced, per write");
 }
