@@ -54,9 +54,10 @@ fn points(t0: i64, v: usize, m: usize) -> Vec<Point> {
 /// The same kind of writes straight into the store: one message's worth for every vehicle per
 /// write, 4 writes in flight (as `cargo bench -p tripline-store --bench write`).
 async fn ceiling(store: &AnyStore, prefix: &str, t0: i64) -> f64 {
-    const MESSAGES: usize = 200;
+    // The same volume as the ingest run, so both pay for the store's background work alike.
+    let messages = messages_per_vehicle();
     let engine = tripline_enrich::Enricher::for_test();
-    let writes: Vec<_> = (0..MESSAGES)
+    let writes: Vec<_> = (0..messages)
         .map(|m| {
             let mut batch = Vec::new();
             let mut trips = Vec::new();
@@ -103,7 +104,7 @@ async fn ceiling(store: &AnyStore, prefix: &str, t0: i64) -> f64 {
             task.await.unwrap();
         }
     }
-    (VEHICLES * MESSAGES * POINTS_PER_MESSAGE) as f64 / started.elapsed().as_secs_f64()
+    (VEHICLES * messages * POINTS_PER_MESSAGE) as f64 / started.elapsed().as_secs_f64()
 }
 
 async fn publish_fleet(url: &str, prefix: &str, t0: i64) {
@@ -173,7 +174,7 @@ fn scrape(addr: &str, name: &str) -> Option<u64> {
 async fn measure(name: &str, store_toml: &str, store: AnyStore, broker: Option<&str>, dir: &std::path::Path) {
     let prefix = format!("b{}", now_ms() % 1_000_000);
     // Every point in the past (1 s apart), within the late window.
-    let t0 = now_ms() - 4 * 3_600_000;
+    let t0 = now_ms() - (messages_per_vehicle() * POINTS_PER_MESSAGE) as i64 * 1000 - 3_600_000;
     let tenant = TenantId::parse("bench").unwrap();
     if !store.tenant_exists(&tenant).await.unwrap() {
         store.create_tenant(&tenant, "bench-key-hash").await.unwrap();

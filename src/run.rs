@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tripline_enrich::Enricher;
 use tripline_enrich::worker::{Work, Worker, WorkerConfig};
-use tripline_ingest::broker::{EmbeddedBroker, EmbeddedBrokerConfig};
+use tripline_ingest::broker::{EmbeddedBroker, EmbeddedBrokerConfig, run_link_source};
 use tripline_ingest::intake::{Decoded, IntakeCounters, Routed, run_intake};
 use tripline_ingest::source::{MqttSourceConfig, SourceCounters, run_source};
 use tripline_model::DecodeConfig;
@@ -142,23 +142,22 @@ async fn start_ingest(
     external: Option<(String, u16)>,
 ) -> Result<Ingest, Failure> {
     tripline_ingest::metrics::describe();
-    let (broker, (host, port)) = match external {
-        Some(endpoint) => (None, endpoint),
+    let (broker, link, endpoint) = match external {
+        Some(endpoint) => (None, None, Some(endpoint)),
         None => {
             let broker_config = EmbeddedBrokerConfig {
                 listen: config.mqtt.listen.unwrap_or(EmbeddedBrokerConfig::default().listen),
                 buffer_bytes: config.mqtt.buffer_mb.unwrap_or(256).max(1) * 1024 * 1024,
                 ..EmbeddedBrokerConfig::default()
             };
-            let broker = EmbeddedBroker::start(&broker_config).await.map_err(|e| match e {
+            let (broker, link) = EmbeddedBroker::start(&broker_config).await.map_err(|e| match e {
                 tripline_ingest::IngestError::Broker { detail } if detail.contains("listening on") => {
                     Failure::Usage(format!("embedded broker: {detail}"))
                 }
                 other => Failure::Runtime(other.into()),
             })?;
-            let internal = broker.internal_addr();
             eprintln!("tripline: embedded MQTT broker on mqtt://{}", broker.public_addr());
-            (Some(broker), (internal.ip().to_string(), internal.port()))
+            (Some(broker), Some(link), None)
         }
     };
     let engine = Arc::new(engine);
@@ -190,13 +189,6 @@ async fn start_ingest(
         shutdown.clone(),
         intake_counters,
     ));
-    let source_config = MqttSourceConfig {
-        host,
-        port,
-        client_id: config.mqtt.client_id.clone().unwrap_or_else(|| "tripline-ingest".to_owned()),
-        shared_group: config.mqtt.shared_group.clone(),
-        ..MqttSourceConfig::default()
-    };
     let (status_tx, status) = watch::channel(SourceCounters::default());
     let mut ready = status.clone();
     tokio::spawn(async move {
@@ -230,13 +222,27 @@ async fn start_ingest(
             }
         }
     });
-    let source = tokio::spawn(run_source(
-        source_config,
-        deliveries_tx,
-        shutdown.clone(),
-        Duration::from_secs(config.ingest.drain_s),
-        status_tx,
-    ));
+    let drain = Duration::from_secs(config.ingest.drain_s);
+    let source = match (link, endpoint) {
+        (Some(link), _) => {
+            let topics = vec![
+                tripline_model::topic::TELEMETRY_FILTER.to_owned(),
+                tripline_model::topic::TRIPS_FILTER.to_owned(),
+            ];
+            tokio::spawn(run_link_source(link, topics, deliveries_tx, shutdown.clone(), drain, status_tx))
+        }
+        (None, Some((host, port))) => {
+            let source_config = MqttSourceConfig {
+                host,
+                port,
+                client_id: config.mqtt.client_id.clone().unwrap_or_else(|| "tripline-ingest".to_owned()),
+                shared_group: config.mqtt.shared_group.clone(),
+                ..MqttSourceConfig::default()
+            };
+            tokio::spawn(run_source(source_config, deliveries_tx, shutdown.clone(), drain, status_tx))
+        }
+        (None, None) => return Err(Failure::Runtime(anyhow::anyhow!("no broker to ingest from"))),
+    };
     eprintln!(
         "tripline: ingest from {} ({workers} workers) into the {} store; Ctrl-C or SIGTERM stops gracefully",
         match (&broker, &config.mqtt.url) {

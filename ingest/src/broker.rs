@@ -6,8 +6,16 @@
 //! from the CONNECT packet). Owning the door is what makes a graceful stop lossless:
 //! [`EmbeddedBroker::close_doors`] stops accepting and cuts every vehicle connection, so the broker
 //! acknowledges no new message to any vehicle (a message cut in flight was not acknowledged, and
-//! the vehicle sends it again when it reconnects); the ingest source, connected to the internal
-//! listener, then drains what the broker already acknowledged before the process exits.
+//! the vehicle sends it again when it reconnects); ingest then drains what the broker already
+//! acknowledged before the process exits.
+//!
+//! Ingest reads the broker through an in-process link ([`run_link_source`]), not over TCP: the
+//! broker's memory is the process's memory, so a per-message acknowledgement between the two
+//! would protect nothing a crash does not take anyway, and rumqttd allows only 100 QoS 1
+//! messages in flight per connection, which would cap throughput. Flow control instead: the link
+//! is read only while the pipeline has room; when its buffer is full the broker pauses the link
+//! and keeps the messages in its log. Completions are still tracked, so a graceful stop knows
+//! when everything taken from the broker is durable.
 //!
 //! The broker keeps messages in memory, in a log of [`EmbeddedBrokerConfig::buffer_bytes`]: what
 //! a hard crash of the process loses, and how far ingest may fall behind before the oldest
@@ -16,17 +24,23 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use rumqttc::{Publish, QoS};
+
 use crate::IngestError;
+use crate::ack::{AckTracker, Ticket};
+use crate::source::{Delivery, SourceCounters};
 
 /// Segments of the broker's in-memory log: the log holds `buffer_bytes` in this many parts and
 /// drops the oldest part when full.
 const LOG_SEGMENTS: usize = 16;
+/// While the pipeline is full, how often the link source looks again.
+const PIPELINE_FULL_RETRY: Duration = Duration::from_millis(1);
 /// How long the relay waits for a new connection's CONNECT packet before giving up on it.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -68,6 +82,18 @@ pub struct EmbeddedBroker {
     doors_open: watch::Sender<bool>,
 }
 
+/// Ingest's in-process link to the embedded broker (see [`run_link_source`]).
+pub struct BrokerLink {
+    tx: rumqttd::local::LinkTx,
+    rx: rumqttd::local::LinkRx,
+}
+
+impl std::fmt::Debug for BrokerLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BrokerLink")
+    }
+}
+
 /// A free port on the loopback interface, for rumqttd's internal listeners (it binds them itself).
 fn free_loopback_port() -> Result<SocketAddr, IngestError> {
     let probe = std::net::TcpListener::bind("127.0.0.1:0")
@@ -94,8 +120,9 @@ fn server_settings(name: &str, listen: SocketAddr, config: &EmbeddedBrokerConfig
 }
 
 impl EmbeddedBroker {
-    /// Binds the public address and starts rumqttd on internal loopback ports.
-    pub async fn start(config: &EmbeddedBrokerConfig) -> Result<EmbeddedBroker, IngestError> {
+    /// Binds the public address and starts rumqttd on internal loopback ports, with ingest's
+    /// in-process link (rumqttd needs its links before it starts).
+    pub async fn start(config: &EmbeddedBrokerConfig) -> Result<(EmbeddedBroker, BrokerLink), IngestError> {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| IngestError::Broker { detail: format!("listening on {}: {e}", config.listen) })?;
@@ -115,6 +142,9 @@ impl EmbeddedBroker {
             ..rumqttd::Config::default()
         };
         let mut broker = rumqttd::Broker::new(broker_config);
+        let (tx, rx) = broker
+            .link("tripline-ingest")
+            .map_err(|e| IngestError::Broker { detail: format!("linking ingest to the broker: {e}") })?;
         std::thread::Builder::new()
             .name("tripline-broker".to_owned())
             .spawn(move || {
@@ -128,7 +158,7 @@ impl EmbeddedBroker {
 
         let (doors_open, doors) = watch::channel(true);
         tokio::spawn(accept(listener, internal_v4, internal_v5, doors));
-        Ok(EmbeddedBroker { public, internal_v4, doors_open })
+        Ok((EmbeddedBroker { public, internal_v4, doors_open }, BrokerLink { tx, rx }))
     }
 
     /// Where vehicles connect.
@@ -136,7 +166,7 @@ impl EmbeddedBroker {
         self.public
     }
 
-    /// Where tripline's own ingest connects (MQTT 3.1.1), behind the doors.
+    /// rumqttd's own MQTT 3.1.1 listener, behind the doors (for tests and tools).
     pub fn internal_addr(&self) -> SocketAddr {
         self.internal_v4
     }
@@ -241,6 +271,100 @@ async fn relay(mut vehicle: TcpStream, v4: SocketAddr, v5: SocketAddr, mut doors
     tokio::select! {
         () = closed(&mut doors) => {}
         _ = tokio::io::copy_bidirectional(&mut vehicle, &mut broker) => {}
+    }
+}
+
+/// Runs ingest's source on the in-process link: subscribes to `topics`, hands each message on
+/// as a [`Delivery`] while `out` has room, and counts completions (`acknowledged` in the
+/// counters: durable). On shutdown it stops taking messages and waits up to `drain` for the
+/// deliveries handed on to complete.
+pub async fn run_link_source(
+    link: BrokerLink,
+    topics: Vec<String>,
+    out: flume::Sender<Delivery>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+    status: watch::Sender<SourceCounters>,
+) -> Result<SourceCounters, IngestError> {
+    let BrokerLink { mut tx, mut rx } = link;
+    for topic in &topics {
+        tx.subscribe(topic.clone())
+            .map_err(|e| IngestError::Broker { detail: format!("subscribing to {topic}: {e}") })?;
+    }
+    let (done_tx, done) = flume::unbounded::<Ticket>();
+    let mut tracker: AckTracker<Instant> = AckTracker::default();
+    tracker.new_connection();
+    let mut counters = SourceCounters { connections: 1, ready: true, ..SourceCounters::default() };
+    status.send_replace(counters.clone());
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => if *shutdown.borrow() { break },
+            ticket = done.recv_async() => {
+                if let Ok(ticket) = ticket {
+                    completed(tracker.complete(ticket), &mut counters);
+                }
+            }
+            // Reads the link only while the pipeline has room: meanwhile the broker keeps
+            // what arrives in its log. `next` is cancel-safe (nothing is taken until it returns).
+            notification = rx.next(), if !out.is_full() => {
+                let notification =
+                    notification.map_err(|e| IngestError::Broker { detail: format!("the broker link closed: {e}") })?;
+                match notification {
+                    Some(rumqttd::Notification::Forward(forward)) => {
+                        let topic = String::from_utf8_lossy(&forward.publish.topic).into_owned();
+                        let publish = Publish::from_bytes(topic, QoS::AtMostOnce, forward.publish.payload);
+                        counters.received += 1;
+                        let ticket = tracker.register(Instant::now());
+                        // Only this task sends, and there was room: this does not wait.
+                        if out.send_async(Delivery::new(publish, ticket, done_tx.clone())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(rumqttd::Notification::Unschedule) => {
+                        // The broker paused the link after filling its buffer; we took all of it.
+                        rx.wake()
+                            .await
+                            .map_err(|e| IngestError::Broker { detail: format!("the broker link closed: {e}") })?;
+                    }
+                    _ => {}
+                }
+            }
+            () = tokio::time::sleep(PIPELINE_FULL_RETRY), if out.is_full() => {
+                if out.is_disconnected() {
+                    break;
+                }
+            }
+        }
+        crate::metrics::in_flight(tracker.in_flight());
+        status.send_if_modified(|current| {
+            let changed = *current != counters;
+            if changed {
+                current.clone_from(&counters);
+            }
+            changed
+        });
+    }
+    drop(out);
+    drop(done_tx);
+    let deadline = tokio::time::Instant::now() + drain;
+    while tracker.in_flight() > 0 {
+        match tokio::time::timeout_at(deadline, done.recv_async()).await {
+            Ok(Ok(ticket)) => completed(tracker.complete(ticket), &mut counters),
+            _ => break,
+        }
+    }
+    counters.ready = false;
+    status.send_replace(counters.clone());
+    Ok(counters)
+}
+
+/// Counts messages made durable. The broker acknowledged them to their vehicles on receipt; the
+/// acknowledgement metrics count them here, once durable, as for an external broker.
+fn completed(received_at: Vec<Instant>, counters: &mut SourceCounters) {
+    for at in received_at {
+        counters.acknowledged += 1;
+        crate::metrics::acknowledged(at.elapsed().as_secs_f64());
     }
 }
 

@@ -88,6 +88,10 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    pub(crate) fn new(publish: Publish, ticket: Ticket, done: flume::Sender<Ticket>) -> Delivery {
+        Delivery { publish, ticket, done }
+    }
+
     /// Everything derived from this message is durable: it may be acknowledged (after every
     /// message received before it).
     pub fn complete(self) {
