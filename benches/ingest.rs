@@ -171,7 +171,14 @@ fn scrape(addr: &str, name: &str) -> Option<u64> {
 }
 
 /// `broker`: `Some(url)` of an external broker, or `None` for the embedded one.
-async fn measure(name: &str, store_toml: &str, store: AnyStore, broker: Option<&str>, dir: &std::path::Path) {
+/// One run: (ingest points/s, ceiling points/s, peak RSS MB).
+async fn measure(
+    name: &str,
+    store_toml: &str,
+    store: AnyStore,
+    broker: Option<&str>,
+    dir: &std::path::Path,
+) -> (f64, f64, f64) {
     let prefix = format!("b{}", now_ms() % 1_000_000);
     // Every point in the past (1 s apart), within the late window.
     let t0 = now_ms() - (messages_per_vehicle() * POINTS_PER_MESSAGE) as i64 * 1000 - 3_600_000;
@@ -229,6 +236,14 @@ async fn measure(name: &str, store_toml: &str, store: AnyStore, broker: Option<&
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
+    // Peak resident memory of the ingest process (Linux: VmHWM).
+    let peak_rss_mb = std::fs::read_to_string(format!("/proc/{}/status", child.0.id()))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches(" kB").trim().to_owned()))
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0);
     let _ = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
     let _ = child.0.wait();
     if broker.is_some() {
@@ -245,10 +260,33 @@ async fn measure(name: &str, store_toml: &str, store: AnyStore, broker: Option<&
     let points = (VEHICLES * messages_per_vehicle() * POINTS_PER_MESSAGE) as f64;
     let ingest = points / elapsed.as_secs_f64();
     println!(
-        "{name:<9} ingest {ingest:>8.0} points/s acknowledged ({:.1} s; fleet published in {:.1} s) | store ceiling {ceiling:>8.0} points/s | ratio {:.2}",
+        "  {name:<9} ingest {ingest:>8.0} points/s acknowledged ({:.1} s; fleet published in {:.1} s; peak RSS {peak_rss_mb:.0} MB) | store ceiling {ceiling:>8.0} points/s | ratio {:.2}",
         elapsed.as_secs_f64(),
         published.as_secs_f64(),
         ingest / ceiling
+    );
+    (ingest, ceiling, peak_rss_mb)
+}
+
+fn runs() -> usize {
+    std::env::var("TRIPLINE_BENCH_RUNS").ok().and_then(|n| n.parse().ok()).unwrap_or(3)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn report(name: &str, results: &[(f64, f64, f64)]) {
+    let ratios: Vec<f64> = results.iter().map(|(i, c, _)| i / c).collect();
+    println!(
+        "{name:<9} median of {}: ingest {:.0} points/s, ceiling {:.0} points/s, ratio {:.2} (runs: {}), peak RSS {:.0} MB",
+        results.len(),
+        median(results.iter().map(|r| r.0).collect()),
+        median(results.iter().map(|r| r.1).collect()),
+        median(ratios.clone()),
+        ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", "),
+        results.iter().map(|r| r.2).fold(0.0, f64::max),
     );
 }
 
@@ -274,15 +312,23 @@ fn main() {
         );
         let dir = std::env::temp_dir().join(format!("tripline-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let store = AnyStore::Embedded(EmbeddedStore::open(&EmbeddedConfig { path: dir.join("tripline-data/store"), retention_s: 86_400 * 30 }).unwrap());
-        measure("embedded", "store = \"embedded\"\ndata_dir = \"./tripline-data\"", store, None, &dir).await;
+        let mut results = Vec::new();
+        for _ in 0..runs() {
+            let store = AnyStore::Embedded(EmbeddedStore::open(&EmbeddedConfig { path: dir.join("tripline-data/store"), retention_s: 86_400 * 30 }).unwrap());
+            results.push(measure("embedded", "store = \"embedded\"\ndata_dir = \"./tripline-data\"", store, None, &dir).await);
+        }
+        report("embedded", &results);
         if std::env::var("TRIPLINE_TEST_CQL_NODES").is_ok() && std::env::var("TRIPLINE_BENCH_ONLY").is_err() {
             let config = scylla_config();
             ScyllaStore::apply_schema(&config).await.unwrap();
-            let store = AnyStore::Scylla(ScyllaStore::connect(&config).await.unwrap());
             let nodes: Vec<String> = config.nodes.iter().map(|n| format!("\"{n}\"")).collect();
             let toml = format!("store = \"scylla\"\n[scylla]\nnodes = [{}]\nkeyspace = \"bench_ingest\"", nodes.join(", "));
-            measure("cassandra", &toml, store, Some(&mqtt_url), &dir).await;
+            let mut results = Vec::new();
+            for _ in 0..runs() {
+                let store = AnyStore::Scylla(ScyllaStore::connect(&config).await.unwrap());
+                results.push(measure("cassandra", &toml, store, Some(&mqtt_url), &dir).await);
+            }
+            report("cassandra", &results);
         }
         let _ = std::fs::remove_dir_all(&dir);
     });
