@@ -78,6 +78,9 @@ async fn ceiling(store: &AnyStore, prefix: &str, t0: i64) -> f64 {
                     tenant: TenantId::parse("bench").unwrap(),
                     summary: report.summary,
                     events: report.events,
+                    cells: tripline_model::cell::cells(
+                        trip_engine.enriched().iter().map(|p| (p.point.lat, p.point.lon)),
+                    ),
                 });
             }
             (batch, trips)

@@ -355,6 +355,7 @@ impl<S: Store> Worker<S> {
                 tenant: live.tenant.clone(),
                 summary: report.summary,
                 events: report.events,
+                cells: tripline_model::cell::cells(live.engine.enriched().iter().map(|p| (p.point.lat, p.point.lon))),
             });
         }
         for (vehicle, old, new) in renames {

@@ -11,6 +11,7 @@
 //! Units are in field names (`speed_mps`, `ts_ms`, `distance_km`); coordinates are WGS84 degrees.
 //! No tokio, no I/O in this crate.
 
+pub mod cell;
 mod decode;
 pub mod hash;
 pub mod ids;

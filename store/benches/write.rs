@@ -82,6 +82,7 @@ fn write_batch(run: usize, n: usize) -> (Vec<StoredPoint>, Vec<TripRecord>) {
                 updated_at: at,
             },
             events: Vec::new(),
+            cells: Vec::new(),
         });
     }
     (points, trips)

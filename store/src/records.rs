@@ -91,6 +91,9 @@ pub struct TripRecord {
     pub summary: TripSummary,
     /// Every event, in time order.
     pub events: Vec<Event>,
+    /// The geohash cells the trip passed ([`tripline_model::cell`]), for searching by box.
+    #[serde(default)]
+    pub cells: Vec<String>,
 }
 
 /// A rejected message or point, kept with its raw bytes.

@@ -79,6 +79,7 @@ fn trip(t: &str, v: &str, id: &str, start_i: i64, end_i: i64) -> TripRecord {
             updated_at: at(end_i),
         },
         events: Vec::new(),
+        cells: vec!["u33dc0".to_owned()],
     }
 }
 

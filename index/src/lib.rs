@@ -1,0 +1,163 @@
+//! # tripline-index
+//!
+//! The read store: one Tantivy document per trip, written by the indexer and read by the query
+//! API. Both sides need the same schema, document mapping and queries, so they live here, beside
+//! the write store (`tripline-store`), and neither stage depends on the other (docs/adr/0003).
+//!
+//! **Promises.** Every query is scoped to one tenant by a structured term filter that user text
+//! cannot reach: free text is tokenized here and matched against the text field only, never
+//! handed to a query parser. A commit carries the change-feed checkpoint in its payload, so the
+//! index and its progress are durable together. Paging is by (sort key, trip key hash) and
+//! returns every matching trip exactly once while the index does not change; see [`search`].
+
+mod doc_mapping;
+pub mod search;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+use tantivy::directory::MmapDirectory;
+use tantivy::schema::Schema;
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Term};
+use tripline_model::{TenantId, TripId, VehicleId};
+use tripline_store::{Checkpoint, TripRecord};
+
+pub use doc_mapping::{Fields, document, trip_key};
+pub use search::{Cursor, SearchPage, SortOrder, TripQuery};
+
+/// Memory for the index writer's buffer, bytes: enough for thousands of trip updates between
+/// commits (commits come every 250 ms at most), small beside the rest of the process.
+pub const WRITER_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+
+/// What can go wrong in the read store.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// Tantivy failed (files, corrupt index, writer lock).
+    #[error("index: {detail}")]
+    Tantivy {
+        /// What failed.
+        detail: String,
+    },
+    /// The commit payload is not a checkpoint this version wrote.
+    #[error("index checkpoint unreadable: {detail}")]
+    Checkpoint {
+        /// What is wrong.
+        detail: String,
+    },
+    /// A stored document could not be read back.
+    #[error("corrupt document: {detail}")]
+    Corrupt {
+        /// What is wrong.
+        detail: String,
+    },
+    /// A paging cursor this index did not issue.
+    #[error("invalid cursor")]
+    BadCursor,
+}
+
+impl From<tantivy::TantivyError> for IndexError {
+    fn from(error: tantivy::TantivyError) -> Self {
+        IndexError::Tantivy { detail: error.to_string() }
+    }
+}
+
+/// Shorthand for index results.
+pub type IndexResult<T> = Result<T, IndexError>;
+
+/// The trip index: its schema fields, and a reader reloaded explicitly after commits.
+#[derive(Clone)]
+pub struct TripIndex {
+    index: Index,
+    fields: Fields,
+    reader: IndexReader,
+}
+
+impl std::fmt::Debug for TripIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TripIndex").finish_non_exhaustive()
+    }
+}
+
+impl TripIndex {
+    /// Opens the index in `dir`, creating it (and the folder) when missing.
+    pub fn open_or_create(dir: &Path) -> IndexResult<TripIndex> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| IndexError::Tantivy { detail: format!("creating {}: {e}", dir.display()) })?;
+        let schema = doc_mapping::schema();
+        let directory = MmapDirectory::open(dir).map_err(|e| IndexError::Tantivy { detail: e.to_string() })?;
+        let index = Index::open_or_create(directory, schema)?;
+        TripIndex::from_index(index)
+    }
+
+    /// An index in memory (tests, benchmarks).
+    pub fn in_memory() -> IndexResult<TripIndex> {
+        let schema = doc_mapping::schema();
+        TripIndex::from_index(Index::create_in_ram(schema))
+    }
+
+    fn from_index(index: Index) -> IndexResult<TripIndex> {
+        let fields = Fields::of(&index.schema())?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        Ok(TripIndex { index, fields, reader })
+    }
+
+    /// The schema.
+    pub fn schema(&self) -> Schema {
+        self.index.schema()
+    }
+
+    /// The writer (one per index; the indexer's single task owns it).
+    pub fn writer(&self) -> IndexResult<IndexWriter> {
+        Ok(self.index.writer(WRITER_MEMORY_BYTES)?)
+    }
+
+    /// Replaces the trip's document (delete by key, then add).
+    pub fn upsert(&self, writer: &IndexWriter, trip: &TripRecord) -> IndexResult<()> {
+        let key = trip_key(&trip.tenant, &trip.summary.vehicle_id, &trip.summary.trip_id);
+        writer.delete_term(Term::from_field_text(self.fields.key, &key));
+        writer.add_document(document(&self.fields, trip)?)?;
+        Ok(())
+    }
+
+    /// Removes the trip's document.
+    pub fn delete(&self, writer: &IndexWriter, tenant: &TenantId, vehicle: &VehicleId, trip_id: &TripId) {
+        writer.delete_term(Term::from_field_text(self.fields.key, &trip_key(tenant, vehicle, trip_id)));
+    }
+
+    /// Commits everything added since the last commit together with `checkpoint`, then reloads
+    /// the reader so the change is searchable.
+    pub fn commit(&self, writer: &mut IndexWriter, checkpoint: &Checkpoint) -> IndexResult<()> {
+        let payload =
+            serde_json::to_string(checkpoint).map_err(|e| IndexError::Checkpoint { detail: e.to_string() })?;
+        let mut prepared = writer.prepare_commit()?;
+        prepared.set_payload(&payload);
+        prepared.commit()?;
+        self.reload()
+    }
+
+    /// The checkpoint of the last commit (the start of the feed for a new index).
+    pub fn checkpoint(&self) -> IndexResult<Checkpoint> {
+        match self.index.load_metas()?.payload {
+            Some(payload) => {
+                serde_json::from_str(&payload).map_err(|e| IndexError::Checkpoint { detail: e.to_string() })
+            }
+            None => Ok(Checkpoint::default()),
+        }
+    }
+
+    /// Makes the last commit visible to searches.
+    pub fn reload(&self) -> IndexResult<()> {
+        Ok(self.reader.reload()?)
+    }
+
+    /// Trip documents visible to searches, all tenants.
+    pub fn document_count(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// Searches one tenant's trips.
+    pub fn search(&self, tenant: &TenantId, query: &TripQuery) -> IndexResult<SearchPage> {
+        search::run(&self.reader.searcher(), &self.index, &self.fields, tenant, query)
+    }
+}
