@@ -19,12 +19,13 @@ use std::path::Path;
 
 use tantivy::directory::MmapDirectory;
 use tantivy::schema::Schema;
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Term};
+use tantivy::{Index, IndexReader, ReloadPolicy, Term};
 use tripline_model::{TenantId, TripId, VehicleId};
 use tripline_store::{Checkpoint, TripRecord};
 
 pub use doc_mapping::{Fields, document, trip_key};
 pub use search::{Cursor, SearchPage, SortOrder, TripQuery};
+pub use tantivy::IndexWriter;
 
 /// Memory for the index writer's buffer, bytes: enough for thousands of trip updates between
 /// commits (commits come every 250 ms at most), small beside the rest of the process.

@@ -3,5 +3,211 @@
 //! Follows the write store's change feed and keeps one Tantivy document per trip, committing
 //! with the change-feed checkpoint in the commit payload so data and progress commit together.
 //!
-//! **Promises** (being built, see ARCHITECTURE.md): a changed trip is searchable within a second;
-//! after a restart the index resumes exactly at its checkpoint.
+//! **Promises.** A changed trip is searchable within the commit interval (250 ms) plus one feed
+//! poll (100 ms) of its write. After a restart, or a crash at any point, the index resumes at
+//! the checkpoint of its last commit: changes after it are applied again, and applying a change
+//! twice changes nothing (the document is replaced by the trip as stored now). One task owns the
+//! `IndexWriter`.
+
+pub mod metrics;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tripline_index::{IndexError, IndexWriter, TripIndex};
+use tripline_store::{ChangeFeed, Checkpoint, StoreError, TripStore};
+
+/// What can go wrong in the indexer.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexerError {
+    /// The index failed (files, writer lock).
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// How the indexer runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexerConfig {
+    /// Longest time between a change read and its commit, milliseconds.
+    pub commit_interval_ms: u64,
+    /// How often an idle indexer asks the feed for changes, milliseconds.
+    pub poll_interval_ms: u64,
+    /// Changes read per feed request.
+    pub batch: usize,
+}
+
+impl Default for IndexerConfig {
+    fn default() -> Self {
+        IndexerConfig { commit_interval_ms: 250, poll_interval_ms: 100, batch: 1000 }
+    }
+}
+
+/// Counters of the indexer, for metrics and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IndexerCounters {
+    /// Changes read from the feed.
+    pub changes: u64,
+    /// Documents written (upserts) and removed.
+    pub upserts: u64,
+    /// Documents removed.
+    pub deletes: u64,
+    /// Commits.
+    pub commits: u64,
+    /// The checkpoint of the last commit.
+    pub committed: Checkpoint,
+}
+
+/// The indexer: a store's change feed into a trip index.
+#[derive(Debug)]
+pub struct Indexer<S> {
+    store: S,
+    index: TripIndex,
+    config: IndexerConfig,
+}
+
+impl<S: ChangeFeed + TripStore + Send + Sync + 'static> Indexer<S> {
+    /// An indexer of `store` into `index`.
+    pub fn new(store: S, index: TripIndex, config: IndexerConfig) -> Self {
+        Indexer { store, index, config }
+    }
+
+    /// Runs until `shutdown` turns true, then commits what it applied and returns. `status`
+    /// follows the counters after every commit.
+    pub async fn run(
+        self,
+        mut shutdown: watch::Receiver<bool>,
+        status: watch::Sender<IndexerCounters>,
+    ) -> Result<IndexerCounters, IndexerError> {
+        let Indexer { store, index, config } = self;
+        crate::metrics::describe();
+        let mut writer = Some(index.writer()?);
+        let mut counters = IndexerCounters { committed: index.checkpoint()?, ..IndexerCounters::default() };
+        let mut position = counters.committed.clone();
+        // When the oldest change not yet committed was read.
+        let mut dirty_since: Option<Instant> = None;
+        let commit_interval = Duration::from_millis(config.commit_interval_ms);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let batch = match store.read_changes(&position, config.batch.max(1)).await {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::warn!(%error, "reading the change feed failed; retrying");
+                    wait(&mut shutdown, backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            let idle = batch.changes.is_empty();
+            if !idle {
+                let applied = apply(&store, &index, writer.as_ref(), &batch.changes).await;
+                match applied {
+                    Ok((upserts, deletes)) => {
+                        counters.changes += batch.changes.len() as u64;
+                        counters.upserts += upserts;
+                        counters.deletes += deletes;
+                        crate::metrics::changes(batch.changes.len());
+                        position = batch.checkpoint;
+                        dirty_since.get_or_insert_with(Instant::now);
+                    }
+                    Err(error) => {
+                        // Nothing of this batch counts: it is read again from the same position.
+                        tracing::warn!(%error, "reading changed trips failed; retrying the batch");
+                        wait(&mut shutdown, backoff).await;
+                        continue;
+                    }
+                }
+            } else if position != counters.committed && dirty_since.is_none() {
+                // The feed moved past entries with nothing to apply (watermarks): keep it.
+                dirty_since = Some(Instant::now());
+            }
+            crate::metrics::lag(dirty_since.map_or(0.0, |at| at.elapsed().as_secs_f64()));
+            if dirty_since.is_some_and(|at| at.elapsed() >= commit_interval || idle) {
+                writer = Some(commit(&index, writer.take(), &position).await?);
+                counters.commits += 1;
+                counters.committed = position.clone();
+                dirty_since = None;
+                crate::metrics::committed(index.document_count());
+                status.send_replace(counters.clone());
+            }
+            if idle {
+                wait(&mut shutdown, Duration::from_millis(config.poll_interval_ms)).await;
+            }
+        }
+        if dirty_since.is_some() {
+            commit(&index, writer.take(), &position).await?;
+            counters.commits += 1;
+            counters.committed = position;
+        }
+        status.send_replace(counters.clone());
+        Ok(counters)
+    }
+}
+
+/// Sleeps for `duration` or until shutdown.
+async fn wait(shutdown: &mut watch::Receiver<bool>, duration: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// Applies changes: each changed trip (once per batch) is replaced by its stored state, or
+/// removed when the store no longer has it. Returns (upserts, deletes).
+async fn apply<S: TripStore>(
+    store: &S,
+    index: &TripIndex,
+    writer: Option<&IndexWriter>,
+    changes: &[tripline_store::Change],
+) -> Result<(u64, u64), StoreError> {
+    let Some(writer) = writer else { return Ok((0, 0)) };
+    let (mut upserts, mut deletes) = (0, 0);
+    let mut done = BTreeSet::new();
+    for change in changes {
+        let key = (change.tenant.as_str(), change.vehicle_id.as_str(), change.trip_id.as_str());
+        if !done.insert(key) {
+            continue;
+        }
+        match store.trip_of_vehicle(&change.tenant, &change.vehicle_id, &change.trip_id).await? {
+            Some(trip) => match index.upsert(writer, &trip) {
+                Ok(()) => upserts += 1,
+                Err(error) => tracing::error!(%error, trip_id = %change.trip_id, "trip not indexable; skipped"),
+            },
+            None => {
+                index.delete(writer, &change.tenant, &change.vehicle_id, &change.trip_id);
+                deletes += 1;
+            }
+        }
+    }
+    Ok((upserts, deletes))
+}
+
+/// Commits on a blocking thread (a commit fsyncs), handing the writer back.
+async fn commit(
+    index: &TripIndex,
+    writer: Option<IndexWriter>,
+    checkpoint: &Checkpoint,
+) -> Result<IndexWriter, IndexerError> {
+    let index = index.clone();
+    let checkpoint = checkpoint.clone();
+    let mut writer = match writer {
+        Some(writer) => writer,
+        None => index.writer()?,
+    };
+    let result = tokio::task::spawn_blocking(move || {
+        let outcome = index.commit(&mut writer, &checkpoint);
+        (writer, outcome)
+    })
+    .await;
+    match result {
+        Ok((writer, Ok(()))) => Ok(writer),
+        Ok((_, Err(error))) => Err(error.into()),
+        Err(join) => Err(IndexerError::Index(IndexError::Tantivy { detail: format!("commit task failed: {join}") })),
+    }
+}

@@ -1,0 +1,148 @@
+//! The indexer against the embedded store: follows the feed, replaces and removes documents,
+//! resumes exactly after a crash, and keeps the index equal to the store.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)] // tests fail loudly and report measurements
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tripline_index::{TripIndex, TripQuery};
+use tripline_indexer::{Indexer, IndexerConfig, IndexerCounters};
+use tripline_model::{EventCounts, Place, TenantId, TripId, TripStatus, TripSummary, VehicleId};
+use tripline_store::{EmbeddedStore, TripRecord, TripStore};
+
+const T0: i64 = 1_795_600_800_000;
+
+fn trip(tenant: &str, vehicle: &str, id: &str, score: f64) -> TripRecord {
+    let at = tripline_model::time::to_datetime;
+    TripRecord {
+        tenant: TenantId::parse(tenant).unwrap(),
+        summary: TripSummary {
+            trip_id: TripId::parse(id).unwrap(),
+            vehicle_id: VehicleId::parse(vehicle).unwrap(),
+            status: TripStatus::Active,
+            start_time: at(T0),
+            end_time: at(T0 + 600_000),
+            duration_s: 600.0,
+            moving_time_s: 500.0,
+            idle_time_s: 100.0,
+            distance_km: 5.0,
+            max_speed_kmh: 60.0,
+            avg_speed_kmh: 30.0,
+            start: Place { lat: 52.5, lon: 13.4, region: None },
+            end: Place { lat: 52.5, lon: 13.4, region: None },
+            regions: Vec::new(),
+            events: EventCounts::default(),
+            speeding_s: 0.0,
+            night_driving_s: 0.0,
+            point_count: 10,
+            rejected_point_count: 0,
+            score,
+            score_version: 1,
+            updated_at: at(T0 + 600_000),
+        },
+        events: Vec::new(),
+        cells: Vec::new(),
+    }
+}
+
+struct Running {
+    shutdown: watch::Sender<bool>,
+    status: watch::Receiver<IndexerCounters>,
+    task: tokio::task::JoinHandle<IndexerCounters>,
+}
+
+fn start(store: &EmbeddedStore, index: &TripIndex) -> Running {
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (status_tx, status) = watch::channel(IndexerCounters::default());
+    let indexer = Indexer::new(store.clone(), index.clone(), IndexerConfig::default());
+    let task = tokio::spawn(async move { indexer.run(shutdown_rx, status_tx).await.unwrap() });
+    Running { shutdown, status, task }
+}
+
+/// Every trip of a tenant as the index answers: id → score.
+fn indexed(index: &TripIndex, tenant: &str) -> BTreeMap<String, f64> {
+    let page =
+        index.search(&TenantId::parse(tenant).unwrap(), &TripQuery { limit: 1000, ..TripQuery::default() }).unwrap();
+    page.trips.iter().map(|t| (t.trip_id.to_string(), t.score)).collect()
+}
+
+async fn wait_until(index: &TripIndex, what: &str, done: impl Fn(&TripIndex) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done(index) {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_follows_the_store_and_resumes_exactly_after_a_crash() {
+    let (store, dir) = EmbeddedStore::for_test(Duration::from_secs(3600)).unwrap();
+    let index_dir = dir.path.join("index");
+    let index = TripIndex::open_or_create(&index_dir).unwrap();
+    let running = start(&store, &index);
+
+    store.upsert_trips(&[trip("acme", "car-1", "a1", 80.0), trip("globex", "car-9", "g1", 70.0)]).await.unwrap();
+    wait_until(&index, "first trips", |i| indexed(i, "acme").len() == 1 && indexed(i, "globex").len() == 1).await;
+
+    // An update replaces the document; a deletion removes it; each tenant sees only its own.
+    store.upsert_trips(&[trip("acme", "car-1", "a1", 55.0), trip("acme", "car-1", "a2", 90.0)]).await.unwrap();
+    store
+        .delete_trip(
+            &TenantId::parse("globex").unwrap(),
+            &VehicleId::parse("car-9").unwrap(),
+            &TripId::parse("g1").unwrap(),
+        )
+        .await
+        .unwrap();
+    wait_until(&index, "update and delete", |i| {
+        indexed(i, "acme") == BTreeMap::from([("a1".to_owned(), 55.0), ("a2".to_owned(), 90.0)])
+            && indexed(i, "globex").is_empty()
+    })
+    .await;
+
+    // Freshness: from the store write to searchable.
+    let mut samples = Vec::new();
+    for n in 0..20 {
+        let id = format!("f{n}");
+        let written = Instant::now();
+        store.upsert_trips(&[trip("acme", "car-2", &id, 60.0)]).await.unwrap();
+        wait_until(&index, "fresh trip", |i| indexed(i, "acme").contains_key(&id)).await;
+        samples.push(written.elapsed().as_millis());
+    }
+    samples.sort_unstable();
+    println!("freshness store write -> searchable: p50 {} ms, max {} ms (20 samples)", samples[10], samples[19]);
+
+    // Crash: the task is aborted (no final commit) while changes keep coming.
+    store.upsert_trips(&[trip("acme", "car-3", "c1", 40.0)]).await.unwrap();
+    running.task.abort();
+    let _ = running.task.await;
+    drop(running.shutdown);
+    drop(running.status);
+    store.upsert_trips(&[trip("acme", "car-3", "c2", 41.0), trip("acme", "car-1", "a2", 91.0)]).await.unwrap();
+
+    // Restart on the same files: the index ends equal to the store, with no duplicates.
+    let index = TripIndex::open_or_create(&index_dir).unwrap();
+    let running = start(&store, &index);
+    let mut expected = BTreeMap::new();
+    let mut cursor = None;
+    loop {
+        let page = store.scan_trips(cursor.as_deref(), 100).await.unwrap();
+        for t in &page.items {
+            if t.tenant.as_str() == "acme" {
+                expected.insert(t.summary.trip_id.to_string(), t.summary.score);
+            }
+        }
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    wait_until(&index, "index equals store", |i| indexed(i, "acme") == expected).await;
+    assert_eq!(index.document_count(), expected.len() as u64, "one document per trip");
+    running.shutdown.send(true).unwrap();
+    let counters = running.task.await.unwrap();
+    assert!(counters.commits >= 1);
+    assert_eq!(index.checkpoint().unwrap(), counters.committed, "the final checkpoint is committed");
+}
