@@ -13,6 +13,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tripline_enrich::Enricher;
 use tripline_enrich::worker::{Work, Worker, WorkerConfig};
+use tripline_index::TripIndex;
+use tripline_indexer::{Indexer, IndexerConfig, IndexerCounters};
 use tripline_ingest::broker::{EmbeddedBroker, EmbeddedBrokerConfig, run_link_source};
 use tripline_ingest::intake::{Decoded, IntakeCounters, Routed, run_intake};
 use tripline_ingest::source::{MqttSourceConfig, SourceCounters, run_source};
@@ -67,7 +69,7 @@ async fn shutdown_signal() {
 
 /// The roles `tripline run` knows; `BUILT` are the ones this build runs.
 const ROLES: &[&str] = &["ingest", "indexer", "api"];
-const BUILT: &[&str] = &["ingest"];
+const BUILT: &[&str] = &["ingest", "indexer"];
 /// On a graceful stop with the embedded broker: ingest is drained once nothing new arrived for
 /// this long and everything received is acknowledged.
 const QUIET: Duration = Duration::from_millis(300);
@@ -113,13 +115,31 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher) -> Result
         if roles.contains(&"ingest") {
             ingest = Some(start_ingest(config, &store, engine, external).await?);
         }
-
-        tokio::select! {
-            _ = shutdown_signal() => {}
+        let mut indexer = None;
+        if roles.contains(&"indexer") {
+            let dir = config.data_dir.join("index");
+            let index = TripIndex::open_or_create(&dir)
+                .map_err(|e| Failure::Runtime(anyhow::anyhow!("index in {}: {e}", dir.display())))?;
+            let (stop, stopped) = watch::channel(false);
+            let (status, _) = watch::channel(IndexerCounters::default());
+            let task = tokio::spawn(Indexer::new(store.clone(), index, IndexerConfig::default()).run(stopped, status));
+            eprintln!("tripline: indexer following the store's change feed into {}", dir.display());
+            indexer = Some((stop, task));
         }
+
+        shutdown_signal().await;
         tracing::info!("stopping");
+        // In the direction of the data: ingest first, then the indexer takes in what ingest wrote.
         if let Some(ingest) = ingest {
             ingest.stop(Duration::from_secs(config.ingest.drain_s)).await?;
+        }
+        if let Some((stop, task)) = indexer {
+            let _ = stop.send(true);
+            let counters = task
+                .await
+                .map_err(|e| Failure::Runtime(e.into()))?
+                .map_err(|e| Failure::Runtime(anyhow::anyhow!("indexer: {e}")))?;
+            eprintln!("tripline: indexer stopped; {} changes applied, {} commits", counters.changes, counters.commits);
         }
         Ok(())
     })

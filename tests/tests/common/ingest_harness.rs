@@ -84,8 +84,13 @@ impl Running {
 
 /// Starts the ingest role and waits until it is connected and subscribed.
 pub(crate) fn start(dir: &Path) -> Running {
+    start_roles(dir, "ingest")
+}
+
+/// Starts `tripline run --roles {roles}` (ingest among them) and waits until ingest is ready.
+pub(crate) fn start_roles(dir: &Path, roles: &str) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tripline"))
-        .args(["run", "--roles", "ingest"])
+        .args(["run", "--roles", roles])
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -71,7 +71,7 @@ async fn embedded_broker_and_store_keep_everything_acknowledged_through_a_gracef
     let t0 = t0();
     let all = messages(&prefix, t0, 0..MESSAGES);
 
-    let mut running = start(&dir);
+    let mut running = start_roles(&dir, "ingest,indexer");
     let http = http_address(&running);
     assert_eq!(http_get(&http, "/healthz").0, 200);
     publish(&url, all.clone()).await;
@@ -79,6 +79,13 @@ async fn embedded_broker_and_store_keep_everything_acknowledged_through_a_gracef
     sigterm(&mut running);
     let expected = vec![(MESSAGES * POINTS) as u64; VEHICLES];
     assert_eq!(trips_complete(&dir, &prefix).await, expected, "every acknowledged point stored");
+    // ... and indexed: the indexer stopped after ingest, with everything ingest wrote.
+    let index = tripline_index::TripIndex::open_or_create(&dir.join("tripline-data/index")).unwrap();
+    let page = index
+        .search(&TenantId::parse("acme").unwrap(), &tripline_index::TripQuery { limit: 1000, ..Default::default() })
+        .unwrap();
+    assert_eq!(page.total, VEHICLES as u64);
+    assert!(page.trips.iter().all(|t| t.point_count == (MESSAGES * POINTS) as u64), "the last state of each trip");
 
     // Everything again: nothing changes. Metrics count what this run received.
     let mut running = start(&dir);
