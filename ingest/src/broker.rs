@@ -336,14 +336,7 @@ pub async fn run_link_source(
                 }
             }
         }
-        crate::metrics::in_flight(tracker.in_flight());
-        status.send_if_modified(|current| {
-            let changed = *current != counters;
-            if changed {
-                current.clone_from(&counters);
-            }
-            changed
-        });
+        crate::source::report(&status, &counters, tracker.in_flight());
     }
     drop(out);
     drop(done_tx);

@@ -117,6 +117,18 @@ pub struct SourceCounters {
     pub ready: bool,
 }
 
+/// Publishes the counters to `status` when they changed, and the in-flight gauge.
+pub(crate) fn report(status: &watch::Sender<SourceCounters>, counters: &SourceCounters, in_flight: usize) {
+    crate::metrics::in_flight(in_flight);
+    status.send_if_modified(|current| {
+        let changed = current != counters;
+        if changed {
+            current.clone_from(counters);
+        }
+        changed
+    });
+}
+
 enum FromConnection {
     Connected { session_present: bool },
     Subscribed,
@@ -290,14 +302,7 @@ pub async fn run_source(
             },
             () = retry_forward => {}
         }
-        crate::metrics::in_flight(tracker.in_flight());
-        status.send_if_modified(|current| {
-            let changed = *current != counters;
-            if changed {
-                current.clone_from(&counters);
-            }
-            changed
-        });
+        crate::source::report(&status, &counters, tracker.in_flight());
     }
 
     // Graceful stop: take no new messages, acknowledge what completes within `drain`. Once every
