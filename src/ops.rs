@@ -52,8 +52,3 @@ pub(crate) async fn serve_router(listen: SocketAddr, router: Router) -> Result<S
     });
     Ok(bound)
 }
-
-/// Serves health and metrics on `listen`.
-pub(crate) async fn serve(listen: SocketAddr, metrics: PrometheusHandle) -> Result<SocketAddr, Failure> {
-    serve_router(listen, routes(metrics)).await
-}

@@ -19,6 +19,7 @@ use tripline_ingest::broker::{EmbeddedBroker, EmbeddedBrokerConfig, run_link_sou
 use tripline_ingest::intake::{Decoded, IntakeCounters, Routed, run_intake};
 use tripline_ingest::source::{MqttSourceConfig, SourceCounters, run_source};
 use tripline_model::DecodeConfig;
+use tripline_query_api::ApiState;
 use tripline_store::{AnyStore, EmbeddedStore, ScyllaStore};
 
 use crate::config::{Config, StoreKind};
@@ -69,10 +70,12 @@ async fn shutdown_signal() {
 
 /// The roles `tripline run` knows; `BUILT` are the ones this build runs.
 const ROLES: &[&str] = &["ingest", "indexer", "api"];
-const BUILT: &[&str] = &["ingest", "indexer"];
+const BUILT: &[&str] = &["ingest", "indexer", "api"];
 /// On a graceful stop with the embedded broker: ingest is drained once nothing new arrived for
 /// this long and everything received is acknowledged.
 const QUIET: Duration = Duration::from_millis(300);
+/// How often an API without an indexer in its process looks for new index commits.
+const INDEX_RELOAD: Duration = Duration::from_millis(100);
 
 fn check_roles(roles: &[String]) -> Result<Vec<&'static str>, Failure> {
     let mut chosen = Vec::new();
@@ -109,17 +112,44 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher) -> Result
                     .map_err(|e| Failure::Runtime(anyhow::anyhow!("scylla: {e}")))?,
             ),
         };
-        let http = crate::ops::serve(config.http.listen, metrics).await?;
+        let index_dir = config.data_dir.join("index");
+        let index = if roles.contains(&"indexer") || roles.contains(&"api") {
+            Some(
+                TripIndex::open_or_create(&index_dir)
+                    .map_err(|e| Failure::Runtime(anyhow::anyhow!("index in {}: {e}", index_dir.display())))?,
+            )
+        } else {
+            None
+        };
+        let mut routes = crate::ops::routes(metrics);
+        if let (true, Some(index)) = (roles.contains(&"api"), &index) {
+            routes = routes.merge(tripline_query_api::router(ApiState::new(store.clone(), index.clone())));
+            if !roles.contains(&"indexer") {
+                // Another process writes the index: pick up its commits.
+                let index = index.clone();
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(INDEX_RELOAD);
+                    loop {
+                        tick.tick().await;
+                        if let Err(error) = index.reload() {
+                            tracing::warn!(%error, "reloading the index failed");
+                        }
+                    }
+                });
+            }
+        }
+        let http = crate::ops::serve_router(config.http.listen, routes).await?;
         eprintln!("tripline: health and metrics on http://{http}/healthz and http://{http}/metrics");
+        if roles.contains(&"api") {
+            eprintln!("tripline: query API on http://{http}/v1/trips");
+        }
         let mut ingest = None;
         if roles.contains(&"ingest") {
             ingest = Some(start_ingest(config, &store, engine, external).await?);
         }
         let mut indexer = None;
-        if roles.contains(&"indexer") {
-            let dir = config.data_dir.join("index");
-            let index = TripIndex::open_or_create(&dir)
-                .map_err(|e| Failure::Runtime(anyhow::anyhow!("index in {}: {e}", dir.display())))?;
+        if let (true, Some(index)) = (roles.contains(&"indexer"), index) {
+            let dir = &index_dir;
             let (stop, stopped) = watch::channel(false);
             let (status, _) = watch::channel(IndexerCounters::default());
             let task = tokio::spawn(Indexer::new(store.clone(), index, IndexerConfig::default()).run(stopped, status));

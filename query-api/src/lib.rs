@@ -1,7 +1,47 @@
 //! # tripline-query-api
 //!
-//! The HTTP API insurers use: trip search and stats over the Tantivy index, trip detail, points
-//! and rejections from the write store, health, readiness, metrics and the OpenAPI description.
+//! The HTTP API insurers use: trip search over the read store (`tripline-index`), trip detail,
+//! points and rejections from the write store, each scoped to the tenant of the API key.
 //!
-//! **Promises** (being built, see ARCHITECTURE.md): an API key sees only its own tenant; another
-//! tenant's trip answers 404 exactly like a missing one.
+//! **Promises.** Every route but health and metrics needs `Authorization: Bearer <key>`; a key is
+//! looked up by its SHA-256 hash (only hashes are stored) and names one tenant. Every index query
+//! carries that tenant as a structured filter and every store read is tenant-scoped, so another
+//! tenant's trip or vehicle answers 404 exactly like a missing one. Errors use the contract's
+//! body, produced in one place ([`error`]); internal causes are logged, never sent.
+
+pub mod auth;
+pub mod error;
+pub mod params;
+mod routes;
+mod views;
+
+use std::sync::Arc;
+
+use axum::Router;
+use tripline_index::TripIndex;
+use tripline_store::Store;
+
+pub use auth::api_key_hash;
+pub use error::ApiError;
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub struct ApiState<S> {
+    /// The write store.
+    pub store: S,
+    /// The read store.
+    pub index: TripIndex,
+    keys: auth::KeyCache,
+}
+
+impl<S> ApiState<S> {
+    /// The state over a store and an index.
+    pub fn new(store: S, index: TripIndex) -> Self {
+        ApiState { store, index, keys: auth::KeyCache::default() }
+    }
+}
+
+/// The API's routes (`/v1/…`, `/readyz`); the binary adds `/healthz` and `/metrics`.
+pub fn router<S: Store>(state: ApiState<S>) -> Router {
+    routes::router(Arc::new(state))
+}

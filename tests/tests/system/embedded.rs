@@ -21,8 +21,13 @@ fn free_port() -> u16 {
 
 /// A plain HTTP/1.1 GET: status code and body.
 fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http_get_with_key(addr, path, None)
+}
+
+fn http_get_with_key(addr: &str, path: &str, key: Option<&str>) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -56,7 +61,7 @@ async fn embedded_broker_and_store_keep_everything_acknowledged_through_a_gracef
     {
         let store = open_store(&dir);
         let tenant = TenantId::parse("acme").unwrap();
-        store.create_tenant(&tenant, "hash").await.unwrap();
+        store.create_tenant(&tenant, &tripline_query_api::api_key_hash("acme-key")).await.unwrap();
         let vehicles: Vec<VehicleId> =
             (0..VEHICLES).map(|v| VehicleId::parse(&format!("{prefix}-{v}")).unwrap()).collect();
         store.add_vehicles(&tenant, &vehicles).await.unwrap();
@@ -87,8 +92,8 @@ async fn embedded_broker_and_store_keep_everything_acknowledged_through_a_gracef
     assert_eq!(page.total, VEHICLES as u64);
     assert!(page.trips.iter().all(|t| t.point_count == (MESSAGES * POINTS) as u64), "the last state of each trip");
 
-    // Everything again: nothing changes. Metrics count what this run received.
-    let mut running = start(&dir);
+    // Everything again, now with the API: nothing changes. Metrics count what this run received.
+    let mut running = start_roles(&dir, "ingest,indexer,api");
     let http = http_address(&running);
     publish(&url, all.clone()).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -104,6 +109,12 @@ async fn embedded_broker_and_store_keep_everything_acknowledged_through_a_gracef
     assert!(metrics.contains(&format!("tripline_ingest_messages_total {}", all.len())), "{metrics}");
     assert!(metrics.contains(&format!("tripline_ingest_points_total {}", all.len() * POINTS)), "{metrics}");
     assert!(metrics.contains("tripline_ingest_ack_latency_seconds"), "{metrics}");
+    let (status, body) = http_get_with_key(&http, "/v1/trips?limit=1000", Some("acme-key"));
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["total"], VEHICLES as u64);
+    assert!(page["trips"].as_array().unwrap().iter().all(|t| t["point_count"] == (MESSAGES * POINTS) as u64));
+    assert_eq!(http_get(&http, "/v1/trips").0, 401);
     sigterm(&mut running);
     assert_eq!(trips_complete(&dir, &prefix).await, expected, "a re-publish changes nothing");
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,0 +1,253 @@
+//! Query-string parameters to validated queries: pure functions, every bad value a 400 that
+//! names its parameter, unknown parameters refused.
+
+use tripline_index::{Cursor, SortOrder, TripQuery};
+use tripline_model::{EventKind, TripStatus, VehicleId};
+
+use crate::error::ApiError;
+
+/// Largest page.
+pub const MAX_LIMIT: usize = 1000;
+/// Page size when none is asked for.
+pub const DEFAULT_LIMIT: usize = 50;
+/// Longest accepted parameter value, bytes.
+pub const MAX_VALUE_BYTES: usize = 1024;
+
+const SEARCH_KEYS: &[&str] = &[
+    "q",
+    "vehicle_id",
+    "from",
+    "to",
+    "status",
+    "min_score",
+    "max_score",
+    "min_distance_km",
+    "max_distance_km",
+    "event",
+    "region",
+    "bbox",
+    "sort",
+    "limit",
+    "cursor",
+];
+
+fn check_keys(pairs: &[(String, String)], allowed: &[&str]) -> Result<(), ApiError> {
+    for (key, value) in pairs {
+        if !allowed.contains(&key.as_str()) {
+            return Err(ApiError::bad_parameter(key, "unknown parameter"));
+        }
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(ApiError::bad_parameter(key, format!("longer than {MAX_VALUE_BYTES} bytes")));
+        }
+    }
+    Ok(())
+}
+
+/// The single value of `key`; a repeated single-valued parameter is an error.
+fn single<'a>(pairs: &'a [(String, String)], key: &str) -> Result<Option<&'a str>, ApiError> {
+    let mut values = pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::bad_parameter(key, "given more than once"));
+    }
+    Ok(first)
+}
+
+fn number(pairs: &[(String, String)], key: &str) -> Result<Option<f64>, ApiError> {
+    single(pairs, key)?
+        .map(|v| match v.parse::<f64>() {
+            Ok(n) if n.is_finite() => Ok(n),
+            _ => Err(ApiError::bad_parameter(key, format!("{v:?} is not a finite number"))),
+        })
+        .transpose()
+}
+
+fn time(pairs: &[(String, String)], key: &str) -> Result<Option<i64>, ApiError> {
+    single(pairs, key)?
+        .map(|v| {
+            tripline_model::time::parse_rfc3339_ms(v)
+                .map_err(|_| ApiError::bad_parameter(key, format!("{v:?} is not an RFC 3339 time with an offset")))
+        })
+        .transpose()
+}
+
+/// `limit` (1–1000, default 50).
+pub fn limit(pairs: &[(String, String)]) -> Result<usize, ApiError> {
+    match single(pairs, "limit")? {
+        None => Ok(DEFAULT_LIMIT),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_parameter("limit", format!("{v:?} is not an integer from 1 to {MAX_LIMIT}"))),
+        },
+    }
+}
+
+/// A search (`/v1/trips`, `/v1/vehicles/{id}/trips`, and the selection of `/v1/stats` when
+/// `extra` names its own keys).
+pub fn search(pairs: &[(String, String)], extra: &[&str]) -> Result<TripQuery, ApiError> {
+    let allowed: Vec<&str> = SEARCH_KEYS.iter().chain(extra).copied().collect();
+    check_keys(pairs, &allowed)?;
+    let vehicle_id = single(pairs, "vehicle_id")?
+        .map(|v| VehicleId::parse(v).map_err(|e| ApiError::bad_parameter("vehicle_id", e)))
+        .transpose()?;
+    let status = match single(pairs, "status")? {
+        None => None,
+        Some("active") => Some(TripStatus::Active),
+        Some("completed") => Some(TripStatus::Completed),
+        Some(v) => return Err(ApiError::bad_parameter("status", format!("{v:?}: expected active or completed"))),
+    };
+    let sort = match single(pairs, "sort")? {
+        None => SortOrder::default(),
+        Some(v) => SortOrder::parse(v).ok_or_else(|| {
+            ApiError::bad_parameter(
+                "sort",
+                format!("{v:?}: expected start_time, -start_time, score, -score, distance_km or -distance_km"),
+            )
+        })?,
+    };
+    let mut events = Vec::new();
+    for (_, v) in pairs.iter().filter(|(k, _)| k == "event") {
+        let kind = EventKind::from_name(v).ok_or_else(|| {
+            ApiError::bad_parameter(
+                "event",
+                format!("{v:?}: expected harsh_braking, harsh_acceleration, harsh_cornering or speeding"),
+            )
+        })?;
+        events.push(kind);
+    }
+    let regions: Vec<String> = pairs.iter().filter(|(k, _)| k == "region").map(|(_, v)| v.clone()).collect();
+    let bbox = single(pairs, "bbox")?.map(parse_bbox).transpose()?;
+    let cursor = single(pairs, "cursor")?
+        .map(|c| Cursor::decode(c, sort).map_err(|_| ApiError::bad_parameter("cursor", "not a cursor of this search")))
+        .transpose()?;
+    let query = TripQuery {
+        q: single(pairs, "q")?.map(str::to_owned),
+        vehicle_id,
+        from_ms: time(pairs, "from")?,
+        to_ms: time(pairs, "to")?,
+        status,
+        min_score: number(pairs, "min_score")?,
+        max_score: number(pairs, "max_score")?,
+        min_distance_km: number(pairs, "min_distance_km")?,
+        max_distance_km: number(pairs, "max_distance_km")?,
+        events,
+        regions,
+        bbox,
+        sort,
+        limit: limit(pairs)?,
+        cursor,
+    };
+    if let (Some(from), Some(to)) = (query.from_ms, query.to_ms)
+        && from >= to
+    {
+        return Err(ApiError::bad_parameter("to", "must be after from"));
+    }
+    Ok(query)
+}
+
+fn parse_bbox(v: &str) -> Result<(f64, f64, f64, f64), ApiError> {
+    let bad = || ApiError::bad_parameter("bbox", format!("{v:?}: expected min_lon,min_lat,max_lon,max_lat"));
+    let numbers: Vec<f64> =
+        v.split(',').map(|n| n.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|_| bad())?;
+    let [min_lon, min_lat, max_lon, max_lat] = numbers[..] else { return Err(bad()) };
+    let lon_ok = |x: f64| (-180.0..=180.0).contains(&x);
+    let lat_ok = |x: f64| (-90.0..=90.0).contains(&x);
+    if !(lon_ok(min_lon) && lon_ok(max_lon) && lat_ok(min_lat) && lat_ok(max_lat))
+        || min_lon > max_lon
+        || min_lat > max_lat
+    {
+        return Err(bad());
+    }
+    Ok((min_lon, min_lat, max_lon, max_lat))
+}
+
+/// A listing that takes only `cursor` and `limit` (points, rejections).
+pub fn paging(pairs: &[(String, String)]) -> Result<(Option<String>, usize), ApiError> {
+    check_keys(pairs, &["cursor", "limit"])?;
+    Ok((single(pairs, "cursor")?.map(str::to_owned), limit(pairs)?))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn every_search_parameter_is_read() {
+        let query = search(
+            &pairs(&[
+                ("q", "berlin"),
+                ("vehicle_id", "car-1"),
+                ("from", "2026-11-01T00:00:00Z"),
+                ("to", "2026-11-02T00:00:00+01:00"),
+                ("status", "active"),
+                ("min_score", "50"),
+                ("max_score", "90.5"),
+                ("min_distance_km", "1"),
+                ("max_distance_km", "100"),
+                ("event", "harsh_braking"),
+                ("event", "speeding"),
+                ("region", "Berlin"),
+                ("region", "Brandenburg"),
+                ("bbox", "13.0,52.0,14.0,53.0"),
+                ("sort", "-score"),
+                ("limit", "1000"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(query.q.as_deref(), Some("berlin"));
+        assert_eq!(query.vehicle_id.unwrap().as_str(), "car-1");
+        assert_eq!(query.to_ms.unwrap() - query.from_ms.unwrap(), 23 * 3_600_000);
+        assert_eq!(query.status, Some(TripStatus::Active));
+        assert_eq!((query.min_score, query.max_score), (Some(50.0), Some(90.5)));
+        assert_eq!(query.events, vec![EventKind::HarshBraking, EventKind::Speeding]);
+        assert_eq!(query.regions.len(), 2);
+        assert_eq!(query.bbox, Some((13.0, 52.0, 14.0, 53.0)));
+        assert_eq!((query.sort, query.limit), (SortOrder::ScoreDesc, 1000));
+        assert_eq!(search(&[], &[]).unwrap().limit, DEFAULT_LIMIT);
+    }
+
+    #[test]
+    fn bad_values_and_unknown_parameters_name_the_parameter() {
+        let cases: &[(&str, &str)] = &[
+            ("limit", "0"),
+            ("limit", "1001"),
+            ("limit", "ten"),
+            ("from", "yesterday"),
+            ("from", "2026-11-01T00:00:00"),
+            ("status", "parked"),
+            ("min_score", "NaN"),
+            ("event", "tailgating"),
+            ("bbox", "1,2,3"),
+            ("bbox", "14,52,13,53"),
+            ("bbox", "0,95,1,96"),
+            ("sort", "speed"),
+            ("vehicle_id", "bad id!"),
+            ("cursor", "not-a-cursor"),
+            ("tenant", "globex"),
+        ];
+        for (key, value) in cases {
+            let error = search(&pairs(&[(key, value)]), &[]).unwrap_err();
+            assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST, "{key}={value}");
+            assert!(error.message.contains(key), "{key}={value}: {}", error.message);
+        }
+        let twice = search(&pairs(&[("limit", "5"), ("limit", "6")]), &[]).unwrap_err();
+        assert!(twice.message.contains("more than once"));
+        let backwards = search(&pairs(&[("from", "2026-11-02T00:00:00Z"), ("to", "2026-11-01T00:00:00Z")]), &[]);
+        assert!(backwards.is_err());
+        let long = "x".repeat(MAX_VALUE_BYTES + 1);
+        assert!(search(&pairs(&[("q", &long)]), &[]).is_err());
+    }
+
+    #[test]
+    fn paging_takes_only_cursor_and_limit() {
+        assert_eq!(paging(&pairs(&[("limit", "10")])).unwrap(), (None, 10));
+        assert!(paging(&pairs(&[("q", "x")])).is_err());
+    }
+}

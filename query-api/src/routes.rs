@@ -1,0 +1,123 @@
+//! The handlers: authenticate, parse, ask the index or the store, answer.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tripline_index::TripQuery;
+use tripline_model::{TenantId, TripDetail, TripId, VehicleId};
+use tripline_store::Store;
+
+use crate::error::ApiError;
+use crate::views::{PointView, RejectionView};
+use crate::{ApiState, params};
+
+type Shared<S> = State<Arc<ApiState<S>>>;
+type Pairs = Query<Vec<(String, String)>>;
+
+pub(crate) fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
+    Router::new()
+        .route("/v1/trips", get(search::<S>))
+        .route("/v1/trips/:trip_id", get(trip::<S>))
+        .route("/v1/trips/:trip_id/points", get(points::<S>))
+        .route("/v1/vehicles/:vehicle_id/trips", get(vehicle_trips::<S>))
+        .route("/v1/rejections", get(rejections::<S>))
+        .route("/readyz", get(ready::<S>))
+        .fallback(|| async { ApiError::not_found("route") })
+        .with_state(state)
+}
+
+async fn tenant<S: Store>(state: &ApiState<S>, headers: &HeaderMap) -> Result<TenantId, ApiError> {
+    state.keys.tenant(&state.store, headers).await
+}
+
+fn page_answer(page: tripline_index::SearchPage) -> Json<Value> {
+    Json(json!({
+        "total": page.total,
+        "trips": page.trips,
+        "next_cursor": page.next.map(|c| c.encode()),
+    }))
+}
+
+fn run_search<S: Store>(state: &ApiState<S>, tenant: &TenantId, query: &TripQuery) -> Result<Json<Value>, ApiError> {
+    Ok(page_answer(state.index.search(tenant, query)?))
+}
+
+async fn search<S: Store>(
+    State(state): Shared<S>,
+    headers: HeaderMap,
+    Query(pairs): Pairs,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let query = params::search(&pairs, &[])?;
+    run_search(&state, &tenant, &query)
+}
+
+async fn vehicle_trips<S: Store>(
+    State(state): Shared<S>,
+    headers: HeaderMap,
+    Path(vehicle_id): Path<String>,
+    Query(pairs): Pairs,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let vehicle = VehicleId::parse(&vehicle_id).map_err(|_| ApiError::not_found("vehicle"))?;
+    if state.store.vehicle_tenant(&vehicle).await?.as_ref() != Some(&tenant) {
+        return Err(ApiError::not_found("vehicle"));
+    }
+    if pairs.iter().any(|(k, _)| k == "vehicle_id") {
+        return Err(ApiError::bad_parameter("vehicle_id", "the path names the vehicle"));
+    }
+    let query = TripQuery { vehicle_id: Some(vehicle), ..params::search(&pairs, &[])? };
+    run_search(&state, &tenant, &query)
+}
+
+async fn trip<S: Store>(
+    State(state): Shared<S>,
+    headers: HeaderMap,
+    Path(trip_id): Path<String>,
+) -> Result<Json<TripDetail>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let trip_id = TripId::parse(&trip_id).map_err(|_| ApiError::not_found("trip"))?;
+    let record = state.store.trip(&tenant, &trip_id).await?.ok_or_else(|| ApiError::not_found("trip"))?;
+    Ok(Json(TripDetail { summary: record.summary, event_list: record.events }))
+}
+
+async fn points<S: Store>(
+    State(state): Shared<S>,
+    headers: HeaderMap,
+    Path(trip_id): Path<String>,
+    Query(pairs): Pairs,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let (cursor, limit) = params::paging(&pairs)?;
+    let trip_id = TripId::parse(&trip_id).map_err(|_| ApiError::not_found("trip"))?;
+    let page = state
+        .store
+        .trip_points(&tenant, &trip_id, cursor.as_deref(), limit)
+        .await?
+        .ok_or_else(|| ApiError::not_found("trip"))?;
+    let points: Vec<PointView> = page.items.into_iter().map(PointView::from).collect();
+    Ok(Json(json!({"points": points, "next_cursor": page.next})))
+}
+
+async fn rejections<S: Store>(
+    State(state): Shared<S>,
+    headers: HeaderMap,
+    Query(pairs): Pairs,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let (cursor, limit) = params::paging(&pairs)?;
+    let page = state.store.rejections(Some(&tenant), cursor.as_deref(), limit).await?;
+    let rejections: Vec<RejectionView> = page.items.into_iter().map(RejectionView::from).collect();
+    Ok(Json(json!({"rejections": rejections, "next_cursor": page.next})))
+}
+
+/// Ready when the store answers and the index is open.
+async fn ready<S: Store>(State(state): Shared<S>) -> Result<Json<Value>, ApiError> {
+    let probe = TenantId::parse("readiness-probe").map_err(|e| ApiError::internal(&e))?;
+    state.store.tenant_exists(&probe).await?;
+    Ok(Json(json!({"status": "ready", "indexed_trips": state.index.document_count()})))
+}
