@@ -12,6 +12,7 @@
 
 mod doc_mapping;
 pub mod search;
+pub mod stats;
 #[cfg(test)]
 mod tests;
 
@@ -25,6 +26,7 @@ use tripline_store::{Checkpoint, TripRecord};
 
 pub use doc_mapping::{Fields, document, trip_key};
 pub use search::{Cursor, SearchPage, SortOrder, TripQuery};
+pub use stats::{Bucket, GroupBy};
 pub use tantivy::IndexWriter;
 
 /// Memory for the index writer's buffer, bytes: enough for thousands of trip updates between
@@ -155,6 +157,13 @@ impl TripIndex {
     /// Trip documents visible to searches, all tenants.
     pub fn document_count(&self) -> u64 {
         self.reader.searcher().num_docs()
+    }
+
+    /// Aggregates the tenant's trips `query` selects (its sort, limit and cursor do not apply).
+    pub fn stats(&self, tenant: &TenantId, query: &TripQuery, group: GroupBy) -> IndexResult<Vec<Bucket>> {
+        let built = search::build(&self.index, &self.fields, tenant, query);
+        let fruit = self.reader.searcher().search(&built, &stats::Stats { group })?;
+        Ok(stats::buckets(fruit))
     }
 
     /// Searches one tenant's trips.

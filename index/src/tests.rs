@@ -9,7 +9,7 @@ use tripline_store::{Checkpoint, TripRecord};
 
 use crate::{Cursor, SortOrder, TripIndex, TripQuery};
 
-const T0: i64 = 1_795_600_800_000; // 2026-11-26T08:00:00Z
+const T0: i64 = 1_795_600_800_000; // 2026-11-25T10:00:00Z
 const HOUR: i64 = 3_600_000;
 
 struct Spec {
@@ -292,4 +292,60 @@ fn foreign_cursors_are_refused() {
     for bad in ["", "zzz", "a123", &format!("a{}", "g".repeat(32))] {
         assert!(Cursor::decode(bad, SortOrder::StartTimeDesc).is_err(), "{bad:?}");
     }
+}
+
+#[test]
+fn stats_group_the_selected_trips() {
+    use crate::GroupBy;
+    let index = index_of(&fleet());
+    let acme = TenantId::parse("acme").unwrap();
+    let by_kind = index.stats(&acme, &query(), GroupBy::EventKind).unwrap();
+    let kinds: Vec<(&str, u64, u64)> = by_kind.iter().map(|b| (b.key.as_str(), b.trips, b.events)).collect();
+    assert_eq!(kinds, [("harsh_braking", 2, 3), ("speeding", 1, 1)]);
+    let braking = &by_kind[0];
+    assert_eq!((braking.distance_km, braking.avg_score), (42.0, 67.5));
+    let regions = index.stats(&acme, &query(), GroupBy::Region).unwrap();
+    let regions: Vec<(&str, u64)> = regions.iter().map(|b| (b.key.as_str(), b.trips)).collect();
+    assert_eq!(regions, [("Berlin", 2), ("Brandenburg", 1)], "globex's Berlin trip is not counted");
+    let vehicles = index.stats(&acme, &TripQuery { min_score: Some(70.0), ..query() }, GroupBy::VehicleId).unwrap();
+    let vehicles: Vec<(&str, u64)> = vehicles.iter().map(|b| (b.key.as_str(), b.trips)).collect();
+    assert_eq!(vehicles, [("car-1", 1), ("car-2", 1)], "the search selects the trips");
+}
+
+#[test]
+fn days_follow_the_zone_across_a_daylight_saving_change() {
+    use crate::GroupBy;
+    // Europe/Berlin leaves summer time at 2026-10-25T01:00Z. Trips start at
+    // 2026-10-24T22:30Z (00:30 CEST on the 25th) and 2026-10-25T22:30Z (23:30 CET on the 25th).
+    let specs: Vec<Spec> = ["2026-10-24T22:30:00Z", "2026-10-25T22:30:00Z"]
+        .iter()
+        .enumerate()
+        .map(|(n, at)| {
+            let start = tripline_model::time::parse_rfc3339_ms(at).unwrap();
+            let start_h = (start - T0).div_euclid(HOUR);
+            let mut s = spec("acme", "car-1", Box::leak(format!("d{n}").into_boxed_str()), start_h);
+            s.hours = 1;
+            s
+        })
+        .collect();
+    // T0 is on the hour and both starts are at :30, so shift the records to the exact times.
+    let index = TripIndex::in_memory().unwrap();
+    let mut writer = index.writer().unwrap();
+    for s in &specs {
+        let mut r = record(s);
+        let start = r.summary.start_time + chrono::Duration::minutes(30);
+        r.summary.start_time = start;
+        index.upsert(&writer, &r).unwrap();
+    }
+    index.commit(&mut writer, &Checkpoint::default()).unwrap();
+    let acme = TenantId::parse("acme").unwrap();
+    let berlin = GroupBy::parse("day", Some("Europe/Berlin")).unwrap();
+    let days: Vec<(String, u64)> =
+        index.stats(&acme, &query(), berlin).unwrap().into_iter().map(|b| (b.key, b.trips)).collect();
+    assert_eq!(days, [("2026-10-25".to_owned(), 2)]);
+    let utc = GroupBy::parse("day", None).unwrap();
+    let days: Vec<(String, u64)> =
+        index.stats(&acme, &query(), utc).unwrap().into_iter().map(|b| (b.key, b.trips)).collect();
+    assert_eq!(days, [("2026-10-24".to_owned(), 1), ("2026-10-25".to_owned(), 1)]);
+    assert!(GroupBy::parse("day", Some("Mars/Olympus")).is_none());
 }

@@ -161,6 +161,24 @@ fn parse_bbox(v: &str) -> Result<(f64, f64, f64, f64), ApiError> {
     Ok((min_lon, min_lat, max_lon, max_lat))
 }
 
+/// `/v1/stats`: the search's selection, `group_by` (required) and `tz` (IANA, default UTC).
+pub fn stats(pairs: &[(String, String)]) -> Result<(TripQuery, tripline_index::GroupBy), ApiError> {
+    let query = search(pairs, &["group_by", "tz"])?;
+    let tz = single(pairs, "tz")?;
+    if let Some(name) = tz
+        && name.parse::<chrono_tz::Tz>().is_err()
+    {
+        return Err(ApiError::bad_parameter("tz", format!("{name:?} is not an IANA time zone")));
+    }
+    let group = match single(pairs, "group_by")? {
+        None => return Err(ApiError::bad_parameter("group_by", "required: event_kind, region, vehicle_id or day")),
+        Some(name) => tripline_index::GroupBy::parse(name, tz).ok_or_else(|| {
+            ApiError::bad_parameter("group_by", format!("{name:?}: expected event_kind, region, vehicle_id or day"))
+        })?,
+    };
+    Ok((query, group))
+}
+
 /// A listing that takes only `cursor` and `limit` (points, rejections).
 pub fn paging(pairs: &[(String, String)]) -> Result<(Option<String>, usize), ApiError> {
     check_keys(pairs, &["cursor", "limit"])?;
@@ -243,6 +261,22 @@ mod tests {
         assert!(backwards.is_err());
         let long = "x".repeat(MAX_VALUE_BYTES + 1);
         assert!(search(&pairs(&[("q", &long)]), &[]).is_err());
+    }
+
+    #[test]
+    fn stats_need_a_grouping_and_a_real_zone() {
+        let (_, group) = stats(&pairs(&[("group_by", "day"), ("tz", "Europe/Berlin")])).unwrap();
+        assert_eq!(group, tripline_index::GroupBy::Day(chrono_tz::Europe::Berlin));
+        assert!(stats(&pairs(&[("group_by", "region"), ("min_score", "3")])).is_ok());
+        for (bad, name) in [
+            (vec![], "group_by"),
+            (vec![("group_by", "colour")], "group_by"),
+            (vec![("group_by", "day"), ("tz", "Mars/Base")], "tz"),
+        ] {
+            let error = stats(&pairs(&bad)).unwrap_err();
+            assert!(error.message.contains(name), "{bad:?}");
+        }
+        assert!(search(&pairs(&[("group_by", "day")]), &[]).is_err(), "only stats take group_by");
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub(crate) fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/v1/trips/:trip_id", get(trip::<S>))
         .route("/v1/trips/:trip_id/points", get(points::<S>))
         .route("/v1/vehicles/:vehicle_id/trips", get(vehicle_trips::<S>))
+        .route("/v1/stats", get(stats::<S>))
         .route("/v1/rejections", get(rejections::<S>))
         .route("/readyz", get(ready::<S>))
         .fallback(|| async { ApiError::not_found("route") })
@@ -54,6 +55,17 @@ async fn search<S: Store>(
     let tenant = tenant(&state, &headers).await?;
     let query = params::search(&pairs, &[])?;
     run_search(&state, &tenant, &query)
+}
+
+async fn stats<S: Store>(
+    State(state): Shared<S>,
+    headers: HeaderMap,
+    Query(pairs): Pairs,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let (query, group) = params::stats(&pairs)?;
+    let buckets = state.index.stats(&tenant, &query, group)?;
+    Ok(Json(json!({ "buckets": buckets })))
 }
 
 async fn vehicle_trips<S: Store>(

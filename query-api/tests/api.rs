@@ -164,6 +164,14 @@ async fn each_route_answers_the_tenant_its_own_data() {
     assert_eq!(status, 200);
     assert_eq!(rejections["rejections"].as_array().unwrap().len(), 1);
     assert_eq!(rejections["rejections"][0]["reason"], "malformed_json");
+    let (status, stats) = get(app.addr, "/v1/stats?group_by=vehicle_id", Some("key-a")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        stats["buckets"],
+        serde_json::json!([{"key": "car-a", "trips": 2, "distance_km": 2.0, "events": 0, "avg_score": 80.0}])
+    );
+    let (status, days) = get(app.addr, "/v1/stats?group_by=day&tz=Pacific/Kiritimati", Some("key-a")).await;
+    assert_eq!((status, days["buckets"][0]["key"].as_str()), (200, Some("2026-11-26")));
     assert_eq!(get(app.addr, "/readyz", None).await.0, 200);
 }
 
@@ -190,7 +198,16 @@ async fn another_tenants_ids_answer_404_and_missing_keys_401_on_every_route() {
     let (_, rejections) = get(app.addr, "/v1/rejections", Some("key-a")).await;
     assert!(!rejections.to_string().contains("globex"), "another tenant's rejection");
     // No key, a wrong key, a malformed header: 401 everywhere but readiness.
-    for path in ["/v1/trips", "/v1/trips/ta1", "/v1/trips/ta1/points", "/v1/vehicles/car-a/trips", "/v1/rejections"] {
+    let (_, stats) = get(app.addr, "/v1/stats?group_by=vehicle_id", Some("key-a")).await;
+    assert!(!stats.to_string().contains("car-b"), "another tenant's vehicle in stats");
+    for path in [
+        "/v1/trips",
+        "/v1/trips/ta1",
+        "/v1/trips/ta1/points",
+        "/v1/vehicles/car-a/trips",
+        "/v1/rejections",
+        "/v1/stats?group_by=day",
+    ] {
         for key in [None, Some("wrong-key")] {
             let (status, body) = get(app.addr, path, key).await;
             assert_eq!(status, 401, "{path} with {key:?}");
