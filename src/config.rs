@@ -35,11 +35,20 @@ pub(crate) struct MqttConfig {
 pub(crate) struct HttpConfig {
     /// Where the HTTP server listens.
     pub(crate) listen: std::net::SocketAddr,
+    /// Requests per second per API key, on average.
+    pub(crate) rate_per_s: f64,
+    /// Requests per API key at once after being idle.
+    pub(crate) burst: f64,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)) }
+        let limits = tripline_query_api::ApiConfig::default();
+        HttpConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+            rate_per_s: limits.rate_per_s,
+            burst: limits.burst,
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use tripline_ingest::broker::{EmbeddedBroker, EmbeddedBrokerConfig, run_link_sou
 use tripline_ingest::intake::{Decoded, IntakeCounters, Routed, run_intake};
 use tripline_ingest::source::{MqttSourceConfig, SourceCounters, run_source};
 use tripline_model::DecodeConfig;
-use tripline_query_api::ApiState;
+use tripline_query_api::{ApiConfig, ApiState};
 use tripline_store::{AnyStore, EmbeddedStore, ScyllaStore};
 
 use crate::config::{Config, StoreKind};
@@ -123,7 +123,9 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher) -> Result
         };
         let mut routes = crate::ops::routes(metrics);
         if let (true, Some(index)) = (roles.contains(&"api"), &index) {
-            routes = routes.merge(tripline_query_api::router(ApiState::new(store.clone(), index.clone())));
+            let limits = ApiConfig { rate_per_s: config.http.rate_per_s, burst: config.http.burst };
+            routes =
+                routes.merge(tripline_query_api::router(ApiState::with_config(store.clone(), index.clone(), limits)));
             if !roles.contains(&"indexer") {
                 // Another process writes the index: pick up its commits.
                 let index = index.clone();

@@ -39,6 +39,15 @@ impl ApiError {
         ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message: format!("{what} not found") }
     }
 
+    /// 429.
+    pub fn rate_limited() -> ApiError {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "rate_limited",
+            message: "too many requests for this API key; slow down".to_owned(),
+        }
+    }
+
     /// 503: a backend cannot answer now. The cause is logged, not sent.
     pub fn unavailable(cause: &dyn std::fmt::Display) -> ApiError {
         tracing::warn!(error = %cause, "request failed: backend unavailable");
@@ -78,6 +87,10 @@ impl From<tripline_index::IndexError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        response
     }
 }

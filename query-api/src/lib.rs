@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod limits;
 pub mod params;
 mod routes;
 mod views;
@@ -23,6 +24,7 @@ use tripline_store::Store;
 
 pub use auth::api_key_hash;
 pub use error::ApiError;
+pub use limits::ApiConfig;
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -31,13 +33,20 @@ pub struct ApiState<S> {
     pub store: S,
     /// The read store.
     pub index: TripIndex,
+    config: ApiConfig,
     keys: auth::KeyCache,
+    limiter: limits::RateLimiter,
 }
 
 impl<S> ApiState<S> {
-    /// The state over a store and an index.
+    /// The state over a store and an index, with default limits.
     pub fn new(store: S, index: TripIndex) -> Self {
-        ApiState { store, index, keys: auth::KeyCache::default() }
+        ApiState::with_config(store, index, ApiConfig::default())
+    }
+
+    /// The state with `config`'s limits.
+    pub fn with_config(store: S, index: TripIndex, config: ApiConfig) -> Self {
+        ApiState { store, index, config, keys: auth::KeyCache::default(), limiter: limits::RateLimiter::default() }
     }
 }
 

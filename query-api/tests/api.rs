@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tripline_index::TripIndex;
 use tripline_model::{EventCounts, Place, Point, RejectReason, TenantId, TripId, TripStatus, TripSummary, VehicleId};
-use tripline_query_api::{ApiState, api_key_hash, router};
+use tripline_query_api::{ApiConfig, ApiState, api_key_hash, router};
 use tripline_store::{
     Checkpoint, Derived, EmbeddedStore, PointStore, Registry, Rejection, RejectionStore, StoredPoint, TripRecord,
     TripStore,
@@ -70,6 +70,10 @@ struct App {
 }
 
 async fn app() -> App {
+    app_with(ApiConfig::default()).await
+}
+
+async fn app_with(config: ApiConfig) -> App {
     let (store, dir) = EmbeddedStore::for_test(Duration::from_secs(3600)).unwrap();
     for (tenant, key, vehicle) in [("acme", "key-a", "car-a"), ("globex", "key-b", "car-b")] {
         let tenant = TenantId::parse(tenant).unwrap();
@@ -130,7 +134,7 @@ async fn app() -> App {
     index.commit(&mut writer, &Checkpoint::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = router(ApiState::new(store, index));
+    let app = router(ApiState::with_config(store, index, config));
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     App { addr, _dir: dir }
 }
@@ -232,4 +236,17 @@ async fn bad_parameters_answer_400_naming_the_parameter() {
         assert_eq!(status, 400, "{path}");
         assert!(body["error"]["message"].as_str().unwrap().contains(name), "{path}: {body}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_over_its_rate_gets_429() {
+    let app = app_with(ApiConfig { rate_per_s: 0.5, burst: 3.0 }).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(get(app.addr, "/v1/trips", Some("key-a")).await.0);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    let (status, body) = get(app.addr, "/v1/trips", Some("key-a")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("rate_limited")));
+    assert_eq!(get(app.addr, "/v1/trips", Some("key-b")).await.0, 200, "another key is not limited");
 }
