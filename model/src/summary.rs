@@ -8,6 +8,7 @@ use crate::ids::{TripId, VehicleId};
 /// Whether a trip may still grow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TripStatus {
     /// Points may still arrive (no end marker, no trip gap yet).
     Active,
@@ -18,6 +19,7 @@ pub enum TripStatus {
 /// The kinds of driving event tripline detects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EventKind {
     /// Longitudinal deceleration beyond the threshold.
     HarshBraking,
@@ -52,6 +54,7 @@ impl EventKind {
 
 /// One detected event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     /// What happened.
     pub kind: EventKind,
@@ -71,6 +74,7 @@ pub struct Event {
 
 /// Event counts per kind, as in the contract's `events` object.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventCounts {
     /// Harsh braking events.
     pub harsh_braking: u32,
@@ -112,6 +116,7 @@ impl EventCounts {
 
 /// A trip's first or last position.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Place {
     /// WGS84 degrees.
     pub lat: f64,
@@ -123,6 +128,7 @@ pub struct Place {
 
 /// The contract's TripSummary.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TripSummary {
     /// The trip.
     pub trip_id: TripId,
@@ -172,6 +178,7 @@ pub struct TripSummary {
 
 /// `GET /v1/trips/{id}`: the summary plus its events.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TripDetail {
     /// The summary's fields, inline.
     #[serde(flatten)]

@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod error;
 pub mod limits;
+mod openapi;
 pub mod params;
 mod routes;
 mod views;

@@ -13,7 +13,8 @@ pub const DEFAULT_LIMIT: usize = 50;
 /// Longest accepted parameter value, bytes.
 pub const MAX_VALUE_BYTES: usize = 1024;
 
-const SEARCH_KEYS: &[&str] = &[
+/// The search parameters, in the contract's order.
+pub const SEARCH_KEYS: &[&str] = &[
     "q",
     "vehicle_id",
     "from",

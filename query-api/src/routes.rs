@@ -12,7 +12,10 @@ use tripline_model::{TenantId, TripDetail, TripId, VehicleId};
 use tripline_store::Store;
 
 use crate::error::ApiError;
-use crate::views::{PointView, RejectionView};
+use crate::openapi::{PageParams, SearchParams, StatsParams};
+use crate::views::{
+    BucketView, ErrorBody, PointView, PointsAnswer, RejectionView, RejectionsAnswer, SearchAnswer, StatsAnswer,
+};
 use crate::{ApiState, params};
 
 type Shared<S> = State<Arc<ApiState<S>>>;
@@ -27,6 +30,7 @@ pub(crate) fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/v1/stats", get(stats::<S>))
         .route("/v1/rejections", get(rejections::<S>))
         .route("/readyz", get(ready::<S>))
+        .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)
 }
@@ -41,45 +45,54 @@ async fn tenant<S: Store>(state: &ApiState<S>, headers: &HeaderMap) -> Result<Te
     Ok(tenant)
 }
 
-fn page_answer(page: tripline_index::SearchPage) -> Json<Value> {
-    Json(json!({
-        "total": page.total,
-        "trips": page.trips,
-        "next_cursor": page.next.map(|c| c.encode()),
-    }))
+fn run_search<S: Store>(
+    state: &ApiState<S>,
+    tenant: &TenantId,
+    query: &TripQuery,
+) -> Result<Json<SearchAnswer>, ApiError> {
+    let page = state.index.search(tenant, query)?;
+    Ok(Json(SearchAnswer { total: page.total, trips: page.trips, next_cursor: page.next.map(|c| c.encode()) }))
 }
 
-fn run_search<S: Store>(state: &ApiState<S>, tenant: &TenantId, query: &TripQuery) -> Result<Json<Value>, ApiError> {
-    Ok(page_answer(state.index.search(tenant, query)?))
-}
-
-async fn search<S: Store>(
+/// Search the tenant's trips.
+#[utoipa::path(get, path = "/v1/trips", params(SearchParams),
+    responses((status = 200, body = SearchAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub(crate) async fn search<S: Store>(
     State(state): Shared<S>,
     headers: HeaderMap,
     Query(pairs): Pairs,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SearchAnswer>, ApiError> {
     let tenant = tenant(&state, &headers).await?;
     let query = params::search(&pairs, &[])?;
     run_search(&state, &tenant, &query)
 }
 
-async fn stats<S: Store>(
+/// Aggregations over the trips a search selects.
+#[utoipa::path(get, path = "/v1/stats", params(SearchParams, StatsParams),
+    responses((status = 200, body = StatsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub(crate) async fn stats<S: Store>(
     State(state): Shared<S>,
     headers: HeaderMap,
     Query(pairs): Pairs,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatsAnswer>, ApiError> {
     let tenant = tenant(&state, &headers).await?;
     let (query, group) = params::stats(&pairs)?;
     let buckets = state.index.stats(&tenant, &query, group)?;
-    Ok(Json(json!({ "buckets": buckets })))
+    Ok(Json(StatsAnswer { buckets: buckets.into_iter().map(BucketView::from).collect() }))
 }
 
-async fn vehicle_trips<S: Store>(
+/// Search one vehicle's trips (404 for another tenant's vehicle).
+#[utoipa::path(get, path = "/v1/vehicles/{vehicle_id}/trips", params(("vehicle_id" = String, Path), SearchParams),
+    responses((status = 200, body = SearchAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub(crate) async fn vehicle_trips<S: Store>(
     State(state): Shared<S>,
     headers: HeaderMap,
     Path(vehicle_id): Path<String>,
     Query(pairs): Pairs,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SearchAnswer>, ApiError> {
     let tenant = tenant(&state, &headers).await?;
     let vehicle = VehicleId::parse(&vehicle_id).map_err(|_| ApiError::not_found("vehicle"))?;
     if state.store.vehicle_tenant(&vehicle).await?.as_ref() != Some(&tenant) {
@@ -92,7 +105,11 @@ async fn vehicle_trips<S: Store>(
     run_search(&state, &tenant, &query)
 }
 
-async fn trip<S: Store>(
+/// One trip: its summary and every event (404 for another tenant's trip).
+#[utoipa::path(get, path = "/v1/trips/{trip_id}", params(("trip_id" = String, Path)),
+    responses((status = 200, body = TripDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub(crate) async fn trip<S: Store>(
     State(state): Shared<S>,
     headers: HeaderMap,
     Path(trip_id): Path<String>,
@@ -103,12 +120,16 @@ async fn trip<S: Store>(
     Ok(Json(TripDetail { summary: record.summary, event_list: record.events }))
 }
 
-async fn points<S: Store>(
+/// A trip's enriched points in time order, a page at a time.
+#[utoipa::path(get, path = "/v1/trips/{trip_id}/points", params(("trip_id" = String, Path), PageParams),
+    responses((status = 200, body = PointsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub(crate) async fn points<S: Store>(
     State(state): Shared<S>,
     headers: HeaderMap,
     Path(trip_id): Path<String>,
     Query(pairs): Pairs,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PointsAnswer>, ApiError> {
     let tenant = tenant(&state, &headers).await?;
     let (cursor, limit) = params::paging(&pairs)?;
     let trip_id = TripId::parse(&trip_id).map_err(|_| ApiError::not_found("trip"))?;
@@ -117,24 +138,28 @@ async fn points<S: Store>(
         .trip_points(&tenant, &trip_id, cursor.as_deref(), limit)
         .await?
         .ok_or_else(|| ApiError::not_found("trip"))?;
-    let points: Vec<PointView> = page.items.into_iter().map(PointView::from).collect();
-    Ok(Json(json!({"points": points, "next_cursor": page.next})))
+    Ok(Json(PointsAnswer { points: page.items.into_iter().map(PointView::from).collect(), next_cursor: page.next }))
 }
 
-async fn rejections<S: Store>(
+/// The tenant's rejected messages and points, newest first.
+#[utoipa::path(get, path = "/v1/rejections", params(PageParams),
+    responses((status = 200, body = RejectionsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub(crate) async fn rejections<S: Store>(
     State(state): Shared<S>,
     headers: HeaderMap,
     Query(pairs): Pairs,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RejectionsAnswer>, ApiError> {
     let tenant = tenant(&state, &headers).await?;
     let (cursor, limit) = params::paging(&pairs)?;
     let page = state.store.rejections(Some(&tenant), cursor.as_deref(), limit).await?;
-    let rejections: Vec<RejectionView> = page.items.into_iter().map(RejectionView::from).collect();
-    Ok(Json(json!({"rejections": rejections, "next_cursor": page.next})))
+    let rejections = page.items.into_iter().map(RejectionView::from).collect();
+    Ok(Json(RejectionsAnswer { rejections, next_cursor: page.next }))
 }
 
 /// Ready when the store answers and the index is open.
-async fn ready<S: Store>(State(state): Shared<S>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, body = ErrorBody)))]
+pub(crate) async fn ready<S: Store>(State(state): Shared<S>) -> Result<Json<Value>, ApiError> {
     let probe = TenantId::parse("readiness-probe").map_err(|e| ApiError::internal(&e))?;
     state.store.tenant_exists(&probe).await?;
     Ok(Json(json!({"status": "ready", "indexed_trips": state.index.document_count()})))

@@ -1,10 +1,74 @@
 //! JSON shapes of what the store holds, in the contract's units (km/h, RFC 3339).
 
 use serde::Serialize;
+use tripline_model::TripSummary;
 use tripline_store::{Rejection, StoredPoint};
+use utoipa::ToSchema;
+
+/// A page of trips.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SearchAnswer {
+    /// Every trip the search matches (all pages).
+    pub(crate) total: u64,
+    /// This page.
+    pub(crate) trips: Vec<TripSummary>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub(crate) next_cursor: Option<String>,
+}
+
+/// One group of `/v1/stats`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BucketView {
+    key: String,
+    trips: u64,
+    distance_km: f64,
+    events: u64,
+    avg_score: f64,
+}
+
+impl From<tripline_index::Bucket> for BucketView {
+    fn from(b: tripline_index::Bucket) -> Self {
+        BucketView { key: b.key, trips: b.trips, distance_km: b.distance_km, events: b.events, avg_score: b.avg_score }
+    }
+}
+
+/// The answer of `/v1/stats`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StatsAnswer {
+    pub(crate) buckets: Vec<BucketView>,
+}
+
+/// A page of a trip's points.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PointsAnswer {
+    pub(crate) points: Vec<PointView>,
+    pub(crate) next_cursor: Option<String>,
+}
+
+/// A page of rejections.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RejectionsAnswer {
+    pub(crate) rejections: Vec<RejectionView>,
+    pub(crate) next_cursor: Option<String>,
+}
+
+/// The error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Stable snake_case code.
+    code: String,
+    /// For people.
+    message: String,
+}
 
 /// One enriched point.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct PointView {
     ts: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -57,7 +121,7 @@ impl From<StoredPoint> for PointView {
 }
 
 /// One rejected message or point. The payload is shown as text (invalid UTF-8 replaced).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct RejectionView {
     id: String,
     received_at: String,

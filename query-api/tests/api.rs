@@ -177,6 +177,10 @@ async fn each_route_answers_the_tenant_its_own_data() {
     let (status, days) = get(app.addr, "/v1/stats?group_by=day&tz=Pacific/Kiritimati", Some("key-a")).await;
     assert_eq!((status, days["buckets"][0]["key"].as_str()), (200, Some("2026-11-26")));
     assert_eq!(get(app.addr, "/readyz", None).await.0, 200);
+    let (status, doc) = get(app.addr, "/openapi.json", None).await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(doc["paths"]["/v1/stats"]["get"].is_object());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
