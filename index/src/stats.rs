@@ -13,6 +13,22 @@ use tantivy::columnar::{Column, StrColumn};
 use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader};
 use tripline_model::EventKind;
 
+/// Zone offsets and their changes fall on quarter hours (UTC+5:45, +9:30, …; transitions at
+/// whole local minutes of such offsets), so every instant of a UTC quarter hour has one local day.
+const QUARTER_HOUR_MS: i64 = 900_000;
+/// Days from 0001-01-01 to 1970-01-01 (chrono's "days from the common era").
+const UNIX_EPOCH_DAYS_FROM_CE: i64 = 719_163;
+
+/// The local day number (days since 1970-01-01) of a UTC instant in `tz`.
+fn local_day(tz: chrono_tz::Tz, utc_ms: i64) -> Option<i64> {
+    match tz.timestamp_millis_opt(utc_ms) {
+        chrono::LocalResult::Single(t) => {
+            Some(i64::from(chrono::Datelike::num_days_from_ce(&t.date_naive())) - UNIX_EPOCH_DAYS_FROM_CE)
+        }
+        _ => None,
+    }
+}
+
 /// What to group by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GroupBy {
@@ -88,6 +104,10 @@ pub(crate) struct SegmentStats {
     strings: Option<StrColumn>,
     by_key: HashMap<String, Acc>,
     by_ord: HashMap<u64, Acc>,
+    /// Local day (days since 1970-01-01 in the zone) → totals.
+    by_day: HashMap<i64, Acc>,
+    /// UTC quarter hour → its local day: one zone conversion per quarter hour seen, not per trip.
+    day_of_quarter: HashMap<i64, Option<i64>>,
 }
 
 impl Collector for Stats {
@@ -110,6 +130,8 @@ impl Collector for Stats {
             strings,
             by_key: HashMap::new(),
             by_ord: HashMap::new(),
+            by_day: HashMap::new(),
+            day_of_quarter: HashMap::new(),
         })
     }
 
@@ -137,7 +159,10 @@ impl SegmentCollector for SegmentStats {
 
     fn collect(&mut self, doc: DocId, _score: Score) {
         let first = |c: &Option<Column<i64>>| c.as_ref().and_then(|c| c.first(doc)).unwrap_or(0);
-        let counts: Vec<u64> = self.counts.iter().map(|c| c.as_ref().and_then(|c| c.first(doc)).unwrap_or(0)).collect();
+        let mut counts = [0u64; 4];
+        for (slot, column) in counts.iter_mut().zip(&self.counts) {
+            *slot = column.as_ref().and_then(|c| c.first(doc)).unwrap_or(0);
+        }
         let base = Acc {
             trips: 1,
             distance_m: first(&self.distance),
@@ -153,12 +178,12 @@ impl SegmentCollector for SegmentStats {
                 }
             }
             GroupBy::Day(tz) => {
-                let start = first(&self.start);
-                let day = match tz.timestamp_millis_opt(start) {
-                    chrono::LocalResult::Single(t) => t.format("%Y-%m-%d").to_string(),
-                    _ => return,
-                };
-                self.by_key.entry(day).or_default().add(base);
+                let quarter = first(&self.start).div_euclid(QUARTER_HOUR_MS);
+                let day =
+                    *self.day_of_quarter.entry(quarter).or_insert_with(|| local_day(tz, quarter * QUARTER_HOUR_MS));
+                if let Some(day) = day {
+                    self.by_day.entry(day).or_default().add(base);
+                }
             }
             GroupBy::Region | GroupBy::VehicleId => {
                 if let Some(strings) = &self.strings {
@@ -182,13 +207,23 @@ impl SegmentCollector for SegmentStats {
         for (key, acc) in self.by_key {
             put(key, acc);
         }
-        if let Some(strings) = &self.strings {
-            let mut text = String::new();
-            for (ord, acc) in self.by_ord {
-                if strings.ord_to_str(ord, &mut text).unwrap_or(false) {
-                    put(text.clone(), acc);
-                }
+        for (day, acc) in self.by_day {
+            if let Some(date) = chrono::NaiveDate::from_num_days_from_ce_opt((day + UNIX_EPOCH_DAYS_FROM_CE) as i32) {
+                put(date.format("%Y-%m-%d").to_string(), acc);
             }
+        }
+        if let Some(strings) = &self.strings {
+            // One pass through the dictionary for all ordinals (a lookup per ordinal would
+            // decode a dictionary block each time).
+            let mut ords: Vec<(u64, Acc)> = self.by_ord.into_iter().collect();
+            ords.sort_unstable_by_key(|(ord, _)| *ord);
+            let sorted: Vec<u64> = ords.iter().map(|(ord, _)| *ord).collect();
+            let mut accs = ords.into_iter().map(|(_, acc)| acc);
+            let _ = strings.dictionary().sorted_ords_to_term_cb(&sorted, |bytes| {
+                if let Some(acc) = accs.next() {
+                    put(String::from_utf8_lossy(bytes).into_owned(), acc);
+                }
+            });
         }
         out
     }

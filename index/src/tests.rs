@@ -348,4 +348,17 @@ fn days_follow_the_zone_across_a_daylight_saving_change() {
         index.stats(&acme, &query(), utc).unwrap().into_iter().map(|b| (b.key, b.trips)).collect();
     assert_eq!(days, [("2026-10-24".to_owned(), 1), ("2026-10-25".to_owned(), 1)]);
     assert!(GroupBy::parse("day", Some("Mars/Olympus")).is_none());
+    // India is UTC+5:30: 18:15Z and 18:45Z fall on two local days.
+    let india = GroupBy::parse("day", Some("Asia/Kolkata")).unwrap();
+    let index = TripIndex::in_memory().unwrap();
+    let mut writer = index.writer().unwrap();
+    for (n, at) in ["2026-11-25T18:15:00Z", "2026-11-25T18:45:00Z"].iter().enumerate() {
+        let mut r = record(&spec("acme", "car-1", Box::leak(format!("i{n}").into_boxed_str()), 0));
+        r.summary.start_time = tripline_model::time::to_datetime(tripline_model::time::parse_rfc3339_ms(at).unwrap());
+        index.upsert(&writer, &r).unwrap();
+    }
+    index.commit(&mut writer, &Checkpoint::default()).unwrap();
+    let days: Vec<(String, u64)> =
+        index.stats(&acme, &query(), india).unwrap().into_iter().map(|b| (b.key, b.trips)).collect();
+    assert_eq!(days, [("2026-11-25".to_owned(), 1), ("2026-11-26".to_owned(), 1)]);
 }
