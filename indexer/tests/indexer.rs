@@ -10,7 +10,8 @@ use tokio::sync::watch;
 use tripline_index::{TripIndex, TripQuery};
 use tripline_indexer::{Indexer, IndexerConfig, IndexerCounters};
 use tripline_model::{EventCounts, Place, TenantId, TripId, TripStatus, TripSummary, VehicleId};
-use tripline_store::{EmbeddedStore, TripRecord, TripStore};
+use tripline_store::{EmbeddedStore, ScyllaConfig, ScyllaStore, Store, TripRecord};
+use tripline_tests::{Service, unique_name};
 
 const T0: i64 = 1_795_600_800_000;
 
@@ -53,7 +54,7 @@ struct Running {
     task: tokio::task::JoinHandle<IndexerCounters>,
 }
 
-fn start(store: &EmbeddedStore, index: &TripIndex) -> Running {
+fn start<S: Store>(store: &S, index: &TripIndex) -> Running {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (status_tx, status) = watch::channel(IndexerCounters::default());
     let indexer = Indexer::new(store.clone(), index.clone(), IndexerConfig::default());
@@ -77,9 +78,29 @@ async fn wait_until(index: &TripIndex, what: &str, done: impl Fn(&TripIndex) -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_index_follows_the_store_and_resumes_exactly_after_a_crash() {
+async fn the_index_follows_the_embedded_store_and_resumes_exactly_after_a_crash() {
     let (store, dir) = EmbeddedStore::for_test(Duration::from_secs(3600)).unwrap();
-    let index_dir = dir.path.join("index");
+    follows_and_resumes("embedded", store, &dir.path.join("index")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_follows_cassandra_and_resumes_exactly_after_a_crash() {
+    let Some(nodes) = Service::Cql.address() else { return };
+    let config = ScyllaConfig {
+        nodes: nodes.split(',').map(|n| n.trim().to_owned()).collect(),
+        keyspace: unique_name("idx"),
+        retention_s: 3600,
+        ..ScyllaConfig::default()
+    };
+    ScyllaStore::apply_schema(&config).await.unwrap();
+    let store = ScyllaStore::connect(&config).await.unwrap();
+    let dir = std::env::temp_dir().join(unique_name("index"));
+    follows_and_resumes("cassandra", store, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn follows_and_resumes<S: Store>(name: &str, store: S, index_dir: &std::path::Path) {
+    let index_dir = index_dir.to_path_buf();
     let index = TripIndex::open_or_create(&index_dir).unwrap();
     let running = start(&store, &index);
 
@@ -112,7 +133,10 @@ async fn the_index_follows_the_store_and_resumes_exactly_after_a_crash() {
         samples.push(written.elapsed().as_millis());
     }
     samples.sort_unstable();
-    println!("freshness store write -> searchable: p50 {} ms, max {} ms (20 samples)", samples[10], samples[19]);
+    println!(
+        "{name}: freshness store write -> searchable: p50 {} ms, max {} ms (20 samples)",
+        samples[10], samples[19]
+    );
 
     // Crash: the task is aborted (no final commit) while changes keep coming.
     store.upsert_trips(&[trip("acme", "car-3", "c1", 40.0)]).await.unwrap();
