@@ -2,6 +2,7 @@
 //! Nothing else lives here; every stage is a library crate.
 
 mod config;
+mod fleet;
 mod ops;
 mod run;
 mod schema;
@@ -48,10 +49,47 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "ingest,indexer,api")]
         roles: Vec<String>,
     },
+    /// Tenants (insurers, fleets) and their API keys.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Register vehicles to tenants.
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
     /// The ScyllaDB schema.
     Schema {
         #[command(subcommand)]
         command: SchemaCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Create a tenant; prints its new API key once, alone on stdout (only a hash is stored).
+    Create {
+        /// The tenant's name (1-64 chars of [A-Za-z0-9._:-]).
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FleetCommand {
+    /// Register vehicles to a tenant (idempotent; a vehicle of another tenant is an error).
+    Add {
+        /// The tenant.
+        #[arg(long, value_name = "NAME")]
+        tenant: String,
+        /// Vehicle ids.
+        #[arg(required = true, value_name = "VEHICLE_ID")]
+        vehicles: Vec<String>,
+    },
+    /// Register vehicles from a CSV file with the columns `tenant,vehicle_id`.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
     },
 }
 
@@ -88,6 +126,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             summarize::run(&files, vehicle.as_deref(), &engine)
         }
         Command::Schema { command: SchemaCommand::Apply } => schema::apply(&config),
+        Command::Tenant { command: TenantCommand::Create { name } } => fleet::create_tenant(&config, &name),
+        Command::Fleet { command: FleetCommand::Add { tenant, vehicles } } => fleet::add(&config, &tenant, &vehicles),
+        Command::Fleet { command: FleetCommand::Import { file } } => fleet::import(&config, &file),
         Command::Run { roles } => {
             let engine = enricher(&config, None)?;
             run::run(&config, &roles, engine)

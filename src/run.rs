@@ -95,23 +95,33 @@ fn check_roles(roles: &[String]) -> Result<Vec<&'static str>, Failure> {
     Ok(built)
 }
 
+/// Opens the configured write store.
+pub(crate) async fn open_store(config: &Config) -> Result<AnyStore, Failure> {
+    Ok(match config.store {
+        StoreKind::Embedded => {
+            let embedded = config.embedded();
+            AnyStore::Embedded(EmbeddedStore::open(&embedded).map_err(|e| {
+                Failure::Runtime(anyhow::anyhow!(
+                    "embedded store in {}: {e} (only one process can open it: is `tripline run` using it?)",
+                    embedded.path.display()
+                ))
+            })?)
+        }
+        StoreKind::Scylla => AnyStore::Scylla(
+            ScyllaStore::connect(&config.scylla())
+                .await
+                .map_err(|e| Failure::Runtime(anyhow::anyhow!("scylla: {e}")))?,
+        ),
+    })
+}
+
 pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher) -> Result<(), Failure> {
     let roles = check_roles(roles)?;
     let external = config.mqtt.url.as_deref().map(mqtt_endpoint).transpose()?;
     let rt = runtime()?;
     rt.block_on(async {
         let metrics = crate::ops::install_metrics()?;
-        let store = match config.store {
-            StoreKind::Embedded => AnyStore::Embedded(
-                EmbeddedStore::open(&config.embedded())
-                    .map_err(|e| Failure::Runtime(anyhow::anyhow!("embedded store: {e}")))?,
-            ),
-            StoreKind::Scylla => AnyStore::Scylla(
-                ScyllaStore::connect(&config.scylla())
-                    .await
-                    .map_err(|e| Failure::Runtime(anyhow::anyhow!("scylla: {e}")))?,
-            ),
-        };
+        let store = open_store(config).await?;
         let index_dir = config.data_dir.join("index");
         let index = if roles.contains(&"indexer") || roles.contains(&"api") {
             Some(

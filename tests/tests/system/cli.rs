@@ -127,3 +127,46 @@ fn schema_apply_creates_the_keyspace_and_is_idempotent() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not a CQL identifier"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_and_fleets_are_registered_from_the_command_line() {
+    use tripline_store::{EmbeddedConfig, EmbeddedStore, Registry};
+    let dir = std::env::temp_dir().join(tripline_tests::unique_name("fleet"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let created = tripline(&["tenant", "create", "acme"], &dir);
+    assert_eq!(created.status.code(), Some(0), "{}", String::from_utf8_lossy(&created.stderr));
+    let key = String::from_utf8(created.stdout).unwrap();
+    let key = key.trim_end_matches('\n');
+    assert!(key.starts_with("tl_") && !key.contains('\n'), "the key alone on stdout: {key:?}");
+    let again = tripline(&["tenant", "create", "acme"], &dir);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    assert_eq!(tripline(&["tenant", "create", "bad name"], &dir).status.code(), Some(2));
+    assert_eq!(tripline(&["tenant", "create", "globex"], &dir).status.code(), Some(0));
+
+    assert_eq!(tripline(&["fleet", "add", "--tenant", "acme", "car-1", "car-2"], &dir).status.code(), Some(0));
+    let unknown = tripline(&["fleet", "add", "--tenant", "nobody", "car-3"], &dir);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown tenant"));
+    let taken = tripline(&["fleet", "add", "--tenant", "globex", "car-1"], &dir);
+    assert_eq!(taken.status.code(), Some(1), "a vehicle belongs to one tenant");
+
+    std::fs::write(dir.join("fleet.csv"), "tenant,vehicle_id\nglobex,car-7\nglobex,car-8\n").unwrap();
+    assert_eq!(tripline(&["fleet", "import", "fleet.csv"], &dir).status.code(), Some(0));
+    std::fs::write(dir.join("bad.csv"), "tenant,vehicle_id\nglobex,car 9\n,car-10\nglobex,car-11\n").unwrap();
+    let bad = tripline(&["fleet", "import", "bad.csv"], &dir);
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("line 2") && stderr.contains("line 3"), "{stderr}");
+
+    let store =
+        EmbeddedStore::open(&EmbeddedConfig { path: dir.join("tripline-data/store"), retention_s: 3600 }).unwrap();
+    let acme = tripline_model::TenantId::parse("acme").unwrap();
+    assert_eq!(store.tenant_for_key(&tripline_query_api::api_key_hash(key)).await.unwrap(), Some(acme.clone()));
+    let tenant_of = |v: &str| tripline_model::VehicleId::parse(v).unwrap();
+    assert_eq!(store.vehicle_tenant(&tenant_of("car-2")).await.unwrap(), Some(acme));
+    assert_eq!(store.vehicle_tenant(&tenant_of("car-8")).await.unwrap().unwrap().as_str(), "globex");
+    assert_eq!(store.vehicle_tenant(&tenant_of("car-11")).await.unwrap(), None, "a bad file registers nothing");
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
