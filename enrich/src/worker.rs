@@ -12,7 +12,7 @@
 //! reopened from the store when a point for it arrives: its stored points are loaded and the
 //! trip recomputed with the new ones.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tripline_model::time::now_ms;
@@ -89,6 +89,9 @@ struct LiveTrip {
     written: usize,
     /// Points must all be rewritten (a point landed before the end).
     rewrite_all: bool,
+    /// Geohash cells of the written points, kept up to date incrementally (recomputing them for
+    /// every point at every batch made long trips quadratic).
+    cells: BTreeSet<String>,
     ended: bool,
     dirty: bool,
     last_activity_ms: i64,
@@ -189,6 +192,7 @@ impl<S: Store> Worker<S> {
                 auto,
                 written: 0,
                 rewrite_all: true,
+                cells: BTreeSet::new(),
                 ended: false,
                 dirty: false,
                 last_activity_ms: now_ms(),
@@ -349,13 +353,19 @@ impl<S: Store> Worker<S> {
                     moving: p.moving,
                 },
             }));
+            if from == 0 {
+                live.cells.clear();
+            }
+            live.cells.extend(live.engine.enriched()[from..].iter().map(|p| {
+                tripline_model::cell::geohash(p.point.lat, p.point.lon, tripline_model::cell::TRIP_CELL_PRECISION)
+            }));
             live.written = live.engine.enriched().len();
             live.rewrite_all = false;
             writes.trips.push(TripRecord {
                 tenant: live.tenant.clone(),
                 summary: report.summary,
                 events: report.events,
-                cells: tripline_model::cell::cells(live.engine.enriched().iter().map(|p| (p.point.lat, p.point.lon))),
+                cells: live.cells.iter().cloned().collect(),
             });
         }
         for (vehicle, old, new) in renames {
