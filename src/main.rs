@@ -42,8 +42,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         regions: Option<PathBuf>,
     },
-    /// Run tripline's roles. Available so far: `--roles ingest` with an external broker
-    /// (`[mqtt] url`); the indexer, the query API and the embedded broker are being built.
+    /// Run tripline's roles: MQTT ingest (the embedded broker unless `[mqtt] url` is set), the
+    /// indexer and the query API, all by default.
     Run {
         /// Roles to run, comma-separated: ingest, indexer, api.
         #[arg(long, value_delimiter = ',', default_value = "ingest,indexer,api")]

@@ -68,9 +68,8 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// The roles `tripline run` knows; `BUILT` are the ones this build runs.
+/// The roles `tripline run` knows.
 const ROLES: &[&str] = &["ingest", "indexer", "api"];
-const BUILT: &[&str] = &["ingest", "indexer", "api"];
 /// On a graceful stop with the embedded broker: ingest is drained once nothing new arrived for
 /// this long and everything received is acknowledged.
 const QUIET: Duration = Duration::from_millis(300);
@@ -85,14 +84,10 @@ fn check_roles(roles: &[String]) -> Result<Vec<&'static str>, Failure> {
             None => return Err(Failure::Usage(format!("unknown role {role:?}; roles are {}", ROLES.join(", ")))),
         }
     }
-    let (built, missing): (Vec<&str>, Vec<&str>) = chosen.into_iter().partition(|r| BUILT.contains(r));
-    if !missing.is_empty() {
-        eprintln!("tripline: role(s) {} not in this build yet; running {}", missing.join(", "), built.join(", "));
+    if chosen.is_empty() {
+        return Err(Failure::Usage(format!("no role given; roles are {}", ROLES.join(", "))));
     }
-    if built.is_empty() {
-        return Err(Failure::Usage(format!("none of the roles {} is in this build yet", missing.join(", "))));
-    }
-    Ok(built)
+    Ok(chosen)
 }
 
 /// Opens the configured write store.

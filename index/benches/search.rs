@@ -113,7 +113,6 @@ fn main() {
     drop(writer);
 
     type Make = fn(&mut Rng) -> TripQuery;
-    let base = || TripQuery { limit: 50, ..TripQuery::default() };
     let kinds: Vec<(&str, Make)> = vec![
         ("default listing", |_| TripQuery { limit: 50, ..TripQuery::default() }),
         ("vehicle", |r| TripQuery {
@@ -159,7 +158,6 @@ fn main() {
         }),
         ("limit 1000", |_| TripQuery { limit: 1000, ..TripQuery::default() }),
     ];
-    let _ = base;
     let mut all = Vec::new();
     println!("{:<32} {:>9} {:>9}", "query (tenant-scoped, 200 each)", "p50 ms", "p99 ms");
     for (name, make) in &kinds {

@@ -78,7 +78,6 @@ impl Default for EmbeddedBrokerConfig {
 #[derive(Debug)]
 pub struct EmbeddedBroker {
     public: SocketAddr,
-    internal_v4: SocketAddr,
     doors_open: watch::Sender<bool>,
 }
 
@@ -158,17 +157,12 @@ impl EmbeddedBroker {
 
         let (doors_open, doors) = watch::channel(true);
         tokio::spawn(accept(listener, internal_v4, internal_v5, doors));
-        Ok((EmbeddedBroker { public, internal_v4, doors_open }, BrokerLink { tx, rx }))
+        Ok((EmbeddedBroker { public, doors_open }, BrokerLink { tx, rx }))
     }
 
     /// Where vehicles connect.
     pub fn public_addr(&self) -> SocketAddr {
         self.public
-    }
-
-    /// rumqttd's own MQTT 3.1.1 listener, behind the doors (for tests and tools).
-    pub fn internal_addr(&self) -> SocketAddr {
-        self.internal_v4
     }
 
     /// Stops accepting vehicles and cuts every vehicle connection: from now on the broker
