@@ -35,24 +35,28 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 pub(crate) struct KeyCache(Mutex<HashMap<String, (TenantId, Instant)>>);
 
 impl KeyCache {
-    /// The tenant of the request's key, or 401.
-    pub(crate) async fn tenant<R: Registry>(&self, registry: &R, headers: &HeaderMap) -> Result<TenantId, ApiError> {
+    /// The tenant of the request's key and the key's hash, or 401.
+    pub(crate) async fn tenant<R: Registry>(
+        &self,
+        registry: &R,
+        headers: &HeaderMap,
+    ) -> Result<(TenantId, String), ApiError> {
         let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
         let hash = api_key_hash(token);
         if let Ok(cache) = self.0.lock()
             && let Some((tenant, at)) = cache.get(&hash)
             && at.elapsed() < KEY_CACHE_TTL
         {
-            return Ok(tenant.clone());
+            return Ok((tenant.clone(), hash));
         }
         let tenant = registry.tenant_for_key(&hash).await?.ok_or_else(ApiError::unauthorized)?;
         if let Ok(mut cache) = self.0.lock() {
             if cache.len() >= KEY_CACHE_ENTRIES {
                 cache.clear();
             }
-            cache.insert(hash, (tenant.clone(), Instant::now()));
+            cache.insert(hash.clone(), (tenant.clone(), Instant::now()));
         }
-        Ok(tenant)
+        Ok((tenant, hash))
     }
 }
 

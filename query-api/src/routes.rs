@@ -37,9 +37,8 @@ pub(crate) fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
 
 /// The key's tenant (401 without a valid key), within the key's rate (429 beyond it).
 async fn tenant<S: Store>(state: &ApiState<S>, headers: &HeaderMap) -> Result<TenantId, ApiError> {
-    let tenant = state.keys.tenant(&state.store, headers).await?;
-    let key = crate::auth::bearer(headers).map(crate::auth::api_key_hash).unwrap_or_default();
-    if !state.limiter.allow(&key, &state.config, std::time::Instant::now()) {
+    let (tenant, key_hash) = state.keys.tenant(&state.store, headers).await?;
+    if !state.limiter.allow(&key_hash, &state.config, std::time::Instant::now()) {
         return Err(ApiError::rate_limited());
     }
     Ok(tenant)
