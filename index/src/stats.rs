@@ -73,8 +73,9 @@ pub struct Bucket {
     pub avg_score: f64,
 }
 
+/// Totals of one group.
 #[derive(Clone, Copy, Debug, Default)]
-struct Acc {
+pub(crate) struct Acc {
     trips: u64,
     distance_m: i64,
     events: u64,
@@ -111,7 +112,7 @@ pub(crate) struct SegmentStats {
 }
 
 impl Collector for Stats {
-    type Fruit = BTreeMap<String, (u64, i64, u64, i64)>;
+    type Fruit = BTreeMap<String, Acc>;
     type Child = SegmentStats;
 
     fn for_segment(&self, _segment: SegmentOrdinal, reader: &SegmentReader) -> tantivy::Result<SegmentStats> {
@@ -142,12 +143,8 @@ impl Collector for Stats {
     fn merge_fruits(&self, fruits: Vec<Self::Fruit>) -> tantivy::Result<Self::Fruit> {
         let mut merged: Self::Fruit = BTreeMap::new();
         for fruit in fruits {
-            for (key, (trips, distance, events, score)) in fruit {
-                let slot = merged.entry(key).or_default();
-                slot.0 += trips;
-                slot.1 += distance;
-                slot.2 += events;
-                slot.3 += score;
+            for (key, acc) in fruit {
+                merged.entry(key).or_default().add(acc);
             }
         }
         Ok(merged)
@@ -155,7 +152,7 @@ impl Collector for Stats {
 }
 
 impl SegmentCollector for SegmentStats {
-    type Fruit = BTreeMap<String, (u64, i64, u64, i64)>;
+    type Fruit = BTreeMap<String, Acc>;
 
     fn collect(&mut self, doc: DocId, _score: Score) {
         let first = |c: &Option<Column<i64>>| c.as_ref().and_then(|c| c.first(doc)).unwrap_or(0);
@@ -197,13 +194,7 @@ impl SegmentCollector for SegmentStats {
 
     fn harvest(self) -> Self::Fruit {
         let mut out: Self::Fruit = BTreeMap::new();
-        let mut put = |key: String, a: Acc| {
-            let slot = out.entry(key).or_default();
-            slot.0 += a.trips;
-            slot.1 += a.distance_m;
-            slot.2 += a.events;
-            slot.3 += a.score_milli;
-        };
+        let mut put = |key: String, acc: Acc| out.entry(key).or_default().add(acc);
         for (key, acc) in self.by_key {
             put(key, acc);
         }
@@ -230,10 +221,10 @@ impl SegmentCollector for SegmentStats {
 }
 
 /// The buckets of a collected fruit, sorted by key.
-pub(crate) fn buckets(fruit: BTreeMap<String, (u64, i64, u64, i64)>) -> Vec<Bucket> {
+pub(crate) fn buckets(fruit: BTreeMap<String, Acc>) -> Vec<Bucket> {
     fruit
         .into_iter()
-        .map(|(key, (trips, distance_m, events, score_milli))| Bucket {
+        .map(|(key, Acc { trips, distance_m, events, score_milli })| Bucket {
             key,
             trips,
             distance_km: distance_m as f64 / 1000.0,
