@@ -32,23 +32,7 @@ fn messages_per_vehicle() -> usize {
 }
 
 fn points(t0: i64, v: usize, m: usize) -> Vec<Point> {
-    (0..POINTS_PER_MESSAGE)
-        .map(|i| {
-            let n = (m * POINTS_PER_MESSAGE + i) as i64;
-            Point {
-                seq: Some(n as u64),
-                ts_ms: t0 + n * 1000,
-                lat: 52.0 + v as f64 * 0.01 + n as f64 * 1e-4,
-                lon: 13.0,
-                speed_mps: Some(11.0),
-                heading_deg: Some(0.0),
-                accuracy_m: Some(3.0),
-                alt_m: None,
-                ignition: Some(true),
-                odometer_m: None,
-            }
-        })
-        .collect()
+    tripline_tests::fleet_message_points(t0, v, m, POINTS_PER_MESSAGE)
 }
 
 /// The same kind of writes straight into the store: one message's worth for every vehicle per

@@ -69,6 +69,29 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}_{seconds}_{}_{n}", std::process::id())
 }
 
+/// Message `message` of simulated vehicle `vehicle` in the ingest scenarios and benchmark:
+/// `points` fixes 1 s apart from `t0`, numbered by `seq`, driving north at 11 m/s (each vehicle
+/// on its own parallel track).
+pub fn fleet_message_points(t0_ms: i64, vehicle: usize, message: usize, points: usize) -> Vec<tripline_model::Point> {
+    (0..points)
+        .map(|i| {
+            let n = (message * points + i) as i64;
+            tripline_model::Point {
+                seq: Some(n as u64),
+                ts_ms: t0_ms + n * 1000,
+                lat: 52.0 + vehicle as f64 * 0.01 + n as f64 * 1e-4,
+                lon: 13.0,
+                speed_mps: Some(11.0),
+                heading_deg: Some(0.0),
+                accuracy_m: Some(3.0),
+                alt_m: None,
+                ignition: Some(true),
+                odometer_m: None,
+            }
+        })
+        .collect()
+}
+
 /// Removes the broker's persistent session of `client_id` (connects once with a clean session).
 /// Tests that subscribe with a persistent session call it when done: a forgotten session keeps
 /// queueing every matching message in the broker for as long as the broker keeps it.

@@ -119,23 +119,7 @@ pub(crate) fn t0() -> i64 {
 }
 
 pub(crate) fn message_points(t0: i64, v: usize, m: usize) -> Vec<Point> {
-    (0..POINTS)
-        .map(|i| {
-            let n = (m * POINTS + i) as i64;
-            Point {
-                seq: Some(n as u64),
-                ts_ms: t0 + n * 1000,
-                lat: 52.0 + v as f64 * 0.01 + n as f64 * 1e-4,
-                lon: 13.0,
-                speed_mps: Some(11.0),
-                heading_deg: Some(0.0),
-                accuracy_m: Some(3.0),
-                alt_m: None,
-                ignition: Some(true),
-                odometer_m: None,
-            }
-        })
-        .collect()
+    tripline_tests::fleet_message_points(t0, v, m, POINTS)
 }
 
 pub(crate) async fn publish(url: &str, messages: Vec<(String, Vec<u8>)>) {
