@@ -9,43 +9,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tripline_index::{TripIndex, TripQuery};
 use tripline_indexer::{Indexer, IndexerConfig, IndexerCounters};
-use tripline_model::{EventCounts, Place, TenantId, TripId, TripStatus, TripSummary, VehicleId};
+use tripline_model::{TenantId, TripId, VehicleId};
 use tripline_store::{EmbeddedStore, ScyllaConfig, ScyllaStore, Store, TripRecord};
 use tripline_tests::{Service, unique_name};
 
 const T0: i64 = 1_795_600_800_000;
 
 fn trip(tenant: &str, vehicle: &str, id: &str, score: f64) -> TripRecord {
-    let at = tripline_model::time::to_datetime;
-    TripRecord {
-        tenant: TenantId::parse(tenant).unwrap(),
-        summary: TripSummary {
-            trip_id: TripId::parse(id).unwrap(),
-            vehicle_id: VehicleId::parse(vehicle).unwrap(),
-            status: TripStatus::Active,
-            start_time: at(T0),
-            end_time: at(T0 + 600_000),
-            duration_s: 600.0,
-            moving_time_s: 500.0,
-            idle_time_s: 100.0,
-            distance_km: 5.0,
-            max_speed_kmh: 60.0,
-            avg_speed_kmh: 30.0,
-            start: Place { lat: 52.5, lon: 13.4, region: None },
-            end: Place { lat: 52.5, lon: 13.4, region: None },
-            regions: Vec::new(),
-            events: EventCounts::default(),
-            speeding_s: 0.0,
-            night_driving_s: 0.0,
-            point_count: 10,
-            rejected_point_count: 0,
-            score,
-            score_version: 1,
-            updated_at: at(T0 + 600_000),
-        },
-        events: Vec::new(),
-        cells: Vec::new(),
-    }
+    tripline_tests::trip_record(tenant, vehicle, id, T0, 10, score)
 }
 
 struct Running {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tripline_index::TripIndex;
-use tripline_model::{EventCounts, Place, Point, RejectReason, TenantId, TripId, TripStatus, TripSummary, VehicleId};
+use tripline_model::{Point, RejectReason, TenantId, TripId, VehicleId};
 use tripline_query_api::{ApiConfig, ApiState, api_key_hash, router};
 use tripline_store::{
     Checkpoint, Derived, EmbeddedStore, PointStore, Registry, Rejection, RejectionStore, StoredPoint, TripRecord,
@@ -18,36 +18,7 @@ use tripline_store::{
 const T0: i64 = 1_795_600_800_000;
 
 fn record(tenant: &str, vehicle: &str, id: &str, score: f64) -> TripRecord {
-    let at = tripline_model::time::to_datetime;
-    TripRecord {
-        tenant: TenantId::parse(tenant).unwrap(),
-        summary: TripSummary {
-            trip_id: TripId::parse(id).unwrap(),
-            vehicle_id: VehicleId::parse(vehicle).unwrap(),
-            status: TripStatus::Completed,
-            start_time: at(T0),
-            end_time: at(T0 + 60_000),
-            duration_s: 60.0,
-            moving_time_s: 60.0,
-            idle_time_s: 0.0,
-            distance_km: 1.0,
-            max_speed_kmh: 60.0,
-            avg_speed_kmh: 60.0,
-            start: Place { lat: 52.5, lon: 13.4, region: None },
-            end: Place { lat: 52.51, lon: 13.4, region: None },
-            regions: vec!["Berlin".to_owned()],
-            events: EventCounts::default(),
-            speeding_s: 0.0,
-            night_driving_s: 0.0,
-            point_count: 3,
-            rejected_point_count: 0,
-            score,
-            score_version: 1,
-            updated_at: at(T0 + 60_000),
-        },
-        events: Vec::new(),
-        cells: tripline_model::cell::cells([(52.5, 13.4)]),
-    }
+    tripline_tests::trip_record(tenant, vehicle, id, T0, 1, score)
 }
 
 /// `GET path` with an optional bearer key: (status, JSON body).

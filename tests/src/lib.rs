@@ -92,6 +92,51 @@ pub fn fleet_message_points(t0_ms: i64, vehicle: usize, message: usize, points: 
         .collect()
 }
 
+/// A stored trip for tests of the read side: `minutes` long from `start_ms`, 1 km, completed,
+/// 3 points, in the region "Berlin" and the geohash cell of (52.5, 13.4), with `score`.
+pub fn trip_record(
+    tenant: &str,
+    vehicle: &str,
+    trip_id: &str,
+    start_ms: i64,
+    minutes: i64,
+    score: f64,
+) -> tripline_store::TripRecord {
+    use tripline_model::{EventCounts, Place, TenantId, TripId, TripStatus, TripSummary, VehicleId};
+    let at = tripline_model::time::to_datetime;
+    let end_ms = start_ms + minutes * 60_000;
+    let id_error = |what: &str, value: &str| format!("test {what} {value:?} is not a valid id");
+    tripline_store::TripRecord {
+        tenant: TenantId::parse(tenant).unwrap_or_else(|_| panic!("{}", id_error("tenant", tenant))),
+        summary: TripSummary {
+            trip_id: TripId::parse(trip_id).unwrap_or_else(|_| panic!("{}", id_error("trip", trip_id))),
+            vehicle_id: VehicleId::parse(vehicle).unwrap_or_else(|_| panic!("{}", id_error("vehicle", vehicle))),
+            status: TripStatus::Completed,
+            start_time: at(start_ms),
+            end_time: at(end_ms),
+            duration_s: (minutes * 60) as f64,
+            moving_time_s: (minutes * 60) as f64,
+            idle_time_s: 0.0,
+            distance_km: 1.0,
+            max_speed_kmh: 60.0,
+            avg_speed_kmh: 60.0,
+            start: Place { lat: 52.5, lon: 13.4, region: None },
+            end: Place { lat: 52.51, lon: 13.4, region: None },
+            regions: vec!["Berlin".to_owned()],
+            events: EventCounts::default(),
+            speeding_s: 0.0,
+            night_driving_s: 0.0,
+            point_count: 3,
+            rejected_point_count: 0,
+            score,
+            score_version: 1,
+            updated_at: at(end_ms),
+        },
+        events: Vec::new(),
+        cells: tripline_model::cell::cells([(52.5, 13.4)]),
+    }
+}
+
 /// Removes the broker's persistent session of `client_id` (connects once with a clean session).
 /// Tests that subscribe with a persistent session call it when done: a forgotten session keeps
 /// queueing every matching message in the broker for as long as the broker keeps it.
