@@ -4,7 +4,7 @@
 //! routes points by vehicle to the enrichment workers, writes the results and acknowledges each
 //! message to the broker in receive order once everything derived from it is durable.
 //!
-//! **Promises** (being built, see ARCHITECTURE.md): nothing acknowledged before it is durable;
+//! **Promises** (see ARCHITECTURE.md): nothing acknowledged before it is durable;
 //! acknowledgements leave in receive order and never across connections ([`ack`]); redelivered
 //! messages change nothing; bad input is rejected, stored and acknowledged.
 
