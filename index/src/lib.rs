@@ -11,6 +11,7 @@
 //! returns every matching trip exactly once while the index does not change; see [`search`].
 
 mod doc_mapping;
+mod home;
 pub mod search;
 pub mod stats;
 #[cfg(test)]
@@ -25,6 +26,7 @@ use tripline_model::{TenantId, TripId, VehicleId};
 use tripline_store::{Checkpoint, TripRecord};
 
 pub use doc_mapping::{Fields, document, trip_key};
+pub use home::{IndexHome, LiveIndex};
 pub use search::{Cursor, SearchPage, SortOrder, TripQuery};
 pub use stats::{Bucket, GroupBy};
 pub use tantivy::IndexWriter;
@@ -119,6 +121,12 @@ impl TripIndex {
     pub fn upsert(&self, writer: &IndexWriter, trip: &TripRecord) -> IndexResult<()> {
         let key = trip_key(&trip.tenant, &trip.summary.vehicle_id, &trip.summary.trip_id);
         writer.delete_term(Term::from_field_text(self.fields.key, &key));
+        writer.add_document(document(&self.fields, trip)?)?;
+        Ok(())
+    }
+
+    /// Adds the trip's document, for an index known not to hold it (a rebuild).
+    pub fn add(&self, writer: &IndexWriter, trip: &TripRecord) -> IndexResult<()> {
         writer.add_document(document(&self.fields, trip)?)?;
         Ok(())
     }

@@ -10,13 +10,16 @@
 //! `IndexWriter`.
 
 pub mod metrics;
+mod reindex;
+
+pub use reindex::{ReindexError, ReindexReport, reindex};
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tripline_index::{IndexError, IndexWriter, TripIndex};
+use tripline_index::{IndexError, IndexWriter, LiveIndex, TripIndex};
 use tripline_store::{ChangeFeed, Checkpoint, StoreError, TripStore};
 
 /// What can go wrong in the indexer.
@@ -64,13 +67,17 @@ pub struct IndexerCounters {
 #[derive(Debug)]
 pub struct Indexer<S> {
     store: S,
-    index: TripIndex,
+    index: LiveIndex,
     config: IndexerConfig,
 }
 
+/// How often the indexer looks whether `tripline reindex` switched the index generation.
+const GENERATION_CHECK: Duration = Duration::from_secs(1);
+
 impl<S: ChangeFeed + TripStore + Send + Sync + 'static> Indexer<S> {
-    /// An indexer of `store` into `index`.
-    pub fn new(store: S, index: TripIndex, config: IndexerConfig) -> Self {
+    /// An indexer of `store` into `index` (the generation in use; when a rebuild switches it,
+    /// the indexer moves to the new generation and resumes at that generation's checkpoint).
+    pub fn new(store: S, index: LiveIndex, config: IndexerConfig) -> Self {
         Indexer { store, index, config }
     }
 
@@ -81,8 +88,10 @@ impl<S: ChangeFeed + TripStore + Send + Sync + 'static> Indexer<S> {
         mut shutdown: watch::Receiver<bool>,
         status: watch::Sender<IndexerCounters>,
     ) -> Result<IndexerCounters, IndexerError> {
-        let Indexer { store, index, config } = self;
+        let Indexer { store, index: live, config } = self;
         crate::metrics::describe();
+        let mut index = live.get();
+        let mut generation_checked = Instant::now();
         let mut writer = Some(index.writer()?);
         let mut counters = IndexerCounters { committed: index.checkpoint()?, ..IndexerCounters::default() };
         let mut position = counters.committed.clone();
@@ -93,6 +102,26 @@ impl<S: ChangeFeed + TripStore + Send + Sync + 'static> Indexer<S> {
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            if generation_checked.elapsed() >= GENERATION_CHECK {
+                generation_checked = Instant::now();
+                match live.refresh() {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        // A rebuild replaced the index: what this writer holds uncommitted is
+                        // in the rebuild too, or after its checkpoint.
+                        drop(writer.take());
+                        index = live.get();
+                        writer = Some(index.writer()?);
+                        counters.committed = index.checkpoint()?;
+                        position = counters.committed.clone();
+                        dirty_since = None;
+                        tracing::info!(generation = %live.generation(), "indexer moved to the rebuilt index");
+                        crate::metrics::committed(index.document_count());
+                        status.send_replace(counters.clone());
+                    }
+                    Err(error) => tracing::warn!(%error, "looking for a rebuilt index failed"),
+                }
             }
             let batch = match store.read_changes(&position, config.batch.max(1)).await {
                 Ok(batch) => batch,

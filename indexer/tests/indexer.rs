@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tripline_index::{TripIndex, TripQuery};
-use tripline_indexer::{Indexer, IndexerConfig, IndexerCounters};
+use tripline_index::{IndexHome, LiveIndex, TripIndex, TripQuery};
+use tripline_indexer::{Indexer, IndexerConfig, IndexerCounters, reindex};
 use tripline_model::{TenantId, TripId, VehicleId};
 use tripline_store::{EmbeddedStore, ScyllaConfig, ScyllaStore, Store, TripRecord};
 use tripline_tests::{Service, unique_name};
@@ -26,9 +26,13 @@ struct Running {
 }
 
 fn start<S: Store>(store: &S, index: &TripIndex) -> Running {
+    start_live(store, LiveIndex::fixed(index.clone()))
+}
+
+fn start_live<S: Store>(store: &S, index: LiveIndex) -> Running {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (status_tx, status) = watch::channel(IndexerCounters::default());
-    let indexer = Indexer::new(store.clone(), index.clone(), IndexerConfig::default());
+    let indexer = Indexer::new(store.clone(), index, IndexerConfig::default());
     let task = tokio::spawn(async move { indexer.run(shutdown_rx, status_tx).await.unwrap() });
     Running { shutdown, status, task }
 }
@@ -120,24 +124,135 @@ async fn follows_and_resumes<S: Store>(name: &str, store: S, index_dir: &std::pa
     // Restart on the same files: the index ends equal to the store, with no duplicates.
     let index = TripIndex::open_or_create(&index_dir).unwrap();
     let running = start(&store, &index);
-    let mut expected = BTreeMap::new();
-    let mut cursor = None;
-    loop {
-        let page = store.scan_trips(cursor.as_deref(), 100).await.unwrap();
-        for t in &page.items {
-            if t.tenant.as_str() == "acme" {
-                expected.insert(t.summary.trip_id.to_string(), t.summary.score);
-            }
-        }
-        cursor = page.next;
-        if cursor.is_none() {
-            break;
-        }
-    }
+    let expected = stored(&store, "acme").await;
     wait_until(&index, "index equals store", |i| indexed(i, "acme") == expected).await;
     assert_eq!(index.document_count(), expected.len() as u64, "one document per trip");
     running.shutdown.send(true).unwrap();
     let counters = running.task.await.unwrap();
     assert!(counters.commits >= 1);
     assert_eq!(index.checkpoint().unwrap(), counters.committed, "the final checkpoint is committed");
+}
+
+/// Every trip of a tenant as the store has it: id → score.
+async fn stored<S: Store>(store: &S, tenant: &str) -> BTreeMap<String, f64> {
+    let mut trips = BTreeMap::new();
+    let mut cursor = None;
+    loop {
+        let page = store.scan_trips(cursor.as_deref(), 500).await.unwrap();
+        for t in &page.items {
+            if t.tenant.as_str() == tenant {
+                trips.insert(t.summary.trip_id.to_string(), t.summary.score);
+            }
+        }
+        cursor = page.next;
+        if cursor.is_none() {
+            return trips;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_on_the_embedded_store_switches_over_while_writes_continue() {
+    let (store, dir) = EmbeddedStore::for_test(Duration::from_secs(3600)).unwrap();
+    rebuild_while_writing("embedded", store, &dir.path.join("index")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_on_cassandra_switches_over_while_writes_continue() {
+    let Some(nodes) = Service::Cql.address() else { return };
+    let config = ScyllaConfig {
+        nodes: nodes.split(',').map(|n| n.trim().to_owned()).collect(),
+        keyspace: unique_name("rdx"),
+        retention_s: 3600,
+        ..ScyllaConfig::default()
+    };
+    ScyllaStore::apply_schema(&config).await.unwrap();
+    let store = ScyllaStore::connect(&config).await.unwrap();
+    let dir = std::env::temp_dir().join(unique_name("index"));
+    rebuild_while_writing("cassandra", store, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An indexer runs on the index home; a rebuild runs while trips keep changing and a reader (as
+/// the API in another process) keeps searching: the reader never sees an empty or partial
+/// index, the indexer moves to the new generation, and the index ends equal to the store.
+async fn rebuild_while_writing<S: Store>(name: &str, store: S, index_dir: &std::path::Path) {
+    let home = IndexHome::open(index_dir).unwrap();
+    let live = LiveIndex::open(home.clone()).unwrap();
+    let running = start_live(&store, live.clone());
+    let first: Vec<TripRecord> = (0..300)
+        .map(|n| trip(if n % 3 == 0 { "globex" } else { "acme" }, &format!("car-{}", n % 7), &format!("t{n}"), 50.0))
+        .collect();
+    for chunk in first.chunks(100) {
+        store.upsert_trips(chunk).await.unwrap();
+    }
+    wait_until(&live.get(), "first trips", |i| i.document_count() == 300).await;
+
+    // Writes go on during the rebuild: updates of existing trips and new ones.
+    let (stop_writing, mut writing) = watch::channel(false);
+    let writer_store = store.clone();
+    let writes = tokio::spawn(async move {
+        let mut n = 0u32;
+        // At most 400 new trips: `indexed` reads one page of 1000.
+        while !*writing.borrow_and_update() && n < 400 {
+            let k = (n * 3 + 1) % 300;
+            let updated = trip("acme", &format!("car-{}", k % 7), &format!("t{k}"), 60.0 + f64::from(n % 30));
+            let new = trip("acme", "car-8", &format!("n{n}"), 70.0);
+            writer_store.upsert_trips(&[updated, new]).await.unwrap();
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        n
+    });
+    let reader = LiveIndex::open(home.clone()).unwrap();
+    let (seen_tx, seen) = std::sync::mpsc::channel();
+    let rebuild = tokio::spawn(reindex(store.clone(), home.clone(), move |trips| {
+        let _ = seen_tx.send(trips);
+    }));
+    while !rebuild.is_finished() {
+        reader.refresh().unwrap();
+        reader.get().reload().unwrap();
+        assert!(reader.get().document_count() >= 300, "the API keeps answering from a complete index");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let report = rebuild.await.unwrap().unwrap();
+    assert_eq!(report.generation, "gen-2");
+    assert!(report.trips >= 300);
+    assert_eq!(seen.try_iter().last(), Some(report.trips), "progress reaches the total");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop_writing.send(true).unwrap();
+    let updates = writes.await.unwrap();
+    assert!(updates > 0);
+
+    // The reader and the indexer move over; the index ends equal to the store, each trip once.
+    reader.refresh().unwrap();
+    assert_eq!(reader.generation(), "gen-2");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while live.generation() != "gen-2" {
+        assert!(Instant::now() < deadline, "the indexer did not move to the rebuilt index");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for tenant in ["acme", "globex"] {
+        let expected = stored(&store, tenant).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while indexed(&live.get(), tenant) != expected {
+            if Instant::now() > deadline {
+                let got = indexed(&live.get(), tenant);
+                let missing: Vec<_> = expected.iter().filter(|(k, v)| got.get(*k) != Some(v)).take(5).collect();
+                let extra: Vec<_> = got.iter().filter(|(k, v)| expected.get(*k) != Some(v)).take(5).collect();
+                panic!("{tenant}: index {} trips, store {}; store-only {missing:?}, index-only {extra:?}", got.len(), expected.len());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let total = stored(&store, "acme").await.len() + stored(&store, "globex").await.len();
+    assert_eq!(live.get().document_count(), total as u64, "one document per trip");
+    println!("{name}: rebuilt {} trips at {:.0} trips/s while {updates} write rounds ran", report.trips, report.rate());
+
+    // A second rebuild replaces it; the generation before the previous one is removed.
+    let again = reindex(store.clone(), home.clone(), |_| {}).await.unwrap();
+    assert_eq!(again.generation, "gen-3");
+    assert!(index_dir.join("gen-2").exists() && !index_dir.join("gen-1").exists());
+    running.shutdown.send(true).unwrap();
+    running.task.await.unwrap();
 }

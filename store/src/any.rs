@@ -109,4 +109,8 @@ impl ChangeFeed for AnyStore {
     async fn read_changes(&self, checkpoint: &Checkpoint, limit: usize) -> StoreResult<ChangeBatch> {
         delegate!(self, s => s.read_changes(checkpoint, limit))
     }
+
+    async fn feed_head(&self) -> StoreResult<Checkpoint> {
+        delegate!(self, s => s.feed_head())
+    }
 }

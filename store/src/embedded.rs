@@ -655,6 +655,20 @@ impl ChangeFeed for EmbeddedStore {
         })
         .await
     }
+
+    async fn feed_head(&self) -> StoreResult<Checkpoint> {
+        self.blocking(|inner| {
+            let mut head = Checkpoint::default();
+            if let Some(guard) = inner.feed.last_key_value() {
+                let (key, _) = guard.into_inner().map_err(db_error)?;
+                if let Some(seq) = read_i64(&key) {
+                    head.positions.insert(WRITER.to_owned(), seq as u64);
+                }
+            }
+            Ok(head)
+        })
+        .await
+    }
 }
 
 /// A temporary directory removed on drop (tests and benchmarks).

@@ -183,6 +183,10 @@ pub trait ChangeFeed {
         checkpoint: &Checkpoint,
         limit: usize,
     ) -> impl Future<Output = StoreResult<ChangeBatch>> + Send;
+    /// The checkpoint at the end of the feed now: every trip announced up to it is readable, so
+    /// a full scan started after taking it, followed by the changes after it, misses nothing
+    /// (`tripline reindex`).
+    fn feed_head(&self) -> impl Future<Output = StoreResult<Checkpoint>> + Send;
 }
 
 /// What one enrichment batch writes.

@@ -235,6 +235,12 @@ pub(crate) async fn change_feed_resumes_exactly_from_a_checkpoint<S: Store>(stor
     // The checkpoint survives a round trip through JSON (the indexer's commit payload).
     let json = serde_json::to_string(&first.checkpoint).unwrap();
     assert_eq!(serde_json::from_str::<Checkpoint>(&json).unwrap(), first.checkpoint);
+    // The head is where a reader that has seen everything stands; what comes after it is new.
+    let head = store.feed_head().await.unwrap();
+    assert!(head.covers(&end) && end.covers(&head), "head {head:?} is the end of the feed {end:?}");
+    store.upsert_trips(&[trip("acme", "car-f", "f30", 0, 1)]).await.unwrap();
+    let (after, _) = all_changes(store, &head, 100).await;
+    assert_eq!(after, vec!["f30".to_owned()]);
 }
 
 pub(crate) async fn concurrent_writers_lose_nothing<S: Store>(store: &S) {
