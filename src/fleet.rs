@@ -4,16 +4,15 @@
 use std::path::Path;
 
 use tripline_model::{TenantId, VehicleId};
-use tripline_store::{AnyStore, Registry, StoreError};
+use tripline_store::{Registry, StoreError};
 
+use crate::admin::through_running;
 use crate::config::Config;
 use crate::{Failure, runtime};
 
 /// A new API key: `tl_` and 32 random bytes in hex.
-fn new_api_key() -> Result<String, Failure> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| Failure::Runtime(anyhow::anyhow!("no randomness for a key: {e}")))?;
-    Ok(format!("tl_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+pub(crate) fn new_api_key() -> Result<String, Failure> {
+    Ok(format!("tl_{}", crate::admin::random_hex()?))
 }
 
 fn registry_failure(error: StoreError) -> Failure {
@@ -24,10 +23,14 @@ fn registry_failure(error: StoreError) -> Failure {
 pub(crate) fn create_tenant(config: &Config, name: &str) -> Result<(), Failure> {
     let tenant = TenantId::parse(name).map_err(|e| Failure::Usage(format!("tenant name {name:?}: {e}")))?;
     let key = new_api_key()?;
-    runtime()?.block_on(async {
-        let store = crate::run::open_store(config).await?;
-        store.create_tenant(&tenant, &tripline_query_api::api_key_hash(&key)).await.map_err(registry_failure)
-    })?;
+    let hash = tripline_query_api::api_key_hash(&key);
+    match through_running(&config.data_dir, |remote| remote.create_tenant(tenant.as_str(), &hash)) {
+        Some(outcome) => outcome?,
+        None => runtime()?.block_on(async {
+            let store = crate::run::open_store(config).await?;
+            store.create_tenant(&tenant, &hash).await.map_err(registry_failure)
+        })?,
+    }
     eprintln!("tripline: tenant {tenant} created; its API key follows (shown once, only its hash is stored)");
     #[allow(clippy::print_stdout)] // the key is the command's output
     {
@@ -43,16 +46,34 @@ pub(crate) fn add(config: &Config, tenant: &str, vehicles: &[String]) -> Result<
         .iter()
         .map(|v| VehicleId::parse(v).map_err(|e| Failure::Usage(format!("vehicle id {v:?}: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    runtime()?.block_on(async {
-        let store = crate::run::open_store(config).await?;
-        register(&store, &tenant, &ids).await
-    })
+    register_all(config, &[(tenant, ids)])
 }
 
-async fn register(store: &AnyStore, tenant: &TenantId, vehicles: &[VehicleId]) -> Result<(), Failure> {
-    store.add_vehicles(tenant, vehicles).await.map_err(registry_failure)?;
+/// Registers each tenant's vehicles, through the running process when there is one.
+fn register_all(config: &Config, fleets: &[(TenantId, Vec<VehicleId>)]) -> Result<(), Failure> {
+    let remote = through_running(&config.data_dir, |remote| {
+        for (tenant, vehicles) in fleets {
+            let ids: Vec<String> = vehicles.iter().map(|v| v.as_str().to_owned()).collect();
+            remote.add_vehicles(tenant.as_str(), &ids)?;
+            registered(tenant, vehicles);
+        }
+        Ok(())
+    });
+    match remote {
+        Some(outcome) => outcome,
+        None => runtime()?.block_on(async {
+            let store = crate::run::open_store(config).await?;
+            for (tenant, vehicles) in fleets {
+                store.add_vehicles(tenant, vehicles).await.map_err(registry_failure)?;
+                registered(tenant, vehicles);
+            }
+            Ok(())
+        }),
+    }
+}
+
+fn registered(tenant: &TenantId, vehicles: &[VehicleId]) {
     eprintln!("tripline: {} vehicle(s) registered to tenant {tenant}", vehicles.len());
-    Ok(())
 }
 
 /// Reads `tenant,vehicle_id` rows; every bad row is reported with its line, and nothing is
@@ -101,13 +122,7 @@ pub(crate) fn import(config: &Config, file: &Path) -> Result<(), Failure> {
     for (tenant, vehicle) in rows {
         by_tenant.entry(tenant).or_default().push(vehicle);
     }
-    runtime()?.block_on(async {
-        let store = crate::run::open_store(config).await?;
-        for (tenant, vehicles) in &by_tenant {
-            register(&store, tenant, vehicles).await?;
-        }
-        Ok(())
-    })
+    register_all(config, &by_tenant.into_iter().collect::<Vec<_>>())
 }
 
 #[cfg(test)]

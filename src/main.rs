@@ -1,9 +1,11 @@
 //! The `tripline` binary: command line, configuration, logging, and the wiring of the roles.
 //! Nothing else lives here; every stage is a library crate.
 
+mod admin;
 mod config;
 mod fleet;
 mod ops;
+mod reindex;
 mod run;
 mod schema;
 mod summarize;
@@ -59,6 +61,9 @@ enum Command {
         #[command(subcommand)]
         command: FleetCommand,
     },
+    /// Rebuild the read store (the search index) from the write store; the old index answers
+    /// until the new one is complete.
+    Reindex,
     /// The ScyllaDB schema.
     Schema {
         #[command(subcommand)]
@@ -126,6 +131,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             summarize::run(&files, vehicle.as_deref(), &engine)
         }
         Command::Schema { command: SchemaCommand::Apply } => schema::apply(&config),
+        Command::Reindex => reindex::run(&config),
         Command::Tenant { command: TenantCommand::Create { name } } => fleet::create_tenant(&config, &name),
         Command::Fleet { command: FleetCommand::Add { tenant, vehicles } } => fleet::add(&config, &tenant, &vehicles),
         Command::Fleet { command: FleetCommand::Import { file } } => fleet::import(&config, &file),

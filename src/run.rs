@@ -1,5 +1,5 @@
-//! `tripline run`: wires the roles together. So far: the ingest role, against an external broker
-//! or the embedded one, with health and metrics over HTTP.
+//! `tripline run`: wires the roles together: ingest (from an external broker or the embedded
+//! one), the indexer and the query API, with health, metrics and the admin channel over HTTP.
 //!
 //! MQTT source → intake (decode, registry, route by vehicle) → one bounded queue per enrichment
 //! worker → store; each message is acknowledged once its results are durable. SIGTERM or Ctrl-C
@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tripline_enrich::Enricher;
 use tripline_enrich::worker::{Work, Worker, WorkerConfig};
-use tripline_index::TripIndex;
+use tripline_index::{IndexHome, LiveIndex};
 use tripline_indexer::{Indexer, IndexerConfig, IndexerCounters};
 use tripline_ingest::broker::{EmbeddedBroker, EmbeddedBrokerConfig, run_link_source};
 use tripline_ingest::intake::{Decoded, IntakeCounters, Routed, run_intake};
@@ -118,27 +118,30 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher) -> Result
         let metrics = crate::ops::install_metrics()?;
         let store = open_store(config).await?;
         let index_dir = config.data_dir.join("index");
+        let index_failure =
+            |e: tripline_index::IndexError| Failure::Runtime(anyhow::anyhow!("index in {}: {e}", index_dir.display()));
+        let home = IndexHome::open(&index_dir).map_err(index_failure)?;
         let index = if roles.contains(&"indexer") || roles.contains(&"api") {
-            Some(
-                TripIndex::open_or_create(&index_dir)
-                    .map_err(|e| Failure::Runtime(anyhow::anyhow!("index in {}: {e}", index_dir.display())))?,
-            )
+            Some(LiveIndex::open(home.clone()).map_err(index_failure)?)
         } else {
             None
         };
-        let mut routes = crate::ops::routes(metrics);
+        let admin_token = crate::admin::random_hex()?;
+        let mut routes =
+            crate::ops::routes(metrics).merge(crate::admin::routes(store.clone(), home, admin_token.clone()));
         if let (true, Some(index)) = (roles.contains(&"api"), &index) {
             let limits = ApiConfig { rate_per_s: config.http.rate_per_s, burst: config.http.burst };
             routes =
                 routes.merge(tripline_query_api::router(ApiState::with_config(store.clone(), index.clone(), limits)));
             if !roles.contains(&"indexer") {
-                // Another process writes the index: pick up its commits.
+                // Another process writes the index: pick up its commits, and its generation
+                // after a rebuild.
                 let index = index.clone();
                 tokio::spawn(async move {
                     let mut tick = tokio::time::interval(INDEX_RELOAD);
                     loop {
                         tick.tick().await;
-                        if let Err(error) = index.reload() {
+                        if let Err(error) = index.refresh().and_then(|_| index.get().reload()) {
                             tracing::warn!(%error, "reloading the index failed");
                         }
                     }
@@ -146,6 +149,9 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher) -> Result
             }
         }
         let http = crate::ops::serve_router(config.http.listen, routes).await?;
+        let admin_file =
+            crate::admin::AdminFile { http: http.to_string(), token: admin_token, pid: std::process::id() };
+        let _published = crate::admin::publish(&config.data_dir, &admin_file)?;
         eprintln!("tripline: health and metrics on http://{http}/healthz and http://{http}/metrics");
         if roles.contains(&"api") {
             eprintln!("tripline: query API on http://{http}/v1/trips");

@@ -43,7 +43,9 @@ impl IndexHome {
             Ok(text) => {
                 let name = text.trim();
                 if generation_number(name).is_none() {
-                    return Err(IndexError::Tantivy { detail: format!("{}: no generation in {name:?}", path.display()) });
+                    return Err(IndexError::Tantivy {
+                        detail: format!("{}: no generation in {name:?}", path.display()),
+                    });
                 }
                 Ok(name.to_owned())
             }
@@ -92,10 +94,11 @@ impl IndexHome {
         let newest = keep.iter().flatten().max().copied().unwrap_or(0);
         for (number, path) in self.generations()? {
             // Older than both: nobody reads it any more. Newer ones may be another rebuild.
-            if !keep.contains(&Some(number)) && number < newest {
-                if let Err(error) = std::fs::remove_dir_all(&path) {
-                    tracing::warn!(%error, path = %path.display(), "removing an old index generation failed");
-                }
+            if !keep.contains(&Some(number))
+                && number < newest
+                && let Err(error) = std::fs::remove_dir_all(&path)
+            {
+                tracing::warn!(%error, path = %path.display(), "removing an old index generation failed");
             }
         }
         Ok(())
@@ -115,6 +118,12 @@ impl IndexHome {
 
 fn generation_number(name: &str) -> Option<u64> {
     name.strip_prefix(PREFIX)?.parse().ok()
+}
+
+impl From<TripIndex> for LiveIndex {
+    fn from(index: TripIndex) -> Self {
+        LiveIndex::fixed(index)
+    }
 }
 
 /// The index generation in use, shared by the tasks of a process and replaced when `CURRENT`

@@ -240,7 +240,11 @@ async fn rebuild_while_writing<S: Store>(name: &str, store: S, index_dir: &std::
                 let got = indexed(&live.get(), tenant);
                 let missing: Vec<_> = expected.iter().filter(|(k, v)| got.get(*k) != Some(v)).take(5).collect();
                 let extra: Vec<_> = got.iter().filter(|(k, v)| expected.get(*k) != Some(v)).take(5).collect();
-                panic!("{tenant}: index {} trips, store {}; store-only {missing:?}, index-only {extra:?}", got.len(), expected.len());
+                panic!(
+                    "{tenant}: index {} trips, store {}; store-only {missing:?}, index-only {extra:?}",
+                    got.len(),
+                    expected.len()
+                );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

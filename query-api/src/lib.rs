@@ -20,7 +20,7 @@ mod views;
 use std::sync::Arc;
 
 use axum::Router;
-use tripline_index::TripIndex;
+use tripline_index::LiveIndex;
 use tripline_store::Store;
 
 pub use auth::api_key_hash;
@@ -32,8 +32,8 @@ pub use limits::ApiConfig;
 pub struct ApiState<S> {
     /// The write store.
     pub store: S,
-    /// The read store.
-    pub index: TripIndex,
+    /// The read store (the generation in use).
+    pub index: LiveIndex,
     config: ApiConfig,
     keys: auth::KeyCache,
     limiter: limits::RateLimiter,
@@ -41,13 +41,19 @@ pub struct ApiState<S> {
 
 impl<S> ApiState<S> {
     /// The state over a store and an index, with default limits.
-    pub fn new(store: S, index: TripIndex) -> Self {
+    pub fn new(store: S, index: impl Into<LiveIndex>) -> Self {
         ApiState::with_config(store, index, ApiConfig::default())
     }
 
     /// The state with `config`'s limits.
-    pub fn with_config(store: S, index: TripIndex, config: ApiConfig) -> Self {
-        ApiState { store, index, config, keys: auth::KeyCache::default(), limiter: limits::RateLimiter::default() }
+    pub fn with_config(store: S, index: impl Into<LiveIndex>, config: ApiConfig) -> Self {
+        ApiState {
+            store,
+            index: index.into(),
+            config,
+            keys: auth::KeyCache::default(),
+            limiter: limits::RateLimiter::default(),
+        }
     }
 }
 

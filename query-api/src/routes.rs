@@ -49,7 +49,7 @@ fn run_search<S: Store>(
     tenant: &TenantId,
     query: &TripQuery,
 ) -> Result<Json<SearchAnswer>, ApiError> {
-    let page = state.index.search(tenant, query)?;
+    let page = state.index.get().search(tenant, query)?;
     Ok(Json(SearchAnswer { total: page.total, trips: page.trips, next_cursor: page.next.map(|c| c.encode()) }))
 }
 
@@ -78,7 +78,7 @@ pub(crate) async fn stats<S: Store>(
 ) -> Result<Json<StatsAnswer>, ApiError> {
     let tenant = tenant(&state, &headers).await?;
     let (query, group) = params::stats(&pairs)?;
-    let buckets = state.index.stats(&tenant, &query, group)?;
+    let buckets = state.index.get().stats(&tenant, &query, group)?;
     Ok(Json(StatsAnswer { buckets: buckets.into_iter().map(BucketView::from).collect() }))
 }
 
@@ -161,5 +161,5 @@ pub(crate) async fn rejections<S: Store>(
 pub(crate) async fn ready<S: Store>(State(state): Shared<S>) -> Result<Json<Value>, ApiError> {
     let probe = TenantId::parse("readiness-probe").map_err(|e| ApiError::internal(&e))?;
     state.store.tenant_exists(&probe).await?;
-    Ok(Json(json!({"status": "ready", "indexed_trips": state.index.document_count()})))
+    Ok(Json(json!({"status": "ready", "indexed_trips": state.index.get().document_count()})))
 }

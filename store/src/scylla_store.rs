@@ -1048,8 +1048,7 @@ impl ChangeFeed for ScyllaStore {
     }
 
     async fn feed_head(&self) -> StoreResult<Checkpoint> {
-        let writers: Vec<(String, i64)> =
-            self.rows("feed writers", &self.inner.statements.select_writers, ()).await?;
+        let writers: Vec<(String, i64)> = self.rows("feed writers", &self.inner.statements.select_writers, ()).await?;
         let positions = writers.into_iter().map(|(writer, watermark)| (writer, u64::try_from(watermark).unwrap_or(0)));
         Ok(Checkpoint { positions: positions.collect() })
     }

@@ -15,6 +15,10 @@ fn open_store(dir: &Path) -> EmbeddedStore {
     EmbeddedStore::open(&EmbeddedConfig { path: dir.join("tripline-data/store"), retention_s: 86_400 * 30 }).unwrap()
 }
 
+fn tripline(args: &[&str], dir: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tripline")).args(args).current_dir(dir).output().unwrap()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -85,7 +89,8 @@ async fn embedded_broker_and_store_keep_everything_acknowledged_through_a_gracef
     let expected = vec![(MESSAGES * POINTS) as u64; VEHICLES];
     assert_eq!(trips_complete(&dir, &prefix).await, expected, "every acknowledged point stored");
     // ... and indexed: the indexer stopped after ingest, with everything ingest wrote.
-    let index = tripline_index::TripIndex::open_or_create(&dir.join("tripline-data/index")).unwrap();
+    let home = tripline_index::IndexHome::open(&dir.join("tripline-data/index")).unwrap();
+    let index = tripline_index::LiveIndex::open(home).unwrap().get();
     let page = index
         .search(&TenantId::parse("acme").unwrap(), &tripline_index::TripQuery { limit: 1000, ..Default::default() })
         .unwrap();
@@ -115,7 +120,29 @@ async fn embedded_broker_and_store_keep_everything_acknowledged_through_a_gracef
     assert_eq!(page["total"], VEHICLES as u64);
     assert!(page["trips"].as_array().unwrap().iter().all(|t| t["point_count"] == (MESSAGES * POINTS) as u64));
     assert_eq!(http_get(&http, "/v1/trips").0, 401);
+
+    // While the process holds the embedded store, administration goes through it.
+    let created = tripline(&["tenant", "create", "globex"], &dir);
+    assert_eq!(created.status.code(), Some(0), "{}", String::from_utf8_lossy(&created.stderr));
+    let globex_key = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    let added = tripline(&["fleet", "add", "--tenant", "globex", "g-car-1"], &dir);
+    assert_eq!(added.status.code(), Some(0), "{}", String::from_utf8_lossy(&added.stderr));
+    let taken = tripline(&["fleet", "add", "--tenant", "globex", &format!("{prefix}-0")], &dir);
+    assert_eq!(taken.status.code(), Some(1), "a vehicle of acme stays acme's");
+    assert!(String::from_utf8_lossy(&taken.stderr).contains("already belongs"));
+    let (status, body) = http_get_with_key(&http, "/v1/trips", Some(&globex_key));
+    assert_eq!((status, serde_json::from_str::<serde_json::Value>(&body).unwrap()["total"].clone()), (200, 0.into()));
+    let rebuilt = tripline(&["reindex"], &dir);
+    let stderr = String::from_utf8_lossy(&rebuilt.stderr);
+    assert_eq!(rebuilt.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(&format!("index rebuilt: {VEHICLES} trips")) && stderr.contains("gen-2"), "{stderr}");
+    let (status, body) = http_get_with_key(&http, "/v1/trips?limit=1000", Some("acme-key"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["total"], VEHICLES as u64);
     sigterm(&mut running);
+    assert!(!dir.join("tripline-data/admin.json").exists(), "a stopped process unpublishes itself");
+    // Without a running process, the commands open the store themselves.
+    assert_eq!(tripline(&["fleet", "add", "--tenant", "globex", "g-car-2"], &dir).status.code(), Some(0));
     assert_eq!(trips_complete(&dir, &prefix).await, expected, "a re-publish changes nothing");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,0 +1,350 @@
+//! Administration through a running `tripline run`: `tenant create`, `fleet add|import` and
+//! `reindex` work whether or not a process is using the store. The embedded store can be opened
+//! by one process only, so while `run` holds it the commands go through that process.
+//!
+//! On start, `run` writes `data_dir/admin.json` (owner-only): the address of its HTTP listener
+//! and a random token. A command finds the file, calls `/admin/v1/…` with the token, and falls
+//! back to opening the store itself when no process answers. An API key never crosses this
+//! channel: the command creates the key and sends only its hash.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tripline_index::IndexHome;
+use tripline_model::{TenantId, VehicleId};
+use tripline_store::{AnyStore, Registry, StoreError};
+
+use crate::Failure;
+
+/// What `run` publishes in `data_dir/admin.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct AdminFile {
+    /// `host:port` of the process's HTTP listener.
+    pub(crate) http: String,
+    /// The bearer token of `/admin/v1/…`.
+    pub(crate) token: String,
+    /// The process id, for operators.
+    pub(crate) pid: u32,
+}
+
+fn admin_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.json")
+}
+
+/// A random token: 32 bytes in hex.
+pub(crate) fn random_hex() -> Result<String, Failure> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| Failure::Runtime(anyhow::anyhow!("no randomness: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Removes `admin.json` when the running process stops.
+#[derive(Debug)]
+pub(crate) struct Published {
+    path: PathBuf,
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Writes `admin.json` readable by the owner only.
+pub(crate) fn publish(data_dir: &Path, file: &AdminFile) -> Result<Published, Failure> {
+    let path = admin_path(data_dir);
+    let tmp = data_dir.join("admin.json.tmp");
+    let text = serde_json::to_string_pretty(file).map_err(|e| Failure::Runtime(e.into()))?;
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(data_dir)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        std::io::Write::write_all(&mut options.open(&tmp)?, text.as_bytes())?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| Failure::Runtime(anyhow::anyhow!("writing {}: {e}", path.display())))?;
+    Ok(Published { path })
+}
+
+/// The state of the admin routes.
+#[derive(Debug)]
+pub(crate) struct AdminState {
+    store: AnyStore,
+    home: IndexHome,
+    token: String,
+    rebuild: Arc<Rebuild>,
+}
+
+/// A rebuild running in this process, as the admin routes report it.
+#[derive(Debug, Default)]
+struct Rebuild {
+    trips: AtomicU64,
+    status: Mutex<RebuildStatus>,
+}
+
+/// The state of the last rebuild, as `GET /admin/v1/reindex` answers it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub(crate) struct RebuildStatus {
+    /// `idle`, `running`, `done` or `failed`.
+    pub(crate) state: String,
+    /// Trips written into the new generation so far.
+    pub(crate) trips: u64,
+    /// Trips in the index in use when the rebuild started (for a progress estimate).
+    pub(crate) estimate: u64,
+    /// The generation built (when done).
+    pub(crate) generation: Option<String>,
+    /// Trips per second (when done).
+    pub(crate) rate: Option<f64>,
+    /// Why it failed.
+    pub(crate) error: Option<String>,
+}
+
+/// The admin routes, served beside the others on `[http] listen`.
+pub(crate) fn routes(store: AnyStore, home: IndexHome, token: String) -> Router {
+    let state = Arc::new(AdminState { store, home, token, rebuild: Arc::default() });
+    Router::new()
+        .route("/admin/v1/tenants", post(create_tenant))
+        .route("/admin/v1/vehicles", post(add_vehicles))
+        .route("/admin/v1/reindex", post(start_reindex).get(reindex_status))
+        .with_state(state)
+}
+
+/// An admin failure: status and one-line reason.
+struct AdminError(StatusCode, String);
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(error: StoreError) -> Self {
+        let status = match error {
+            StoreError::TenantExists { .. } | StoreError::VehicleOwned { .. } => StatusCode::CONFLICT,
+            StoreError::UnknownTenant { .. } => StatusCode::NOT_FOUND,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        AdminError(status, error.to_string())
+    }
+}
+
+fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), AdminError> {
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    // Length and content compared without an early exit on the first difference.
+    let same = given.len() == state.token.len()
+        && given.bytes().zip(state.token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    if same { Ok(()) } else { Err(AdminError(StatusCode::UNAUTHORIZED, "admin token required".to_owned())) }
+}
+
+/// `POST /admin/v1/tenants`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct NewTenant {
+    pub(crate) name: String,
+    pub(crate) api_key_hash: String,
+}
+
+async fn create_tenant(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Json(body): Json<NewTenant>,
+) -> Result<StatusCode, AdminError> {
+    authorize(&state, &headers)?;
+    let tenant = TenantId::parse(&body.name).map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if body.api_key_hash.len() != 64 || !body.api_key_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AdminError(StatusCode::BAD_REQUEST, "api_key_hash: 64 hex digits".to_owned()));
+    }
+    state.store.create_tenant(&tenant, &body.api_key_hash).await?;
+    Ok(StatusCode::CREATED)
+}
+
+/// `POST /admin/v1/vehicles`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct NewVehicles {
+    pub(crate) tenant: String,
+    pub(crate) vehicle_ids: Vec<String>,
+}
+
+async fn add_vehicles(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Json(body): Json<NewVehicles>,
+) -> Result<StatusCode, AdminError> {
+    authorize(&state, &headers)?;
+    let bad = |e: String| AdminError(StatusCode::BAD_REQUEST, e);
+    let tenant = TenantId::parse(&body.tenant).map_err(|e| bad(format!("tenant: {e}")))?;
+    let vehicles = body
+        .vehicle_ids
+        .iter()
+        .map(|v| VehicleId::parse(v).map_err(|e| bad(format!("vehicle id {v:?}: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    state.store.add_vehicles(&tenant, &vehicles).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn start_reindex(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Result<Response, AdminError> {
+    authorize(&state, &headers)?;
+    let estimate = estimate(&state.home);
+    {
+        let mut status = state.rebuild.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if status.state == "running" {
+            return Err(AdminError(StatusCode::CONFLICT, "a reindex is already running".to_owned()));
+        }
+        *status = RebuildStatus { state: "running".to_owned(), estimate, ..RebuildStatus::default() };
+    }
+    state.rebuild.trips.store(0, Ordering::Relaxed);
+    let rebuild = Arc::clone(&state.rebuild);
+    let counter = Arc::clone(&state.rebuild);
+    let task = tripline_indexer::reindex(state.store.clone(), state.home.clone(), move |n| {
+        counter.trips.store(n, Ordering::Relaxed)
+    });
+    tokio::spawn(async move {
+        let outcome = task.await;
+        let mut status = rebuild.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match outcome {
+            Ok(report) => {
+                tracing::info!(generation = %report.generation, trips = report.trips, "reindex done");
+                status.state = "done".to_owned();
+                status.trips = report.trips;
+                status.rate = Some(report.rate());
+                status.generation = Some(report.generation);
+            }
+            Err(error) => {
+                tracing::error!(%error, "reindex failed");
+                status.state = "failed".to_owned();
+                status.error = Some(error.to_string());
+            }
+        }
+    });
+    Ok((StatusCode::ACCEPTED, Json(current_status(&state)?)).into_response())
+}
+
+fn current_status(state: &AdminState) -> Result<RebuildStatus, AdminError> {
+    let mut status = state.rebuild.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    if status.state.is_empty() {
+        status.state = "idle".to_owned();
+    }
+    if status.state == "running" {
+        status.trips = state.rebuild.trips.load(Ordering::Relaxed);
+    }
+    Ok(status)
+}
+
+async fn reindex_status(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+) -> Result<Json<RebuildStatus>, AdminError> {
+    authorize(&state, &headers)?;
+    Ok(Json(current_status(&state)?))
+}
+
+/// Trips in the generation in use: the likely size of a rebuild.
+pub(crate) fn estimate(home: &IndexHome) -> u64 {
+    home.current().and_then(|name| home.open_generation(&name)).map(|index| index.document_count()).unwrap_or(0)
+}
+
+/// A running `tripline run` reached through its `admin.json`.
+#[derive(Debug)]
+pub(crate) struct Remote {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+/// What a remote call answered that was not success.
+#[derive(Debug)]
+pub(crate) enum RemoteError {
+    /// Nobody answers there: the process is gone.
+    Unreachable,
+    /// The process refused: status and reason.
+    Refused(u16, String),
+}
+
+impl Remote {
+    /// The running process publishing `admin.json` in `data_dir`, if there is one.
+    pub(crate) fn find(data_dir: &Path) -> Option<Remote> {
+        let text = std::fs::read_to_string(admin_path(data_dir)).ok()?;
+        let file: AdminFile = serde_json::from_str(&text).ok()?;
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .new_agent();
+        Some(Remote { base: format!("http://{}", file.http), token: file.token, agent })
+    }
+
+    fn call<T: Serialize>(&self, method: &str, path: &str, body: Option<&T>) -> Result<String, RemoteError> {
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {}", self.token);
+        let response = match (method, body) {
+            ("POST", Some(body)) => self.agent.post(&url).header("Authorization", &auth).send_json(body),
+            ("POST", None) => self.agent.post(&url).header("Authorization", &auth).send_empty(),
+            _ => self.agent.get(&url).header("Authorization", &auth).call(),
+        };
+        let mut response = response.map_err(|_| RemoteError::Unreachable)?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        if (200..300).contains(&status) {
+            return Ok(text);
+        }
+        if status == 401 || status == 404 {
+            // Another program on that port, or a process of an older run: not ours.
+            return Err(RemoteError::Unreachable);
+        }
+        let reason = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or(text);
+        Err(RemoteError::Refused(status, reason))
+    }
+
+    pub(crate) fn create_tenant(&self, name: &str, api_key_hash: &str) -> Result<(), RemoteError> {
+        let body = NewTenant { name: name.to_owned(), api_key_hash: api_key_hash.to_owned() };
+        self.call("POST", "/admin/v1/tenants", Some(&body)).map(drop)
+    }
+
+    pub(crate) fn add_vehicles(&self, tenant: &str, vehicles: &[String]) -> Result<(), RemoteError> {
+        let body = NewVehicles { tenant: tenant.to_owned(), vehicle_ids: vehicles.to_vec() };
+        self.call("POST", "/admin/v1/vehicles", Some(&body)).map(drop)
+    }
+
+    pub(crate) fn start_reindex(&self) -> Result<RebuildStatus, RemoteError> {
+        let text = self.call::<()>("POST", "/admin/v1/reindex", None)?;
+        serde_json::from_str(&text).map_err(|e| RemoteError::Refused(200, e.to_string()))
+    }
+
+    pub(crate) fn reindex_status(&self) -> Result<RebuildStatus, RemoteError> {
+        let text = self.call::<()>("GET", "/admin/v1/reindex", None)?;
+        serde_json::from_str(&text).map_err(|e| RemoteError::Refused(200, e.to_string()))
+    }
+}
+
+/// Runs `op` through the running process publishing `admin.json` in `data_dir`; `None` when no
+/// such process answers (the caller opens the store itself).
+pub(crate) fn through_running<T>(
+    data_dir: &Path,
+    op: impl FnOnce(&Remote) -> Result<T, RemoteError>,
+) -> Option<Result<T, Failure>> {
+    let remote = Remote::find(data_dir)?;
+    match op(&remote) {
+        Ok(value) => Some(Ok(value)),
+        Err(RemoteError::Unreachable) => None,
+        // Bad input is a usage error, as it is without a running process.
+        Err(RemoteError::Refused(400, reason)) => Some(Err(Failure::Usage(reason))),
+        Err(RemoteError::Refused(_, reason)) => Some(Err(Failure::Runtime(anyhow::anyhow!(reason)))),
+    }
+}
