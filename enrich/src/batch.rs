@@ -86,8 +86,8 @@ pub fn summarize_records(records: Vec<FileRecord>, engine: &Enricher) -> BatchOu
             if let Some(report) = trip.report(engine, TripStatus::Completed, None) {
                 output.reports.push(report);
             }
-            if !trip.jumps().is_empty() {
-                *output.rejected.entry(RejectReason::ImplausibleJump).or_default() += trip.jumps().len() as u64;
+            if trip.jump_count() > 0 {
+                *output.rejected.entry(RejectReason::ImplausibleJump).or_default() += trip.jump_count() as u64;
             }
         }
     }

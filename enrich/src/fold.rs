@@ -121,10 +121,18 @@ const HARSH: [EventKind; 3] = [EventKind::HarshBraking, EventKind::HarshAccelera
 /// State of the pass after some prefix of a trip's points.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Fold {
+    /// The kept points held: all, or the recent ones after [`Fold::trim`].
     pub(crate) kept: Vec<EnrichedPoint>,
+    /// Kept points dropped from the front of `kept`.
+    pub(crate) kept_trimmed: usize,
+    /// The first kept point, once the front was trimmed.
+    first_kept: Option<EnrichedPoint>,
+    /// Points dropped as implausible jumps, all of them (never trimmed: they are rare, and not
+    /// in the store, so a rebuild of a trimmed trip needs them from here).
     pub(crate) jumps: Vec<Point>,
     jump_streak: u32,
-    /// Index in `kept` where the current continuous stretch began (after a re-anchoring jump).
+    /// Kept point (counted from the trip's first, trimmed or not) where the current continuous
+    /// stretch began (after a re-anchoring jump).
     stretch_start: usize,
     /// Where distance was last counted from: the last moving point, or while standing still the
     /// running mean of the stationary samples (a mean wanders far less than single samples).
@@ -146,7 +154,41 @@ pub(crate) struct Fold {
     open_speeding: Option<Episode>,
 }
 
+/// The fewest kept points a trim leaves: the pass looks back at most this far.
+pub(crate) const MIN_HELD: usize = BASELINE_LOOKBACK + 2;
+
 impl Fold {
+    /// The first kept point of the trip.
+    pub(crate) fn first_kept(&self) -> Option<&EnrichedPoint> {
+        self.first_kept.as_ref().or(self.kept.first())
+    }
+
+    /// Kept points in all, held or trimmed.
+    pub(crate) fn kept_count(&self) -> usize {
+        self.kept_trimmed + self.kept.len()
+    }
+
+    /// Jumps in all.
+    pub(crate) fn jump_count(&self) -> usize {
+        self.jumps.len()
+    }
+
+    /// Drops the kept points before number `upto` (counted from the trip's first), leaving at
+    /// least [`MIN_HELD`]. Returns the first point held when something was dropped.
+    pub(crate) fn trim(&mut self, upto: usize) -> Option<&Point> {
+        let held_from = upto.min(self.kept_count().saturating_sub(MIN_HELD));
+        if held_from <= self.kept_trimmed {
+            return None;
+        }
+        let n = held_from - self.kept_trimmed;
+        if self.first_kept.is_none() {
+            self.first_kept = self.kept.first().cloned();
+        }
+        self.kept.drain(..n);
+        self.kept_trimmed += n;
+        self.kept.first().map(|p| &p.point)
+    }
+
     /// Feeds the next point (not earlier than any point fed before).
     pub(crate) fn push(&mut self, point: &Point, engine: &Enricher) {
         let cfg = &engine.config;
@@ -357,7 +399,7 @@ impl Fold {
         self.jump_streak = 0;
         self.standing = true;
         self.left_radius_at_ms = None;
-        self.stretch_start = self.kept.len();
+        self.stretch_start = self.kept_trimmed + self.kept.len();
         self.anchor = Anchor::at(point);
         let speed_mps = point.speed_mps.unwrap_or(0.0);
         self.max_speed_mps = self.max_speed_mps.max(speed_mps);
@@ -377,7 +419,9 @@ impl Fold {
 
     fn baseline_reference(&self, ts_ms: i64, baseline_s: f64) -> usize {
         let last = self.kept.len() - 1;
-        let lowest = last.saturating_sub(BASELINE_LOOKBACK).max(self.stretch_start);
+        // `kept` holds at least `BASELINE_LOOKBACK + 1` points when trimmed, so a stretch that
+        // began before the trim is never the bound.
+        let lowest = last.saturating_sub(BASELINE_LOOKBACK).max(self.stretch_start.saturating_sub(self.kept_trimmed));
         (lowest..=last)
             .rev()
             .find(|&i| (ts_ms - self.kept[i].point.ts_ms) as f64 / 1000.0 >= baseline_s)

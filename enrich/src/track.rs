@@ -5,7 +5,8 @@
 //! the same whatever order the points arrived in.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 
 use tripline_model::Point;
 
@@ -47,22 +48,70 @@ pub enum Insertion {
     Duplicate,
 }
 
-/// The sorted, de-duplicated points of one trip.
+/// The sorted, de-duplicated points of one trip: all of them, or (after [`TripPoints::trim_before`])
+/// the recent ones, with the first point remembered.
 #[derive(Clone, Debug, Default)]
 pub struct TripPoints {
     points: Vec<Point>,
     ts_by_seq: HashMap<u64, i64>,
+    /// Points dropped from the front.
+    trimmed: usize,
+    /// The first point, once the front was trimmed.
+    first: Option<Point>,
+    /// A 64-bit hash of every field of each point dropped from the front: a redelivered point
+    /// is recognised as a duplicate without holding it (8 bytes a point instead of a point).
+    trimmed_hashes: HashSet<u64>,
+}
+
+/// A hash of every field of `point`.
+fn full_hash(point: &Point) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    (point.ts_ms, point.seq, point.lat.to_bits(), point.lon.to_bits()).hash(&mut hasher);
+    [point.speed_mps, point.heading_deg, point.accuracy_m, point.alt_m, point.odometer_m]
+        .map(opt_bits)
+        .hash(&mut hasher);
+    point.ignition.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl TripPoints {
-    /// The points, in canonical order.
+    /// The points held, in canonical order (the recent ones after a trim).
     pub fn as_slice(&self) -> &[Point] {
         &self.points
     }
 
-    /// How many points.
+    /// How many points held.
     pub fn len(&self) -> usize {
         self.points.len()
+    }
+
+    /// How many points were dropped from the front.
+    pub fn trimmed(&self) -> usize {
+        self.trimmed
+    }
+
+    /// The first point of the trip (held or not).
+    pub fn first(&self) -> Option<&Point> {
+        self.first.as_ref().or(self.points.first())
+    }
+
+    /// Drops the points before `point` in canonical order (they are durable elsewhere); a point
+    /// inserted before the ones held afterwards is reported as [`Insertion::Changed`].
+    pub fn trim_before(&mut self, point: &Point) {
+        let n = self.points.partition_point(|p| canonical_cmp(p, point) == Ordering::Less);
+        if n == 0 {
+            return;
+        }
+        if self.first.is_none() {
+            self.first = self.points.first().cloned();
+        }
+        for removed in self.points.drain(..n) {
+            if let Some(seq) = removed.seq {
+                self.ts_by_seq.remove(&seq);
+            }
+            self.trimmed_hashes.insert(full_hash(&removed));
+        }
+        self.trimmed += n;
     }
 
     /// Whether there are none.
@@ -76,8 +125,15 @@ impl TripPoints {
         start..end
     }
 
-    /// Adds `point` unless an equal or preferred duplicate is already there.
+    /// Adds `point` unless an equal or preferred duplicate is already there. A point before
+    /// those held after a trim is a duplicate when it equals a dropped one, else `Changed`.
     pub fn insert(&mut self, point: Point) -> Insertion {
+        if self.trimmed > 0
+            && self.points.first().is_none_or(|first| canonical_cmp(&point, first) == Ordering::Less)
+            && self.trimmed_hashes.contains(&full_hash(&point))
+        {
+            return Insertion::Duplicate;
+        }
         // Indices of the duplicates `point` would replace.
         let mut duplicates: Vec<usize> = Vec::new();
         if let Some(seq) = point.seq

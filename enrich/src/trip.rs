@@ -21,6 +21,10 @@ pub struct AddOutcome {
     pub recompute: bool,
 }
 
+/// Kept points a live trip holds in memory after [`TripEngine::trim`]: enough for the pass to
+/// continue, and for a message or two arriving slightly out of order.
+pub(crate) const HELD_POINTS: usize = 64;
+
 /// Everything the engine says about a trip.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TripReport {
@@ -39,8 +43,11 @@ pub struct TripEngine {
     /// Points dropped before enrichment (by the decoder's per-point rules), as a set.
     rejected: BTreeSet<(i64, u64, u64, u64)>,
     fold: Fold,
-    /// How many of `points` the fold has consumed; `None` when it must start over.
+    /// How many points (counted from the trip's first) the fold has consumed; `None` when it
+    /// must start over.
     folded: Option<usize>,
+    /// A point landed among points no longer held: the trip must be rebuilt from all its points.
+    needs_history: bool,
 }
 
 impl TripEngine {
@@ -53,6 +60,7 @@ impl TripEngine {
             rejected: BTreeSet::new(),
             fold: Fold::default(),
             folded: Some(0),
+            needs_history: false,
         }
     }
 
@@ -81,6 +89,7 @@ impl TripEngine {
                     outcome.added += 1;
                     outcome.recompute = true;
                     self.folded = None;
+                    self.needs_history |= self.points.trimmed() > 0;
                 }
                 Insertion::Duplicate => outcome.duplicates += 1,
             }
@@ -98,8 +107,19 @@ impl TripEngine {
             .count()
     }
 
-    /// Brings the pass up to date with every point added.
+    /// Whether a point landed among points this engine no longer holds (see
+    /// [`TripEngine::trim`]): it cannot compute the trip until rebuilt from all the trip's
+    /// points (the stored ones and [`TripEngine::points`]).
+    pub fn needs_history(&self) -> bool {
+        self.needs_history
+    }
+
+    /// Brings the pass up to date with every point added (nothing while it
+    /// [needs history](TripEngine::needs_history)).
     pub fn refresh(&mut self, engine: &Enricher) {
+        if self.needs_history {
+            return;
+        }
         let start = match self.folded {
             Some(n) => n,
             None => {
@@ -107,33 +127,87 @@ impl TripEngine {
                 0
             }
         };
-        for point in &self.points.as_slice()[start..] {
+        let trimmed = self.points.trimmed();
+        for point in &self.points.as_slice()[start - trimmed..] {
             self.fold.push(point, engine);
         }
-        self.folded = Some(self.points.len());
+        self.folded = Some(trimmed + self.points.len());
     }
 
-    /// Every point kept by the pass, enriched, in time order (after [`TripEngine::refresh`]).
+    /// The kept points held, enriched, in time order (after [`TripEngine::refresh`]): all of
+    /// them, or the most recent after a trim.
     pub fn enriched(&self) -> &[EnrichedPoint] {
         &self.fold.kept
     }
 
-    /// Points the pass dropped as implausible jumps (after [`TripEngine::refresh`]).
+    /// The kept points from number `from` (counted from the trip's first) that are held.
+    pub fn enriched_from(&self, from: usize) -> &[EnrichedPoint] {
+        let kept = &self.fold.kept;
+        &kept[from.saturating_sub(self.fold.kept_trimmed).min(kept.len())..]
+    }
+
+    /// How many points the pass kept in all (after [`TripEngine::refresh`]).
+    pub fn kept_count(&self) -> usize {
+        self.fold.kept_count()
+    }
+
+    /// Points the pass dropped as implausible jumps (after [`TripEngine::refresh`]); kept
+    /// through trims.
     pub fn jumps(&self) -> &[Point] {
         &self.fold.jumps
     }
 
-    /// All points added and not duplicates, in canonical order.
+    /// How many points the pass dropped as implausible jumps in all.
+    pub fn jump_count(&self) -> usize {
+        self.fold.jump_count()
+    }
+
+    /// The points held (all added and not duplicates, or the recent ones after a trim, beside
+    /// [`TripEngine::jumps`]), in canonical order.
     pub fn points(&self) -> &[Point] {
         self.points.as_slice()
+    }
+
+    /// The trip's first point.
+    pub fn first_point(&self) -> Option<&Point> {
+        self.points.first()
+    }
+
+    /// The points rejected by the decoder, as recorded (to carry them into a rebuilt engine).
+    pub fn take_rejected(&mut self) -> BTreeSet<(i64, u64, u64, u64)> {
+        std::mem::take(&mut self.rejected)
+    }
+
+    /// Takes over rejected points recorded by another engine of the same trip.
+    pub fn restore_rejected(&mut self, rejected: BTreeSet<(i64, u64, u64, u64)>) {
+        self.rejected.extend(rejected);
+    }
+
+    /// Forgets all but the last [`HELD_POINTS`] kept points, and never any of the first
+    /// `durable` (counted from the trip's first): those must be in the store, since a point
+    /// landing among them makes the engine [need history](TripEngine::needs_history). Bounds a
+    /// live trip's memory whatever its length. Call after [`TripEngine::refresh`].
+    pub fn trim(&mut self, durable: usize) {
+        if self.needs_history || self.folded != Some(self.points.trimmed() + self.points.len()) {
+            return;
+        }
+        let upto = durable.min(self.fold.kept_count().saturating_sub(HELD_POINTS));
+        if let Some(oldest) = self.fold.trim(upto) {
+            let oldest = oldest.clone();
+            self.points.trim_before(&oldest);
+            self.folded = Some(self.points.trimmed() + self.points.len());
+        }
     }
 
     /// The trip's report with the given status and update time; `None` while no point is kept.
     pub fn report(&mut self, engine: &Enricher, status: TripStatus, updated_at_ms: Option<i64>) -> Option<TripReport> {
         self.refresh(engine);
+        if self.needs_history {
+            return None;
+        }
         let fold = &self.fold;
         let closing = fold.finished(engine.config.speeding_min_duration_s);
-        let first = fold.kept.first()?;
+        let first = fold.first_kept()?;
         let last = fold.kept.last()?;
         let mut events = EventCounts::default();
         for event in &closing.events {
@@ -173,8 +247,8 @@ impl TripEngine {
             events,
             speeding_s: round(closing.speeding_s, 1),
             night_driving_s: round(fold.night_s, 1),
-            point_count: fold.kept.len() as u64,
-            rejected_point_count: (fold.jumps.len() + self.rejected.len()) as u64,
+            point_count: fold.kept_count() as u64,
+            rejected_point_count: (fold.jump_count() + self.rejected.len()) as u64,
             score,
             score_version: SCORE_VERSION,
             updated_at: to_datetime(updated_at_ms.unwrap_or(last.point.ts_ms)),

@@ -240,6 +240,7 @@ impl<S: Store> Worker<S> {
             Some(trip_id) => {
                 let live = self.open_trip(tenant, &vehicle_id, &trip_id, false).await;
                 add_points(live, points, &rejected_points);
+                self.rebuild_if_needed(&vehicle_id, &trip_id).await;
             }
             None => {
                 let mut points = points;
@@ -249,6 +250,7 @@ impl<S: Store> Worker<S> {
                     let auto = is_auto_id(&trip_id);
                     let live = self.open_trip(tenant, &vehicle_id, &trip_id, auto).await;
                     add_points(live, vec![point], &[]);
+                    self.rebuild_if_needed(&vehicle_id, &trip_id).await;
                 }
                 if !rejected_points.is_empty()
                     && let Some(open) = self.open_auto.get(&vehicle_id).cloned()
@@ -260,6 +262,27 @@ impl<S: Store> Worker<S> {
         }
     }
 
+    /// A point landed among the points a live trip no longer holds in memory: rebuilds the
+    /// trip from its stored points and the ones held, and rewrites it whole.
+    async fn rebuild_if_needed(&mut self, vehicle: &VehicleId, trip_id: &TripId) {
+        let key = (vehicle.clone(), trip_id.clone());
+        let Some(tenant) = self.trips.get(&key).filter(|l| l.engine.needs_history()).map(|l| l.tenant.clone()) else {
+            return;
+        };
+        let stored = self.stored_points(&tenant, vehicle, trip_id).await;
+        let Some(live) = self.trips.get_mut(&key) else { return };
+        let mut engine = TripEngine::new(vehicle.clone(), live.engine.trip_id().clone());
+        engine.add_points(stored);
+        // The store has the kept points; the jumps and the points not yet written are here.
+        engine.add_points(live.engine.jumps().to_vec());
+        engine.add_points(live.engine.points().to_vec());
+        engine.restore_rejected(live.engine.take_rejected());
+        live.engine = engine;
+        live.rewrite_all = true;
+        live.dirty = true;
+        tracing::debug!(%vehicle, %trip_id, "late point before the points held: trip rebuilt from the store");
+    }
+
     /// The automatically cut trip `point` belongs to: the vehicle's open trip when the point is
     /// within the trip gap of it (and no ignition cycle lies between), a stored trip with points
     /// within the gap, else a new trip.
@@ -267,7 +290,7 @@ impl<S: Store> Worker<S> {
         let gap_ms = (self.engine.config.trip_gap_s * 1000.0) as i64;
         if let Some(open) = self.open_auto.get(vehicle).cloned()
             && let Some(live) = self.trips.get(&(vehicle.clone(), open.clone()))
-            && let (Some(first), Some(last)) = (live.engine.points().first(), live.engine.points().last())
+            && let (Some(first), Some(last)) = (live.engine.first_point(), live.engine.points().last())
         {
             let ignition_cycle =
                 last.ignition == Some(false) && point.ignition == Some(true) && point.ts_ms > last.ts_ms;
@@ -327,7 +350,7 @@ impl<S: Store> Worker<S> {
             }
             live.dirty = false;
             if live.auto
-                && let Some(first) = live.engine.points().first()
+                && let Some(first) = live.engine.first_point()
             {
                 let expected = auto_trip_id(vehicle, first.ts_ms);
                 if &expected != trip_id {
@@ -337,8 +360,8 @@ impl<S: Store> Worker<S> {
             }
             let status = if live.ended { TripStatus::Completed } else { TripStatus::Active };
             let Some(report) = live.engine.report(&self.engine, status, Some(now)) else { continue };
-            let from = if live.rewrite_all { 0 } else { live.written.min(live.engine.enriched().len()) };
-            writes.points.extend(live.engine.enriched()[from..].iter().map(|p| StoredPoint {
+            let from = if live.rewrite_all { 0 } else { live.written };
+            writes.points.extend(live.engine.enriched_from(from).iter().map(|p| StoredPoint {
                 vehicle_id: vehicle.clone(),
                 trip_id: trip_id.clone(),
                 point: p.point.clone(),
@@ -356,11 +379,14 @@ impl<S: Store> Worker<S> {
             if from == 0 {
                 live.cells.clear();
             }
-            live.cells.extend(live.engine.enriched()[from..].iter().map(|p| {
+            live.cells.extend(live.engine.enriched_from(from).iter().map(|p| {
                 tripline_model::cell::geohash(p.point.lat, p.point.lon, tripline_model::cell::TRIP_CELL_PRECISION)
             }));
-            live.written = live.engine.enriched().len();
+            live.written = live.engine.kept_count();
             live.rewrite_all = false;
+            // What this write set carries needs no memory any more: it is retried until durable
+            // before anything else happens on this worker.
+            live.engine.trim(live.written);
             writes.trips.push(TripRecord {
                 tenant: live.tenant.clone(),
                 summary: report.summary,
@@ -413,6 +439,12 @@ impl<S: Store> Worker<S> {
     /// Trips in memory (for tests and metrics).
     pub fn trips_in_memory(&self) -> usize {
         self.trips.len()
+    }
+
+    /// Points held in memory over all live trips (for tests and metrics): bounded per trip
+    /// whatever its length.
+    pub fn points_in_memory(&self) -> usize {
+        self.trips.values().map(|l| l.engine.points().len()).sum()
     }
 }
 

@@ -52,6 +52,31 @@ proptest! {
     }
 
     #[test]
+    fn a_trip_trimmed_as_it_goes_reports_what_a_full_pass_reports(
+        seed in 0u64..10_000, interval in 1u32..7, speed in any::<bool>(), chunk in 1usize..40, dups in 0usize..20,
+    ) {
+        let points = sim_trip(seed, f64::from(interval), speed);
+        let expected = report(points.clone());
+        let eng = engine();
+        let mut trip = TripEngine::new(vehicle("car-1"), trip("trip-1"));
+        // In time order with redeliveries of earlier points mixed in, trimmed after every chunk
+        // (as the worker does once a chunk is durable).
+        let mut rng = Rng::new(seed ^ 0xd0b);
+        for (n, part) in points.chunks(chunk).enumerate() {
+            let mut part = part.to_vec();
+            for _ in 0..dups.min(n) {
+                part.push(points[(rng.next_u64() % (n * chunk) as u64) as usize].clone());
+            }
+            let outcome = trip.add_points(part);
+            prop_assert!(!trip.needs_history(), "redelivered points are recognised: {outcome:?}");
+            trip.report(&eng, TripStatus::Active, Some(T0_MS));
+            trip.trim(trip.kept_count());
+        }
+        prop_assert!(trip.points().len() <= 64 + chunk + 2 * 10, "{} points held", trip.points().len());
+        prop_assert_eq!(trip.report(&eng, TripStatus::Completed, Some(T0_MS)).unwrap(), expected);
+    }
+
+    #[test]
     fn enrichment_is_deterministic(seed in 0u64..10_000) {
         let points = sim_trip(seed, 1.0, true);
         prop_assert_eq!(report(points.clone()), report(points));

@@ -100,6 +100,64 @@ async fn results_are_durable_before_completion_and_redelivery_changes_nothing() 
 }
 
 #[tokio::test]
+async fn a_long_trip_holds_few_points_and_a_late_point_rebuilds_it_from_the_store() {
+    let (store, _dir) = EmbeddedStore::for_test(std::time::Duration::from_secs(3600)).unwrap();
+    let (_, done) = counter();
+    let mut w = worker(&store);
+    // Three drives back to back: ~1,000 points of one trip, sent ten at a time.
+    let mut points = Vec::new();
+    for seed in 10..13u64 {
+        let offset = points.last().map_or(0, |p: &Point| p.ts_ms - T0_MS + 1000);
+        points.extend(drive_points(seed).into_iter().map(|mut p| {
+            p.ts_ms += offset;
+            p.seq = p.seq.map(|s| s + seed * 10_000);
+            p
+        }));
+    }
+    let late = points.remove(points.len() / 2);
+    let send = |message: Vec<Point>| Work::Telemetry {
+        tenant: tenant(),
+        telemetry: telemetry("car-long", Some("trip-long"), message),
+        rejections: Vec::new(),
+        done: done(),
+    };
+    for message in points.chunks(10) {
+        w.process(vec![send(message.to_vec())]).await;
+    }
+    assert!(w.points_in_memory() < 100, "{} of {} points held", w.points_in_memory(), points.len());
+    let trip_id = TripId::parse("trip-long").unwrap();
+    let offline = |points: &[Point]| {
+        let mut t = TripEngine::new(VehicleId::parse("car-long").unwrap(), trip_id.clone());
+        t.add_points(points.to_vec());
+        t.report(&engine(), TripStatus::Active, None).unwrap()
+    };
+    let stored = store.trip(&tenant(), &trip_id).await.unwrap().unwrap();
+    let expected = offline(&points);
+    assert_eq!(stored.summary.point_count, expected.summary.point_count);
+    assert_eq!(stored.summary.distance_km, expected.summary.distance_km);
+    assert_eq!(stored.events, expected.events, "a trimmed trip continues exactly as a full pass");
+
+    // Early messages again (a redelivery): recognised without the points, nothing rewritten.
+    let announced = changes(&store).await;
+    for message in points.chunks(10).take(5) {
+        w.process(vec![send(message.to_vec())]).await;
+    }
+    assert_eq!(changes(&store).await, announced, "no trip rewritten");
+
+    // A point from the middle, late: the trip is rebuilt from the store and equals a full pass.
+    w.process(vec![send(vec![late.clone()])]).await;
+    let mut all = points.clone();
+    all.push(late);
+    let expected = offline(&all);
+    let stored = store.trip(&tenant(), &trip_id).await.unwrap().unwrap();
+    assert_eq!(stored.summary.point_count, expected.summary.point_count);
+    assert_eq!(stored.summary.distance_km, expected.summary.distance_km);
+    assert_eq!(stored.summary.score, expected.summary.score);
+    assert_eq!(stored.events, expected.events);
+    assert!(w.points_in_memory() < 100, "trimmed again after the rebuild: {}", w.points_in_memory());
+}
+
+#[tokio::test]
 async fn a_restarted_worker_reopens_the_trip_from_the_store() {
     let (store, _dir) = EmbeddedStore::for_test(std::time::Duration::from_secs(3600)).unwrap();
     let (_, done) = counter();
