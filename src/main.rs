@@ -6,6 +6,7 @@ mod config;
 mod fleet;
 mod ops;
 mod reindex;
+mod replay;
 mod run;
 mod schema;
 mod summarize;
@@ -50,6 +51,32 @@ enum Command {
         /// Roles to run, comma-separated: ingest, indexer, api.
         #[arg(long, value_delimiter = ',', default_value = "ingest,indexer,api")]
         roles: Vec<String>,
+    },
+    /// Publish trips from files (CSV, JSON Lines, GPX) over MQTT as vehicles would.
+    Replay {
+        /// Trip files.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Time factor against the recording (2: twice as fast), or `max`: as fast as the broker
+        /// acknowledges.
+        #[arg(long, default_value = "max", value_parser = replay::parse_speed)]
+        speed: Option<f64>,
+        /// Publish each trip as N vehicles (`{vehicle}-1` … `{vehicle}-N`, trip ids likewise).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        vehicles: u32,
+        /// Shift each trip's times so that it ends when the replay ends.
+        #[arg(long)]
+        rebase_time: bool,
+        /// Points per message.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        per_message: u32,
+        /// The vehicle id of GPX files (GPX carries none).
+        #[arg(long, value_name = "VEHICLE_ID")]
+        vehicle: Option<String>,
+        /// The broker, `mqtt://host:port` (default: `[mqtt] url`, else the embedded broker's
+        /// `[mqtt] listen`).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
     },
     /// Tenants (insurers, fleets) and their API keys.
     Tenant {
@@ -132,6 +159,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Schema { command: SchemaCommand::Apply } => schema::apply(&config),
         Command::Reindex => reindex::run(&config),
+        Command::Replay { files, speed, vehicles, rebase_time, per_message, vehicle, url } => {
+            let options = replay::ReplayOptions {
+                speed,
+                vehicles: vehicles as usize,
+                rebase_time,
+                per_message: per_message as usize,
+                gpx_vehicle: vehicle,
+                url,
+            };
+            replay::run(&config, &files, &options)
+        }
         Command::Tenant { command: TenantCommand::Create { name } } => fleet::create_tenant(&config, &name),
         Command::Fleet { command: FleetCommand::Add { tenant, vehicles } } => fleet::add(&config, &tenant, &vehicles),
         Command::Fleet { command: FleetCommand::Import { file } } => fleet::import(&config, &file),

@@ -42,7 +42,7 @@ fn to_work(routed: Routed) -> Work {
     }
 }
 
-fn mqtt_endpoint(url: &str) -> Result<(String, u16), Failure> {
+pub(crate) fn mqtt_endpoint(url: &str) -> Result<(String, u16), Failure> {
     let rest = url
         .strip_prefix("mqtt://")
         .ok_or_else(|| Failure::Usage(format!("[mqtt] url {url:?}: expected mqtt://host:port")))?;
