@@ -46,22 +46,30 @@ pub(crate) fn random_hex() -> Result<String, Failure> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Removes `admin.json` when the running process stops.
+/// Removes `admin.json` when the running process stops (unless another process of the same
+/// data directory published its own since).
 #[derive(Debug)]
 pub(crate) struct Published {
     path: PathBuf,
+    token: String,
 }
 
 impl Drop for Published {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        let ours = std::fs::read_to_string(&self.path)
+            .ok()
+            .and_then(|text| serde_json::from_str::<AdminFile>(&text).ok())
+            .is_some_and(|file| file.token == self.token);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
 /// Writes `admin.json` readable by the owner only.
 pub(crate) fn publish(data_dir: &Path, file: &AdminFile) -> Result<Published, Failure> {
     let path = admin_path(data_dir);
-    let tmp = data_dir.join("admin.json.tmp");
+    let tmp = data_dir.join(format!("admin.json.{}.tmp", std::process::id()));
     let text = serde_json::to_string_pretty(file).map_err(|e| Failure::Runtime(e.into()))?;
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all(data_dir)?;
@@ -73,7 +81,7 @@ pub(crate) fn publish(data_dir: &Path, file: &AdminFile) -> Result<Published, Fa
         std::fs::rename(&tmp, &path)
     };
     write().map_err(|e| Failure::Runtime(anyhow::anyhow!("writing {}: {e}", path.display())))?;
-    Ok(Published { path })
+    Ok(Published { path, token: file.token.clone() })
 }
 
 /// The state of the admin routes.

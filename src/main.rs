@@ -3,6 +3,7 @@
 
 mod admin;
 mod config;
+mod demo;
 mod fleet;
 mod ops;
 mod reindex;
@@ -16,6 +17,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tripline_enrich::{Enricher, Regions};
+
+/// Log filter without `TRIPLINE_LOG`: tripline at info; the embedded broker only when something
+/// is wrong (its routing logs every connection, and a normal disconnect as an error).
+const DEFAULT_LOG: &str = "info,rumqttd=warn,rumqttd::router::routing=off";
 
 /// The sample regions bundled with tripline, used when no `regions` file is configured.
 const BUNDLED_REGIONS: &str = include_str!("../fixtures/regions.geojson");
@@ -51,6 +56,10 @@ enum Command {
         /// Roles to run, comma-separated: ingest, indexer, api.
         #[arg(long, value_delimiter = ',', default_value = "ingest,indexer,api")]
         roles: Vec<String>,
+        /// Also create a demo tenant, print its API key and a `curl` to try, and replay the
+        /// bundled fixture trips into this process (once per data directory).
+        #[arg(long)]
+        demo: bool,
     },
     /// Publish trips from files (CSV, JSON Lines, GPX) over MQTT as vehicles would.
     Replay {
@@ -60,7 +69,7 @@ enum Command {
         /// Time factor against the recording (2: twice as fast), or `max`: as fast as the broker
         /// acknowledges.
         #[arg(long, default_value = "max", value_parser = replay::parse_speed)]
-        speed: Option<f64>,
+        speed: replay::Speed,
         /// Publish each trip as N vehicles (`{vehicle}-1` … `{vehicle}-N`, trip ids likewise).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         vehicles: u32,
@@ -161,7 +170,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Reindex => reindex::run(&config),
         Command::Replay { files, speed, vehicles, rebase_time, per_message, vehicle, url } => {
             let options = replay::ReplayOptions {
-                speed,
+                speed: speed.0,
                 vehicles: vehicles as usize,
                 rebase_time,
                 per_message: per_message as usize,
@@ -173,9 +182,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Tenant { command: TenantCommand::Create { name } } => fleet::create_tenant(&config, &name),
         Command::Fleet { command: FleetCommand::Add { tenant, vehicles } } => fleet::add(&config, &tenant, &vehicles),
         Command::Fleet { command: FleetCommand::Import { file } } => fleet::import(&config, &file),
-        Command::Run { roles } => {
+        Command::Run { roles, demo } => {
             let engine = enricher(&config, None)?;
-            run::run(&config, &roles, engine)
+            run::run(&config, &roles, engine, demo)
         }
     }
 }
@@ -197,7 +206,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TRIPLINE_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRIPLINE_LOG").unwrap_or_else(|_| DEFAULT_LOG.into()),
+        )
         .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -209,5 +220,13 @@ fn main() -> ExitCode {
             eprintln!("tripline: {error:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
     }
 }

@@ -52,14 +52,18 @@ impl Default for ReplayOptions {
     }
 }
 
+/// `--speed`: a factor against the recording, or `None` for as fast as acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Speed(pub(crate) Option<f64>);
+
 /// Parses `--speed`: `max` or a positive factor.
-pub(crate) fn parse_speed(text: &str) -> Result<Option<f64>, String> {
+pub(crate) fn parse_speed(text: &str) -> Result<Speed, String> {
     if text == "max" {
-        return Ok(None);
+        return Ok(Speed(None));
     }
     match text.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(Some(v)),
-        _ => Err(format!("--speed {text:?}: a positive number or `max`")),
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(Speed(Some(v))),
+        _ => Err(format!("a positive number or `max`, not {text:?}")),
     }
 }
 
@@ -438,7 +442,7 @@ mod tests {
         assert!(plan.messages.iter().any(|m| m.topic == "vehicles/car-1-3/telemetry"));
         // The longest trip lasts 20 s: at speed 10 the replay takes 2 s, and every trip ends then.
         let end = now + 2000;
-        let last = plan.messages.iter().filter(|m| m.topic == "vehicles/car-1-2/telemetry").last().unwrap();
+        let last = plan.messages.iter().rfind(|m| m.topic == "vehicles/car-1-2/telemetry").unwrap();
         let body: serde_json::Value = serde_json::from_slice(&last.payload).unwrap();
         assert_eq!(parse_rfc3339_ms(body["points"][0]["ts"].as_str().unwrap()).unwrap(), end);
         assert_eq!(body["trip_id"], "t1-2");
@@ -450,8 +454,8 @@ mod tests {
 
     #[test]
     fn speeds_are_checked() {
-        assert_eq!(parse_speed("max").unwrap(), None);
-        assert_eq!(parse_speed("2.5").unwrap(), Some(2.5));
+        assert_eq!(parse_speed("max").unwrap(), Speed(None));
+        assert_eq!(parse_speed("2.5").unwrap(), Speed(Some(2.5)));
         assert!(parse_speed("0").is_err() && parse_speed("fast").is_err() && parse_speed("-1").is_err());
     }
 }

@@ -110,13 +110,17 @@ pub(crate) async fn open_store(config: &Config) -> Result<AnyStore, Failure> {
     })
 }
 
-pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher) -> Result<(), Failure> {
+pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: bool) -> Result<(), Failure> {
     let roles = check_roles(roles)?;
+    if demo && !(roles.contains(&"ingest") && roles.contains(&"api")) {
+        return Err(Failure::Usage("--demo needs the ingest and api roles".to_owned()));
+    }
     let external = config.mqtt.url.as_deref().map(mqtt_endpoint).transpose()?;
     let rt = runtime()?;
     rt.block_on(async {
         let metrics = crate::ops::install_metrics()?;
         let store = open_store(config).await?;
+        let demo = if demo { Some(crate::demo::prepare(&config.data_dir, &store).await?) } else { None };
         let index_dir = config.data_dir.join("index");
         let index_failure =
             |e: tripline_index::IndexError| Failure::Runtime(anyhow::anyhow!("index in {}: {e}", index_dir.display()));
@@ -158,7 +162,33 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher) -> Result
         }
         let mut ingest = None;
         if roles.contains(&"ingest") {
-            ingest = Some(start_ingest(config, &store, engine, external).await?);
+            ingest = Some(start_ingest(config, &store, engine, external.clone()).await?);
+        }
+        if let (Some(demo), Some(ingest)) = (demo, &ingest) {
+            crate::demo::announce(&demo.key, http);
+            if demo.fresh {
+                let (host, port) = match (&ingest.broker, external) {
+                    (Some(broker), _) => (broker.public_addr().ip().to_string(), broker.public_addr().port()),
+                    (None, Some(endpoint)) => endpoint,
+                    (None, None) => return Err(Failure::Runtime(anyhow::anyhow!("no broker for the demo"))),
+                };
+                let mut ready = ingest.status.clone();
+                tokio::spawn(async move {
+                    if ready.wait_for(|s| s.ready).await.is_err() {
+                        return;
+                    }
+                    match crate::replay::publish(&host, port, &demo.plan, None).await {
+                        Ok(report) => eprintln!(
+                            "tripline: demo: {} fixture trip(s) replayed ({} points, {} messages acknowledged)",
+                            demo.plan.trips, report.points, report.acknowledged
+                        ),
+                        Err(Failure::Runtime(error)) => tracing::error!(error = %error, "demo replay failed"),
+                        Err(Failure::Usage(error)) => tracing::error!(%error, "demo replay failed"),
+                    }
+                });
+            } else {
+                eprintln!("tripline: demo: fixture trips were replayed on the first demo run of this data directory");
+            }
         }
         let mut indexer = None;
         if let (true, Some(index)) = (roles.contains(&"indexer"), index) {

@@ -7,6 +7,7 @@
 mod harness;
 
 mod cli;
+mod e2e;
 mod embedded;
 mod ingest;
 mod smoke;

@@ -1,0 +1,113 @@
+//! `tripline run --demo`: a demo tenant with an API key (kept in `data_dir/demo-key`, so a
+//! restart prints the same one), its vehicles registered, and the bundled fixture trips replayed
+//! into the running process once, time-rebased so they are recent.
+
+use std::path::Path;
+
+use tripline_model::tripfile::{TripFileFormat, parse_trip_file};
+use tripline_model::{TenantId, VehicleId};
+use tripline_store::{AnyStore, Registry, StoreError};
+
+use crate::Failure;
+use crate::replay::{Plan, ReplayOptions};
+
+/// The demo tenant's name.
+pub(crate) const TENANT: &str = "demo";
+/// The vehicle of the bundled GPX trip.
+const GPX_VEHICLE: &str = "fx-night";
+/// The bundled fixture trips (the same files the tests use).
+const FIXTURES: [(&str, &str); 3] = [
+    ("harsh-events.csv", include_str!("../fixtures/trips/harsh-events.csv")),
+    ("no-trip-ids.jsonl", include_str!("../fixtures/trips/no-trip-ids.jsonl")),
+    ("night-drive.gpx", include_str!("../fixtures/trips/night-drive.gpx")),
+];
+
+/// The demo's key, and whether the tenant was just created (then its trips are replayed).
+#[derive(Debug)]
+pub(crate) struct Demo {
+    pub(crate) key: String,
+    pub(crate) fresh: bool,
+    pub(crate) plan: Plan,
+}
+
+fn fixture_records() -> Result<Vec<(usize, tripline_model::tripfile::FileRecord)>, Failure> {
+    let gpx_vehicle = VehicleId::parse(GPX_VEHICLE).map_err(|e| Failure::Runtime(e.into()))?;
+    let mut records = Vec::new();
+    for (source, (name, text)) in FIXTURES.iter().enumerate() {
+        let format = TripFileFormat::from_path(Path::new(name))
+            .ok_or_else(|| Failure::Runtime(anyhow::anyhow!("fixture {name}: unknown type")))?;
+        let parsed = parse_trip_file(format, text, Some(&gpx_vehicle))
+            .map_err(|e| Failure::Runtime(anyhow::anyhow!("fixture {name}: {e}")))?;
+        records.extend(parsed.records.into_iter().map(|r| (source, r)));
+    }
+    Ok(records)
+}
+
+fn registry(error: StoreError) -> Failure {
+    Failure::Runtime(anyhow::anyhow!("demo tenant: {error}"))
+}
+
+/// Creates (or finds) the demo tenant, its key and its vehicles.
+pub(crate) async fn prepare(data_dir: &Path, store: &AnyStore) -> Result<Demo, Failure> {
+    let tenant = TenantId::parse(TENANT).map_err(|e| Failure::Runtime(e.into()))?;
+    let key_file = data_dir.join("demo-key");
+    let known = std::fs::read_to_string(&key_file).ok().map(|k| k.trim().to_owned());
+    let (key, fresh) = match known {
+        Some(key)
+            if store.tenant_for_key(&tripline_query_api::api_key_hash(&key)).await.map_err(registry)?.as_ref()
+                == Some(&tenant) =>
+        {
+            (key, false)
+        }
+        _ => {
+            let key = crate::fleet::new_api_key()?;
+            store.create_tenant(&tenant, &tripline_query_api::api_key_hash(&key)).await.map_err(|e| match e {
+                StoreError::TenantExists { .. } => Failure::Usage(format!(
+                    "a tenant named {TENANT:?} exists but its key is not in {}: use another data_dir for the demo",
+                    key_file.display()
+                )),
+                other => registry(other),
+            })?;
+            write_private(&key_file, &key)?;
+            (key, true)
+        }
+    };
+    let records = fixture_records()?;
+    let mut vehicles: Vec<VehicleId> = records.iter().map(|(_, r)| r.vehicle_id.clone()).collect();
+    vehicles.sort();
+    vehicles.dedup();
+    store.add_vehicles(&tenant, &vehicles).await.map_err(registry)?;
+    let options = ReplayOptions { rebase_time: true, ..ReplayOptions::default() };
+    let plan = crate::replay::plan(records, &options, tripline_model::time::now_ms())
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
+    Ok(Demo { key, fresh, plan })
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), Failure> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::io::Write::write_all(&mut options.open(path)?, format!("{text}\n").as_bytes())
+    };
+    write().map_err(|e| Failure::Runtime(anyhow::anyhow!("writing {}: {e}", path.display())))
+}
+
+/// What the demo prints: the key and a request to paste.
+pub(crate) fn announce(key: &str, http: std::net::SocketAddr) {
+    #[allow(clippy::print_stdout)] // the demo's instructions are the command's output
+    {
+        println!();
+        println!("tripline demo: tenant {TENANT:?}, API key (also in data_dir/demo-key):");
+        println!("  {key}");
+        println!("Search its trips, riskiest first:");
+        println!("  curl -H 'Authorization: Bearer {key}' 'http://{http}/v1/trips?sort=score'");
+        println!("Stats per event kind:");
+        println!("  curl -H 'Authorization: Bearer {key}' 'http://{http}/v1/stats?group_by=event_kind'");
+        println!();
+    }
+}
