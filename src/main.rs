@@ -2,6 +2,7 @@
 //! Nothing else lives here; every stage is a library crate.
 
 mod admin;
+mod bench;
 mod config;
 mod demo;
 mod fleet;
@@ -18,9 +19,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tripline_enrich::{Enricher, Regions};
 
-/// Log filter without `TRIPLINE_LOG`: tripline at info; the embedded broker only when something
-/// is wrong (its routing logs every connection, and a normal disconnect as an error).
-const DEFAULT_LOG: &str = "info,rumqttd=warn,rumqttd::router::routing=off";
+/// Log filter without `TRIPLINE_LOG`: tripline at info; the embedded broker and the embedded
+/// store only when something is wrong (the broker's routing logs every connection, and a normal
+/// disconnect as an error; the store logs its background work).
+const DEFAULT_LOG: &str = "info,rumqttd=warn,rumqttd::router::routing=off,lsm_tree=warn,fjall=warn";
 
 /// The sample regions bundled with tripline, used when no `regions` file is configured.
 const BUNDLED_REGIONS: &str = include_str!("../fixtures/regions.geojson");
@@ -87,6 +89,38 @@ enum Command {
         #[arg(long, value_name = "URL")]
         url: Option<String>,
     },
+    /// Load generator and measurement: a simulated fleet against a `tripline run` of this binary,
+    /// and the store-only ceiling, in one run.
+    Bench {
+        /// Simulated vehicles.
+        #[arg(long, default_value_t = 100)]
+        vehicles: usize,
+        /// Messages per vehicle in the throughput phase.
+        #[arg(long, default_value_t = 300)]
+        messages: usize,
+        /// Points per message (1 Hz samples).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        points: u32,
+        /// Load during the freshness probes, points/s, or `half`: half the measured maximum.
+        #[arg(long, default_value = "half", value_parser = bench_rate)]
+        rate: BenchRate,
+        /// How long to probe freshness, seconds.
+        #[arg(long, default_value_t = 15)]
+        probe_seconds: u64,
+        /// Seed of the simulated fleet.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Store to measure: embedded (in a temporary folder) or scylla (`[scylla]` of the
+        /// configuration).
+        #[arg(long, default_value = "embedded", value_parser = ["embedded", "scylla"])]
+        store: String,
+        /// An external broker, `mqtt://host:port` (default: `[mqtt] url`, else the embedded one).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Print one JSON object instead of the report.
+        #[arg(long)]
+        json: bool,
+    },
     /// Tenants (insurers, fleets) and their API keys.
     Tenant {
         #[command(subcommand)]
@@ -140,6 +174,20 @@ enum SchemaCommand {
     Apply,
 }
 
+/// `tripline bench --rate`: points/s, or half the measured maximum.
+#[derive(Clone, Copy, Debug)]
+struct BenchRate(Option<f64>);
+
+fn bench_rate(text: &str) -> Result<BenchRate, String> {
+    if text == "half" {
+        return Ok(BenchRate(None));
+    }
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(BenchRate(Some(v))),
+        _ => Err(format!("points/s or `half`, not {text:?}")),
+    }
+}
+
 /// How a command failed: decides the exit code (1 runtime, 2 usage or configuration).
 #[derive(Debug)]
 pub(crate) enum Failure {
@@ -168,6 +216,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Schema { command: SchemaCommand::Apply } => schema::apply(&config),
         Command::Reindex => reindex::run(&config),
+        Command::Bench { vehicles, messages, points, rate, probe_seconds, seed, store, url, json } => {
+            let options = bench::BenchOptions {
+                vehicles: vehicles.max(1),
+                messages: messages.max(1),
+                points: points as usize,
+                rate: rate.0,
+                probe_seconds,
+                seed,
+                store: if store == "scylla" { config::StoreKind::Scylla } else { config::StoreKind::Embedded },
+                url,
+                json,
+            };
+            bench::run(&config, &options)
+        }
         Command::Replay { files, speed, vehicles, rebase_time, per_message, vehicle, url } => {
             let options = replay::ReplayOptions {
                 speed: speed.0,

@@ -1,0 +1,678 @@
+//! `tripline bench`: a simulated fleet against a real `tripline run` (a child process of this
+//! binary, all roles), and the store-only ceiling in the same run.
+//!
+//! 1. **Ceiling**: the fleet's points and trips written straight into the store (one
+//!    `write_batch` per message round, 4 in flight), as fast as it takes them.
+//! 2. **Throughput**: the child starts; the fleet publishes every message as fast as the broker
+//!    acknowledges (QoS 1, 500 in flight); measured from the first publish until the child's
+//!    `tripline_ingest_acks_total` counts every message (an acknowledgement leaves only once the
+//!    message is durable). CPU and peak RSS are the child's.
+//! 3. **Freshness**: the fleet publishes at half the measured rate (or at `--rate`) while a probe
+//!    publishes a one-point trip every 200 ms and polls the search API until it is found.
+//!
+//! Vehicles drive seeded everyday trips (`tripline_enrich::sim`: stops, turns, the odd harsh
+//! manoeuvre and speeding) sampled at 1 Hz, set two days in the past so no late-window rule
+//! applies.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde::Serialize;
+use tripline_enrich::sim::{Device, Rng, Start, everyday_legs, simulate};
+use tripline_enrich::{Enricher, TripEngine};
+use tripline_model::{Point, TenantId, TripId, TripStatus, VehicleId, encode_telemetry};
+use tripline_store::{AnyStore, BatchWrite, Derived, Registry, StoredPoint, TripRecord, WriteSet};
+
+use crate::config::{Config, StoreKind};
+use crate::{Failure, runtime};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub(crate) struct BenchOptions {
+    pub(crate) vehicles: usize,
+    pub(crate) messages: usize,
+    pub(crate) points: usize,
+    /// Points/s for the freshness phase; `None`: half the measured maximum.
+    pub(crate) rate: Option<f64>,
+    pub(crate) probe_seconds: u64,
+    pub(crate) seed: u64,
+    pub(crate) store: StoreKind,
+    pub(crate) url: Option<String>,
+    pub(crate) json: bool,
+}
+
+/// Freshness percentiles, milliseconds.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct Freshness {
+    pub(crate) p50: f64,
+    pub(crate) p99: f64,
+    pub(crate) max: f64,
+    pub(crate) samples: usize,
+}
+
+/// The report (`--json` prints it as one object).
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct BenchReport {
+    pub(crate) store: String,
+    pub(crate) broker: String,
+    pub(crate) vehicles: usize,
+    pub(crate) messages: usize,
+    pub(crate) points: usize,
+    pub(crate) points_per_s: f64,
+    pub(crate) messages_per_s: f64,
+    pub(crate) store_ceiling_points_per_s: f64,
+    pub(crate) ratio_to_ceiling: f64,
+    pub(crate) freshness_ms: Freshness,
+    /// The load during the freshness probes, points/s.
+    pub(crate) freshness_load_points_per_s: f64,
+    /// CPU the tripline process used during the throughput phase, in cores.
+    pub(crate) cpu_cores: f64,
+    pub(crate) rss_mb_max: f64,
+    pub(crate) duration_s: f64,
+}
+
+/// One vehicle's endless sequence of simulated trips, a message at a time.
+struct VehicleSim {
+    id: VehicleId,
+    index: usize,
+    rng: Rng,
+    seed: u64,
+    next_start_ms: i64,
+    next_seq: u64,
+    trips: usize,
+    /// Points of the current trip not sent yet.
+    pending: VecDeque<Point>,
+    trip: Option<TripId>,
+}
+
+impl VehicleSim {
+    fn new(prefix: &str, index: usize, seed: u64, t0_ms: i64) -> Result<Self, Failure> {
+        let id = VehicleId::parse(&format!("{prefix}-{index}")).map_err(|e| Failure::Usage(e.to_string()))?;
+        let seed = seed.wrapping_mul(1_000_003).wrapping_add(index as u64);
+        Ok(VehicleSim {
+            id,
+            index,
+            rng: Rng::new(seed),
+            seed,
+            next_start_ms: t0_ms,
+            next_seq: 1,
+            trips: 0,
+            pending: VecDeque::new(),
+            trip: None,
+        })
+    }
+
+    /// The next message: up to `points` points of the current trip (a message never spans two
+    /// trips).
+    fn next_message(&mut self, points: usize) -> (TripId, Vec<Point>) {
+        if self.pending.is_empty() {
+            let minutes = self.rng.range(10.0, 40.0);
+            let legs = everyday_legs(&mut self.rng, minutes);
+            let device = Device {
+                interval_s: 1.0,
+                gps_noise_m: 3.0,
+                reports_speed: true,
+                reports_heading: true,
+                first_seq: Some(self.next_seq),
+            };
+            // Across Germany, a different town per vehicle.
+            let start = Start {
+                lat: 48.0 + (self.index % 40) as f64 * 0.1,
+                lon: 7.0 + (self.index / 40 % 60) as f64 * 0.1,
+                heading_deg: self.rng.range(0.0, 360.0),
+                ts_ms: self.next_start_ms,
+            };
+            let trip = simulate(start, &legs, &device, self.seed.wrapping_add(self.trips as u64));
+            self.next_seq += trip.len() as u64;
+            self.next_start_ms = trip.last().map_or(self.next_start_ms, |p| p.ts_ms) + 15 * 60_000;
+            self.trips += 1;
+            self.trip = TripId::parse(&format!("{}-t{}", self.id, self.trips)).ok();
+            self.pending = trip.into();
+        }
+        let n = points.min(self.pending.len());
+        let message: Vec<Point> = self.pending.drain(..n).collect();
+        (self.trip.clone().unwrap_or_else(|| TripId::parse("trip").expect("a valid id")), message)
+    }
+}
+
+/// A message of the fleet.
+struct FleetMessage {
+    topic: String,
+    payload: Vec<u8>,
+    points: usize,
+}
+
+fn fleet_round(
+    fleet: &mut [VehicleSim],
+    points: usize,
+    keep: Option<&mut Vec<(VehicleId, TripId, Vec<Point>)>>,
+) -> Vec<FleetMessage> {
+    let mut kept = keep;
+    fleet
+        .iter_mut()
+        .map(|vehicle| {
+            let (trip, pts) = vehicle.next_message(points);
+            let message = FleetMessage {
+                topic: format!("vehicles/{}/telemetry", vehicle.id),
+                payload: encode_telemetry(Some(&trip), &pts),
+                points: pts.len(),
+            };
+            if let Some(kept) = kept.as_deref_mut() {
+                kept.push((vehicle.id.clone(), trip, pts));
+            }
+            message
+        })
+        .collect()
+}
+
+/// The store-only ceiling: the same points and trip summaries written straight into the store.
+async fn ceiling(store: &AnyStore, tenant: &TenantId, rounds: Vec<Vec<(VehicleId, TripId, Vec<Point>)>>) -> f64 {
+    let engine = Enricher::for_test();
+    // One summary per trip, computed before the clock starts (the store does not care how it
+    // was made; the pipeline writes one per trip per batch too).
+    let mut summaries = std::collections::HashMap::new();
+    for round in &rounds {
+        for (vehicle, trip, points) in round {
+            summaries
+                .entry((vehicle.clone(), trip.clone()))
+                .or_insert_with(|| TripEngine::new(vehicle.clone(), trip.clone()))
+                .add_points(points.iter().cloned());
+        }
+    }
+    let mut records = std::collections::HashMap::new();
+    for ((vehicle, trip), mut trip_engine) in summaries {
+        if let Some(report) = trip_engine.report(&engine, TripStatus::Active, None) {
+            let record = TripRecord {
+                tenant: tenant.clone(),
+                summary: report.summary,
+                events: report.events,
+                cells: Vec::new(),
+            };
+            records.insert((vehicle, trip), record);
+        }
+    }
+    let sets: Vec<WriteSet> = rounds
+        .into_iter()
+        .map(|round| {
+            let mut set = WriteSet::default();
+            for (vehicle, trip, points) in round {
+                if let Some(record) = records.get(&(vehicle.clone(), trip.clone())) {
+                    set.trips.push(record.clone());
+                }
+                set.points.extend(points.into_iter().map(|point| StoredPoint {
+                    vehicle_id: vehicle.clone(),
+                    trip_id: trip.clone(),
+                    point,
+                    derived: Derived::default(),
+                }));
+            }
+            set
+        })
+        .collect();
+    let total: usize = sets.iter().map(|s| s.points.len()).sum();
+    let started = Instant::now();
+    let mut pending = sets.into_iter();
+    loop {
+        let wave: Vec<WriteSet> = pending.by_ref().take(4).collect();
+        if wave.is_empty() {
+            break;
+        }
+        let tasks: Vec<_> = wave
+            .into_iter()
+            .map(|set| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    while let Err(error) = store.write_batch(&set).await {
+                        tracing::warn!(%error, "ceiling write failed; retrying");
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The child `tripline run`; killed when dropped.
+struct RunningChild {
+    child: Child,
+    http: String,
+}
+
+impl Drop for RunningChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_child(dir: &Path) -> Result<RunningChild, Failure> {
+    let exe = std::env::current_exe().map_err(|e| Failure::Runtime(e.into()))?;
+    let mut child = Command::new(exe)
+        .args(["--config", "tripline.toml", "run"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env("TRIPLINE_LOG", "warn,tripline=info")
+        .spawn()
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!("starting tripline run: {e}")))?;
+    let pipe = child.stderr.take().ok_or_else(|| Failure::Runtime(anyhow::anyhow!("no stderr")))?;
+    let (tx, rx) = std::sync::mpsc::channel::<(Option<String>, bool)>();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(pipe)).map_while(Result::ok) {
+            let http =
+                line.split("metrics on http://").nth(1).map(|rest| rest.split('/').next().unwrap_or("").to_owned());
+            let _ = tx.send((http, line.contains("ingest ready")));
+            tracing::debug!(target: "tripline::bench::child", "{line}");
+        }
+    });
+    let (mut http, mut ready) = (None, false);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(ready && http.is_some()) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((address, is_ready)) => {
+                http = http.or(address);
+                ready |= is_ready;
+            }
+            Err(_) => return Err(Failure::Runtime(anyhow::anyhow!("tripline run did not get ready within 60 s"))),
+        }
+    }
+    Ok(RunningChild { child, http: http.unwrap_or_default() })
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent()
+}
+
+/// A counter from the child's `/metrics`.
+fn scrape(agent: &ureq::Agent, http: &str, name: &str) -> Option<u64> {
+    let text = agent.get(format!("http://{http}/metrics")).call().ok()?.body_mut().read_to_string().ok()?;
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The child's CPU time so far (user + system), seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// The child's peak resident memory, MB.
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches("kB").trim().to_owned()))
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn mqtt_client(host: &str, port: u16, id: String, inflight: u16) -> (AsyncClient, rumqttc::EventLoop) {
+    let mut options = MqttOptions::new(id, host, port);
+    options.set_inflight(inflight);
+    // A saturated broker answers pings late; that is not a dead link.
+    options.set_keep_alive(Duration::from_secs(600));
+    options.set_max_packet_size(512 * 1024, 512 * 1024);
+    AsyncClient::new(options, usize::from(inflight) * 2)
+}
+
+/// Publishes `messages` paced at `interval` each (zero: as fast as acknowledged); returns once
+/// every one is acknowledged.
+async fn publish(
+    host: &str,
+    port: u16,
+    id: String,
+    messages: Vec<FleetMessage>,
+    interval: Duration,
+) -> Result<(), Failure> {
+    let (client, mut eventloop) = mqtt_client(host, port, id, 500);
+    let total = messages.len();
+    let sender = tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        for (i, message) in messages.into_iter().enumerate() {
+            if !interval.is_zero() {
+                tokio::time::sleep_until(start + interval * u32::try_from(i).unwrap_or(u32::MAX)).await;
+            }
+            if client.publish(message.topic, QoS::AtLeastOnce, false, message.payload).await.is_err() {
+                return None;
+            }
+        }
+        Some(client)
+    });
+    let mut acked = 0;
+    while acked < total {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+            Ok(_) => {}
+            Err(error) => return Err(Failure::Runtime(anyhow::anyhow!("fleet connection: {error}"))),
+        }
+    }
+    if let Ok(Some(client)) = sender.await {
+        let _ = client.disconnect().await;
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Probes freshness until `until`: a one-point trip of a new probe vehicle every 200 ms, polled
+/// on the search API until found. Returns the delays, ms.
+async fn probe(host: &str, port: u16, http: &str, key: &str, probes: &[VehicleId], until: Instant) -> Vec<f64> {
+    let (client, mut eventloop) = mqtt_client(host, port, format!("{}-probe", probes[0]), 10);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let agent = agent();
+    let mut delays = Vec::new();
+    for vehicle in probes {
+        if Instant::now() >= until {
+            break;
+        }
+        let next = Instant::now() + Duration::from_millis(200);
+        let point = Point {
+            seq: Some(1),
+            ts_ms: tripline_model::time::now_ms() - 1000,
+            lat: 50.0,
+            lon: 8.0,
+            speed_mps: Some(0.0),
+            heading_deg: None,
+            accuracy_m: Some(5.0),
+            alt_m: None,
+            ignition: Some(true),
+            odometer_m: None,
+        };
+        let Ok(trip) = TripId::parse(&format!("{vehicle}-p")) else { continue };
+        let payload = encode_telemetry(Some(&trip), &[point]);
+        let sent = Instant::now();
+        if client.publish(format!("vehicles/{vehicle}/telemetry"), QoS::AtLeastOnce, false, payload).await.is_err() {
+            break;
+        }
+        let url = format!("http://{http}/v1/trips?vehicle_id={vehicle}&limit=1");
+        let found = loop {
+            let total = agent
+                .get(&url)
+                .header("Authorization", format!("Bearer {key}"))
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok())
+                .and_then(|v| v["total"].as_u64());
+            if total == Some(1) {
+                break true;
+            }
+            if sent.elapsed() > Duration::from_secs(30) {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        delays.push(if found { sent.elapsed().as_secs_f64() * 1000.0 } else { 30_000.0 });
+        tokio::time::sleep_until(next.into()).await;
+    }
+    delays
+}
+
+fn temp_dir() -> Result<PathBuf, Failure> {
+    let dir =
+        std::env::temp_dir().join(format!("tripline-bench-{}-{}", std::process::id(), tripline_model::time::now_ms()));
+    std::fs::create_dir_all(&dir).map_err(|e| Failure::Runtime(anyhow::anyhow!("{}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+/// Removes the bench's folder at the end.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub(crate) fn run(config: &Config, options: &BenchOptions) -> Result<(), Failure> {
+    let report = runtime()?.block_on(bench(config, options))?;
+    if options.json {
+        let text = serde_json::to_string(&report).map_err(|e| Failure::Runtime(e.into()))?;
+        #[allow(clippy::print_stdout)] // the report is the command's output
+        {
+            println!("{text}");
+        }
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)] // the report is the command's output
+fn print_report(r: &BenchReport) {
+    println!(
+        "tripline bench: {} vehicles, {} messages, {} points; {} store, {} broker",
+        r.vehicles, r.messages, r.points, r.store, r.broker
+    );
+    println!("  ingest         {:>10.0} points/s acknowledged ({:.0} messages/s)", r.points_per_s, r.messages_per_s);
+    println!("  store ceiling  {:>10.0} points/s  -> ratio {:.2}", r.store_ceiling_points_per_s, r.ratio_to_ceiling);
+    println!(
+        "  freshness      p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} probes at {:.0} points/s)",
+        r.freshness_ms.p50,
+        r.freshness_ms.p99,
+        r.freshness_ms.max,
+        r.freshness_ms.samples,
+        r.freshness_load_points_per_s
+    );
+    println!(
+        "  tripline run   {:.2} cores, peak RSS {:.0} MB; bench took {:.0} s",
+        r.cpu_cores, r.rss_mb_max, r.duration_s
+    );
+}
+
+async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, Failure> {
+    let started = Instant::now();
+    let dir = temp_dir()?;
+    let _cleanup = Cleanup(dir.clone());
+    let run_id = &crate::admin::random_hex()?[..8];
+    let prefix = format!("b{run_id}");
+    let tenant = TenantId::parse(&format!("bench-{run_id}")).map_err(|e| Failure::Runtime(e.into()))?;
+    let key = crate::fleet::new_api_key()?;
+    let t0 = tripline_model::time::now_ms() - 2 * 86_400_000;
+
+    // The child's configuration: a fresh data dir; the chosen store and broker.
+    let mut toml = String::from("data_dir = \"./tripline-data\"\n");
+    let store_config = match options.store {
+        StoreKind::Embedded => {
+            let mut c = config.clone();
+            c.data_dir = dir.join("tripline-data");
+            c
+        }
+        StoreKind::Scylla => {
+            let scylla = config.scylla();
+            let nodes: Vec<String> = scylla.nodes.iter().map(|n| format!("\"{n}\"")).collect();
+            toml.push_str(&format!(
+                "store = \"scylla\"\n[scylla]\nnodes = [{}]\nkeyspace = \"{}\"\nreplication_factor = {}\n",
+                nodes.join(", "),
+                scylla.keyspace,
+                scylla.replication_factor
+            ));
+            tripline_store::ScyllaStore::apply_schema(&scylla)
+                .await
+                .map_err(|e| Failure::Runtime(anyhow::anyhow!("scylla: {e}")))?;
+            let mut c = config.clone();
+            c.store = StoreKind::Scylla;
+            c
+        }
+    };
+    let url = options.url.clone().or_else(|| config.mqtt.url.clone());
+    let (host, port, broker) = match &url {
+        Some(url) => {
+            let (host, port) = crate::run::mqtt_endpoint(url)?;
+            toml.push_str(&format!("[mqtt]\nurl = \"{url}\"\nclient_id = \"{prefix}-ingest\"\n"));
+            (host, port, url.clone())
+        }
+        None => {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| Failure::Runtime(e.into()))?
+                .port();
+            toml.push_str(&format!("[mqtt]\nlisten = \"127.0.0.1:{port}\"\n"));
+            ("127.0.0.1".to_owned(), port, "embedded".to_owned())
+        }
+    };
+    toml.push_str("[http]\nlisten = \"127.0.0.1:0\"\nrate_per_s = 1000000\nburst = 1000000\n");
+    std::fs::write(dir.join("tripline.toml"), toml).map_err(|e| Failure::Runtime(e.into()))?;
+
+    // The fleet: throughput messages generated up front (kept for the ceiling too).
+    let mut fleet: Vec<VehicleSim> =
+        (0..options.vehicles).map(|v| VehicleSim::new(&prefix, v, options.seed, t0)).collect::<Result<_, _>>()?;
+    let probes: Vec<VehicleId> = (0..1000)
+        .map(|k| VehicleId::parse(&format!("{prefix}-probe-{k}")))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    let mut rounds = Vec::with_capacity(options.messages);
+    let mut messages = Vec::with_capacity(options.messages * options.vehicles);
+    for _ in 0..options.messages {
+        let mut round = Vec::new();
+        messages.extend(fleet_round(&mut fleet, options.points, Some(&mut round)));
+        rounds.push(round);
+    }
+    let total_messages = messages.len();
+    let total_points: usize = messages.iter().map(|m| m.points).sum();
+
+    // Registry and ceiling, in this process; then the store is closed for the child.
+    {
+        let store = crate::run::open_store(&store_config).await?;
+        let registry = |e: tripline_store::StoreError| Failure::Runtime(anyhow::anyhow!("registering the fleet: {e}"));
+        store.create_tenant(&tenant, &tripline_query_api::api_key_hash(&key)).await.map_err(registry)?;
+        let mut vehicles: Vec<VehicleId> = fleet.iter().map(|v| v.id.clone()).collect();
+        vehicles.extend(probes.iter().cloned());
+        store.add_vehicles(&tenant, &vehicles).await.map_err(registry)?;
+        // The ceiling writes the same points under other vehicle ids, so ingest starts from an
+        // empty trip set as a fresh fleet would.
+        let ceiling_rounds = rounds
+            .into_iter()
+            .map(|round| {
+                round
+                    .into_iter()
+                    .map(|(v, t, p)| {
+                        let id = VehicleId::parse(&format!("c{v}")).unwrap_or(v);
+                        (id, t, p)
+                    })
+                    .collect()
+            })
+            .collect();
+        let ceiling_rate = ceiling(&store, &tenant, ceiling_rounds).await;
+        eprintln!("tripline bench: store ceiling {ceiling_rate:.0} points/s ({total_points} points)");
+        drop(store);
+        let child = start_child(&dir)?;
+        eprintln!("tripline bench: tripline run started; publishing {total_messages} messages as fast as acknowledged");
+        let mut report = throughput(&child, &host, &port, &prefix, messages, total_points).await?;
+        report.store_ceiling_points_per_s = ceiling_rate;
+        report.ratio_to_ceiling = report.points_per_s / ceiling_rate;
+
+        // Freshness at half the measured load (or the given rate).
+        let rate = options.rate.unwrap_or(report.points_per_s / 2.0).max(1.0);
+        let seconds = options.probe_seconds.max(1) as f64;
+        let rounds_needed = ((rate * seconds) / (options.points * options.vehicles).max(1) as f64).ceil() as usize;
+        let mut load = Vec::new();
+        for _ in 0..rounds_needed.max(1) {
+            load.extend(fleet_round(&mut fleet, options.points, None));
+        }
+        let interval = Duration::from_secs_f64(options.points as f64 / rate);
+        eprintln!("tripline bench: freshness at {rate:.0} points/s for {seconds:.0} s");
+        let until = Instant::now() + Duration::from_secs_f64(seconds);
+        let load_task = {
+            let host = host.clone();
+            let id = format!("{prefix}-fleet2");
+            tokio::spawn(async move { publish(&host, port, id, load, interval).await })
+        };
+        let mut delays = probe(&host, port, &child.http, &key, &probes, until).await;
+        load_task.await.map_err(|e| Failure::Runtime(e.into()))??;
+        delays.sort_by(f64::total_cmp);
+        report.freshness_ms = Freshness {
+            p50: percentile(&delays, 0.5),
+            p99: percentile(&delays, 0.99),
+            max: delays.last().copied().unwrap_or(f64::NAN),
+            samples: delays.len(),
+        };
+        report.freshness_load_points_per_s = rate;
+        report.rss_mb_max = peak_rss_mb(child.child.id());
+        let _ = Command::new("kill").args(["-TERM", &child.child.id().to_string()]).status();
+        drop(child);
+        if url.is_some() {
+            forget_session(&host, port, &format!("{prefix}-ingest")).await;
+        }
+        report.store = match options.store {
+            StoreKind::Embedded => "embedded".to_owned(),
+            StoreKind::Scylla => "scylla".to_owned(),
+        };
+        report.broker = broker;
+        report.vehicles = options.vehicles;
+        report.messages = total_messages;
+        report.points = total_points;
+        report.duration_s = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+}
+
+/// The throughput phase: every message as fast as acknowledged, until the child acknowledged all.
+async fn throughput(
+    child: &RunningChild,
+    host: &str,
+    port: &u16,
+    prefix: &str,
+    messages: Vec<FleetMessage>,
+    total_points: usize,
+) -> Result<BenchReport, Failure> {
+    let total = messages.len() as u64;
+    let pid = child.child.id();
+    let cpu_before = cpu_seconds(pid).unwrap_or(0.0);
+    let started = Instant::now();
+    publish(host, *port, format!("{prefix}-fleet"), messages, Duration::ZERO).await?;
+    let agent = agent();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while scrape(&agent, &child.http, "tripline_ingest_acks_total").unwrap_or(0) < total {
+        if Instant::now() > deadline {
+            return Err(Failure::Runtime(anyhow::anyhow!(
+                "tripline did not acknowledge every message within 10 minutes"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid).unwrap_or(cpu_before) - cpu_before;
+    Ok(BenchReport {
+        points_per_s: total_points as f64 / elapsed,
+        messages_per_s: total as f64 / elapsed,
+        cpu_cores: cpu / elapsed,
+        ..BenchReport::default()
+    })
+}
+
+/// Removes the ingest role's persistent session from an external broker (a clean-session
+/// connect with the same client id), so the broker does not keep queueing for it.
+async fn forget_session(host: &str, port: u16, client_id: &str) {
+    let mut options = MqttOptions::new(client_id, host, port);
+    options.set_clean_session(true);
+    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(event) = eventloop.poll().await {
+            if let Event::Incoming(Packet::ConnAck(_)) = event {
+                break;
+            }
+        }
+    })
+    .await;
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+}
