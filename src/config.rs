@@ -56,7 +56,8 @@ impl Default for HttpConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct IngestConfig {
-    /// Enrichment workers; default one per core.
+    /// Enrichment workers; default two per core, at least 4 (each waits for its batch to be
+    /// durable, so more of them keep the cores busy while others wait for the disk).
     pub(crate) workers: usize,
     /// On a graceful stop, how long to wait for in-flight messages to become durable, seconds.
     pub(crate) drain_s: u64,
@@ -64,7 +65,8 @@ pub(crate) struct IngestConfig {
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { workers: std::thread::available_parallelism().map_or(2, usize::from), drain_s: 10 }
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        IngestConfig { workers: (2 * cores).max(4), drain_s: 10 }
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use tripline_model::Point;
 
@@ -60,18 +60,48 @@ pub struct TripPoints {
     first: Option<Point>,
     /// A 64-bit hash of every field of each point dropped from the front: a redelivered point
     /// is recognised as a duplicate without holding it (8 bytes a point instead of a point).
-    trimmed_hashes: HashSet<u64>,
+    trimmed_hashes: HashSet<u64, BuildHasherDefault<Prehashed>>,
 }
 
-/// A hash of every field of `point`.
+/// The hasher of a set of values that are hashes already.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+/// A 64-bit hash of every field of `point` (a multiply-xorshift mix of the bit patterns; a
+/// collision would need a vehicle's own two points to collide).
 fn full_hash(point: &Point) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    (point.ts_ms, point.seq, point.lat.to_bits(), point.lon.to_bits()).hash(&mut hasher);
-    [point.speed_mps, point.heading_deg, point.accuracy_m, point.alt_m, point.odometer_m]
-        .map(opt_bits)
-        .hash(&mut hasher);
-    point.ignition.hash(&mut hasher);
-    hasher.finish()
+    let fields = [
+        point.ts_ms as u64,
+        point.seq.unwrap_or(u64::MAX),
+        point.lat.to_bits(),
+        point.lon.to_bits(),
+        opt_bits(point.speed_mps),
+        opt_bits(point.heading_deg),
+        opt_bits(point.accuracy_m),
+        opt_bits(point.alt_m),
+        opt_bits(point.odometer_m),
+        point.ignition.map_or(2, u64::from),
+    ];
+    fields.iter().fold(0x9e37_79b9_7f4a_7c15_u64, |h, &x| {
+        let h = (h ^ x).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 29)
+    })
 }
 
 impl TripPoints {

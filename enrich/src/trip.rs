@@ -191,6 +191,10 @@ impl TripEngine {
         if self.needs_history || self.folded != Some(self.points.trimmed() + self.points.len()) {
             return;
         }
+        // Trim in steps of `HELD_POINTS`, not at every batch: each trim moves what stays held.
+        if self.fold.kept.len() < 2 * HELD_POINTS {
+            return;
+        }
         let upto = durable.min(self.fold.kept_count().saturating_sub(HELD_POINTS));
         if let Some(oldest) = self.fold.trim(upto) {
             let oldest = oldest.clone();

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tripline_index::{IndexError, IndexWriter, LiveIndex, TripIndex};
+use tripline_model::{TenantId, TripId, VehicleId};
 use tripline_store::{ChangeFeed, Checkpoint, StoreError, TripStore};
 
 /// What can go wrong in the indexer.
@@ -95,6 +96,8 @@ impl<S: ChangeFeed + TripStore + Send + Sync + 'static> Indexer<S> {
         let mut writer = Some(index.writer()?);
         let mut counters = IndexerCounters { committed: index.checkpoint()?, ..IndexerCounters::default() };
         let mut position = counters.committed.clone();
+        // Trips changed since the last commit: (tenant, vehicle, trip).
+        let mut pending: BTreeSet<(TenantId, VehicleId, TripId)> = BTreeSet::new();
         // When the oldest change not yet committed was read.
         let mut dirty_since: Option<Instant> = None;
         let commit_interval = Duration::from_millis(config.commit_interval_ms);
@@ -115,6 +118,7 @@ impl<S: ChangeFeed + TripStore + Send + Sync + 'static> Indexer<S> {
                         writer = Some(index.writer()?);
                         counters.committed = index.checkpoint()?;
                         position = counters.committed.clone();
+                        pending.clear();
                         dirty_since = None;
                         tracing::info!(generation = %live.generation(), "indexer moved to the rebuilt index");
                         crate::metrics::committed(index.document_count());
@@ -135,29 +139,31 @@ impl<S: ChangeFeed + TripStore + Send + Sync + 'static> Indexer<S> {
             backoff = Duration::from_millis(100);
             let idle = batch.changes.is_empty();
             if !idle {
-                let applied = apply(&store, &index, writer.as_ref(), &batch.changes).await;
-                match applied {
-                    Ok((upserts, deletes)) => {
-                        counters.changes += batch.changes.len() as u64;
-                        counters.upserts += upserts;
-                        counters.deletes += deletes;
-                        crate::metrics::changes(batch.changes.len());
-                        position = batch.checkpoint;
-                        dirty_since.get_or_insert_with(Instant::now);
-                    }
-                    Err(error) => {
-                        // Nothing of this batch counts: it is read again from the same position.
-                        tracing::warn!(%error, "reading changed trips failed; retrying the batch");
-                        wait(&mut shutdown, backoff).await;
-                        continue;
-                    }
-                }
+                counters.changes += batch.changes.len() as u64;
+                crate::metrics::changes(batch.changes.len());
+                // Changed trips are applied once per commit, however often they changed since.
+                pending.extend(batch.changes.into_iter().map(|c| (c.tenant, c.vehicle_id, c.trip_id)));
+                position = batch.checkpoint;
+                dirty_since.get_or_insert_with(Instant::now);
             } else if position != counters.committed && dirty_since.is_none() {
                 // The feed moved past entries with nothing to apply (watermarks): keep it.
                 dirty_since = Some(Instant::now());
             }
             crate::metrics::lag(dirty_since.map_or(0.0, |at| at.elapsed().as_secs_f64()));
             if dirty_since.is_some_and(|at| at.elapsed() >= commit_interval || idle) {
+                match apply(&store, &index, writer.as_ref(), &pending).await {
+                    Ok((upserts, deletes)) => {
+                        counters.upserts += upserts;
+                        counters.deletes += deletes;
+                        pending.clear();
+                    }
+                    Err(error) => {
+                        // Nothing is committed: the same trips are read again next time.
+                        tracing::warn!(%error, "reading changed trips failed; retrying");
+                        wait(&mut shutdown, backoff).await;
+                        continue;
+                    }
+                }
                 writer = Some(commit(&index, writer.take(), &position).await?);
                 counters.commits += 1;
                 counters.committed = position.clone();
@@ -170,6 +176,11 @@ impl<S: ChangeFeed + TripStore + Send + Sync + 'static> Indexer<S> {
             }
         }
         if dirty_since.is_some() {
+            // On a failed read at shutdown nothing is committed; the next start reads it again.
+            if apply(&store, &index, writer.as_ref(), &pending).await.is_err() {
+                status.send_replace(counters.clone());
+                return Ok(counters);
+            }
             commit(&index, writer.take(), &position).await?;
             counters.commits += 1;
             counters.committed = position;
@@ -187,29 +198,24 @@ async fn wait(shutdown: &mut watch::Receiver<bool>, duration: Duration) {
     }
 }
 
-/// Applies changes: each changed trip (once per batch) is replaced by its stored state, or
-/// removed when the store no longer has it. Returns (upserts, deletes).
+/// Applies changes: each changed trip is replaced by its stored state, or removed when the
+/// store no longer has it. Returns (upserts, deletes).
 async fn apply<S: TripStore>(
     store: &S,
     index: &TripIndex,
     writer: Option<&IndexWriter>,
-    changes: &[tripline_store::Change],
+    changed: &BTreeSet<(TenantId, VehicleId, TripId)>,
 ) -> Result<(u64, u64), StoreError> {
     let Some(writer) = writer else { return Ok((0, 0)) };
     let (mut upserts, mut deletes) = (0, 0);
-    let mut done = BTreeSet::new();
-    for change in changes {
-        let key = (change.tenant.as_str(), change.vehicle_id.as_str(), change.trip_id.as_str());
-        if !done.insert(key) {
-            continue;
-        }
-        match store.trip_of_vehicle(&change.tenant, &change.vehicle_id, &change.trip_id).await? {
+    for (tenant, vehicle, trip_id) in changed {
+        match store.trip_of_vehicle(tenant, vehicle, trip_id).await? {
             Some(trip) => match index.upsert(writer, &trip) {
                 Ok(()) => upserts += 1,
-                Err(error) => tracing::error!(%error, trip_id = %change.trip_id, "trip not indexable; skipped"),
+                Err(error) => tracing::error!(%error, %trip_id, "trip not indexable; skipped"),
             },
             None => {
-                index.delete(writer, &change.tenant, &change.vehicle_id, &change.trip_id);
+                index.delete(writer, tenant, vehicle, trip_id);
                 deletes += 1;
             }
         }

@@ -72,7 +72,7 @@ proptest! {
             trip.report(&eng, TripStatus::Active, Some(T0_MS));
             trip.trim(trip.kept_count());
         }
-        prop_assert!(trip.points().len() <= 64 + chunk + 2 * 10, "{} points held", trip.points().len());
+        prop_assert!(trip.points().len() <= 2 * 64 + chunk + 2 * 10, "{} points held", trip.points().len());
         prop_assert_eq!(trip.report(&eng, TripStatus::Completed, Some(T0_MS)).unwrap(), expected);
     }
 

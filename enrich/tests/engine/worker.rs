@@ -124,7 +124,7 @@ async fn a_long_trip_holds_few_points_and_a_late_point_rebuilds_it_from_the_stor
     for message in points.chunks(10) {
         w.process(vec![send(message.to_vec())]).await;
     }
-    assert!(w.points_in_memory() < 100, "{} of {} points held", w.points_in_memory(), points.len());
+    assert!(w.points_in_memory() < 150, "{} of {} points held", w.points_in_memory(), points.len());
     let trip_id = TripId::parse("trip-long").unwrap();
     let offline = |points: &[Point]| {
         let mut t = TripEngine::new(VehicleId::parse("car-long").unwrap(), trip_id.clone());
@@ -154,7 +154,7 @@ async fn a_long_trip_holds_few_points_and_a_late_point_rebuilds_it_from_the_stor
     assert_eq!(stored.summary.distance_km, expected.summary.distance_km);
     assert_eq!(stored.summary.score, expected.summary.score);
     assert_eq!(stored.events, expected.events);
-    assert!(w.points_in_memory() < 100, "trimmed again after the rebuild: {}", w.points_in_memory());
+    assert!(w.points_in_memory() < 150, "trimmed again after the rebuild: {}", w.points_in_memory());
 }
 
 #[tokio::test]
