@@ -198,6 +198,10 @@ async fn wait(shutdown: &mut watch::Receiver<bool>, duration: Duration) {
     }
 }
 
+/// Trips read from the store at once while applying changes (ScyllaDB answers many reads in
+/// parallel; one after another, a commit of a few hundred changed trips took most of a second).
+const CONCURRENT_READS: usize = 32;
+
 /// Applies changes: each changed trip is replaced by its stored state, or removed when the
 /// store no longer has it. Returns (upserts, deletes).
 async fn apply<S: TripStore>(
@@ -208,15 +212,19 @@ async fn apply<S: TripStore>(
 ) -> Result<(u64, u64), StoreError> {
     let Some(writer) = writer else { return Ok((0, 0)) };
     let (mut upserts, mut deletes) = (0, 0);
-    for (tenant, vehicle, trip_id) in changed {
-        match store.trip_of_vehicle(tenant, vehicle, trip_id).await? {
-            Some(trip) => match index.upsert(writer, &trip) {
-                Ok(()) => upserts += 1,
-                Err(error) => tracing::error!(%error, %trip_id, "trip not indexable; skipped"),
-            },
-            None => {
-                index.delete(writer, tenant, vehicle, trip_id);
-                deletes += 1;
+    let keys: Vec<&(TenantId, VehicleId, TripId)> = changed.iter().collect();
+    for chunk in keys.chunks(CONCURRENT_READS) {
+        let reads = futures::future::join_all(chunk.iter().map(|(t, v, i)| store.trip_of_vehicle(t, v, i))).await;
+        for ((tenant, vehicle, trip_id), read) in chunk.iter().zip(reads) {
+            match read? {
+                Some(trip) => match index.upsert(writer, &trip) {
+                    Ok(()) => upserts += 1,
+                    Err(error) => tracing::error!(%error, %trip_id, "trip not indexable; skipped"),
+                },
+                None => {
+                    index.delete(writer, tenant, vehicle, trip_id);
+                    deletes += 1;
+                }
             }
         }
     }
