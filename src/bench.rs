@@ -580,6 +580,11 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
         report.store_ceiling_points_per_s = ceiling_rate;
         report.ratio_to_ceiling = report.points_per_s / ceiling_rate;
 
+        // Freshness is measured on a caught-up system: first the indexer takes in the backlog
+        // of the throughput phase (every trip searchable, nothing uncommitted).
+        let trips: usize = fleet.iter().map(|v| v.trips).sum();
+        wait_caught_up(&child.http, &key, trips).await?;
+
         // Freshness at half the measured load (or the given rate).
         let rate = options.rate.unwrap_or(report.points_per_s / 2.0).max(1.0);
         let seconds = options.probe_seconds.max(1) as f64;
@@ -622,6 +627,36 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
         report.points = total_points;
         report.duration_s = started.elapsed().as_secs_f64();
         Ok(report)
+    }
+}
+
+/// Waits until the search API finds `trips` trips and the indexer has nothing uncommitted.
+async fn wait_caught_up(http: &str, key: &str, trips: usize) -> Result<(), Failure> {
+    let agent = agent();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let found = agent
+            .get(format!("http://{http}/v1/trips?limit=1"))
+            .header("Authorization", format!("Bearer {key}"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok())
+            .and_then(|v| v["total"].as_u64());
+        let text = agent
+            .get(format!("http://{http}/metrics"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok());
+        let lag = text.as_deref().and_then(|t| {
+            t.lines().find_map(|l| l.strip_prefix("tripline_indexer_lag_seconds ")?.trim().parse::<f64>().ok())
+        });
+        if found.is_some_and(|n| n as usize >= trips) && lag == Some(0.0) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Failure::Runtime(anyhow::anyhow!("the index did not catch up within 10 minutes")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
