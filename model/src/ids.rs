@@ -24,15 +24,18 @@ fn validate_id(kind: &'static str, value: &str) -> Result<(), ModelError> {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
+        ///
+        /// Shared text: a clone (one per stored point, message and trip record) is a reference
+        /// count, not an allocation.
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-        pub struct $name(String);
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String))]
+        pub struct $name(std::sync::Arc<str>);
 
         impl $name {
             /// Validates `value` (1–64 chars of `[A-Za-z0-9._:-]`).
             pub fn parse(value: &str) -> Result<Self, ModelError> {
                 validate_id($kind, value)?;
-                Ok(Self(value.to_owned()))
+                Ok(Self(std::sync::Arc::from(value)))
             }
 
             /// The identifier as text.

@@ -41,11 +41,12 @@ pub(crate) fn point_bound(vehicle: &str, ts_ms: i64) -> Vec<u8> {
     out
 }
 
-/// An embedded point row (the key holds vehicle, time and `seq_key`).
+/// An embedded point row (the key holds vehicle, time and `seq_key`). Written from borrowed
+/// parts (no copies per point), read back owned.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct PointRow {
+pub(crate) struct PointRow<'a> {
     pub(crate) expires_at_ms: i64,
-    pub(crate) trip_id: String,
+    pub(crate) trip_id: std::borrow::Cow<'a, str>,
     pub(crate) seq: Option<u64>,
     pub(crate) ts_ms: i64,
     pub(crate) lat: f64,
@@ -56,14 +57,14 @@ pub(crate) struct PointRow {
     pub(crate) alt_m: Option<f64>,
     pub(crate) ignition: Option<bool>,
     pub(crate) odometer_m: Option<f64>,
-    pub(crate) derived: Derived,
+    pub(crate) derived: std::borrow::Cow<'a, Derived>,
 }
 
-impl PointRow {
-    pub(crate) fn new(trip_id: &TripId, p: &Point, derived: &Derived, expires_at_ms: i64) -> Self {
+impl<'a> PointRow<'a> {
+    pub(crate) fn new(trip_id: &'a TripId, p: &Point, derived: &'a Derived, expires_at_ms: i64) -> Self {
         PointRow {
             expires_at_ms,
-            trip_id: trip_id.as_str().to_owned(),
+            trip_id: std::borrow::Cow::Borrowed(trip_id.as_str()),
             seq: p.seq,
             ts_ms: p.ts_ms,
             lat: p.lat,
@@ -74,7 +75,7 @@ impl PointRow {
             alt_m: p.alt_m,
             ignition: p.ignition,
             odometer_m: p.odometer_m,
-            derived: derived.clone(),
+            derived: std::borrow::Cow::Borrowed(derived),
         }
     }
 

@@ -146,7 +146,7 @@ impl EmbeddedStore {
             let mut purged = 0u64;
             for guard in inner.points.iter() {
                 let (key, value) = guard.into_inner().map_err(db_error)?;
-                if decode_postcard::<PointRow>(&value, "points")?.expires_at_ms <= now {
+                if decode_postcard::<PointRow<'_>>(&value, "points")?.expires_at_ms <= now {
                     batch.remove(&inner.points, key);
                     purged += 1;
                 }
@@ -212,13 +212,13 @@ fn rejection_key(tenant: Option<&TenantId>, received_at_ms: i64, id: &str) -> Ve
 }
 
 fn decode_point(vehicle: &VehicleId, value: &[u8], now: i64) -> StoreResult<Option<StoredPoint>> {
-    let row: PointRow = decode_postcard(value, "points")?;
+    let row: PointRow<'_> = decode_postcard(value, "points")?;
     if row.expires_at_ms <= now {
         return Ok(None);
     }
     let trip_id =
         TripId::parse(&row.trip_id).map_err(|e| StoreError::Corrupt { table: "points", detail: e.to_string() })?;
-    Ok(Some(StoredPoint { vehicle_id: vehicle.clone(), trip_id, point: row.point(), derived: row.derived }))
+    Ok(Some(StoredPoint { vehicle_id: vehicle.clone(), trip_id, point: row.point(), derived: row.derived.into_owned() }))
 }
 
 impl Registry for EmbeddedStore {
