@@ -53,6 +53,18 @@ pub(crate) struct Freshness {
     pub(crate) samples: usize,
 }
 
+impl Freshness {
+    fn of(mut delays: Vec<f64>) -> Freshness {
+        delays.sort_by(f64::total_cmp);
+        Freshness {
+            p50: percentile(&delays, 0.5),
+            p99: percentile(&delays, 0.99),
+            max: delays.last().copied().unwrap_or(f64::NAN),
+            samples: delays.len(),
+        }
+    }
+}
+
 /// The report (`--json` prints it as one object).
 #[derive(Clone, Debug, Default, Serialize)]
 pub(crate) struct BenchReport {
@@ -66,6 +78,9 @@ pub(crate) struct BenchReport {
     pub(crate) store_ceiling_points_per_s: f64,
     pub(crate) ratio_to_ceiling: f64,
     pub(crate) freshness_ms: Freshness,
+    /// From publish until the probe's trip is readable from the write store (the ingest part of
+    /// freshness).
+    pub(crate) durable_ms: Freshness,
     /// The load during the freshness probes, points/s.
     pub(crate) freshness_load_points_per_s: f64,
     /// CPU the tripline process used during the throughput phase, in cores.
@@ -374,8 +389,9 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// Probes freshness until `until`: a one-point trip of a new probe vehicle every 200 ms, polled
-/// on the search API until found. Returns the delays, ms.
-async fn probe(host: &str, port: u16, http: &str, key: &str, probes: &[VehicleId], until: Instant) -> Vec<f64> {
+/// on the search API until found. Returns the delays, ms: until searchable, and until readable
+/// from the write store (`/v1/trips/{id}`), which tells ingest's share from the indexer's.
+async fn probe(host: &str, port: u16, http: &str, key: &str, probes: &[VehicleId], until: Instant) -> Vec<(f64, f64)> {
     let (client, mut eventloop) = mqtt_client(host, port, format!("{}-probe", probes[0]), 10);
     tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
     let agent = agent();
@@ -404,7 +420,18 @@ async fn probe(host: &str, port: u16, http: &str, key: &str, probes: &[VehicleId
             break;
         }
         let url = format!("http://{http}/v1/trips?vehicle_id={vehicle}&limit=1");
+        let detail = format!("http://{http}/v1/trips/{trip}");
+        let mut stored: Option<f64> = None;
         let found = loop {
+            if stored.is_none()
+                && agent
+                    .get(&detail)
+                    .header("Authorization", format!("Bearer {key}"))
+                    .call()
+                    .is_ok_and(|r| r.status().as_u16() == 200)
+            {
+                stored = Some(sent.elapsed().as_secs_f64() * 1000.0);
+            }
             let total = agent
                 .get(&url)
                 .header("Authorization", format!("Bearer {key}"))
@@ -420,7 +447,8 @@ async fn probe(host: &str, port: u16, http: &str, key: &str, probes: &[VehicleId
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
-        delays.push(if found { sent.elapsed().as_secs_f64() * 1000.0 } else { 30_000.0 });
+        let searchable = if found { sent.elapsed().as_secs_f64() * 1000.0 } else { 30_000.0 };
+        delays.push((searchable, stored.unwrap_or(searchable)));
         tokio::time::sleep_until(next.into()).await;
     }
     delays
@@ -471,6 +499,10 @@ fn print_report(r: &BenchReport) {
         r.freshness_ms.max,
         r.freshness_ms.samples,
         r.freshness_load_points_per_s
+    );
+    println!(
+        "  durable        p50 {:.0} ms, p99 {:.0} ms (of those: publish to readable from the write store)",
+        r.durable_ms.p50, r.durable_ms.p99
     );
     println!(
         "  tripline run   {:.2} cores, peak RSS {:.0} MB; bench took {:.0} s",
@@ -601,15 +633,10 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
             let id = format!("{prefix}-fleet2");
             tokio::spawn(async move { publish(&host, port, id, load, interval).await })
         };
-        let mut delays = probe(&host, port, &child.http, &key, &probes, until).await;
+        let delays = probe(&host, port, &child.http, &key, &probes, until).await;
         load_task.await.map_err(|e| Failure::Runtime(e.into()))??;
-        delays.sort_by(f64::total_cmp);
-        report.freshness_ms = Freshness {
-            p50: percentile(&delays, 0.5),
-            p99: percentile(&delays, 0.99),
-            max: delays.last().copied().unwrap_or(f64::NAN),
-            samples: delays.len(),
-        };
+        report.freshness_ms = Freshness::of(delays.iter().map(|d| d.0).collect());
+        report.durable_ms = Freshness::of(delays.iter().map(|d| d.1).collect());
         report.freshness_load_points_per_s = rate;
         report.rss_mb_max = peak_rss_mb(child.child.id());
         let _ = Command::new("kill").args(["-TERM", &child.child.id().to_string()]).status();

@@ -218,7 +218,12 @@ fn decode_point(vehicle: &VehicleId, value: &[u8], now: i64) -> StoreResult<Opti
     }
     let trip_id =
         TripId::parse(&row.trip_id).map_err(|e| StoreError::Corrupt { table: "points", detail: e.to_string() })?;
-    Ok(Some(StoredPoint { vehicle_id: vehicle.clone(), trip_id, point: row.point(), derived: row.derived.into_owned() }))
+    Ok(Some(StoredPoint {
+        vehicle_id: vehicle.clone(),
+        trip_id,
+        point: row.point(),
+        derived: row.derived.into_owned(),
+    }))
 }
 
 impl Registry for EmbeddedStore {
