@@ -30,7 +30,7 @@ pub(crate) struct Demo {
     pub(crate) plan: Plan,
 }
 
-fn fixture_records() -> Result<Vec<(usize, tripline_model::tripfile::FileRecord)>, Failure> {
+fn fixture_records() -> Result<Vec<tripline_model::tripfile::FileRecord>, Failure> {
     let gpx_vehicle = VehicleId::parse(GPX_VEHICLE).map_err(|e| Failure::Runtime(e.into()))?;
     let mut records = Vec::new();
     for (source, (name, text)) in FIXTURES.iter().enumerate() {
@@ -38,7 +38,10 @@ fn fixture_records() -> Result<Vec<(usize, tripline_model::tripfile::FileRecord)
             .ok_or_else(|| Failure::Runtime(anyhow::anyhow!("fixture {name}: unknown type")))?;
         let parsed = parse_trip_file(format, text, Some(&gpx_vehicle))
             .map_err(|e| Failure::Runtime(anyhow::anyhow!("fixture {name}: {e}")))?;
-        records.extend(parsed.records.into_iter().map(|r| (source, r)));
+        records.extend(parsed.records.into_iter().map(|mut r| {
+            r.source = source;
+            r
+        }));
     }
     Ok(records)
 }
@@ -73,7 +76,7 @@ pub(crate) async fn prepare(data_dir: &Path, store: &AnyStore) -> Result<Demo, F
         }
     };
     let records = fixture_records()?;
-    let mut vehicles: Vec<VehicleId> = records.iter().map(|(_, r)| r.vehicle_id.clone()).collect();
+    let mut vehicles: Vec<VehicleId> = records.iter().map(|r| r.vehicle_id.clone()).collect();
     vehicles.sort();
     vehicles.dedup();
     store.add_vehicles(&tenant, &vehicles).await.map_err(registry)?;

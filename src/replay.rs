@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tripline_model::point::RawPoint;
 use tripline_model::time::{parse_rfc3339_ms, to_datetime};
-use tripline_model::tripfile::{FileRecord, TripFileFormat, parse_trip_file};
+use tripline_model::tripfile::FileRecord;
 use tripline_model::{TripId, VehicleId};
 
 use crate::config::Config;
@@ -26,8 +26,6 @@ use crate::{Failure, runtime};
 
 /// Messages published and not yet acknowledged, at most.
 const IN_FLIGHT: u16 = 100;
-/// Record errors printed one by one; the rest are counted.
-const MAX_ERRORS_SHOWN: usize = 20;
 
 /// How to replay.
 #[derive(Clone, Debug)]
@@ -105,12 +103,12 @@ fn point_ms(point: &RawPoint) -> Option<i64> {
 /// Groups records into trips in order of first appearance: by trip id, by GPX track, or (no id)
 /// one stream per vehicle that tripline cuts itself. Each trip in time order (stable: a point
 /// with an unreadable time stays behind the point before it).
-fn trips_of(records: Vec<(usize, FileRecord)>) -> Vec<FileTrip> {
+fn trips_of(records: Vec<FileRecord>) -> Vec<FileTrip> {
     type Key = (VehicleId, Option<TripId>, Option<(usize, usize)>);
     let mut trips: Vec<FileTrip> = Vec::new();
     let mut index: HashMap<Key, usize> = HashMap::new();
-    for (source, record) in records {
-        let track = if record.trip_id.is_some() { None } else { record.track.map(|t| (source, t)) };
+    for record in records {
+        let track = if record.trip_id.is_some() { None } else { record.track.map(|t| (record.source, t)) };
         let key = (record.vehicle_id.clone(), record.trip_id.clone(), track);
         let at = *index.entry(key).or_insert_with(|| {
             trips.push(FileTrip {
@@ -171,7 +169,7 @@ fn suffixed<T>(
 }
 
 /// Builds the messages from the trips read. `now_ms` anchors `--rebase-time`.
-pub(crate) fn plan(records: Vec<(usize, FileRecord)>, options: &ReplayOptions, now_ms: i64) -> Result<Plan, String> {
+pub(crate) fn plan(records: Vec<FileRecord>, options: &ReplayOptions, now_ms: i64) -> Result<Plan, String> {
     let trips = trips_of(records);
     let factor = options.speed.unwrap_or(f64::INFINITY);
     let span = |trip: &FileTrip| match (first_ms(trip), last_ms(trip)) {
@@ -237,40 +235,6 @@ pub(crate) fn plan(records: Vec<(usize, FileRecord)>, options: &ReplayOptions, n
         vehicles: vehicles.len(),
         points: points_total,
     })
-}
-
-/// Reads the files: records tagged with their file, and the record errors.
-fn read_files(files: &[PathBuf], gpx_vehicle: Option<&str>) -> Result<(Vec<(usize, FileRecord)>, usize), Failure> {
-    let gpx_vehicle =
-        gpx_vehicle.map(VehicleId::parse).transpose().map_err(|e| Failure::Usage(format!("--vehicle: {e}")))?;
-    let mut records = Vec::new();
-    let mut errors = 0;
-    for (source, path) in files.iter().enumerate() {
-        let format = TripFileFormat::from_path(path).ok_or_else(|| {
-            Failure::Usage(format!(
-                "{}: unknown trip file type (expected .csv, .jsonl, .ndjson or .gpx)",
-                path.display()
-            ))
-        })?;
-        if format == TripFileFormat::Gpx && gpx_vehicle.is_none() {
-            return Err(Failure::Usage(format!("{}: a GPX file needs --vehicle", path.display())));
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot read {}: {e}", path.display())))?;
-        let parsed = parse_trip_file(format, &text, gpx_vehicle.as_ref())
-            .map_err(|e| Failure::Runtime(anyhow::anyhow!("{}: {e}", path.display())))?;
-        for error in &parsed.errors {
-            if errors < MAX_ERRORS_SHOWN {
-                eprintln!("tripline: {}:{}: skipped: {}", path.display(), error.line, error.detail);
-            }
-            errors += 1;
-        }
-        records.extend(parsed.records.into_iter().map(|r| (source, r)));
-    }
-    if errors > MAX_ERRORS_SHOWN {
-        eprintln!("tripline: … and {} more skipped records", errors - MAX_ERRORS_SHOWN);
-    }
-    Ok((records, errors))
 }
 
 /// The broker to publish to: `--url`, else `[mqtt] url`, else the embedded broker's address.
@@ -364,7 +328,9 @@ pub(crate) async fn publish(
 
 /// `tripline replay FILE…`.
 pub(crate) fn run(config: &Config, files: &[PathBuf], options: &ReplayOptions) -> Result<(), Failure> {
-    let (records, errors) = read_files(files, options.gpx_vehicle.as_deref())?;
+    let (records, skipped) = crate::summarize::read_trip_files(files, options.gpx_vehicle.as_deref())?;
+    crate::summarize::report_skipped(files, &skipped);
+    let errors = skipped.len();
     let plan = plan(records, options, tripline_model::time::now_ms()).map_err(Failure::Usage)?;
     if plan.messages.is_empty() {
         return Err(Failure::Usage("nothing to replay: no readable points in the files".to_owned()));
@@ -397,9 +363,10 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use tripline_model::tripfile::{TripFileFormat, parse_trip_file};
 
-    fn records(text: &str) -> Vec<(usize, FileRecord)> {
-        parse_trip_file(TripFileFormat::Csv, text, None).unwrap().records.into_iter().map(|r| (0, r)).collect()
+    fn records(text: &str) -> Vec<FileRecord> {
+        parse_trip_file(TripFileFormat::Csv, text, None).unwrap().records
     }
 
     const CSV: &str = "vehicle_id,trip_id,ts,lat,lon\n\

@@ -7,14 +7,19 @@ use anyhow::Context;
 use tripline_enrich::Enricher;
 use tripline_enrich::batch::summarize_records;
 use tripline_model::VehicleId;
-use tripline_model::tripfile::{TripFileFormat, parse_trip_file};
+use tripline_model::tripfile::{FileRecord, RecordError, TripFileFormat, parse_trip_file};
 
 use crate::Failure;
 
 /// Most record errors printed one by one; the rest are counted.
 const MAX_ERRORS_SHOWN: usize = 20;
 
-pub(crate) fn run(files: &[PathBuf], gpx_vehicle: Option<&str>, engine: &Enricher) -> Result<(), Failure> {
+/// Reads trip files: every readable record (tagged with its file's index) and the records
+/// skipped. A GPX file needs `gpx_vehicle`.
+pub(crate) fn read_trip_files(
+    files: &[PathBuf],
+    gpx_vehicle: Option<&str>,
+) -> Result<(Vec<FileRecord>, Vec<RecordError>), Failure> {
     let gpx_vehicle =
         gpx_vehicle.map(VehicleId::parse).transpose().map_err(|e| Failure::Usage(format!("--vehicle: {e}")))?;
     let mut records = Vec::new();
@@ -43,6 +48,21 @@ pub(crate) fn run(files: &[PathBuf], gpx_vehicle: Option<&str>, engine: &Enriche
             e
         }));
     }
+    Ok((records, errors))
+}
+
+/// Prints skipped records on stderr with file and line: the first few, then a count.
+pub(crate) fn report_skipped(files: &[PathBuf], errors: &[RecordError]) {
+    for error in errors.iter().take(MAX_ERRORS_SHOWN) {
+        eprintln!("tripline: {}:{}: skipped: {}", files[error.source].display(), error.line, error.detail);
+    }
+    if errors.len() > MAX_ERRORS_SHOWN {
+        eprintln!("tripline: … and {} more skipped records", errors.len() - MAX_ERRORS_SHOWN);
+    }
+}
+
+pub(crate) fn run(files: &[PathBuf], gpx_vehicle: Option<&str>, engine: &Enricher) -> Result<(), Failure> {
+    let (records, mut errors) = read_trip_files(files, gpx_vehicle)?;
     let output = summarize_records(records, engine);
     errors.extend(output.errors);
 
@@ -54,12 +74,7 @@ pub(crate) fn run(files: &[PathBuf], gpx_vehicle: Option<&str>, engine: &Enriche
     }
     out.flush().context("write stdout").map_err(Failure::Runtime)?;
 
-    for error in errors.iter().take(MAX_ERRORS_SHOWN) {
-        eprintln!("tripline: {}:{}: skipped: {}", files[error.source].display(), error.line, error.detail);
-    }
-    if errors.len() > MAX_ERRORS_SHOWN {
-        eprintln!("tripline: … and {} more skipped records", errors.len() - MAX_ERRORS_SHOWN);
-    }
+    report_skipped(files, &errors);
     for (reason, count) in &output.rejected {
         eprintln!("tripline: {count} points dropped: {reason}");
     }

@@ -52,6 +52,19 @@ async fn wait_until(index: &TripIndex, what: &str, done: impl Fn(&TripIndex) -> 
     }
 }
 
+/// A store in a fresh keyspace of the test Cassandra (`None`: not configured, outside CI).
+async fn cassandra(prefix: &str) -> Option<ScyllaStore> {
+    let nodes = Service::Cql.address()?;
+    let config = ScyllaConfig {
+        nodes: nodes.split(',').map(|n| n.trim().to_owned()).collect(),
+        keyspace: unique_name(prefix),
+        retention_s: 3600,
+        ..ScyllaConfig::default()
+    };
+    ScyllaStore::apply_schema(&config).await.unwrap();
+    Some(ScyllaStore::connect(&config).await.unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_follows_the_embedded_store_and_resumes_exactly_after_a_crash() {
     let (store, dir) = EmbeddedStore::for_test(Duration::from_secs(3600)).unwrap();
@@ -60,15 +73,7 @@ async fn the_index_follows_the_embedded_store_and_resumes_exactly_after_a_crash(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_follows_cassandra_and_resumes_exactly_after_a_crash() {
-    let Some(nodes) = Service::Cql.address() else { return };
-    let config = ScyllaConfig {
-        nodes: nodes.split(',').map(|n| n.trim().to_owned()).collect(),
-        keyspace: unique_name("idx"),
-        retention_s: 3600,
-        ..ScyllaConfig::default()
-    };
-    ScyllaStore::apply_schema(&config).await.unwrap();
-    let store = ScyllaStore::connect(&config).await.unwrap();
+    let Some(store) = cassandra("idx").await else { return };
     let dir = std::env::temp_dir().join(unique_name("index"));
     follows_and_resumes("cassandra", store, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -159,15 +164,7 @@ async fn a_rebuild_on_the_embedded_store_switches_over_while_writes_continue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_on_cassandra_switches_over_while_writes_continue() {
-    let Some(nodes) = Service::Cql.address() else { return };
-    let config = ScyllaConfig {
-        nodes: nodes.split(',').map(|n| n.trim().to_owned()).collect(),
-        keyspace: unique_name("rdx"),
-        retention_s: 3600,
-        ..ScyllaConfig::default()
-    };
-    ScyllaStore::apply_schema(&config).await.unwrap();
-    let store = ScyllaStore::connect(&config).await.unwrap();
+    let Some(store) = cassandra("rdx").await else { return };
     let dir = std::env::temp_dir().join(unique_name("index"));
     rebuild_while_writing("cassandra", store, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);

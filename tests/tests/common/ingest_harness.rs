@@ -80,6 +80,13 @@ impl Running {
     pub(crate) fn stderr_contains(&self, text: &str) -> bool {
         self.stderr.lock().unwrap().iter().any(|line| line.contains(text))
     }
+
+    /// The address of its HTTP listener, as it printed it.
+    pub(crate) fn http(&self) -> String {
+        let lines = self.stderr.lock().unwrap();
+        let line = lines.iter().find(|l| l.contains("health and metrics on http://")).expect("address printed");
+        line.split("http://").nth(1).unwrap().split('/').next().unwrap().to_owned()
+    }
 }
 
 /// Starts the ingest role and waits until it is connected and subscribed.
@@ -89,6 +96,11 @@ pub(crate) fn start(dir: &Path) -> Running {
 
 /// Starts `tripline run --roles {roles}` (ingest among them) and waits until ingest is ready.
 pub(crate) fn start_roles(dir: &Path, roles: &str) -> Running {
+    start_roles_until(dir, roles, "ingest ready")
+}
+
+/// Starts `tripline run --roles {roles}` and waits until its stderr says `ready`.
+pub(crate) fn start_roles_until(dir: &Path, roles: &str, ready: &str) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tripline"))
         .args(["run", "--roles", roles])
         .current_dir(dir)
@@ -106,8 +118,8 @@ pub(crate) fn start_roles(dir: &Path, roles: &str) -> Running {
     });
     let running = Running { child, stderr };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !running.stderr_contains("ingest ready") {
-        assert!(Instant::now() < deadline, "ingest not ready: {:?}", running.stderr.lock().unwrap());
+    while !running.stderr_contains(ready) {
+        assert!(Instant::now() < deadline, "{roles} not ready: {:?}", running.stderr.lock().unwrap());
         std::thread::sleep(Duration::from_millis(50));
     }
     running

@@ -9,13 +9,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tripline_model::time::{now_ms, to_datetime};
 use tripline_tests::{Service, mqtt_host_port, unique_name, workspace_root};
+
+use crate::harness::{Running, sigterm, start_roles, start_roles_until};
 
 const TENANT_A: &str = "insurer-a";
 const TENANT_B: &str = "insurer-b";
@@ -192,66 +193,6 @@ fn write_dataset(dir: &Path) -> Dataset {
     Dataset { files: vec!["envirocar.jsonl".to_owned(), "go-track.csv".to_owned()], a_vehicles, b_vehicles }
 }
 
-/// A `tripline run` process; killed when dropped.
-struct Process {
-    child: Child,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Process {
-    fn start(dir: &Path, roles: &str, ready: &str) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tripline"))
-            .args(["run", "--roles", roles])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let pipe = child.stderr.take().unwrap();
-        let lines = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in std::io::BufRead::lines(std::io::BufReader::new(pipe)).map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let process = Process { child, stderr };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !process.stderr.lock().unwrap().iter().any(|l| l.contains(ready)) {
-            assert!(Instant::now() < deadline, "{roles} not ready: {:?}", process.stderr.lock().unwrap());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        process
-    }
-
-    fn http(&self) -> String {
-        let lines = self.stderr.lock().unwrap();
-        let line = lines.iter().find(|l| l.contains("health and metrics on http://")).unwrap();
-        line.split("http://").nth(1).unwrap().split('/').next().unwrap().to_owned()
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(exit) = self.child.try_wait().unwrap() {
-                assert!(exit.success(), "graceful stop exits 0: {:?}", self.stderr.lock().unwrap());
-                return;
-            }
-            assert!(Instant::now() < deadline, "no stop within 60 s of SIGTERM");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
 /// How the stack runs.
 enum Deployment {
     /// All roles in one process on embedded defaults.
@@ -262,21 +203,21 @@ enum Deployment {
 
 /// The running stack: its processes, in the order they stop (ingest first).
 struct Stack {
-    processes: Vec<Process>,
+    processes: Vec<Running>,
     api: String,
 }
 
 fn start_stack(dir: &Path, deployment: &Deployment) -> Stack {
     match deployment {
         Deployment::Embedded => {
-            let all = Process::start(dir, "ingest,indexer,api", "ingest ready");
+            let all = start_roles(dir, "ingest,indexer,api");
             let api = all.http();
             Stack { processes: vec![all], api }
         }
         Deployment::Separate => {
-            let ingest = Process::start(dir, "ingest", "ingest ready");
-            let indexer = Process::start(dir, "indexer", "indexer following");
-            let api = Process::start(dir, "api", "query API on");
+            let ingest = start_roles(dir, "ingest");
+            let indexer = start_roles_until(dir, "indexer", "indexer following");
+            let api = start_roles_until(dir, "api", "query API on");
             let address = api.http();
             Stack { processes: vec![ingest, indexer, api], api: address }
         }
@@ -284,8 +225,8 @@ fn start_stack(dir: &Path, deployment: &Deployment) -> Stack {
 }
 
 fn stop_stack(stack: Stack) {
-    for process in stack.processes {
-        process.stop();
+    for mut process in stack.processes {
+        sigterm(&mut process);
     }
 }
 

@@ -39,12 +39,6 @@ fn http_get_with_key(addr: &str, path: &str, key: Option<&str>) -> (u16, String)
     (status, body)
 }
 
-fn http_address(running: &Running) -> String {
-    let lines = running.stderr.lock().unwrap();
-    let line = lines.iter().find(|l| l.contains("health and metrics on http://")).expect("address printed");
-    line.split("http://").nth(1).unwrap().split('/').next().unwrap().to_owned()
-}
-
 async fn trips_complete(dir: &Path, prefix: &str) -> Vec<u64> {
     let store = open_store(dir);
     let tenant = TenantId::parse("acme").unwrap();
@@ -81,7 +75,7 @@ async fn embedded_broker_and_store_keep_everything_acknowledged_through_a_gracef
     let all = messages(&prefix, t0, 0..MESSAGES);
 
     let mut running = start_roles(&dir, "ingest,indexer");
-    let http = http_address(&running);
+    let http = running.http();
     assert_eq!(http_get(&http, "/healthz").0, 200);
     publish(&url, all.clone()).await;
     // Stop right away: what the broker acknowledged to the vehicles must still be stored.
@@ -99,7 +93,7 @@ async fn embedded_broker_and_store_keep_everything_acknowledged_through_a_gracef
 
     // Everything again, now with the API: nothing changes. Metrics count what this run received.
     let mut running = start_roles(&dir, "ingest,indexer,api");
-    let http = http_address(&running);
+    let http = running.http();
     publish(&url, all.clone()).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let metrics = loop {
