@@ -92,6 +92,9 @@ struct LiveTrip {
     /// Geohash cells of the written points, kept up to date incrementally (recomputing them for
     /// every point at every batch made long trips quadratic).
     cells: BTreeSet<String>,
+    /// The bounds of the cell of the last point added to `cells` (min lon, min lat, max lon,
+    /// max lat): consecutive points mostly share a cell, and need no geohash of their own.
+    last_cell: Option<(f64, f64, f64, f64)>,
     ended: bool,
     dirty: bool,
     last_activity_ms: i64,
@@ -193,6 +196,7 @@ impl<S: Store> Worker<S> {
                 written: 0,
                 rewrite_all: true,
                 cells: BTreeSet::new(),
+                last_cell: None,
                 ended: false,
                 dirty: false,
                 last_activity_ms: now_ms(),
@@ -378,10 +382,18 @@ impl<S: Store> Worker<S> {
             }));
             if from == 0 {
                 live.cells.clear();
+                live.last_cell = None;
             }
-            live.cells.extend(live.engine.enriched_from(from).iter().map(|p| {
-                tripline_model::cell::geohash(p.point.lat, p.point.lon, tripline_model::cell::TRIP_CELL_PRECISION)
-            }));
+            for p in live.engine.enriched_from(from) {
+                let (lat, lon) = (p.point.lat, p.point.lon);
+                let inside =
+                    live.last_cell.is_some_and(|(x0, y0, x1, y1)| lon >= x0 && lon < x1 && lat >= y0 && lat < y1);
+                if !inside {
+                    let cell = tripline_model::cell::geohash(lat, lon, tripline_model::cell::TRIP_CELL_PRECISION);
+                    live.last_cell = tripline_model::cell::bounds(&cell);
+                    live.cells.insert(cell);
+                }
+            }
             live.written = live.engine.kept_count();
             live.rewrite_all = false;
             // What this write set carries needs no memory any more: it is retried until durable

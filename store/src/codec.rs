@@ -111,7 +111,10 @@ pub(crate) fn decode_postcard<'a, T: Deserialize<'a>>(bytes: &'a [u8], table: &'
 }
 
 pub(crate) fn encode_json<T: Serialize>(value: &T, table: &'static str) -> StoreResult<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt { table, detail: e.to_string() })
+    // Room for a typical trip record up front: growing from empty reallocates a dozen times.
+    let mut out = Vec::with_capacity(2048);
+    serde_json::to_writer(&mut out, value).map_err(|e| StoreError::Corrupt { table, detail: e.to_string() })?;
+    Ok(out)
 }
 
 pub(crate) fn decode_json<'a, T: Deserialize<'a>>(bytes: &'a [u8], table: &'static str) -> StoreResult<T> {
