@@ -21,8 +21,10 @@ use tripline_enrich::{Enricher, Regions};
 
 /// Log filter without `TRIPLINE_LOG`: tripline at info; the embedded broker and the embedded
 /// store only when something is wrong (the broker's routing logs every connection, and a normal
-/// disconnect as an error; the store logs its background work).
-const DEFAULT_LOG: &str = "info,rumqttd=warn,rumqttd::router::routing=off,lsm_tree=warn,fjall=warn";
+/// disconnect as an error; the store logs its background work; the index's segment manager warns
+/// when a merge finishes for segments a commit already replaced, which is harmless).
+const DEFAULT_LOG: &str =
+    "info,rumqttd=warn,rumqttd::router::routing=off,lsm_tree=warn,fjall=warn,tantivy::indexer::segment_manager=error";
 
 /// The sample regions bundled with tripline, used when no `regions` file is configured.
 const BUNDLED_REGIONS: &str = include_str!("../fixtures/regions.geojson");
