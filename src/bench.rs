@@ -273,7 +273,7 @@ fn start_child(dir: &Path) -> Result<RunningChild, Failure> {
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .env("TRIPLINE_LOG", "warn,tripline=info")
+        .env("TRIPLINE_LOG", "warn,tripline=info,tantivy::indexer::segment_manager=error")
         .spawn()
         .map_err(|e| Failure::Runtime(anyhow::anyhow!("starting tripline run: {e}")))?;
     let pipe = child.stderr.take().ok_or_else(|| Failure::Runtime(anyhow::anyhow!("no stderr")))?;
