@@ -200,12 +200,9 @@ async fn ceiling(store: &AnyStore, tenant: &TenantId, rounds: Vec<Vec<(VehicleId
     let mut records = std::collections::HashMap::new();
     for ((vehicle, trip), mut trip_engine) in summaries {
         if let Some(report) = trip_engine.report(&engine, TripStatus::Active, None) {
-            let record = TripRecord {
-                tenant: tenant.clone(),
-                summary: report.summary,
-                events: report.events,
-                cells: Vec::new(),
-            };
+            // The record the pipeline writes: summary, events and the cells the trip passed.
+            let cells = tripline_model::cell::cells(trip_engine.enriched().iter().map(|p| (p.point.lat, p.point.lon)));
+            let record = TripRecord { tenant: tenant.clone(), summary: report.summary, events: report.events, cells };
             records.insert((vehicle, trip), record);
         }
     }
