@@ -100,12 +100,14 @@ struct VehicleSim {
     trips: usize,
     /// Points of the current trip not sent yet.
     pending: VecDeque<Point>,
-    trip: Option<TripId>,
+    /// The trip `pending` belongs to.
+    trip: TripId,
 }
 
 impl VehicleSim {
     fn new(prefix: &str, index: usize, seed: u64, t0_ms: i64) -> Result<Self, Failure> {
         let id = VehicleId::parse(&format!("{prefix}-{index}")).map_err(|e| Failure::Usage(e.to_string()))?;
+        let trip = trip_of(&id, 0)?;
         let seed = seed.wrapping_mul(1_000_003).wrapping_add(index as u64);
         Ok(VehicleSim {
             id,
@@ -116,13 +118,13 @@ impl VehicleSim {
             next_seq: 1,
             trips: 0,
             pending: VecDeque::new(),
-            trip: None,
+            trip,
         })
     }
 
     /// The next message: up to `points` points of the current trip (a message never spans two
     /// trips).
-    fn next_message(&mut self, points: usize) -> (TripId, Vec<Point>) {
+    fn next_message(&mut self, points: usize) -> Result<(TripId, Vec<Point>), Failure> {
         if self.pending.is_empty() {
             let minutes = self.rng.range(10.0, 40.0);
             let legs = everyday_legs(&mut self.rng, minutes);
@@ -144,13 +146,17 @@ impl VehicleSim {
             self.next_seq += trip.len() as u64;
             self.next_start_ms = trip.last().map_or(self.next_start_ms, |p| p.ts_ms) + 15 * 60_000;
             self.trips += 1;
-            self.trip = TripId::parse(&format!("{}-t{}", self.id, self.trips)).ok();
+            self.trip = trip_of(&self.id, self.trips)?;
             self.pending = trip.into();
         }
         let n = points.min(self.pending.len());
-        let message: Vec<Point> = self.pending.drain(..n).collect();
-        (self.trip.clone().unwrap_or_else(|| TripId::parse("trip").expect("a valid id")), message)
+        Ok((self.trip.clone(), self.pending.drain(..n).collect()))
     }
+}
+
+/// The id of a vehicle's `n`th simulated trip.
+fn trip_of(vehicle: &VehicleId, n: usize) -> Result<TripId, Failure> {
+    TripId::parse(&format!("{vehicle}-t{n}")).map_err(|e| Failure::Usage(e.to_string()))
 }
 
 /// A message of the fleet.
@@ -164,12 +170,12 @@ fn fleet_round(
     fleet: &mut [VehicleSim],
     points: usize,
     keep: Option<&mut Vec<(VehicleId, TripId, Vec<Point>)>>,
-) -> Vec<FleetMessage> {
+) -> Result<Vec<FleetMessage>, Failure> {
     let mut kept = keep;
     fleet
         .iter_mut()
         .map(|vehicle| {
-            let (trip, pts) = vehicle.next_message(points);
+            let (trip, pts) = vehicle.next_message(points)?;
             let message = FleetMessage {
                 topic: format!("vehicles/{}/telemetry", vehicle.id),
                 payload: encode_telemetry(Some(&trip), &pts),
@@ -178,7 +184,7 @@ fn fleet_round(
             if let Some(kept) = kept.as_deref_mut() {
                 kept.push((vehicle.id.clone(), trip, pts));
             }
-            message
+            Ok(message)
         })
         .collect()
 }
@@ -309,10 +315,21 @@ fn agent() -> ureq::Agent {
         .new_agent()
 }
 
-/// A counter from the child's `/metrics`.
-fn scrape(agent: &ureq::Agent, http: &str, name: &str) -> Option<u64> {
+/// A value from the child's `/metrics`.
+fn scrape<T: std::str::FromStr>(agent: &ureq::Agent, http: &str, name: &str) -> Option<T> {
     let text = agent.get(format!("http://{http}/metrics")).call().ok()?.body_mut().read_to_string().ok()?;
     text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// A tenant's search answer's `total` for `query` (`None` when the API does not answer).
+fn search_total(agent: &ureq::Agent, http: &str, key: &str, query: &str) -> Option<u64> {
+    agent
+        .get(format!("http://{http}/v1/trips?{query}"))
+        .header("Authorization", format!("Bearer {key}"))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok())
+        .and_then(|v| v["total"].as_u64())
 }
 
 /// The child's CPU time so far (user + system), seconds.
@@ -428,7 +445,7 @@ async fn probe(host: &str, port: u16, http: &str, key: &str, probes: &[VehicleId
         if client.publish(format!("vehicles/{vehicle}/telemetry"), QoS::AtLeastOnce, false, payload).await.is_err() {
             break;
         }
-        let url = format!("http://{http}/v1/trips?vehicle_id={vehicle}&limit=1");
+        let query = format!("vehicle_id={vehicle}&limit=1");
         let detail = format!("http://{http}/v1/trips/{trip}");
         let mut stored: Option<f64> = None;
         let found = loop {
@@ -441,14 +458,7 @@ async fn probe(host: &str, port: u16, http: &str, key: &str, probes: &[VehicleId
             {
                 stored = Some(sent.elapsed().as_secs_f64() * 1000.0);
             }
-            let total = agent
-                .get(&url)
-                .header("Authorization", format!("Bearer {key}"))
-                .call()
-                .ok()
-                .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok())
-                .and_then(|v| v["total"].as_u64());
-            if total == Some(1) {
+            if search_total(&agent, http, key, &query) == Some(1) {
                 break true;
             }
             if sent.elapsed() > Duration::from_secs(30) {
@@ -585,104 +595,102 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     let mut messages = Vec::with_capacity(options.messages * options.vehicles);
     for _ in 0..options.messages {
         let mut round = Vec::new();
-        messages.extend(fleet_round(&mut fleet, options.points, Some(&mut round)));
+        messages.extend(fleet_round(&mut fleet, options.points, Some(&mut round))?);
         rounds.push(round);
     }
     let total_messages = messages.len();
     let total_points: usize = messages.iter().map(|m| m.points).sum();
 
     // Registry and ceiling, in this process; then the store is closed for the child.
-    {
-        let store = crate::run::open_store(&store_config).await?;
-        let registry = |e: tripline_store::StoreError| Failure::Runtime(anyhow::anyhow!("registering the fleet: {e}"));
-        store.create_tenant(&tenant, &tripline_query_api::api_key_hash(&key)).await.map_err(registry)?;
-        let mut vehicles: Vec<VehicleId> = fleet.iter().map(|v| v.id.clone()).collect();
-        vehicles.extend(probes.iter().cloned());
-        store.add_vehicles(&tenant, &vehicles).await.map_err(registry)?;
-        // The ceiling writes the same points under other vehicle ids, so ingest starts from an
-        // empty trip set as a fresh fleet would.
-        let ceiling_rounds = rounds
-            .into_iter()
-            .map(|round| {
-                round
-                    .into_iter()
-                    .map(|(v, t, p)| {
-                        let id = VehicleId::parse(&format!("c{v}")).unwrap_or(v);
-                        (id, t, p)
-                    })
-                    .collect()
-            })
-            .collect();
-        // The embedded ceiling gets a store of its own, removed afterwards, so that ingest starts
-        // on an empty store as the ceiling did (and does not pay for compacting the ceiling's
-        // data). ScyllaDB: the same keyspace, other vehicle ids.
-        let ceiling_rate = match options.store {
-            StoreKind::Embedded => {
-                let mut ceiling_config = store_config.clone();
-                ceiling_config.data_dir = dir.join("ceiling-data");
-                let ceiling_store = crate::run::open_store(&ceiling_config).await?;
-                let rate = ceiling(&ceiling_store, &tenant, ceiling_rounds).await;
-                drop(ceiling_store);
-                let _ = std::fs::remove_dir_all(dir.join("ceiling-data"));
-                rate
-            }
-            StoreKind::Scylla => ceiling(&store, &tenant, ceiling_rounds).await,
-        };
-        eprintln!("tripline bench: store ceiling {ceiling_rate:.0} points/s ({total_points} points)");
-        drop(store);
-        let child = start_child(&dir)?;
-        eprintln!("tripline bench: tripline run started; publishing {total_messages} messages as fast as acknowledged");
-        let mut report = throughput(&child, &host, &port, &prefix, messages, total_points).await?;
-        report.store_ceiling_points_per_s = ceiling_rate;
-        report.ratio_to_ceiling = report.points_per_s / ceiling_rate;
-
-        // Freshness is measured on a caught-up system: first the indexer takes in the backlog
-        // of the throughput phase (every trip searchable, nothing uncommitted).
-        let trips: usize = fleet.iter().map(|v| v.trips).sum();
-        wait_caught_up(&child.http, &key, trips).await?;
-
-        // Freshness at half the measured load (or the given rate).
-        let rate = options.rate.unwrap_or(report.points_per_s / 2.0).max(1.0);
-        let seconds = options.probe_seconds.max(1) as f64;
-        let rounds_needed = ((rate * seconds) / (options.points * options.vehicles).max(1) as f64).ceil() as usize;
-        let mut load = Vec::new();
-        for _ in 0..rounds_needed.max(1) {
-            load.extend(fleet_round(&mut fleet, options.points, None));
+    let store = crate::run::open_store(&store_config).await?;
+    let registry = |e: tripline_store::StoreError| Failure::Runtime(anyhow::anyhow!("registering the fleet: {e}"));
+    store.create_tenant(&tenant, &tripline_query_api::api_key_hash(&key)).await.map_err(registry)?;
+    let mut vehicles: Vec<VehicleId> = fleet.iter().map(|v| v.id.clone()).collect();
+    vehicles.extend(probes.iter().cloned());
+    store.add_vehicles(&tenant, &vehicles).await.map_err(registry)?;
+    // The ceiling writes the same points under other vehicle ids, so ingest starts from an
+    // empty trip set as a fresh fleet would.
+    let ceiling_rounds = rounds
+        .into_iter()
+        .map(|round| {
+            round
+                .into_iter()
+                .map(|(v, t, p)| {
+                    let id = VehicleId::parse(&format!("c{v}")).unwrap_or(v);
+                    (id, t, p)
+                })
+                .collect()
+        })
+        .collect();
+    // The embedded ceiling gets a store of its own, removed afterwards, so that ingest starts
+    // on an empty store as the ceiling did (and does not pay for compacting the ceiling's
+    // data). ScyllaDB: the same keyspace, other vehicle ids.
+    let ceiling_rate = match options.store {
+        StoreKind::Embedded => {
+            let mut ceiling_config = store_config.clone();
+            ceiling_config.data_dir = dir.join("ceiling-data");
+            let ceiling_store = crate::run::open_store(&ceiling_config).await?;
+            let rate = ceiling(&ceiling_store, &tenant, ceiling_rounds).await;
+            drop(ceiling_store);
+            let _ = std::fs::remove_dir_all(dir.join("ceiling-data"));
+            rate
         }
-        let interval = Duration::from_secs_f64(options.points as f64 / rate);
-        let load_points: usize = load.iter().map(|m| m.points).sum();
-        eprintln!("tripline bench: freshness at {rate:.0} points/s for {seconds:.0} s");
-        let until = Instant::now() + Duration::from_secs_f64(seconds);
-        let load_task = {
-            let host = host.clone();
-            let id = format!("{prefix}-fleet2");
-            tokio::spawn(async move { publish(&host, port, id, load, interval).await })
-        };
-        // Probes start once the load runs at its pace.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let delays = probe(&host, port, &child.http, &key, &probes, until).await;
-        let load_elapsed = load_task.await.map_err(|e| Failure::Runtime(e.into()))??;
-        report.freshness_ms = Freshness::of(delays.iter().map(|d| d.0).collect());
-        report.durable_ms = Freshness::of(delays.iter().map(|d| d.1).collect());
-        // The load as achieved (the target when the publisher kept up).
-        report.freshness_load_points_per_s = load_points as f64 / load_elapsed.as_secs_f64().max(1e-3);
-        report.rss_mb_max = peak_rss_mb(child.child.id());
-        let _ = Command::new("kill").args(["-TERM", &child.child.id().to_string()]).status();
-        drop(child);
-        if url.is_some() {
-            forget_session(&host, port, &format!("{prefix}-ingest")).await;
-        }
-        report.store = match options.store {
-            StoreKind::Embedded => "embedded".to_owned(),
-            StoreKind::Scylla => "scylla".to_owned(),
-        };
-        report.broker = broker;
-        report.vehicles = options.vehicles;
-        report.messages = total_messages;
-        report.points = total_points;
-        report.duration_s = started.elapsed().as_secs_f64();
-        Ok(report)
+        StoreKind::Scylla => ceiling(&store, &tenant, ceiling_rounds).await,
+    };
+    eprintln!("tripline bench: store ceiling {ceiling_rate:.0} points/s ({total_points} points)");
+    drop(store);
+    let child = start_child(&dir)?;
+    eprintln!("tripline bench: tripline run started; publishing {total_messages} messages as fast as acknowledged");
+    let mut report = throughput(&child, &host, port, &prefix, messages, total_points).await?;
+    report.store_ceiling_points_per_s = ceiling_rate;
+    report.ratio_to_ceiling = report.points_per_s / ceiling_rate;
+
+    // Freshness is measured on a caught-up system: first the indexer takes in the backlog
+    // of the throughput phase (every trip searchable, nothing uncommitted).
+    let trips: usize = fleet.iter().map(|v| v.trips).sum();
+    wait_caught_up(&child.http, &key, trips).await?;
+
+    // Freshness at half the measured load (or the given rate).
+    let rate = options.rate.unwrap_or(report.points_per_s / 2.0).max(1.0);
+    let seconds = options.probe_seconds.max(1) as f64;
+    let rounds_needed = ((rate * seconds) / (options.points * options.vehicles).max(1) as f64).ceil() as usize;
+    let mut load = Vec::new();
+    for _ in 0..rounds_needed.max(1) {
+        load.extend(fleet_round(&mut fleet, options.points, None)?);
     }
+    let interval = Duration::from_secs_f64(options.points as f64 / rate);
+    let load_points: usize = load.iter().map(|m| m.points).sum();
+    eprintln!("tripline bench: freshness at {rate:.0} points/s for {seconds:.0} s");
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let load_task = {
+        let host = host.clone();
+        let id = format!("{prefix}-fleet2");
+        tokio::spawn(async move { publish(&host, port, id, load, interval).await })
+    };
+    // Probes start once the load runs at its pace.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let delays = probe(&host, port, &child.http, &key, &probes, until).await;
+    let load_elapsed = load_task.await.map_err(|e| Failure::Runtime(e.into()))??;
+    report.freshness_ms = Freshness::of(delays.iter().map(|d| d.0).collect());
+    report.durable_ms = Freshness::of(delays.iter().map(|d| d.1).collect());
+    // The load as achieved (the target when the publisher kept up).
+    report.freshness_load_points_per_s = load_points as f64 / load_elapsed.as_secs_f64().max(1e-3);
+    report.rss_mb_max = peak_rss_mb(child.child.id());
+    let _ = Command::new("kill").args(["-TERM", &child.child.id().to_string()]).status();
+    drop(child);
+    if url.is_some() {
+        forget_session(&host, port, &format!("{prefix}-ingest")).await;
+    }
+    report.store = match options.store {
+        StoreKind::Embedded => "embedded".to_owned(),
+        StoreKind::Scylla => "scylla".to_owned(),
+    };
+    report.broker = broker;
+    report.vehicles = options.vehicles;
+    report.messages = total_messages;
+    report.points = total_points;
+    report.duration_s = started.elapsed().as_secs_f64();
+    Ok(report)
 }
 
 /// Waits until the search API finds `trips` trips and the indexer has nothing uncommitted.
@@ -690,21 +698,8 @@ async fn wait_caught_up(http: &str, key: &str, trips: usize) -> Result<(), Failu
     let agent = agent();
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let found = agent
-            .get(format!("http://{http}/v1/trips?limit=1"))
-            .header("Authorization", format!("Bearer {key}"))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok())
-            .and_then(|v| v["total"].as_u64());
-        let text = agent
-            .get(format!("http://{http}/metrics"))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_to_string().ok());
-        let lag = text.as_deref().and_then(|t| {
-            t.lines().find_map(|l| l.strip_prefix("tripline_indexer_lag_seconds ")?.trim().parse::<f64>().ok())
-        });
+        let found = search_total(&agent, http, key, "limit=1");
+        let lag = scrape::<f64>(&agent, http, "tripline_indexer_lag_seconds");
         if found.is_some_and(|n| n as usize >= trips) && lag == Some(0.0) {
             return Ok(());
         }
@@ -719,7 +714,7 @@ async fn wait_caught_up(http: &str, key: &str, trips: usize) -> Result<(), Failu
 async fn throughput(
     child: &RunningChild,
     host: &str,
-    port: &u16,
+    port: u16,
     prefix: &str,
     messages: Vec<FleetMessage>,
     total_points: usize,
@@ -728,10 +723,10 @@ async fn throughput(
     let pid = child.child.id();
     let cpu_before = cpu_seconds(pid).unwrap_or(0.0);
     let started = Instant::now();
-    publish(host, *port, format!("{prefix}-fleet"), messages, Duration::ZERO).await?;
+    publish(host, port, format!("{prefix}-fleet"), messages, Duration::ZERO).await?;
     let agent = agent();
     let deadline = Instant::now() + Duration::from_secs(600);
-    while scrape(&agent, &child.http, "tripline_ingest_acks_total").unwrap_or(0) < total {
+    while scrape::<u64>(&agent, &child.http, "tripline_ingest_acks_total").unwrap_or(0) < total {
         if Instant::now() > deadline {
             return Err(Failure::Runtime(anyhow::anyhow!(
                 "tripline did not acknowledge every message within 10 minutes"
