@@ -173,14 +173,17 @@ impl TripEngine {
         self.points.first()
     }
 
-    /// The points rejected by the decoder, as recorded (to carry them into a rebuilt engine).
-    pub fn take_rejected(&mut self) -> BTreeSet<(i64, u64, u64, u64)> {
-        std::mem::take(&mut self.rejected)
-    }
-
-    /// Takes over rejected points recorded by another engine of the same trip.
-    pub fn restore_rejected(&mut self, rejected: BTreeSet<(i64, u64, u64, u64)>) {
-        self.rejected.extend(rejected);
+    /// Starts the trip over from all its points: `stored` (its kept points, from the store) and
+    /// what this engine still holds (the points not yet written and the jumps, which the store
+    /// does not have), keeping the decoder's rejected points. What a trip that
+    /// [needs history](TripEngine::needs_history) is rebuilt with.
+    pub fn rebuild(&mut self, stored: Vec<Point>) {
+        let mut rebuilt = TripEngine::new(self.vehicle_id.clone(), self.trip_id.clone());
+        rebuilt.add_points(stored);
+        rebuilt.add_points(self.fold.jumps.iter().cloned());
+        rebuilt.add_points(self.points.as_slice().iter().cloned());
+        rebuilt.rejected = std::mem::take(&mut self.rejected);
+        *self = rebuilt;
     }
 
     /// Forgets all but the last [`HELD_POINTS`] kept points, and never any of the first

@@ -275,13 +275,7 @@ impl<S: Store> Worker<S> {
         };
         let stored = self.stored_points(&tenant, vehicle, trip_id).await;
         let Some(live) = self.trips.get_mut(&key) else { return };
-        let mut engine = TripEngine::new(vehicle.clone(), live.engine.trip_id().clone());
-        engine.add_points(stored);
-        // The store has the kept points; the jumps and the points not yet written are here.
-        engine.add_points(live.engine.jumps().to_vec());
-        engine.add_points(live.engine.points().to_vec());
-        engine.restore_rejected(live.engine.take_rejected());
-        live.engine = engine;
+        live.engine.rebuild(stored);
         live.rewrite_all = true;
         live.dirty = true;
         tracing::debug!(%vehicle, %trip_id, "late point before the points held: trip rebuilt from the store");
