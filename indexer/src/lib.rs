@@ -151,22 +151,12 @@ impl<S: ChangeFeed + TripStore + Send + Sync + 'static> Indexer<S> {
             }
             crate::metrics::lag(dirty_since.map_or(0.0, |at| at.elapsed().as_secs_f64()));
             if dirty_since.is_some_and(|at| at.elapsed() >= commit_interval || idle) {
-                match apply(&store, &index, writer.as_ref(), &pending).await {
-                    Ok((upserts, deletes)) => {
-                        counters.upserts += upserts;
-                        counters.deletes += deletes;
-                        pending.clear();
-                    }
-                    Err(error) => {
-                        // Nothing is committed: the same trips are read again next time.
-                        tracing::warn!(%error, "reading changed trips failed; retrying");
-                        wait(&mut shutdown, backoff).await;
-                        continue;
-                    }
+                if let Err(error) = flush(&store, &index, &mut writer, &mut pending, &position, &mut counters).await? {
+                    // Nothing is committed: the same trips are read again next time.
+                    tracing::warn!(%error, "reading changed trips failed; retrying");
+                    wait(&mut shutdown, backoff).await;
+                    continue;
                 }
-                writer = Some(commit(&index, writer.take(), &position).await?);
-                counters.commits += 1;
-                counters.committed = position.clone();
                 dirty_since = None;
                 crate::metrics::committed(index.document_count());
                 status.send_replace(counters.clone());
@@ -175,15 +165,11 @@ impl<S: ChangeFeed + TripStore + Send + Sync + 'static> Indexer<S> {
                 wait(&mut shutdown, Duration::from_millis(config.poll_interval_ms)).await;
             }
         }
-        if dirty_since.is_some() {
-            // On a failed read at shutdown nothing is committed; the next start reads it again.
-            if apply(&store, &index, writer.as_ref(), &pending).await.is_err() {
-                status.send_replace(counters.clone());
-                return Ok(counters);
-            }
-            commit(&index, writer.take(), &position).await?;
-            counters.commits += 1;
-            counters.committed = position;
+        if dirty_since.is_some()
+            && let Err(error) = flush(&store, &index, &mut writer, &mut pending, &position, &mut counters).await?
+        {
+            // Nothing is committed: the next start reads the same changes again.
+            tracing::warn!(%error, "reading changed trips failed at shutdown");
         }
         status.send_replace(counters.clone());
         Ok(counters)
@@ -196,6 +182,29 @@ async fn wait(shutdown: &mut watch::Receiver<bool>, duration: Duration) {
         _ = tokio::time::sleep(duration) => {}
         _ = shutdown.changed() => {}
     }
+}
+
+/// Applies the pending trips and commits them with `position`. A failed store read commits
+/// nothing and is returned (inside `Ok`) for the caller to retry; index failures are errors.
+async fn flush<S: TripStore>(
+    store: &S,
+    index: &TripIndex,
+    writer: &mut Option<IndexWriter>,
+    pending: &mut BTreeSet<(TenantId, VehicleId, TripId)>,
+    position: &Checkpoint,
+    counters: &mut IndexerCounters,
+) -> Result<Result<(), StoreError>, IndexerError> {
+    let (upserts, deletes) = match apply(store, index, writer.as_ref(), pending).await {
+        Ok(applied) => applied,
+        Err(error) => return Ok(Err(error)),
+    };
+    counters.upserts += upserts;
+    counters.deletes += deletes;
+    pending.clear();
+    *writer = Some(commit(index, writer.take(), position).await?);
+    counters.commits += 1;
+    counters.committed = position.clone();
+    Ok(Ok(()))
 }
 
 /// Trips read from the store at once while applying changes (ScyllaDB answers many reads in
