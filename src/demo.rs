@@ -22,12 +22,12 @@ const FIXTURES: [(&str, &str); 3] = [
     ("night-drive.gpx", include_str!("../fixtures/trips/night-drive.gpx")),
 ];
 
-/// The demo's key, and whether the tenant was just created (then its trips are replayed).
+/// The demo's key, and the fixture trips to replay when the tenant was just created.
 #[derive(Debug)]
 pub(crate) struct Demo {
     pub(crate) key: String,
-    pub(crate) fresh: bool,
-    pub(crate) plan: Plan,
+    /// `None` when an earlier demo run of this data directory replayed them.
+    pub(crate) replay: Option<Plan>,
 }
 
 fn fixture_records() -> Result<Vec<tripline_model::tripfile::FileRecord>, Failure> {
@@ -80,11 +80,43 @@ pub(crate) async fn prepare(data_dir: &Path, store: &AnyStore) -> Result<Demo, F
     vehicles.sort();
     vehicles.dedup();
     store.add_vehicles(&tenant, &vehicles).await.map_err(registry)?;
-    let options = ReplayOptions { rebase_time: true, ..ReplayOptions::default() };
-    let plan = crate::replay::plan(records, &options, tripline_model::time::now_ms())
-        .map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
-    Ok(Demo { key, fresh, plan })
+    let replay = if fresh {
+        let options = ReplayOptions { rebase_time: true, ..ReplayOptions::default() };
+        let plan = crate::replay::plan(records, &options, tripline_model::time::now_ms())
+            .map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
+        Some(plan)
+    } else {
+        None
+    };
+    Ok(Demo { key, replay })
 }
+
+/// Prints the key and requests to try; on the first demo run of the data directory, replays the
+/// fixture trips to the broker at `host:port` once ingest is ready.
+pub(crate) fn start(demo: Demo, http: std::net::SocketAddr, broker: (String, u16), mut ready: IngestStatus) {
+    announce(&demo.key, http);
+    let Some(plan) = demo.replay else {
+        eprintln!("tripline: demo: fixture trips were replayed on the first demo run of this data directory");
+        return;
+    };
+    tokio::spawn(async move {
+        if ready.wait_for(|s| s.ready).await.is_err() {
+            return;
+        }
+        let (host, port) = broker;
+        match crate::replay::publish(&host, port, plan, None).await {
+            Ok(report) => eprintln!(
+                "tripline: demo: {} fixture trip(s) replayed ({} points, {} messages acknowledged)",
+                report.trips, report.points, report.acknowledged
+            ),
+            Err(Failure::Runtime(error)) => tracing::error!(error = %error, "demo replay failed"),
+            Err(Failure::Usage(error)) => tracing::error!(%error, "demo replay failed"),
+        }
+    });
+}
+
+/// Ingest's status, to wait for it to be ready.
+type IngestStatus = tokio::sync::watch::Receiver<tripline_ingest::source::SourceCounters>;
 
 fn write_private(path: &Path, text: &str) -> Result<(), Failure> {
     let mut options = std::fs::OpenOptions::new();
@@ -101,7 +133,7 @@ fn write_private(path: &Path, text: &str) -> Result<(), Failure> {
 }
 
 /// What the demo prints: the key and a request to paste.
-pub(crate) fn announce(key: &str, http: std::net::SocketAddr) {
+fn announce(key: &str, http: std::net::SocketAddr) {
     #[allow(clippy::print_stdout)] // the demo's instructions are the command's output
     {
         println!();

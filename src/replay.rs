@@ -255,6 +255,8 @@ pub(crate) struct ReplayReport {
     pub(crate) published: usize,
     pub(crate) acknowledged: usize,
     pub(crate) points: usize,
+    pub(crate) trips: usize,
+    pub(crate) vehicles: usize,
 }
 
 /// Publishes `plan` to the broker at `host:port`; returns once every message is acknowledged
@@ -262,16 +264,17 @@ pub(crate) struct ReplayReport {
 pub(crate) async fn publish(
     host: &str,
     port: u16,
-    plan: &Plan,
+    plan: Plan,
     bar: Option<&ProgressBar>,
 ) -> Result<ReplayReport, Failure> {
+    let Plan { messages, trips, vehicles, points } = plan;
     let mut options = MqttOptions::new(format!("tripline-replay-{}", std::process::id()), host, port);
     options.set_keep_alive(Duration::from_secs(30));
     options.set_clean_session(true);
     options.set_inflight(IN_FLIGHT);
     options.set_max_packet_size(512 * 1024, 512 * 1024);
     let (client, mut eventloop) = AsyncClient::new(options, usize::from(IN_FLIGHT));
-    let messages = plan.messages.clone();
+    let total = messages.len();
     let publisher = tokio::spawn(async move {
         let start = tokio::time::Instant::now();
         for message in messages {
@@ -284,7 +287,6 @@ pub(crate) async fn publish(
         }
         Ok(client)
     });
-    let total = plan.messages.len();
     let mut acknowledged = 0;
     let mut failures = 0u32;
     let mut publisher = Some(publisher);
@@ -323,7 +325,7 @@ pub(crate) async fn publish(
         // Let the DISCONNECT go out.
         let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
     }
-    Ok(ReplayReport { published: total, acknowledged, points: plan.points })
+    Ok(ReplayReport { published: total, acknowledged, points, trips, vehicles })
 }
 
 /// `tripline replay FILE…`.
@@ -342,13 +344,13 @@ pub(crate) fn run(config: &Config, files: &[PathBuf], options: &ReplayOptions) -
         bar.set_style(style);
     }
     let started = Instant::now();
-    let report = runtime()?.block_on(publish(&host, port, &plan, Some(&bar)))?;
+    let report = runtime()?.block_on(publish(&host, port, plan, Some(&bar)))?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "tripline: replayed {} trip(s) of {} vehicle(s) to mqtt://{host}:{port}: {} messages ({} points) published, {} acknowledged, in {seconds:.1} s ({:.0} points/s){}",
-        plan.trips,
-        plan.vehicles,
+        report.trips,
+        report.vehicles,
         report.published,
         report.points,
         report.acknowledged,

@@ -165,30 +165,12 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
             ingest = Some(start_ingest(config, &store, engine, external.clone()).await?);
         }
         if let (Some(demo), Some(ingest)) = (demo, &ingest) {
-            crate::demo::announce(&demo.key, http);
-            if demo.fresh {
-                let (host, port) = match (&ingest.broker, external) {
-                    (Some(broker), _) => (broker.public_addr().ip().to_string(), broker.public_addr().port()),
-                    (None, Some(endpoint)) => endpoint,
-                    (None, None) => return Err(Failure::Runtime(anyhow::anyhow!("no broker for the demo"))),
-                };
-                let mut ready = ingest.status.clone();
-                tokio::spawn(async move {
-                    if ready.wait_for(|s| s.ready).await.is_err() {
-                        return;
-                    }
-                    match crate::replay::publish(&host, port, &demo.plan, None).await {
-                        Ok(report) => eprintln!(
-                            "tripline: demo: {} fixture trip(s) replayed ({} points, {} messages acknowledged)",
-                            demo.plan.trips, report.points, report.acknowledged
-                        ),
-                        Err(Failure::Runtime(error)) => tracing::error!(error = %error, "demo replay failed"),
-                        Err(Failure::Usage(error)) => tracing::error!(%error, "demo replay failed"),
-                    }
-                });
-            } else {
-                eprintln!("tripline: demo: fixture trips were replayed on the first demo run of this data directory");
-            }
+            let broker = match (&ingest.broker, external) {
+                (Some(broker), _) => (broker.public_addr().ip().to_string(), broker.public_addr().port()),
+                (None, Some(endpoint)) => endpoint,
+                (None, None) => return Err(Failure::Runtime(anyhow::anyhow!("no broker for the demo"))),
+            };
+            crate::demo::start(demo, http, broker, ingest.status.clone());
         }
         let mut indexer = None;
         if let (true, Some(index)) = (roles.contains(&"indexer"), index) {
