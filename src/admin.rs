@@ -100,11 +100,22 @@ struct Rebuild {
     status: Mutex<RebuildStatus>,
 }
 
+/// Where the last rebuild is.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RebuildState {
+    /// None started since the process started.
+    #[default]
+    Idle,
+    Running,
+    Done,
+    Failed,
+}
+
 /// The state of the last rebuild, as `GET /admin/v1/reindex` answers it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub(crate) struct RebuildStatus {
-    /// `idle`, `running`, `done` or `failed`.
-    pub(crate) state: String,
+    pub(crate) state: RebuildState,
     /// Trips written into the new generation so far.
     pub(crate) trips: u64,
     /// Trips in the index in use when the rebuild started (for a progress estimate).
@@ -209,10 +220,10 @@ async fn start_reindex(State(state): State<Arc<AdminState>>, headers: HeaderMap)
     let estimate = estimate(&state.home);
     {
         let mut status = state.rebuild.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if status.state == "running" {
+        if status.state == RebuildState::Running {
             return Err(AdminError(StatusCode::CONFLICT, "a reindex is already running".to_owned()));
         }
-        *status = RebuildStatus { state: "running".to_owned(), estimate, ..RebuildStatus::default() };
+        *status = RebuildStatus { state: RebuildState::Running, estimate, ..RebuildStatus::default() };
     }
     state.rebuild.trips.store(0, Ordering::Relaxed);
     let rebuild = Arc::clone(&state.rebuild);
@@ -226,30 +237,27 @@ async fn start_reindex(State(state): State<Arc<AdminState>>, headers: HeaderMap)
         match outcome {
             Ok(report) => {
                 tracing::info!(generation = %report.generation, trips = report.trips, "reindex done");
-                status.state = "done".to_owned();
+                status.state = RebuildState::Done;
                 status.trips = report.trips;
                 status.rate = Some(report.rate());
                 status.generation = Some(report.generation);
             }
             Err(error) => {
                 tracing::error!(%error, "reindex failed");
-                status.state = "failed".to_owned();
+                status.state = RebuildState::Failed;
                 status.error = Some(error.to_string());
             }
         }
     });
-    Ok((StatusCode::ACCEPTED, Json(current_status(&state)?)).into_response())
+    Ok((StatusCode::ACCEPTED, Json(current_status(&state))).into_response())
 }
 
-fn current_status(state: &AdminState) -> Result<RebuildStatus, AdminError> {
+fn current_status(state: &AdminState) -> RebuildStatus {
     let mut status = state.rebuild.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    if status.state.is_empty() {
-        status.state = "idle".to_owned();
-    }
-    if status.state == "running" {
+    if status.state == RebuildState::Running {
         status.trips = state.rebuild.trips.load(Ordering::Relaxed);
     }
-    Ok(status)
+    status
 }
 
 async fn reindex_status(
@@ -257,7 +265,7 @@ async fn reindex_status(
     headers: HeaderMap,
 ) -> Result<Json<RebuildStatus>, AdminError> {
     authorize(&state, &headers)?;
-    Ok(Json(current_status(&state)?))
+    Ok(Json(current_status(&state)))
 }
 
 /// Trips in the generation in use: the likely size of a rebuild.

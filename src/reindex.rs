@@ -7,7 +7,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use tripline_index::IndexHome;
 
-use crate::admin::{RebuildStatus, RemoteError, through_running};
+use crate::admin::{RebuildState, RebuildStatus, RemoteError, through_running};
 use crate::config::Config;
 use crate::{Failure, runtime};
 
@@ -54,9 +54,9 @@ fn follow_remote(remote: &crate::admin::Remote) -> Result<RebuildStatus, RemoteE
         std::thread::sleep(Duration::from_millis(250));
         let status = remote.reindex_status()?;
         progress.set_position(status.trips);
-        match status.state.as_str() {
-            "running" => continue,
-            "done" => {
+        match status.state {
+            RebuildState::Running => continue,
+            RebuildState::Done => {
                 progress.finish_and_clear();
                 return Ok(status);
             }
