@@ -2,6 +2,7 @@
 //! rejection records, and route by vehicle to a worker queue.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tripline_model::time::now_ms;
 
@@ -11,6 +12,7 @@ use tripline_store::{Registry, Rejection};
 
 use crate::route::worker_for;
 use crate::source::Delivery;
+use crate::tenants::{Lookup, Tenants};
 
 /// A decoded message, ready for the enrichment workers.
 #[derive(Debug)]
@@ -45,10 +47,6 @@ pub struct Routed {
     /// Complete after the item's writes are durable.
     pub delivery: Delivery,
 }
-
-/// How long a vehicle's tenant is remembered (registrations are rare; a new vehicle is seen
-/// within this long).
-const REGISTRY_CACHE_TTL: Duration = Duration::from_secs(30);
 
 /// Turns one delivery into a routed item. Pure apart from the registry lookup.
 pub fn classify(
@@ -127,7 +125,7 @@ pub struct IntakeCounters {
 /// Runs the intake: deliveries in, routed items (mapped by `into_work`) out to
 /// `workers[worker_for(vehicle)]`, until the deliveries end or `shutdown` turns true. Returning
 /// drops the worker queues' senders, so the workers finish what is queued and stop.
-pub async fn run_intake<R: Registry, W>(
+pub async fn run_intake<R: Registry + Clone + Send + Sync + 'static, W>(
     registry: R,
     config: DecodeConfig,
     deliveries: flume::Receiver<Delivery>,
@@ -136,7 +134,7 @@ pub async fn run_intake<R: Registry, W>(
     mut shutdown: watch::Receiver<bool>,
     counters: watch::Sender<IntakeCounters>,
 ) {
-    let mut cache: HashMap<VehicleId, (Option<TenantId>, Instant)> = HashMap::new();
+    let tenants = Arc::new(Mutex::new(Tenants::default()));
     let mut rejected: HashMap<RejectReason, u64> = HashMap::new();
     let mut totals = IntakeCounters::default();
     loop {
@@ -149,23 +147,30 @@ pub async fn run_intake<R: Registry, W>(
         // Look the vehicle up before decoding (the lookup is async, the decoder is not).
         let topic_vehicle = tripline_model::Topic::parse(&topic).ok().map(|t| t.vehicle_id);
         if let Some(vehicle) = &topic_vehicle {
-            let fresh = cache.get(vehicle).is_some_and(|(_, at)| at.elapsed() < REGISTRY_CACHE_TTL);
-            if !fresh {
-                let tenant = loop {
-                    match registry.vehicle_tenant(vehicle).await {
-                        Ok(tenant) => break tenant,
-                        Err(error) => {
-                            tracing::warn!(%error, %vehicle, "registry lookup failed; retrying");
-                            tokio::time::sleep(Duration::from_millis(500)).await;
+            let lookup = lock(&tenants).lookup(vehicle, Instant::now());
+            match lookup {
+                Lookup::Use(_) => {}
+                Lookup::UseAndRefresh(_) => {
+                    tokio::spawn(refresh(registry.clone(), Arc::clone(&tenants), vehicle.clone()));
+                }
+                Lookup::Fetch => {
+                    let tenant = loop {
+                        match registry.vehicle_tenant(vehicle).await {
+                            Ok(tenant) => break tenant,
+                            Err(error) => {
+                                tracing::warn!(%error, %vehicle, "registry lookup failed; retrying");
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
                         }
-                    }
-                };
-                cache.insert(vehicle.clone(), (tenant, Instant::now()));
+                    };
+                    lock(&tenants).refreshed(vehicle.clone(), tenant, Instant::now());
+                }
             }
         }
-        let item = classify(&topic, &delivery.publish.payload, &config, now_ms(), |v| {
-            cache.get(v).and_then(|(t, _)| t.clone())
-        });
+        let item = {
+            let known = lock(&tenants);
+            classify(&topic, &delivery.publish.payload, &config, now_ms(), |v| known.tenant(v))
+        };
         totals.messages += 1;
         match &item {
             Decoded::Telemetry { telemetry, rejections, .. } => {
@@ -193,6 +198,25 @@ pub async fn run_intake<R: Registry, W>(
         by_reason.sort();
         totals.rejections = by_reason;
         counters.send_replace(totals.clone());
+    }
+}
+
+/// The remembered tenants (every change of them is one map update: a panic elsewhere cannot
+/// leave them half done).
+fn lock(tenants: &Mutex<Tenants>) -> MutexGuard<'_, Tenants> {
+    tenants.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Refreshes a known vehicle's tenant beside the intake loop.
+async fn refresh<R: Registry>(registry: R, tenants: Arc<Mutex<Tenants>>, vehicle: VehicleId) {
+    let answer = registry.vehicle_tenant(&vehicle).await;
+    let mut tenants = lock(&tenants);
+    match answer {
+        Ok(tenant) => tenants.refreshed(vehicle, tenant, Instant::now()),
+        Err(error) => {
+            tracing::debug!(%error, %vehicle, "registry refresh failed; the known tenant stays");
+            tenants.refresh_failed(&vehicle);
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod intake;
 pub mod metrics;
 pub mod route;
 pub mod source;
+pub mod tenants;
 
 /// What can go wrong in ingest.
 #[derive(Debug, thiserror::Error)]
