@@ -3,25 +3,36 @@
 //! Follows the write store's change feed and keeps one Tantivy document per trip, committing
 //! with the change-feed checkpoint in the commit payload so data and progress commit together.
 //!
-//! **Promises.** A changed trip is searchable within the commit interval (250 ms) plus one feed
-//! poll (100 ms) of its write. After a restart, or a crash at any point, the index resumes at
-//! the checkpoint of its last commit: changes after it are applied again, and applying a change
-//! twice changes nothing (the document is replaced by the trip as stored now). One task owns the
-//! `IndexWriter`.
+//! **Shape.** Two tasks. The *follower* reads the feed without pause and gathers the changed
+//! trips ([`pending`]). The *applier* owns the `IndexWriter`: it takes everything gathered as
+//! one cut, reads the cut's trips from the store while the previous cut's commit is still
+//! running on a blocking thread, then replaces their documents and commits the cut with its
+//! checkpoint. Commits follow each other as fast as they complete, at most one per
+//! `commit_interval_ms`.
+//!
+//! **Promises.** A changed trip is searchable about one commit cycle (the interval, or the
+//! commit's own duration when longer) plus one store read and one commit after its write is
+//! durable. After a restart, or a crash at any point, the index resumes at the checkpoint of its
+//! last commit: changes after it are applied again, and applying a change twice changes nothing
+//! (the document is replaced by the trip as stored now).
 
 pub mod metrics;
+mod pending;
 mod reindex;
 
 pub use reindex::{ReindexError, ReindexReport, reindex};
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tripline_index::{IndexError, IndexWriter, LiveIndex, TripIndex};
-use tripline_model::{TenantId, TripId, VehicleId};
-use tripline_store::{ChangeFeed, Checkpoint, StoreError, TripStore};
+use tripline_store::{ChangeFeed, Checkpoint, StoreError, TripRecord, TripStore};
+
+use crate::pending::{Cut, Pending, TripKey};
 
 /// What can go wrong in the indexer.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +46,10 @@ pub enum IndexerError {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IndexerConfig {
-    /// Longest time between a change read and its commit, milliseconds.
+    /// Least time between two commits, milliseconds (each commit writes a segment; this bounds
+    /// how many a second). A commit that takes longer is followed at once.
     pub commit_interval_ms: u64,
-    /// How often an idle indexer asks the feed for changes, milliseconds.
+    /// How often an idle follower asks the feed for changes, milliseconds.
     pub poll_interval_ms: u64,
     /// Changes read per feed request.
     pub batch: usize,
@@ -45,7 +57,7 @@ pub struct IndexerConfig {
 
 impl Default for IndexerConfig {
     fn default() -> Self {
-        IndexerConfig { commit_interval_ms: 250, poll_interval_ms: 100, batch: 1000 }
+        IndexerConfig { commit_interval_ms: 100, poll_interval_ms: 100, batch: 1000 }
     }
 }
 
@@ -75,14 +87,49 @@ pub struct Indexer<S> {
 /// How often the indexer looks whether `tripline reindex` switched the index generation.
 const GENERATION_CHECK: Duration = Duration::from_secs(1);
 
-impl<S: ChangeFeed + TripStore + Send + Sync + 'static> Indexer<S> {
+/// Trips read from the store at once while applying a cut (ScyllaDB answers many reads in
+/// parallel; one after another, a cut of a few hundred changed trips took most of a second).
+const CONCURRENT_READS: usize = 32;
+
+/// First wait after a failed store read; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What the follower and the applier share.
+struct Shared {
+    pending: Mutex<Pending>,
+    /// The follower added changes (wakes the applier).
+    added: Notify,
+    /// The applier took a cut (wakes a follower that waits because too much is pending).
+    taken: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // Every update of `Pending` is a few plain assignments: one cut short by a panic
+        // elsewhere leaves it usable.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A commit running on a blocking thread, and what it commits.
+struct Committing {
+    task: tokio::task::JoinHandle<(IndexWriter, Result<(), IndexError>)>,
+    checkpoint: Checkpoint,
+    since: Instant,
+    started: Instant,
+    upserts: u64,
+    deletes: u64,
+}
+
+impl<S: ChangeFeed + TripStore + Clone + Send + Sync + 'static> Indexer<S> {
     /// An indexer of `store` into `index` (the generation in use; when a rebuild switches it,
     /// the indexer moves to the new generation and resumes at that generation's checkpoint).
     pub fn new(store: S, index: LiveIndex, config: IndexerConfig) -> Self {
         Indexer { store, index, config }
     }
 
-    /// Runs until `shutdown` turns true, then commits what it applied and returns. `status`
+    /// Runs until `shutdown` turns true, then commits what it read and returns. `status`
     /// follows the counters after every commit.
     pub async fn run(
         self,
@@ -91,89 +138,285 @@ impl<S: ChangeFeed + TripStore + Send + Sync + 'static> Indexer<S> {
     ) -> Result<IndexerCounters, IndexerError> {
         let Indexer { store, index: live, config } = self;
         crate::metrics::describe();
-        let mut index = live.get();
-        let mut generation_checked = Instant::now();
-        let mut writer = Some(index.writer()?);
-        let mut counters = IndexerCounters { committed: index.checkpoint()?, ..IndexerCounters::default() };
-        let mut position = counters.committed.clone();
-        // Trips changed since the last commit: (tenant, vehicle, trip).
-        let mut pending: BTreeSet<(TenantId, VehicleId, TripId)> = BTreeSet::new();
-        // When the oldest change not yet committed was read.
-        let mut dirty_since: Option<Instant> = None;
-        let commit_interval = Duration::from_millis(config.commit_interval_ms);
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            if *shutdown.borrow() {
-                break;
-            }
-            if generation_checked.elapsed() >= GENERATION_CHECK {
-                generation_checked = Instant::now();
-                match live.refresh() {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        // A rebuild replaced the index: what this writer holds uncommitted is
-                        // in the rebuild too, or after its checkpoint.
-                        drop(writer.take());
-                        index = live.get();
-                        writer = Some(index.writer()?);
-                        counters.committed = index.checkpoint()?;
-                        position = counters.committed.clone();
-                        pending.clear();
-                        dirty_since = None;
-                        tracing::info!(generation = %live.generation(), "indexer moved to the rebuilt index");
-                        crate::metrics::committed(index.document_count());
-                        status.send_replace(counters.clone());
-                    }
-                    Err(error) => tracing::warn!(%error, "looking for a rebuilt index failed"),
+        let index = live.get();
+        let committed = index.checkpoint()?;
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::new(committed.clone())),
+            added: Notify::new(),
+            taken: Notify::new(),
+        });
+        let (stop_follower, follower_stopped) = watch::channel(false);
+        let follower = tokio::spawn(follow(store.clone(), shared.clone(), config.clone(), follower_stopped));
+        let mut applier = Applier {
+            store,
+            writer: Some(index.live_writer()?),
+            index,
+            live,
+            committing: None,
+            counters: IndexerCounters { committed, ..IndexerCounters::default() },
+            shared,
+            status,
+            generation_checked: Instant::now(),
+        };
+        let outcome = applier.run(Duration::from_millis(config.commit_interval_ms), &mut shutdown).await;
+        let _ = stop_follower.send(true);
+        let _ = follower.await;
+        outcome?;
+        // What the follower read up to its stop goes in one last commit.
+        applier.finish_commit().await?;
+        let cut = applier.shared.lock().take_cut(Instant::now());
+        if let Some(cut) = cut {
+            match read_trips(&applier.store, &cut.trips).await {
+                Ok(trips) => {
+                    applier.start_commit(cut, trips)?;
+                    applier.finish_commit().await?;
                 }
-            }
-            let batch = match store.read_changes(&position, config.batch.max(1)).await {
-                Ok(batch) => batch,
-                Err(error) => {
-                    tracing::warn!(%error, "reading the change feed failed; retrying");
-                    wait(&mut shutdown, backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            };
-            backoff = Duration::from_millis(100);
-            let idle = batch.changes.is_empty();
-            if !idle {
-                counters.changes += batch.changes.len() as u64;
-                crate::metrics::changes(batch.changes.len());
-                // Changed trips are applied once per commit, however often they changed since.
-                pending.extend(batch.changes.into_iter().map(|c| (c.tenant, c.vehicle_id, c.trip_id)));
-                position = batch.checkpoint;
-                dirty_since.get_or_insert_with(Instant::now);
-            } else if position != counters.committed && dirty_since.is_none() {
-                // The feed moved past entries with nothing to apply (watermarks): keep it.
-                dirty_since = Some(Instant::now());
-            }
-            crate::metrics::lag(dirty_since.map_or(0.0, |at| at.elapsed().as_secs_f64()));
-            if dirty_since.is_some_and(|at| at.elapsed() >= commit_interval || idle) {
-                if let Err(error) = flush(&store, &index, &mut writer, &mut pending, &position, &mut counters).await? {
-                    // Nothing is committed: the same trips are read again next time.
-                    tracing::warn!(%error, "reading changed trips failed; retrying");
-                    wait(&mut shutdown, backoff).await;
-                    continue;
-                }
-                dirty_since = None;
-                crate::metrics::committed(index.document_count());
-                status.send_replace(counters.clone());
-            }
-            if idle {
-                wait(&mut shutdown, Duration::from_millis(config.poll_interval_ms)).await;
+                // Nothing is committed: the next start reads the same changes again.
+                Err(error) => tracing::warn!(%error, "reading changed trips failed at shutdown"),
             }
         }
-        if dirty_since.is_some()
-            && let Err(error) = flush(&store, &index, &mut writer, &mut pending, &position, &mut counters).await?
-        {
-            // Nothing is committed: the next start reads the same changes again.
-            tracing::warn!(%error, "reading changed trips failed at shutdown");
-        }
-        status.send_replace(counters.clone());
-        Ok(counters)
+        applier.counters.changes = applier.shared.lock().changes();
+        applier.status.send_replace(applier.counters.clone());
+        Ok(applier.counters)
     }
+}
+
+/// The follower: reads the feed from where `Pending` says, adds what it finds, until `stop`.
+async fn follow<S: ChangeFeed>(store: S, shared: Arc<Shared>, config: IndexerConfig, mut stop: watch::Receiver<bool>) {
+    let poll = Duration::from_millis(config.poll_interval_ms);
+    let mut backoff = FIRST_BACKOFF;
+    while !*stop.borrow() {
+        let (from, epoch, full) = {
+            let pending = shared.lock();
+            let (from, epoch) = pending.read_from();
+            (from, epoch, pending.is_full())
+        };
+        if full {
+            tokio::select! {
+                _ = shared.taken.notified() => {}
+                _ = wait(&mut stop, poll) => {}
+            }
+            continue;
+        }
+        let batch = match store.read_changes(&from, config.batch.max(1)).await {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::warn!(%error, "reading the change feed failed; retrying");
+                wait(&mut stop, backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        backoff = FIRST_BACKOFF;
+        let (count, idle) = (batch.changes.len(), batch.changes.is_empty());
+        {
+            let mut pending = shared.lock();
+            if pending.add(epoch, batch.changes, batch.checkpoint, Instant::now()) {
+                crate::metrics::changes(count);
+            }
+            crate::metrics::lag(pending.lag_s(Instant::now()));
+        }
+        shared.added.notify_one();
+        if idle {
+            wait(&mut stop, poll).await;
+        }
+    }
+}
+
+/// The applier's state: the writer (or the commit holding it), the index generation, counters.
+struct Applier<S> {
+    store: S,
+    index: TripIndex,
+    live: LiveIndex,
+    writer: Option<IndexWriter>,
+    committing: Option<Committing>,
+    counters: IndexerCounters,
+    shared: Arc<Shared>,
+    status: watch::Sender<IndexerCounters>,
+    generation_checked: Instant,
+}
+
+/// What the applier does next.
+enum Next {
+    Stop,
+    /// The running commit finished (boxed: a writer is large, and this is once per commit).
+    Committed(Box<CommitOutput>),
+    Cut,
+    /// Time to look whether a rebuild switched the index generation (while no commit runs).
+    LookForRebuild,
+}
+
+impl<S: TripStore> Applier<S> {
+    /// Cuts, reads and commits until `shutdown`; returns with a commit possibly still running.
+    /// Cuts are `spacing` apart at least.
+    async fn run(&mut self, spacing: Duration, shutdown: &mut watch::Receiver<bool>) -> Result<(), IndexerError> {
+        let mut last_cut: Option<Instant> = None;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let not_before = last_cut.map_or_else(Instant::now, |at| at + spacing);
+            let next = tokio::select! {
+                biased;
+                () = stop_requested(shutdown) => Next::Stop,
+                output = commit_done(&mut self.committing) => Next::Committed(Box::new(output)),
+                () = cut_ready(&self.shared, not_before) => Next::Cut,
+                () = tokio::time::sleep_until((self.generation_checked + GENERATION_CHECK).into()),
+                    if self.committing.is_none() => Next::LookForRebuild,
+            };
+            match next {
+                Next::Stop => return Ok(()),
+                Next::LookForRebuild => {
+                    self.switch_if_rebuilt()?;
+                }
+                Next::Committed(output) => {
+                    self.complete_commit(*output)?;
+                    self.switch_if_rebuilt()?;
+                }
+                Next::Cut => {
+                    let Some(cut) = self.shared.lock().take_cut(Instant::now()) else { continue };
+                    last_cut = Some(Instant::now());
+                    self.shared.taken.notify_one();
+                    // The previous cut's commit goes on meanwhile.
+                    let read = read_trips(&self.store, &cut.trips).await;
+                    match read {
+                        Ok(trips) => {
+                            backoff = FIRST_BACKOFF;
+                            self.finish_commit().await?;
+                            if self.switch_if_rebuilt()? {
+                                // The rebuilt generation has these changes, or the follower
+                                // reads them again from its checkpoint.
+                                continue;
+                            }
+                            self.start_commit(cut, trips)?;
+                        }
+                        Err(error) => {
+                            // Nothing of it is applied: its trips are pending again.
+                            tracing::warn!(%error, "reading changed trips failed; retrying");
+                            self.shared.lock().put_back(cut);
+                            wait(shutdown, backoff).await;
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Replaces the cut's documents by its trips as read, and starts committing them.
+    fn start_commit(&mut self, cut: Cut, trips: Vec<(TripKey, Option<TripRecord>)>) -> Result<(), IndexerError> {
+        let mut writer = match self.writer.take() {
+            Some(writer) => writer,
+            None => self.index.live_writer()?,
+        };
+        let (upserts, deletes) = apply(&self.index, &writer, trips);
+        let index = self.index.clone();
+        let checkpoint = cut.checkpoint.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let outcome = index.commit(&mut writer, &checkpoint);
+            (writer, outcome)
+        });
+        self.committing = Some(Committing {
+            task,
+            checkpoint: cut.checkpoint,
+            since: cut.since,
+            started: Instant::now(),
+            upserts,
+            deletes,
+        });
+        Ok(())
+    }
+
+    /// Waits for the running commit (if any) and completes it.
+    async fn finish_commit(&mut self) -> Result<(), IndexerError> {
+        let output = match &mut self.committing {
+            Some(committing) => (&mut committing.task).await,
+            None => return Ok(()),
+        };
+        self.complete_commit(output)
+    }
+
+    /// Takes the writer back from the finished commit and publishes the counters.
+    fn complete_commit(&mut self, output: CommitOutput) -> Result<(), IndexerError> {
+        let Some(committing) = self.committing.take() else { return Ok(()) };
+        let (writer, outcome) = output.map_err(|join| {
+            IndexerError::Index(IndexError::Tantivy { detail: format!("commit task failed: {join}") })
+        })?;
+        // A failed commit leaves the writer unusable for this cut: the error ends the indexer,
+        // and the next start resumes at the last good checkpoint.
+        outcome?;
+        self.writer = Some(writer);
+        crate::metrics::commit_took(
+            committing.started.elapsed().as_secs_f64(),
+            committing.since.elapsed().as_secs_f64(),
+        );
+        self.counters.upserts += committing.upserts;
+        self.counters.deletes += committing.deletes;
+        self.counters.commits += 1;
+        self.counters.committed = committing.checkpoint;
+        {
+            let mut pending = self.shared.lock();
+            pending.committed(committing.since);
+            self.counters.changes = pending.changes();
+            crate::metrics::lag(pending.lag_s(Instant::now()));
+        }
+        crate::metrics::committed(self.index.document_count());
+        self.status.send_replace(self.counters.clone());
+        Ok(())
+    }
+
+    /// Moves to a generation `tripline reindex` switched to, at most once a second; only while
+    /// no commit runs. Returns whether it moved.
+    fn switch_if_rebuilt(&mut self) -> Result<bool, IndexerError> {
+        if self.committing.is_some() || self.generation_checked.elapsed() < GENERATION_CHECK {
+            return Ok(false);
+        }
+        self.generation_checked = Instant::now();
+        match self.live.refresh() {
+            Ok(false) => Ok(false),
+            Ok(true) => {
+                // What this writer holds uncommitted is in the rebuild too, or after its
+                // checkpoint.
+                drop(self.writer.take());
+                self.index = self.live.get();
+                self.writer = Some(self.index.live_writer()?);
+                self.counters.committed = self.index.checkpoint()?;
+                self.shared.lock().reset(self.counters.committed.clone());
+                tracing::info!(generation = %self.live.generation(), "indexer moved to the rebuilt index");
+                crate::metrics::documents(self.index.document_count());
+                self.status.send_replace(self.counters.clone());
+                Ok(true)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "looking for a rebuilt index failed");
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Returns once `shutdown` is true (never, if its sender is gone without saying so).
+async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
+    if shutdown.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// What a commit task hands back: the writer, and whether the commit succeeded.
+type CommitOutput = Result<(IndexWriter, Result<(), IndexError>), tokio::task::JoinError>;
+
+/// The running commit's output, once it has finished (never, when none runs).
+async fn commit_done(committing: &mut Option<Committing>) -> CommitOutput {
+    match committing {
+        Some(committing) => (&mut committing.task).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Returns once there is something to cut, and not before `not_before`.
+async fn cut_ready(shared: &Shared, not_before: Instant) {
+    while !shared.lock().has_cut() {
+        shared.added.notified().await;
+    }
+    tokio::time::sleep_until(not_before.into()).await;
 }
 
 /// Sleeps for `duration` or until shutdown.
@@ -184,82 +427,42 @@ async fn wait(shutdown: &mut watch::Receiver<bool>, duration: Duration) {
     }
 }
 
-/// Applies the pending trips and commits them with `position`. A failed store read commits
-/// nothing and is returned (inside `Ok`) for the caller to retry; index failures are errors.
-async fn flush<S: TripStore>(
+/// Reads the trips of a cut from the store, [`CONCURRENT_READS`] at a time (`None`: the store
+/// no longer has it).
+async fn read_trips<S: TripStore>(
     store: &S,
-    index: &TripIndex,
-    writer: &mut Option<IndexWriter>,
-    pending: &mut BTreeSet<(TenantId, VehicleId, TripId)>,
-    position: &Checkpoint,
-    counters: &mut IndexerCounters,
-) -> Result<Result<(), StoreError>, IndexerError> {
-    let (upserts, deletes) = match apply(store, index, writer.as_ref(), pending).await {
-        Ok(applied) => applied,
-        Err(error) => return Ok(Err(error)),
-    };
-    counters.upserts += upserts;
-    counters.deletes += deletes;
-    pending.clear();
-    *writer = Some(commit(index, writer.take(), position).await?);
-    counters.commits += 1;
-    counters.committed = position.clone();
-    Ok(Ok(()))
+    trips: &BTreeSet<TripKey>,
+) -> Result<Vec<(TripKey, Option<TripRecord>)>, StoreError> {
+    let reading = Instant::now();
+    let read = futures::stream::iter(trips.iter().cloned())
+        .map(|key: TripKey| async move {
+            let trip = store.trip_of_vehicle(&key.0, &key.1, &key.2).await?;
+            Ok((key, trip))
+        })
+        .buffer_unordered(CONCURRENT_READS)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, StoreError>>();
+    crate::metrics::read_took(reading.elapsed().as_secs_f64());
+    read
 }
 
-/// Trips read from the store at once while applying changes (ScyllaDB answers many reads in
-/// parallel; one after another, a commit of a few hundred changed trips took most of a second).
-const CONCURRENT_READS: usize = 32;
-
-/// Applies changes: each changed trip is replaced by its stored state, or removed when the
-/// store no longer has it. Returns (upserts, deletes).
-async fn apply<S: TripStore>(
-    store: &S,
-    index: &TripIndex,
-    writer: Option<&IndexWriter>,
-    changed: &BTreeSet<(TenantId, VehicleId, TripId)>,
-) -> Result<(u64, u64), StoreError> {
-    let Some(writer) = writer else { return Ok((0, 0)) };
+/// Replaces each trip's document by its stored state, or removes it when the store no longer
+/// has it. Returns (upserts, deletes).
+fn apply(index: &TripIndex, writer: &IndexWriter, trips: Vec<(TripKey, Option<TripRecord>)>) -> (u64, u64) {
     let (mut upserts, mut deletes) = (0, 0);
-    let keys: Vec<&(TenantId, VehicleId, TripId)> = changed.iter().collect();
-    for chunk in keys.chunks(CONCURRENT_READS) {
-        let reads = futures::future::join_all(chunk.iter().map(|(t, v, i)| store.trip_of_vehicle(t, v, i))).await;
-        for ((tenant, vehicle, trip_id), read) in chunk.iter().zip(reads) {
-            match read? {
-                Some(trip) => match index.upsert(writer, &trip) {
-                    Ok(()) => upserts += 1,
-                    Err(error) => tracing::error!(%error, %trip_id, "trip not indexable; skipped"),
-                },
-                None => {
-                    index.delete(writer, tenant, vehicle, trip_id);
-                    deletes += 1;
-                }
+    for ((tenant, vehicle, trip_id), read) in trips {
+        match read {
+            Some(trip) => match index.upsert(writer, &trip) {
+                Ok(()) => upserts += 1,
+                Err(error) => tracing::error!(%error, %trip_id, "trip not indexable; skipped"),
+            },
+            None => {
+                index.delete(writer, &tenant, &vehicle, &trip_id);
+                deletes += 1;
             }
         }
     }
-    Ok((upserts, deletes))
-}
-
-/// Commits on a blocking thread (a commit fsyncs), handing the writer back.
-async fn commit(
-    index: &TripIndex,
-    writer: Option<IndexWriter>,
-    checkpoint: &Checkpoint,
-) -> Result<IndexWriter, IndexerError> {
-    let index = index.clone();
-    let checkpoint = checkpoint.clone();
-    let mut writer = match writer {
-        Some(writer) => writer,
-        None => index.writer()?,
-    };
-    let result = tokio::task::spawn_blocking(move || {
-        let outcome = index.commit(&mut writer, &checkpoint);
-        (writer, outcome)
-    })
-    .await;
-    match result {
-        Ok((writer, Ok(()))) => Ok(writer),
-        Ok((_, Err(error))) => Err(error.into()),
-        Err(join) => Err(IndexerError::Index(IndexError::Tantivy { detail: format!("commit task failed: {join}") })),
-    }
+    (upserts, deletes)
 }

@@ -1,0 +1,288 @@
+//! What the indexer has read from the change feed and not yet committed, shared by its two
+//! tasks: the follower adds changes as it reads them, the applier takes them a *cut* at a time
+//! (every trip changed up to a feed position, with that position as the cut's checkpoint).
+//!
+//! Pure data, no I/O: the rules that keep the checkpoint honest live here and are unit-tested.
+//! - A cut holds every trip changed at or before its checkpoint and not in an earlier cut, so
+//!   committing a cut's trips (read from the store after the cut) with its checkpoint never
+//!   skips a change.
+//! - A cut whose trips could not be read goes back: its trips join the pending ones, whose
+//!   position is at least as far.
+//! - A reset (the index generation changed) starts over from another checkpoint; a feed read
+//!   that began before it is refused by its epoch, so an old position never lands in the new
+//!   generation.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Instant;
+
+use tripline_model::{TenantId, TripId, VehicleId};
+use tripline_store::{Change, Checkpoint};
+
+/// A trip's key in the index: tenant, vehicle, trip.
+pub(crate) type TripKey = (TenantId, VehicleId, TripId);
+
+/// Changed trips read from the feed and held back from further reading: beyond this many the
+/// follower waits for the applier (a cut is read into memory whole, and a trip record is a few
+/// KB; 20,000 of them is tens of MB, and still a cut of seconds of a large fleet's changes).
+pub(crate) const MAX_PENDING_TRIPS: usize = 20_000;
+
+/// Every trip changed up to `checkpoint` and not in an earlier cut.
+#[derive(Debug)]
+pub(crate) struct Cut {
+    pub(crate) trips: BTreeSet<TripKey>,
+    pub(crate) checkpoint: Checkpoint,
+    /// When the oldest change in it was read.
+    pub(crate) since: Instant,
+    epoch: u64,
+}
+
+/// The state both tasks share (behind a mutex).
+#[derive(Debug)]
+pub(crate) struct Pending {
+    /// Changed trips not in any cut yet.
+    trips: BTreeSet<TripKey>,
+    /// How far the feed has been read.
+    position: Checkpoint,
+    /// The checkpoint of the last cut taken (the committed one at the start; none after a cut
+    /// was given back, so that its position is offered again).
+    cut_position: Option<Checkpoint>,
+    /// When the oldest change not in any cut was read.
+    since: Option<Instant>,
+    /// When the oldest change of each cut taken and not yet committed was read, oldest first.
+    in_flight: VecDeque<Instant>,
+    /// Changes read in all.
+    changes: u64,
+    /// Bumped by a reset; a feed read started under another epoch is refused.
+    epoch: u64,
+}
+
+impl Pending {
+    /// Nothing pending; the feed is read from `committed`.
+    pub(crate) fn new(committed: Checkpoint) -> Pending {
+        Pending {
+            trips: BTreeSet::new(),
+            position: committed.clone(),
+            cut_position: Some(committed),
+            since: None,
+            in_flight: VecDeque::new(),
+            changes: 0,
+            epoch: 0,
+        }
+    }
+
+    /// Where the follower reads next, and under which epoch.
+    pub(crate) fn read_from(&self) -> (Checkpoint, u64) {
+        (self.position.clone(), self.epoch)
+    }
+
+    /// Whether the follower should wait before reading more (the applier is behind).
+    pub(crate) fn is_full(&self) -> bool {
+        self.trips.len() >= MAX_PENDING_TRIPS
+    }
+
+    /// Records a feed read that started at [`Pending::read_from`] under `epoch`: its changes and
+    /// the position it reached. Returns false (and changes nothing) when a reset came between.
+    pub(crate) fn add(&mut self, epoch: u64, changes: Vec<Change>, position: Checkpoint, now: Instant) -> bool {
+        if epoch != self.epoch {
+            return false;
+        }
+        if !changes.is_empty() || position != self.position {
+            // A move with no changes (past abandoned numbers) still has to be committed.
+            self.since.get_or_insert(now);
+        }
+        self.changes += changes.len() as u64;
+        self.trips.extend(changes.into_iter().map(|c| (c.tenant, c.vehicle_id, c.trip_id)));
+        self.position = position;
+        true
+    }
+
+    /// Whether there is something to cut: changed trips, or a feed position not yet committed.
+    pub(crate) fn has_cut(&self) -> bool {
+        !self.trips.is_empty() || self.cut_position.as_ref() != Some(&self.position)
+    }
+
+    /// Takes everything pending as one cut (`None` when there is nothing).
+    pub(crate) fn take_cut(&mut self, now: Instant) -> Option<Cut> {
+        if !self.has_cut() {
+            return None;
+        }
+        let since = self.since.take().unwrap_or(now);
+        self.in_flight.push_back(since);
+        self.cut_position = Some(self.position.clone());
+        Some(Cut {
+            trips: std::mem::take(&mut self.trips),
+            checkpoint: self.position.clone(),
+            since,
+            epoch: self.epoch,
+        })
+    }
+
+    /// Gives back a cut whose trips could not be read: they are pending again.
+    pub(crate) fn put_back(&mut self, cut: Cut) {
+        if cut.epoch != self.epoch {
+            return;
+        }
+        self.forget_oldest_in_flight(cut.since);
+        self.trips.extend(cut.trips);
+        self.since = Some(self.since.map_or(cut.since, |s| s.min(cut.since)));
+        // The pending position is the cut's or further, and the next cut includes these trips.
+        self.cut_position = None;
+    }
+
+    /// A cut is committed: it no longer counts as uncommitted.
+    pub(crate) fn committed(&mut self, cut_since: Instant) {
+        self.forget_oldest_in_flight(cut_since);
+    }
+
+    fn forget_oldest_in_flight(&mut self, since: Instant) {
+        if let Some(i) = self.in_flight.iter().position(|s| *s == since) {
+            self.in_flight.remove(i);
+        }
+    }
+
+    /// Starts over from `committed` (another index generation): pending trips, cuts in flight
+    /// and feed reads under way are forgotten.
+    pub(crate) fn reset(&mut self, committed: Checkpoint) {
+        let changes = self.changes;
+        *self = Pending::new(committed);
+        self.changes = changes;
+        self.epoch += 1;
+    }
+
+    /// Changes read in all.
+    pub(crate) fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// How long the oldest change read and not yet committed has waited, seconds (0: none).
+    pub(crate) fn lag_s(&self, now: Instant) -> f64 {
+        self.in_flight
+            .iter()
+            .chain(self.since.iter())
+            .min()
+            .map_or(0.0, |oldest| now.saturating_duration_since(*oldest).as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use super::*;
+
+    fn change(trip: &str) -> Change {
+        Change {
+            tenant: TenantId::parse("t").unwrap(),
+            vehicle_id: VehicleId::parse("v").unwrap(),
+            trip_id: TripId::parse(trip).unwrap(),
+        }
+    }
+
+    fn at(writer: &str, seq: u64) -> Checkpoint {
+        Checkpoint { positions: [(writer.to_owned(), seq)].into() }
+    }
+
+    fn ids(cut: &Cut) -> Vec<String> {
+        cut.trips.iter().map(|(_, _, t)| t.to_string()).collect()
+    }
+
+    #[test]
+    fn a_cut_holds_every_trip_changed_up_to_its_checkpoint_once() {
+        let now = Instant::now();
+        let mut pending = Pending::new(Checkpoint::default());
+        let (from, epoch) = pending.read_from();
+        assert_eq!(from, Checkpoint::default());
+        assert!(pending.add(epoch, vec![change("a"), change("b"), change("a")], at("w", 3), now));
+        assert!(pending.add(epoch, vec![change("c")], at("w", 4), now));
+        let cut = pending.take_cut(now).unwrap();
+        assert_eq!(ids(&cut), ["a", "b", "c"]);
+        assert_eq!(cut.checkpoint, at("w", 4));
+        assert_eq!(pending.changes(), 4);
+        assert!(!pending.has_cut());
+        assert!(pending.take_cut(now).is_none());
+        assert_eq!(pending.read_from().0, at("w", 4), "the follower goes on from the cut");
+    }
+
+    #[test]
+    fn a_feed_move_without_changes_is_still_cut_and_committed() {
+        let now = Instant::now();
+        let mut pending = Pending::new(at("w", 10));
+        assert!(!pending.has_cut());
+        assert!(pending.add(0, Vec::new(), at("w", 10), now));
+        assert!(!pending.has_cut(), "no move, nothing to commit");
+        assert!(pending.add(0, Vec::new(), at("w", 12), now));
+        let cut = pending.take_cut(now).unwrap();
+        assert!(cut.trips.is_empty());
+        assert_eq!(cut.checkpoint, at("w", 12));
+    }
+
+    #[test]
+    fn a_cut_given_back_is_offered_again_with_what_came_after_it() {
+        let now = Instant::now();
+        let mut pending = Pending::new(Checkpoint::default());
+        pending.add(0, vec![change("a")], at("w", 1), now);
+        let cut = pending.take_cut(now).unwrap();
+        pending.add(0, vec![change("b")], at("w", 2), now + Duration::from_millis(5));
+        pending.put_back(cut);
+        let again = pending.take_cut(now).unwrap();
+        assert_eq!(ids(&again), ["a", "b"]);
+        assert_eq!(again.checkpoint, at("w", 2));
+        assert_eq!(again.since, now, "the given-back cut's age is kept");
+    }
+
+    #[test]
+    fn a_cut_given_back_before_anything_else_was_read_is_offered_again() {
+        let now = Instant::now();
+        let mut pending = Pending::new(Checkpoint::default());
+        pending.add(0, vec![change("a")], Checkpoint::default(), now);
+        let cut = pending.take_cut(now).unwrap();
+        assert_eq!(cut.checkpoint, Checkpoint::default());
+        pending.put_back(cut);
+        assert_eq!(ids(&pending.take_cut(now).unwrap()), ["a"]);
+    }
+
+    #[test]
+    fn a_reset_refuses_feed_reads_begun_before_it() {
+        let now = Instant::now();
+        let mut pending = Pending::new(at("w", 5));
+        let (_, old_epoch) = pending.read_from();
+        pending.add(old_epoch, vec![change("a")], at("w", 6), now);
+        let stale_cut = pending.take_cut(now).unwrap();
+        pending.reset(at("w", 100));
+        assert!(!pending.add(old_epoch, vec![change("b")], at("w", 7), now), "a read from the old generation");
+        pending.put_back(stale_cut);
+        assert!(!pending.has_cut(), "a cut of the old generation does not come back");
+        assert_eq!(pending.read_from().0, at("w", 100));
+        assert_eq!(pending.lag_s(now), 0.0);
+        assert_eq!(pending.changes(), 1, "the count of changes read survives");
+    }
+
+    #[test]
+    fn lag_is_the_age_of_the_oldest_uncommitted_change() {
+        let t0 = Instant::now();
+        let mut pending = Pending::new(Checkpoint::default());
+        assert_eq!(pending.lag_s(t0), 0.0);
+        pending.add(0, vec![change("a")], at("w", 1), t0);
+        let first = pending.take_cut(t0 + Duration::from_millis(100)).unwrap();
+        pending.add(0, vec![change("b")], at("w", 2), t0 + Duration::from_millis(200));
+        let second = pending.take_cut(t0 + Duration::from_millis(300)).unwrap();
+        assert!((pending.lag_s(t0 + Duration::from_millis(400)) - 0.4).abs() < 1e-9);
+        pending.committed(first.since);
+        assert!((pending.lag_s(t0 + Duration::from_millis(400)) - 0.2).abs() < 1e-9);
+        pending.committed(second.since);
+        assert_eq!(pending.lag_s(t0 + Duration::from_millis(400)), 0.0);
+    }
+
+    #[test]
+    fn the_follower_waits_when_the_applier_is_far_behind() {
+        let now = Instant::now();
+        let mut pending = Pending::new(Checkpoint::default());
+        let many: Vec<Change> = (0..MAX_PENDING_TRIPS).map(|i| change(&format!("t{i}"))).collect();
+        pending.add(0, many, at("w", MAX_PENDING_TRIPS as u64), now);
+        assert!(pending.is_full());
+        pending.take_cut(now);
+        assert!(!pending.is_full());
+    }
+}
