@@ -83,10 +83,35 @@ pub(crate) struct BenchReport {
     pub(crate) durable_ms: Freshness,
     /// The load during the freshness probes, points/s.
     pub(crate) freshness_load_points_per_s: f64,
+    /// Where freshness goes, from the child's `/metrics` at the end of the probes (the
+    /// exporter's summaries cover about the last minute), milliseconds.
+    pub(crate) stages_ms: StageTimes,
     /// CPU the tripline process used during the throughput phase, in cores.
     pub(crate) cpu_cores: f64,
     pub(crate) rss_mb_max: f64,
     pub(crate) duration_s: f64,
+}
+
+/// Median and p99, milliseconds.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct Quantiles {
+    pub(crate) p50: f64,
+    pub(crate) p99: f64,
+}
+
+/// The stages of freshness as the child measures them.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct StageTimes {
+    /// Ingest: from receipt of a message to its acknowledgement (durable).
+    pub(crate) ack: Quantiles,
+    /// Ingest: one worker batch's write to the store.
+    pub(crate) write: Quantiles,
+    /// Indexer: reading a commit's changed trips from the store.
+    pub(crate) index_read: Quantiles,
+    /// Indexer: committing the index and reloading its reader.
+    pub(crate) index_commit: Quantiles,
+    /// Indexer: from reading a change off the feed until it is searchable (the oldest of a cut).
+    pub(crate) index_delay: Quantiles,
 }
 
 /// One vehicle's endless sequence of simulated trips, a message at a time.
@@ -321,6 +346,11 @@ fn scrape<T: std::str::FromStr>(agent: &ureq::Agent, http: &str, name: &str) -> 
     text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// A quantile of a summary in the child's `/metrics`, in milliseconds (the summary is in seconds).
+fn scrape_quantile_ms(agent: &ureq::Agent, http: &str, name: &str, quantile: &str) -> f64 {
+    scrape::<f64>(agent, http, &format!("{name}{{quantile=\"{quantile}\"}}")).map_or(f64::NAN, |s| s * 1000.0)
+}
+
 /// A tenant's search answer's `total` for `query` (`None` when the API does not answer).
 fn search_total(agent: &ureq::Agent, http: &str, key: &str, query: &str) -> Option<u64> {
     agent
@@ -414,19 +444,28 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
-/// Probes freshness until `until`: a one-point trip of a new probe vehicle every 200 ms, polled
-/// on the search API until found. Returns the delays, ms: until searchable, and until readable
+/// How often a probe trip is published during the freshness phase.
+const PROBE_EVERY: Duration = Duration::from_millis(200);
+/// How often a probe polls the API for its trip (the measurement's resolution).
+const PROBE_POLL: Duration = Duration::from_millis(10);
+/// A probe not found after this long counts as this long.
+const PROBE_GIVE_UP: Duration = Duration::from_secs(30);
+
+/// Probes freshness until `until`: a one-point trip of a new probe vehicle every 200 ms, each
+/// polled on the API on a thread of its own until found, so that a slow probe neither delays
+/// the next nor thins the sample. Returns the delays, ms: until searchable, and until readable
 /// from the write store (`/v1/trips/{id}`), which tells ingest's share from the indexer's.
 async fn probe(host: &str, port: u16, http: &str, key: &str, probes: &[VehicleId], until: Instant) -> Vec<(f64, f64)> {
     let (client, mut eventloop) = mqtt_client(host, port, format!("{}-probe", probes[0]), 10);
     tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
-    let agent = agent();
-    let mut delays = Vec::new();
+    let mut polls = Vec::new();
+    let mut next = tokio::time::Instant::now();
     for vehicle in probes {
         if Instant::now() >= until {
             break;
         }
-        let next = Instant::now() + Duration::from_millis(200);
+        tokio::time::sleep_until(next).await;
+        next += PROBE_EVERY;
         let point = Point {
             seq: Some(1),
             ts_ms: tripline_model::time::now_ms() - 1000,
@@ -445,33 +484,47 @@ async fn probe(host: &str, port: u16, http: &str, key: &str, probes: &[VehicleId
         if client.publish(format!("vehicles/{vehicle}/telemetry"), QoS::AtLeastOnce, false, payload).await.is_err() {
             break;
         }
-        let query = format!("vehicle_id={vehicle}&limit=1");
-        let detail = format!("http://{http}/v1/trips/{trip}");
-        let mut stored: Option<f64> = None;
-        let found = loop {
-            if stored.is_none()
-                && agent
-                    .get(&detail)
-                    .header("Authorization", format!("Bearer {key}"))
-                    .call()
-                    .is_ok_and(|r| r.status().as_u16() == 200)
-            {
-                stored = Some(sent.elapsed().as_secs_f64() * 1000.0);
-            }
-            if search_total(&agent, http, key, &query) == Some(1) {
-                break true;
-            }
-            if sent.elapsed() > Duration::from_secs(30) {
-                break false;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
-        let searchable = if found { sent.elapsed().as_secs_f64() * 1000.0 } else { 30_000.0 };
-        delays.push((searchable, stored.unwrap_or(searchable)));
-        tracing::debug!(%vehicle, durable_ms = ?stored, searchable_ms = searchable, "probe");
-        tokio::time::sleep_until(next.into()).await;
+        let (http, key, vehicle) = (http.to_owned(), key.to_owned(), vehicle.clone());
+        polls.push(tokio::task::spawn_blocking(move || poll_probe(&http, &key, &vehicle, &trip, sent)));
+    }
+    let mut delays = Vec::with_capacity(polls.len());
+    for poll in polls {
+        if let Ok(delay) = poll.await {
+            delays.push(delay);
+        }
     }
     delays
+}
+
+/// Polls for one probe trip published at `sent` until the search API finds it; returns the
+/// delays (searchable, durable), ms.
+fn poll_probe(http: &str, key: &str, vehicle: &VehicleId, trip: &TripId, sent: Instant) -> (f64, f64) {
+    let agent = agent();
+    let query = format!("vehicle_id={vehicle}&limit=1");
+    let detail = format!("http://{http}/v1/trips/{trip}");
+    let elapsed_ms = || sent.elapsed().as_secs_f64() * 1000.0;
+    let mut stored: Option<f64> = None;
+    let found = loop {
+        if stored.is_none()
+            && agent
+                .get(&detail)
+                .header("Authorization", format!("Bearer {key}"))
+                .call()
+                .is_ok_and(|r| r.status().as_u16() == 200)
+        {
+            stored = Some(elapsed_ms());
+        }
+        if search_total(&agent, http, key, &query) == Some(1) {
+            break true;
+        }
+        if sent.elapsed() > PROBE_GIVE_UP {
+            break false;
+        }
+        std::thread::sleep(PROBE_POLL);
+    };
+    let searchable = if found { elapsed_ms() } else { PROBE_GIVE_UP.as_secs_f64() * 1000.0 };
+    tracing::debug!(%vehicle, durable_ms = ?stored, searchable_ms = searchable, "probe");
+    (searchable, stored.unwrap_or(searchable))
 }
 
 fn temp_dir() -> Result<PathBuf, Failure> {
@@ -523,6 +576,20 @@ fn print_report(r: &BenchReport) {
     println!(
         "  durable        p50 {:.0} ms, p99 {:.0} ms (of those: publish to readable from the write store)",
         r.durable_ms.p50, r.durable_ms.p99
+    );
+    let stages = &r.stages_ms;
+    println!(
+        "  stages (p50/p99 ms)  ack {:.0}/{:.0}, batch write {:.0}/{:.0}; index: read trips {:.0}/{:.0}, commit {:.0}/{:.0}, feed to searchable {:.0}/{:.0}",
+        stages.ack.p50,
+        stages.ack.p99,
+        stages.write.p50,
+        stages.write.p99,
+        stages.index_read.p50,
+        stages.index_read.p99,
+        stages.index_commit.p50,
+        stages.index_commit.p99,
+        stages.index_delay.p50,
+        stages.index_delay.p99
     );
     println!(
         "  tripline run   {:.2} cores, peak RSS {:.0} MB; bench took {:.0} s",
@@ -676,6 +743,18 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     // The load as achieved (the target when the publisher kept up).
     report.freshness_load_points_per_s = load_points as f64 / load_elapsed.as_secs_f64().max(1e-3);
     report.rss_mb_max = peak_rss_mb(child.child.id());
+    let metrics_agent = agent();
+    let quantiles = |name: &str| Quantiles {
+        p50: scrape_quantile_ms(&metrics_agent, &child.http, name, "0.5"),
+        p99: scrape_quantile_ms(&metrics_agent, &child.http, name, "0.99"),
+    };
+    report.stages_ms = StageTimes {
+        ack: quantiles(tripline_ingest::metrics::ACK_LATENCY),
+        write: quantiles(tripline_enrich::metrics::WRITE_SECONDS),
+        index_read: quantiles(tripline_indexer::metrics::READ_SECONDS),
+        index_commit: quantiles(tripline_indexer::metrics::COMMIT_SECONDS),
+        index_delay: quantiles(tripline_indexer::metrics::DELAY_SECONDS),
+    };
     let _ = Command::new("kill").args(["-TERM", &child.child.id().to_string()]).status();
     drop(child);
     if url.is_some() {

@@ -8,10 +8,12 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use tripline_enrich::EnrichConfig;
+use tripline_indexer::IndexerConfig;
 use tripline_store::{DEFAULT_RETENTION_DAYS, ScyllaConfig};
 
 /// Top-level keys; environment variables naming anything else are not configuration.
-const KEYS: &[&str] = &["data_dir", "regions", "enrich", "store", "scylla", "retention_days", "mqtt", "ingest", "http"];
+const KEYS: &[&str] =
+    &["data_dir", "regions", "enrich", "store", "scylla", "retention_days", "mqtt", "ingest", "indexer", "http"];
 
 /// The MQTT side.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -108,6 +110,9 @@ pub(crate) struct Config {
     /// The ingest role.
     #[serde(default)]
     pub(crate) ingest: IngestConfig,
+    /// The indexer role.
+    #[serde(default)]
+    pub(crate) indexer: IndexerConfig,
     /// HTTP.
     #[serde(default)]
     pub(crate) http: HttpConfig,
@@ -151,6 +156,7 @@ impl Default for Config {
             retention_days: default_retention_days(),
             mqtt: MqttConfig::default(),
             ingest: IngestConfig::default(),
+            indexer: IndexerConfig::default(),
             http: HttpConfig::default(),
         }
     }

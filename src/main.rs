@@ -107,7 +107,7 @@ enum Command {
         #[arg(long, default_value = "half", value_parser = bench_rate)]
         rate: BenchRate,
         /// How long to probe freshness, seconds.
-        #[arg(long, default_value_t = 15)]
+        #[arg(long, default_value_t = 30)]
         probe_seconds: u64,
         /// Seed of the simulated fleet.
         #[arg(long, default_value_t = 1)]

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tripline_enrich::Enricher;
 use tripline_enrich::worker::{Work, Worker, WorkerConfig};
 use tripline_index::{IndexHome, LiveIndex};
-use tripline_indexer::{Indexer, IndexerConfig, IndexerCounters};
+use tripline_indexer::{Indexer, IndexerCounters};
 use tripline_ingest::broker::{EmbeddedBroker, EmbeddedBrokerConfig, run_link_source};
 use tripline_ingest::intake::{Decoded, IntakeCounters, Routed, run_intake};
 use tripline_ingest::source::{MqttSourceConfig, SourceCounters, run_source};
@@ -177,7 +177,7 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
             let dir = &index_dir;
             let (stop, stopped) = watch::channel(false);
             let (status, _) = watch::channel(IndexerCounters::default());
-            let task = tokio::spawn(Indexer::new(store.clone(), index, IndexerConfig::default()).run(stopped, status));
+            let task = tokio::spawn(Indexer::new(store.clone(), index, config.indexer.clone()).run(stopped, status));
             eprintln!("tripline: indexer following the store's change feed into {}", dir.display());
             indexer = Some((stop, task));
         }
@@ -217,6 +217,7 @@ async fn start_ingest(
     external: Option<(String, u16)>,
 ) -> Result<Ingest, Failure> {
     tripline_ingest::metrics::describe();
+    tripline_enrich::metrics::describe();
     let (broker, link, endpoint) = match external {
         Some(endpoint) => (None, None, Some(endpoint)),
         None => {

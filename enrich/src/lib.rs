@@ -14,6 +14,7 @@ pub mod batch;
 pub mod config;
 pub mod cut;
 mod fold;
+pub mod metrics;
 pub mod regions;
 pub mod score;
 pub mod sim;

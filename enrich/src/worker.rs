@@ -157,7 +157,9 @@ impl<S: Store> Worker<S> {
             }
         }
         self.collect(&mut writes);
+        let writing = std::time::Instant::now();
         self.write(&writes).await;
+        crate::metrics::batch_written(done.len(), writing.elapsed().as_secs_f64());
         for d in done {
             d();
         }
