@@ -1,7 +1,7 @@
 //! From a delivery to a routed item: decode and validate, find the vehicle's tenant, build the
 //! rejection records, and route by vehicle to a worker queue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tripline_model::time::now_ms;
@@ -122,9 +122,21 @@ pub struct IntakeCounters {
     pub rejections: Vec<(RejectReason, u64)>,
 }
 
+/// Registry lookups of never-seen vehicles running at once; more wait their turn.
+pub const MAX_LOOKUPS: usize = 32;
+/// Deliveries held while their vehicle's tenant is looked up; at this many the intake reads no
+/// more deliveries until lookups answer (the broker's in-flight window usually binds first).
+pub const MAX_PARKED: usize = 10_000;
+
 /// Runs the intake: deliveries in, routed items (mapped by `into_work`) out to
 /// `workers[worker_for(vehicle)]`, until the deliveries end or `shutdown` turns true. Returning
 /// drops the worker queues' senders, so the workers finish what is queued and stop.
+///
+/// A vehicle the intake knows nothing usable about is looked up beside the loop: its messages
+/// wait (in order) for the answer while every other vehicle's go on, so a fleet coming online
+/// after a restart is not looked up one vehicle after another. When the deliveries end, the
+/// messages still waiting for an answer are routed once it comes; on `shutdown` they are left
+/// unacknowledged, for the broker to deliver again.
 pub async fn run_intake<R: Registry + Clone + Send + Sync + 'static, W>(
     registry: R,
     config: DecodeConfig,
@@ -135,69 +147,197 @@ pub async fn run_intake<R: Registry + Clone + Send + Sync + 'static, W>(
     counters: watch::Sender<IntakeCounters>,
 ) {
     let tenants = Arc::new(Mutex::new(Tenants::default()));
-    let mut rejected: HashMap<RejectReason, u64> = HashMap::new();
-    let mut totals = IntakeCounters::default();
+    let mut router =
+        Router { config, workers, into_work, counters, rejected: HashMap::new(), totals: IntakeCounters::default() };
+    let (answer_tx, answers) = flume::unbounded::<(VehicleId, Option<TenantId>)>();
+    let mut lookups = Lookups::default();
+    let (mut source_open, mut watch_shutdown) = (true, true);
     loop {
-        let delivery = tokio::select! {
+        if !source_open && lookups.parked == 0 {
+            break;
+        }
+        let event = tokio::select! {
             biased;
-            _ = shutdown.changed() => if *shutdown.borrow() { break } else { continue },
-            delivery = deliveries.recv_async() => match delivery { Ok(d) => d, Err(_) => break },
+            changed = shutdown.changed(), if watch_shutdown => match changed {
+                Ok(()) if *shutdown.borrow() => break,
+                Ok(()) => continue,
+                // No one can ask for a stop any more: run until the deliveries end.
+                Err(_) => { watch_shutdown = false; continue }
+            },
+            answer = answers.recv_async() => match answer { Ok(answer) => Event::Answer(answer), Err(_) => break },
+            delivery = deliveries.recv_async(), if source_open && lookups.parked < MAX_PARKED => match delivery {
+                Ok(delivery) => Event::Delivery(delivery),
+                Err(_) => { source_open = false; continue }
+            },
         };
-        let topic = delivery.publish.topic.clone();
-        // Look the vehicle up before decoding (the lookup is async, the decoder is not).
-        let topic_vehicle = tripline_model::Topic::parse(&topic).ok().map(|t| t.vehicle_id);
-        if let Some(vehicle) = &topic_vehicle {
-            let lookup = lock(&tenants).lookup(vehicle, Instant::now());
-            match lookup {
-                Lookup::Use(_) => {}
-                Lookup::UseAndRefresh(_) => {
-                    tokio::spawn(refresh(registry.clone(), Arc::clone(&tenants), vehicle.clone()));
+        match event {
+            Event::Answer((vehicle, tenant)) => {
+                lock(&tenants).refreshed(vehicle.clone(), tenant, Instant::now());
+                for delivery in lookups.answered(&vehicle) {
+                    if !router.route(delivery, &tenants).await {
+                        return;
+                    }
                 }
-                Lookup::Fetch => {
-                    let tenant = loop {
-                        match registry.vehicle_tenant(vehicle).await {
-                            Ok(tenant) => break tenant,
-                            Err(error) => {
-                                tracing::warn!(%error, %vehicle, "registry lookup failed; retrying");
-                                tokio::time::sleep(Duration::from_millis(500)).await;
-                            }
+                if let Some(next) = lookups.next_to_fetch() {
+                    tokio::spawn(fetch(registry.clone(), next, answer_tx.clone(), shutdown.clone()));
+                }
+            }
+            Event::Delivery(delivery) => {
+                let vehicle = tripline_model::Topic::parse(&delivery.publish.topic).ok().map(|t| t.vehicle_id);
+                if let Some(vehicle) = vehicle {
+                    if lookups.is_waiting(&vehicle) {
+                        lookups.park(vehicle, delivery);
+                        continue;
+                    }
+                    let lookup = lock(&tenants).lookup(&vehicle, Instant::now());
+                    match lookup {
+                        Lookup::Use(_) => {}
+                        Lookup::UseAndRefresh(_) => {
+                            tokio::spawn(refresh(registry.clone(), Arc::clone(&tenants), vehicle));
                         }
-                    };
-                    lock(&tenants).refreshed(vehicle.clone(), tenant, Instant::now());
+                        Lookup::Fetch => {
+                            if lookups.park(vehicle.clone(), delivery) {
+                                tokio::spawn(fetch(registry.clone(), vehicle, answer_tx.clone(), shutdown.clone()));
+                            }
+                            continue;
+                        }
+                    }
+                }
+                if !router.route(delivery, &tenants).await {
+                    return;
                 }
             }
         }
+    }
+}
+
+/// What woke the intake.
+enum Event {
+    Delivery(Delivery),
+    /// A never-seen (or aged unknown) vehicle's registry answer.
+    Answer((VehicleId, Option<TenantId>)),
+}
+
+/// Vehicles being looked up, and their deliveries held until the answer.
+#[derive(Default)]
+struct Lookups {
+    waiting: HashMap<VehicleId, VecDeque<Delivery>>,
+    /// Waiting vehicles whose lookup has not started ([`MAX_LOOKUPS`] run at once).
+    queued: VecDeque<VehicleId>,
+    running: usize,
+    parked: usize,
+}
+
+impl Lookups {
+    fn is_waiting(&self, vehicle: &VehicleId) -> bool {
+        self.waiting.contains_key(vehicle)
+    }
+
+    /// Holds `delivery` until `vehicle`'s answer. Returns whether the caller starts the lookup
+    /// now (the vehicle's first held delivery, and a lookup slot free).
+    fn park(&mut self, vehicle: VehicleId, delivery: Delivery) -> bool {
+        self.parked += 1;
+        if let Some(held) = self.waiting.get_mut(&vehicle) {
+            held.push_back(delivery);
+            return false;
+        }
+        self.waiting.insert(vehicle.clone(), VecDeque::from([delivery]));
+        if self.running < MAX_LOOKUPS {
+            self.running += 1;
+            true
+        } else {
+            self.queued.push_back(vehicle);
+            false
+        }
+    }
+
+    /// The answer for `vehicle` came: its held deliveries, in receive order.
+    fn answered(&mut self, vehicle: &VehicleId) -> VecDeque<Delivery> {
+        self.running = self.running.saturating_sub(1);
+        let held = self.waiting.remove(vehicle).unwrap_or_default();
+        self.parked -= held.len();
+        held
+    }
+
+    /// The next queued vehicle to look up, taking the slot an answer freed.
+    fn next_to_fetch(&mut self) -> Option<VehicleId> {
+        let next = self.queued.pop_front()?;
+        self.running += 1;
+        Some(next)
+    }
+}
+
+/// Classifies deliveries and hands them to the workers, counting what it saw.
+struct Router<W, F> {
+    config: DecodeConfig,
+    workers: Vec<flume::Sender<W>>,
+    into_work: F,
+    counters: watch::Sender<IntakeCounters>,
+    rejected: HashMap<RejectReason, u64>,
+    totals: IntakeCounters,
+}
+
+impl<W, F: Fn(Routed) -> W> Router<W, F> {
+    /// Routes one delivery with the tenants known now. Returns false when the workers are gone.
+    async fn route(&mut self, delivery: Delivery, tenants: &Mutex<Tenants>) -> bool {
+        let topic = delivery.publish.topic.clone();
+        let topic_vehicle = tripline_model::Topic::parse(&topic).ok().map(|t| t.vehicle_id);
         let item = {
-            let known = lock(&tenants);
-            classify(&topic, &delivery.publish.payload, &config, now_ms(), |v| known.tenant(v))
+            let known = lock(tenants);
+            classify(&topic, &delivery.publish.payload, &self.config, now_ms(), |v| known.tenant(v))
         };
-        totals.messages += 1;
+        self.totals.messages += 1;
         match &item {
             Decoded::Telemetry { telemetry, rejections, .. } => {
                 let points = telemetry.points.len() + rejections.iter().filter(|r| r.point_index.is_some()).count();
-                totals.points += points as u64;
+                self.totals.points += points as u64;
                 crate::metrics::message_received(points);
                 for r in rejections {
-                    *rejected.entry(r.reason).or_default() += 1;
+                    *self.rejected.entry(r.reason).or_default() += 1;
                     crate::metrics::rejected(r.reason);
                 }
             }
             Decoded::Rejected(r) => {
                 crate::metrics::message_received(0);
-                *rejected.entry(r.reason).or_default() += 1;
+                *self.rejected.entry(r.reason).or_default() += 1;
                 crate::metrics::rejected(r.reason);
             }
             Decoded::Marker { .. } => crate::metrics::message_received(0),
         }
-        let index = topic_vehicle.as_ref().map_or(0, |v| worker_for(v, workers.len()));
-        let Some(queue) = workers.get(index) else { break };
-        if queue.send_async(into_work(Routed { item, delivery })).await.is_err() {
-            break;
+        let index = topic_vehicle.as_ref().map_or(0, |v| worker_for(v, self.workers.len()));
+        let Some(queue) = self.workers.get(index) else { return false };
+        if queue.send_async((self.into_work)(Routed { item, delivery })).await.is_err() {
+            return false;
         }
-        let mut by_reason: Vec<(RejectReason, u64)> = rejected.iter().map(|(r, n)| (*r, *n)).collect();
+        let mut by_reason: Vec<(RejectReason, u64)> = self.rejected.iter().map(|(r, n)| (*r, *n)).collect();
         by_reason.sort();
-        totals.rejections = by_reason;
-        counters.send_replace(totals.clone());
+        self.totals.rejections = by_reason;
+        self.counters.send_replace(self.totals.clone());
+        true
+    }
+}
+
+/// Looks a vehicle up for the intake, retrying until it answers or `shutdown`.
+async fn fetch<R: Registry>(
+    registry: R,
+    vehicle: VehicleId,
+    answers: flume::Sender<(VehicleId, Option<TenantId>)>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        match registry.vehicle_tenant(&vehicle).await {
+            Ok(tenant) => {
+                let _ = answers.send((vehicle, tenant));
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, %vehicle, "registry lookup failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
+                }
+            }
+        }
     }
 }
 
@@ -222,7 +362,120 @@ async fn refresh<R: Registry>(registry: R, tenants: Arc<Mutex<Tenants>>, vehicle
 
 #[cfg(test)]
 mod tests {
+    use rumqttc::{Publish, QoS};
+    use tokio::sync::Notify;
+    use tripline_store::StoreResult;
+
     use super::*;
+    use crate::ack::AckTracker;
+
+    /// A registry where every vehicle but `slow` belongs to `acme` at once; `slow`'s answer
+    /// waits for `gate`.
+    #[derive(Clone)]
+    struct GatedRegistry {
+        gate: Arc<Notify>,
+    }
+
+    impl Registry for GatedRegistry {
+        async fn create_tenant(&self, _: &TenantId, _: &str) -> StoreResult<()> {
+            Ok(())
+        }
+        async fn tenant_for_key(&self, _: &str) -> StoreResult<Option<TenantId>> {
+            Ok(None)
+        }
+        async fn tenant_exists(&self, _: &TenantId) -> StoreResult<bool> {
+            Ok(true)
+        }
+        async fn add_vehicles(&self, _: &TenantId, _: &[VehicleId]) -> StoreResult<()> {
+            Ok(())
+        }
+        async fn vehicle_tenant(&self, vehicle: &VehicleId) -> StoreResult<Option<TenantId>> {
+            if vehicle.as_str() == "slow" {
+                self.gate.notified().await;
+            }
+            Ok(Some(TenantId::parse("acme").unwrap()))
+        }
+    }
+
+    struct Harness {
+        deliveries: flume::Sender<Delivery>,
+        routed: flume::Receiver<Routed>,
+        shutdown: watch::Sender<bool>,
+        gate: Arc<Notify>,
+        tracker: AckTracker<()>,
+        done: flume::Sender<crate::ack::Ticket>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Harness {
+        fn start() -> Harness {
+            let gate = Arc::new(Notify::new());
+            let (deliveries, deliveries_rx) = flume::bounded(64);
+            let (worker, routed) = flume::unbounded();
+            let (shutdown, shutdown_rx) = watch::channel(false);
+            let (counters, _) = watch::channel(IntakeCounters::default());
+            let registry = GatedRegistry { gate: gate.clone() };
+            let task = tokio::spawn(run_intake(
+                registry,
+                DecodeConfig::default(),
+                deliveries_rx,
+                vec![worker],
+                |routed| routed,
+                shutdown_rx,
+                counters,
+            ));
+            let (done, _) = flume::unbounded();
+            Harness { deliveries, routed, shutdown, gate, tracker: AckTracker::default(), done, task }
+        }
+
+        async fn send(&mut self, vehicle: &str, n: i64) {
+            let payload = format!(r#"{{"points": [{{"ts_ms": {}, "lat": 51.6, "lon": 7.8}}]}}"#, NOW + n * 1000);
+            let publish = Publish::new(format!("vehicles/{vehicle}/telemetry"), QoS::AtLeastOnce, payload);
+            let ticket = self.tracker.register(());
+            self.deliveries.send_async(Delivery::new(publish, ticket, self.done.clone())).await.unwrap();
+        }
+
+        /// The next routed message as (vehicle, point time offset in seconds).
+        async fn next(&self) -> (String, i64) {
+            let routed = tokio::time::timeout(Duration::from_secs(5), self.routed.recv_async()).await.unwrap().unwrap();
+            let Decoded::Telemetry { telemetry, .. } = routed.item else { panic!("telemetry expected") };
+            (telemetry.vehicle_id.to_string(), (telemetry.points[0].ts_ms - NOW) / 1000)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_vehicle_being_looked_up_holds_up_only_its_own_messages() {
+        let mut h = Harness::start();
+        h.send("slow", 1).await;
+        h.send("fast", 1).await;
+        h.send("slow", 2).await;
+        h.send("fast", 2).await;
+        assert_eq!(h.next().await, ("fast".to_owned(), 1));
+        assert_eq!(h.next().await, ("fast".to_owned(), 2));
+        assert!(h.routed.is_empty(), "slow's messages wait for its answer");
+        h.gate.notify_one();
+        assert_eq!(h.next().await, ("slow".to_owned(), 1));
+        assert_eq!(h.next().await, ("slow".to_owned(), 2), "in receive order");
+        h.send("slow", 3).await;
+        assert_eq!(h.next().await, ("slow".to_owned(), 3), "the answer is remembered");
+        h.shutdown.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), h.task).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn messages_waiting_for_an_answer_are_routed_after_the_deliveries_end() {
+        let mut h = Harness::start();
+        h.send("slow", 1).await;
+        h.send("fast", 1).await;
+        assert_eq!(h.next().await, ("fast".to_owned(), 1));
+        // The deliveries end: the intake's only sender goes.
+        drop(std::mem::replace(&mut h.deliveries, flume::bounded(1).0));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!h.task.is_finished(), "the intake waits for the held message");
+        h.gate.notify_one();
+        assert_eq!(h.next().await, ("slow".to_owned(), 1));
+        tokio::time::timeout(Duration::from_secs(5), h.task).await.unwrap().unwrap();
+    }
 
     const NOW: i64 = 1_795_600_800_000;
 

@@ -1,8 +1,8 @@
 //! Which tenant a vehicle belongs to, remembered between messages.
 //!
-//! The intake is one ordered loop, so a registry lookup it waits for holds up every message
-//! behind it. It waits only when it knows nothing usable: a vehicle seen for the first time, or
-//! one whose last answer was "unknown" and has aged. A known vehicle whose entry has aged keeps
+//! The intake must look a vehicle up when it knows nothing usable: a vehicle seen for the first
+//! time, or one whose last answer was "unknown" and has aged (that vehicle's messages wait for
+//! the answer; the intake goes on with the others). A known vehicle whose entry has aged keeps
 //! its tenant while one refresh runs beside the loop (a vehicle belongs to one tenant; moving it
 //! is rare, and shows within one refresh). Before this, every vehicle's entry expiring in the
 //! same 30 s turned into a burst of lookups one after another inside the loop: with 100 vehicles
