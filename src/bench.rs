@@ -297,6 +297,12 @@ impl Drop for RunningChild {
     }
 }
 
+/// The ceiling's throwaway keyspace beside `keyspace` (CQL names have at most 48 characters).
+fn ceiling_keyspace(keyspace: &str) -> String {
+    let base: String = keyspace.chars().take(48 - "_ceiling".len()).collect();
+    format!("{base}_ceiling")
+}
+
 fn start_child(dir: &Path) -> Result<RunningChild, Failure> {
     let exe = std::env::current_exe().map_err(|e| Failure::Runtime(e.into()))?;
     let mut child = Command::new(exe)
@@ -696,9 +702,9 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
                 .collect()
         })
         .collect();
-    // The embedded ceiling gets a store of its own, removed afterwards, so that ingest starts
-    // on an empty store as the ceiling did (and does not pay for compacting the ceiling's
-    // data). ScyllaDB: the same keyspace, other vehicle ids.
+    // The ceiling gets a store of its own, removed afterwards, so that ingest starts on an
+    // empty store as the ceiling did (and does not pay for compacting the ceiling's data):
+    // embedded, a data dir beside the child's; ScyllaDB, a keyspace `<keyspace>_ceiling`.
     let ceiling_rate = match options.store {
         StoreKind::Embedded => {
             let mut ceiling_config = store_config.clone();
@@ -709,7 +715,18 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
             let _ = std::fs::remove_dir_all(dir.join("ceiling-data"));
             rate
         }
-        StoreKind::Scylla => ceiling(&store, &tenant, ceiling_rounds).await,
+        StoreKind::Scylla => {
+            let mut ceiling_config = store_config.clone();
+            ceiling_config.scylla.keyspace = ceiling_keyspace(&store_config.scylla.keyspace);
+            let scylla = ceiling_config.scylla();
+            let failure = |e: tripline_store::StoreError| Failure::Runtime(anyhow::anyhow!("scylla ceiling: {e}"));
+            tripline_store::ScyllaStore::apply_schema(&scylla).await.map_err(failure)?;
+            let ceiling_store = crate::run::open_store(&ceiling_config).await?;
+            let rate = ceiling(&ceiling_store, &tenant, ceiling_rounds).await;
+            drop(ceiling_store);
+            tripline_store::ScyllaStore::drop_keyspace(&scylla).await.map_err(failure)?;
+            rate
+        }
     };
     eprintln!("tripline bench: store ceiling {ceiling_rate:.0} points/s ({total_points} points)");
     drop(store);

@@ -423,6 +423,23 @@ impl ScyllaStore {
         apply_schema(&session, config).await
     }
 
+    /// Drops the keyspace named by `config` and everything in it (`IF EXISTS`, so a retry is
+    /// harmless). For throwaway keyspaces such as the benchmark's ceiling; never called on a
+    /// keyspace that `tripline run` uses.
+    pub async fn drop_keyspace(config: &ScyllaConfig) -> StoreResult<()> {
+        let ks = &config.keyspace;
+        if !is_identifier(ks) {
+            return Err(StoreError::Refused { detail: format!("keyspace name {ks:?} is not a CQL identifier") });
+        }
+        let session = connect(config).await?;
+        let retry = RetryPolicy { budget: Duration::from_millis(config.retry_budget_ms), ..RetryPolicy::default() };
+        let cql = format!("DROP KEYSPACE IF EXISTS {ks}");
+        retry
+            .run("drop keyspace", || async { session.query_unpaged(cql.as_str(), &[]).await.map_err(|e| classify(&e)) })
+            .await?;
+        Ok(())
+    }
+
     /// Connects and prepares every statement. The schema must exist (`apply_schema`).
     pub async fn connect(config: &ScyllaConfig) -> StoreResult<Self> {
         let ks = &config.keyspace;
