@@ -17,6 +17,10 @@ use tripline_model::{TenantId, VehicleId};
 /// a known vehicle's refresh does not hold up its messages).
 pub const TENANT_TTL: Duration = Duration::from_secs(30);
 
+/// Entries kept before the aged and the unknown ones are dropped (about 100 bytes each). A flood
+/// of made-up vehicle ids cannot grow the map past twice the vehicles known and fresh, or this.
+pub const MAX_ENTRIES: usize = 1_000_000;
+
 /// What the intake does for a vehicle's message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup {
@@ -36,12 +40,35 @@ struct Entry {
 }
 
 /// The remembered answers of the registry.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Tenants {
     entries: HashMap<VehicleId, Entry>,
+    /// At this many entries, the aged and the unknown ones go.
+    prune_at: usize,
+}
+
+impl Default for Tenants {
+    fn default() -> Self {
+        Tenants::with_limit(MAX_ENTRIES)
+    }
 }
 
 impl Tenants {
+    /// Remembers up to about `limit` answers (see [`MAX_ENTRIES`]).
+    pub fn with_limit(limit: usize) -> Self {
+        Tenants { entries: HashMap::new(), prune_at: limit.max(1) }
+    }
+
+    /// Answers remembered.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// What to do for a message of `vehicle` at `now`.
     pub fn lookup(&mut self, vehicle: &VehicleId, now: Instant) -> Lookup {
         let Some(entry) = self.entries.get_mut(vehicle) else { return Lookup::Fetch };
@@ -62,7 +89,21 @@ impl Tenants {
 
     /// Records the registry's answer for `vehicle`, fetched at `at`.
     pub fn refreshed(&mut self, vehicle: VehicleId, tenant: Option<TenantId>, at: Instant) {
+        if self.entries.len() >= self.prune_at && !self.entries.contains_key(&vehicle) {
+            self.prune(at);
+        }
         self.entries.insert(vehicle, Entry { tenant, fetched: at, refreshing: false });
+    }
+
+    /// Drops the aged answers and the "unknown" ones (a dropped vehicle is looked up again on
+    /// its next message). The next pruning waits until the map has doubled, so pruning costs
+    /// O(1) per answer however many fresh known vehicles stay.
+    fn prune(&mut self, now: Instant) {
+        let limit = self.prune_at;
+        self.entries.retain(|_, entry| {
+            entry.refreshing || (entry.tenant.is_some() && now.saturating_duration_since(entry.fetched) < TENANT_TTL)
+        });
+        self.prune_at = limit.max(self.entries.len() * 2);
     }
 
     /// A refresh failed: the old answer stays, and the next message asks again.
@@ -123,6 +164,39 @@ mod tests {
         assert_eq!(tenants.lookup(&v("car"), later), Lookup::UseAndRefresh(t("acme")));
         tenants.refresh_failed(&v("car"));
         assert_eq!(tenants.lookup(&v("car"), later), Lookup::UseAndRefresh(t("acme")));
+    }
+
+    #[test]
+    fn made_up_vehicles_cannot_grow_the_map_past_its_limit_and_known_ones_stay() {
+        let now = Instant::now();
+        let mut tenants = Tenants::with_limit(100);
+        for k in 0..10 {
+            tenants.refreshed(v(&format!("car-{k}")), Some(t("acme")), now);
+        }
+        for k in 0..10_000 {
+            tenants.refreshed(v(&format!("made-up-{k}")), None, now);
+            assert!(tenants.len() <= 100, "{} entries", tenants.len());
+        }
+        for k in 0..10 {
+            assert_eq!(tenants.lookup(&v(&format!("car-{k}")), now), Lookup::Use(Some(t("acme"))));
+        }
+        // A dropped unknown vehicle is simply looked up again.
+        assert_eq!(tenants.lookup(&v("made-up-0"), now), Lookup::Fetch);
+    }
+
+    #[test]
+    fn many_fresh_known_vehicles_raise_the_limit_instead_of_pruning_every_answer() {
+        let now = Instant::now();
+        let mut tenants = Tenants::with_limit(10);
+        for k in 0..1_000 {
+            tenants.refreshed(v(&format!("car-{k}")), Some(t("acme")), now);
+        }
+        assert_eq!(tenants.len(), 1_000, "fresh known vehicles are never dropped");
+        let later = now + TENANT_TTL;
+        for k in 0..2_000 {
+            tenants.refreshed(v(&format!("new-{k}")), Some(t("acme")), later);
+        }
+        assert!(tenants.len() <= 2_000, "the aged ones went: {}", tenants.len());
     }
 
     #[test]
