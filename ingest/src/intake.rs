@@ -174,7 +174,7 @@ pub async fn run_intake<R: Registry + Clone + Send + Sync + 'static, W>(
             Event::Answer((vehicle, tenant)) => {
                 lock(&tenants).refreshed(vehicle.clone(), tenant, Instant::now());
                 for delivery in lookups.answered(&vehicle) {
-                    if !router.route(delivery, &tenants).await {
+                    if !router.route(delivery, Some(&vehicle), &tenants).await {
                         return;
                     }
                 }
@@ -184,26 +184,31 @@ pub async fn run_intake<R: Registry + Clone + Send + Sync + 'static, W>(
             }
             Event::Delivery(delivery) => {
                 let vehicle = tripline_model::Topic::parse(&delivery.publish.topic).ok().map(|t| t.vehicle_id);
-                if let Some(vehicle) = vehicle {
-                    if lookups.is_waiting(&vehicle) {
-                        lookups.park(vehicle, delivery);
+                if let Some(vehicle) = &vehicle {
+                    if lookups.is_waiting(vehicle) {
+                        lookups.park(vehicle.clone(), delivery);
                         continue;
                     }
-                    let lookup = lock(&tenants).lookup(&vehicle, Instant::now());
+                    let lookup = lock(&tenants).lookup(vehicle, Instant::now());
                     match lookup {
                         Lookup::Use(_) => {}
                         Lookup::UseAndRefresh(_) => {
-                            tokio::spawn(refresh(registry.clone(), Arc::clone(&tenants), vehicle));
+                            tokio::spawn(refresh(registry.clone(), Arc::clone(&tenants), vehicle.clone()));
                         }
                         Lookup::Fetch => {
                             if lookups.park(vehicle.clone(), delivery) {
-                                tokio::spawn(fetch(registry.clone(), vehicle, answer_tx.clone(), shutdown.clone()));
+                                tokio::spawn(fetch(
+                                    registry.clone(),
+                                    vehicle.clone(),
+                                    answer_tx.clone(),
+                                    shutdown.clone(),
+                                ));
                             }
                             continue;
                         }
                     }
                 }
-                if !router.route(delivery, &tenants).await {
+                if !router.route(delivery, vehicle.as_ref(), &tenants).await {
                     return;
                 }
             }
@@ -222,15 +227,19 @@ enum Event {
 #[derive(Default)]
 struct Lookups {
     waiting: HashMap<VehicleId, VecDeque<Delivery>>,
-    /// Waiting vehicles whose lookup has not started ([`MAX_LOOKUPS`] run at once).
+    /// Waiting vehicles whose lookup has not started ([`MAX_LOOKUPS`] run at once; every
+    /// other waiting vehicle's lookup is running).
     queued: VecDeque<VehicleId>,
-    running: usize,
     parked: usize,
 }
 
 impl Lookups {
     fn is_waiting(&self, vehicle: &VehicleId) -> bool {
         self.waiting.contains_key(vehicle)
+    }
+
+    fn running(&self) -> usize {
+        self.waiting.len() - self.queued.len()
     }
 
     /// Holds `delivery` until `vehicle`'s answer. Returns whether the caller starts the lookup
@@ -241,19 +250,16 @@ impl Lookups {
             held.push_back(delivery);
             return false;
         }
-        self.waiting.insert(vehicle.clone(), VecDeque::from([delivery]));
-        if self.running < MAX_LOOKUPS {
-            self.running += 1;
-            true
-        } else {
-            self.queued.push_back(vehicle);
-            false
+        let start = self.running() < MAX_LOOKUPS;
+        if !start {
+            self.queued.push_back(vehicle.clone());
         }
+        self.waiting.insert(vehicle, VecDeque::from([delivery]));
+        start
     }
 
     /// The answer for `vehicle` came: its held deliveries, in receive order.
     fn answered(&mut self, vehicle: &VehicleId) -> VecDeque<Delivery> {
-        self.running = self.running.saturating_sub(1);
         let held = self.waiting.remove(vehicle).unwrap_or_default();
         self.parked -= held.len();
         held
@@ -261,9 +267,7 @@ impl Lookups {
 
     /// The next queued vehicle to look up, taking the slot an answer freed.
     fn next_to_fetch(&mut self) -> Option<VehicleId> {
-        let next = self.queued.pop_front()?;
-        self.running += 1;
-        Some(next)
+        if self.running() < MAX_LOOKUPS { self.queued.pop_front() } else { None }
     }
 }
 
@@ -278,10 +282,10 @@ struct Router<W, F> {
 }
 
 impl<W, F: Fn(Routed) -> W> Router<W, F> {
-    /// Routes one delivery with the tenants known now. Returns false when the workers are gone.
-    async fn route(&mut self, delivery: Delivery, tenants: &Mutex<Tenants>) -> bool {
+    /// Routes one delivery (`vehicle`: as its topic names it) with the tenants known now.
+    /// Returns false when the workers are gone.
+    async fn route(&mut self, delivery: Delivery, vehicle: Option<&VehicleId>, tenants: &Mutex<Tenants>) -> bool {
         let topic = delivery.publish.topic.clone();
-        let topic_vehicle = tripline_model::Topic::parse(&topic).ok().map(|t| t.vehicle_id);
         let item = {
             let known = lock(tenants);
             classify(&topic, &delivery.publish.payload, &self.config, now_ms(), |v| known.tenant(v))
@@ -304,7 +308,7 @@ impl<W, F: Fn(Routed) -> W> Router<W, F> {
             }
             Decoded::Marker { .. } => crate::metrics::message_received(0),
         }
-        let index = topic_vehicle.as_ref().map_or(0, |v| worker_for(v, self.workers.len()));
+        let index = vehicle.map_or(0, |v| worker_for(v, self.workers.len()));
         let Some(queue) = self.workers.get(index) else { return false };
         if queue.send_async((self.into_work)(Routed { item, delivery })).await.is_err() {
             return false;
