@@ -234,12 +234,19 @@ async fn connect(config: &ScyllaConfig) -> StoreResult<Session> {
         .await
 }
 
-/// Creates or migrates the keyspace and tables (idempotent). Returns the schema version.
-pub(crate) async fn apply_schema(session: &Session, config: &ScyllaConfig) -> StoreResult<i32> {
-    let ks = &config.keyspace;
+/// The configured keyspace name, refused unless it is a plain CQL identifier (it is spliced
+/// into statements).
+fn checked_keyspace(config: &ScyllaConfig) -> StoreResult<&str> {
+    let ks = config.keyspace.as_str();
     if !is_identifier(ks) {
         return Err(StoreError::Refused { detail: format!("keyspace name {ks:?} is not a CQL identifier") });
     }
+    Ok(ks)
+}
+
+/// Creates or migrates the keyspace and tables (idempotent). Returns the schema version.
+pub(crate) async fn apply_schema(session: &Session, config: &ScyllaConfig) -> StoreResult<i32> {
+    let ks = checked_keyspace(config)?;
     let retry = RetryPolicy { budget: Duration::from_millis(config.retry_budget_ms), ..RetryPolicy::default() };
     let datacenter = match &config.datacenter {
         Some(dc) => dc.clone(),
@@ -414,11 +421,7 @@ fn point_from_row(vehicle: &VehicleId, row: PointRow) -> StoreResult<StoredPoint
 impl ScyllaStore {
     /// Creates or migrates the schema described by `config` (idempotent).
     pub async fn apply_schema(config: &ScyllaConfig) -> StoreResult<i32> {
-        if !is_identifier(&config.keyspace) {
-            return Err(StoreError::Refused {
-                detail: format!("keyspace name {:?} is not a CQL identifier", config.keyspace),
-            });
-        }
+        checked_keyspace(config)?;
         let session = connect(config).await?;
         apply_schema(&session, config).await
     }
@@ -427,10 +430,7 @@ impl ScyllaStore {
     /// harmless). For throwaway keyspaces such as the benchmark's ceiling; never called on a
     /// keyspace that `tripline run` uses.
     pub async fn drop_keyspace(config: &ScyllaConfig) -> StoreResult<()> {
-        let ks = &config.keyspace;
-        if !is_identifier(ks) {
-            return Err(StoreError::Refused { detail: format!("keyspace name {ks:?} is not a CQL identifier") });
-        }
+        let ks = checked_keyspace(config)?;
         let session = connect(config).await?;
         let retry = RetryPolicy { budget: Duration::from_millis(config.retry_budget_ms), ..RetryPolicy::default() };
         let cql = format!("DROP KEYSPACE IF EXISTS {ks}");
@@ -442,10 +442,7 @@ impl ScyllaStore {
 
     /// Connects and prepares every statement. The schema must exist (`apply_schema`).
     pub async fn connect(config: &ScyllaConfig) -> StoreResult<Self> {
-        let ks = &config.keyspace;
-        if !is_identifier(ks) {
-            return Err(StoreError::Refused { detail: format!("keyspace name {ks:?} is not a CQL identifier") });
-        }
+        let ks = checked_keyspace(config)?;
         let session = connect(config).await?;
         let retry = RetryPolicy { budget: Duration::from_millis(config.retry_budget_ms), ..RetryPolicy::default() };
         let p = |cql: String| prepare(&session, &retry, cql);
