@@ -705,29 +705,27 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     // The ceiling gets a store of its own, removed afterwards, so that ingest starts on an
     // empty store as the ceiling did (and does not pay for compacting the ceiling's data):
     // embedded, a data dir beside the child's; ScyllaDB, a keyspace `<keyspace>_ceiling`.
-    let ceiling_rate = match options.store {
-        StoreKind::Embedded => {
-            let mut ceiling_config = store_config.clone();
-            ceiling_config.data_dir = dir.join("ceiling-data");
-            let ceiling_store = crate::run::open_store(&ceiling_config).await?;
-            let rate = ceiling(&ceiling_store, &tenant, ceiling_rounds).await;
-            drop(ceiling_store);
-            let _ = std::fs::remove_dir_all(dir.join("ceiling-data"));
-            rate
-        }
+    let mut ceiling_config = store_config.clone();
+    match options.store {
+        StoreKind::Embedded => ceiling_config.data_dir = dir.join("ceiling-data"),
         StoreKind::Scylla => {
-            let mut ceiling_config = store_config.clone();
             ceiling_config.scylla.keyspace = ceiling_keyspace(&store_config.scylla.keyspace);
-            let scylla = ceiling_config.scylla();
-            let failure = |e: tripline_store::StoreError| Failure::Runtime(anyhow::anyhow!("scylla ceiling: {e}"));
-            tripline_store::ScyllaStore::apply_schema(&scylla).await.map_err(failure)?;
-            let ceiling_store = crate::run::open_store(&ceiling_config).await?;
-            let rate = ceiling(&ceiling_store, &tenant, ceiling_rounds).await;
-            drop(ceiling_store);
-            tripline_store::ScyllaStore::drop_keyspace(&scylla).await.map_err(failure)?;
-            rate
+            tripline_store::ScyllaStore::apply_schema(&ceiling_config.scylla())
+                .await
+                .map_err(|e| Failure::Runtime(anyhow::anyhow!("scylla ceiling: {e}")))?;
         }
-    };
+    }
+    let ceiling_store = crate::run::open_store(&ceiling_config).await?;
+    let ceiling_rate = ceiling(&ceiling_store, &tenant, ceiling_rounds).await;
+    drop(ceiling_store);
+    match options.store {
+        StoreKind::Embedded => {
+            let _ = std::fs::remove_dir_all(&ceiling_config.data_dir);
+        }
+        StoreKind::Scylla => tripline_store::ScyllaStore::drop_keyspace(&ceiling_config.scylla())
+            .await
+            .map_err(|e| Failure::Runtime(anyhow::anyhow!("scylla ceiling: {e}")))?,
+    }
     eprintln!("tripline bench: store ceiling {ceiling_rate:.0} points/s ({total_points} points)");
     drop(store);
     let child = start_child(&dir)?;
