@@ -115,6 +115,9 @@ pub(crate) struct StageTimes {
     pub(crate) index_commit: Quantiles,
     /// Indexer: from reading a change off the feed until it is searchable (the oldest of a cut).
     pub(crate) index_delay: Quantiles,
+    /// Indexer: the share of changed trips taken as ingest wrote them instead of read back from
+    /// the store, over the whole run.
+    pub(crate) index_reused_share: f64,
 }
 
 /// One vehicle's endless sequence of simulated trips, a message at a time.
@@ -777,6 +780,11 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
         index_read: quantiles(tripline_indexer::metrics::READ_SECONDS),
         index_commit: quantiles(tripline_indexer::metrics::COMMIT_SECONDS),
         index_delay: quantiles(tripline_indexer::metrics::DELAY_SECONDS),
+        index_reused_share: {
+            let count = |name| scrape::<f64>(&metrics_agent, &child.http, name).unwrap_or(0.0);
+            let (reused, reads) = (count(tripline_indexer::metrics::REUSED), count(tripline_indexer::metrics::READS));
+            if reused + reads > 0.0 { reused / (reused + reads) } else { f64::NAN }
+        },
     };
     let _ = Command::new("kill").args(["-TERM", &child.child.id().to_string()]).status();
     drop(child);

@@ -20,7 +20,7 @@ use tripline_ingest::intake::{Decoded, IntakeCounters, Routed, run_intake};
 use tripline_ingest::source::{MqttSourceConfig, SourceCounters, run_source};
 use tripline_model::DecodeConfig;
 use tripline_query_api::{ApiConfig, ApiState};
-use tripline_store::{AnyStore, EmbeddedStore, ScyllaStore};
+use tripline_store::{AnyStore, EmbeddedStore, ScyllaStore, TripStore};
 
 use crate::config::{Config, StoreKind};
 use crate::{Failure, runtime};
@@ -159,6 +159,10 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
         eprintln!("tripline: health and metrics on http://{http}/healthz and http://{http}/metrics");
         if roles.contains(&"api") {
             eprintln!("tripline: query API on http://{http}/v1/trips");
+        }
+        if roles.contains(&"ingest") && roles.contains(&"indexer") {
+            // The indexer takes trips as ingest just wrote them instead of reading them back.
+            store.keep_written();
         }
         let mut ingest = None;
         if roles.contains(&"ingest") {

@@ -10,6 +10,13 @@
 //! checkpoint. Commits follow each other as fast as they complete, at most one per
 //! `commit_interval_ms`.
 //!
+//! **Reading back.** A trip whose changes in a cut all come from one writer, when that writer
+//! is this process's store and still keeps the trip as it wrote it with the cut's latest entry
+//! ([`TripStore::take_written`]), is indexed from that record without reading it from the store;
+//! every other trip is read. `tripline run` turns this on when it runs ingest and the indexer
+//! together; the record is the one whose durable write the entry announces, so the document is
+//! the same either way.
+//!
 //! **Promises.** A changed trip is searchable about one commit cycle (the interval, or the
 //! commit's own duration when longer) plus one store read and one commit after its write is
 //! durable. After a restart, or a crash at any point, the index resumes at the checkpoint of its
@@ -22,7 +29,7 @@ mod reindex;
 
 pub use reindex::{ReindexError, ReindexReport, reindex};
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -30,9 +37,9 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tripline_index::{IndexError, IndexWriter, LiveIndex, TripIndex};
-use tripline_store::{ChangeFeed, Checkpoint, StoreError, TripRecord, TripStore};
+use tripline_store::{ChangeFeed, Checkpoint, StoreError, TripKey, TripRecord, TripStore};
 
-use crate::pending::{Cut, Pending, TripKey};
+use crate::pending::{Cut, Pending, Source};
 
 /// What can go wrong in the indexer.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +79,8 @@ pub struct IndexerCounters {
     pub deletes: u64,
     /// Commits.
     pub commits: u64,
+    /// Trips indexed as this process wrote them, without reading them back from the store.
+    pub reused: u64,
     /// The checkpoint of the last commit.
     pub committed: Checkpoint,
 }
@@ -120,6 +129,7 @@ struct Committing {
     started: Instant,
     upserts: u64,
     deletes: u64,
+    reused: u64,
 }
 
 impl<S: ChangeFeed + TripStore + Clone + Send + Sync + 'static> Indexer<S> {
@@ -167,8 +177,8 @@ impl<S: ChangeFeed + TripStore + Clone + Send + Sync + 'static> Indexer<S> {
         let cut = applier.shared.lock().take_cut(Instant::now());
         if let Some(cut) = cut {
             match read_trips(&applier.store, &cut.trips).await {
-                Ok(trips) => {
-                    applier.start_commit(cut, trips)?;
+                Ok(read) => {
+                    applier.start_commit(cut, read)?;
                     applier.finish_commit().await?;
                 }
                 // Nothing is committed: the next start reads the same changes again.
@@ -278,7 +288,7 @@ impl<S: TripStore> Applier<S> {
                     // The previous cut's commit goes on meanwhile.
                     let read = read_trips(&self.store, &cut.trips).await;
                     match read {
-                        Ok(trips) => {
+                        Ok(read) => {
                             backoff = FIRST_BACKOFF;
                             self.finish_commit().await?;
                             if self.switch_if_rebuilt()? {
@@ -286,7 +296,7 @@ impl<S: TripStore> Applier<S> {
                                 // reads them again from its checkpoint.
                                 continue;
                             }
-                            self.start_commit(cut, trips)?;
+                            self.start_commit(cut, read)?;
                         }
                         Err(error) => {
                             // Nothing of it is applied: its trips are pending again.
@@ -302,12 +312,12 @@ impl<S: TripStore> Applier<S> {
     }
 
     /// Replaces the cut's documents by its trips as read, and starts committing them.
-    fn start_commit(&mut self, cut: Cut, trips: Vec<(TripKey, Option<TripRecord>)>) -> Result<(), IndexerError> {
+    fn start_commit(&mut self, cut: Cut, read: Read) -> Result<(), IndexerError> {
         let mut writer = match self.writer.take() {
             Some(writer) => writer,
             None => self.index.live_writer()?,
         };
-        let (upserts, deletes) = apply(&self.index, &writer, trips);
+        let (upserts, deletes) = apply(&self.index, &writer, read.trips);
         let index = self.index.clone();
         let checkpoint = cut.checkpoint.clone();
         let task = tokio::task::spawn_blocking(move || {
@@ -321,6 +331,7 @@ impl<S: TripStore> Applier<S> {
             started: Instant::now(),
             upserts,
             deletes,
+            reused: read.reused,
         });
         Ok(())
     }
@@ -350,6 +361,7 @@ impl<S: TripStore> Applier<S> {
         );
         self.counters.upserts += committing.upserts;
         self.counters.deletes += committing.deletes;
+        self.counters.reused += committing.reused;
         self.counters.commits += 1;
         self.counters.committed = committing.checkpoint;
         {
@@ -427,14 +439,32 @@ async fn wait(shutdown: &mut watch::Receiver<bool>, duration: Duration) {
     }
 }
 
-/// Reads the trips of a cut from the store, [`CONCURRENT_READS`] at a time (`None`: the store
-/// no longer has it).
-async fn read_trips<S: TripStore>(
-    store: &S,
-    trips: &BTreeSet<TripKey>,
-) -> Result<Vec<(TripKey, Option<TripRecord>)>, StoreError> {
+/// A cut's trips as they are now (`None`: the store no longer has it).
+struct Read {
+    trips: Vec<(TripKey, Option<TripRecord>)>,
+    /// How many of them were taken as this process wrote them.
+    reused: u64,
+}
+
+/// The trips of a cut: those this process just wrote as it wrote them, the others read from the
+/// store, [`CONCURRENT_READS`] at a time.
+async fn read_trips<S: TripStore>(store: &S, trips: &BTreeMap<TripKey, Source>) -> Result<Read, StoreError> {
     let reading = Instant::now();
-    let read = futures::stream::iter(trips.iter().cloned())
+    let mut kept = Vec::new();
+    let mut unread = Vec::new();
+    for (key, source) in trips {
+        let written = match source {
+            Source::Writer { writer, seq } => store.take_written(key, writer, *seq),
+            Source::Several => None,
+        };
+        match written {
+            Some(trip) => kept.push((key.clone(), trip)),
+            None => unread.push(key.clone()),
+        }
+    }
+    let reused = kept.len() as u64;
+    let reads = unread.len() as u64;
+    let read = futures::stream::iter(unread)
         .map(|key: TripKey| async move {
             let trip = store.trip_of_vehicle(&key.0, &key.1, &key.2).await?;
             Ok((key, trip))
@@ -444,8 +474,10 @@ async fn read_trips<S: TripStore>(
         .await
         .into_iter()
         .collect::<Result<Vec<_>, StoreError>>();
-    crate::metrics::read_took(reading.elapsed().as_secs_f64());
-    read
+    crate::metrics::read_took(reading.elapsed().as_secs_f64(), reused, reads);
+    let mut trips = read?;
+    trips.extend(kept);
+    Ok(Read { trips, reused })
 }
 
 /// Replaces each trip's document by its stored state, or removes it when the store no longer

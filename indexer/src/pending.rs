@@ -11,15 +11,41 @@
 //! - A reset (the index generation changed) starts over from another checkpoint; a feed read
 //!   that began before it is refused by its epoch, so an old position never lands in the new
 //!   generation.
+//! - Each trip of a cut says who changed it ([`Source`]): one writer, with its latest entry, or
+//!   several. A trip another writer changed within [`WRITTEN_MAX_AGE`] counts as changed by
+//!   several, even when that change was in an earlier cut, so the applier reads it from the store
+//!   instead of taking it as this process wrote it.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
-use tripline_model::{TenantId, TripId, VehicleId};
-use tripline_store::{Change, Checkpoint};
+use tripline_store::{Change, Checkpoint, TripKey, WRITTEN_MAX_AGE};
 
-/// A trip's key in the index: tenant, vehicle, trip.
-pub(crate) type TripKey = (TenantId, VehicleId, TripId);
+/// Who changed a pending trip.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// One writer, and the sequence number of its latest entry for the trip.
+    Writer {
+        /// The writer.
+        writer: String,
+        /// Its latest entry.
+        seq: u64,
+    },
+    /// More than one writer (here, or recently): only the store knows which write is the last.
+    Several,
+}
+
+impl Source {
+    /// Both `self` and `other` changed the trip.
+    fn and(self, other: Source) -> Source {
+        match (self, other) {
+            (Source::Writer { writer: a, seq: x }, Source::Writer { writer: b, seq: y }) if a == b => {
+                Source::Writer { writer: a, seq: x.max(y) }
+            }
+            _ => Source::Several,
+        }
+    }
+}
 
 /// Changed trips read from the feed and held back from further reading: beyond this many the
 /// follower waits for the applier (a cut is read into memory whole, and a trip record is a few
@@ -29,7 +55,7 @@ pub(crate) const MAX_PENDING_TRIPS: usize = 20_000;
 /// Every trip changed up to `checkpoint` and not in an earlier cut.
 #[derive(Debug)]
 pub(crate) struct Cut {
-    pub(crate) trips: BTreeSet<TripKey>,
+    pub(crate) trips: BTreeMap<TripKey, Source>,
     pub(crate) checkpoint: Checkpoint,
     /// When the oldest change in it was read.
     pub(crate) since: Instant,
@@ -40,7 +66,12 @@ pub(crate) struct Cut {
 #[derive(Debug)]
 pub(crate) struct Pending {
     /// Changed trips not in any cut yet.
-    trips: BTreeSet<TripKey>,
+    trips: BTreeMap<TripKey, Source>,
+    /// Per trip changed within [`WRITTEN_MAX_AGE`], the writer of its last change and when that
+    /// was read (older ones are dropped every so often).
+    last_writer: HashMap<TripKey, (String, Instant)>,
+    /// When `last_writer` was last cleared of old entries.
+    pruned: Option<Instant>,
     /// How far the feed has been read.
     position: Checkpoint,
     /// The checkpoint of the last cut taken (the committed one at the start; none after a cut
@@ -60,7 +91,9 @@ impl Pending {
     /// Nothing pending; the feed is read from `committed`.
     pub(crate) fn new(committed: Checkpoint) -> Pending {
         Pending {
-            trips: BTreeSet::new(),
+            trips: BTreeMap::new(),
+            last_writer: HashMap::new(),
+            pruned: None,
             position: committed.clone(),
             cut_position: Some(committed),
             since: None,
@@ -91,9 +124,36 @@ impl Pending {
             self.since.get_or_insert(now);
         }
         self.changes += changes.len() as u64;
-        self.trips.extend(changes.into_iter().map(|c| (c.tenant, c.vehicle_id, c.trip_id)));
+        self.forget_old_writers(now);
+        for change in changes {
+            let key = change.key();
+            let Change { writer, seq, .. } = change;
+            let another = self
+                .last_writer
+                .get(&key)
+                .is_some_and(|(last, at)| *last != writer && now.saturating_duration_since(*at) <= WRITTEN_MAX_AGE);
+            let source = if another { Source::Several } else { Source::Writer { writer: writer.clone(), seq } };
+            self.last_writer.insert(key.clone(), (writer, now));
+            self.add_trip(key, source);
+        }
         self.position = position;
         true
+    }
+
+    fn add_trip(&mut self, key: TripKey, source: Source) {
+        match self.trips.remove(&key) {
+            Some(earlier) => self.trips.insert(key, earlier.and(source)),
+            None => self.trips.insert(key, source),
+        };
+    }
+
+    /// Drops the writers of changes older than [`WRITTEN_MAX_AGE`], once per that time.
+    fn forget_old_writers(&mut self, now: Instant) {
+        let due = self.pruned.is_none_or(|at| now.saturating_duration_since(at) > WRITTEN_MAX_AGE);
+        if due {
+            self.last_writer.retain(|_, (_, at)| now.saturating_duration_since(*at) <= WRITTEN_MAX_AGE);
+            self.pruned = Some(now);
+        }
     }
 
     /// Whether there is something to cut: changed trips, or a feed position not yet committed.
@@ -123,7 +183,9 @@ impl Pending {
             return;
         }
         self.forget_oldest_in_flight(cut.since);
-        self.trips.extend(cut.trips);
+        for (key, source) in cut.trips {
+            self.add_trip(key, source);
+        }
         self.since = Some(self.since.map_or(cut.since, |s| s.min(cut.since)));
         // The pending position is the cut's or further, and the next cut includes these trips.
         self.cut_position = None;
@@ -143,10 +205,13 @@ impl Pending {
     /// Starts over from `committed` (another index generation): pending trips, cuts in flight
     /// and feed reads under way are forgotten.
     pub(crate) fn reset(&mut self, committed: Checkpoint) {
-        let changes = self.changes;
+        let (changes, epoch) = (self.changes, self.epoch);
+        let last_writer = std::mem::take(&mut self.last_writer);
         *self = Pending::new(committed);
         self.changes = changes;
-        self.epoch += 1;
+        // Who wrote what recently still holds in the other generation.
+        self.last_writer = last_writer;
+        self.epoch = epoch + 1;
     }
 
     /// Changes read in all.
@@ -170,14 +235,28 @@ mod tests {
 
     use std::time::Duration;
 
+    use tripline_model::{TenantId, TripId, VehicleId};
+
     use super::*;
 
     fn change(trip: &str) -> Change {
-        Change {
-            tenant: TenantId::parse("t").unwrap(),
-            vehicle_id: VehicleId::parse("v").unwrap(),
-            trip_id: TripId::parse(trip).unwrap(),
-        }
+        by("w", 1, trip)
+    }
+
+    fn by(writer: &str, seq: u64, trip: &str) -> Change {
+        let mut change =
+            Change::of(&TenantId::parse("t").unwrap(), &VehicleId::parse("v").unwrap(), &TripId::parse(trip).unwrap());
+        change.writer = writer.to_owned();
+        change.seq = seq;
+        change
+    }
+
+    fn source(cut: &Cut, trip: &str) -> Source {
+        cut.trips.iter().find(|((_, _, t), _)| t.as_str() == trip).map(|(_, s)| s.clone()).unwrap()
+    }
+
+    fn writer(writer: &str, seq: u64) -> Source {
+        Source::Writer { writer: writer.to_owned(), seq }
     }
 
     fn at(writer: &str, seq: u64) -> Checkpoint {
@@ -185,7 +264,7 @@ mod tests {
     }
 
     fn ids(cut: &Cut) -> Vec<String> {
-        cut.trips.iter().map(|(_, _, t)| t.to_string()).collect()
+        cut.trips.keys().map(|(_, _, t)| t.to_string()).collect()
     }
 
     #[test]
@@ -284,5 +363,66 @@ mod tests {
         assert!(pending.is_full());
         pending.take_cut(now);
         assert!(!pending.is_full());
+    }
+
+    #[test]
+    fn a_trip_changed_by_one_writer_names_its_latest_entry() {
+        let now = Instant::now();
+        let mut pending = Pending::new(Checkpoint::default());
+        pending.add(0, vec![by("a", 3, "x"), by("a", 4, "y"), by("a", 9, "x")], at("a", 9), now);
+        let cut = pending.take_cut(now).unwrap();
+        assert_eq!(source(&cut, "x"), writer("a", 9));
+        assert_eq!(source(&cut, "y"), writer("a", 4));
+    }
+
+    #[test]
+    fn a_trip_changed_by_two_writers_is_read_from_the_store() {
+        let now = Instant::now();
+        let mut pending = Pending::new(Checkpoint::default());
+        pending.add(0, vec![by("a", 3, "x"), by("b", 1, "x"), by("b", 2, "y")], Checkpoint::default(), now);
+        let cut = pending.take_cut(now).unwrap();
+        assert_eq!(source(&cut, "x"), Source::Several);
+        assert_eq!(source(&cut, "y"), writer("b", 2));
+    }
+
+    #[test]
+    fn another_writers_recent_change_in_an_earlier_cut_still_counts() {
+        let now = Instant::now();
+        let mut pending = Pending::new(Checkpoint::default());
+        pending.add(0, vec![by("b", 1, "x")], at("b", 1), now);
+        pending.take_cut(now).unwrap();
+        pending.add(0, vec![by("a", 5, "x")], at("a", 5), now + WRITTEN_MAX_AGE / 2);
+        let cut = pending.take_cut(now).unwrap();
+        assert_eq!(source(&cut, "x"), Source::Several, "b wrote x a moment ago");
+        let later = now + WRITTEN_MAX_AGE * 3;
+        pending.add(0, vec![by("b", 2, "x")], at("b", 2), later);
+        pending.take_cut(later).unwrap();
+        pending.add(0, vec![by("a", 6, "x")], at("a", 6), later + WRITTEN_MAX_AGE * 2);
+        let cut = pending.take_cut(later).unwrap();
+        assert_eq!(source(&cut, "x"), writer("a", 6), "b's change is long past");
+        assert!(pending.last_writer.len() <= 1, "old writers are forgotten");
+    }
+
+    #[test]
+    fn a_cut_given_back_merges_its_sources() {
+        let now = Instant::now();
+        let mut pending = Pending::new(Checkpoint::default());
+        pending.add(0, vec![by("a", 1, "x"), by("a", 2, "y")], at("a", 2), now);
+        let cut = pending.take_cut(now).unwrap();
+        pending.add(0, vec![by("a", 3, "x")], at("a", 3), now);
+        pending.put_back(cut);
+        let again = pending.take_cut(now).unwrap();
+        assert_eq!(source(&again, "x"), writer("a", 3));
+        assert_eq!(source(&again, "y"), writer("a", 2));
+    }
+
+    #[test]
+    fn every_reset_refuses_reads_begun_before_it() {
+        let now = Instant::now();
+        let mut pending = Pending::new(Checkpoint::default());
+        pending.reset(at("w", 1));
+        let (_, first) = pending.read_from();
+        pending.reset(at("w", 2));
+        assert!(!pending.add(first, vec![change("a")], at("w", 3), now), "begun between the two resets");
     }
 }

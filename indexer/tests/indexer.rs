@@ -68,18 +68,29 @@ async fn cassandra(prefix: &str) -> Option<ScyllaStore> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_follows_the_embedded_store_and_resumes_exactly_after_a_crash() {
     let (store, dir) = EmbeddedStore::for_test(Duration::from_secs(3600)).unwrap();
-    follows_and_resumes("embedded", store, &dir.path.join("index")).await;
+    follows_and_resumes("embedded", store, &dir.path.join("index"), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_follows_trips_written_in_this_process_without_reading_them_back() {
+    let (store, dir) = EmbeddedStore::for_test(Duration::from_secs(3600)).unwrap();
+    follows_and_resumes("embedded, kept writes", store, &dir.path.join("index"), true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_follows_cassandra_and_resumes_exactly_after_a_crash() {
     let Some(store) = cassandra("idx").await else { return };
     let dir = std::env::temp_dir().join(unique_name("index"));
-    follows_and_resumes("cassandra", store, &dir).await;
+    // As `tripline run` with ingest and the indexer in one process.
+    follows_and_resumes("cassandra, kept writes", store, &dir, true).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-async fn follows_and_resumes<S: Store>(name: &str, store: S, index_dir: &std::path::Path) {
+/// `keep`: the store keeps the trips it writes, and the indexer takes them from it.
+async fn follows_and_resumes<S: Store>(name: &str, store: S, index_dir: &std::path::Path, keep: bool) {
+    if keep {
+        store.keep_written();
+    }
     let index_dir = index_dir.to_path_buf();
     let index = TripIndex::open_or_create(&index_dir).unwrap();
     let running = start(&store, &index);
@@ -113,6 +124,8 @@ async fn follows_and_resumes<S: Store>(name: &str, store: S, index_dir: &std::pa
         samples.push(written.elapsed().as_millis());
     }
     samples.sort_unstable();
+    let reused = running.status.borrow().reused;
+    assert_eq!(reused > 0, keep, "trips taken as written: {reused}");
     println!(
         "{name}: freshness store write -> searchable: p50 {} ms, max {} ms (20 samples)",
         samples[10], samples[19]
@@ -159,21 +172,25 @@ async fn stored<S: Store>(store: &S, tenant: &str) -> BTreeMap<String, f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_on_the_embedded_store_switches_over_while_writes_continue() {
     let (store, dir) = EmbeddedStore::for_test(Duration::from_secs(3600)).unwrap();
-    rebuild_while_writing("embedded", store, &dir.path.join("index")).await;
+    rebuild_while_writing("embedded", store, &dir.path.join("index"), true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_on_cassandra_switches_over_while_writes_continue() {
     let Some(store) = cassandra("rdx").await else { return };
     let dir = std::env::temp_dir().join(unique_name("index"));
-    rebuild_while_writing("cassandra", store, &dir).await;
+    rebuild_while_writing("cassandra", store, &dir, false).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An indexer runs on the index home; a rebuild runs while trips keep changing and a reader (as
 /// the API in another process) keeps searching: the reader never sees an empty or partial
 /// index, the indexer moves to the new generation, and the index ends equal to the store.
-async fn rebuild_while_writing<S: Store>(name: &str, store: S, index_dir: &std::path::Path) {
+/// `keep` as for [`follows_and_resumes`].
+async fn rebuild_while_writing<S: Store>(name: &str, store: S, index_dir: &std::path::Path, keep: bool) {
+    if keep {
+        store.keep_written();
+    }
     let home = IndexHome::open(index_dir).unwrap();
     let live = LiveIndex::open(home.clone()).unwrap();
     let running = start_live(&store, live.clone());
@@ -255,5 +272,6 @@ async fn rebuild_while_writing<S: Store>(name: &str, store: S, index_dir: &std::
     assert_eq!(again.generation, "gen-3");
     assert!(index_dir.join("gen-2").exists() && !index_dir.join("gen-1").exists());
     running.shutdown.send(true).unwrap();
-    running.task.await.unwrap();
+    let counters = running.task.await.unwrap();
+    assert_eq!(counters.reused > 0, keep, "trips taken as written: {}", counters.reused);
 }

@@ -2,7 +2,7 @@
 
 use tripline_model::{TenantId, TripId, VehicleId};
 
-use crate::records::{ChangeBatch, Checkpoint, Page, Rejection, StoredPoint, TripRecord};
+use crate::records::{ChangeBatch, Checkpoint, Page, Rejection, StoredPoint, TripKey, TripRecord};
 use crate::{
     BatchWrite, ChangeFeed, EmbeddedStore, PointStore, Registry, RejectionStore, ScyllaStore, StoreResult, TripStore,
     WriteSet,
@@ -82,6 +82,18 @@ impl TripStore for AnyStore {
     }
     async fn scan_trips(&self, cursor: Option<&str>, limit: usize) -> StoreResult<Page<TripRecord>> {
         delegate!(self, s => s.scan_trips(cursor, limit))
+    }
+    fn keep_written(&self) {
+        match self {
+            AnyStore::Embedded(s) => s.keep_written(),
+            AnyStore::Scylla(s) => s.keep_written(),
+        }
+    }
+    fn take_written(&self, key: &TripKey, writer: &str, seq: u64) -> Option<Option<TripRecord>> {
+        match self {
+            AnyStore::Embedded(s) => s.take_written(key, writer, seq),
+            AnyStore::Scylla(s) => s.take_written(key, writer, seq),
+        }
     }
 }
 

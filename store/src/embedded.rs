@@ -25,8 +25,9 @@ use crate::codec::{
     unhex,
 };
 use crate::records::{
-    Change, ChangeBatch, Checkpoint, MAX_POINT_RANGE_DAYS, Page, Rejection, StoredPoint, TripRecord, day_of,
+    Change, ChangeBatch, Checkpoint, MAX_POINT_RANGE_DAYS, Page, Rejection, StoredPoint, TripKey, TripRecord, day_of,
 };
+use crate::written::Written;
 use crate::{
     BatchWrite, ChangeFeed, DEFAULT_RETENTION_DAYS, PointStore, Registry, RejectionStore, StoreError, StoreResult,
     TripStore, WriteSet,
@@ -69,6 +70,8 @@ struct Inner {
     /// Serialises registry read-modify-writes.
     registry_lock: Mutex<()>,
     retention_ms: i64,
+    /// Trips just written, for an indexer in this process.
+    written: Written,
 }
 
 /// The embedded backend. Cheap to clone (shared handle).
@@ -125,6 +128,7 @@ impl EmbeddedStore {
             feed,
             feed_next: Mutex::new(next),
             registry_lock: Mutex::new(()),
+            written: Written::default(),
             retention_ms: i64::try_from(config.retention_s.saturating_mul(1000)).unwrap_or(i64::MAX),
             db,
         };
@@ -405,11 +409,13 @@ impl TripStore for EmbeddedStore {
             return Ok(());
         }
         let rows = trip_rows(trips, self.inner.expires_at())?;
+        let writes = self.inner.written.writes(&[], trips);
         self.blocking(move |inner| {
             let mut next = inner.feed_next.lock().map_err(db_error)?;
             let mut batch = inner.batch();
             let seq = add_trip_rows(inner, &mut batch, rows, *next);
             inner.commit(batch)?;
+            inner.written.keep_from(*next, writes);
             *next = seq;
             Ok(())
         })
@@ -418,10 +424,8 @@ impl TripStore for EmbeddedStore {
 
     async fn delete_trip(&self, tenant: &TenantId, vehicle: &VehicleId, trip_id: &TripId) -> StoreResult<()> {
         let key = trip_key(tenant.as_str(), trip_id.as_str(), vehicle.as_str());
-        let change = encode_json(
-            &Change { tenant: tenant.clone(), vehicle_id: vehicle.clone(), trip_id: trip_id.clone() },
-            "feed",
-        )?;
+        let change = encode_json(&Change::of(tenant, vehicle, trip_id), "feed")?;
+        let writes = self.inner.written.writes(&[(tenant.clone(), vehicle.clone(), trip_id.clone())], &[]);
         self.blocking(move |inner| {
             let mut next = inner.feed_next.lock().map_err(db_error)?;
             let mut batch = inner.batch();
@@ -430,6 +434,7 @@ impl TripStore for EmbeddedStore {
             push_i64(&mut feed_key, *next as i64);
             batch.insert(&inner.feed, feed_key, change);
             inner.commit(batch)?;
+            inner.written.keep_from(*next, writes);
             *next += 1;
             Ok(())
         })
@@ -481,6 +486,17 @@ impl TripStore for EmbeddedStore {
         })
         .await
     }
+
+    fn keep_written(&self) {
+        self.inner.written.enable();
+    }
+
+    fn take_written(&self, key: &TripKey, writer: &str, seq: u64) -> Option<Option<TripRecord>> {
+        if writer != WRITER {
+            return None;
+        }
+        self.inner.written.take(key, seq)
+    }
 }
 
 type TripRow = (Vec<u8>, Vec<u8>, Vec<u8>);
@@ -501,11 +517,7 @@ fn trip_rows(trips: &[TripRecord], expires: i64) -> StoreResult<Vec<TripRow>> {
         .iter()
         .map(|t| {
             let key = trip_key(t.tenant.as_str(), t.summary.trip_id.as_str(), t.summary.vehicle_id.as_str());
-            let change = Change {
-                tenant: t.tenant.clone(),
-                vehicle_id: t.summary.vehicle_id.clone(),
-                trip_id: t.summary.trip_id.clone(),
-            };
+            let change = Change::of(&t.tenant, &t.summary.vehicle_id, &t.summary.trip_id);
             let value = encode_json(&Expiring { expires_at_ms: expires, record: t }, "trips")?;
             Ok((key, value, encode_json(&change, "feed")?))
         })
@@ -558,11 +570,12 @@ impl BatchWrite for EmbeddedStore {
         let trips = trip_rows(&set.trips, expires)?;
         let mut deletes = Vec::with_capacity(set.deletes.len());
         for (tenant, vehicle, trip_id) in &set.deletes {
-            let change = Change { tenant: tenant.clone(), vehicle_id: vehicle.clone(), trip_id: trip_id.clone() };
+            let change = Change::of(tenant, vehicle, trip_id);
             deletes
                 .push((trip_key(tenant.as_str(), trip_id.as_str(), vehicle.as_str()), encode_json(&change, "feed")?));
         }
         let rejections = set.rejections.clone();
+        let writes = self.inner.written.writes(&set.deletes, &set.trips);
         self.blocking(move |inner| {
             let _guard = inner.registry_lock.lock().map_err(db_error)?;
             let mut next = inner.feed_next.lock().map_err(db_error)?;
@@ -581,6 +594,7 @@ impl BatchWrite for EmbeddedStore {
             }
             let seq = add_trip_rows(inner, &mut batch, trips, seq);
             inner.commit(batch)?;
+            inner.written.keep_from(*next, writes);
             *next = seq;
             Ok(())
         })
@@ -661,7 +675,8 @@ impl ChangeFeed for EmbeddedStore {
             for guard in inner.feed.range(lo..).take(limit) {
                 let (key, value) = guard.into_inner().map_err(db_error)?;
                 last = read_i64(&key).map_or(last, |seq| seq as u64);
-                changes.push(decode_json::<Change>(&value, "feed")?);
+                let change = decode_json::<Change>(&value, "feed")?;
+                changes.push(Change { writer: WRITER.to_owned(), seq: last, ..change });
             }
             if last > from {
                 checkpoint.positions.insert(WRITER.to_owned(), last);

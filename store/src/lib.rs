@@ -19,6 +19,7 @@ mod embedded;
 mod records;
 mod retry;
 mod scylla_store;
+mod written;
 
 use std::future::Future;
 
@@ -26,11 +27,12 @@ pub use any::AnyStore;
 pub use embedded::{EmbeddedConfig, EmbeddedStore, TempDir};
 pub use records::{
     Change, ChangeBatch, Checkpoint, DAY_MS, Derived, MAX_POINT_RANGE_DAYS, Page, PointKey, Rejection, StoredPoint,
-    TripRecord, day_of,
+    TripKey, TripRecord, day_of,
 };
 pub use retry::RetryPolicy;
 pub use scylla_store::{SCHEMA_VERSION, ScyllaConfig, ScyllaStore};
 use tripline_model::{TenantId, TripId, VehicleId};
+pub use written::MAX_AGE as WRITTEN_MAX_AGE;
 
 /// Default retention of points, trips and rejections: 400 days.
 pub const DEFAULT_RETENTION_DAYS: u32 = 400;
@@ -160,6 +162,17 @@ pub trait TripStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> impl Future<Output = StoreResult<Page<TripRecord>>> + Send;
+    /// From now on, keep each trip this handle (and its clones) writes for a moment, for
+    /// [`TripStore::take_written`]: for an indexer in the same process. A backend that cannot
+    /// keep them ignores it.
+    fn keep_written(&self) {}
+    /// The trip as this process last wrote it (`Some(None)`: deleted), when `writer` is this
+    /// process's and that write is the one of the change-feed entry `seq` or a later one, not
+    /// older than [`WRITTEN_MAX_AGE`]. The entry's own write is handed out once; a later one
+    /// stays for its own entry. `None`: read the trip from the store.
+    fn take_written(&self, _key: &TripKey, _writer: &str, _seq: u64) -> Option<Option<TripRecord>> {
+        None
+    }
 }
 
 /// Rejected messages and points.

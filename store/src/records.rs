@@ -132,6 +132,9 @@ impl Rejection {
     }
 }
 
+/// A trip's full identity: tenant, vehicle, trip.
+pub type TripKey = (TenantId, VehicleId, TripId);
+
 /// "This trip changed": an entry of the change feed the indexer follows.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
@@ -141,6 +144,31 @@ pub struct Change {
     pub vehicle_id: VehicleId,
     /// The trip.
     pub trip_id: TripId,
+    /// The writer that wrote the entry (set by [`crate::ChangeFeed::read_changes`]; the feed
+    /// keeps it in its key, not in the entry).
+    #[serde(skip)]
+    pub writer: String,
+    /// The entry's sequence number at its writer (set by `read_changes`, like `writer`).
+    #[serde(skip)]
+    pub seq: u64,
+}
+
+impl Change {
+    /// A change of one trip, before the store gives it a place in the feed.
+    pub fn of(tenant: &TenantId, vehicle: &VehicleId, trip: &TripId) -> Change {
+        Change {
+            tenant: tenant.clone(),
+            vehicle_id: vehicle.clone(),
+            trip_id: trip.clone(),
+            writer: String::new(),
+            seq: 0,
+        }
+    }
+
+    /// The trip it names.
+    pub fn key(&self) -> TripKey {
+        (self.tenant.clone(), self.vehicle_id.clone(), self.trip_id.clone())
+    }
 }
 
 /// How far a reader has followed the change feed: per writer, the last sequence number read.

@@ -31,10 +31,11 @@ use tripline_model::{Point, TenantId, TripId, VehicleId};
 
 use crate::codec::{parse_point_cursor, parse_rejection_cursor, point_cursor, rejection_cursor};
 use crate::records::{
-    Change, ChangeBatch, Checkpoint, Derived, MAX_POINT_RANGE_DAYS, Page, PointKey, Rejection, StoredPoint, TripRecord,
-    day_of,
+    Change, ChangeBatch, Checkpoint, Derived, MAX_POINT_RANGE_DAYS, Page, PointKey, Rejection, StoredPoint, TripKey,
+    TripRecord, day_of,
 };
 use crate::retry::{Attempt, RetryPolicy};
+use crate::written::Written;
 use crate::{
     BatchWrite, ChangeFeed, DEFAULT_RETENTION_DAYS, PointStore, Registry, RejectionStore, StoreError, StoreResult,
     TripStore, WriteSet,
@@ -189,6 +190,8 @@ struct Inner {
     ttl_s: i32,
     writer: String,
     feed: Mutex<FeedState>,
+    /// Trips just written, for an indexer in this process.
+    written: Written,
     /// Serialises watermark writes so a smaller one never lands after a larger one.
     watermark_write: tokio::sync::Mutex<()>,
 }
@@ -514,6 +517,7 @@ impl ScyllaStore {
                 ttl_s,
                 writer,
                 feed: Mutex::new(FeedState { next_seq: 1, ..FeedState::default() }),
+                written: Written::default(),
                 watermark_write: tokio::sync::Mutex::new(()),
             }),
         })
@@ -582,7 +586,9 @@ impl ScyllaStore {
         Ok(())
     }
 
-    async fn announce(&self, changes: Vec<Change>) -> StoreResult<()> {
+    /// Appends `changes` to the feed; `writes` (from [`Written::writes`], one per change or
+    /// none) are kept once their entries are durable.
+    async fn announce(&self, changes: Vec<Change>, writes: Vec<(TripKey, Option<TripRecord>)>) -> StoreResult<()> {
         let first = {
             let mut feed = self.inner.feed.lock().map_err(|e| StoreError::Refused { detail: e.to_string() })?;
             let first = feed.next_seq;
@@ -637,6 +643,8 @@ impl ScyllaStore {
             }
         }
         result?;
+        // Kept before the watermark lets a reader see the entries.
+        self.inner.written.keep_from(first, writes);
         self.publish_watermark().await
     }
 }
@@ -869,22 +877,15 @@ impl TripStore for ScyllaStore {
             .buffer_unordered(MAX_CONCURRENT_REQUESTS)
             .try_collect::<Vec<_>>()
             .await?;
-        let changes = trips
-            .iter()
-            .map(|t| Change {
-                tenant: t.tenant.clone(),
-                vehicle_id: t.summary.vehicle_id.clone(),
-                trip_id: t.summary.trip_id.clone(),
-            })
-            .collect();
-        self.announce(changes).await
+        let changes = trips.iter().map(|t| Change::of(&t.tenant, &t.summary.vehicle_id, &t.summary.trip_id)).collect();
+        self.announce(changes, self.inner.written.writes(&[], trips)).await
     }
 
     async fn delete_trip(&self, tenant: &TenantId, vehicle: &VehicleId, trip_id: &TripId) -> StoreResult<()> {
         let values = (tenant.as_str().to_owned(), trip_id.as_str().to_owned(), vehicle.as_str().to_owned());
         self.execute("delete trip", &self.inner.statements.delete_trip, values).await?;
-        self.announce(vec![Change { tenant: tenant.clone(), vehicle_id: vehicle.clone(), trip_id: trip_id.clone() }])
-            .await
+        let writes = self.inner.written.writes(&[(tenant.clone(), vehicle.clone(), trip_id.clone())], &[]);
+        self.announce(vec![Change::of(tenant, vehicle, trip_id)], writes).await
     }
 
     async fn trip(&self, tenant: &TenantId, trip_id: &TripId) -> StoreResult<Option<TripRecord>> {
@@ -937,6 +938,17 @@ impl TripStore for ScyllaStore {
             PagingStateResponse::NoMorePages => None,
         };
         Ok(Page { items, next })
+    }
+
+    fn keep_written(&self) {
+        self.inner.written.enable();
+    }
+
+    fn take_written(&self, key: &TripKey, writer: &str, seq: u64) -> Option<Option<TripRecord>> {
+        if writer != self.inner.writer {
+            return None;
+        }
+        self.inner.written.take(key, seq)
     }
 }
 
@@ -1039,12 +1051,14 @@ impl ChangeFeed for ScyllaStore {
                 let rows: Vec<(i64, String, String, String)> = self.rows("feed", &s.select_feed, values).await?;
                 let full = rows.len() == usize::try_from(want).unwrap_or(usize::MAX);
                 for (seq, tenant, vehicle, trip) in rows {
+                    position = u64::try_from(seq).unwrap_or(position);
                     changes.push(Change {
                         tenant: TenantId::parse(&tenant).map_err(|e| corrupt("feed", e))?,
                         vehicle_id: VehicleId::parse(&vehicle).map_err(|e| corrupt("feed", e))?,
                         trip_id: TripId::parse(&trip).map_err(|e| corrupt("feed", e))?,
+                        writer: writer.clone(),
+                        seq: position,
                     });
-                    position = u64::try_from(seq).unwrap_or(position);
                 }
                 if !full {
                     // Nothing more up to the bucket's end (gaps are abandoned numbers).

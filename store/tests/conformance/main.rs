@@ -41,6 +41,7 @@ conformance!(
     deleted_trips_are_gone_and_announced,
     foreign_cursors_are_refused,
     a_write_set_lands_whole_with_its_trips_announced,
+    written_trips_are_handed_over_once_for_their_own_entry,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

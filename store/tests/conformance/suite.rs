@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tripline_model::{EventCounts, Place, Point, RejectReason, TenantId, TripId, TripStatus, TripSummary, VehicleId};
-use tripline_store::{Checkpoint, Derived, Rejection, Store, StoreError, StoredPoint, TripRecord, WriteSet};
+use tripline_store::{Change, Checkpoint, Derived, Rejection, Store, StoreError, StoredPoint, TripRecord, WriteSet};
 
 /// 2026-11-24T23:59:00Z: a minute before midnight, so trips cross a day boundary.
 const T0: i64 = 1_795_564_740_000;
@@ -335,6 +335,11 @@ pub(crate) async fn several_writers_are_merged<S: Store>(first: &S, second: &S) 
     let ids: BTreeSet<String> = changes.into_iter().collect();
     assert_eq!(ids.len(), 10);
     assert_eq!(checkpoint.positions.len(), 2, "one position per writer");
+    first.keep_written();
+    first.upsert_trips(&[trip("acme", "car-m", "m0", 0, 2)]).await.unwrap();
+    let (last, _) = entries(second, &checkpoint).await;
+    assert_eq!(second.take_written(&last[0].key(), &last[0].writer, last[0].seq), None, "written by the other");
+    assert!(first.take_written(&last[0].key(), &last[0].writer, last[0].seq).is_some());
 }
 
 pub(crate) async fn a_write_set_lands_whole_with_its_trips_announced<S: Store>(store: &S) {
@@ -356,4 +361,49 @@ pub(crate) async fn a_write_set_lands_whole_with_its_trips_announced<S: Store>(s
     assert_eq!(rejections.items.len(), 1);
     let (changes, _) = all_changes(store, &start, 100).await;
     assert_eq!(changes, vec!["old", "w1", "old", "w1"], "the deletion and the trip announced, per write");
+}
+
+/// The feed entries after `from`, each with its writer and sequence number.
+async fn entries<S: Store>(store: &S, from: &Checkpoint) -> (Vec<Change>, Checkpoint) {
+    let batch = store.read_changes(from, 100).await.unwrap();
+    for change in &batch.changes {
+        assert!(!change.writer.is_empty() && change.seq > 0, "every entry says where it is: {change:?}");
+        assert!(batch.checkpoint.position(&change.writer) >= change.seq);
+    }
+    (batch.changes, batch.checkpoint)
+}
+
+pub(crate) async fn written_trips_are_handed_over_once_for_their_own_entry<S: Store>(store: &S) {
+    let first = trip("acme", "car-k", "k1", 0, 3);
+    store.upsert_trips(std::slice::from_ref(&first)).await.unwrap();
+    let (before, start) = entries(store, &Checkpoint::default()).await;
+    let key = before[0].key();
+    assert_eq!(store.take_written(&key, &before[0].writer, before[0].seq), None, "nothing kept until asked");
+
+    store.keep_written();
+    let second = trip("acme", "car-k", "k1", 0, 4);
+    store.upsert_trips(std::slice::from_ref(&second)).await.unwrap();
+    let set = WriteSet {
+        deletes: vec![(tenant("acme"), vehicle("car-k"), trip_id("k0"))],
+        trips: vec![trip("acme", "car-k", "k2", 5, 6)],
+        ..WriteSet::default()
+    };
+    store.write_batch(&set).await.unwrap();
+    let (changes, _) = entries(store, &start).await;
+    let ids: Vec<&str> = changes.iter().map(|c| c.trip_id.as_str()).collect();
+    assert_eq!(ids, ["k1", "k0", "k2"]);
+    let (k1, k0, k2) = (&changes[0], &changes[1], &changes[2]);
+    assert!(k1.seq < k0.seq && k0.seq < k2.seq, "in write order");
+    assert_eq!(store.take_written(&k1.key(), "another-writer", k1.seq), None);
+    let later = Some(Some(second));
+    assert_eq!(store.take_written(&k1.key(), &k1.writer, before[0].seq), later, "an older entry: the later write");
+    assert_eq!(store.take_written(&k1.key(), &k1.writer, k1.seq), later, "its own entry");
+    assert_eq!(store.take_written(&k1.key(), &k1.writer, k1.seq), None, "handed over once");
+    assert_eq!(store.take_written(&k0.key(), &k0.writer, k0.seq), Some(None), "a deletion");
+    assert_eq!(store.take_written(&k2.key(), &k2.writer, k2.seq), Some(Some(set.trips[0].clone())));
+
+    store.delete_trip(&tenant("acme"), &vehicle("car-k"), &trip_id("k2")).await.unwrap();
+    let (deleted, _) = entries(store, &start).await;
+    let last = deleted.last().unwrap();
+    assert_eq!(store.take_written(&last.key(), &last.writer, last.seq), Some(None));
 }
