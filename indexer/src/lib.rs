@@ -11,11 +11,10 @@
 //! `commit_interval_ms`.
 //!
 //! **Reading back.** A trip whose changes in a cut all come from one writer, when that writer
-//! is this process's store and still keeps the trip as it wrote it with the cut's latest entry
-//! ([`TripStore::take_written`]), is indexed from that record without reading it from the store;
-//! every other trip is read. `tripline run` turns this on when it runs ingest and the indexer
-//! together; the record is the one whose durable write the entry announces, so the document is
-//! the same either way.
+//! is this process's store and it still keeps the trip as written at the cut's latest entry or
+//! later ([`TripStore::take_written`]), is indexed from that record without reading it from the
+//! store; every other trip is read. `tripline run` turns this on when it runs ingest and the
+//! indexer together. The record is a durable write at or after the entry, as a read would be.
 //!
 //! **Promises.** A changed trip is searchable about one commit cycle (the interval, or the
 //! commit's own duration when longer) plus one store read and one commit after its write is
