@@ -409,6 +409,8 @@ mod tests {
         tracker: AckTracker<()>,
         done: flume::Sender<crate::ack::Ticket>,
         task: tokio::task::JoinHandle<()>,
+        /// The time of the first point: now, since the intake judges points by the clock.
+        start_ms: i64,
     }
 
     impl Harness {
@@ -429,11 +431,13 @@ mod tests {
                 counters,
             ));
             let (done, _) = flume::unbounded();
-            Harness { deliveries, routed, shutdown, gate, tracker: AckTracker::default(), done, task }
+            let start_ms = tripline_model::time::now_ms() - 60_000;
+            Harness { deliveries, routed, shutdown, gate, tracker: AckTracker::default(), done, task, start_ms }
         }
 
         async fn send(&mut self, vehicle: &str, n: i64) {
-            let payload = format!(r#"{{"points": [{{"ts_ms": {}, "lat": 51.6, "lon": 7.8}}]}}"#, NOW + n * 1000);
+            let payload =
+                format!(r#"{{"points": [{{"ts_ms": {}, "lat": 51.6, "lon": 7.8}}]}}"#, self.start_ms + n * 1000);
             let publish = Publish::new(format!("vehicles/{vehicle}/telemetry"), QoS::AtLeastOnce, payload);
             let ticket = self.tracker.register(());
             self.deliveries.send_async(Delivery::new(publish, ticket, self.done.clone())).await.unwrap();
@@ -443,7 +447,7 @@ mod tests {
         async fn next(&self) -> (String, i64) {
             let routed = tokio::time::timeout(Duration::from_secs(5), self.routed.recv_async()).await.unwrap().unwrap();
             let Decoded::Telemetry { telemetry, .. } = routed.item else { panic!("telemetry expected") };
-            (telemetry.vehicle_id.to_string(), (telemetry.points[0].ts_ms - NOW) / 1000)
+            (telemetry.vehicle_id.to_string(), (telemetry.points[0].ts_ms - self.start_ms) / 1000)
         }
     }
 
