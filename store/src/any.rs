@@ -24,6 +24,12 @@ macro_rules! delegate {
             AnyStore::Scylla($store) => $call.await,
         }
     };
+    (sync $self:ident, $store:ident => $call:expr) => {
+        match $self {
+            AnyStore::Embedded($store) => $call,
+            AnyStore::Scylla($store) => $call,
+        }
+    };
 }
 
 impl Registry for AnyStore {
@@ -84,16 +90,10 @@ impl TripStore for AnyStore {
         delegate!(self, s => s.scan_trips(cursor, limit))
     }
     fn keep_written(&self) {
-        match self {
-            AnyStore::Embedded(s) => s.keep_written(),
-            AnyStore::Scylla(s) => s.keep_written(),
-        }
+        delegate!(sync self, s => s.keep_written())
     }
     fn take_written(&self, key: &TripKey, writer: &str, seq: u64) -> Option<Option<TripRecord>> {
-        match self {
-            AnyStore::Embedded(s) => s.take_written(key, writer, seq),
-            AnyStore::Scylla(s) => s.take_written(key, writer, seq),
-        }
+        delegate!(sync self, s => s.take_written(key, writer, seq))
     }
 }
 

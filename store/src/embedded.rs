@@ -128,7 +128,7 @@ impl EmbeddedStore {
             feed,
             feed_next: Mutex::new(next),
             registry_lock: Mutex::new(()),
-            written: Written::default(),
+            written: Written::new(WRITER),
             retention_ms: i64::try_from(config.retention_s.saturating_mul(1000)).unwrap_or(i64::MAX),
             db,
         };
@@ -424,8 +424,9 @@ impl TripStore for EmbeddedStore {
 
     async fn delete_trip(&self, tenant: &TenantId, vehicle: &VehicleId, trip_id: &TripId) -> StoreResult<()> {
         let key = trip_key(tenant.as_str(), trip_id.as_str(), vehicle.as_str());
-        let change = encode_json(&Change::of(tenant, vehicle, trip_id), "feed")?;
-        let writes = self.inner.written.writes(&[(tenant.clone(), vehicle.clone(), trip_id.clone())], &[]);
+        let change = Change::of(tenant, vehicle, trip_id);
+        let writes = self.inner.written.writes(&[change.key()], &[]);
+        let change = encode_json(&change, "feed")?;
         self.blocking(move |inner| {
             let mut next = inner.feed_next.lock().map_err(db_error)?;
             let mut batch = inner.batch();
@@ -492,10 +493,7 @@ impl TripStore for EmbeddedStore {
     }
 
     fn take_written(&self, key: &TripKey, writer: &str, seq: u64) -> Option<Option<TripRecord>> {
-        if writer != WRITER {
-            return None;
-        }
-        self.inner.written.take(key, seq)
+        self.inner.written.take(key, writer, seq)
     }
 }
 

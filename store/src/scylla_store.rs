@@ -509,6 +509,7 @@ impl ScyllaStore {
         };
         let writer = format!("w{}-{}-{:08x}", now_ms(), std::process::id(), rand_u32());
         let ttl_s = i32::try_from(config.retention_s).unwrap_or(i32::MAX).max(1);
+        let written = Written::new(&writer);
         Ok(ScyllaStore {
             inner: Arc::new(Inner {
                 session,
@@ -517,7 +518,7 @@ impl ScyllaStore {
                 ttl_s,
                 writer,
                 feed: Mutex::new(FeedState { next_seq: 1, ..FeedState::default() }),
-                written: Written::default(),
+                written,
                 watermark_write: tokio::sync::Mutex::new(()),
             }),
         })
@@ -884,8 +885,9 @@ impl TripStore for ScyllaStore {
     async fn delete_trip(&self, tenant: &TenantId, vehicle: &VehicleId, trip_id: &TripId) -> StoreResult<()> {
         let values = (tenant.as_str().to_owned(), trip_id.as_str().to_owned(), vehicle.as_str().to_owned());
         self.execute("delete trip", &self.inner.statements.delete_trip, values).await?;
-        let writes = self.inner.written.writes(&[(tenant.clone(), vehicle.clone(), trip_id.clone())], &[]);
-        self.announce(vec![Change::of(tenant, vehicle, trip_id)], writes).await
+        let change = Change::of(tenant, vehicle, trip_id);
+        let writes = self.inner.written.writes(&[change.key()], &[]);
+        self.announce(vec![change], writes).await
     }
 
     async fn trip(&self, tenant: &TenantId, trip_id: &TripId) -> StoreResult<Option<TripRecord>> {
@@ -945,10 +947,7 @@ impl TripStore for ScyllaStore {
     }
 
     fn take_written(&self, key: &TripKey, writer: &str, seq: u64) -> Option<Option<TripRecord>> {
-        if writer != self.inner.writer {
-            return None;
-        }
-        self.inner.written.take(key, seq)
+        self.inner.written.take(key, writer, seq)
     }
 }
 

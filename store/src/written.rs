@@ -4,9 +4,9 @@
 //! Off until [`crate::TripStore::keep_written`] turns it on (`tripline run` does when it runs the
 //! ingest and indexer roles together). Then every trip write or deletion that became durable is
 //! kept with its change-feed sequence number, latest per trip, at most [`CAPACITY`] trips and
-//! [`MAX_AGE`] long. A lookup names the feed entry it is about and is answered with the latest
-//! write kept of that trip when that write is the entry's or a later one (same writer, young
-//! enough): the later write is durable too, and its own entry, still to come, is answered again.
+//! [`MAX_AGE`] long. A lookup names the feed entry it is about (writer and sequence number) and
+//! is answered with the latest write kept of that trip when the entry is this store's and that
+//! write is the entry's or a later one, young enough: the later write is durable too, and its own entry, still to come, is answered again.
 //! The entry's own write is handed out once and forgotten. Anything else is read from the store
 //! as before.
 
@@ -29,6 +29,8 @@ pub const MAX_AGE: Duration = Duration::from_secs(10);
 /// The kept trips (`T`: what is kept of a write; a trip record, a plain value in the tests).
 #[derive(Debug)]
 pub(crate) struct Written<T = TripRecord> {
+    /// The change-feed writer id of the store keeping them.
+    writer: String,
     enabled: AtomicBool,
     max_age: Duration,
     state: Mutex<State<T>>,
@@ -41,12 +43,6 @@ struct State<T> {
     /// Writes in the order kept, for evicting the oldest (entries already replaced or taken are
     /// skipped when they come up).
     order: VecDeque<(u64, TripKey)>,
-}
-
-impl<T: Clone> Default for Written<T> {
-    fn default() -> Self {
-        Written::with_max_age(MAX_AGE)
-    }
 }
 
 impl Written<TripRecord> {
@@ -65,9 +61,14 @@ impl Written<TripRecord> {
 }
 
 impl<T: Clone> Written<T> {
-    fn with_max_age(max_age: Duration) -> Self {
+    /// Nothing kept yet, and off, for the store writing the change feed as `writer`.
+    pub(crate) fn new(writer: &str) -> Self {
+        Written::with_max_age(writer, MAX_AGE)
+    }
+
+    fn with_max_age(writer: &str, max_age: Duration) -> Self {
         let state = State { latest: HashMap::new(), order: VecDeque::new() };
-        Written { enabled: AtomicBool::new(false), max_age, state: Mutex::new(state) }
+        Written { writer: writer.to_owned(), enabled: AtomicBool::new(false), max_age, state: Mutex::new(state) }
     }
 
     /// Starts keeping writes.
@@ -111,11 +112,11 @@ impl<T: Clone> Written<T> {
         self.keep(writes.into_iter().zip(first..).map(|((key, trip), seq)| (seq, key, trip)));
     }
 
-    /// The trip as last written (`Some(None)`: deleted), when that write is the one at feed
-    /// sequence number `seq` or a later one, and young enough. The write at `seq` itself is
-    /// forgotten; a later one stays for its own entry.
-    pub(crate) fn take(&self, key: &TripKey, seq: u64) -> Option<Option<T>> {
-        if !self.is_enabled() {
+    /// The trip as last written (`Some(None)`: deleted), when `writer` is this store's and that
+    /// write is the one at feed sequence number `seq` or a later one, and young enough. The
+    /// write at `seq` itself is forgotten; a later one stays for its own entry.
+    pub(crate) fn take(&self, key: &TripKey, writer: &str, seq: u64) -> Option<Option<T>> {
+        if !self.is_enabled() || writer != self.writer {
             return None;
         }
         let mut state = self.lock();
@@ -147,46 +148,54 @@ mod tests {
     }
 
     fn kept() -> Written<&'static str> {
-        let written = Written::default();
+        let written = Written::new("w");
         written.enable();
         written
     }
 
     #[test]
     fn nothing_is_kept_until_enabled() {
-        let written = Written::<&str>::default();
+        let written = Written::<&str>::new("w");
         written.keep([(1, key("a"), Some("first"))]);
         written.enable();
-        assert_eq!(written.take(&key("a"), 1), None);
+        assert_eq!(written.take(&key("a"), "w", 1), None);
         written.keep([(2, key("a"), None)]);
-        assert_eq!(written.take(&key("a"), 2), Some(None));
+        assert_eq!(written.take(&key("a"), "w", 2), Some(None));
+    }
+
+    #[test]
+    fn another_writers_entry_is_not_answered() {
+        let written = kept();
+        written.keep([(1, key("a"), Some("first"))]);
+        assert_eq!(written.take(&key("a"), "other", 1), None);
+        assert_eq!(written.take(&key("a"), "w", 1), Some(Some("first")), "still there for its own entry");
     }
 
     #[test]
     fn the_latest_write_answers_and_its_own_entry_takes_it() {
         let written = kept();
         written.keep([(1, key("a"), Some("first")), (2, key("b"), None), (3, key("a"), Some("second"))]);
-        assert_eq!(written.take(&key("a"), 1), Some(Some("second")), "an older entry gets the later write");
-        assert_eq!(written.take(&key("a"), 3), Some(Some("second")), "still there for its own entry");
-        assert_eq!(written.take(&key("a"), 3), None, "taken");
-        assert_eq!(written.take(&key("b"), 2), Some(None));
-        assert_eq!(written.take(&key("c"), 1), None, "never written here");
+        assert_eq!(written.take(&key("a"), "w", 1), Some(Some("second")), "an older entry gets the later write");
+        assert_eq!(written.take(&key("a"), "w", 3), Some(Some("second")), "still there for its own entry");
+        assert_eq!(written.take(&key("a"), "w", 3), None, "taken");
+        assert_eq!(written.take(&key("b"), "w", 2), Some(None));
+        assert_eq!(written.take(&key("c"), "w", 1), None, "never written here");
     }
 
     #[test]
     fn an_entry_newer_than_the_write_kept_is_not_answered() {
         let written = kept();
         written.keep([(5, key("a"), Some("fifth"))]);
-        assert_eq!(written.take(&key("a"), 7), None);
+        assert_eq!(written.take(&key("a"), "w", 7), None);
     }
 
     #[test]
     fn old_writes_are_not_answered() {
-        let written = Written::<&str>::with_max_age(Duration::ZERO);
+        let written = Written::<&str>::with_max_age("w", Duration::ZERO);
         written.enable();
         written.keep([(1, key("a"), Some("first"))]);
         std::thread::sleep(Duration::from_millis(2));
-        assert_eq!(written.take(&key("a"), 1), None);
+        assert_eq!(written.take(&key("a"), "w", 1), None);
         assert!(written.lock().latest.is_empty(), "forgotten");
     }
 
@@ -196,9 +205,9 @@ mod tests {
         let many = (0..CAPACITY as u64 + 10).map(|i| (i + 1, key(&format!("t{i}")), None));
         written.keep(many);
         assert_eq!(written.lock().latest.len(), CAPACITY);
-        assert_eq!(written.take(&key("t0"), 1), None);
+        assert_eq!(written.take(&key("t0"), "w", 1), None);
         let last = CAPACITY as u64 + 9;
-        assert_eq!(written.take(&key(&format!("t{last}")), last + 1), Some(None));
+        assert_eq!(written.take(&key(&format!("t{last}")), "w", last + 1), Some(None));
     }
 
     #[test]
