@@ -4,7 +4,8 @@
 //! with the change-feed checkpoint in the commit payload so data and progress commit together.
 //!
 //! **Shape.** Two tasks. The *follower* reads the feed without pause and gathers the changed
-//! trips ([`pending`]). The *applier* owns the `IndexWriter`: it takes everything gathered as
+//! trips ([`pending`]); when the feed is idle it asks again after `poll_interval_ms`, or as soon
+//! as the store signals an entry written in this process ([`ChangeFeed::feed_signal`]). The *applier* owns the `IndexWriter`: it takes everything gathered as
 //! one cut, reads the cut's trips from the store while the previous cut's commit is still
 //! running on a blocking thread, then replaces their documents and commits the cut with its
 //! checkpoint. Commits follow each other as fast as they complete, at most one per
@@ -55,7 +56,8 @@ pub struct IndexerConfig {
     /// Least time between two commits, milliseconds (each commit writes a segment; this bounds
     /// how many a second). A commit that takes longer is followed at once.
     pub commit_interval_ms: u64,
-    /// How often an idle follower asks the feed for changes, milliseconds.
+    /// How often an idle follower asks the feed for changes, milliseconds (entries written in
+    /// this process wake it at once).
     pub poll_interval_ms: u64,
     /// Changes read per feed request.
     pub batch: usize,
@@ -194,6 +196,8 @@ impl<S: ChangeFeed + TripStore + Clone + Send + Sync + 'static> Indexer<S> {
 async fn follow<S: ChangeFeed>(store: S, shared: Arc<Shared>, config: IndexerConfig, mut stop: watch::Receiver<bool>) {
     let poll = Duration::from_millis(config.poll_interval_ms);
     let mut backoff = FIRST_BACKOFF;
+    // Entries written in this process wake the follower at once; others wait for the poll.
+    let mut signal = store.feed_signal();
     while !*stop.borrow() {
         let (from, epoch, full) = {
             let pending = shared.lock();
@@ -206,6 +210,10 @@ async fn follow<S: ChangeFeed>(store: S, shared: Arc<Shared>, config: IndexerCon
                 _ = wait(&mut stop, poll) => {}
             }
             continue;
+        }
+        if let Some(signal) = &mut signal {
+            // Seen from here on: a write during the read wakes the wait after it.
+            signal.borrow_and_update();
         }
         let batch = match store.read_changes(&from, config.batch.max(1)).await {
             Ok(batch) => batch,
@@ -227,8 +235,20 @@ async fn follow<S: ChangeFeed>(store: S, shared: Arc<Shared>, config: IndexerCon
         }
         shared.added.notify_one();
         if idle {
-            wait(&mut stop, poll).await;
+            tokio::select! {
+                () = wait(&mut stop, poll) => {}
+                gone = signalled(&mut signal) => if gone { signal = None },
+            }
         }
+    }
+}
+
+/// Returns when `signal` changes (`false`), or at once when its sender is gone (`true`); never
+/// without one.
+async fn signalled(signal: &mut Option<watch::Receiver<u64>>) -> bool {
+    match signal {
+        Some(signal) => signal.changed().await.is_err(),
+        None => std::future::pending().await,
     }
 }
 

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tripline_index::{IndexHome, LiveIndex, TripIndex, TripQuery};
 use tripline_indexer::{Indexer, IndexerConfig, IndexerCounters, reindex};
 use tripline_model::{TenantId, TripId, VehicleId};
-use tripline_store::{EmbeddedStore, ScyllaConfig, ScyllaStore, Store, TripRecord};
+use tripline_store::{EmbeddedStore, ScyllaConfig, ScyllaStore, Store, TripRecord, TripStore};
 use tripline_tests::{Service, unique_name};
 
 const T0: i64 = 1_795_600_800_000;
@@ -84,6 +84,35 @@ async fn the_index_follows_cassandra_and_resumes_exactly_after_a_crash() {
     // As `tripline run` with ingest and the indexer in one process.
     follows_and_resumes("cassandra, kept writes", store, &dir, true).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_in_this_process_wakes_the_indexer_before_its_poll() {
+    let (store, _dir) = EmbeddedStore::for_test(Duration::from_secs(3600)).unwrap();
+    woken_by_writes(store).await;
+    let Some(store) = cassandra("wake").await else { return };
+    // Served from memory, as in `tripline run` with ingest and the indexer.
+    store.keep_written();
+    woken_by_writes(store).await;
+}
+
+/// With a poll of an hour, only the store's signal can make the trips searchable in time.
+async fn woken_by_writes<S: Store>(store: S) {
+    let index = TripIndex::in_memory().unwrap();
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (status_tx, _status) = watch::channel(IndexerCounters::default());
+    let config = IndexerConfig { poll_interval_ms: 3_600_000, ..IndexerConfig::default() };
+    let task =
+        tokio::spawn(Indexer::new(store.clone(), LiveIndex::fixed(index.clone()), config).run(shutdown_rx, status_tx));
+    // The follower's first read finds nothing, and it waits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for n in 0..3 {
+        let id = format!("w{n}");
+        store.upsert_trips(&[trip("acme", "car-w", &id, 50.0)]).await.unwrap();
+        wait_until(&index, "a trip written while the follower waits", |i| indexed(i, "acme").contains_key(&id)).await;
+    }
+    shutdown.send(true).unwrap();
+    task.await.unwrap().unwrap();
 }
 
 /// `keep`: the store keeps the trips it writes, and the indexer takes them from it.
@@ -179,7 +208,7 @@ async fn a_rebuild_on_the_embedded_store_switches_over_while_writes_continue() {
 async fn a_rebuild_on_cassandra_switches_over_while_writes_continue() {
     let Some(store) = cassandra("rdx").await else { return };
     let dir = std::env::temp_dir().join(unique_name("index"));
-    rebuild_while_writing("cassandra", store, &dir, false).await;
+    rebuild_while_writing("cassandra, kept writes", store, &dir, true).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 

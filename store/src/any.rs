@@ -125,4 +125,8 @@ impl ChangeFeed for AnyStore {
     async fn feed_head(&self) -> StoreResult<Checkpoint> {
         delegate!(self, s => s.feed_head())
     }
+
+    fn feed_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        delegate!(sync self, s => s.feed_signal())
+    }
 }

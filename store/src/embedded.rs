@@ -72,6 +72,8 @@ struct Inner {
     retention_ms: i64,
     /// Trips just written, for an indexer in this process.
     written: Written,
+    /// Bumped when feed entries became durable ([`ChangeFeed::feed_signal`]).
+    signal: tokio::sync::watch::Sender<u64>,
 }
 
 /// The embedded backend. Cheap to clone (shared handle).
@@ -129,6 +131,7 @@ impl EmbeddedStore {
             feed_next: Mutex::new(next),
             registry_lock: Mutex::new(()),
             written: Written::new(WRITER),
+            signal: tokio::sync::watch::Sender::new(0),
             retention_ms: i64::try_from(config.retention_s.saturating_mul(1000)).unwrap_or(i64::MAX),
             db,
         };
@@ -182,6 +185,13 @@ impl EmbeddedStore {
 }
 
 impl Inner {
+    /// After a commit that added feed entries from `first`: keeps their writes (from
+    /// [`Written::writes`]) and wakes a follower.
+    fn announced(&self, first: u64, writes: Vec<(TripKey, Option<TripRecord>)>) {
+        self.written.keep_from(first, writes);
+        self.signal.send_modify(|n| *n += 1);
+    }
+
     fn expires_at(&self) -> i64 {
         now_ms().saturating_add(self.retention_ms)
     }
@@ -415,7 +425,7 @@ impl TripStore for EmbeddedStore {
             let mut batch = inner.batch();
             let seq = add_trip_rows(inner, &mut batch, rows, *next);
             inner.commit(batch)?;
-            inner.written.keep_from(*next, writes);
+            inner.announced(*next, writes);
             *next = seq;
             Ok(())
         })
@@ -435,7 +445,7 @@ impl TripStore for EmbeddedStore {
             push_i64(&mut feed_key, *next as i64);
             batch.insert(&inner.feed, feed_key, change);
             inner.commit(batch)?;
-            inner.written.keep_from(*next, writes);
+            inner.announced(*next, writes);
             *next += 1;
             Ok(())
         })
@@ -592,7 +602,9 @@ impl BatchWrite for EmbeddedStore {
             }
             let seq = add_trip_rows(inner, &mut batch, trips, seq);
             inner.commit(batch)?;
-            inner.written.keep_from(*next, writes);
+            if seq > *next {
+                inner.announced(*next, writes);
+            }
             *next = seq;
             Ok(())
         })
@@ -696,6 +708,10 @@ impl ChangeFeed for EmbeddedStore {
             Ok(head)
         })
         .await
+    }
+
+    fn feed_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.inner.signal.subscribe())
     }
 }
 

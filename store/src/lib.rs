@@ -200,6 +200,12 @@ pub trait ChangeFeed {
     /// a full scan started after taking it, followed by the changes after it, misses nothing
     /// (`tripline reindex`).
     fn feed_head(&self) -> impl Future<Output = StoreResult<Checkpoint>> + Send;
+    /// A signal whose value changes when entries this handle (or a clone) wrote may have become
+    /// readable, for a reader in the same process to wake on instead of waiting out its poll;
+    /// other writers' entries still need polling. `None`: the backend gives none.
+    fn feed_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// What one enrichment batch writes.

@@ -9,10 +9,18 @@
 //! complete out of order, so each writer also publishes a watermark in `feed_writers`: every
 //! sequence number at or below it is durable (or was abandoned after an error, in which case the
 //! caller retries and the trip is announced again). Readers never read past a watermark.
+//!
+//! While trips are kept for an indexer in the same process ([`TripStore::keep_written`]), the
+//! store also keeps its own latest durable entries in memory (at most [`LOCAL_ENTRIES`]), and
+//! [`ChangeFeed::read_changes`] serves this writer's entries from there, up to the watermark it
+//! is about to publish, without asking the cluster: the same entries a read after the
+//! publication would give. Other writers' entries are read from the cluster, at most every
+//! [`OTHERS_EVERY`] while this writer's own keep coming; a reader behind the kept entries reads
+//! its own from the cluster too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tripline_model::time::now_ms;
 
 use futures::{StreamExt, TryStreamExt};
@@ -27,6 +35,7 @@ use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::MaybeUnset;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tripline_model::{Point, TenantId, TripId, VehicleId};
 
 use crate::codec::{parse_point_cursor, parse_rejection_cursor, point_cursor, rejection_cursor};
@@ -55,6 +64,12 @@ const MAX_BATCH_ROWS: usize = 50;
 /// Requests in flight per write call: enough to keep a small cluster busy, bounded so a burst
 /// cannot queue unbounded work in the driver.
 const MAX_CONCURRENT_REQUESTS: usize = 64;
+
+/// This writer's durable change-feed entries kept in memory for a reader in the same process.
+const LOCAL_ENTRIES: usize = 16_384;
+
+/// How often a reader served from memory also reads other writers' entries from the cluster.
+const OTHERS_EVERY: Duration = Duration::from_millis(100);
 
 /// Connection and schema settings for ScyllaDB / Cassandra.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -175,11 +190,37 @@ struct FeedState {
     next_seq: u64,
     in_flight: BTreeSet<u64>,
     published: u64,
+    /// This writer's durable entries, while trips are kept (a missing number at or below the
+    /// watermark and above `forgotten` was abandoned).
+    recent: BTreeMap<u64, Change>,
+    /// Entries up to here may be missing from `recent` (evicted, or written before keeping).
+    forgotten: u64,
+    /// When a read served from memory last read the other writers from the cluster.
+    others_read: Option<Instant>,
 }
 
 impl FeedState {
     fn watermark(&self) -> u64 {
         self.in_flight.first().map_or(self.next_seq.saturating_sub(1), |first| first - 1)
+    }
+
+    /// This writer's entries after `position`, at most `limit`, and the position after them;
+    /// `None` when some of them are not in memory.
+    fn local_after(&self, position: u64, limit: usize) -> Option<(Vec<Change>, u64)> {
+        if position < self.forgotten {
+            return None;
+        }
+        let watermark = self.watermark();
+        if position >= watermark {
+            return Some((Vec::new(), position));
+        }
+        let changes: Vec<Change> =
+            self.recent.range(position + 1..=watermark).take(limit).map(|(_, c)| c.clone()).collect();
+        let end = match changes.last() {
+            Some(last) if changes.len() == limit => last.seq,
+            _ => watermark,
+        };
+        Some((changes, end))
     }
 }
 
@@ -194,6 +235,8 @@ struct Inner {
     written: Written,
     /// Serialises watermark writes so a smaller one never lands after a larger one.
     watermark_write: tokio::sync::Mutex<()>,
+    /// Bumped when this writer's entries became readable ([`ChangeFeed::feed_signal`]).
+    signal: watch::Sender<u64>,
 }
 
 /// The ScyllaDB / Cassandra backend. Cheap to clone (shared session).
@@ -520,6 +563,7 @@ impl ScyllaStore {
                 feed: Mutex::new(FeedState { next_seq: 1, ..FeedState::default() }),
                 written,
                 watermark_write: tokio::sync::Mutex::new(()),
+                signal: watch::Sender::new(0),
             }),
         })
     }
@@ -590,18 +634,19 @@ impl ScyllaStore {
     /// Appends `changes` to the feed; `writes` (from [`Written::writes`], one per change or
     /// none) are kept once their entries are durable.
     async fn announce(&self, changes: Vec<Change>, writes: Vec<(TripKey, Option<TripRecord>)>) -> StoreResult<()> {
-        let first = {
+        let (first, local) = {
             let mut feed = self.inner.feed.lock().map_err(|e| StoreError::Refused { detail: e.to_string() })?;
             let first = feed.next_seq;
             let end = first + changes.len() as u64;
             feed.next_seq = end;
             feed.in_flight.extend(first..end);
-            first
+            (first, self.inner.written.is_enabled())
         };
         let count = changes.len() as u64;
         let writer = self.inner.writer.clone();
         // Entries of one bucket share a partition: one unlogged batch per bucket and chunk.
         let mut by_bucket: BTreeMap<u64, Vec<FeedRow>> = BTreeMap::new();
+        let mut kept = Vec::with_capacity(if local { changes.len() } else { 0 });
         for (i, change) in changes.into_iter().enumerate() {
             let seq = first + i as u64;
             by_bucket.entry(seq / FEED_BUCKET).or_default().push((
@@ -612,6 +657,9 @@ impl ScyllaStore {
                 change.vehicle_id.as_str().to_owned(),
                 change.trip_id.as_str().to_owned(),
             ));
+            if local {
+                kept.push(Change { writer: writer.clone(), seq, ..change });
+            }
         }
         let chunks: Vec<Vec<_>> = by_bucket
             .into_values()
@@ -636,17 +684,35 @@ impl ScyllaStore {
             .buffer_unordered(MAX_CONCURRENT_REQUESTS)
             .try_collect::<Vec<()>>()
             .await;
+        if result.is_ok() {
+            // Kept before the watermark lets a reader see the entries.
+            self.inner.written.keep_from(first, writes);
+        }
         if let Ok(mut feed) = self.inner.feed.lock() {
             // Done or abandoned: either way no longer holds the watermark back (on an error the
             // caller retries and announces the trips again under new numbers).
             for seq in first..first + count {
                 feed.in_flight.remove(&seq);
             }
+            // In the same step as the watermark moves: a reader never takes a kept entry's
+            // number for an abandoned one.
+            if result.is_ok() {
+                feed.recent.extend(kept.into_iter().map(|change| (change.seq, change)));
+                while feed.recent.len() > LOCAL_ENTRIES {
+                    let Some((seq, _)) = feed.recent.pop_first() else { break };
+                    feed.forgotten = feed.forgotten.max(seq);
+                }
+            }
         }
         result?;
-        // Kept before the watermark lets a reader see the entries.
-        self.inner.written.keep_from(first, writes);
-        self.publish_watermark().await
+        if local {
+            self.inner.signal.send_modify(|n| *n += 1);
+        }
+        self.publish_watermark().await?;
+        if !local {
+            self.inner.signal.send_modify(|n| *n += 1);
+        }
+        Ok(())
     }
 }
 
@@ -943,7 +1009,11 @@ impl TripStore for ScyllaStore {
     }
 
     fn keep_written(&self) {
+        // Under the feed's lock, as `announce` numbers its entries: those numbered so far are
+        // not kept in memory, every later one is.
+        let mut feed = self.inner.feed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.inner.written.enable();
+        feed.forgotten = feed.forgotten.max(feed.next_seq.saturating_sub(1));
     }
 
     fn take_written(&self, key: &TripKey, writer: &str, seq: u64) -> Option<Option<TripRecord>> {
@@ -1036,10 +1106,31 @@ impl RejectionStore for ScyllaStore {
 impl ChangeFeed for ScyllaStore {
     async fn read_changes(&self, checkpoint: &Checkpoint, limit: usize) -> StoreResult<ChangeBatch> {
         let s = &self.inner.statements;
-        let writers: Vec<(String, i64)> = self.rows("feed writers", &s.select_writers, ()).await?;
+        let own = &self.inner.writer;
         let mut checkpoint = checkpoint.clone();
         let mut changes = Vec::new();
+        // This writer's entries from memory, when all of them are there.
+        let mut own_served = false;
+        if self.inner.written.is_enabled() {
+            let mut feed = self.inner.feed.lock().map_err(|e| StoreError::Refused { detail: e.to_string() })?;
+            if let Some((local, end)) = feed.local_after(checkpoint.position(own), limit) {
+                own_served = true;
+                let others_due = local.is_empty() || feed.others_read.is_none_or(|at| at.elapsed() >= OTHERS_EVERY);
+                if end > checkpoint.position(own) {
+                    checkpoint.positions.insert(own.clone(), end);
+                }
+                changes = local;
+                if !others_due || changes.len() >= limit {
+                    return Ok(ChangeBatch { changes, checkpoint });
+                }
+                feed.others_read = Some(Instant::now());
+            }
+        }
+        let writers: Vec<(String, i64)> = self.rows("feed writers", &s.select_writers, ()).await?;
         for (writer, watermark) in writers {
+            if own_served && writer == *own {
+                continue;
+            }
             let watermark = u64::try_from(watermark).unwrap_or(0);
             let mut position = checkpoint.position(&writer);
             while position < watermark && changes.len() < limit {
@@ -1078,5 +1169,75 @@ impl ChangeFeed for ScyllaStore {
         let writers: Vec<(String, i64)> = self.rows("feed writers", &self.inner.statements.select_writers, ()).await?;
         let positions = writers.into_iter().map(|(writer, watermark)| (writer, u64::try_from(watermark).unwrap_or(0)));
         Ok(Checkpoint { positions: positions.collect() })
+    }
+
+    fn feed_signal(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.inner.signal.subscribe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn change(seq: u64) -> Change {
+        Change {
+            seq,
+            writer: "w".to_owned(),
+            ..Change::of(
+                &TenantId::parse("acme").unwrap(),
+                &VehicleId::parse("car-1").unwrap(),
+                &TripId::parse(&format!("t{seq}")).unwrap(),
+            )
+        }
+    }
+
+    /// Entries 1..=`next - 1` numbered, `durable` of them kept, `in_flight` still writing.
+    fn state(next: u64, durable: &[u64], in_flight: &[u64], forgotten: u64) -> FeedState {
+        FeedState {
+            next_seq: next,
+            in_flight: in_flight.iter().copied().collect(),
+            recent: durable.iter().map(|&seq| (seq, change(seq))).collect(),
+            forgotten,
+            ..FeedState::default()
+        }
+    }
+
+    fn seqs(read: Option<(Vec<Change>, u64)>) -> Option<(Vec<u64>, u64)> {
+        read.map(|(changes, end)| (changes.iter().map(|c| c.seq).collect(), end))
+    }
+
+    #[test]
+    fn local_entries_stop_below_the_first_write_in_flight() {
+        // 4 still writing: 5 and 6 are durable but not readable yet.
+        let feed = state(7, &[1, 2, 3, 5, 6], &[4], 0);
+        assert_eq!(seqs(feed.local_after(0, 100)), Some((vec![1, 2, 3], 3)));
+        assert_eq!(seqs(feed.local_after(3, 100)), Some((vec![], 3)));
+    }
+
+    #[test]
+    fn an_abandoned_number_is_passed_over() {
+        // 2 failed: its trip is announced again under a later number.
+        let feed = state(5, &[1, 3, 4], &[], 0);
+        assert_eq!(seqs(feed.local_after(0, 100)), Some((vec![1, 3, 4], 4)));
+        assert_eq!(seqs(feed.local_after(1, 100)), Some((vec![3, 4], 4)));
+        let gap_last = state(5, &[1, 2, 3], &[], 0);
+        assert_eq!(seqs(gap_last.local_after(0, 100)), Some((vec![1, 2, 3], 4)), "up to the watermark");
+    }
+
+    #[test]
+    fn a_limited_read_ends_at_its_last_entry() {
+        let feed = state(8, &[1, 2, 4, 5, 6, 7], &[], 0);
+        assert_eq!(seqs(feed.local_after(0, 3)), Some((vec![1, 2, 4], 4)));
+        assert_eq!(seqs(feed.local_after(4, 3)), Some((vec![5, 6, 7], 7)));
+    }
+
+    #[test]
+    fn a_reader_behind_the_kept_entries_reads_the_cluster() {
+        let feed = state(10, &[6, 7, 8, 9], &[], 5);
+        assert_eq!(seqs(feed.local_after(4, 100)), None);
+        assert_eq!(seqs(feed.local_after(5, 100)), Some((vec![6, 7, 8, 9], 9)));
     }
 }

@@ -340,6 +340,25 @@ pub(crate) async fn several_writers_are_merged<S: Store>(first: &S, second: &S) 
     let (last, _) = entries(second, &checkpoint).await;
     assert_eq!(second.take_written(&last[0].key(), &last[0].writer, last[0].seq), None, "written by the other");
     assert!(first.take_written(&last[0].key(), &last[0].writer, last[0].seq).is_some());
+
+    // The first now reads its own entries from memory, the second's from the cluster: both
+    // readers see the same feed, from the start (entries written before keeping included) and
+    // from the checkpoint, a few entries at a time.
+    let signal = first.feed_signal().unwrap();
+    for n in 10..20 {
+        let store = if n % 3 == 0 { second } else { first };
+        store.upsert_trips(&[trip("acme", "car-m", &format!("m{n}"), 0, 1)]).await.unwrap();
+    }
+    assert!(signal.has_changed().unwrap(), "the first's writes are signalled");
+    for from in [Checkpoint::default(), checkpoint] {
+        let (mut mine, at_first) = all_changes(first, &from, 2).await;
+        let (mut theirs, at_second) = all_changes(second, &from, 2).await;
+        assert_eq!(at_first, at_second);
+        assert_eq!(mine.len(), theirs.len(), "each entry once");
+        mine.sort();
+        theirs.sort();
+        assert_eq!(mine, theirs);
+    }
 }
 
 pub(crate) async fn a_write_set_lands_whole_with_its_trips_announced<S: Store>(store: &S) {
