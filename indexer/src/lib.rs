@@ -5,11 +5,11 @@
 //!
 //! **Shape.** Two tasks. The *follower* reads the feed without pause and gathers the changed
 //! trips ([`pending`]); when the feed is idle it asks again after `poll_interval_ms`, or as soon
-//! as the store signals an entry written in this process ([`ChangeFeed::feed_signal`]). The *applier* owns the `IndexWriter`: it takes everything gathered as
-//! one cut, reads the cut's trips from the store while the previous cut's commit is still
-//! running on a blocking thread, then replaces their documents and commits the cut with its
-//! checkpoint. Commits follow each other as fast as they complete, at most one per
-//! `commit_interval_ms`.
+//! as the store signals an entry written in this process ([`ChangeFeed::feed_signal`]). The
+//! *applier* owns the `IndexWriter`: it takes everything gathered as one cut, reads the cut's
+//! trips from the store while the previous cut's commit is still running on a blocking thread,
+//! then replaces their documents and commits the cut with its checkpoint. Commits follow each
+//! other as fast as they complete, at most one per `commit_interval_ms`.
 //!
 //! **Reading back.** A trip whose changes in a cut all come from one writer, when that writer
 //! is this process's store and it still keeps the trip as written at the cut's latest entry or
