@@ -14,7 +14,9 @@
 //! checkpoint, and a reader never passes an entry that is not yet durable.
 
 mod any;
+mod chunk;
 mod codec;
+mod columns;
 mod embedded;
 mod records;
 mod retry;
