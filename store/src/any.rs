@@ -66,6 +66,18 @@ impl PointStore for AnyStore {
     ) -> StoreResult<Option<Page<StoredPoint>>> {
         delegate!(self, s => s.trip_points(tenant, trip_id, cursor, limit))
     }
+    async fn seal_trip(&self, vehicle: &VehicleId, trip_id: &TripId, from_ms: i64, to_ms: i64) -> StoreResult<bool> {
+        delegate!(self, s => s.seal_trip(vehicle, trip_id, from_ms, to_ms))
+    }
+    async fn seal_trip_interrupted(
+        &self,
+        vehicle: &VehicleId,
+        trip_id: &TripId,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<bool> {
+        delegate!(self, s => s.seal_trip_interrupted(vehicle, trip_id, from_ms, to_ms))
+    }
 }
 
 impl TripStore for AnyStore {

@@ -350,12 +350,6 @@ impl<'a> TripPage<'a> {
         TripPage { trip_id, after, end_ms, limit: limit.max(1), resolved: Resolved::default() }
     }
 
-    /// Where the read of chunks starts: a chunk holding a point after `after` (or from
-    /// `start_ms`) starts at most [`MAX_CHUNK_SPAN_MS`] before it.
-    pub(crate) fn read_from(after: Option<PointKey>, start_ms: i64) -> i64 {
-        after.map_or(start_ms, |k| k.ts_ms).saturating_sub(MAX_CHUNK_SPAN_MS)
-    }
-
     /// Adds a chunk (chunks of other trips too: a later copy of a point may have moved it).
     pub(crate) fn add(&mut self, vehicle: &VehicleId, row: &ChunkRow) -> StoreResult<()> {
         let lower = self.after.map_or(i64::MIN, |k| k.ts_ms);

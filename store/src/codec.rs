@@ -3,10 +3,13 @@
 //! Keys sort the way reads need them: numbers are big-endian with the sign bit flipped, text
 //! parts end with a 0 byte (identifiers never contain one).
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use tripline_model::{Point, TripId};
 
-use crate::records::{Derived, PointKey};
+use crate::chunk::{ChunkId, ChunkRow};
+use crate::records::{Derived, day_of};
 use crate::{StoreError, StoreResult};
 
 /// Appends `v` so that byte order equals numeric order.
@@ -24,16 +27,16 @@ pub(crate) fn push_text(key: &mut Vec<u8>, text: &str) {
     key.push(0);
 }
 
-/// `vehicle \0 ts seq_key`: a vehicle's points in time order.
-pub(crate) fn point_key(vehicle: &str, key: PointKey) -> Vec<u8> {
+/// `vehicle \0 start_ts stamp`: a vehicle's point chunks in order of their first point.
+pub(crate) fn chunk_key(vehicle: &str, start_ts: i64, stamp: i64) -> Vec<u8> {
     let mut out = Vec::with_capacity(vehicle.len() + 17);
     push_text(&mut out, vehicle);
-    push_i64(&mut out, key.ts_ms);
-    push_i64(&mut out, key.seq_key);
+    push_i64(&mut out, start_ts);
+    push_i64(&mut out, stamp);
     out
 }
 
-/// `vehicle \0 ts`: where a vehicle's points at or after `ts_ms` start.
+/// `vehicle \0 ts`: where a vehicle's chunks starting at or after `ts_ms` are.
 pub(crate) fn point_bound(vehicle: &str, ts_ms: i64) -> Vec<u8> {
     let mut out = Vec::with_capacity(vehicle.len() + 9);
     push_text(&mut out, vehicle);
@@ -41,7 +44,48 @@ pub(crate) fn point_bound(vehicle: &str, ts_ms: i64) -> Vec<u8> {
     out
 }
 
-/// An embedded point row (the key holds vehicle, time and `seq_key`). Written from borrowed
+/// An embedded chunk (the key holds vehicle, start and stamp).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ChunkValue<'a> {
+    pub(crate) expires_at_ms: i64,
+    pub(crate) trip_id: Cow<'a, str>,
+    pub(crate) end_ts: i64,
+    pub(crate) sealed: bool,
+    #[serde(borrow)]
+    pub(crate) points: Cow<'a, [u8]>,
+}
+
+impl<'a> ChunkValue<'a> {
+    pub(crate) fn of(row: &'a ChunkRow, expires_at_ms: i64) -> Self {
+        ChunkValue {
+            expires_at_ms,
+            trip_id: Cow::Borrowed(row.trip_id.as_str()),
+            end_ts: row.end_ts,
+            sealed: row.sealed,
+            points: Cow::Borrowed(&row.points),
+        }
+    }
+
+    /// The chunk row stored under `key` (from [`chunk_key`]).
+    pub(crate) fn row(self, key: &[u8]) -> StoreResult<ChunkRow> {
+        let corrupt = |detail: String| StoreError::Corrupt { table: "point_chunks", detail };
+        let at = key.iter().position(|&b| b == 0).ok_or_else(|| corrupt("chunk key without vehicle".to_owned()))?;
+        let rest = &key[at + 1..];
+        let (Some(start_ts), Some(stamp)) = (read_i64(rest), rest.get(8..).and_then(read_i64)) else {
+            return Err(corrupt("chunk key too short".to_owned()));
+        };
+        Ok(ChunkRow {
+            id: ChunkId { day: day_of(start_ts), start_ts, stamp },
+            trip_id: TripId::parse(&self.trip_id).map_err(|e| corrupt(e.to_string()))?,
+            end_ts: self.end_ts,
+            sealed: self.sealed,
+            points: self.points.into_owned(),
+        })
+    }
+}
+
+/// A point row of the layout before chunks (the key held vehicle, time and `seq_key`), read
+/// once to move a store to chunks. Written from borrowed
 /// parts (no copies per point), read back owned.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct PointRow<'a> {
@@ -61,6 +105,7 @@ pub(crate) struct PointRow<'a> {
 }
 
 impl<'a> PointRow<'a> {
+    #[cfg(test)]
     pub(crate) fn new(trip_id: &'a TripId, p: &Point, derived: &'a Derived, expires_at_ms: i64) -> Self {
         PointRow {
             expires_at_ms,
@@ -121,19 +166,6 @@ pub(crate) fn decode_json<'a, T: Deserialize<'a>>(bytes: &'a [u8], table: &'stat
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { table, detail: e.to_string() })
 }
 
-/// Cursor text for a point position: `{ts_ms}.{seq_key}`.
-pub(crate) fn point_cursor(key: PointKey) -> String {
-    format!("{}.{}", key.ts_ms, key.seq_key)
-}
-
-pub(crate) fn parse_point_cursor(cursor: &str) -> StoreResult<PointKey> {
-    let (ts, seq) = cursor.split_once('.').ok_or(StoreError::BadCursor)?;
-    Ok(PointKey {
-        ts_ms: ts.parse().map_err(|_| StoreError::BadCursor)?,
-        seq_key: seq.parse().map_err(|_| StoreError::BadCursor)?,
-    })
-}
-
 /// Cursor text for a rejection position: `{received_at_ms}.{id}`.
 pub(crate) fn rejection_cursor(received_at_ms: i64, id: &str) -> String {
     format!("{received_at_ms}.{id}")
@@ -183,9 +215,6 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_foreign_ones_are_refused() {
-        let key = PointKey { ts_ms: 1_700_000_000_123, seq_key: -42 };
-        assert_eq!(parse_point_cursor(&point_cursor(key)).unwrap(), key);
-        assert!(parse_point_cursor("x.1").is_err());
         assert_eq!(parse_rejection_cursor(&rejection_cursor(5, "abc1")).unwrap(), (5, "abc1".to_owned()));
         assert!(parse_rejection_cursor("5.zz").is_err());
         assert_eq!(unhex(&hex(&[0, 1, 255])).unwrap(), vec![0, 1, 255]);

@@ -19,10 +19,12 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 use tripline_model::{TenantId, TripId, VehicleId};
 
+use crate::chunk::{
+    ChunkRow, MAX_CHUNK_SPAN_MS, Resolved, SealPlan, TripPage, chunk_rows, decode, parse_point_cursor, trip_tag,
+};
 use crate::codec::{
-    Expiring, PointRow, decode_json, decode_postcard, encode_json, encode_postcard, hex, parse_point_cursor,
-    parse_rejection_cursor, point_bound, point_cursor, point_key, push_i64, push_text, read_i64, rejection_cursor,
-    unhex,
+    ChunkValue, Expiring, PointRow, chunk_key, decode_json, decode_postcard, encode_json, encode_postcard, hex,
+    parse_rejection_cursor, point_bound, push_i64, push_text, read_i64, rejection_cursor, unhex,
 };
 use crate::records::{
     Change, ChangeBatch, Checkpoint, MAX_POINT_RANGE_DAYS, Page, Rejection, StoredPoint, TripKey, TripRecord, day_of,
@@ -57,7 +59,7 @@ const WRITER: &str = "embedded";
 
 struct Inner {
     db: Database,
-    points: Keyspace,
+    chunks: Keyspace,
     trips: Keyspace,
     rejections: Keyspace,
     rejection_ids: Keyspace,
@@ -100,6 +102,52 @@ fn db_error(error: impl std::fmt::Display) -> StoreError {
     StoreError::Embedded { detail: error.to_string() }
 }
 
+/// The keyspace of points stored one row each, before chunks.
+const LEGACY_POINTS: &str = "points";
+
+/// Points moved per atomic write while moving a store to chunks.
+const MOVE_BATCH_POINTS: usize = 100_000;
+
+/// Moves points stored one row each (the layout before chunks) into chunks, then drops their
+/// keyspace; returns how many moved. Interrupted, it runs again at the next open: points
+/// written into chunks twice still read back once.
+fn move_points_to_chunks(db: &Database, chunks: &Keyspace) -> StoreResult<u64> {
+    if !db.keyspace_exists(LEGACY_POINTS) {
+        return Ok(0);
+    }
+    let legacy = db.keyspace(LEGACY_POINTS, KeyspaceCreateOptions::default).map_err(db_error)?;
+    let corrupt = |detail: String| StoreError::Corrupt { table: "points", detail };
+    let write = |points: &mut Vec<StoredPoint>, expires: i64| -> StoreResult<()> {
+        let mut batch = db.batch().durability(Some(PersistMode::SyncData));
+        for (key, value) in chunk_entries(points, false, expires)? {
+            batch.insert(chunks, key, value);
+        }
+        points.clear();
+        batch.commit().map_err(db_error)
+    };
+    let (mut pending, mut expires, mut moved) = (Vec::new(), 0, 0u64);
+    for guard in legacy.iter() {
+        let (key, value) = guard.into_inner().map_err(db_error)?;
+        let end = key.iter().position(|&b| b == 0).ok_or_else(|| corrupt("point key without vehicle".to_owned()))?;
+        let vehicle = std::str::from_utf8(&key[..end]).map_err(|e| corrupt(e.to_string()))?;
+        let row: PointRow<'_> = decode_postcard(&value, "points")?;
+        expires = expires.max(row.expires_at_ms);
+        pending.push(StoredPoint {
+            vehicle_id: VehicleId::parse(vehicle).map_err(|e| corrupt(e.to_string()))?,
+            trip_id: TripId::parse(&row.trip_id).map_err(|e| corrupt(e.to_string()))?,
+            point: row.point(),
+            derived: row.derived.clone().into_owned(),
+        });
+        moved += 1;
+        if pending.len() >= MOVE_BATCH_POINTS {
+            write(&mut pending, expires)?;
+        }
+    }
+    write(&mut pending, expires)?;
+    db.delete_keyspace(legacy).map_err(db_error)?;
+    Ok(moved)
+}
+
 #[derive(Serialize, Deserialize)]
 struct TenantRow {
     api_key_hash: String,
@@ -119,8 +167,13 @@ impl EmbeddedStore {
             Some(guard) => guard.key().map_err(db_error).map(|k| read_i64(&k).map_or(1, |seq| seq as u64 + 1))?,
             None => 1,
         };
+        let chunks = open("point_chunks")?;
+        let moved = move_points_to_chunks(&db, &chunks)?;
+        if moved > 0 {
+            tracing::info!(points = moved, "embedded store: points moved to chunks");
+        }
         let inner = Inner {
-            points: open("points")?,
+            chunks,
             trips: open("trips")?,
             rejections: open("rejections")?,
             rejection_ids: open("rejection_ids")?,
@@ -161,10 +214,10 @@ impl EmbeddedStore {
             let now = now_ms();
             let mut batch = inner.db.batch().durability(Some(PersistMode::SyncData));
             let mut purged = 0u64;
-            for guard in inner.points.iter() {
+            for guard in inner.chunks.iter() {
                 let (key, value) = guard.into_inner().map_err(db_error)?;
-                if decode_postcard::<PointRow<'_>>(&value, "points")?.expires_at_ms <= now {
-                    batch.remove(&inner.points, key);
+                if decode_postcard::<ChunkValue<'_>>(&value, "point_chunks")?.expires_at_ms <= now {
+                    batch.remove(&inner.chunks, key);
                     purged += 1;
                 }
             }
@@ -204,6 +257,30 @@ impl Inner {
         self.db.batch().durability(Some(PersistMode::SyncData))
     }
 
+    /// `vehicle`'s unexpired chunks that may hold points in `[from_ms, to_ms)`, in key order
+    /// (start, stamp), read lazily.
+    fn chunks_overlapping(
+        &self,
+        vehicle: &VehicleId,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Iterator<Item = StoreResult<ChunkRow>> + '_ {
+        let lo = point_bound(vehicle.as_str(), from_ms.saturating_sub(MAX_CHUNK_SPAN_MS));
+        let hi = point_bound(vehicle.as_str(), to_ms.max(from_ms));
+        let now = now_ms();
+        self.chunks.range(lo..hi).filter_map(move |guard| {
+            let read = || {
+                let (key, value) = guard.into_inner().map_err(db_error)?;
+                let stored: ChunkValue<'_> = decode_postcard(&value, "point_chunks")?;
+                if stored.expires_at_ms <= now {
+                    return Ok(None);
+                }
+                stored.row(&key).map(Some)
+            };
+            read().transpose()
+        })
+    }
+
     fn get_trip(&self, key: &[u8]) -> StoreResult<Option<TripRecord>> {
         let Some(value) = self.trips.get(key).map_err(db_error)? else { return Ok(None) };
         let row: Expiring<TripRecord> = decode_json(&value, "trips")?;
@@ -233,21 +310,6 @@ fn rejection_key(tenant: Option<&TenantId>, received_at_ms: i64, id: &str) -> Ve
     push_i64(&mut key, i64::MAX - received_at_ms);
     key.extend_from_slice(id.as_bytes());
     key
-}
-
-fn decode_point(vehicle: &VehicleId, value: &[u8], now: i64) -> StoreResult<Option<StoredPoint>> {
-    let row: PointRow<'_> = decode_postcard(value, "points")?;
-    if row.expires_at_ms <= now {
-        return Ok(None);
-    }
-    let trip_id =
-        TripId::parse(&row.trip_id).map_err(|e| StoreError::Corrupt { table: "points", detail: e.to_string() })?;
-    Ok(Some(StoredPoint {
-        vehicle_id: vehicle.clone(),
-        trip_id,
-        point: row.point(),
-        derived: row.derived.into_owned(),
-    }))
 }
 
 impl Registry for EmbeddedStore {
@@ -326,11 +388,11 @@ impl PointStore for EmbeddedStore {
         if points.is_empty() {
             return Ok(());
         }
-        let rows = point_rows(points, self.inner.expires_at())?;
+        let rows = chunk_entries(points, false, self.inner.expires_at())?;
         self.blocking(move |inner| {
             let mut batch = inner.batch();
             for (key, value) in rows {
-                batch.insert(&inner.points, key, value);
+                batch.insert(&inner.chunks, key, value);
             }
             inner.commit(batch)
         })
@@ -345,14 +407,14 @@ impl PointStore for EmbeddedStore {
         }
         let vehicle = vehicle.clone();
         self.blocking(move |inner| {
-            let now = now_ms();
-            let (lo, hi) = (point_bound(vehicle.as_str(), from_ms), point_bound(vehicle.as_str(), to_ms.max(from_ms)));
-            let mut out = Vec::new();
-            for guard in inner.points.range(lo..hi) {
-                let (_, value) = guard.into_inner().map_err(db_error)?;
-                out.extend(decode_point(&vehicle, &value, now)?);
+            let mut resolved = Resolved::default();
+            for row in inner.chunks_overlapping(&vehicle, from_ms, to_ms) {
+                let row = row?;
+                if row.end_ts >= from_ms {
+                    resolved.add(row.id.stamp, decode(&vehicle, &row.trip_id, &row.points)?);
+                }
             }
-            Ok(out)
+            Ok(resolved.within(from_ms, to_ms))
         })
         .await
     }
@@ -364,39 +426,76 @@ impl PointStore for EmbeddedStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> StoreResult<Option<Page<StoredPoint>>> {
-        let after = cursor.map(parse_point_cursor).transpose()?;
-        let (tenant, trip_id) = (tenant.clone(), trip_id.clone());
+        let (tenant, trip_id, cursor) = (tenant.clone(), trip_id.clone(), cursor.map(str::to_owned));
         self.blocking(move |inner| {
             let Some(trip) = first_trip(inner, &tenant, &trip_id)? else { return Ok(None) };
             let vehicle = trip.summary.vehicle_id.clone();
             let start = trip.summary.start_time.timestamp_millis();
-            let end = trip.summary.end_time.timestamp_millis();
-            let lo = match after {
-                Some(key) => {
-                    let mut k = point_key(vehicle.as_str(), key);
-                    k.push(0); // strictly after the cursor's row
-                    k
-                }
-                None => point_bound(vehicle.as_str(), start),
-            };
-            let hi = point_bound(vehicle.as_str(), end.saturating_add(1));
-            let now = now_ms();
-            let mut items = Vec::new();
-            let mut last_key = None;
-            for guard in inner.points.range(lo..hi) {
-                let (_, value) = guard.into_inner().map_err(db_error)?;
-                let Some(point) = decode_point(&vehicle, &value, now)? else { continue };
-                if point.trip_id != trip_id {
-                    continue;
-                }
-                if items.len() == limit {
+            let end = trip.summary.end_time.timestamp_millis().saturating_add(1);
+            let tag = trip_tag(&tenant, &trip_id);
+            let after = cursor.map(|c| parse_point_cursor(&c, tag, start, end)).transpose()?;
+            let mut page = TripPage::new(&trip_id, after, end, limit);
+            for row in inner.chunks_overlapping(&vehicle, after.map_or(start, |k| k.ts_ms), end) {
+                let row = row?;
+                if page.is_complete(row.id.start_ts) {
                     break;
                 }
-                last_key = Some(point.key());
-                items.push(point);
+                page.add(&vehicle, &row)?;
             }
-            let next = (items.len() == limit).then(|| last_key.map(point_cursor)).flatten();
-            Ok(Some(Page { items, next }))
+            Ok(Some(page.finish(tag)))
+        })
+        .await
+    }
+
+    async fn seal_trip(&self, vehicle: &VehicleId, trip_id: &TripId, from_ms: i64, to_ms: i64) -> StoreResult<bool> {
+        self.seal(vehicle, trip_id, from_ms, to_ms, SealSteps::All).await
+    }
+
+    async fn seal_trip_interrupted(
+        &self,
+        vehicle: &VehicleId,
+        trip_id: &TripId,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreResult<bool> {
+        self.seal(vehicle, trip_id, from_ms, to_ms, SealSteps::WriteOnly).await
+    }
+}
+
+/// How much of a seal to do (all of it, except in the tests of a crash between its steps).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SealSteps {
+    All,
+    WriteOnly,
+}
+
+impl EmbeddedStore {
+    /// Seals a trip in one atomic write: its sealed chunks in, the chunks they replace out.
+    async fn seal(
+        &self,
+        vehicle: &VehicleId,
+        trip_id: &TripId,
+        from_ms: i64,
+        to_ms: i64,
+        steps: SealSteps,
+    ) -> StoreResult<bool> {
+        let (vehicle, trip_id) = (vehicle.clone(), trip_id.clone());
+        let expires = self.inner.expires_at();
+        self.blocking(move |inner| {
+            let rows =
+                inner.chunks_overlapping(&vehicle, from_ms, to_ms.saturating_add(1)).collect::<StoreResult<Vec<_>>>()?;
+            let Some(plan) = SealPlan::of(&vehicle, &trip_id, &rows)? else { return Ok(false) };
+            let mut batch = inner.batch();
+            for (key, value) in chunk_entries(&plan.points, true, expires)? {
+                batch.insert(&inner.chunks, key, value);
+            }
+            if steps == SealSteps::All {
+                for id in plan.obsolete {
+                    batch.remove(&inner.chunks, chunk_key(vehicle.as_str(), id.start_ts, id.stamp));
+                }
+            }
+            inner.commit(batch)?;
+            Ok(true)
         })
         .await
     }
@@ -509,12 +608,13 @@ impl TripStore for EmbeddedStore {
 
 type TripRow = (Vec<u8>, Vec<u8>, Vec<u8>);
 
-fn point_rows(points: &[StoredPoint], expires: i64) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
-    points
-        .iter()
-        .map(|p| {
-            let row = PointRow::new(&p.trip_id, &p.point, &p.derived, expires);
-            Ok((point_key(p.vehicle_id.as_str(), p.key()), encode_postcard(&row, "points")?))
+/// Chunk rows of `points` as embedded keys and values.
+fn chunk_entries(points: &[StoredPoint], sealed: bool, expires: i64) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    chunk_rows(points, sealed)
+        .into_iter()
+        .map(|(vehicle, row)| {
+            let key = chunk_key(vehicle.as_str(), row.id.start_ts, row.id.stamp);
+            Ok((key, encode_postcard(&ChunkValue::of(&row, expires), "point_chunks")?))
         })
         .collect()
 }
@@ -574,7 +674,7 @@ impl BatchWrite for EmbeddedStore {
     /// One atomic, fsynced write for the whole set.
     async fn write_batch(&self, set: &WriteSet) -> StoreResult<()> {
         let expires = self.inner.expires_at();
-        let points = point_rows(&set.points, expires)?;
+        let points = chunk_entries(&set.points, false, expires)?;
         let trips = trip_rows(&set.trips, expires)?;
         let mut deletes = Vec::with_capacity(set.deletes.len());
         for (tenant, vehicle, trip_id) in &set.deletes {
@@ -589,7 +689,7 @@ impl BatchWrite for EmbeddedStore {
             let mut next = inner.feed_next.lock().map_err(db_error)?;
             let mut batch = inner.batch();
             for (key, value) in points {
-                batch.insert(&inner.points, key, value);
+                batch.insert(&inner.chunks, key, value);
             }
             add_rejections(inner, &mut batch, rejections, expires)?;
             let mut seq = *next;
@@ -740,5 +840,56 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::records::Derived;
+
+    #[tokio::test]
+    async fn points_stored_one_row_each_move_to_chunks_on_open() {
+        let (store, dir) = EmbeddedStore::for_test(Duration::from_secs(86_400)).unwrap();
+        drop(store);
+        let vehicle = VehicleId::parse("car-1").unwrap();
+        let trip = TripId::parse("t1").unwrap();
+        let t0 = 1_795_564_800_000;
+        {
+            // The layout before chunks: one row per point, keyed by vehicle, time and seq key.
+            let db = Database::builder(&dir.path).open().unwrap();
+            let legacy = db.keyspace(LEGACY_POINTS, KeyspaceCreateOptions::default).unwrap();
+            let derived = Derived { distance_m: 1.5, speed_mps: 3.0, moving: true, ..Derived::default() };
+            for i in 0..50i64 {
+                let point = tripline_model::Point {
+                    seq: Some(i as u64),
+                    ts_ms: t0 + i * 1000,
+                    lat: 52.5,
+                    lon: 13.4 + i as f64 / 1e4,
+                    speed_mps: None,
+                    heading_deg: None,
+                    accuracy_m: None,
+                    alt_m: None,
+                    ignition: None,
+                    odometer_m: None,
+                };
+                let key = crate::records::PointKey::of(&point);
+                let mut k = Vec::new();
+                push_text(&mut k, vehicle.as_str());
+                push_i64(&mut k, key.ts_ms);
+                push_i64(&mut k, key.seq_key);
+                let row = PointRow::new(&trip, &point, &derived, now_ms() + 86_400_000);
+                legacy.insert(k, encode_postcard(&row, "points").unwrap()).unwrap();
+            }
+            db.persist(PersistMode::SyncAll).unwrap();
+        }
+        let store = EmbeddedStore::open(&EmbeddedConfig { path: dir.path.clone(), retention_s: 86_400 }).unwrap();
+        let points = store.vehicle_points(&vehicle, t0, t0 + 60_000).await.unwrap();
+        assert_eq!(points.len(), 50);
+        assert!(points.iter().all(|p| p.trip_id == trip && p.derived.distance_m == 1.5));
+        assert_eq!(points[49].point.lon, 13.4 + 49.0 / 1e4);
+        assert!(!store.inner.db.keyspace_exists(LEGACY_POINTS), "the old keyspace is gone");
     }
 }

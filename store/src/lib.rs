@@ -20,19 +20,20 @@ mod columns;
 mod embedded;
 mod records;
 mod retry;
-mod scylla_store;
+mod cql;
 mod written;
 
 use std::future::Future;
 
 pub use any::AnyStore;
+pub use chunk::{DerivedPrecision, MAX_CHUNK_POINTS, MAX_CHUNK_SPAN_MS};
 pub use embedded::{EmbeddedConfig, EmbeddedStore, TempDir};
 pub use records::{
     Change, ChangeBatch, Checkpoint, DAY_MS, Derived, MAX_POINT_RANGE_DAYS, Page, PointKey, Rejection, StoredPoint,
     TripKey, TripRecord, day_of,
 };
 pub use retry::RetryPolicy;
-pub use scylla_store::{SCHEMA_VERSION, ScyllaConfig, ScyllaStore};
+pub use cql::{SCHEMA_VERSION, ScyllaConfig, ScyllaStore};
 use tripline_model::{TenantId, TripId, VehicleId};
 pub use written::MAX_AGE as WRITTEN_MAX_AGE;
 
@@ -135,6 +136,27 @@ pub trait PointStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> impl Future<Output = StoreResult<Option<Page<StoredPoint>>>> + Send;
+    /// Rewrites the chunks of `vehicle`'s trip `trip_id` (points in `[from_ms, to_ms]`) as a
+    /// few large sealed chunks and deletes the chunks they replace (for a completed trip). Reads
+    /// give the same points before, during and after, and a seal interrupted at any step is
+    /// finished by running it again. `false`: nothing to do (already sealed).
+    fn seal_trip(
+        &self,
+        vehicle: &VehicleId,
+        trip_id: &TripId,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// [`PointStore::seal_trip`] stopped after writing the sealed chunks, before deleting what
+    /// they replace: the state a crash between the two steps leaves (for the conformance tests).
+    #[doc(hidden)]
+    fn seal_trip_interrupted(
+        &self,
+        vehicle: &VehicleId,
+        trip_id: &TripId,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
 }
 
 /// Trips, each write also recorded in the change feed.

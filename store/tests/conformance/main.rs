@@ -42,6 +42,9 @@ conformance!(
     foreign_cursors_are_refused,
     a_write_set_lands_whole_with_its_trips_announced,
     written_trips_are_handed_over_once_for_their_own_entry,
+    redelivered_points_in_other_chunks_read_back_once,
+    a_seal_cut_short_loses_and_duplicates_nothing,
+    a_points_cursor_addresses_only_its_own_trip,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -426,3 +426,80 @@ pub(crate) async fn written_trips_are_handed_over_once_for_their_own_entry<S: St
     let last = deleted.last().unwrap();
     assert_eq!(store.take_written(&last.key(), &last.writer, last.seq), Some(None));
 }
+
+pub(crate) async fn redelivered_points_in_other_chunks_read_back_once<S: Store>(store: &S) {
+    let points: Vec<StoredPoint> = (0..40).map(|i| point("car-d", "td", i, Some(i as u64))).collect();
+    store.write_points(&points).await.unwrap();
+    // Redeliveries after a restart land in new chunks, cut differently; one point changed since.
+    store.write_points(&points[10..25]).await.unwrap();
+    let mut changed = points[12].clone();
+    changed.derived.moving = false;
+    store.write_points(&[points[30].clone(), changed.clone(), points[5].clone()]).await.unwrap();
+    store.upsert_trips(&[trip("acme", "car-d", "td", 0, 39)]).await.unwrap();
+    let mut expected = points.clone();
+    expected[12] = changed;
+    assert_eq!(store.vehicle_points(&vehicle("car-d"), T0, T0 + 60_000).await.unwrap(), expected);
+    let page = store.trip_points(&tenant("acme"), &trip_id("td"), None, 100).await.unwrap().unwrap();
+    assert_eq!(page.items, expected, "each point once, as last written, in order, with its seq");
+    // A point moved to another trip (a renamed trip rewritten under its new id) leaves the old one.
+    let moved: Vec<StoredPoint> = points[35..].iter().map(|p| StoredPoint { trip_id: trip_id("te"), ..p.clone() }).collect();
+    store.write_points(&moved).await.unwrap();
+    let page = store.trip_points(&tenant("acme"), &trip_id("td"), None, 100).await.unwrap().unwrap();
+    assert_eq!(page.items.len(), 35);
+}
+
+pub(crate) async fn a_seal_cut_short_loses_and_duplicates_nothing<S: Store>(store: &S) {
+    let points: Vec<StoredPoint> = (0..90).map(|i| point("car-k", "tk", i, Some(i as u64))).collect();
+    // As a live trip is written: a few points per write set.
+    for part in points.chunks(4) {
+        store.write_points(part).await.unwrap();
+    }
+    store.write_points(&points[20..30]).await.unwrap();
+    let neighbour: Vec<StoredPoint> = (100..110).map(|i| point("car-k", "tn", i, Some(i as u64))).collect();
+    store.write_points(&neighbour).await.unwrap();
+    store.upsert_trips(&[trip("acme", "car-k", "tk", 0, 89), trip("acme", "car-k", "tn", 100, 109)]).await.unwrap();
+    let (from, to) = (T0, T0 + 89_000);
+    let read = || async { store.trip_points(&tenant("acme"), &trip_id("tk"), None, 1000).await.unwrap().unwrap().items };
+    // Crashed after writing the sealed chunks, before deleting what they replace.
+    assert!(store.seal_trip_interrupted(&vehicle("car-k"), &trip_id("tk"), from, to).await.unwrap());
+    assert_eq!(read().await, points);
+    // Run again (the next completion, or a restart): finished.
+    assert!(store.seal_trip(&vehicle("car-k"), &trip_id("tk"), from, to).await.unwrap());
+    assert_eq!(read().await, points);
+    assert!(!store.seal_trip(&vehicle("car-k"), &trip_id("tk"), from, to).await.unwrap(), "nothing left to seal");
+    assert_eq!(store.vehicle_points(&vehicle("car-k"), T0, T0 + 120_000).await.unwrap(), [points, neighbour].concat());
+    // Paging a sealed trip: every point once.
+    let mut cursor: Option<String> = None;
+    let mut seen = Vec::new();
+    loop {
+        let page = store.trip_points(&tenant("acme"), &trip_id("tk"), cursor.as_deref(), 13).await.unwrap().unwrap();
+        seen.extend(page.items.iter().map(|p| p.point.seq.unwrap()));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..90).collect::<Vec<u64>>());
+}
+
+pub(crate) async fn a_points_cursor_addresses_only_its_own_trip<S: Store>(store: &S) {
+    store.write_points(&(0..30).map(|i| point("car-x", "x1", i, Some(i as u64))).collect::<Vec<_>>()).await.unwrap();
+    store.write_points(&(40..70).map(|i| point("car-x", "x2", i, Some(i as u64))).collect::<Vec<_>>()).await.unwrap();
+    store.upsert_trips(&[trip("acme", "car-x", "x1", 0, 29), trip("acme", "car-x", "x2", 40, 69)]).await.unwrap();
+    let page = store.trip_points(&tenant("acme"), &trip_id("x1"), None, 10).await.unwrap().unwrap();
+    let cursor = page.next.unwrap();
+    assert!(matches!(
+        store.trip_points(&tenant("acme"), &trip_id("x2"), Some(&cursor), 10).await,
+        Err(StoreError::BadCursor)
+    ));
+    // Forged: a time far outside the trip, or the trip's own tag with a changed time.
+    let tag = cursor.rsplit('.').next().unwrap();
+    for forged in [format!("{}.0.{tag}", i64::MIN), format!("{}.0.{tag}", T0 + 3_600_000), "1.2.3".to_owned()] {
+        assert!(matches!(
+            store.trip_points(&tenant("acme"), &trip_id("x1"), Some(&forged), 10).await,
+            Err(StoreError::BadCursor)
+        ));
+    }
+    let next = store.trip_points(&tenant("acme"), &trip_id("x1"), Some(&cursor), 10).await.unwrap().unwrap();
+    assert_eq!(next.items.first().and_then(|p| p.point.seq), Some(10));
+}

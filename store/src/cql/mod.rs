@@ -17,6 +17,10 @@
 //! publication would give. Other writers' entries are read from the cluster, at most every
 //! [`OTHERS_EVERY`] while this writer's own keep coming; a reader behind the kept entries reads
 //! its own from the cluster too.
+//!
+//! Points are stored as chunks (`points.rs`, [`crate::chunk`]).
+
+mod points;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -33,15 +37,13 @@ use scylla::serialize::row::SerializeRow;
 use scylla::statement::Consistency;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::MaybeUnset;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tripline_model::{Point, TenantId, TripId, VehicleId};
+use tripline_model::{TenantId, TripId, VehicleId};
 
-use crate::codec::{parse_point_cursor, parse_rejection_cursor, point_cursor, rejection_cursor};
+use crate::codec::{parse_rejection_cursor, rejection_cursor};
 use crate::records::{
-    Change, ChangeBatch, Checkpoint, Derived, MAX_POINT_RANGE_DAYS, Page, PointKey, Rejection, StoredPoint, TripKey,
-    TripRecord, day_of,
+    Change, ChangeBatch, Checkpoint, Page, Rejection, TripKey, TripRecord, day_of,
 };
 use crate::retry::{Attempt, RetryPolicy};
 use crate::written::Written;
@@ -51,7 +53,7 @@ use crate::{
 };
 
 /// Version of the schema `tripline schema apply` creates.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 /// Change-feed entries per partition of a writer.
 const FEED_BUCKET: u64 = 10_000;
 /// Change-feed entries and writer watermarks live this long (the indexer must keep up within it).
@@ -157,9 +159,9 @@ fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> StoreError {
 }
 
 struct Statements {
-    insert_point: PreparedStatement,
-    select_points: PreparedStatement,
-    select_points_after: PreparedStatement,
+    insert_chunk: PreparedStatement,
+    select_chunks: PreparedStatement,
+    delete_chunk: PreparedStatement,
     insert_trip: PreparedStatement,
     delete_trip: PreparedStatement,
     select_trips_by_id: PreparedStatement,
@@ -322,10 +324,9 @@ pub(crate) async fn apply_schema(session: &Session, config: &ScyllaConfig) -> St
         format!("CREATE TABLE IF NOT EXISTS {ks}.api_keys (api_key_hash text PRIMARY KEY, tenant text)"),
         format!("CREATE TABLE IF NOT EXISTS {ks}.vehicles (vehicle_id text PRIMARY KEY, tenant text)"),
         format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.points (vehicle_id text, day int, ts bigint, seq_key bigint, trip_id text, \
-             seq bigint, lat double, lon double, speed_mps double, heading_deg double, accuracy_m double, alt_m double, \
-             ignition boolean, odometer_m double, derived blob, PRIMARY KEY ((vehicle_id, day), ts, seq_key)) \
-             WITH CLUSTERING ORDER BY (ts ASC, seq_key ASC) \
+            "CREATE TABLE IF NOT EXISTS {ks}.point_chunks (vehicle_id text, day int, start_ts bigint, stamp bigint, \
+             trip_id text, end_ts bigint, sealed boolean, points blob, PRIMARY KEY ((vehicle_id, day), start_ts, stamp)) \
+             WITH CLUSTERING ORDER BY (start_ts ASC, stamp ASC) \
              AND compaction = {{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'DAYS', 'compaction_window_size': 1}}"
         ),
         format!(
@@ -380,89 +381,8 @@ async fn prepare(session: &Session, retry: &RetryPolicy, cql: String) -> StoreRe
     Ok(statement)
 }
 
-#[derive(scylla::SerializeRow)]
-#[scylla(flavor = "enforce_order", skip_name_checks)]
-struct PointValues {
-    vehicle_id: String,
-    day: i32,
-    ts: i64,
-    seq_key: i64,
-    trip_id: String,
-    // Absent optional values are left unset, not bound as null: a null would write a tombstone.
-    seq: MaybeUnset<i64>,
-    lat: f64,
-    lon: f64,
-    speed_mps: MaybeUnset<f64>,
-    heading_deg: MaybeUnset<f64>,
-    accuracy_m: MaybeUnset<f64>,
-    alt_m: MaybeUnset<f64>,
-    ignition: MaybeUnset<bool>,
-    odometer_m: MaybeUnset<f64>,
-    derived: Vec<u8>,
-    ttl: i32,
-}
-
 /// Values of one change-feed row: writer, bucket, seq, tenant, vehicle, trip.
 type FeedRow = (String, i64, i64, String, String, String);
-
-fn unset_if_none<T>(value: Option<T>) -> MaybeUnset<T> {
-    value.map_or(MaybeUnset::Unset, MaybeUnset::Set)
-}
-
-type PointRow = (
-    i64,
-    i64,
-    String,
-    Option<i64>,
-    f64,
-    f64,
-    Option<f64>,
-    Option<f64>,
-    Option<f64>,
-    Option<f64>,
-    Option<bool>,
-    Option<f64>,
-    Vec<u8>,
-);
-
-const POINT_COLUMNS: &str =
-    "ts, seq_key, trip_id, seq, lat, lon, speed_mps, heading_deg, accuracy_m, alt_m, ignition, odometer_m, derived";
-
-fn point_from_row(vehicle: &VehicleId, row: PointRow) -> StoreResult<StoredPoint> {
-    let (
-        ts,
-        _seq_key,
-        trip_id,
-        seq,
-        lat,
-        lon,
-        speed_mps,
-        heading_deg,
-        accuracy_m,
-        alt_m,
-        ignition,
-        odometer_m,
-        derived,
-    ) = row;
-    let derived: Derived = postcard::from_bytes(&derived).map_err(|e| corrupt("points", e))?;
-    Ok(StoredPoint {
-        vehicle_id: vehicle.clone(),
-        trip_id: TripId::parse(&trip_id).map_err(|e| corrupt("points", e))?,
-        point: Point {
-            seq: seq.map(|s| u64::from_ne_bytes(s.to_ne_bytes())),
-            ts_ms: ts,
-            lat,
-            lon,
-            speed_mps,
-            heading_deg,
-            accuracy_m,
-            alt_m,
-            ignition,
-            odometer_m,
-        },
-        derived,
-    })
-}
 
 impl ScyllaStore {
     /// Creates or migrates the schema described by `config` (idempotent).
@@ -493,17 +413,18 @@ impl ScyllaStore {
         let retry = RetryPolicy { budget: Duration::from_millis(config.retry_budget_ms), ..RetryPolicy::default() };
         let p = |cql: String| prepare(&session, &retry, cql);
         let statements = Statements {
-            insert_point: p(format!(
-                "INSERT INTO {ks}.points (vehicle_id, day, ts, seq_key, trip_id, seq, lat, lon, speed_mps, heading_deg, \
-                 accuracy_m, alt_m, ignition, odometer_m, derived) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"
+            insert_chunk: p(format!(
+                "INSERT INTO {ks}.point_chunks (vehicle_id, day, start_ts, stamp, trip_id, end_ts, sealed, points) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"
             ))
             .await?,
-            select_points: p(format!(
-                "SELECT {POINT_COLUMNS} FROM {ks}.points WHERE vehicle_id = ? AND day = ? AND ts >= ? AND ts < ?"
+            select_chunks: p(format!(
+                "SELECT start_ts, stamp, trip_id, end_ts, sealed, points FROM {ks}.point_chunks \
+                 WHERE vehicle_id = ? AND day = ? AND start_ts >= ? AND start_ts < ?"
             ))
             .await?,
-            select_points_after: p(format!(
-                "SELECT {POINT_COLUMNS} FROM {ks}.points WHERE vehicle_id = ? AND day = ? AND (ts, seq_key) > (?, ?) AND ts < ?"
+            delete_chunk: p(format!(
+                "DELETE FROM {ks}.point_chunks WHERE vehicle_id = ? AND day = ? AND start_ts = ? AND stamp = ?"
             ))
             .await?,
             insert_trip: p(format!(
@@ -782,135 +703,6 @@ impl Registry for ScyllaStore {
         let rows: Vec<(String,)> =
             self.rows("vehicle", &self.inner.statements.select_vehicle, (vehicle.as_str().to_owned(),)).await?;
         rows.into_iter().next().map(|(t,)| TenantId::parse(&t).map_err(|e| corrupt("vehicles", e))).transpose()
-    }
-}
-
-impl PointStore for ScyllaStore {
-    async fn write_points(&self, points: &[StoredPoint]) -> StoreResult<()> {
-        // Group by partition (vehicle, day): an unlogged batch never spans partitions.
-        let mut partitions: BTreeMap<(&str, i32), Vec<&StoredPoint>> = BTreeMap::new();
-        for p in points {
-            partitions.entry((p.vehicle_id.as_str(), day_of(p.point.ts_ms))).or_default().push(p);
-        }
-        let ttl = self.inner.ttl_s;
-        let mut batches = Vec::new();
-        for ((vehicle, day), rows) in partitions {
-            for chunk in rows.chunks(MAX_BATCH_ROWS) {
-                let values = chunk
-                    .iter()
-                    .map(|p| {
-                        let key = p.key();
-                        Ok(PointValues {
-                            vehicle_id: vehicle.to_owned(),
-                            day,
-                            ts: key.ts_ms,
-                            seq_key: key.seq_key,
-                            trip_id: p.trip_id.as_str().to_owned(),
-                            seq: unset_if_none(p.point.seq.map(|s| i64::from_ne_bytes(s.to_ne_bytes()))),
-                            lat: p.point.lat,
-                            lon: p.point.lon,
-                            speed_mps: unset_if_none(p.point.speed_mps),
-                            heading_deg: unset_if_none(p.point.heading_deg),
-                            accuracy_m: unset_if_none(p.point.accuracy_m),
-                            alt_m: unset_if_none(p.point.alt_m),
-                            ignition: unset_if_none(p.point.ignition),
-                            odometer_m: unset_if_none(p.point.odometer_m),
-                            derived: postcard::to_stdvec(&p.derived).map_err(|e| corrupt("points", e))?,
-                            ttl,
-                        })
-                    })
-                    .collect::<StoreResult<Vec<_>>>()?;
-                batches.push(values);
-            }
-        }
-        let session = &self.inner.session;
-        let statement = &self.inner.statements.insert_point;
-        futures::stream::iter(batches)
-            .map(|values| async move {
-                let mut batch = Batch::new(BatchType::Unlogged);
-                for _ in 0..values.len() {
-                    batch.append_statement(statement.clone());
-                }
-                batch.set_is_idempotent(true);
-                self.inner
-                    .retry
-                    .run("write points", || async {
-                        session.batch(&batch, &values).await.map(|_| ()).map_err(|e| classify(&e))
-                    })
-                    .await
-            })
-            .buffer_unordered(MAX_CONCURRENT_REQUESTS)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
-    }
-
-    async fn vehicle_points(&self, vehicle: &VehicleId, from_ms: i64, to_ms: i64) -> StoreResult<Vec<StoredPoint>> {
-        let mut out = Vec::new();
-        if from_ms >= to_ms {
-            return Ok(out);
-        }
-        let (first, last) = (day_of(from_ms), day_of(to_ms - 1));
-        if i64::from(last) - i64::from(first) > MAX_POINT_RANGE_DAYS {
-            return Err(StoreError::Refused {
-                detail: format!("a point range may span at most {MAX_POINT_RANGE_DAYS} days"),
-            });
-        }
-        for day in first..=last {
-            let rows: Vec<PointRow> = self
-                .rows(
-                    "vehicle points",
-                    &self.inner.statements.select_points,
-                    (vehicle.as_str().to_owned(), day, from_ms, to_ms),
-                )
-                .await?;
-            for row in rows {
-                out.push(point_from_row(vehicle, row)?);
-            }
-        }
-        Ok(out)
-    }
-
-    async fn trip_points(
-        &self,
-        tenant: &TenantId,
-        trip_id: &TripId,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Option<Page<StoredPoint>>> {
-        let after = cursor.map(parse_point_cursor).transpose()?;
-        let Some(trip) = self.trip(tenant, trip_id).await? else { return Ok(None) };
-        let vehicle = trip.summary.vehicle_id.clone();
-        let start = trip.summary.start_time.timestamp_millis();
-        let end = trip.summary.end_time.timestamp_millis() + 1;
-        let first_day = after.map_or(day_of(start), |k| day_of(k.ts_ms));
-        let mut items = Vec::new();
-        let mut last: Option<PointKey> = None;
-        'days: for day in first_day..=day_of(end - 1) {
-            let rows: Vec<PointRow> = match after.filter(|k| day_of(k.ts_ms) == day) {
-                Some(k) => {
-                    let values = (vehicle.as_str().to_owned(), day, k.ts_ms, k.seq_key, end);
-                    self.rows("trip points", &self.inner.statements.select_points_after, values).await?
-                }
-                None => {
-                    let values = (vehicle.as_str().to_owned(), day, start, end);
-                    self.rows("trip points", &self.inner.statements.select_points, values).await?
-                }
-            };
-            for row in rows {
-                let point = point_from_row(&vehicle, row)?;
-                if &point.trip_id != trip_id {
-                    continue;
-                }
-                if items.len() == limit {
-                    break 'days;
-                }
-                last = Some(point.key());
-                items.push(point);
-            }
-        }
-        let next = (items.len() == limit).then(|| last.map(point_cursor)).flatten();
-        Ok(Some(Page { items, next }))
     }
 }
 
