@@ -1,16 +1,30 @@
 //! The worker pool's Prometheus metrics, named once here (`tripline_enrich_<noun>_<unit|total>`).
 
-use metrics::{Unit, describe_histogram, histogram};
+use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
 
 /// How long one worker's write of a batch took, until durable (retries included).
 pub const WRITE_SECONDS: &str = "tripline_enrich_write_seconds";
 /// Messages in one worker batch (one write).
 pub const BATCH_MESSAGES: &str = "tripline_enrich_batch_messages";
 
+/// How long sealing one completed trip's points took.
+pub const SEAL_SECONDS: &str = "tripline_enrich_seal_seconds";
+/// Completed trips whose points were sealed (rewritten as a few sealed chunks).
+pub const SEALS_TOTAL: &str = "tripline_enrich_seals_total";
+
 /// Describes every worker metric to the installed recorder.
 pub fn describe() {
     describe_histogram!(WRITE_SECONDS, Unit::Seconds, "One worker batch's write until durable, retries included");
     describe_histogram!(BATCH_MESSAGES, Unit::Count, "Messages in one worker batch");
+    describe_histogram!(SEAL_SECONDS, Unit::Seconds, "Sealing one completed trip's points");
+    describe_counter!(SEALS_TOTAL, Unit::Count, "Completed trips whose points were sealed");
+}
+
+pub(crate) fn trip_sealed(sealed: bool, seconds: f64) {
+    histogram!(SEAL_SECONDS).record(seconds);
+    if sealed {
+        counter!(SEALS_TOTAL).increment(1);
+    }
 }
 
 pub(crate) fn batch_written(messages: usize, seconds: f64) {

@@ -108,12 +108,15 @@ pub struct Worker<S> {
     trips: HashMap<(VehicleId, TripId), LiveTrip>,
     /// The automatically cut trip each vehicle is on.
     open_auto: HashMap<VehicleId, TripId>,
+    /// Trips completed by the write set being built, to seal once it is durable: vehicle,
+    /// trip, first and last point time.
+    to_seal: Vec<(VehicleId, TripId, i64, i64)>,
 }
 
 impl<S: Store> Worker<S> {
     /// A worker writing to `store`.
     pub fn new(engine: Arc<Enricher>, store: S, config: WorkerConfig) -> Self {
-        Worker { engine, store, config, trips: HashMap::new(), open_auto: HashMap::new() }
+        Worker { engine, store, config, trips: HashMap::new(), open_auto: HashMap::new(), to_seal: Vec::new() }
     }
 
     /// Runs until the queue closes (every sender dropped) and is empty: what was queued is
@@ -162,6 +165,23 @@ impl<S: Store> Worker<S> {
         crate::metrics::batch_written(done.len(), writing.elapsed().as_secs_f64());
         for d in done {
             d();
+        }
+        self.seal_completed().await;
+    }
+
+    /// Seals the trips the last write completed: their points rewritten as a few sealed
+    /// chunks. Here, between two write sets, so no write of the same trip runs meanwhile (a
+    /// seal's chunks are newer than everything it read). A failed seal is logged and left: the
+    /// trip reads the same, and its next completion seals it.
+    async fn seal_completed(&mut self) {
+        for (vehicle, trip_id, from_ms, to_ms) in std::mem::take(&mut self.to_seal) {
+            let sealing = std::time::Instant::now();
+            match self.store.seal_trip(&vehicle, &trip_id, from_ms, to_ms).await {
+                Ok(sealed) => crate::metrics::trip_sealed(sealed, sealing.elapsed().as_secs_f64()),
+                Err(error) => {
+                    tracing::warn!(%error, %vehicle, %trip_id, "cannot seal a completed trip's points; left as written")
+                }
+            }
         }
     }
 
@@ -390,6 +410,11 @@ impl<S: Store> Worker<S> {
                     live.cells.insert(cell);
                 }
             }
+            if status == TripStatus::Completed {
+                let summary = &report.summary;
+                let (from, to) = (summary.start_time.timestamp_millis(), summary.end_time.timestamp_millis());
+                self.to_seal.push((vehicle.clone(), trip_id.clone(), from, to));
+            }
             live.written = live.engine.kept_count();
             live.rewrite_all = false;
             // What this write set carries needs no memory any more: it is retried until durable
@@ -436,6 +461,7 @@ impl<S: Store> Worker<S> {
         let mut writes = WriteSet::default();
         self.collect(&mut writes);
         self.write(&writes).await;
+        self.seal_completed().await;
         for key in idle {
             self.trips.remove(&key);
             if self.open_auto.get(&key.0) == Some(&key.1) {

@@ -326,7 +326,11 @@ impl Resolved {
 
     /// Every point in `[from_ms, to_ms)`, in key order.
     pub(crate) fn within(self, from_ms: i64, to_ms: i64) -> Vec<StoredPoint> {
-        self.points.into_values().map(|(_, p)| p).filter(|p| p.point.ts_ms >= from_ms && p.point.ts_ms < to_ms).collect()
+        self.points
+            .into_values()
+            .map(|(_, p)| p)
+            .filter(|p| p.point.ts_ms >= from_ms && p.point.ts_ms < to_ms)
+            .collect()
     }
 
     /// The stamp of the copy of `key` that a read returns.
@@ -388,8 +392,14 @@ impl<'a> TripPage<'a> {
     /// The page and its cursor (`tag`: the trip's [`trip_tag`]).
     pub(crate) fn finish(self, tag: u32) -> Page<StoredPoint> {
         let trip_id = self.trip_id;
-        let items: Vec<StoredPoint> =
-            self.resolved.points.into_values().map(|(_, p)| p).filter(|p| &p.trip_id == trip_id).take(self.limit).collect();
+        let items: Vec<StoredPoint> = self
+            .resolved
+            .points
+            .into_values()
+            .map(|(_, p)| p)
+            .filter(|p| &p.trip_id == trip_id)
+            .take(self.limit)
+            .collect();
         let next = (items.len() == self.limit).then(|| items.last().map(|p| point_cursor(p.key(), tag))).flatten();
         Page { items, next }
     }

@@ -482,8 +482,9 @@ impl EmbeddedStore {
         let (vehicle, trip_id) = (vehicle.clone(), trip_id.clone());
         let expires = self.inner.expires_at();
         self.blocking(move |inner| {
-            let rows =
-                inner.chunks_overlapping(&vehicle, from_ms, to_ms.saturating_add(1)).collect::<StoreResult<Vec<_>>>()?;
+            let rows = inner
+                .chunks_overlapping(&vehicle, from_ms, to_ms.saturating_add(1))
+                .collect::<StoreResult<Vec<_>>>()?;
             let Some(plan) = SealPlan::of(&vehicle, &trip_id, &rows)? else { return Ok(false) };
             let mut batch = inner.batch();
             for (key, value) in chunk_entries(&plan.points, true, expires)? {

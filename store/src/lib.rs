@@ -17,23 +17,23 @@ mod any;
 mod chunk;
 mod codec;
 mod columns;
+mod cql;
 mod embedded;
 mod records;
 mod retry;
-mod cql;
 mod written;
 
 use std::future::Future;
 
 pub use any::AnyStore;
 pub use chunk::{DerivedPrecision, MAX_CHUNK_POINTS, MAX_CHUNK_SPAN_MS};
+pub use cql::{SCHEMA_VERSION, ScyllaConfig, ScyllaStore};
 pub use embedded::{EmbeddedConfig, EmbeddedStore, TempDir};
 pub use records::{
     Change, ChangeBatch, Checkpoint, DAY_MS, Derived, MAX_POINT_RANGE_DAYS, Page, PointKey, Rejection, StoredPoint,
     TripKey, TripRecord, day_of,
 };
 pub use retry::RetryPolicy;
-pub use cql::{SCHEMA_VERSION, ScyllaConfig, ScyllaStore};
 use tripline_model::{TenantId, TripId, VehicleId};
 pub use written::MAX_AGE as WRITTEN_MAX_AGE;
 

@@ -42,9 +42,7 @@ use tokio::sync::watch;
 use tripline_model::{TenantId, TripId, VehicleId};
 
 use crate::codec::{parse_rejection_cursor, rejection_cursor};
-use crate::records::{
-    Change, ChangeBatch, Checkpoint, Page, Rejection, TripKey, TripRecord, day_of,
-};
+use crate::records::{Change, ChangeBatch, Checkpoint, Page, Rejection, TripKey, TripRecord, day_of};
 use crate::retry::{Attempt, RetryPolicy};
 use crate::written::Written;
 use crate::{

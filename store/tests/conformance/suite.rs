@@ -442,7 +442,8 @@ pub(crate) async fn redelivered_points_in_other_chunks_read_back_once<S: Store>(
     let page = store.trip_points(&tenant("acme"), &trip_id("td"), None, 100).await.unwrap().unwrap();
     assert_eq!(page.items, expected, "each point once, as last written, in order, with its seq");
     // A point moved to another trip (a renamed trip rewritten under its new id) leaves the old one.
-    let moved: Vec<StoredPoint> = points[35..].iter().map(|p| StoredPoint { trip_id: trip_id("te"), ..p.clone() }).collect();
+    let moved: Vec<StoredPoint> =
+        points[35..].iter().map(|p| StoredPoint { trip_id: trip_id("te"), ..p.clone() }).collect();
     store.write_points(&moved).await.unwrap();
     let page = store.trip_points(&tenant("acme"), &trip_id("td"), None, 100).await.unwrap().unwrap();
     assert_eq!(page.items.len(), 35);
@@ -459,7 +460,8 @@ pub(crate) async fn a_seal_cut_short_loses_and_duplicates_nothing<S: Store>(stor
     store.write_points(&neighbour).await.unwrap();
     store.upsert_trips(&[trip("acme", "car-k", "tk", 0, 89), trip("acme", "car-k", "tn", 100, 109)]).await.unwrap();
     let (from, to) = (T0, T0 + 89_000);
-    let read = || async { store.trip_points(&tenant("acme"), &trip_id("tk"), None, 1000).await.unwrap().unwrap().items };
+    let read =
+        || async { store.trip_points(&tenant("acme"), &trip_id("tk"), None, 1000).await.unwrap().unwrap().items };
     // Crashed after writing the sealed chunks, before deleting what they replace.
     assert!(store.seal_trip_interrupted(&vehicle("car-k"), &trip_id("tk"), from, to).await.unwrap());
     assert_eq!(read().await, points);
