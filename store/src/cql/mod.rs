@@ -20,6 +20,7 @@
 //!
 //! Points are stored as chunks (`points.rs`, [`crate::chunk`]).
 
+mod migrate;
 mod points;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -384,10 +385,16 @@ type FeedRow = (String, i64, i64, String, String, String);
 
 impl ScyllaStore {
     /// Creates or migrates the schema described by `config` (idempotent).
+    /// A keyspace of schema 1 has its point rows moved into chunks ([`migrate`]).
     pub async fn apply_schema(config: &ScyllaConfig) -> StoreResult<i32> {
-        checked_keyspace(config)?;
+        let ks = checked_keyspace(config)?;
         let session = connect(config).await?;
-        apply_schema(&session, config).await
+        let version = apply_schema(&session, config).await?;
+        let moved = Self::connect(config).await?.move_points_to_chunks(ks).await?;
+        if moved > 0 {
+            tracing::info!(points = moved, keyspace = ks, "points moved to chunks");
+        }
+        Ok(version)
     }
 
     /// Drops the keyspace named by `config` and everything in it (`IF EXISTS`, so a retry is

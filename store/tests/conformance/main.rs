@@ -78,3 +78,58 @@ async fn scylla_schema_apply_is_idempotent() {
     );
     backend.drop_keyspace().await;
 }
+
+/// A keyspace written by schema 1 (one row per point) reads the same after `schema apply`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_schema_apply_moves_point_rows_to_chunks() {
+    use ::scylla::client::session_builder::SessionBuilder;
+    use tripline_store::{PointStore, ScyllaStore};
+
+    let Some(backend) = backends::scylla(std::time::Duration::from_secs(3600)).await else { return };
+    let ks = &backend.config.keyspace;
+    let session = SessionBuilder::new().known_nodes(&backend.config.nodes).build().await.unwrap();
+    // Schema 1's table and rows, as its code wrote them.
+    session
+        .query_unpaged(
+            format!(
+                "CREATE TABLE {ks}.points (vehicle_id text, day int, ts bigint, seq_key bigint, trip_id text, seq bigint, \
+                 lat double, lon double, speed_mps double, heading_deg double, accuracy_m double, alt_m double, \
+                 ignition boolean, odometer_m double, derived blob, PRIMARY KEY ((vehicle_id, day), ts, seq_key))"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let insert = session
+        .prepare(format!(
+            "INSERT INTO {ks}.points (vehicle_id, day, ts, seq_key, trip_id, seq, lat, lon, speed_mps, derived) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .await
+        .unwrap();
+    let t0: i64 = 1_795_564_740_000; // a minute before midnight: two partitions
+    let derived = tripline_store::Derived { distance_m: 2.5, speed_mps: 9.0, moving: true, ..Default::default() };
+    let blob = postcard::to_stdvec(&derived).unwrap();
+    for i in 0..120i64 {
+        let ts = t0 + i * 1000;
+        let values =
+            ("car-m", tripline_store::day_of(ts), ts, i, "tm", i, 52.5, 13.4 + i as f64 / 1e5, 9.0, blob.clone());
+        session.execute_unpaged(&insert, values).await.unwrap();
+    }
+    assert_eq!(ScyllaStore::apply_schema(&backend.config).await.unwrap(), tripline_store::SCHEMA_VERSION);
+    let vehicle = tripline_model::VehicleId::parse("car-m").unwrap();
+    let points = backend.store.vehicle_points(&vehicle, t0, t0 + 120_000).await.unwrap();
+    assert_eq!(points.len(), 120);
+    assert!(points.iter().enumerate().all(|(i, p)| p.point.seq == Some(i as u64) && p.derived == derived));
+    assert_eq!(points[119].point.lon, 13.4 + 119.0 / 1e5);
+    let tables = session
+        .query_unpaged(
+            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ? AND table_name = 'points'",
+            (ks.as_str(),),
+        )
+        .await
+        .unwrap();
+    assert_eq!(tables.into_rows_result().unwrap().rows_num(), 0, "the old table is gone");
+    assert_eq!(ScyllaStore::apply_schema(&backend.config).await.unwrap(), tripline_store::SCHEMA_VERSION);
+    backend.drop_keyspace().await;
+}
