@@ -115,7 +115,10 @@ fn schema_apply_creates_the_keyspace_and_is_idempotent() {
     for _ in 0..2 {
         let output = tripline(&["schema", "apply"], &dir);
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        assert!(String::from_utf8_lossy(&output.stderr).contains(&format!("keyspace {keyspace} at schema version 1")));
+        assert!(
+            String::from_utf8_lossy(&output.stderr)
+                .contains(&format!("keyspace {keyspace} at schema version {}", tripline_store::SCHEMA_VERSION))
+        );
     }
     std::fs::write(
         dir.join("tripline.toml"),
