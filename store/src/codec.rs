@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tripline_model::{Point, TripId};
 
 use crate::chunk::{ChunkId, ChunkRow};
-use crate::records::{Derived, day_of};
+use crate::records::{Derived, TripRecord, day_of};
 use crate::{StoreError, StoreResult};
 
 /// Appends `v` so that byte order equals numeric order.
@@ -145,6 +145,43 @@ impl<'a> PointRow<'a> {
 pub(crate) struct Expiring<T> {
     pub(crate) expires_at_ms: i64,
     pub(crate) record: T,
+}
+
+/// First byte of an embedded trip value in the binary layout: `[1][expires_at_ms i64 LE][trip]`
+/// (the trip as [`crate::trip_encoding`] writes it). Values from before start with `{` (JSON).
+const TRIP_VALUE_V1: u8 = 1;
+
+/// An embedded trip value: its expiry and the record.
+pub(crate) fn encode_trip_value(expires_at_ms: i64, record: &TripRecord) -> StoreResult<Vec<u8>> {
+    let trip = crate::trip_encoding::encode(record)?;
+    let mut out = Vec::with_capacity(9 + trip.len());
+    out.push(TRIP_VALUE_V1);
+    out.extend_from_slice(&expires_at_ms.to_le_bytes());
+    out.extend_from_slice(&trip);
+    Ok(out)
+}
+
+/// The expiry of an embedded trip value.
+pub(crate) fn trip_value_expiry(value: &[u8]) -> StoreResult<i64> {
+    match value.first() {
+        Some(&TRIP_VALUE_V1) => value
+            .get(1..9)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(i64::from_le_bytes)
+            .ok_or(StoreError::Corrupt { table: "trips", detail: "trip value too short".to_owned() }),
+        _ => Ok(decode_json::<Expiring<serde_json::Value>>(value, "trips")?.expires_at_ms),
+    }
+}
+
+/// An embedded trip value's record, `None` once expired at `now_ms`.
+pub(crate) fn decode_trip_value(value: &[u8], now_ms: i64) -> StoreResult<Option<TripRecord>> {
+    if trip_value_expiry(value)? <= now_ms {
+        return Ok(None);
+    }
+    match value.first() {
+        Some(&TRIP_VALUE_V1) => crate::trip_encoding::decode(&value[9..]).map(Some),
+        _ => Ok(Some(decode_json::<Expiring<TripRecord>>(value, "trips")?.record)),
+    }
 }
 
 pub(crate) fn encode_postcard<T: Serialize>(value: &T, table: &'static str) -> StoreResult<Vec<u8>> {

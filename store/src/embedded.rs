@@ -23,8 +23,9 @@ use crate::chunk::{
     ChunkRow, MAX_CHUNK_SPAN_MS, Resolved, SealPlan, TripPage, chunk_rows, decode, parse_point_cursor, trip_tag,
 };
 use crate::codec::{
-    ChunkValue, Expiring, PointRow, chunk_key, decode_json, decode_postcard, encode_json, encode_postcard, hex,
-    parse_rejection_cursor, point_bound, push_i64, push_text, read_i64, rejection_cursor, unhex,
+    ChunkValue, Expiring, PointRow, chunk_key, decode_json, decode_postcard, decode_trip_value, encode_json,
+    encode_postcard, encode_trip_value, hex, parse_rejection_cursor, point_bound, push_i64, push_text, read_i64,
+    rejection_cursor, trip_value_expiry, unhex,
 };
 use crate::records::{
     Change, ChangeBatch, Checkpoint, MAX_POINT_RANGE_DAYS, Page, Rejection, StoredPoint, TripKey, TripRecord, day_of,
@@ -221,13 +222,18 @@ impl EmbeddedStore {
                     purged += 1;
                 }
             }
-            for (keyspace, table) in [(&inner.trips, "trips"), (&inner.rejections, "rejections")] {
-                for guard in keyspace.iter() {
-                    let (key, value) = guard.into_inner().map_err(db_error)?;
-                    if decode_json::<Expiring<serde_json::Value>>(&value, table)?.expires_at_ms <= now {
-                        batch.remove(keyspace, key);
-                        purged += 1;
-                    }
+            for guard in inner.trips.iter() {
+                let (key, value) = guard.into_inner().map_err(db_error)?;
+                if trip_value_expiry(&value)? <= now {
+                    batch.remove(&inner.trips, key);
+                    purged += 1;
+                }
+            }
+            for guard in inner.rejections.iter() {
+                let (key, value) = guard.into_inner().map_err(db_error)?;
+                if decode_json::<Expiring<serde_json::Value>>(&value, "rejections")?.expires_at_ms <= now {
+                    batch.remove(&inner.rejections, key);
+                    purged += 1;
                 }
             }
             batch.commit().map_err(db_error)?;
@@ -283,8 +289,7 @@ impl Inner {
 
     fn get_trip(&self, key: &[u8]) -> StoreResult<Option<TripRecord>> {
         let Some(value) = self.trips.get(key).map_err(db_error)? else { return Ok(None) };
-        let row: Expiring<TripRecord> = decode_json(&value, "trips")?;
-        Ok((row.expires_at_ms > now_ms()).then_some(row.record))
+        decode_trip_value(&value, now_ms())
     }
 }
 
@@ -586,11 +591,8 @@ impl TripStore for EmbeddedStore {
                     break;
                 }
                 let (key, value) = guard.into_inner().map_err(db_error)?;
-                let row: Expiring<TripRecord> = decode_json(&value, "trips")?;
                 last = Some(key.to_vec());
-                if row.expires_at_ms > now {
-                    items.push(row.record);
-                }
+                items.extend(decode_trip_value(&value, now)?);
             }
             let next = (items.len() == limit).then(|| last.map(|k| hex(&k))).flatten();
             Ok(Page { items, next })
@@ -627,7 +629,7 @@ fn trip_rows(trips: &[TripRecord], expires: i64) -> StoreResult<Vec<TripRow>> {
         .map(|t| {
             let key = trip_key(t.tenant.as_str(), t.summary.trip_id.as_str(), t.summary.vehicle_id.as_str());
             let change = Change::of(&t.tenant, &t.summary.vehicle_id, &t.summary.trip_id);
-            let value = encode_json(&Expiring { expires_at_ms: expires, record: t }, "trips")?;
+            let value = encode_trip_value(expires, t)?;
             Ok((key, value, encode_json(&change, "feed")?))
         })
         .collect()

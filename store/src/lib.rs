@@ -21,6 +21,7 @@ mod cql;
 mod embedded;
 mod records;
 mod retry;
+mod trip_encoding;
 mod written;
 
 use std::future::Future;

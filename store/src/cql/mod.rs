@@ -329,7 +329,7 @@ pub(crate) async fn apply_schema(session: &Session, config: &ScyllaConfig) -> St
              AND compaction = {{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'DAYS', 'compaction_window_size': 1}}"
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.trips (tenant text, trip_id text, vehicle_id text, record text, updated_at bigint, \
+            "CREATE TABLE IF NOT EXISTS {ks}.trips (tenant text, trip_id text, vehicle_id text, record text, data blob, updated_at bigint, \
              PRIMARY KEY ((tenant, trip_id), vehicle_id))"
         ),
         format!(
@@ -353,6 +353,26 @@ pub(crate) async fn apply_schema(session: &Session, config: &ScyllaConfig) -> St
     for cql in statements {
         retry
             .run("schema", || async { session.query_unpaged(cql.clone(), &[]).await.map_err(|e| classify(&e)) })
+            .await?;
+    }
+    // Schema 1's trips table has only the JSON `record`: schema 2 adds the binary `data`.
+    let data_column = retry
+        .run("schema columns", || async {
+            let result = session
+                .query_unpaged(
+                    "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = 'trips' \
+                     AND column_name = 'data'",
+                    (ks,),
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+            Ok(result.into_rows_result().map_err(|e| Attempt::Permanent(e.to_string()))?.rows_num() > 0)
+        })
+        .await?;
+    if !data_column {
+        let cql = format!("ALTER TABLE {ks}.trips ADD data blob");
+        retry
+            .run("schema", || async { session.query_unpaged(cql.as_str(), &[]).await.map_err(|e| classify(&e)) })
             .await?;
     }
     retry
@@ -433,13 +453,13 @@ impl ScyllaStore {
             ))
             .await?,
             insert_trip: p(format!(
-                "INSERT INTO {ks}.trips (tenant, trip_id, vehicle_id, record, updated_at) VALUES (?, ?, ?, ?, ?) USING TTL ?"
+                "INSERT INTO {ks}.trips (tenant, trip_id, vehicle_id, data, updated_at) VALUES (?, ?, ?, ?, ?) USING TTL ?"
             ))
             .await?,
             delete_trip: p(format!("DELETE FROM {ks}.trips WHERE tenant = ? AND trip_id = ? AND vehicle_id = ?")).await?,
-            select_trips_by_id: p(format!("SELECT record FROM {ks}.trips WHERE tenant = ? AND trip_id = ?")).await?,
-            select_trip: p(format!("SELECT record FROM {ks}.trips WHERE tenant = ? AND trip_id = ? AND vehicle_id = ?")).await?,
-            scan_trips: p(format!("SELECT record FROM {ks}.trips")).await?,
+            select_trips_by_id: p(format!("SELECT record, data FROM {ks}.trips WHERE tenant = ? AND trip_id = ?")).await?,
+            select_trip: p(format!("SELECT record, data FROM {ks}.trips WHERE tenant = ? AND trip_id = ? AND vehicle_id = ?")).await?,
+            scan_trips: p(format!("SELECT record, data FROM {ks}.trips")).await?,
             insert_feed: p(format!(
                 "INSERT INTO {ks}.feed (writer, bucket, seq, tenant, vehicle_id, trip_id) VALUES (?, ?, ?, ?, ?, ?) USING TTL {FEED_TTL_S}"
             ))
@@ -711,8 +731,16 @@ impl Registry for ScyllaStore {
     }
 }
 
-fn trip_from_json(record: &str) -> StoreResult<TripRecord> {
-    serde_json::from_str(record).map_err(|e| corrupt("trips", e))
+/// A trip row's `record` (JSON, schema 1) and `data` (binary, [`crate::trip_encoding`]).
+type TripColumns = (Option<String>, Option<Vec<u8>>);
+
+/// The record of a trip row: `data` when written, else the JSON of schema 1.
+fn trip_from_row((record, data): TripColumns) -> StoreResult<TripRecord> {
+    match (data, record) {
+        (Some(data), _) => crate::trip_encoding::decode(&data),
+        (None, Some(json)) => crate::trip_encoding::decode(json.as_bytes()),
+        (None, None) => Err(corrupt("trips", "a trip row without its record")),
+    }
 }
 
 impl TripStore for ScyllaStore {
@@ -725,12 +753,11 @@ impl TripStore for ScyllaStore {
         let rows = trips
             .iter()
             .map(|t| {
-                let json = serde_json::to_string(t).map_err(|e| corrupt("trips", e))?;
                 Ok((
                     t.tenant.as_str().to_owned(),
                     t.summary.trip_id.as_str().to_owned(),
                     t.summary.vehicle_id.as_str().to_owned(),
-                    json,
+                    crate::trip_encoding::encode(t)?,
                     t.summary.updated_at.timestamp_millis(),
                     ttl,
                 ))
@@ -754,14 +781,14 @@ impl TripStore for ScyllaStore {
     }
 
     async fn trip(&self, tenant: &TenantId, trip_id: &TripId) -> StoreResult<Option<TripRecord>> {
-        let rows: Vec<(String,)> = self
+        let rows: Vec<TripColumns> = self
             .rows(
                 "trip",
                 &self.inner.statements.select_trips_by_id,
                 (tenant.as_str().to_owned(), trip_id.as_str().to_owned()),
             )
             .await?;
-        rows.first().map(|(json,)| trip_from_json(json)).transpose()
+        rows.into_iter().next().map(trip_from_row).transpose()
     }
 
     async fn trip_of_vehicle(
@@ -771,8 +798,8 @@ impl TripStore for ScyllaStore {
         trip_id: &TripId,
     ) -> StoreResult<Option<TripRecord>> {
         let values = (tenant.as_str().to_owned(), trip_id.as_str().to_owned(), vehicle.as_str().to_owned());
-        let rows: Vec<(String,)> = self.rows("trip", &self.inner.statements.select_trip, values).await?;
-        rows.first().map(|(json,)| trip_from_json(json)).transpose()
+        let rows: Vec<TripColumns> = self.rows("trip", &self.inner.statements.select_trip, values).await?;
+        rows.into_iter().next().map(trip_from_row).transpose()
     }
 
     async fn scan_trips(&self, cursor: Option<&str>, limit: usize) -> StoreResult<Page<TripRecord>> {
@@ -794,9 +821,9 @@ impl TripStore for ScyllaStore {
             .await?;
         let rows = result.into_rows_result().map_err(|e| corrupt("trips", e))?;
         let items = rows
-            .rows::<(String,)>()
+            .rows::<TripColumns>()
             .map_err(|e| corrupt("trips", e))?
-            .map(|row| row.map_err(|e| corrupt("trips", e)).and_then(|(json,)| trip_from_json(&json)))
+            .map(|row| row.map_err(|e| corrupt("trips", e)).and_then(trip_from_row))
             .collect::<StoreResult<Vec<_>>>()?;
         let next = match response {
             PagingStateResponse::HasMorePages { state } => state.as_bytes_slice().map(|b| crate::codec::hex(b)),

@@ -88,7 +88,31 @@ async fn scylla_schema_apply_moves_point_rows_to_chunks() {
     let Some(backend) = backends::scylla(std::time::Duration::from_secs(3600)).await else { return };
     let ks = &backend.config.keyspace;
     let session = SessionBuilder::new().known_nodes(&backend.config.nodes).build().await.unwrap();
-    // Schema 1's table and rows, as its code wrote them.
+    // Schema 1's tables and rows, as its code wrote them.
+    session.query_unpaged(format!("DROP TABLE {ks}.trips"), &[]).await.unwrap();
+    session
+        .query_unpaged(
+            format!(
+                "CREATE TABLE {ks}.trips (tenant text, trip_id text, vehicle_id text, record text, updated_at bigint, \
+                 PRIMARY KEY ((tenant, trip_id), vehicle_id))"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let old_trip = serde_json::json!({
+        "tenant": "acme",
+        "summary": serde_json::from_str::<serde_json::Value>(include_str!("schema1_summary.json")).unwrap(),
+        "events": [],
+        "cells": ["u33dc0"]
+    });
+    session
+        .query_unpaged(
+            format!("INSERT INTO {ks}.trips (tenant, trip_id, vehicle_id, record, updated_at) VALUES ('acme', 'tm', 'car-m', ?, 0)"),
+            (old_trip.to_string(),),
+        )
+        .await
+        .unwrap();
     session
         .query_unpaged(
             format!(
@@ -122,6 +146,15 @@ async fn scylla_schema_apply_moves_point_rows_to_chunks() {
     assert_eq!(points.len(), 120);
     assert!(points.iter().enumerate().all(|(i, p)| p.point.seq == Some(i as u64) && p.derived == derived));
     assert_eq!(points[119].point.lon, 13.4 + 119.0 / 1e5);
+    use tripline_store::TripStore;
+    let acme = tripline_model::TenantId::parse("acme").unwrap();
+    let tm = tripline_model::TripId::parse("tm").unwrap();
+    let old = backend.store.trip(&acme, &tm).await.unwrap().expect("a schema-1 trip reads");
+    assert_eq!(old.summary.distance_km, 18.42);
+    let page = backend.store.trip_points(&acme, &tm, None, 50).await.unwrap().unwrap();
+    assert_eq!(page.items.len(), 50);
+    backend.store.upsert_trips(&[old.clone()]).await.unwrap();
+    assert_eq!(backend.store.trip(&acme, &tm).await.unwrap(), Some(old), "rewritten in the binary encoding");
     let tables = session
         .query_unpaged(
             "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ? AND table_name = 'points'",
