@@ -153,7 +153,7 @@ async fn scylla_schema_apply_moves_point_rows_to_chunks() {
     assert_eq!(old.summary.distance_km, 18.42);
     let page = backend.store.trip_points(&acme, &tm, None, 50).await.unwrap().unwrap();
     assert_eq!(page.items.len(), 50);
-    backend.store.upsert_trips(&[old.clone()]).await.unwrap();
+    backend.store.upsert_trips(std::slice::from_ref(&old)).await.unwrap();
     assert_eq!(backend.store.trip(&acme, &tm).await.unwrap(), Some(old), "rewritten in the binary encoding");
     let tables = session
         .query_unpaged(
