@@ -243,47 +243,68 @@ async fn ceiling(store: &AnyStore, tenant: &TenantId, rounds: Vec<Vec<(VehicleId
             records.insert((vehicle, trip), record);
         }
     }
-    let sets: Vec<WriteSet> = rounds
-        .into_iter()
-        .map(|round| {
-            let mut set = WriteSet::default();
-            for (vehicle, trip, points) in round {
-                if let Some(record) = records.get(&(vehicle.clone(), trip.clone())) {
-                    set.trips.push(record.clone());
-                }
-                set.points.extend(points.into_iter().map(|point| StoredPoint {
-                    vehicle_id: vehicle.clone(),
-                    trip_id: trip.clone(),
-                    point,
-                    derived: Derived::default(),
-                }));
-            }
-            set
-        })
-        .collect();
-    let total: usize = sets.iter().map(|s| s.points.len()).sum();
-    let started = Instant::now();
-    let mut pending = sets.into_iter();
-    loop {
-        let wave: Vec<WriteSet> = pending.by_ref().take(4).collect();
-        if wave.is_empty() {
-            break;
+    // Write sets of CEILING_ROUNDS_PER_SET rounds, as a worker's batch under load groups
+    // several messages of each vehicle: one chunk and one trip record per trip and set.
+    let mut sets: Vec<WriteSet> = Vec::new();
+    for (i, round) in rounds.into_iter().enumerate() {
+        if i % CEILING_ROUNDS_PER_SET == 0 {
+            sets.push(WriteSet::default());
         }
-        let tasks: Vec<_> = wave
-            .into_iter()
-            .map(|set| {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    while let Err(error) = store.write_batch(&set).await {
-                        tracing::warn!(%error, "ceiling write failed; retrying");
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            let _ = task.await;
+        let Some(set) = sets.last_mut() else { continue };
+        for (vehicle, trip, points) in round {
+            if let Some(record) = records.get(&(vehicle.clone(), trip.clone()))
+                && !set.trips.iter().any(|t| t.summary.trip_id == record.summary.trip_id)
+            {
+                set.trips.push(record.clone());
+            }
+            set.points.extend(points.into_iter().map(|point| StoredPoint {
+                vehicle_id: vehicle.clone(),
+                trip_id: trip.clone(),
+                point,
+                derived: Derived::default(),
+            }));
         }
     }
+    // The sweep: each level of write sets in flight takes its share of the sets; the best rate
+    // is the ceiling.
+    let share = sets.len().div_ceil(CEILING_IN_FLIGHT.len()).max(1);
+    let mut pending = sets.into_iter();
+    let mut best = 0f64;
+    for in_flight in CEILING_IN_FLIGHT {
+        let level: Vec<WriteSet> = pending.by_ref().take(share).collect();
+        if level.is_empty() {
+            break;
+        }
+        let rate = write_sets_at(store, level, in_flight).await;
+        tracing::debug!(in_flight, rate, "ceiling level");
+        best = best.max(rate);
+    }
+    best
+}
+
+/// Rounds of the fleet (one message per vehicle) in one ceiling write set.
+const CEILING_ROUNDS_PER_SET: usize = 10;
+
+/// Write sets in flight tried by the ceiling.
+const CEILING_IN_FLIGHT: [usize; 5] = [1, 2, 4, 8, 16];
+
+/// Writes `sets` with at most `in_flight` at a time; points per second.
+async fn write_sets_at(store: &AnyStore, sets: Vec<WriteSet>, in_flight: usize) -> f64 {
+    let total: usize = sets.iter().map(|s| s.points.len()).sum();
+    let started = Instant::now();
+    let mut running = tokio::task::JoinSet::new();
+    for set in sets {
+        if running.len() >= in_flight {
+            let _ = running.join_next().await;
+        }
+        let store = store.clone();
+        running.spawn(async move {
+            while let Err(error) = store.write_batch(&set).await {
+                tracing::warn!(%error, "ceiling write failed; retrying");
+            }
+        });
+    }
+    while running.join_next().await.is_some() {}
     total as f64 / started.elapsed().as_secs_f64()
 }
 
