@@ -1,0 +1,315 @@
+//! The change feed on ScyllaDB: entries per writer in `feed((writer, bucket), seq)`, a watermark
+//! per writer in `feed_writers`, and this writer's recent entries served from memory (module doc of
+//! [`super`], ADR 0001).
+
+use super::*;
+
+/// Sequence numbers of this process's change-feed writes.
+#[derive(Default)]
+pub(super) struct FeedState {
+    next_seq: u64,
+    in_flight: BTreeSet<u64>,
+    published: u64,
+    /// This writer's durable entries, while trips are kept (a missing number at or below the
+    /// watermark and above `forgotten` was abandoned).
+    recent: BTreeMap<u64, Change>,
+    /// Entries up to here may be missing from `recent` (evicted, or written before keeping).
+    forgotten: u64,
+    /// When a read served from memory last read the other writers from the cluster.
+    others_read: Option<Instant>,
+}
+
+impl FeedState {
+    fn watermark(&self) -> u64 {
+        self.in_flight.first().map_or(self.next_seq.saturating_sub(1), |first| first - 1)
+    }
+
+    /// This writer's entries after `position`, at most `limit`, and the position after them;
+    /// `None` when some of them are not in memory.
+    fn local_after(&self, position: u64, limit: usize) -> Option<(Vec<Change>, u64)> {
+        if position < self.forgotten {
+            return None;
+        }
+        let watermark = self.watermark();
+        if position >= watermark {
+            return Some((Vec::new(), position));
+        }
+        let changes: Vec<Change> =
+            self.recent.range(position + 1..=watermark).take(limit).map(|(_, c)| c.clone()).collect();
+        let end = match changes.last() {
+            Some(last) if changes.len() == limit => last.seq,
+            _ => watermark,
+        };
+        Some((changes, end))
+    }
+}
+
+/// Values of one change-feed row: writer, bucket, seq, tenant, vehicle, trip.
+type FeedRow = (String, i64, i64, String, String, String);
+
+impl Inner {
+    /// The feed's numbers. A panic while the lock was held (a bug elsewhere) does not stop the
+    /// feed: every change to the state is a single step, so the state is whole and is used as
+    /// it is (refusing it would leave numbers in flight and the watermark stalled for good).
+    pub(super) fn feed_state(&self) -> std::sync::MutexGuard<'_, FeedState> {
+        self.feed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl FeedState {
+    /// A writer's state before its first entry.
+    pub(super) fn new() -> Self {
+        FeedState { next_seq: 1, ..FeedState::default() }
+    }
+
+    /// Keeps entries in memory from the next number on: those numbered so far are not kept.
+    pub(super) fn keep_from_now(&mut self) {
+        self.forgotten = self.forgotten.max(self.next_seq.saturating_sub(1));
+    }
+}
+
+impl ScyllaStore {
+    async fn publish_watermark(&self) -> StoreResult<()> {
+        let _serial = self.inner.watermark_write.lock().await;
+        let (watermark, published) = {
+            let feed = self.inner.feed_state();
+            (feed.watermark(), feed.published)
+        };
+        if watermark <= published {
+            return Ok(());
+        }
+        let writer = self.inner.writer.clone();
+        self.execute("feed watermark", &self.inner.statements.upsert_watermark, (writer, watermark as i64)).await?;
+        let mut feed = self.inner.feed_state();
+        feed.published = feed.published.max(watermark);
+        Ok(())
+    }
+
+    /// Appends `changes` to the feed; `writes` (from [`Written::writes`], one per change or
+    /// none) are kept once their entries are durable.
+    pub(super) async fn announce(
+        &self,
+        changes: Vec<Change>,
+        writes: Vec<(TripKey, Option<TripRecord>)>,
+    ) -> StoreResult<()> {
+        let (first, local) = {
+            let mut feed = self.inner.feed_state();
+            let first = feed.next_seq;
+            let end = first + changes.len() as u64;
+            feed.next_seq = end;
+            feed.in_flight.extend(first..end);
+            (first, self.inner.written.is_enabled())
+        };
+        let count = changes.len() as u64;
+        let writer = self.inner.writer.clone();
+        // Entries of one bucket share a partition: one unlogged batch per bucket and chunk.
+        let mut by_bucket: BTreeMap<u64, Vec<FeedRow>> = BTreeMap::new();
+        let mut kept = Vec::with_capacity(if local { changes.len() } else { 0 });
+        for (i, change) in changes.into_iter().enumerate() {
+            let seq = first + i as u64;
+            by_bucket.entry(seq / FEED_BUCKET).or_default().push((
+                writer.clone(),
+                (seq / FEED_BUCKET) as i64,
+                seq as i64,
+                change.tenant.as_str().to_owned(),
+                change.vehicle_id.as_str().to_owned(),
+                change.trip_id.as_str().to_owned(),
+            ));
+            if local {
+                kept.push(Change { writer: writer.clone(), seq, ..change });
+            }
+        }
+        let chunks: Vec<Vec<_>> = by_bucket
+            .into_values()
+            .flat_map(|rows| rows.chunks(MAX_BATCH_ROWS).map(<[_]>::to_vec).collect::<Vec<_>>())
+            .collect();
+        let session = &self.inner.session;
+        let statement = &self.inner.statements.insert_feed;
+        let result = futures::stream::iter(chunks)
+            .map(|values| async move {
+                let mut batch = Batch::new(BatchType::Unlogged);
+                for _ in 0..values.len() {
+                    batch.append_statement(statement.clone());
+                }
+                batch.set_is_idempotent(true);
+                self.inner
+                    .retry
+                    .run("feed", || async {
+                        session.batch(&batch, &values).await.map(|_| ()).map_err(|e| classify(&e))
+                    })
+                    .await
+            })
+            .buffer_unordered(MAX_CONCURRENT_REQUESTS)
+            .try_collect::<Vec<()>>()
+            .await;
+        if result.is_ok() {
+            // Kept before the watermark lets a reader see the entries.
+            self.inner.written.keep_from(first, writes);
+        }
+        {
+            let mut feed = self.inner.feed_state();
+            // Done or abandoned: either way no longer holds the watermark back (on an error the
+            // caller retries and announces the trips again under new numbers).
+            for seq in first..first + count {
+                feed.in_flight.remove(&seq);
+            }
+            // In the same step as the watermark moves: a reader never takes a kept entry's
+            // number for an abandoned one.
+            if result.is_ok() {
+                feed.recent.extend(kept.into_iter().map(|change| (change.seq, change)));
+                while feed.recent.len() > LOCAL_ENTRIES {
+                    let Some((seq, _)) = feed.recent.pop_first() else { break };
+                    feed.forgotten = feed.forgotten.max(seq);
+                }
+            }
+        }
+        result?;
+        if local {
+            self.inner.signal.send_modify(|n| *n += 1);
+        }
+        self.publish_watermark().await?;
+        if !local {
+            self.inner.signal.send_modify(|n| *n += 1);
+        }
+        Ok(())
+    }
+}
+
+impl ChangeFeed for ScyllaStore {
+    async fn read_changes(&self, checkpoint: &Checkpoint, limit: usize) -> StoreResult<ChangeBatch> {
+        let s = &self.inner.statements;
+        let own = &self.inner.writer;
+        let mut checkpoint = checkpoint.clone();
+        let mut changes = Vec::new();
+        // This writer's entries from memory, when all of them are there.
+        let mut own_served = false;
+        if self.inner.written.is_enabled() {
+            let mut feed = self.inner.feed_state();
+            if let Some((local, end)) = feed.local_after(checkpoint.position(own), limit) {
+                own_served = true;
+                let others_due = local.is_empty() || feed.others_read.is_none_or(|at| at.elapsed() >= OTHERS_EVERY);
+                if end > checkpoint.position(own) {
+                    checkpoint.positions.insert(own.clone(), end);
+                }
+                changes = local;
+                if !others_due || changes.len() >= limit {
+                    return Ok(ChangeBatch { changes, checkpoint });
+                }
+                feed.others_read = Some(Instant::now());
+            }
+        }
+        let writers: Vec<(String, i64)> = self.rows("feed writers", &s.select_writers, ()).await?;
+        for (writer, watermark) in writers {
+            if own_served && writer == *own {
+                continue;
+            }
+            let watermark = u64::try_from(watermark).unwrap_or(0);
+            let mut position = checkpoint.position(&writer);
+            while position < watermark && changes.len() < limit {
+                let bucket = (position + 1) / FEED_BUCKET;
+                let bucket_end = ((bucket + 1) * FEED_BUCKET - 1).min(watermark);
+                let want = i32::try_from(limit - changes.len()).unwrap_or(i32::MAX);
+                let values = (writer.clone(), bucket as i64, position as i64, bucket_end as i64, want);
+                let rows: Vec<(i64, String, String, String)> = self.rows("feed", &s.select_feed, values).await?;
+                let full = rows.len() == usize::try_from(want).unwrap_or(usize::MAX);
+                for (seq, tenant, vehicle, trip) in rows {
+                    position = u64::try_from(seq).unwrap_or(position);
+                    changes.push(Change {
+                        tenant: TenantId::parse(&tenant).map_err(|e| corrupt("feed", e))?,
+                        vehicle_id: VehicleId::parse(&vehicle).map_err(|e| corrupt("feed", e))?,
+                        trip_id: TripId::parse(&trip).map_err(|e| corrupt("feed", e))?,
+                        writer: writer.clone(),
+                        seq: position,
+                    });
+                }
+                if !full {
+                    // Nothing more up to the bucket's end (gaps are abandoned numbers).
+                    position = bucket_end;
+                }
+            }
+            if position > checkpoint.position(&writer) {
+                checkpoint.positions.insert(writer, position);
+            }
+            if changes.len() >= limit {
+                break;
+            }
+        }
+        Ok(ChangeBatch { changes, checkpoint })
+    }
+
+    async fn feed_head(&self) -> StoreResult<Checkpoint> {
+        let writers: Vec<(String, i64)> = self.rows("feed writers", &self.inner.statements.select_writers, ()).await?;
+        let positions = writers.into_iter().map(|(writer, watermark)| (writer, u64::try_from(watermark).unwrap_or(0)));
+        Ok(Checkpoint { positions: positions.collect() })
+    }
+
+    fn feed_signal(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.inner.signal.subscribe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn change(seq: u64) -> Change {
+        Change {
+            seq,
+            writer: "w".to_owned(),
+            ..Change::of(
+                &TenantId::parse("acme").unwrap(),
+                &VehicleId::parse("car-1").unwrap(),
+                &TripId::parse(&format!("t{seq}")).unwrap(),
+            )
+        }
+    }
+
+    /// Entries 1..=`next - 1` numbered, `durable` of them kept, `in_flight` still writing.
+    fn state(next: u64, durable: &[u64], in_flight: &[u64], forgotten: u64) -> FeedState {
+        FeedState {
+            next_seq: next,
+            in_flight: in_flight.iter().copied().collect(),
+            recent: durable.iter().map(|&seq| (seq, change(seq))).collect(),
+            forgotten,
+            ..FeedState::default()
+        }
+    }
+
+    fn seqs(read: Option<(Vec<Change>, u64)>) -> Option<(Vec<u64>, u64)> {
+        read.map(|(changes, end)| (changes.iter().map(|c| c.seq).collect(), end))
+    }
+
+    #[test]
+    fn local_entries_stop_below_the_first_write_in_flight() {
+        // 4 still writing: 5 and 6 are durable but not readable yet.
+        let feed = state(7, &[1, 2, 3, 5, 6], &[4], 0);
+        assert_eq!(seqs(feed.local_after(0, 100)), Some((vec![1, 2, 3], 3)));
+        assert_eq!(seqs(feed.local_after(3, 100)), Some((vec![], 3)));
+    }
+
+    #[test]
+    fn an_abandoned_number_is_passed_over() {
+        // 2 failed: its trip is announced again under a later number.
+        let feed = state(5, &[1, 3, 4], &[], 0);
+        assert_eq!(seqs(feed.local_after(0, 100)), Some((vec![1, 3, 4], 4)));
+        assert_eq!(seqs(feed.local_after(1, 100)), Some((vec![3, 4], 4)));
+        let gap_last = state(5, &[1, 2, 3], &[], 0);
+        assert_eq!(seqs(gap_last.local_after(0, 100)), Some((vec![1, 2, 3], 4)), "up to the watermark");
+    }
+
+    #[test]
+    fn a_limited_read_ends_at_its_last_entry() {
+        let feed = state(8, &[1, 2, 4, 5, 6, 7], &[], 0);
+        assert_eq!(seqs(feed.local_after(0, 3)), Some((vec![1, 2, 4], 4)));
+        assert_eq!(seqs(feed.local_after(4, 3)), Some((vec![5, 6, 7], 7)));
+    }
+
+    #[test]
+    fn a_reader_behind_the_kept_entries_reads_the_cluster() {
+        let feed = state(10, &[6, 7, 8, 9], &[], 5);
+        assert_eq!(seqs(feed.local_after(4, 100)), None);
+        assert_eq!(seqs(feed.local_after(5, 100)), Some((vec![6, 7, 8, 9], 9)));
+    }
+}

@@ -1,0 +1,67 @@
+//! Tenants, their API keys (hashed) and their vehicles on ScyllaDB.
+
+use super::*;
+
+impl Registry for ScyllaStore {
+    async fn create_tenant(&self, tenant: &TenantId, api_key_hash: &str) -> StoreResult<()> {
+        let s = &self.inner.statements;
+        let result = self
+            .execute("create tenant", &s.insert_tenant, (tenant.as_str().to_owned(), api_key_hash.to_owned(), now_ms()))
+            .await?;
+        let rows = result.into_rows_result().map_err(|e| corrupt("tenants", e))?;
+        let applied = rows
+            .rows::<(bool, Option<String>, Option<String>, Option<i64>)>()
+            .ok()
+            .and_then(|mut r| r.next())
+            .and_then(Result::ok)
+            .map(|row| row.0)
+            .or_else(|| rows.first_row::<(bool,)>().ok().map(|r| r.0))
+            .unwrap_or(false);
+        if !applied {
+            return Err(StoreError::TenantExists { tenant: tenant.clone() });
+        }
+        self.execute("create api key", &s.insert_api_key, (api_key_hash.to_owned(), tenant.as_str().to_owned()))
+            .await?;
+        Ok(())
+    }
+
+    async fn tenant_for_key(&self, api_key_hash: &str) -> StoreResult<Option<TenantId>> {
+        let rows: Vec<(String,)> =
+            self.rows("api key", &self.inner.statements.select_api_key, (api_key_hash.to_owned(),)).await?;
+        rows.into_iter().next().map(|(t,)| TenantId::parse(&t).map_err(|e| corrupt("api_keys", e))).transpose()
+    }
+
+    async fn tenant_exists(&self, tenant: &TenantId) -> StoreResult<bool> {
+        let rows: Vec<(String,)> =
+            self.rows("tenant", &self.inner.statements.select_tenant, (tenant.as_str().to_owned(),)).await?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn add_vehicles(&self, tenant: &TenantId, vehicles: &[VehicleId]) -> StoreResult<()> {
+        if !self.tenant_exists(tenant).await? {
+            return Err(StoreError::UnknownTenant { tenant: tenant.clone() });
+        }
+        for vehicle in vehicles {
+            if let Some(owner) = self.vehicle_tenant(vehicle).await?
+                && &owner != tenant
+            {
+                return Err(StoreError::VehicleOwned { vehicle: vehicle.clone(), owner });
+            }
+        }
+        let s = &self.inner.statements;
+        let rows: Vec<(String, String)> =
+            vehicles.iter().map(|v| (v.as_str().to_owned(), tenant.as_str().to_owned())).collect();
+        futures::stream::iter(rows)
+            .map(|row| self.execute("add vehicle", &s.insert_vehicle, row))
+            .buffer_unordered(MAX_CONCURRENT_REQUESTS)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn vehicle_tenant(&self, vehicle: &VehicleId) -> StoreResult<Option<TenantId>> {
+        let rows: Vec<(String,)> =
+            self.rows("vehicle", &self.inner.statements.select_vehicle, (vehicle.as_str().to_owned(),)).await?;
+        rows.into_iter().next().map(|(t,)| TenantId::parse(&t).map_err(|e| corrupt("vehicles", e))).transpose()
+    }
+}

@@ -1,0 +1,122 @@
+//! Every CQL statement tripline runs on its tables, prepared once per connection.
+
+use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
+
+use super::FEED_TTL_S;
+use crate::StoreResult;
+use crate::retry::{Attempt, RetryPolicy};
+
+/// The prepared statements, by what they do.
+pub(super) struct Statements {
+    pub(super) insert_chunk: PreparedStatement,
+    pub(super) select_chunks: PreparedStatement,
+    pub(super) delete_chunk: PreparedStatement,
+    pub(super) insert_trip: PreparedStatement,
+    pub(super) delete_trip: PreparedStatement,
+    pub(super) select_trips_by_id: PreparedStatement,
+    pub(super) select_trip: PreparedStatement,
+    pub(super) scan_trips: PreparedStatement,
+    pub(super) insert_feed: PreparedStatement,
+    pub(super) upsert_watermark: PreparedStatement,
+    pub(super) select_writers: PreparedStatement,
+    pub(super) select_feed: PreparedStatement,
+    pub(super) insert_rejection: PreparedStatement,
+    pub(super) insert_rejection_day: PreparedStatement,
+    pub(super) insert_rejection_id: PreparedStatement,
+    pub(super) select_rejection_id: PreparedStatement,
+    pub(super) select_rejection_days: PreparedStatement,
+    pub(super) select_rejections: PreparedStatement,
+    pub(super) select_rejections_before: PreparedStatement,
+    pub(super) insert_tenant: PreparedStatement,
+    pub(super) select_tenant: PreparedStatement,
+    pub(super) insert_api_key: PreparedStatement,
+    pub(super) select_api_key: PreparedStatement,
+    pub(super) insert_vehicle: PreparedStatement,
+    pub(super) select_vehicle: PreparedStatement,
+}
+
+impl Statements {
+    /// Prepares every statement on keyspace `ks` (refused, naming `tripline schema apply`, when
+    /// a table is missing).
+    pub(super) async fn prepare_all(session: &Session, retry: &RetryPolicy, ks: &str) -> StoreResult<Self> {
+        let p = |cql: String| prepare(session, retry, cql);
+        let statements = Statements {
+            insert_chunk: p(format!(
+                "INSERT INTO {ks}.point_chunks (vehicle_id, day, start_ts, stamp, trip_id, end_ts, sealed, points) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"
+            ))
+            .await?,
+            select_chunks: p(format!(
+                "SELECT start_ts, stamp, trip_id, end_ts, sealed, points FROM {ks}.point_chunks \
+                 WHERE vehicle_id = ? AND day = ? AND start_ts >= ? AND start_ts < ?"
+            ))
+            .await?,
+            delete_chunk: p(format!(
+                "DELETE FROM {ks}.point_chunks WHERE vehicle_id = ? AND day = ? AND start_ts = ? AND stamp = ?"
+            ))
+            .await?,
+            insert_trip: p(format!(
+                "INSERT INTO {ks}.trips (tenant, trip_id, vehicle_id, data, updated_at) VALUES (?, ?, ?, ?, ?) USING TTL ?"
+            ))
+            .await?,
+            delete_trip: p(format!("DELETE FROM {ks}.trips WHERE tenant = ? AND trip_id = ? AND vehicle_id = ?")).await?,
+            select_trips_by_id: p(format!("SELECT record, data FROM {ks}.trips WHERE tenant = ? AND trip_id = ?")).await?,
+            select_trip: p(format!("SELECT record, data FROM {ks}.trips WHERE tenant = ? AND trip_id = ? AND vehicle_id = ?")).await?,
+            scan_trips: p(format!("SELECT record, data FROM {ks}.trips")).await?,
+            insert_feed: p(format!(
+                "INSERT INTO {ks}.feed (writer, bucket, seq, tenant, vehicle_id, trip_id) VALUES (?, ?, ?, ?, ?, ?) USING TTL {FEED_TTL_S}"
+            ))
+            .await?,
+            upsert_watermark: p(format!(
+                "INSERT INTO {ks}.feed_writers (shard, writer, watermark) VALUES (0, ?, ?) USING TTL {FEED_TTL_S}"
+            ))
+            .await?,
+            select_writers: p(format!("SELECT writer, watermark FROM {ks}.feed_writers WHERE shard = 0")).await?,
+            select_feed: p(format!(
+                "SELECT seq, tenant, vehicle_id, trip_id FROM {ks}.feed WHERE writer = ? AND bucket = ? AND seq > ? AND seq <= ? LIMIT ?"
+            ))
+            .await?,
+            insert_rejection: p(format!(
+                "INSERT INTO {ks}.rejections (tenant, day, received_at, id, record) VALUES (?, ?, ?, ?, ?) USING TTL ?"
+            ))
+            .await?,
+            insert_rejection_day: p(format!("INSERT INTO {ks}.rejection_days (tenant, day) VALUES (?, ?) USING TTL ?")).await?,
+            insert_rejection_id: p(format!("INSERT INTO {ks}.rejection_ids (id, received_at) VALUES (?, ?) USING TTL ?")).await?,
+            select_rejection_id: p(format!("SELECT received_at FROM {ks}.rejection_ids WHERE id = ?")).await?,
+            select_rejection_days: p(format!("SELECT day FROM {ks}.rejection_days WHERE tenant = ? AND day <= ?")).await?,
+            select_rejections: p(format!("SELECT record FROM {ks}.rejections WHERE tenant = ? AND day = ? LIMIT ?")).await?,
+            select_rejections_before: p(format!(
+                "SELECT record FROM {ks}.rejections WHERE tenant = ? AND day = ? AND (received_at, id) < (?, ?) LIMIT ?"
+            ))
+            .await?,
+            insert_tenant: p(format!(
+                "INSERT INTO {ks}.tenants (tenant, api_key_hash, created_at) VALUES (?, ?, ?) IF NOT EXISTS"
+            ))
+            .await?,
+            select_tenant: p(format!("SELECT tenant FROM {ks}.tenants WHERE tenant = ?")).await?,
+            insert_api_key: p(format!("INSERT INTO {ks}.api_keys (api_key_hash, tenant) VALUES (?, ?)")).await?,
+            select_api_key: p(format!("SELECT tenant FROM {ks}.api_keys WHERE api_key_hash = ?")).await?,
+            insert_vehicle: p(format!("INSERT INTO {ks}.vehicles (vehicle_id, tenant) VALUES (?, ?)")).await?,
+            select_vehicle: p(format!("SELECT tenant FROM {ks}.vehicles WHERE vehicle_id = ?")).await?,
+        };
+        Ok(statements)
+    }
+}
+
+async fn prepare(session: &Session, retry: &RetryPolicy, cql: String) -> StoreResult<PreparedStatement> {
+    let mut statement = retry
+        .run("prepare", || async {
+            session.prepare(cql.clone()).await.map_err(|e| {
+                let text = e.to_string();
+                if text.contains("unconfigured table") || text.contains("does not exist") || text.contains("Keyspace") {
+                    Attempt::Permanent(format!("{text} (run `tripline schema apply`)"))
+                } else {
+                    Attempt::Transient(text)
+                }
+            })
+        })
+        .await?;
+    statement.set_is_idempotent(true);
+    Ok(statement)
+}

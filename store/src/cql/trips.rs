@@ -1,0 +1,130 @@
+//! Trip rows on ScyllaDB, each write announced on the change feed; a write set in its order.
+
+use super::*;
+
+/// A trip row's `record` (JSON, schema 1) and `data` (binary, [`crate::trip_encoding`]).
+type TripColumns = (Option<String>, Option<Vec<u8>>);
+
+/// The record of a trip row: `data` when written, else the JSON of schema 1.
+fn trip_from_row((record, data): TripColumns) -> StoreResult<TripRecord> {
+    match (data, record) {
+        (Some(data), _) => crate::trip_encoding::decode(&data),
+        (None, Some(json)) => crate::trip_encoding::decode(json.as_bytes()),
+        (None, None) => Err(corrupt("trips", "a trip row without its record")),
+    }
+}
+
+impl TripStore for ScyllaStore {
+    async fn upsert_trips(&self, trips: &[TripRecord]) -> StoreResult<()> {
+        if trips.is_empty() {
+            return Ok(());
+        }
+        let s = &self.inner.statements;
+        let ttl = self.inner.ttl_s;
+        let rows = trips
+            .iter()
+            .map(|t| {
+                Ok((
+                    t.tenant.as_str().to_owned(),
+                    t.summary.trip_id.as_str().to_owned(),
+                    t.summary.vehicle_id.as_str().to_owned(),
+                    crate::trip_encoding::encode(t)?,
+                    t.summary.updated_at.timestamp_millis(),
+                    ttl,
+                ))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        futures::stream::iter(rows)
+            .map(|values| self.execute("upsert trip", &s.insert_trip, values))
+            .buffer_unordered(MAX_CONCURRENT_REQUESTS)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let changes = trips.iter().map(|t| Change::of(&t.tenant, &t.summary.vehicle_id, &t.summary.trip_id)).collect();
+        self.announce(changes, self.inner.written.writes(&[], trips)).await
+    }
+
+    async fn delete_trip(&self, tenant: &TenantId, vehicle: &VehicleId, trip_id: &TripId) -> StoreResult<()> {
+        let values = (tenant.as_str().to_owned(), trip_id.as_str().to_owned(), vehicle.as_str().to_owned());
+        self.execute("delete trip", &self.inner.statements.delete_trip, values).await?;
+        let change = Change::of(tenant, vehicle, trip_id);
+        let writes = self.inner.written.writes(&[change.key()], &[]);
+        self.announce(vec![change], writes).await
+    }
+
+    async fn trip(&self, tenant: &TenantId, trip_id: &TripId) -> StoreResult<Option<TripRecord>> {
+        let rows: Vec<TripColumns> = self
+            .rows(
+                "trip",
+                &self.inner.statements.select_trips_by_id,
+                (tenant.as_str().to_owned(), trip_id.as_str().to_owned()),
+            )
+            .await?;
+        rows.into_iter().next().map(trip_from_row).transpose()
+    }
+
+    async fn trip_of_vehicle(
+        &self,
+        tenant: &TenantId,
+        vehicle: &VehicleId,
+        trip_id: &TripId,
+    ) -> StoreResult<Option<TripRecord>> {
+        let values = (tenant.as_str().to_owned(), trip_id.as_str().to_owned(), vehicle.as_str().to_owned());
+        let rows: Vec<TripColumns> = self.rows("trip", &self.inner.statements.select_trip, values).await?;
+        rows.into_iter().next().map(trip_from_row).transpose()
+    }
+
+    async fn scan_trips(&self, cursor: Option<&str>, limit: usize) -> StoreResult<Page<TripRecord>> {
+        use scylla::response::{PagingState, PagingStateResponse};
+        let paging = match cursor {
+            Some(text) => PagingState::new_from_raw_bytes(crate::codec::unhex(text)?),
+            None => PagingState::start(),
+        };
+        let mut statement = self.inner.statements.scan_trips.clone();
+        statement.set_page_size(i32::try_from(limit.max(1)).unwrap_or(i32::MAX));
+        let session = &self.inner.session;
+        let (result, response) = self
+            .inner
+            .retry
+            .run("scan trips", || {
+                let (statement, paging) = (statement.clone(), paging.clone());
+                async move { session.execute_single_page(&statement, (), paging).await.map_err(|e| classify(&e)) }
+            })
+            .await?;
+        let rows = result.into_rows_result().map_err(|e| corrupt("trips", e))?;
+        let items = rows
+            .rows::<TripColumns>()
+            .map_err(|e| corrupt("trips", e))?
+            .map(|row| row.map_err(|e| corrupt("trips", e)).and_then(trip_from_row))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next = match response {
+            PagingStateResponse::HasMorePages { state } => state.as_bytes_slice().map(|b| crate::codec::hex(b)),
+            PagingStateResponse::NoMorePages => None,
+        };
+        Ok(Page { items, next })
+    }
+
+    fn keep_written(&self) {
+        // Under the feed's lock, as `announce` numbers its entries: those numbered so far are
+        // not kept in memory, every later one is.
+        let mut feed = self.inner.feed_state();
+        self.inner.written.enable();
+        feed.keep_from_now();
+    }
+
+    fn take_written(&self, key: &TripKey, writer: &str, seq: u64) -> Option<Option<TripRecord>> {
+        self.inner.written.take(key, writer, seq)
+    }
+}
+
+impl BatchWrite for ScyllaStore {
+    /// The parts in order (points, rejections, deletions, trips); each part is idempotent, so a
+    /// retry after a partial failure rewrites the same rows.
+    async fn write_batch(&self, set: &WriteSet) -> StoreResult<()> {
+        self.write_points(&set.points).await?;
+        self.append_rejections(&set.rejections).await?;
+        for (tenant, vehicle, trip_id) in &set.deletes {
+            self.delete_trip(tenant, vehicle, trip_id).await?;
+        }
+        self.upsert_trips(&set.trips).await
+    }
+}
