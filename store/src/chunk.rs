@@ -26,7 +26,7 @@ use tripline_model::time::now_ms;
 use tripline_model::{Point, TenantId, TripId, VehicleId};
 
 use crate::columns::{ColumnReader, ColumnWriter, Order, ReadResult, Truncated, quantise};
-use crate::records::{DAY_MS, Derived, Page, PointKey, StoredPoint, day_of};
+use crate::records::{DAY_MS, Derived, MAX_POINT_RANGE_DAYS, Page, PointKey, StoredPoint, TripRecord, day_of};
 use crate::{StoreError, StoreResult};
 
 /// Points per chunk at most: a sealed hour at 1 Hz fits in one (about 30 KB), and a page of
@@ -340,27 +340,55 @@ impl Resolved {
 }
 
 /// A page of one trip's points, built from chunks given in `(start_ts, stamp)` order.
-pub(crate) struct TripPage<'a> {
-    trip_id: &'a TripId,
+pub(crate) struct TripPage {
+    trip_id: TripId,
+    vehicle: VehicleId,
+    tag: u32,
     after: Option<PointKey>,
+    start_ms: i64,
     end_ms: i64,
     limit: usize,
     resolved: Resolved,
 }
 
-impl<'a> TripPage<'a> {
-    /// Points of `trip_id` after `after` and before `end_ms`, at most `limit`.
-    pub(crate) fn new(trip_id: &'a TripId, after: Option<PointKey>, end_ms: i64, limit: usize) -> Self {
-        TripPage { trip_id, after, end_ms, limit: limit.max(1), resolved: Resolved::default() }
+impl TripPage {
+    /// A page of `limit` points of `trip` (the tenant's) after `cursor`, refused when the cursor
+    /// was not issued for this trip or lies outside it ([`parse_point_cursor`]).
+    pub(crate) fn for_trip(trip: &TripRecord, cursor: Option<&str>, limit: usize) -> StoreResult<Self> {
+        let summary = &trip.summary;
+        let start_ms = summary.start_time.timestamp_millis();
+        let end_ms = summary.end_time.timestamp_millis().saturating_add(1);
+        let tag = trip_tag(&trip.tenant, &summary.trip_id);
+        let after = cursor.map(|c| parse_point_cursor(c, tag, start_ms, end_ms)).transpose()?;
+        Ok(TripPage {
+            trip_id: summary.trip_id.clone(),
+            vehicle: summary.vehicle_id.clone(),
+            tag,
+            after,
+            start_ms,
+            end_ms,
+            limit: limit.max(1),
+            resolved: Resolved::default(),
+        })
+    }
+
+    /// The trip's vehicle, whose chunks to read.
+    pub(crate) fn vehicle(&self) -> &VehicleId {
+        &self.vehicle
+    }
+
+    /// The time range whose chunks to read, in order (from the cursor on).
+    pub(crate) fn range(&self) -> (i64, i64) {
+        (self.after.map_or(self.start_ms, |k| k.ts_ms), self.end_ms)
     }
 
     /// Adds a chunk (chunks of other trips too: a later copy of a point may have moved it).
-    pub(crate) fn add(&mut self, vehicle: &VehicleId, row: &ChunkRow) -> StoreResult<()> {
+    pub(crate) fn add(&mut self, row: &ChunkRow) -> StoreResult<()> {
         let lower = self.after.map_or(i64::MIN, |k| k.ts_ms);
         if row.end_ts < lower {
             return Ok(());
         }
-        let points = decode(vehicle, &row.trip_id, &row.points)?;
+        let points = decode(&self.vehicle, &row.trip_id, &row.points)?;
         let after = self.after;
         let end_ms = self.end_ms;
         self.resolved.add(
@@ -379,7 +407,7 @@ impl<'a> TripPage<'a> {
             if key.ts_ms >= next_start_ms {
                 return false;
             }
-            if &p.trip_id == self.trip_id {
+            if p.trip_id == self.trip_id {
                 count += 1;
                 if count == self.limit {
                     return true;
@@ -389,15 +417,15 @@ impl<'a> TripPage<'a> {
         false
     }
 
-    /// The page and its cursor (`tag`: the trip's [`trip_tag`]).
-    pub(crate) fn finish(self, tag: u32) -> Page<StoredPoint> {
-        let trip_id = self.trip_id;
+    /// The page and its cursor.
+    pub(crate) fn finish(self) -> Page<StoredPoint> {
+        let (trip_id, tag) = (self.trip_id, self.tag);
         let items: Vec<StoredPoint> = self
             .resolved
             .points
             .into_values()
             .map(|(_, p)| p)
-            .filter(|p| &p.trip_id == trip_id)
+            .filter(|p| p.trip_id == trip_id)
             .take(self.limit)
             .collect();
         let next = (items.len() == self.limit).then(|| items.last().map(|p| point_cursor(p.key(), tag))).flatten();
@@ -482,6 +510,17 @@ pub(crate) fn parse_point_cursor(cursor: &str, tag: u32, start_ms: i64, end_ms: 
     Ok(key)
 }
 
+/// Refuses a point read over more than [`MAX_POINT_RANGE_DAYS`] days (ScyllaDB reads one
+/// partition per day).
+pub(crate) fn check_point_range(from_ms: i64, to_ms: i64) -> StoreResult<()> {
+    if from_ms < to_ms && i64::from(day_of(to_ms - 1)) - i64::from(day_of(from_ms)) > MAX_POINT_RANGE_DAYS {
+        return Err(StoreError::Refused {
+            detail: format!("a point range may span at most {MAX_POINT_RANGE_DAYS} days"),
+        });
+    }
+    Ok(())
+}
+
 /// The first and last day partitions of `[from_ms, to_ms)` and, per day, the range of chunk
 /// starts to read: chunks never cross a day, and start at most [`MAX_CHUNK_SPAN_MS`] before
 /// the first point they hold.
@@ -536,6 +575,21 @@ mod tests {
                 moving: true,
             },
         }
+    }
+
+    fn record(trip: &str, from: i64, to: i64) -> TripRecord {
+        let at = |i: i64| tripline_model::time::to_datetime(T0 + i * 1000);
+        let summary: tripline_model::TripSummary = serde_json::from_value(serde_json::json!({
+            "trip_id": trip, "vehicle_id": "car-1", "status": "completed", "start_time": at(from), "end_time": at(to),
+            "duration_s": 0.0, "moving_time_s": 0.0, "idle_time_s": 0.0, "distance_km": 0.0, "max_speed_kmh": 0.0,
+            "avg_speed_kmh": 0.0, "start": {"lat": 0.0, "lon": 0.0, "region": null},
+            "end": {"lat": 0.0, "lon": 0.0, "region": null}, "regions": [],
+            "events": {"harsh_braking": 0, "harsh_acceleration": 0, "harsh_cornering": 0, "speeding": 0},
+            "speeding_s": 0.0, "night_driving_s": 0.0, "point_count": 0, "rejected_point_count": 0, "score": 100.0,
+            "score_version": 1, "updated_at": at(to)
+        }))
+        .unwrap();
+        TripRecord { tenant: TenantId::parse("acme").unwrap(), summary, events: Vec::new(), cells: Vec::new() }
     }
 
     fn stored(points: &[StoredPoint]) -> Vec<ChunkRow> {
@@ -605,11 +659,11 @@ mod tests {
         let sealed: Vec<ChunkRow> = chunk_rows(&plan.points, true).into_iter().map(|(_, r)| r).collect();
         // A crash before the deletions: both are read, each point once.
         rows.extend(sealed.iter().cloned());
-        let mut page = TripPage::new(&trip, None, i64::MAX, 100);
+        let mut page = TripPage { limit: 100, ..TripPage::for_trip(&record("t1", 0, 20), None, 1).unwrap() };
         for row in &rows {
-            page.add(&vehicle, row).unwrap();
+            page.add(row).unwrap();
         }
-        assert_eq!(page.finish(0).items.len(), 11);
+        assert_eq!(page.finish().items.len(), 11);
         assert!(SealPlan::of(&vehicle, &trip, &sealed).unwrap().is_none());
     }
 

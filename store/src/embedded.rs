@@ -19,17 +19,13 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 use tripline_model::{TenantId, TripId, VehicleId};
 
-use crate::chunk::{
-    ChunkRow, MAX_CHUNK_SPAN_MS, Resolved, SealPlan, TripPage, chunk_rows, decode, parse_point_cursor, trip_tag,
-};
+use crate::chunk::{ChunkRow, MAX_CHUNK_SPAN_MS, Resolved, SealPlan, TripPage, check_point_range, chunk_rows, decode};
 use crate::codec::{
     ChunkValue, Expiring, PointRow, chunk_key, decode_json, decode_postcard, decode_trip_value, encode_json,
     encode_postcard, encode_trip_value, hex, parse_rejection_cursor, point_bound, push_i64, push_text, read_i64,
     rejection_cursor, trip_value_expiry, unhex,
 };
-use crate::records::{
-    Change, ChangeBatch, Checkpoint, MAX_POINT_RANGE_DAYS, Page, Rejection, StoredPoint, TripKey, TripRecord, day_of,
-};
+use crate::records::{Change, ChangeBatch, Checkpoint, Page, Rejection, StoredPoint, TripKey, TripRecord};
 use crate::written::Written;
 use crate::{
     BatchWrite, ChangeFeed, DEFAULT_RETENTION_DAYS, PointStore, Registry, RejectionStore, StoreError, StoreResult,
@@ -405,11 +401,7 @@ impl PointStore for EmbeddedStore {
     }
 
     async fn vehicle_points(&self, vehicle: &VehicleId, from_ms: i64, to_ms: i64) -> StoreResult<Vec<StoredPoint>> {
-        if from_ms < to_ms && i64::from(day_of(to_ms - 1)) - i64::from(day_of(from_ms)) > MAX_POINT_RANGE_DAYS {
-            return Err(StoreError::Refused {
-                detail: format!("a point range may span at most {MAX_POINT_RANGE_DAYS} days"),
-            });
-        }
+        check_point_range(from_ms, to_ms)?;
         let vehicle = vehicle.clone();
         self.blocking(move |inner| {
             let mut resolved = Resolved::default();
@@ -434,20 +426,16 @@ impl PointStore for EmbeddedStore {
         let (tenant, trip_id, cursor) = (tenant.clone(), trip_id.clone(), cursor.map(str::to_owned));
         self.blocking(move |inner| {
             let Some(trip) = first_trip(inner, &tenant, &trip_id)? else { return Ok(None) };
-            let vehicle = trip.summary.vehicle_id.clone();
-            let start = trip.summary.start_time.timestamp_millis();
-            let end = trip.summary.end_time.timestamp_millis().saturating_add(1);
-            let tag = trip_tag(&tenant, &trip_id);
-            let after = cursor.map(|c| parse_point_cursor(&c, tag, start, end)).transpose()?;
-            let mut page = TripPage::new(&trip_id, after, end, limit);
-            for row in inner.chunks_overlapping(&vehicle, after.map_or(start, |k| k.ts_ms), end) {
+            let mut page = TripPage::for_trip(&trip, cursor.as_deref(), limit)?;
+            let (from, to) = page.range();
+            for row in inner.chunks_overlapping(page.vehicle(), from, to) {
                 let row = row?;
                 if page.is_complete(row.id.start_ts) {
                     break;
                 }
-                page.add(&vehicle, &row)?;
+                page.add(&row)?;
             }
-            Ok(Some(page.finish(tag)))
+            Ok(Some(page.finish()))
         })
         .await
     }

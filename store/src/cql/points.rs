@@ -7,10 +7,10 @@ use tripline_model::{TenantId, TripId, VehicleId};
 
 use super::{MAX_CONCURRENT_REQUESTS, ScyllaStore, corrupt};
 use crate::chunk::{
-    ChunkId, ChunkRow, Resolved, SealPlan, TripPage, chunk_rows, day_ranges, decode, parse_point_cursor, trip_tag,
+    ChunkId, ChunkRow, Resolved, SealPlan, TripPage, check_point_range, chunk_rows, day_ranges, decode,
 };
-use crate::records::{MAX_POINT_RANGE_DAYS, Page, StoredPoint, day_of};
-use crate::{PointStore, StoreError, StoreResult, TripStore};
+use crate::records::{Page, StoredPoint};
+use crate::{PointStore, StoreResult, TripStore};
 
 /// A chunk row as selected: start, stamp, trip, end, sealed, points.
 type SelectedChunk = (i64, i64, String, i64, bool, Vec<u8>);
@@ -101,14 +101,7 @@ impl PointStore for ScyllaStore {
     }
 
     async fn vehicle_points(&self, vehicle: &VehicleId, from_ms: i64, to_ms: i64) -> StoreResult<Vec<StoredPoint>> {
-        if from_ms >= to_ms {
-            return Ok(Vec::new());
-        }
-        if i64::from(day_of(to_ms - 1)) - i64::from(day_of(from_ms)) > MAX_POINT_RANGE_DAYS {
-            return Err(StoreError::Refused {
-                detail: format!("a point range may span at most {MAX_POINT_RANGE_DAYS} days"),
-            });
-        }
+        check_point_range(from_ms, to_ms)?;
         let mut resolved = Resolved::default();
         for row in self.chunks_overlapping(vehicle, from_ms, to_ms).await? {
             resolved.add(row.id.stamp, decode(vehicle, &row.trip_id, &row.points)?);
@@ -124,21 +117,17 @@ impl PointStore for ScyllaStore {
         limit: usize,
     ) -> StoreResult<Option<Page<StoredPoint>>> {
         let Some(trip) = self.trip(tenant, trip_id).await? else { return Ok(None) };
-        let vehicle = trip.summary.vehicle_id.clone();
-        let start = trip.summary.start_time.timestamp_millis();
-        let end = trip.summary.end_time.timestamp_millis().saturating_add(1);
-        let tag = trip_tag(tenant, trip_id);
-        let after = cursor.map(|c| parse_point_cursor(c, tag, start, end)).transpose()?;
-        let mut page = TripPage::new(trip_id, after, end, limit);
-        'days: for (day, lo, hi) in day_ranges(after.map_or(start, |k| k.ts_ms), end) {
-            for row in self.day_chunks(&vehicle, day, lo, hi).await? {
+        let mut page = TripPage::for_trip(&trip, cursor, limit)?;
+        let (from, to) = page.range();
+        'days: for (day, lo, hi) in day_ranges(from, to) {
+            for row in self.day_chunks(page.vehicle(), day, lo, hi).await? {
                 if page.is_complete(row.id.start_ts) {
                     break 'days;
                 }
-                page.add(&vehicle, &row)?;
+                page.add(&row)?;
             }
         }
-        Ok(Some(page.finish(tag)))
+        Ok(Some(page.finish()))
     }
 
     async fn seal_trip(&self, vehicle: &VehicleId, trip_id: &TripId, from_ms: i64, to_ms: i64) -> StoreResult<bool> {
