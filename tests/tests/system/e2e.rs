@@ -413,6 +413,23 @@ async fn whole_system(deployment: Deployment, dir: &Path, mqtt_url: &str) {
         points["points"].as_array().map(Vec::len).unwrap_or_default() as u64,
         one["point_count"].as_u64().unwrap().min(1000)
     );
+    // Every trip of A reads back its points page by page, each once and in time order: completed
+    // trips from their sealed chunks.
+    assert!(trips_a.values().any(|t| t["status"] == "completed"), "some trips completed, so were sealed");
+    for (id, trip) in &trips_a {
+        let (mut cursor, mut times) = (String::new(), Vec::new());
+        loop {
+            let (status, page) = get(&stack.api, &format!("/v1/trips/{id}/points?limit=100{cursor}"), Some(&key_a));
+            assert_eq!(status, 200, "{page}");
+            times.extend(page["points"].as_array().unwrap().iter().map(|p| p["ts"].as_str().unwrap().to_owned()));
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => break,
+            }
+        }
+        assert_eq!(times.len() as u64, trip["point_count"].as_u64().unwrap(), "points of {id}");
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "points of {id} in time order");
+    }
 
     // Tenants stay apart.
     let (b_id, b_trip) = trips_b.iter().next().unwrap();
