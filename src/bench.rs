@@ -91,6 +91,8 @@ pub(crate) struct BenchReport {
     pub(crate) stages_ms: StageTimes,
     /// CPU the tripline process used during the throughput phase, in cores.
     pub(crate) cpu_cores: f64,
+    /// Messages per worker batch (one write set) during the throughput phase, on average.
+    pub(crate) batch_messages_mean: f64,
     pub(crate) rss_mb_max: f64,
     pub(crate) duration_s: f64,
 }
@@ -755,6 +757,13 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     let child = start_child(&dir)?;
     eprintln!("tripline bench: tripline run started; publishing {total_messages} messages as fast as acknowledged");
     let mut report = throughput(&child, &host, port, &prefix, messages, total_points).await?;
+    report.batch_messages_mean = {
+        let agent = agent();
+        let name = tripline_enrich::metrics::BATCH_MESSAGES;
+        let sum = scrape::<f64>(&agent, &child.http, &format!("{name}_sum")).unwrap_or(f64::NAN);
+        let count = scrape::<f64>(&agent, &child.http, &format!("{name}_count")).unwrap_or(f64::NAN);
+        sum / count
+    };
     report.store_ceiling_points_per_s = ceiling_rate;
     report.ratio_to_ceiling = report.points_per_s / ceiling_rate;
 
