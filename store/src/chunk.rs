@@ -443,9 +443,18 @@ pub(crate) struct SealPlan {
 }
 
 impl SealPlan {
-    /// The plan for `trip_id`, from every chunk overlapping the trip's time range (in any
-    /// order); `None` when the trip is already one set of sealed chunks.
-    pub(crate) fn of(vehicle: &VehicleId, trip_id: &TripId, rows: &[ChunkRow]) -> StoreResult<Option<SealPlan>> {
+    /// The plan for `trip_id` whose points lie in `[from_ms, to_ms]`, from every chunk that may
+    /// hold points in that range (in any order); `None` when the trip is already one set of
+    /// sealed chunks. Only points in the range are known in all their copies (a chunk holding one
+    /// overlaps the range, so it was read): the plan seals those, and deletes a chunk only when
+    /// all its points lie in the range and each is sealed now or was rewritten later elsewhere.
+    pub(crate) fn of(
+        vehicle: &VehicleId,
+        trip_id: &TripId,
+        (from_ms, to_ms): (i64, i64),
+        rows: &[ChunkRow],
+    ) -> StoreResult<Option<SealPlan>> {
+        let inside = |key: &PointKey| key.ts_ms >= from_ms && key.ts_ms <= to_ms;
         let mut resolved = Resolved::default();
         let mut decoded = Vec::with_capacity(rows.len());
         for row in rows {
@@ -454,23 +463,28 @@ impl SealPlan {
             resolved.add(row.id.stamp, points);
             decoded.push((row, keys));
         }
-        let obsolete: Vec<ChunkId> = decoded
+        let obsolete: Vec<&ChunkRow> = decoded
             .iter()
             .filter(|(row, keys)| {
-                // Obsolete: nothing of it is read back from it any more, or it is the trip's own
-                // (its points go into the sealed chunks, which are written first).
-                &row.trip_id == trip_id || keys.iter().all(|k| resolved.winner(k).is_some_and(|w| w != row.id.stamp))
+                // The trip's own points go into the sealed chunks, which are written first.
+                keys.iter().all(|k| {
+                    inside(k) && (&row.trip_id == trip_id || resolved.winner(k).is_some_and(|w| w != row.id.stamp))
+                })
             })
-            .map(|(row, _)| row.id.clone())
+            .map(|(row, _)| *row)
             .collect();
-        let own: Vec<&ChunkRow> = rows.iter().filter(|r| &r.trip_id == trip_id).collect();
-        let untouched = own.iter().all(|r| r.sealed) && obsolete.len() == own.len();
+        let untouched = rows.iter().filter(|r| &r.trip_id == trip_id).all(|r| r.sealed)
+            && obsolete.iter().all(|r| &r.trip_id == trip_id);
         if untouched {
             return Ok(None);
         }
-        let points: Vec<StoredPoint> =
-            resolved.points.into_values().map(|(_, p)| p).filter(|p| &p.trip_id == trip_id).collect();
-        Ok(Some(SealPlan { points, obsolete }))
+        let points: Vec<StoredPoint> = resolved
+            .points
+            .into_iter()
+            .filter(|(key, (_, p))| inside(key) && &p.trip_id == trip_id)
+            .map(|(_, (_, p))| p)
+            .collect();
+        Ok(Some(SealPlan { points, obsolete: obsolete.into_iter().map(|r| r.id.clone()).collect() }))
     }
 }
 
@@ -653,7 +667,7 @@ mod tests {
         let vehicle = VehicleId::parse("car-1").unwrap();
         let trip = TripId::parse("t1").unwrap();
         let mut rows: Vec<ChunkRow> = (0..10).flat_map(|i| stored(&[point("t1", i), point("t1", i + 1)])).collect();
-        let plan = SealPlan::of(&vehicle, &trip, &rows).unwrap().unwrap();
+        let plan = SealPlan::of(&vehicle, &trip, (T0, T0 + 60_000), &rows).unwrap().unwrap();
         assert_eq!(plan.points.len(), 11);
         assert_eq!(plan.obsolete.len(), 10);
         let sealed: Vec<ChunkRow> = chunk_rows(&plan.points, true).into_iter().map(|(_, r)| r).collect();
@@ -664,7 +678,19 @@ mod tests {
             page.add(row).unwrap();
         }
         assert_eq!(page.finish().items.len(), 11);
-        assert!(SealPlan::of(&vehicle, &trip, &sealed).unwrap().is_none());
+        assert!(SealPlan::of(&vehicle, &trip, (T0, T0 + 60_000), &sealed).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_seal_keeps_what_it_cannot_see_every_copy_of() {
+        let vehicle = VehicleId::parse("car-1").unwrap();
+        let trip = TripId::parse("t1").unwrap();
+        // One chunk of t1 reaching past the range sealed; its last point went to t2 later, in a
+        // chunk starting after the range (not read).
+        let rows = stored(&(0..10).map(|i| point("t1", i)).collect::<Vec<_>>());
+        let plan = SealPlan::of(&vehicle, &trip, (T0, T0 + 8_000), &rows).unwrap().unwrap();
+        assert_eq!(plan.points.len(), 9, "only the points in the range");
+        assert!(plan.obsolete.is_empty(), "the chunk still holds the only copy the seal saw of point 9");
     }
 
     #[test]

@@ -478,7 +478,7 @@ impl EmbeddedStore {
             let rows = inner
                 .chunks_overlapping(&vehicle, from_ms, to_ms.saturating_add(1))
                 .collect::<StoreResult<Vec<_>>>()?;
-            let Some(plan) = SealPlan::of(&vehicle, &trip_id, &rows)? else { return Ok(false) };
+            let Some(plan) = SealPlan::of(&vehicle, &trip_id, (from_ms, to_ms), &rows)? else { return Ok(false) };
             let mut batch = inner.batch();
             for (key, value) in chunk_entries(&plan.points, true, expires)? {
                 batch.insert(&inner.chunks, key, value);

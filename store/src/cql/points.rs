@@ -78,7 +78,7 @@ impl ScyllaStore {
         delete: bool,
     ) -> StoreResult<bool> {
         let rows = self.chunks_overlapping(vehicle, from_ms, to_ms.saturating_add(1)).await?;
-        let Some(plan) = SealPlan::of(vehicle, trip_id, &rows)? else { return Ok(false) };
+        let Some(plan) = SealPlan::of(vehicle, trip_id, (from_ms, to_ms), &rows)? else { return Ok(false) };
         self.write_chunks(chunk_rows(&plan.points, true)).await?;
         if delete {
             let statement = &self.inner.statements.delete_chunk;
