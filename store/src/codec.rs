@@ -85,8 +85,7 @@ impl<'a> ChunkValue<'a> {
 }
 
 /// A point row of the layout before chunks (the key held vehicle, time and `seq_key`), read
-/// once to move a store to chunks. Written from borrowed
-/// parts (no copies per point), read back owned.
+/// once to move a store to chunks (and written by its test).
 #[derive(Serialize, Deserialize)]
 pub(crate) struct PointRow<'a> {
     pub(crate) expires_at_ms: i64,

@@ -99,6 +99,17 @@ fn db_error(error: impl std::fmt::Display) -> StoreError {
     StoreError::Embedded { detail: error.to_string() }
 }
 
+/// Reads the expiry of a stored value (for [`EmbeddedStore::purge_expired`]).
+type Expiry = fn(&[u8]) -> StoreResult<i64>;
+
+fn chunk_expiry(value: &[u8]) -> StoreResult<i64> {
+    Ok(decode_postcard::<ChunkValue<'_>>(value, "point_chunks")?.expires_at_ms)
+}
+
+fn rejection_expiry(value: &[u8]) -> StoreResult<i64> {
+    Ok(decode_json::<Expiring<serde_json::Value>>(value, "rejections")?.expires_at_ms)
+}
+
 /// The keyspace of points stored one row each, before chunks.
 const LEGACY_POINTS: &str = "points";
 
@@ -133,7 +144,7 @@ fn move_points_to_chunks(db: &Database, chunks: &Keyspace) -> StoreResult<u64> {
             vehicle_id: VehicleId::parse(vehicle).map_err(|e| corrupt(e.to_string()))?,
             trip_id: TripId::parse(&row.trip_id).map_err(|e| corrupt(e.to_string()))?,
             point: row.point(),
-            derived: row.derived.clone().into_owned(),
+            derived: row.derived.into_owned(),
         });
         moved += 1;
         if pending.len() >= MOVE_BATCH_POINTS {
@@ -211,25 +222,18 @@ impl EmbeddedStore {
             let now = now_ms();
             let mut batch = inner.db.batch().durability(Some(PersistMode::SyncData));
             let mut purged = 0u64;
-            for guard in inner.chunks.iter() {
-                let (key, value) = guard.into_inner().map_err(db_error)?;
-                if decode_postcard::<ChunkValue<'_>>(&value, "point_chunks")?.expires_at_ms <= now {
-                    batch.remove(&inner.chunks, key);
-                    purged += 1;
-                }
-            }
-            for guard in inner.trips.iter() {
-                let (key, value) = guard.into_inner().map_err(db_error)?;
-                if trip_value_expiry(&value)? <= now {
-                    batch.remove(&inner.trips, key);
-                    purged += 1;
-                }
-            }
-            for guard in inner.rejections.iter() {
-                let (key, value) = guard.into_inner().map_err(db_error)?;
-                if decode_json::<Expiring<serde_json::Value>>(&value, "rejections")?.expires_at_ms <= now {
-                    batch.remove(&inner.rejections, key);
-                    purged += 1;
+            let kinds: [(&Keyspace, Expiry); 3] = [
+                (&inner.chunks, chunk_expiry),
+                (&inner.trips, trip_value_expiry),
+                (&inner.rejections, rejection_expiry),
+            ];
+            for (keyspace, expiry) in kinds {
+                for guard in keyspace.iter() {
+                    let (key, value) = guard.into_inner().map_err(db_error)?;
+                    if expiry(&value)? <= now {
+                        batch.remove(keyspace, key);
+                        purged += 1;
+                    }
                 }
             }
             batch.commit().map_err(db_error)?;
@@ -270,17 +274,15 @@ impl Inner {
         let lo = point_bound(vehicle.as_str(), from_ms.saturating_sub(MAX_CHUNK_SPAN_MS));
         let hi = point_bound(vehicle.as_str(), to_ms.max(from_ms));
         let now = now_ms();
-        self.chunks.range(lo..hi).filter_map(move |guard| {
-            let read = || {
+        self.chunks
+            .range(lo..hi)
+            .map(move |guard| {
                 let (key, value) = guard.into_inner().map_err(db_error)?;
                 let stored: ChunkValue<'_> = decode_postcard(&value, "point_chunks")?;
-                if stored.expires_at_ms <= now {
-                    return Ok(None);
-                }
-                stored.row(&key).map(Some)
-            };
-            read().transpose()
-        })
+                let live = stored.expires_at_ms > now && stored.end_ts >= from_ms;
+                live.then(|| stored.row(&key)).transpose()
+            })
+            .filter_map(StoreResult::transpose)
     }
 
     fn get_trip(&self, key: &[u8]) -> StoreResult<Option<TripRecord>> {
@@ -407,9 +409,7 @@ impl PointStore for EmbeddedStore {
             let mut resolved = Resolved::default();
             for row in inner.chunks_overlapping(&vehicle, from_ms, to_ms) {
                 let row = row?;
-                if row.end_ts >= from_ms {
-                    resolved.add(row.id.stamp, decode(&vehicle, &row.trip_id, &row.points)?);
-                }
+                resolved.add(row.id.stamp, decode(&vehicle, &row.trip_id, &row.points)?);
             }
             Ok(resolved.within(from_ms, to_ms))
         })
