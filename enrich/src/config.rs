@@ -25,11 +25,19 @@ pub struct EnrichConfig {
     /// Without a reported speed, a moving vehicle is standing again once this long brought it
     /// less than the jitter radius.
     pub stop_window_s: f64,
-    /// Speeds, headings and accelerations derived from positions are measured over at least this
-    /// long a baseline (smoothing 1 Hz GPS noise).
-    pub min_derivation_baseline_s: f64,
-    /// Accelerations and turn rates are not measured across gaps longer than this.
+    /// Speed, course and acceleration are estimated by fitting the positions of this trailing
+    /// span of time (at least three fixes), whatever the sampling rate (see docs/kinematics.md).
+    /// At most 10 s.
+    #[serde(alias = "min_derivation_baseline_s")]
+    pub kinematics_window_s: f64,
+    /// Where the device reports speed, the longitudinal acceleration is the slope of the
+    /// reported speeds over this trailing span (at least two samples). At most 10 s.
+    pub speed_window_s: f64,
+    /// No estimate spans a gap between fixes longer than this (nor three fixes further apart).
     pub max_kinematics_gap_s: f64,
+    /// A fix farther than this from where its neighbours put it, beyond what 0.7 g of
+    /// acceleration explains, is an outlier (multipath): left out of estimates and distance.
+    pub outlier_margin_m: f64,
     /// Harsh braking: longitudinal acceleration at or below this (negative).
     pub harsh_braking_mps2: f64,
     /// Harsh acceleration: longitudinal acceleration at or above this.
@@ -38,6 +46,12 @@ pub struct EnrichConfig {
     pub harsh_cornering_mps2: f64,
     /// Harsh events count only when the vehicle is at least this fast.
     pub min_event_speed_kmh: f64,
+    /// A harsh event needs the estimated acceleration beyond its threshold for at least this long
+    /// (one event per episode).
+    pub harsh_min_duration_s: f64,
+    /// Standing still counts as idle time only once it lasts this long; shorter halts (and the
+    /// moments a noisy fix reads as standing) count as driving.
+    pub min_idle_s: f64,
     /// Speed limit where no region gives one.
     pub default_speed_limit_kmh: f64,
     /// Speeding starts above the limit plus this.
@@ -70,12 +84,16 @@ impl Default for EnrichConfig {
             jitter_radius_m: 10.0,
             max_jitter_radius_m: 50.0,
             stop_window_s: 4.0,
-            min_derivation_baseline_s: 2.0,
+            kinematics_window_s: 2.0,
+            speed_window_s: 1.0,
             max_kinematics_gap_s: 10.0,
+            outlier_margin_m: 3.0,
             harsh_braking_mps2: -3.0,
             harsh_acceleration_mps2: 3.0,
             harsh_cornering_mps2: 4.0,
             min_event_speed_kmh: 15.0,
+            harsh_min_duration_s: 0.5,
+            min_idle_s: 3.0,
             default_speed_limit_kmh: 130.0,
             speeding_tolerance_kmh: 5.0,
             speeding_min_duration_s: 10.0,

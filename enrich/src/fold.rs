@@ -4,24 +4,43 @@
 //! exactly what a pass over all points from scratch gives (same operations, same order, same
 //! floating-point results). That is how live trips are updated incrementally and still equal a
 //! full recompute.
+//!
+//! Each point goes through named steps ([`Fold::push`]): jump rejection, outlier check of the
+//! previous fix (which needs this one), movement, the motion estimate over a trailing time
+//! window ([`crate::kinematics`]), harsh episodes, and speeding and time accounting. A point's
+//! estimate feeds the harsh episodes one point late, once the next fix has confirmed it was not
+//! an outlier.
 
 use chrono::{TimeZone, Timelike};
 use chrono_tz::Tz;
-use geo::{Bearing, Distance, Haversine, Point as GeoPoint};
+use geo::{Distance, Haversine, Point as GeoPoint};
 use tripline_model::time::to_datetime;
 use tripline_model::{Event, EventKind, Point};
 
-use crate::Enricher;
+use crate::kinematics::{Motion, Window, max_bend_m, off_track_m};
 use crate::regions::RegionId;
+use crate::{EnrichConfig, Enricher};
 
 const KMH_PER_MPS: f64 = 3.6;
-/// Reported headings below this speed are compass noise.
+/// Reported headings below this speed are compass noise; so is a course from positions.
 const MIN_HEADING_SPEED_MPS: f64 = 2.0;
 /// Without a reported speed, fixes must keep leaving a stop's radius this long before the
 /// vehicle counts as moving.
 const MOVE_CONFIRM_S: f64 = 2.0;
-/// How far back the pass looks for a point to derive speed and heading over a baseline.
-const BASELINE_LOOKBACK: usize = 8;
+/// The longest window (kinematics, reported speeds, stop detection) a setting may ask for: the
+/// pass holds at least this much of a live trip's past.
+pub(crate) const MAX_WINDOW_S: f64 = 10.0;
+/// The most held points a look-back walks: bounds the work per point at any sampling rate.
+const MAX_LOOKBACK: usize = 256;
+/// Road vehicles' manoeuvres stay below this (0.7 g): a fix off its neighbours' track by more
+/// than this explains (plus a margin) is an outlier.
+const MAX_PLAUSIBLE_ACCEL_MPS2: f64 = 7.0;
+/// A window reaches back (within `max_kinematics_gap_s`) to hold at least this many fixes, the
+/// fewest a quadratic needs. (Four would average out more noise at 1 Hz, but smear a 1.5 s
+/// manoeuvre below any threshold: docs/kinematics.md.)
+const MIN_FIT_POINTS: usize = 3;
+/// The fewest kept points a trim leaves.
+pub(crate) const MIN_HELD: usize = 10;
 
 /// A kept point with what the engine derived for it.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,20 +49,26 @@ pub struct EnrichedPoint {
     pub point: Point,
     /// Distance this point adds to the trip (0 while standing still).
     pub distance_m: f64,
-    /// Speed: reported, or derived from positions.
+    /// Speed: reported, or estimated from positions.
     pub speed_mps: f64,
-    /// Whether `speed_mps` was derived from positions.
+    /// Whether `speed_mps` was estimated from positions.
     pub speed_derived: bool,
-    /// Course: reported (when moving) or derived from positions.
+    /// Course: reported (when moving) or estimated from positions.
     pub heading_deg: Option<f64>,
-    /// Longitudinal acceleration since the reference point.
+    /// Longitudinal acceleration over the trailing estimation window.
     pub accel_mps2: Option<f64>,
-    /// Lateral acceleration (speed × turn rate).
+    /// Lateral acceleration over the trailing estimation window (positive: turning right).
     pub lateral_accel_mps2: Option<f64>,
     /// Region containing the point.
     pub region: Option<RegionId>,
     /// Whether the vehicle moved into this point.
     pub moving: bool,
+    /// Whether the next fix showed this one off the track of its neighbours (multipath): it is
+    /// left out of estimates, events and distance from then on.
+    pub outlier: bool,
+    /// The speed estimated from the positions of the trailing window, and the time it holds
+    /// (the window's mean time): where standing turned into moving and back.
+    pub(crate) fit_speed: Option<(i64, f64)>,
 }
 
 impl EnrichedPoint {
@@ -64,14 +89,17 @@ struct Episode {
     lat: f64,
     lon: f64,
     peak: f64,
+    /// Time the value has been beyond the threshold (harsh episodes); 0 for speeding, whose
+    /// duration is its span.
+    beyond_s: f64,
 }
 
 impl Episode {
-    fn duration_s(&self) -> f64 {
+    fn span_s(&self) -> f64 {
         (self.last_ts_ms - self.start_ts_ms) as f64 / 1000.0
     }
 
-    fn to_event(self, kind: EventKind) -> Event {
+    fn to_event(self, kind: EventKind, duration_s: f64) -> Event {
         let unit = if kind == EventKind::Speeding { "km/h" } else { "m/s2" };
         Event {
             kind,
@@ -80,7 +108,7 @@ impl Episode {
             lon: self.lon,
             value: (self.peak * 100.0).round() / 100.0,
             unit: unit.to_owned(),
-            duration_s: (self.duration_s() * 10.0).round() / 10.0,
+            duration_s: (duration_s * 10.0).round() / 10.0,
         }
     }
 }
@@ -115,8 +143,40 @@ impl Anchor {
     }
 }
 
+/// A harsh episode, once started, lasts while its value stays beyond this share of the
+/// threshold (hysteresis).
+const HARSH_RELEASE: f64 = 0.8;
+
 /// Harsh kinds tracked as episodes, in this order.
 const HARSH: [EventKind; 3] = [EventKind::HarshBraking, EventKind::HarshAcceleration, EventKind::HarshCornering];
+
+/// A point's motion estimate, waiting for the next fix to confirm the point.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Estimate {
+    motion: Motion,
+    /// The time this estimate stands for: since the previous confirmed fix, at most a window.
+    support_s: f64,
+    /// Where the vehicle was at the estimate's time.
+    lat: f64,
+    lon: f64,
+}
+
+/// Standing time not yet counted: a halt is idle only once it lasts `min_idle_s`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Halt {
+    standing_s: f64,
+    night_s: f64,
+    /// Whether it was long enough and is counted as idle as it goes.
+    idle: bool,
+}
+
+/// What the step from the previous kept point to this one is.
+#[derive(Clone, Copy, Debug)]
+struct Step {
+    prev_ts_ms: i64,
+    dt_s: f64,
+    in_gap: bool,
+}
 
 /// State of the pass after some prefix of a trip's points.
 #[derive(Clone, Debug, Default)]
@@ -142,6 +202,11 @@ pub(crate) struct Fold {
     standing: bool,
     /// Time of the first fix in a row outside the stop's radius, while standing.
     left_radius_at_ms: Option<i64>,
+    /// The last point's estimate, fed to the harsh episodes when the next fix confirms it.
+    pending: Option<Estimate>,
+    halt: Halt,
+    /// Reused buffers of the estimation window.
+    window: Window,
     pub(crate) distance_m: f64,
     pub(crate) moving_s: f64,
     pub(crate) idle_s: f64,
@@ -153,9 +218,6 @@ pub(crate) struct Fold {
     open_harsh: [Option<Episode>; 3],
     open_speeding: Option<Episode>,
 }
-
-/// The fewest kept points a trim leaves: the pass looks back at most this far.
-pub(crate) const MIN_HELD: usize = BASELINE_LOOKBACK + 2;
 
 impl Fold {
     /// The first kept point of the trip.
@@ -174,9 +236,15 @@ impl Fold {
     }
 
     /// Drops the kept points before number `upto` (counted from the trip's first), leaving at
-    /// least [`MIN_HELD`]. Returns the first point held when something was dropped.
+    /// least [`MIN_HELD`] and every point a look-back may still reach. Returns the first point
+    /// held when something was dropped.
     pub(crate) fn trim(&mut self, upto: usize) -> Option<&Point> {
-        let held_from = upto.min(self.kept_count().saturating_sub(MIN_HELD));
+        let reach = self.kept.last().map_or(0, |last| {
+            let horizon_ms = last.point.ts_ms - ((MAX_WINDOW_S + 1.0) * 1000.0) as i64;
+            let inside = self.kept.len() - self.kept.partition_point(|p| p.point.ts_ms < horizon_ms);
+            inside.min(MAX_LOOKBACK + 1)
+        });
+        let held_from = upto.min(self.kept_count().saturating_sub(MIN_HELD.max(reach)));
         if held_from <= self.kept_trimmed {
             return None;
         }
@@ -198,37 +266,136 @@ impl Fold {
             self.start_stretch(point, region);
             return;
         };
-        let (prev_ts_ms, prev_speed_mps, prev_speed_derived) = (prev.point.ts_ms, prev.speed_mps, prev.speed_derived);
+        let prev_ts_ms = prev.point.ts_ms;
         let dt_s = (point.ts_ms - prev_ts_ms) as f64 / 1000.0;
-        let hop_m = Haversine.distance(prev.geo(), geo(point));
-        let max_speed_mps = cfg.max_speed_kmh / KMH_PER_MPS;
-        if hop_m / dt_s.max(1.0) > max_speed_mps {
-            // Three implausible points in a row that agree with each other: the earlier anchor
-            // was the outlier (or the vehicle really reappeared elsewhere). Start a new stretch;
-            // nothing is measured across the jump.
-            let restart = self.jump_streak >= 2
-                && self.jumps.last().is_some_and(|last| {
-                    let dt = (point.ts_ms - last.ts_ms) as f64 / 1000.0;
-                    Haversine.distance(geo(last), geo(point)) / dt.max(1.0) <= max_speed_mps
-                });
-            if !restart {
-                self.jump_streak += 1;
-                self.jumps.push(point.clone());
+        match self.reject_jump(point, cfg.max_speed_kmh / KMH_PER_MPS) {
+            Jump::Dropped => return,
+            Jump::Restart => {
+                self.close_all_episodes(cfg);
+                self.start_stretch(point, region);
                 return;
             }
-            self.close_all_episodes(cfg.speeding_min_duration_s);
-            self.start_stretch(point, region);
+            Jump::None => {}
+        }
+        let step = Step { prev_ts_ms, dt_s, in_gap: dt_s > cfg.trip_gap_s };
+        self.check_previous(point, cfg);
+        let fit = self.estimate(point, cfg);
+        let fit_speed = fit.map(|m| (m.at_ms, m.speed_mps));
+        let (moving, distance_m) = self.movement(point, fit_speed, cfg);
+        let speed_mps = match (point.speed_mps, fit) {
+            (Some(v), _) => v,
+            (None, _) if !moving => 0.0,
+            (None, Some(m)) => m.speed_mps,
+            (None, None) => self.hop_speed(point),
+        };
+        let heading_deg = match point.heading_deg {
+            Some(h) if speed_mps >= MIN_HEADING_SPEED_MPS => Some(h),
+            _ if moving => fit.and_then(|m| m.heading_deg),
+            _ => None,
+        };
+        // Without a reported speed, what positions say while standing is wander, not motion.
+        let motion = fit
+            .filter(|_| moving || point.speed_mps.is_some())
+            .map(|m| Motion { speed_mps: point.speed_mps.unwrap_or(m.speed_mps), ..m });
+        self.harsh_episodes(cfg);
+        self.pending = motion.map(|motion| self.estimate_at(motion, point, step, cfg));
+        let moving_share = self.moving_share(point, moving, cfg);
+        self.speeding_and_time(point, region, moving, moving_share, speed_mps, step, engine);
+
+        self.distance_m += distance_m;
+        self.max_speed_mps = self.max_speed_mps.max(speed_mps);
+        self.note_region(region);
+        self.kept.push(EnrichedPoint {
+            point: point.clone(),
+            distance_m,
+            speed_mps,
+            speed_derived: point.speed_mps.is_none(),
+            heading_deg,
+            accel_mps2: motion.and_then(|m| m.longitudinal_mps2),
+            lateral_accel_mps2: motion.and_then(|m| m.lateral_mps2),
+            region,
+            moving,
+            outlier: false,
+            fit_speed,
+        });
+    }
+
+    /// Step 1, jump rejection: a point implying more than `max_speed_mps` from the last kept
+    /// point is dropped, unless three such in a row agree with each other (then the earlier
+    /// anchor was the outlier, or the vehicle really reappeared elsewhere: a new stretch
+    /// starts, and nothing is measured across the jump).
+    fn reject_jump(&mut self, point: &Point, max_speed_mps: f64) -> Jump {
+        let Some(prev) = self.kept.last() else { return Jump::None };
+        let dt_s = (point.ts_ms - prev.point.ts_ms) as f64 / 1000.0;
+        if Haversine.distance(prev.geo(), geo(point)) / dt_s.max(1.0) <= max_speed_mps {
+            self.jump_streak = 0;
+            return Jump::None;
+        }
+        let restart = self.jump_streak >= 2
+            && self.jumps.last().is_some_and(|last| {
+                let dt = (point.ts_ms - last.ts_ms) as f64 / 1000.0;
+                Haversine.distance(geo(last), geo(point)) / dt.max(1.0) <= max_speed_mps
+            });
+        if restart {
+            return Jump::Restart;
+        }
+        self.jump_streak += 1;
+        self.jumps.push(point.clone());
+        Jump::Dropped
+    }
+
+    /// Step 2, outlier check of the previous fix, which `point` makes possible: it is an outlier
+    /// when it is off both the line from the fix before it to `point` and the line through the
+    /// two confirmed fixes before it, by more than 1 g of manoeuvre explains plus the margin (a
+    /// wild `point` itself moves only the first). An outlier adds no distance, and later
+    /// estimates leave it out.
+    fn check_previous(&mut self, point: &Point, cfg: &EnrichConfig) {
+        let stretch = self.stretch_start.saturating_sub(self.kept_trimmed);
+        let Some(mid) = self.kept.len().checked_sub(1).filter(|&mid| mid > stretch) else { return };
+        let mut confirmed = (stretch..mid).rev().filter(|&i| !self.kept[i].outlier);
+        let Some(before) = confirmed.next() else { return };
+        let earlier = confirmed.next();
+        let off = |a: &Point, m: &Point, b: &Point| {
+            off_track_m(a, m, b) > max_bend_m(a.ts_ms, m.ts_ms, b.ts_ms, MAX_PLAUSIBLE_ACCEL_MPS2) + cfg.outlier_margin_m
+        };
+        let (b, m) = (&self.kept[before].point, &self.kept[mid].point);
+        if earlier.is_none() && off(m, b, point) {
+            // `before` is the stretch's first fix, with no history to vouch for it: when it is
+            // off the line back from the two after it, it is the outlier.
+            self.flag_outlier(before, mid);
             return;
         }
-        self.jump_streak = 0;
+        let between = off(b, m, point);
+        let ahead = earlier.is_none_or(|e| off(&self.kept[e].point, m, b));
+        if between && ahead {
+            self.flag_outlier(mid, before);
+        }
+    }
 
-        let in_gap = dt_s > cfg.trip_gap_s;
+    /// Marks held point `i` an outlier: the distance it added goes, and so does the distance
+    /// `next` measured from it (anchors move to `instead`, a confirmed fix).
+    fn flag_outlier(&mut self, i: usize, instead: usize) {
+        self.kept[i].outlier = true;
+        self.distance_m -= self.kept[i].distance_m;
+        self.kept[i].distance_m = 0.0;
+        if i + 1 < self.kept.len() {
+            // The fix after the outlier measured its distance from it.
+            self.distance_m -= self.kept[i + 1].distance_m;
+            self.kept[i + 1].distance_m = 0.0;
+        }
+        self.anchor = Anchor::at(&self.kept[instead].point);
+        self.left_radius_at_ms = None;
+        self.pending = None;
+    }
+
+    /// Step 3, movement: whether the vehicle moved into `point`, and the distance it adds.
+    fn movement(&mut self, point: &Point, fit: Option<(i64, f64)>, cfg: &EnrichConfig) -> (bool, f64) {
         // A fix is typically within its accuracy; twice that covers nearly all of its wander.
         let radius_m = point
             .accuracy_m
             .map_or(cfg.jitter_radius_m, |a| (2.0 * a).clamp(cfg.jitter_radius_m, cfg.max_jitter_radius_m));
         let from_anchor_m = Haversine.distance(self.anchor.position(), geo(point));
-        let (moving, distance_m) = match point.speed_mps {
+        match point.speed_mps {
             Some(v) => {
                 // The reported speed decides; the anchor stays at the last moving point, so a slow
                 // crawl below the threshold is counted once the vehicle moves again.
@@ -239,134 +406,27 @@ impl Fold {
                 }
                 (moving, if moving { from_anchor_m } else { 0.0 })
             }
-            None => self.movement_from_positions(point, radius_m, from_anchor_m, cfg.stop_window_s),
-        };
-        // The reference for derived values: the latest point of this stretch at least one
-        // baseline back (smooths 1 Hz noise), else the previous point.
-        let reference = self.baseline_reference(point.ts_ms, cfg.min_derivation_baseline_s);
-        let (speed_mps, speed_derived) = match point.speed_mps {
-            Some(v) => (v, false),
-            None if !moving => (0.0, true),
-            None => {
-                let r = &self.kept[reference];
-                let dt = (point.ts_ms - r.point.ts_ms) as f64 / 1000.0;
-                let v = if dt > 0.0 { Haversine.distance(r.geo(), geo(point)) / dt } else { prev_speed_mps };
-                (v, true)
-            }
-        };
-        let heading_deg = match point.heading_deg {
-            Some(h) if speed_mps >= MIN_HEADING_SPEED_MPS => Some(h),
-            _ if moving => {
-                let r = &self.kept[reference];
-                (Haversine.distance(r.geo(), geo(point)) >= radius_m).then(|| Haversine.bearing(r.geo(), geo(point)))
-            }
-            _ => None,
-        };
-
-        // Kinematics: between reported speeds the previous point is the reference; derived
-        // speeds need the baseline reference.
-        let kin_ref = if !speed_derived && !prev_speed_derived { self.kept.len() - 1 } else { reference };
-        let r = &self.kept[kin_ref];
-        let kin_dt = (point.ts_ms - r.point.ts_ms) as f64 / 1000.0;
-        // Speeds derived from positions are only compared between two moving points: a fix
-        // leaving or entering a stop says little about acceleration.
-        let trusted = !speed_derived || (moving && r.moving);
-        let kinematic = trusted && !in_gap && kin_dt > 0.0 && kin_dt <= cfg.max_kinematics_gap_s;
-        let accel_mps2 = kinematic.then(|| (speed_mps - r.speed_mps) / kin_dt);
-        let lateral_accel_mps2 = match (kinematic, r.heading_deg, heading_deg) {
-            (true, Some(h0), Some(h1)) => {
-                let turn_deg = (h1 - h0 + 540.0).rem_euclid(360.0) - 180.0;
-                Some(turn_deg.to_radians() / kin_dt * (speed_mps + r.speed_mps) / 2.0)
-            }
-            _ => None,
-        };
-        let event_speed_ok = speed_mps.max(r.speed_mps) * KMH_PER_MPS >= cfg.min_event_speed_kmh;
-        let (start_ts, start_lat, start_lon) = (r.point.ts_ms, r.point.lat, r.point.lon);
-
-        let harsh_values = [
-            accel_mps2.filter(|a| event_speed_ok && *a <= cfg.harsh_braking_mps2).map(f64::abs),
-            accel_mps2.filter(|a| event_speed_ok && *a >= cfg.harsh_acceleration_mps2),
-            lateral_accel_mps2.filter(|a| event_speed_ok && a.abs() >= cfg.harsh_cornering_mps2).map(f64::abs),
-        ];
-        for (slot, value) in harsh_values.into_iter().enumerate() {
-            match value {
-                Some(value) => {
-                    let episode = self.open_harsh[slot].get_or_insert(Episode {
-                        start_ts_ms: start_ts,
-                        last_ts_ms: start_ts,
-                        lat: start_lat,
-                        lon: start_lon,
-                        peak: value,
-                    });
-                    episode.peak = episode.peak.max(value);
-                    episode.last_ts_ms = point.ts_ms;
-                }
-                None => self.close_harsh(slot),
-            }
+            None => self.movement_from_positions(point, radius_m, from_anchor_m, fit, cfg),
         }
-
-        if !in_gap && dt_s > 0.0 {
-            let limit_kmh = region
-                .and_then(|id| engine.regions.get(id))
-                .and_then(|r| r.speed_limit_kmh)
-                .unwrap_or(cfg.default_speed_limit_kmh);
-            let speed_kmh = speed_mps * KMH_PER_MPS;
-            if moving && speed_kmh > limit_kmh + cfg.speeding_tolerance_kmh {
-                let run = self.open_speeding.get_or_insert(Episode {
-                    start_ts_ms: prev_ts_ms,
-                    last_ts_ms: prev_ts_ms,
-                    lat: point.lat,
-                    lon: point.lon,
-                    peak: speed_kmh,
-                });
-                run.peak = run.peak.max(speed_kmh);
-                run.last_ts_ms = point.ts_ms;
-            } else {
-                self.close_speeding(cfg.speeding_min_duration_s);
-            }
-            if moving {
-                self.moving_s += dt_s;
-                let tz =
-                    region.and_then(|id| engine.regions.get(id)).and_then(|r| r.timezone).unwrap_or(engine.default_tz);
-                if is_night(prev_ts_ms, tz, cfg.night_start_hour, cfg.night_end_hour) {
-                    self.night_s += dt_s;
-                }
-            } else if point.ignition != Some(false) {
-                self.idle_s += dt_s;
-            }
-        } else if in_gap {
-            self.close_speeding(cfg.speeding_min_duration_s);
-        }
-
-        self.distance_m += distance_m;
-        self.max_speed_mps = self.max_speed_mps.max(speed_mps);
-        self.note_region(region);
-        self.kept.push(EnrichedPoint {
-            point: point.clone(),
-            distance_m,
-            speed_mps,
-            speed_derived,
-            heading_deg,
-            accel_mps2,
-            lateral_accel_mps2,
-            region,
-            moving,
-        });
     }
 
     /// Movement inferred from positions alone, with hysteresis. Standing: the anchor is the mean
     /// of the fixes within the radius; the vehicle starts moving only when fixes outside the
     /// radius keep coming for `MOVE_CONFIRM_S` (at least two fixes): a stray fix or two is wander.
     /// Moving: distance is counted hop by hop; the vehicle stands again when the last
-    /// `stop_window_s` (and at least two intervals) brought it less than the radius. Distance is
-    /// counted from the anchor, so the delays lose none.
+    /// `stop_window_s` (and at least two intervals) brought it less than the radius and the
+    /// speed estimated from positions is below the moving threshold. Distance is counted from
+    /// the anchor, so the delays lose none; the time they misfile is refiled when the state
+    /// changes, back to where the estimated speed crossed the threshold.
     fn movement_from_positions(
         &mut self,
         point: &Point,
         radius_m: f64,
         from_anchor_m: f64,
-        stop_window_s: f64,
+        fit: Option<(i64, f64)>,
+        cfg: &EnrichConfig,
     ) -> (bool, f64) {
+        let (stop_window_s, threshold_mps) = (cfg.stop_window_s, cfg.moving_speed_kmh / KMH_PER_MPS);
         if self.standing {
             if from_anchor_m < radius_m {
                 self.anchor.absorb(point);
@@ -380,52 +440,298 @@ impl Fold {
             self.left_radius_at_ms = None;
             self.standing = false;
             self.anchor = Anchor::at(point);
+            let began_ms = self.speed_crossing(fit, true, threshold_mps).unwrap_or(since).min(since);
+            self.refile_halt_as_moving((point.ts_ms - began_ms) as f64 / 1000.0);
             return (true, from_anchor_m);
         }
         let last = self.kept.len() - 1;
-        let window_start = &self.kept[self.baseline_reference(point.ts_ms, stop_window_s).min(last.saturating_sub(1))];
+        let window_start = &self.kept[self.lookback(point.ts_ms, stop_window_s).min(last.saturating_sub(1))];
         let window_s = (point.ts_ms - window_start.point.ts_ms) as f64 / 1000.0;
-        if window_s >= stop_window_s && Haversine.distance(window_start.geo(), geo(point)) < radius_m {
+        let slow = fit.is_none_or(|(_, v)| v < threshold_mps);
+        if slow && window_s >= stop_window_s && Haversine.distance(window_start.geo(), geo(point)) < radius_m {
             self.standing = true;
             self.left_radius_at_ms = None;
             self.anchor = Anchor::at(point);
+            let window_start_ms = window_start.point.ts_ms;
+            let stopped_ms = self.speed_crossing(fit, false, threshold_mps).unwrap_or(window_start_ms).max(window_start_ms);
+            self.refile_moving_as_halt((point.ts_ms - stopped_ms) as f64 / 1000.0);
             return (false, 0.0);
         }
         self.anchor = Anchor::at(point);
         (true, from_anchor_m)
     }
 
+    /// Step 4, the motion estimate: the quadratic through the confirmed fixes of this stretch in
+    /// the trailing `kinematics_window_s` (at least three, none across a gap longer than
+    /// `max_kinematics_gap_s`), `point` included.
+    fn estimate(&mut self, point: &Point, cfg: &EnrichConfig) -> Option<Motion> {
+        let stretch = self.stretch_start.saturating_sub(self.kept_trimmed);
+        let lowest = stretch.max(self.kept.len().saturating_sub(MAX_LOOKBACK));
+        let max_gap_ms = (cfg.max_kinematics_gap_s * 1000.0) as i64;
+        let window_ms = (cfg.kinematics_window_s * 1000.0) as i64;
+        let mut first = self.kept.len();
+        let (mut count, mut newer_ts) = (1usize, point.ts_ms);
+        for i in (lowest..self.kept.len()).rev() {
+            let p = &self.kept[i];
+            if p.outlier {
+                continue;
+            }
+            let inside = point.ts_ms - p.point.ts_ms <= window_ms;
+            let spread_ok = point.ts_ms - p.point.ts_ms <= max_gap_ms;
+            if newer_ts - p.point.ts_ms > max_gap_ms || !(inside || (count < MIN_FIT_POINTS && spread_ok)) {
+                break;
+            }
+            first = i;
+            count += 1;
+            newer_ts = p.point.ts_ms;
+        }
+        let held = self.kept[first..].iter().filter(|p| !p.outlier);
+        let incoming = EnrichedPoint::incoming(point);
+        self.window.fill(held.chain(std::iter::once(&incoming)), cfg.speed_window_s, MIN_HEADING_SPEED_MPS);
+        let origin_ms = self.kept.get(first).map_or(point.ts_ms, |p| p.point.ts_ms);
+        self.window.fit(origin_ms, MIN_HEADING_SPEED_MPS)
+    }
+
+    /// What `motion` (the estimate at `point`) stands for in the harsh episodes.
+    fn estimate_at(&self, motion: Motion, point: &Point, step: Step, cfg: &EnrichConfig) -> Estimate {
+        let support_s = if step.in_gap { 0.0 } else { step.dt_s.min(cfg.kinematics_window_s) };
+        // The held fix nearest the estimate's time (the window is held, so it is there).
+        let after = self.kept.partition_point(|p| p.point.ts_ms < motion.at_ms);
+        let nearest = [after.checked_sub(1), Some(after)]
+            .into_iter()
+            .flatten()
+            .filter_map(|i| self.kept.get(i).map(|p| &p.point))
+            .chain(std::iter::once(point))
+            .min_by_key(|p| (p.ts_ms - motion.at_ms).abs())
+            .unwrap_or(point);
+        Estimate { motion, support_s, lat: nearest.lat, lon: nearest.lon }
+    }
+
+    /// Step 5, harsh episodes: the previous point's estimate, now confirmed, extends or closes
+    /// each kind's episode. An episode becomes an event when its value stayed beyond the
+    /// threshold for `harsh_min_duration_s`.
+    fn harsh_episodes(&mut self, cfg: &EnrichConfig) {
+        let Some(estimate) = self.pending.take() else { return };
+        let m = estimate.motion;
+        let fast = m.speed_mps * KMH_PER_MPS >= cfg.min_event_speed_kmh;
+        // Each kind's value (positive beyond its threshold) and threshold.
+        let values = [
+            (m.longitudinal_mps2.map(|a| -a), -cfg.harsh_braking_mps2),
+            (m.longitudinal_mps2, cfg.harsh_acceleration_mps2),
+            (m.lateral_mps2.map(f64::abs), cfg.harsh_cornering_mps2),
+        ];
+        for (slot, (value, threshold)) in values.into_iter().enumerate() {
+            let value = value.filter(|_| fast).unwrap_or(0.0);
+            let open = self.open_harsh[slot].is_some();
+            // An episode starts beyond the threshold and lasts while the value stays beyond
+            // `HARSH_RELEASE` of it: noise around the threshold does not split one manoeuvre.
+            if value >= threshold || (open && value >= HARSH_RELEASE * threshold) {
+                let episode = self.open_harsh[slot].get_or_insert(Episode {
+                    start_ts_ms: m.at_ms,
+                    last_ts_ms: m.at_ms,
+                    lat: estimate.lat,
+                    lon: estimate.lon,
+                    peak: value,
+                    beyond_s: 0.0,
+                });
+                episode.peak = episode.peak.max(value);
+                episode.last_ts_ms = m.at_ms;
+                if value >= threshold {
+                    episode.beyond_s += estimate.support_s;
+                }
+            } else {
+                self.close_harsh(slot, cfg.harsh_min_duration_s);
+            }
+        }
+    }
+
+    /// Step 6, speeding and time accounting over the step into `point`.
+    #[allow(clippy::too_many_arguments)] // the step's facts, each named
+    fn speeding_and_time(
+        &mut self,
+        point: &Point,
+        region: Option<RegionId>,
+        moving: bool,
+        moving_share: f64,
+        speed_mps: f64,
+        step: Step,
+        engine: &Enricher,
+    ) {
+        let cfg = &engine.config;
+        if step.in_gap {
+            self.close_speeding(cfg.speeding_min_duration_s);
+            return;
+        }
+        if step.dt_s <= 0.0 {
+            return;
+        }
+        let limit_kmh = region
+            .and_then(|id| engine.regions.get(id))
+            .and_then(|r| r.speed_limit_kmh)
+            .unwrap_or(cfg.default_speed_limit_kmh);
+        let speed_kmh = speed_mps * KMH_PER_MPS;
+        if moving && speed_kmh > limit_kmh + cfg.speeding_tolerance_kmh {
+            let run = self.open_speeding.get_or_insert(Episode {
+                start_ts_ms: step.prev_ts_ms,
+                last_ts_ms: step.prev_ts_ms,
+                lat: point.lat,
+                lon: point.lon,
+                peak: speed_kmh,
+                beyond_s: 0.0,
+            });
+            run.peak = run.peak.max(speed_kmh);
+            run.last_ts_ms = point.ts_ms;
+        } else {
+            self.close_speeding(cfg.speeding_min_duration_s);
+        }
+        let night_s = || {
+            let tz =
+                region.and_then(|id| engine.regions.get(id)).and_then(|r| r.timezone).unwrap_or(engine.default_tz);
+            if is_night(step.prev_ts_ms, tz, cfg.night_start_hour, cfg.night_end_hour) { step.dt_s } else { 0.0 }
+        };
+        let night = night_s();
+        let (driving_s, standing_s) = (step.dt_s * moving_share, step.dt_s * (1.0 - moving_share));
+        if moving {
+            // A halt ends; its share of this step came first.
+            self.add_halt(standing_s, night * (1.0 - moving_share), cfg.min_idle_s);
+            self.end_halt();
+            self.moving_s += driving_s;
+            self.night_s += night * moving_share;
+        } else if point.ignition != Some(false) {
+            self.moving_s += driving_s;
+            self.night_s += night * moving_share;
+            self.add_halt(standing_s, night * (1.0 - moving_share), cfg.min_idle_s);
+        }
+    }
+
+    /// Standing time: idle once the halt lasts `min_idle_s`.
+    fn add_halt(&mut self, standing_s: f64, night_s: f64, min_idle_s: f64) {
+        if standing_s <= 0.0 {
+            return;
+        }
+        self.halt.standing_s += standing_s;
+        if self.halt.idle {
+            self.idle_s += standing_s;
+            return;
+        }
+        self.halt.night_s += night_s;
+        if self.halt.standing_s >= min_idle_s {
+            self.halt.idle = true;
+            self.idle_s += self.halt.standing_s;
+        }
+    }
+
+    /// The share of the step into `point` spent moving. With reported speeds: up to (or from)
+    /// where the speed crossed the moving threshold, interpolated between the two samples.
+    /// Otherwise the whole step or none (the transitions are refiled when recognised).
+    fn moving_share(&self, point: &Point, moving: bool, cfg: &EnrichConfig) -> f64 {
+        let threshold = cfg.moving_speed_kmh / KMH_PER_MPS;
+        let before = self.kept.last().and_then(|p| p.point.speed_mps);
+        match (before, point.speed_mps) {
+            (Some(v0), Some(v1)) if (v0 >= threshold) != moving && v0 != v1 => {
+                let crossed = ((threshold - v0) / (v1 - v0)).clamp(0.0, 1.0);
+                if moving { 1.0 - crossed } else { crossed }
+            }
+            _ => f64::from(u8::from(moving)),
+        }
+    }
+
+    /// The vehicle moves again: a halt too short to be idle was driving.
+    fn end_halt(&mut self) {
+        let halt = std::mem::take(&mut self.halt);
+        if !halt.idle {
+            self.moving_s += halt.standing_s;
+            self.night_s += halt.night_s;
+        }
+    }
+
+    /// Movement was confirmed `since_s` after the fixes left the stop: that time was driving.
+    fn refile_halt_as_moving(&mut self, since_s: f64) {
+        let moved = since_s.min(self.halt.standing_s);
+        if moved <= 0.0 {
+            return;
+        }
+        let night = if self.halt.standing_s > 0.0 { self.halt.night_s * moved / self.halt.standing_s } else { 0.0 };
+        self.halt.standing_s -= moved;
+        self.halt.night_s -= night;
+        if self.halt.idle {
+            self.idle_s -= moved;
+        }
+        self.moving_s += moved;
+        self.night_s += night;
+    }
+
+    /// A stop was recognised `window_s` after it began: that time was standing.
+    fn refile_moving_as_halt(&mut self, window_s: f64) {
+        let moved = window_s.min(self.moving_s);
+        self.moving_s -= moved;
+        self.halt = Halt { standing_s: moved, night_s: 0.0, idle: false };
+    }
+
+    /// When the speed estimated from positions (held, then `newest`) last crossed
+    /// `threshold_mps` (upwards when `rising`), interpolated between the two estimates around
+    /// the crossing; the stretch's start when every estimate since is past it; `None` when the
+    /// held estimates show no crossing.
+    fn speed_crossing(&self, newest: Option<(i64, f64)>, rising: bool, threshold_mps: f64) -> Option<i64> {
+        let lowest = self.stretch_start.saturating_sub(self.kept_trimmed).max(self.kept.len().saturating_sub(MAX_LOOKBACK));
+        let mut later = newest;
+        for p in self.kept[lowest..].iter().rev().filter(|p| !p.outlier) {
+            let Some((at_ms, speed)) = p.fit_speed else { continue };
+            if let Some((later_ms, later_speed)) = later {
+                let crossed = if rising {
+                    speed < threshold_mps && later_speed >= threshold_mps
+                } else {
+                    speed >= threshold_mps && later_speed < threshold_mps
+                };
+                if crossed {
+                    let f = (threshold_mps - speed) / (later_speed - speed);
+                    return Some(at_ms + (f * (later_ms - at_ms) as f64).round() as i64);
+                }
+            }
+            later = Some((at_ms, speed));
+        }
+        // Every estimate back to the stretch's first fix is past the threshold: the change
+        // happened before any estimate, at the stretch's start.
+        let whole_stretch = lowest == self.stretch_start.saturating_sub(self.kept_trimmed) && self.kept_trimmed <= self.stretch_start;
+        let past = later.is_some_and(|(_, v)| (v >= threshold_mps) == rising);
+        (whole_stretch && past).then(|| self.kept.get(lowest).map(|p| p.point.ts_ms)).flatten()
+    }
+
+    /// Speed from the previous kept point (when no window can be fitted).
+    fn hop_speed(&self, point: &Point) -> f64 {
+        self.kept.last().map_or(0.0, |prev| {
+            let dt = (point.ts_ms - prev.point.ts_ms) as f64 / 1000.0;
+            if dt > 0.0 { Haversine.distance(prev.geo(), geo(point)) / dt } else { prev.speed_mps }
+        })
+    }
+
     fn start_stretch(&mut self, point: &Point, region: Option<RegionId>) {
         self.jump_streak = 0;
         self.standing = true;
         self.left_radius_at_ms = None;
+        self.pending = None;
         self.stretch_start = self.kept_trimmed + self.kept.len();
         self.anchor = Anchor::at(point);
         let speed_mps = point.speed_mps.unwrap_or(0.0);
         self.max_speed_mps = self.max_speed_mps.max(speed_mps);
         self.note_region(region);
         self.kept.push(EnrichedPoint {
-            point: point.clone(),
-            distance_m: 0.0,
             speed_mps,
             speed_derived: point.speed_mps.is_none(),
             heading_deg: point.heading_deg.filter(|_| speed_mps >= MIN_HEADING_SPEED_MPS),
-            accel_mps2: None,
-            lateral_accel_mps2: None,
             region,
-            moving: false,
+            ..EnrichedPoint::incoming(point)
         });
     }
 
-    fn baseline_reference(&self, ts_ms: i64, baseline_s: f64) -> usize {
+    /// The latest point of this stretch at least `span_s` before `ts_ms` (within
+    /// [`MAX_LOOKBACK`] held points), else the last point.
+    fn lookback(&self, ts_ms: i64, span_s: f64) -> usize {
         let last = self.kept.len() - 1;
-        // `kept` holds at least `BASELINE_LOOKBACK + 1` points when trimmed, so a stretch that
-        // began before the trim is never the bound.
-        let lowest = last.saturating_sub(BASELINE_LOOKBACK).max(self.stretch_start.saturating_sub(self.kept_trimmed));
-        (lowest..=last)
-            .rev()
-            .find(|&i| (ts_ms - self.kept[i].point.ts_ms) as f64 / 1000.0 >= baseline_s)
-            .unwrap_or(last)
+        let lowest =
+            last.saturating_sub(MAX_LOOKBACK).max(self.stretch_start.saturating_sub(self.kept_trimmed));
+        let span_ms = (span_s * 1000.0).ceil() as i64;
+        (lowest..=last).rev().find(|&i| ts_ms - self.kept[i].point.ts_ms >= span_ms).unwrap_or(last)
     }
 
     fn note_region(&mut self, region: Option<RegionId>) {
@@ -436,53 +742,94 @@ impl Fold {
         }
     }
 
-    fn close_harsh(&mut self, slot: usize) {
-        if let Some(episode) = self.open_harsh[slot].take() {
-            self.events.push(episode.to_event(HARSH[slot]));
+    fn close_harsh(&mut self, slot: usize, min_duration_s: f64) {
+        if let Some(episode) = self.open_harsh[slot].take()
+            && episode.beyond_s >= min_duration_s
+        {
+            self.events.push(episode.to_event(HARSH[slot], episode.beyond_s));
         }
     }
 
     fn close_speeding(&mut self, min_duration_s: f64) {
         if let Some(run) = self.open_speeding.take()
-            && run.duration_s() >= min_duration_s
+            && run.span_s() >= min_duration_s
         {
-            self.speeding_s += run.duration_s();
-            self.events.push(run.to_event(EventKind::Speeding));
+            self.speeding_s += run.span_s();
+            self.events.push(run.to_event(EventKind::Speeding, run.span_s()));
         }
     }
 
-    fn close_all_episodes(&mut self, min_speeding_s: f64) {
+    fn close_all_episodes(&mut self, cfg: &EnrichConfig) {
         for slot in 0..HARSH.len() {
-            self.close_harsh(slot);
+            self.close_harsh(slot, cfg.harsh_min_duration_s);
         }
-        self.close_speeding(min_speeding_s);
+        self.close_speeding(cfg.speeding_min_duration_s);
     }
 
-    /// Events and speeding time as if the trip ended here: open episodes closed. Leaves `self`
-    /// untouched (and copies only the small episode state) so the pass can go on.
-    pub(crate) fn finished(&self, min_speeding_s: f64) -> Closing {
+    /// Events, speeding, moving and idle time as if the trip ended here: open episodes closed, a
+    /// halt too short to be idle counted as driving. Leaves `self` untouched (and copies only the
+    /// small episode state) so the pass can go on.
+    pub(crate) fn finished(&self, cfg: &EnrichConfig) -> Closing {
         let mut events = self.events.clone();
         let mut speeding_s = self.speeding_s;
         for (slot, episode) in self.open_harsh.iter().enumerate() {
-            if let Some(episode) = episode {
-                events.push(episode.to_event(HARSH[slot]));
+            if let Some(episode) = episode
+                && episode.beyond_s >= cfg.harsh_min_duration_s
+            {
+                events.push(episode.to_event(HARSH[slot], episode.beyond_s));
             }
         }
         if let Some(run) = self.open_speeding
-            && run.duration_s() >= min_speeding_s
+            && run.span_s() >= cfg.speeding_min_duration_s
         {
-            speeding_s += run.duration_s();
-            events.push(run.to_event(EventKind::Speeding));
+            speeding_s += run.span_s();
+            events.push(run.to_event(EventKind::Speeding, run.span_s()));
         }
         events.sort_by_key(|e| (e.ts, e.kind));
-        Closing { events, speeding_s }
+        let (mut moving_s, mut night_s) = (self.moving_s, self.night_s);
+        if !self.halt.idle {
+            moving_s += self.halt.standing_s;
+            night_s += self.halt.night_s;
+        }
+        Closing { events, speeding_s, moving_s, night_s }
     }
+}
+
+impl EnrichedPoint {
+    /// A point as it arrives, before the pass derived anything.
+    fn incoming(point: &Point) -> Self {
+        EnrichedPoint {
+            point: point.clone(),
+            distance_m: 0.0,
+            speed_mps: 0.0,
+            speed_derived: true,
+            heading_deg: None,
+            accel_mps2: None,
+            lateral_accel_mps2: None,
+            region: None,
+            moving: false,
+            outlier: false,
+            fit_speed: None,
+        }
+    }
+}
+
+/// What jump rejection made of a point.
+enum Jump {
+    /// A plausible step.
+    None,
+    /// Implausible: dropped.
+    Dropped,
+    /// Implausible, but it and the last two dropped agree: a new stretch starts here.
+    Restart,
 }
 
 /// What closing the open episodes adds to a pass's totals.
 pub(crate) struct Closing {
     pub(crate) events: Vec<Event>,
     pub(crate) speeding_s: f64,
+    pub(crate) moving_s: f64,
+    pub(crate) night_s: f64,
 }
 
 /// Whether `ts_ms` falls in the night window in zone `tz` (a window may wrap past midnight).

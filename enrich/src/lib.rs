@@ -14,6 +14,7 @@ pub mod batch;
 pub mod config;
 pub mod cut;
 mod fold;
+mod kinematics;
 pub mod metrics;
 pub mod regions;
 pub mod score;
@@ -75,10 +76,30 @@ impl Enricher {
             ("harsh_acceleration_mps2", config.harsh_acceleration_mps2),
             ("harsh_cornering_mps2", config.harsh_cornering_mps2),
             ("default_speed_limit_kmh", config.default_speed_limit_kmh),
+            ("outlier_margin_m", config.outlier_margin_m),
         ];
         for (field, value) in positive {
             if !(value.is_finite() && value > 0.0) {
                 return Err(EnrichError::Config { field, detail: format!("{value} must be a positive number") });
+            }
+        }
+        // The pass holds this much of a live trip's past; longer windows would need more.
+        let windows = [
+            ("kinematics_window_s", config.kinematics_window_s),
+            ("speed_window_s", config.speed_window_s),
+            ("stop_window_s", config.stop_window_s),
+        ];
+        for (field, value) in windows {
+            if !(value.is_finite() && value > 0.0 && value <= fold::MAX_WINDOW_S) {
+                return Err(EnrichError::Config {
+                    field,
+                    detail: format!("{value} must be a number of seconds above 0 and at most {}", fold::MAX_WINDOW_S),
+                });
+            }
+        }
+        for (field, value) in [("harsh_min_duration_s", config.harsh_min_duration_s), ("min_idle_s", config.min_idle_s)] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(EnrichError::Config { field, detail: format!("{value} must be 0 or more seconds") });
             }
         }
         if !(config.harsh_braking_mps2.is_finite() && config.harsh_braking_mps2 < 0.0) {

@@ -104,97 +104,240 @@ pub struct Start {
     pub ts_ms: i64,
 }
 
-struct State {
-    lat: f64,
-    lon: f64,
-    heading_deg: f64,
-    speed_mps: f64,
-    t_s: f64,
-    ignition: bool,
+/// How a consumer GNSS receiver errs beyond the white noise of [`Device::gps_noise_m`]: a
+/// slowly wandering offset (atmosphere, satellite geometry, the receiver's own filter: metres
+/// of error that change over tens of seconds, smooth over one), the occasional multipath
+/// outlier, and noise on the reported speed (Doppler) and heading.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Receiver {
+    /// Standard deviation of the wandering offset, per axis, metres (3–5 for a phone or a
+    /// dongle under open sky).
+    pub wander_m: f64,
+    /// How long the offset takes to decorrelate, seconds.
+    pub wander_s: f64,
+    /// How long the offset's own rate of change takes to decorrelate, seconds (the receiver's
+    /// filter keeps it smooth below this).
+    pub wander_rate_s: f64,
+    /// Chance per second of a multipath outlier; each lasts one fix.
+    pub outliers_per_s: f64,
+    /// Size of an outlier, metres, uniform in this range.
+    pub outlier_m: (f64, f64),
+    /// White noise on the reported speed, m/s.
+    pub speed_noise_mps: f64,
+    /// White noise on the reported heading, degrees.
+    pub heading_noise_deg: f64,
+}
+
+impl Receiver {
+    /// An ideal receiver: only the device's white noise.
+    pub const IDEAL: Receiver = Receiver {
+        wander_m: 0.0,
+        wander_s: 60.0,
+        wander_rate_s: 5.0,
+        outliers_per_s: 0.0,
+        outlier_m: (0.0, 0.0),
+        speed_noise_mps: 0.0,
+        heading_noise_deg: 0.0,
+    };
+
+    /// A consumer receiver whose offset wanders by `wander_m` (per axis), with a multipath
+    /// outlier of 10–40 m every five minutes or so.
+    pub fn consumer(wander_m: f64) -> Self {
+        Receiver {
+            wander_m,
+            wander_s: 60.0,
+            wander_rate_s: 5.0,
+            outliers_per_s: 1.0 / 300.0,
+            outlier_m: (10.0, 40.0),
+            speed_noise_mps: 0.1,
+            heading_noise_deg: 1.0,
+        }
+    }
+}
+
+/// The vehicle's true state at one instant.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct State {
+    /// Latitude, degrees.
+    pub lat: f64,
+    /// Longitude, degrees.
+    pub lon: f64,
+    /// Heading, degrees (not wrapped).
+    pub heading_deg: f64,
+    /// Speed, m/s.
+    pub speed_mps: f64,
+    /// Longitudinal acceleration, m/s².
+    pub accel_mps2: f64,
+    /// Lateral acceleration, m/s² (positive: turning right).
+    pub lateral_mps2: f64,
+    /// Seconds since the start.
+    pub t_s: f64,
+    /// Ignition.
+    pub ignition: bool,
+}
+
+/// A drive's true states, one per physics step.
+#[derive(Clone, Debug)]
+pub struct Track {
+    start: Start,
+    /// The states, in time order.
+    pub states: Vec<State>,
+}
+
+impl Track {
+    /// Drives `legs` from `start` with a physics step of `step_s`.
+    pub fn drive(start: Start, legs: &[Leg], step_s: f64) -> Track {
+        let mut state = State {
+            lat: start.lat,
+            lon: start.lon,
+            heading_deg: start.heading_deg,
+            speed_mps: 0.0,
+            accel_mps2: 0.0,
+            lateral_mps2: 0.0,
+            t_s: 0.0,
+            ignition: true,
+        };
+        let mut states = Vec::new();
+        let mut advance = |state: &mut State, accel: f64, yaw_dps: f64| {
+            state.speed_mps = (state.speed_mps + accel * step_s).max(0.0);
+            state.accel_mps2 = accel;
+            state.lateral_mps2 = yaw_dps.to_radians() * state.speed_mps;
+            state.heading_deg += yaw_dps * step_s;
+            let ds = state.speed_mps * step_s;
+            let h = state.heading_deg.to_radians();
+            state.lat += ds * h.cos() / METRES_PER_DEGREE;
+            state.lon += ds * h.sin() / (METRES_PER_DEGREE * state.lat.to_radians().cos());
+            state.t_s += step_s;
+            states.push(*state);
+        };
+        for leg in legs {
+            match *leg {
+                Leg::Speed { to_kmh, rate_mps2 } => {
+                    let target = to_kmh / 3.6;
+                    while (state.speed_mps - target).abs() > rate_mps2 * step_s / 2.0 {
+                        let accel = if state.speed_mps < target { rate_mps2 } else { -rate_mps2 };
+                        advance(&mut state, accel, 0.0);
+                    }
+                    state.speed_mps = target;
+                }
+                Leg::Cruise { duration_s } => {
+                    for _ in 0..(duration_s / step_s).round() as usize {
+                        advance(&mut state, 0.0, 0.0);
+                    }
+                }
+                Leg::Turn { angle_deg, lateral_mps2 } => {
+                    let v = state.speed_mps.max(1.0);
+                    let yaw_dps = (lateral_mps2 / v).to_degrees() * angle_deg.signum();
+                    let steps = (angle_deg.abs() / yaw_dps.abs() / step_s).round() as usize;
+                    for _ in 0..steps {
+                        advance(&mut state, 0.0, yaw_dps);
+                    }
+                }
+                Leg::Stop { duration_s, ignition } => {
+                    state.speed_mps = 0.0;
+                    state.ignition = ignition;
+                    for _ in 0..(duration_s / step_s).round() as usize {
+                        advance(&mut state, 0.0, 0.0);
+                    }
+                    state.ignition = true;
+                }
+            }
+        }
+        Track { start, states }
+    }
+
+    /// Samples the track as `device` with `receiver`'s errors; `seed` fixes them. The wandering
+    /// offset follows the track's steps (the same offset whatever the device's interval), so one
+    /// drive sampled at different rates sees the same errors.
+    pub fn sample(&self, device: &Device, receiver: &Receiver, seed: u64) -> Vec<Point> {
+        let mut rng = Rng::new(seed);
+        let mut errors = Rng::new(seed ^ 0x6e55_5f77_616e_6465);
+        let mut wander = Wander::new(receiver, &mut errors);
+        let mut points = Vec::new();
+        let mut next_sample_s = 0.0;
+        let mut seq = device.first_seq;
+        let mut last_t = 0.0;
+        for state in &self.states {
+            wander.step(receiver, state.t_s - last_t, &mut errors);
+            last_t = state.t_s;
+            if state.t_s + 1e-9 < next_sample_s {
+                continue;
+            }
+            next_sample_s += device.interval_s;
+            let mut north_m = rng.noise(device.gps_noise_m) + wander.north_m;
+            let mut east_m = rng.noise(device.gps_noise_m) + wander.east_m;
+            if receiver.outliers_per_s > 0.0 && errors.unit() < receiver.outliers_per_s * device.interval_s {
+                let size = errors.range(receiver.outlier_m.0, receiver.outlier_m.1);
+                let angle = errors.range(0.0, std::f64::consts::TAU);
+                north_m += size * angle.cos();
+                east_m += size * angle.sin();
+            }
+            let speed = state.speed_mps + if receiver.speed_noise_mps > 0.0 { errors.noise(receiver.speed_noise_mps) } else { 0.0 };
+            let heading =
+                state.heading_deg + if receiver.heading_noise_deg > 0.0 { errors.noise(receiver.heading_noise_deg) } else { 0.0 };
+            let lat = state.lat + north_m / METRES_PER_DEGREE;
+            let lon = state.lon + east_m / (METRES_PER_DEGREE * state.lat.to_radians().cos());
+            points.push(Point {
+                seq,
+                ts_ms: self.start.ts_ms + (state.t_s * 1000.0).round() as i64,
+                lat,
+                lon,
+                speed_mps: device.reports_speed.then_some((speed.max(0.0) * 100.0).round() / 100.0),
+                heading_deg: device.reports_heading.then_some(((heading.rem_euclid(360.0)) * 10.0).round() / 10.0 % 360.0),
+                accuracy_m: Some((device.gps_noise_m.max(receiver.wander_m) * 2.0).max(3.0)),
+                alt_m: None,
+                ignition: Some(state.ignition),
+                odometer_m: None,
+            });
+            seq = seq.map(|s| s + 1);
+        }
+        points
+    }
+}
+
+/// The receiver's wandering offset: a second-order Gauss–Markov process (the offset's rate is
+/// an Ornstein–Uhlenbeck process; the offset integrates it and decays), smooth at short scales.
+struct Wander {
+    north_m: f64,
+    east_m: f64,
+    north_rate: f64,
+    east_rate: f64,
+    /// Standard deviation of the rate that gives the offset its standard deviation.
+    rate_sigma: f64,
+}
+
+impl Wander {
+    fn new(receiver: &Receiver, rng: &mut Rng) -> Self {
+        if receiver.wander_m <= 0.0 {
+            return Wander { north_m: 0.0, east_m: 0.0, north_rate: 0.0, east_rate: 0.0, rate_sigma: 0.0 };
+        }
+        let (tau, tau_rate) = (receiver.wander_s, receiver.wander_rate_s);
+        // Var(offset) = σ_rate² · τ_rate · τ² / (τ_rate + τ) for this process.
+        let rate_sigma = receiver.wander_m * ((tau_rate + tau) / (tau_rate * tau * tau)).sqrt();
+        Wander {
+            north_m: rng.noise(receiver.wander_m),
+            east_m: rng.noise(receiver.wander_m),
+            north_rate: rng.noise(rate_sigma),
+            east_rate: rng.noise(rate_sigma),
+            rate_sigma,
+        }
+    }
+
+    fn step(&mut self, receiver: &Receiver, dt_s: f64, rng: &mut Rng) {
+        if self.rate_sigma <= 0.0 || dt_s <= 0.0 {
+            return;
+        }
+        let kick = self.rate_sigma * (2.0 * dt_s / receiver.wander_rate_s).sqrt();
+        for (offset, rate) in [(&mut self.north_m, &mut self.north_rate), (&mut self.east_m, &mut self.east_rate)] {
+            *rate += -*rate * dt_s / receiver.wander_rate_s + rng.noise(kick);
+            *offset += (*rate - *offset / receiver.wander_s) * dt_s;
+        }
+    }
 }
 
 /// Drives `legs` from `start` and samples them with `device`; `seed` fixes the noise.
 pub fn simulate(start: Start, legs: &[Leg], device: &Device, seed: u64) -> Vec<Point> {
-    let mut rng = Rng::new(seed);
-    let mut state = State {
-        lat: start.lat,
-        lon: start.lon,
-        heading_deg: start.heading_deg,
-        speed_mps: 0.0,
-        t_s: 0.0,
-        ignition: true,
-    };
-    let mut points = Vec::new();
-    let mut next_sample_s = 0.0;
-    let mut seq = device.first_seq;
-    let mut sample = |state: &State, rng: &mut Rng, points: &mut Vec<Point>| {
-        let north_m = rng.noise(device.gps_noise_m);
-        let east_m = rng.noise(device.gps_noise_m);
-        let lat = state.lat + north_m / METRES_PER_DEGREE;
-        let lon = state.lon + east_m / (METRES_PER_DEGREE * state.lat.to_radians().cos());
-        points.push(Point {
-            seq,
-            ts_ms: start.ts_ms + (state.t_s * 1000.0).round() as i64,
-            lat,
-            lon,
-            speed_mps: device.reports_speed.then_some((state.speed_mps * 100.0).round() / 100.0),
-            heading_deg: device
-                .reports_heading
-                .then_some(((state.heading_deg.rem_euclid(360.0)) * 10.0).round() / 10.0 % 360.0),
-            accuracy_m: Some((device.gps_noise_m * 2.0).max(3.0)),
-            alt_m: None,
-            ignition: Some(state.ignition),
-            odometer_m: None,
-        });
-        seq = seq.map(|s| s + 1);
-    };
-    let mut advance = |state: &mut State, accel: f64, yaw_dps: f64, rng: &mut Rng, points: &mut Vec<Point>| {
-        state.speed_mps = (state.speed_mps + accel * STEP_S).max(0.0);
-        state.heading_deg += yaw_dps * STEP_S;
-        let ds = state.speed_mps * STEP_S;
-        let h = state.heading_deg.to_radians();
-        state.lat += ds * h.cos() / METRES_PER_DEGREE;
-        state.lon += ds * h.sin() / (METRES_PER_DEGREE * state.lat.to_radians().cos());
-        state.t_s += STEP_S;
-        if state.t_s + 1e-9 >= next_sample_s {
-            sample(state, rng, points);
-            next_sample_s += device.interval_s;
-        }
-    };
-    for leg in legs {
-        match *leg {
-            Leg::Speed { to_kmh, rate_mps2 } => {
-                let target = to_kmh / 3.6;
-                while (state.speed_mps - target).abs() > rate_mps2 * STEP_S / 2.0 {
-                    let accel = if state.speed_mps < target { rate_mps2 } else { -rate_mps2 };
-                    advance(&mut state, accel, 0.0, &mut rng, &mut points);
-                }
-                state.speed_mps = target;
-            }
-            Leg::Cruise { duration_s } => {
-                for _ in 0..(duration_s / STEP_S).round() as usize {
-                    advance(&mut state, 0.0, 0.0, &mut rng, &mut points);
-                }
-            }
-            Leg::Turn { angle_deg, lateral_mps2 } => {
-                let v = state.speed_mps.max(1.0);
-                let yaw_dps = (lateral_mps2 / v).to_degrees() * angle_deg.signum();
-                let steps = (angle_deg.abs() / yaw_dps.abs() / STEP_S).round() as usize;
-                for _ in 0..steps {
-                    advance(&mut state, 0.0, yaw_dps, &mut rng, &mut points);
-                }
-            }
-            Leg::Stop { duration_s, ignition } => {
-                state.speed_mps = 0.0;
-                state.ignition = ignition;
-                for _ in 0..(duration_s / STEP_S).round() as usize {
-                    advance(&mut state, 0.0, 0.0, &mut rng, &mut points);
-                }
-                state.ignition = true;
-            }
-        }
-    }
-    points
+    Track::drive(start, legs, STEP_S).sample(device, &Receiver::IDEAL, seed)
 }
 
 /// A plausible everyday trip of about `minutes`: urban and extra-urban driving with stops and

@@ -213,7 +213,7 @@ impl TripEngine {
             return None;
         }
         let fold = &self.fold;
-        let closing = fold.finished(engine.config.speeding_min_duration_s);
+        let closing = fold.finished(&engine.config);
         let first = fold.first_kept()?;
         let last = fold.kept.last()?;
         let mut events = EventCounts::default();
@@ -223,13 +223,13 @@ impl TripEngine {
         let region_name = |p: &EnrichedPoint| p.region.and_then(|id| engine.regions.get(id)).map(|r| r.name.clone());
         let place = |p: &EnrichedPoint| Place { lat: p.point.lat, lon: p.point.lon, region: region_name(p) };
         let distance_km = fold.distance_m / 1000.0;
-        let moving_time_s = fold.moving_s;
+        let moving_time_s = closing.moving_s;
         let score = score(&ScoreInputs {
             events,
             distance_km,
             moving_time_s,
             speeding_s: closing.speeding_s,
-            night_driving_s: fold.night_s,
+            night_driving_s: closing.night_s,
         });
         let round = |v: f64, digits: i32| {
             let f = 10f64.powi(digits);
@@ -253,7 +253,7 @@ impl TripEngine {
             regions: fold.regions.iter().filter_map(|id| engine.regions.get(*id)).map(|r| r.name.clone()).collect(),
             events,
             speeding_s: round(closing.speeding_s, 1),
-            night_driving_s: round(fold.night_s, 1),
+            night_driving_s: round(closing.night_s, 1),
             point_count: fold.kept_count() as u64,
             rejected_point_count: (fold.jump_count() + self.rejected.len()) as u64,
             score,

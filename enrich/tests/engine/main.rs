@@ -4,6 +4,7 @@
 
 mod golden;
 mod properties;
+mod rates;
 mod real_data;
 mod scenarios;
 mod support;

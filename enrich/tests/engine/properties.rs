@@ -89,10 +89,17 @@ proptest! {
                     Leg::Turn { angle_deg: 70.0, lateral_mps2: 1.5 }, Leg::Cruise { duration_s: 60.0 }];
         let points: Vec<Point> = drive(&legs, &device(1.0, 2.0, true), seed).into_iter().filter(|p| p.speed_mps > Some(1.0)).collect();
         let k = ((points.len() as f64) * split) as usize;
+        // Outliers are judged against their neighbours, which a split changes: this property is
+        // about the hops, so the check is off (2 m of white noise at 1 Hz trips it now and then).
+        let eng = tripline_enrich::Enricher::new(
+            tripline_enrich::EnrichConfig { outlier_margin_m: 1e6, ..Default::default() },
+            tripline_enrich::Regions::empty(),
+        )
+        .unwrap();
         let distance = |pts: &[Point]| {
             let mut t = TripEngine::new(vehicle("car-1"), trip("trip-1"));
             t.add_points(pts.to_vec());
-            t.refresh(&engine());
+            t.refresh(&eng);
             assert!(t.enriched().iter().all(|p| p.distance_m >= 0.0));
             t.enriched().iter().map(|p| p.distance_m).sum::<f64>()
         };
