@@ -72,6 +72,12 @@ pub struct EnrichedPoint {
 }
 
 impl EnrichedPoint {
+    /// The time the estimated speed and accelerations hold (the middle of the trailing window
+    /// they were fitted over), when they come from such a fit.
+    pub fn estimated_at_ms(&self) -> Option<i64> {
+        self.fit_speed.map(|(at_ms, _)| at_ms)
+    }
+
     fn geo(&self) -> GeoPoint<f64> {
         GeoPoint::new(self.point.lon, self.point.lat)
     }
@@ -282,11 +288,14 @@ impl Fold {
         let fit = self.estimate(point, cfg);
         let fit_speed = fit.map(|m| (m.at_ms, m.speed_mps));
         let (moving, distance_m) = self.movement(point, fit_speed, cfg);
+        // Without a reported speed: the estimate, also while movement is not yet confirmed (a
+        // pulling-away car is already fast) once it is past the moving threshold; 0 when standing.
+        let threshold_mps = cfg.moving_speed_kmh / KMH_PER_MPS;
         let speed_mps = match (point.speed_mps, fit) {
             (Some(v), _) => v,
+            (None, Some(m)) if moving || m.speed_mps >= threshold_mps => m.speed_now_mps,
             (None, _) if !moving => 0.0,
-            (None, Some(m)) => m.speed_mps,
-            (None, None) => self.hop_speed(point),
+            (None, _) => self.hop_speed(point),
         };
         let heading_deg = match point.heading_deg {
             Some(h) if speed_mps >= MIN_HEADING_SPEED_MPS => Some(h),

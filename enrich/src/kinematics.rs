@@ -23,11 +23,16 @@ const DEFAULT_ACCURACY_M: f64 = 5.0;
 /// fix dominates a window by claiming centimetres).
 const MIN_ACCURACY_M: f64 = 1.0;
 
+/// How far before the newest fix the speed of a fix is read from its window's fit.
+const NOW_LAG_S: f64 = 1.0;
+
 /// What a window of fixes says about the vehicle's motion.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Motion {
     /// Speed at the window's mean time, m/s.
     pub(crate) speed_mps: f64,
+    /// Speed at most [`NOW_LAG_S`] before the newest fix, m/s.
+    pub(crate) speed_now_mps: f64,
     /// Course at the window's mean time, degrees clockwise from north (when fast enough to
     /// have one).
     pub(crate) heading_deg: Option<f64>,
@@ -142,6 +147,11 @@ impl Window {
         let (vx, ax) = solve_quadratic(&m, x0, x1, x2)?;
         let (vy, ay) = solve_quadratic(&m, y0, y1, y2)?;
         let speed_mps = vx.hypot(vy);
+        // The speed of "now" is read at most `NOW_LAG_S` before the newest fix: where the fixes
+        // are dense that is the window's middle (quietest), where they are sparse the fit is
+        // read nearer its end rather than seconds late.
+        let ahead = self.t.last().map_or(0.0, |t| (t - mean_t - NOW_LAG_S).max(0.0));
+        let speed_now_mps = (vx + ax * ahead).hypot(vy + ay * ahead);
         let at_ms = origin_ms + (mean_t * 1000.0).round() as i64;
         let has_course = speed_mps >= min_heading_speed_mps;
         let heading_deg = has_course.then(|| vx.atan2(vy).to_degrees().rem_euclid(360.0));
@@ -159,7 +169,7 @@ impl Window {
             (Some(a), Some(b)) => Some(if a * b <= 0.0 { 0.0 } else if a.abs() < b.abs() { a } else { b }),
             (a, b) => a.or(b),
         };
-        Some(Motion { speed_mps, heading_deg, longitudinal_mps2, lateral_mps2, at_ms })
+        Some(Motion { speed_mps, speed_now_mps, heading_deg, longitudinal_mps2, lateral_mps2, at_ms })
     }
 
 }

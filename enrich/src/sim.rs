@@ -250,31 +250,20 @@ impl Track {
     /// offset follows the track's steps (the same offset whatever the device's interval), so one
     /// drive sampled at different rates sees the same errors.
     pub fn sample(&self, device: &Device, receiver: &Receiver, seed: u64) -> Vec<Point> {
-        let mut rng = Rng::new(seed);
-        let mut errors = Rng::new(seed ^ 0x6e55_5f77_616e_6465);
-        let mut wander = Wander::new(receiver, &mut errors);
+        let mut errors = ReceiverErrors::new(receiver, device.gps_noise_m, seed);
         let mut points = Vec::new();
         let mut next_sample_s = 0.0;
         let mut seq = device.first_seq;
         let mut last_t = 0.0;
         for state in &self.states {
-            wander.step(receiver, state.t_s - last_t, &mut errors);
+            errors.advance(state.t_s - last_t);
             last_t = state.t_s;
             if state.t_s + 1e-9 < next_sample_s {
                 continue;
             }
             next_sample_s += device.interval_s;
-            let mut north_m = rng.noise(device.gps_noise_m) + wander.north_m;
-            let mut east_m = rng.noise(device.gps_noise_m) + wander.east_m;
-            if receiver.outliers_per_s > 0.0 && errors.unit() < receiver.outliers_per_s * device.interval_s {
-                let size = errors.range(receiver.outlier_m.0, receiver.outlier_m.1);
-                let angle = errors.range(0.0, std::f64::consts::TAU);
-                north_m += size * angle.cos();
-                east_m += size * angle.sin();
-            }
-            let speed = state.speed_mps + if receiver.speed_noise_mps > 0.0 { errors.noise(receiver.speed_noise_mps) } else { 0.0 };
-            let heading =
-                state.heading_deg + if receiver.heading_noise_deg > 0.0 { errors.noise(receiver.heading_noise_deg) } else { 0.0 };
+            let (north_m, east_m) = errors.fix(device.interval_s);
+            let (speed, heading) = errors.motion(state.speed_mps, state.heading_deg);
             let lat = state.lat + north_m / METRES_PER_DEGREE;
             let lon = state.lon + east_m / (METRES_PER_DEGREE * state.lat.to_radians().cos());
             points.push(Point {
@@ -292,6 +281,54 @@ impl Track {
             seq = seq.map(|s| s + 1);
         }
         points
+    }
+}
+
+/// A receiver's errors as time goes by: what [`Track::sample`] adds to the truth, and what a
+/// test adds to a recording that is cleaner than a consumer receiver.
+pub struct ReceiverErrors<'a> {
+    receiver: &'a Receiver,
+    white_m: f64,
+    white: Rng,
+    errors: Rng,
+    wander: Wander,
+}
+
+impl<'a> ReceiverErrors<'a> {
+    /// `receiver`'s errors, with white noise of `white_m` per axis on each fix; `seed` fixes them.
+    pub fn new(receiver: &'a Receiver, white_m: f64, seed: u64) -> Self {
+        let mut errors = Rng::new(seed ^ 0x6e55_5f77_616e_6465);
+        let wander = Wander::new(receiver, &mut errors);
+        ReceiverErrors { receiver, white_m, white: Rng::new(seed), errors, wander }
+    }
+
+    /// Lets `dt_s` pass (in one step: keep it small, a tenth of a second or less).
+    pub fn advance(&mut self, dt_s: f64) {
+        self.wander.step(self.receiver, dt_s, &mut self.errors);
+    }
+
+    /// The error of a fix taken now, metres north and east: the wander, white noise, and with a
+    /// chance of `outliers_per_s × interval_s` a multipath outlier.
+    pub fn fix(&mut self, interval_s: f64) -> (f64, f64) {
+        let mut north_m = self.white.noise(self.white_m) + self.wander.north_m;
+        let mut east_m = self.white.noise(self.white_m) + self.wander.east_m;
+        let receiver = self.receiver;
+        if receiver.outliers_per_s > 0.0 && self.errors.unit() < receiver.outliers_per_s * interval_s {
+            let size = self.errors.range(receiver.outlier_m.0, receiver.outlier_m.1);
+            let angle = self.errors.range(0.0, std::f64::consts::TAU);
+            north_m += size * angle.cos();
+            east_m += size * angle.sin();
+        }
+        (north_m, east_m)
+    }
+
+    /// A reported speed and heading, with their noise.
+    pub fn motion(&mut self, speed_mps: f64, heading_deg: f64) -> (f64, f64) {
+        let receiver = self.receiver;
+        let speed = speed_mps + if receiver.speed_noise_mps > 0.0 { self.errors.noise(receiver.speed_noise_mps) } else { 0.0 };
+        let heading =
+            heading_deg + if receiver.heading_noise_deg > 0.0 { self.errors.noise(receiver.heading_noise_deg) } else { 0.0 };
+        (speed, heading)
     }
 }
 
