@@ -365,7 +365,8 @@ impl Fold {
         let Some(before) = confirmed.next() else { return };
         let earlier = confirmed.next();
         let off = |a: &Point, m: &Point, b: &Point| {
-            off_track_m(a, m, b) > max_bend_m(a.ts_ms, m.ts_ms, b.ts_ms, MAX_PLAUSIBLE_ACCEL_MPS2) + cfg.outlier_margin_m
+            off_track_m(a, m, b)
+                > max_bend_m(a.ts_ms, m.ts_ms, b.ts_ms, MAX_PLAUSIBLE_ACCEL_MPS2) + cfg.outlier_margin_m
         };
         let (b, m) = (&self.kept[before].point, &self.kept[mid].point);
         if earlier.is_none() && off(m, b, point) {
@@ -462,7 +463,8 @@ impl Fold {
             self.left_radius_at_ms = None;
             self.anchor = Anchor::at(point);
             let window_start_ms = window_start.point.ts_ms;
-            let stopped_ms = self.speed_crossing(fit, false, threshold_mps).unwrap_or(window_start_ms).max(window_start_ms);
+            let stopped_ms =
+                self.speed_crossing(fit, false, threshold_mps).unwrap_or(window_start_ms).max(window_start_ms);
             self.refile_moving_as_halt((point.ts_ms - stopped_ms) as f64 / 1000.0);
             return (false, 0.0);
         }
@@ -594,8 +596,7 @@ impl Fold {
             self.close_speeding(cfg.speeding_min_duration_s);
         }
         let night_s = || {
-            let tz =
-                region.and_then(|id| engine.regions.get(id)).and_then(|r| r.timezone).unwrap_or(engine.default_tz);
+            let tz = region.and_then(|id| engine.regions.get(id)).and_then(|r| r.timezone).unwrap_or(engine.default_tz);
             if is_night(step.prev_ts_ms, tz, cfg.night_start_hour, cfg.night_end_hour) { step.dt_s } else { 0.0 }
         };
         let night = night_s();
@@ -682,7 +683,8 @@ impl Fold {
     /// the crossing; the stretch's start when every estimate since is past it; `None` when the
     /// held estimates show no crossing.
     fn speed_crossing(&self, newest: Option<(i64, f64)>, rising: bool, threshold_mps: f64) -> Option<i64> {
-        let lowest = self.stretch_start.saturating_sub(self.kept_trimmed).max(self.kept.len().saturating_sub(MAX_LOOKBACK));
+        let lowest =
+            self.stretch_start.saturating_sub(self.kept_trimmed).max(self.kept.len().saturating_sub(MAX_LOOKBACK));
         let mut later = newest;
         for p in self.kept[lowest..].iter().rev().filter(|p| !p.outlier) {
             let Some((at_ms, speed)) = p.fit_speed else { continue };
@@ -701,7 +703,8 @@ impl Fold {
         }
         // Every estimate back to the stretch's first fix is past the threshold: the change
         // happened before any estimate, at the stretch's start.
-        let whole_stretch = lowest == self.stretch_start.saturating_sub(self.kept_trimmed) && self.kept_trimmed <= self.stretch_start;
+        let whole_stretch =
+            lowest == self.stretch_start.saturating_sub(self.kept_trimmed) && self.kept_trimmed <= self.stretch_start;
         let past = later.is_some_and(|(_, v)| (v >= threshold_mps) == rising);
         (whole_stretch && past).then(|| self.kept.get(lowest).map(|p| p.point.ts_ms)).flatten()
     }
@@ -737,8 +740,7 @@ impl Fold {
     /// [`MAX_LOOKBACK`] held points), else the last point.
     fn lookback(&self, ts_ms: i64, span_s: f64) -> usize {
         let last = self.kept.len() - 1;
-        let lowest =
-            last.saturating_sub(MAX_LOOKBACK).max(self.stretch_start.saturating_sub(self.kept_trimmed));
+        let lowest = last.saturating_sub(MAX_LOOKBACK).max(self.stretch_start.saturating_sub(self.kept_trimmed));
         let span_ms = (span_s * 1000.0).ceil() as i64;
         (lowest..=last).rev().find(|&i| ts_ms - self.kept[i].point.ts_ms >= span_ms).unwrap_or(last)
     }

@@ -87,9 +87,8 @@ impl Window {
         self.headings.clear();
         let mut origin: Option<(i64, f64, f64, f64)> = None;
         for p in points {
-            let (t0, lat0, lon0, cos0) = *origin.get_or_insert_with(|| {
-                (p.point.ts_ms, p.point.lat, p.point.lon, p.point.lat.to_radians().cos())
-            });
+            let (t0, lat0, lon0, cos0) = *origin
+                .get_or_insert_with(|| (p.point.ts_ms, p.point.lat, p.point.lon, p.point.lat.to_radians().cos()));
             self.t.push((p.point.ts_ms - t0) as f64 / 1000.0);
             self.y.push((p.point.lat - lat0) * METRES_PER_DEGREE);
             self.x.push((p.point.lon - lon0) * METRES_PER_DEGREE * cos0);
@@ -100,7 +99,10 @@ impl Window {
                 self.speeds.push((t, v));
                 if let Some(h) = p.point.heading_deg.filter(|_| v >= min_heading_speed_mps) {
                     // Unwrapped against the previous heading: the turn between them is < 180°.
-                    let h = self.headings.last().map_or(h, |&(_, prev, _)| prev + (h - prev + 540.0).rem_euclid(360.0) - 180.0);
+                    let h = self
+                        .headings
+                        .last()
+                        .map_or(h, |&(_, prev, _)| prev + (h - prev + 540.0).rem_euclid(360.0) - 180.0);
                     self.headings.push((t, h, v));
                 }
             }
@@ -166,12 +168,17 @@ impl Window {
             rate * self.headings.iter().map(|h| h.2).sum::<f64>() / n
         });
         let lateral_mps2 = match (turning, across) {
-            (Some(a), Some(b)) => Some(if a * b <= 0.0 { 0.0 } else if a.abs() < b.abs() { a } else { b }),
+            (Some(a), Some(b)) => Some(if a * b <= 0.0 {
+                0.0
+            } else if a.abs() < b.abs() {
+                a
+            } else {
+                b
+            }),
             (a, b) => a.or(b),
         };
         Some(Motion { speed_mps, speed_now_mps, heading_deg, longitudinal_mps2, lateral_mps2, at_ms })
     }
-
 }
 
 /// Slope of the least-squares straight line through `(t, value)` samples (at least two, at
@@ -199,7 +206,8 @@ fn slope(samples: impl Iterator<Item = (f64, f64)> + Clone) -> Option<f64> {
 /// through one coordinate, from the moments and the coordinate's weighted sums.
 fn solve_quadratic(m: &Moments, z0: f64, z1: f64, z2: f64) -> Option<(f64, f64)> {
     // Normal equations [s0 s1 s2; s1 s2 s3; s2 s3 s4] · [c0 c1 c2] = [z0 z1 z2], by Cramer's rule.
-    let det = m.s0 * (m.s2 * m.s4 - m.s3 * m.s3) - m.s1 * (m.s1 * m.s4 - m.s3 * m.s2) + m.s2 * (m.s1 * m.s3 - m.s2 * m.s2);
+    let det =
+        m.s0 * (m.s2 * m.s4 - m.s3 * m.s3) - m.s1 * (m.s1 * m.s4 - m.s3 * m.s2) + m.s2 * (m.s1 * m.s3 - m.s2 * m.s2);
     // Scale-free test for a degenerate window (all samples at one or two instants).
     let scale = m.s0 * m.s2 * m.s4;
     if !(det.is_finite() && scale > 0.0 && det > 1e-9 * scale) {
@@ -313,8 +321,8 @@ mod tests {
 
     #[test]
     fn a_wild_fix_is_off_the_track_of_its_neighbours() {
-        let [a, b, c, wild] =
-            [(0, 0.0, 0.0), (1000, 0.0, 10.0), (2000, 0.0, 20.0), (1000, 25.0, 10.0)].map(|(t, n, e)| enriched(t, n, e, None).point);
+        let [a, b, c, wild] = [(0, 0.0, 0.0), (1000, 0.0, 10.0), (2000, 0.0, 20.0), (1000, 25.0, 10.0)]
+            .map(|(t, n, e)| enriched(t, n, e, None).point);
         assert!(off_track_m(&a, &b, &c) < 1e-6);
         assert!(off_track_m(&a, &c, &b) < 1e-6, "extrapolated");
         assert!((off_track_m(&a, &wild, &c) - 25.0).abs() < 1e-3);

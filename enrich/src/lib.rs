@@ -97,7 +97,8 @@ impl Enricher {
                 });
             }
         }
-        for (field, value) in [("harsh_min_duration_s", config.harsh_min_duration_s), ("min_idle_s", config.min_idle_s)] {
+        for (field, value) in [("harsh_min_duration_s", config.harsh_min_duration_s), ("min_idle_s", config.min_idle_s)]
+        {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(EnrichError::Config { field, detail: format!("{value} must be 0 or more seconds") });
             }

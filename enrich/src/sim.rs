@@ -272,7 +272,9 @@ impl Track {
                 lat,
                 lon,
                 speed_mps: device.reports_speed.then_some((speed.max(0.0) * 100.0).round() / 100.0),
-                heading_deg: device.reports_heading.then_some(((heading.rem_euclid(360.0)) * 10.0).round() / 10.0 % 360.0),
+                heading_deg: device
+                    .reports_heading
+                    .then_some(((heading.rem_euclid(360.0)) * 10.0).round() / 10.0 % 360.0),
                 accuracy_m: Some((device.gps_noise_m.max(receiver.wander_m) * 2.0).max(3.0)),
                 alt_m: None,
                 ignition: Some(state.ignition),
@@ -325,9 +327,10 @@ impl<'a> ReceiverErrors<'a> {
     /// A reported speed and heading, with their noise.
     pub fn motion(&mut self, speed_mps: f64, heading_deg: f64) -> (f64, f64) {
         let receiver = self.receiver;
-        let speed = speed_mps + if receiver.speed_noise_mps > 0.0 { self.errors.noise(receiver.speed_noise_mps) } else { 0.0 };
-        let heading =
-            heading_deg + if receiver.heading_noise_deg > 0.0 { self.errors.noise(receiver.heading_noise_deg) } else { 0.0 };
+        let speed =
+            speed_mps + if receiver.speed_noise_mps > 0.0 { self.errors.noise(receiver.speed_noise_mps) } else { 0.0 };
+        let heading = heading_deg
+            + if receiver.heading_noise_deg > 0.0 { self.errors.noise(receiver.heading_noise_deg) } else { 0.0 };
         (speed, heading)
     }
 }

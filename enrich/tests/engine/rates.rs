@@ -77,7 +77,12 @@ fn manoeuvre_legs(rng: &mut Rng) -> Vec<Leg> {
 
 fn start(seed: u64) -> Start {
     let mut rng = Rng::new(seed ^ 0x57a7);
-    Start { lat: rng.range(-50.0, 60.0), lon: rng.range(-120.0, 120.0), heading_deg: rng.range(0.0, 360.0), ts_ms: T0_MS }
+    Start {
+        lat: rng.range(-50.0, 60.0),
+        lon: rng.range(-120.0, 120.0),
+        heading_deg: rng.range(0.0, 360.0),
+        ts_ms: T0_MS,
+    }
 }
 
 /// Seconds the track stands still (slower than the engine's moving threshold, 3 km/h, for at
@@ -106,7 +111,13 @@ fn truth_times(track: &Track) -> (f64, f64) {
 }
 
 fn sample(track: &Track, hz: f64, reports: bool, seed: u64) -> Vec<Point> {
-    let device = Device { interval_s: 1.0 / hz, gps_noise_m: WHITE_M, reports_speed: reports, reports_heading: reports, first_seq: None };
+    let device = Device {
+        interval_s: 1.0 / hz,
+        gps_noise_m: WHITE_M,
+        reports_speed: reports,
+        reports_heading: reports,
+        first_seq: None,
+    };
     track.sample(&device, &Receiver::consumer(4.0), seed)
 }
 
@@ -198,7 +209,10 @@ fn injected_manoeuvres_give_exactly_their_events_at_any_rate() {
                 let full = report(sample(&track, hz, reports, seed));
                 let counts = harsh(&full.summary);
                 if counts.iter().any(|&c| c > 1) {
-                    failures.push(format!("seed {seed} at {hz} Hz (speed reported: {reports}): {counts:?} {:?}", full.events));
+                    failures.push(format!(
+                        "seed {seed} at {hz} Hz (speed reported: {reports}): {counts:?} {:?}",
+                        full.events
+                    ));
                 }
                 for (kind, count) in counts.into_iter().enumerate() {
                     found[r * 2 + usize::from(reports)][kind] += u32::from(count == 1);
@@ -209,7 +223,9 @@ fn injected_manoeuvres_give_exactly_their_events_at_any_rate() {
     for (r, hz) in RATES.into_iter().enumerate() {
         for reports in [true, false] {
             let shares = found[r * 2 + usize::from(reports)].map(|f| f64::from(f) / n as f64);
-            eprintln!("{hz} Hz (speed reported: {reports}): braking, acceleration, cornering found in {shares:?} of seeds");
+            eprintln!(
+                "{hz} Hz (speed reported: {reports}): braking, acceleration, cornering found in {shares:?} of seeds"
+            );
             for (kind, (share, required)) in shares.into_iter().zip(required_share(hz, reports)).enumerate() {
                 if share < required {
                     failures.push(format!("{hz} Hz (speed reported: {reports}): kind {kind} found in {share} of seeds, {required} required"));
