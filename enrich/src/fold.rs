@@ -184,6 +184,16 @@ struct Step {
     in_gap: bool,
 }
 
+/// What the pass found about the vehicle over a step, for speeding and time accounting.
+#[derive(Clone, Copy, Debug)]
+struct Found {
+    region: Option<RegionId>,
+    moving: bool,
+    /// Share of the step spent moving.
+    moving_share: f64,
+    speed_mps: f64,
+}
+
 /// State of the pass after some prefix of a trip's points.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Fold {
@@ -308,8 +318,8 @@ impl Fold {
             .map(|m| Motion { speed_mps: point.speed_mps.unwrap_or(m.speed_mps), ..m });
         self.harsh_episodes(cfg);
         self.pending = motion.map(|motion| self.estimate_at(motion, point, step, cfg));
-        let moving_share = self.moving_share(point, moving, cfg);
-        self.speeding_and_time(point, region, moving, moving_share, speed_mps, step, engine);
+        let found = Found { region, moving, moving_share: self.moving_share(point, moving, cfg), speed_mps };
+        self.speeding_and_time(point, step, found, engine);
 
         self.distance_m += distance_m;
         self.max_speed_mps = self.max_speed_mps.max(speed_mps);
@@ -557,18 +567,9 @@ impl Fold {
     }
 
     /// Step 6, speeding and time accounting over the step into `point`.
-    #[allow(clippy::too_many_arguments)] // the step's facts, each named
-    fn speeding_and_time(
-        &mut self,
-        point: &Point,
-        region: Option<RegionId>,
-        moving: bool,
-        moving_share: f64,
-        speed_mps: f64,
-        step: Step,
-        engine: &Enricher,
-    ) {
+    fn speeding_and_time(&mut self, point: &Point, step: Step, found: Found, engine: &Enricher) {
         let cfg = &engine.config;
+        let Found { region, moving, moving_share, speed_mps } = found;
         if step.in_gap {
             self.close_speeding(cfg.speeding_min_duration_s);
             return;

@@ -1,14 +1,16 @@
 //! # tripline-enrich
 //!
-//! The per-trip engine: point filters (duplicates, implausible jumps, stationary jitter), trip
-//! cutting, distance, speed, longitudinal and lateral acceleration, harsh braking / acceleration /
-//! cornering, speeding, regions, idle and night driving, and the usage-based-insurance score.
+//! The per-trip engine: point filters (duplicates, implausible jumps, multipath outliers,
+//! stationary jitter), trip cutting, distance, speed, longitudinal and lateral acceleration
+//! (estimated over spans of time, so the same at any sampling rate: docs/kinematics.md), harsh
+//! braking / acceleration / cornering as sustained episodes, speeding, regions, idle and night
+//! driving, and the usage-based-insurance score.
 //!
 //! **Promises.** Pure, synchronous and deterministic: no I/O, no clock, no runtime. A trip's
 //! report is a function of the *set* of its points: any arrival order, with any duplicates, gives
 //! the same summary, and updating a live trip point by point gives exactly what a full recompute
 //! gives (the pass only looks backwards; a point landing before the end restarts it). Events
-//! never come from a dropped point or across an implausible jump.
+//! never come from a dropped point, an outlier, or across an implausible jump.
 
 pub mod batch;
 pub mod config;

@@ -4,7 +4,7 @@
 use tripline_model::EventCounts;
 
 /// Version of the formula below; stored with every score.
-pub const SCORE_VERSION: u32 = 1;
+pub const SCORE_VERSION: u32 = 2;
 
 /// Weight of one event of each kind, in "penalty points".
 pub const WEIGHT_HARSH_BRAKING: f64 = 3.0;
