@@ -298,20 +298,7 @@ impl Fold {
         let fit = self.estimate(point, cfg);
         let fit_speed = fit.map(|m| (m.at_ms, m.speed_mps));
         let (moving, distance_m) = self.movement(point, fit_speed, cfg);
-        // Without a reported speed: the estimate, also while movement is not yet confirmed (a
-        // pulling-away car is already fast) once it is past the moving threshold; 0 when standing.
-        let threshold_mps = cfg.moving_speed_kmh / KMH_PER_MPS;
-        let speed_mps = match (point.speed_mps, fit) {
-            (Some(v), _) => v,
-            (None, Some(m)) if moving || m.speed_mps >= threshold_mps => m.speed_now_mps,
-            (None, _) if !moving => 0.0,
-            (None, _) => self.hop_speed(point),
-        };
-        let heading_deg = match point.heading_deg {
-            Some(h) if speed_mps >= MIN_HEADING_SPEED_MPS => Some(h),
-            _ if moving => fit.and_then(|m| m.heading_deg),
-            _ => None,
-        };
+        let (speed_mps, heading_deg) = self.speed_and_course(point, fit, moving, cfg);
         // Without a reported speed, what positions say while standing is wander, not motion.
         let motion = fit
             .filter(|_| moving || point.speed_mps.is_some())
@@ -337,6 +324,31 @@ impl Fold {
             outlier: false,
             fit_speed,
         });
+    }
+
+    /// The speed and course of `point`: reported, else estimated (the speed also while a
+    /// pull-away is not yet confirmed, once the estimate is past the moving threshold); 0 and
+    /// none while standing.
+    fn speed_and_course(
+        &self,
+        point: &Point,
+        fit: Option<Motion>,
+        moving: bool,
+        cfg: &EnrichConfig,
+    ) -> (f64, Option<f64>) {
+        let threshold_mps = cfg.moving_speed_kmh / KMH_PER_MPS;
+        let speed_mps = match (point.speed_mps, fit) {
+            (Some(v), _) => v,
+            (None, Some(m)) if moving || m.speed_mps >= threshold_mps => m.speed_now_mps,
+            (None, _) if !moving => 0.0,
+            (None, _) => self.hop_speed(point),
+        };
+        let heading_deg = match point.heading_deg {
+            Some(h) if speed_mps >= MIN_HEADING_SPEED_MPS => Some(h),
+            _ if moving => fit.and_then(|m| m.heading_deg),
+            _ => None,
+        };
+        (speed_mps, heading_deg)
     }
 
     /// Step 1, jump rejection: a point implying more than `max_speed_mps` from the last kept

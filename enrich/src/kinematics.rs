@@ -118,6 +118,27 @@ impl Window {
         }
     }
 
+    /// The weighted moments of time (centred on `mean_t`) and the weighted sums of each
+    /// coordinate times 1, t and t², for the normal equations.
+    fn moments(&self, mean_t: f64) -> (Moments, [f64; 3], [f64; 3]) {
+        let (mut m, mut x, mut y) = (Moments::default(), [0.0; 3], [0.0; 3]);
+        for i in 0..self.t.len() {
+            let (t, w) = (self.t[i] - mean_t, self.w[i]);
+            let (wt, wt2) = (w * t, w * t * t);
+            m.s0 += w;
+            m.s1 += wt;
+            m.s2 += wt2;
+            m.s3 += wt2 * t;
+            m.s4 += wt2 * t * t;
+            for (sums, z) in [(&mut x, self.x[i]), (&mut y, self.y[i])] {
+                sums[0] += w * z;
+                sums[1] += wt * z;
+                sums[2] += wt2 * z;
+            }
+        }
+        (m, x, y)
+    }
+
     /// Fits the window; `None` when it is too short or too degenerate to say anything.
     /// `min_heading_speed_mps`: below this the course (and so the split of the acceleration)
     /// is noise. `origin_ms`: the time of the window's first sample.
@@ -129,23 +150,7 @@ impl Window {
         // stay well conditioned.
         let sw: f64 = self.w.iter().sum();
         let mean_t = self.t.iter().zip(&self.w).map(|(t, w)| t * w).sum::<f64>() / sw;
-        let mut m = Moments::default();
-        let (mut x0, mut x1, mut x2, mut y0, mut y1, mut y2) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-        for i in 0..self.t.len() {
-            let (t, w) = (self.t[i] - mean_t, self.w[i]);
-            let (wt, wt2) = (w * t, w * t * t);
-            m.s0 += w;
-            m.s1 += wt;
-            m.s2 += wt2;
-            m.s3 += wt2 * t;
-            m.s4 += wt2 * t * t;
-            x0 += w * self.x[i];
-            x1 += wt * self.x[i];
-            x2 += wt2 * self.x[i];
-            y0 += w * self.y[i];
-            y1 += wt * self.y[i];
-            y2 += wt2 * self.y[i];
-        }
+        let (m, [x0, x1, x2], [y0, y1, y2]) = self.moments(mean_t);
         let (vx, ax) = solve_quadratic(&m, x0, x1, x2)?;
         let (vy, ay) = solve_quadratic(&m, y0, y1, y2)?;
         let speed_mps = vx.hypot(vy);
