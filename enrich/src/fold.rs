@@ -294,8 +294,9 @@ impl Fold {
             Jump::None => {}
         }
         let step = Step { prev_ts_ms, dt_s, in_gap: dt_s > cfg.trip_gap_s };
-        self.check_previous(point, cfg);
-        let fit = self.estimate(point, cfg);
+        let cos_lat = point.lat.to_radians().cos();
+        self.check_previous(point, cos_lat, cfg);
+        let fit = self.estimate(point, cos_lat, cfg);
         let fit_speed = fit.map(|m| (m.at_ms, m.speed_mps));
         let (moving, distance_m) = self.movement(point, fit_speed, cfg);
         let (speed_mps, heading_deg) = self.speed_and_course(point, fit, moving, cfg);
@@ -380,14 +381,14 @@ impl Fold {
     /// two confirmed fixes before it, by more than 1 g of manoeuvre explains plus the margin (a
     /// wild `point` itself moves only the first). An outlier adds no distance, and later
     /// estimates leave it out.
-    fn check_previous(&mut self, point: &Point, cfg: &EnrichConfig) {
+    fn check_previous(&mut self, point: &Point, cos_lat: f64, cfg: &EnrichConfig) {
         let stretch = self.stretch_start.saturating_sub(self.kept_trimmed);
         let Some(mid) = self.kept.len().checked_sub(1).filter(|&mid| mid > stretch) else { return };
         let mut confirmed = (stretch..mid).rev().filter(|&i| !self.kept[i].outlier);
         let Some(before) = confirmed.next() else { return };
         let earlier = confirmed.next();
         let off = |a: &Point, m: &Point, b: &Point| {
-            off_track_m(a, m, b)
+            off_track_m(a, m, b, cos_lat)
                 > max_bend_m(a.ts_ms, m.ts_ms, b.ts_ms, MAX_PLAUSIBLE_ACCEL_MPS2) + cfg.outlier_margin_m
         };
         let (b, m) = (&self.kept[before].point, &self.kept[mid].point);
@@ -397,9 +398,8 @@ impl Fold {
             self.flag_outlier(before, mid);
             return;
         }
-        let between = off(b, m, point);
-        let ahead = earlier.is_none_or(|e| off(&self.kept[e].point, m, b));
-        if between && ahead {
+        // Most fixes are on the line: the second test only runs for those off it.
+        if off(b, m, point) && earlier.is_none_or(|e| off(&self.kept[e].point, m, b)) {
             self.flag_outlier(mid, before);
         }
     }
@@ -497,7 +497,7 @@ impl Fold {
     /// Step 4, the motion estimate: the quadratic through the confirmed fixes of this stretch in
     /// the trailing `kinematics_window_s` (at least three, none across a gap longer than
     /// `max_kinematics_gap_s`), `point` included.
-    fn estimate(&mut self, point: &Point, cfg: &EnrichConfig) -> Option<Motion> {
+    fn estimate(&mut self, point: &Point, cos_lat: f64, cfg: &EnrichConfig) -> Option<Motion> {
         let stretch = self.stretch_start.saturating_sub(self.kept_trimmed);
         let lowest = stretch.max(self.kept.len().saturating_sub(MAX_LOOKBACK));
         let max_gap_ms = (cfg.max_kinematics_gap_s * 1000.0) as i64;
@@ -520,7 +520,7 @@ impl Fold {
         }
         let held = self.kept[first..].iter().filter(|p| !p.outlier);
         let incoming = EnrichedPoint::incoming(point);
-        self.window.fill(held.chain(std::iter::once(&incoming)), cfg.speed_window_s, MIN_HEADING_SPEED_MPS);
+        self.window.fill(held.chain(std::iter::once(&incoming)), cos_lat, cfg.speed_window_s, MIN_HEADING_SPEED_MPS);
         let origin_ms = self.kept.get(first).map_or(point.ts_ms, |p| p.point.ts_ms);
         self.window.fit(origin_ms, MIN_HEADING_SPEED_MPS)
     }
@@ -528,8 +528,10 @@ impl Fold {
     /// What `motion` (the estimate at `point`) stands for in the harsh episodes.
     fn estimate_at(&self, motion: Motion, point: &Point, step: Step, cfg: &EnrichConfig) -> Estimate {
         let support_s = if step.in_gap { 0.0 } else { step.dt_s.min(cfg.kinematics_window_s) };
-        // The held fix nearest the estimate's time (the window is held, so it is there).
-        let after = self.kept.partition_point(|p| p.point.ts_ms < motion.at_ms);
+        // The held fix nearest the estimate's time (the window is held, so it is there, a few
+        // fixes back: a scan from the end stays in cache where a binary search over a long trip
+        // would not).
+        let after = self.kept.iter().rposition(|p| p.point.ts_ms < motion.at_ms).map_or(0, |i| i + 1);
         let nearest = [after.checked_sub(1), Some(after)]
             .into_iter()
             .flatten()

@@ -57,6 +57,8 @@ pub(crate) struct Window {
     /// Reported headings (unwrapped, degrees) of the samples inside the speed window that also
     /// report a speed fast enough for a heading, with their times and speeds.
     headings: Vec<(f64, f64, f64)>,
+    /// Scratch: every reported speed of the window, with its time and heading.
+    reported: Vec<(f64, f64, Option<f64>)>,
 }
 
 /// Sums of a weighted least-squares fit of a quadratic in time.
@@ -73,9 +75,11 @@ impl Window {
     /// Fills the window from `points` (in time order, the newest last; already restricted to
     /// the span to fit and without the fixes found to be outliers). `speed_span_s`: how far
     /// back reported speeds are used.
+    /// `cos_lat`: the cosine of the window's latitude (any of its fixes': a window spans metres).
     pub(crate) fn fill<'a>(
         &mut self,
         points: impl Iterator<Item = &'a EnrichedPoint>,
+        cos_lat: f64,
         speed_span_s: f64,
         min_heading_speed_mps: f64,
     ) {
@@ -85,36 +89,52 @@ impl Window {
         self.w.clear();
         self.speeds.clear();
         self.headings.clear();
-        let mut origin: Option<(i64, f64, f64, f64)> = None;
+        let mut reported = std::mem::take(&mut self.reported);
+        reported.clear();
+        let mut origin: Option<(i64, f64, f64)> = None;
         for p in points {
-            let (t0, lat0, lon0, cos0) = *origin
-                .get_or_insert_with(|| (p.point.ts_ms, p.point.lat, p.point.lon, p.point.lat.to_radians().cos()));
-            self.t.push((p.point.ts_ms - t0) as f64 / 1000.0);
+            let (t0, lat0, lon0) = *origin.get_or_insert((p.point.ts_ms, p.point.lat, p.point.lon));
+            let t = (p.point.ts_ms - t0) as f64 / 1000.0;
+            self.t.push(t);
             self.y.push((p.point.lat - lat0) * METRES_PER_DEGREE);
-            self.x.push((p.point.lon - lon0) * METRES_PER_DEGREE * cos0);
+            self.x.push((p.point.lon - lon0) * METRES_PER_DEGREE * cos_lat);
             let accuracy = p.point.accuracy_m.unwrap_or(DEFAULT_ACCURACY_M).max(MIN_ACCURACY_M);
             self.w.push(1.0 / (accuracy * accuracy));
-            let t = (p.point.ts_ms - t0) as f64 / 1000.0;
             if let Some(v) = p.point.speed_mps {
-                self.speeds.push((t, v));
-                if let Some(h) = p.point.heading_deg.filter(|_| v >= min_heading_speed_mps) {
-                    // Unwrapped against the previous heading: the turn between them is < 180°.
-                    let h = self
-                        .headings
-                        .last()
-                        .map_or(h, |&(_, prev, _)| prev + (h - prev + 540.0).rem_euclid(360.0) - 180.0);
-                    self.headings.push((t, h, v));
-                }
+                reported.push((t, v, p.point.heading_deg));
             }
         }
-        // The reported speeds and headings of the last `speed_span_s`, and at least the last two.
-        if let Some(&last) = self.t.last() {
-            let inside = self.speeds.iter().filter(|&&(t, _)| last - t <= speed_span_s + 1e-9).count();
-            let keep = inside.max(2).min(self.speeds.len());
-            self.speeds.drain(..self.speeds.len() - keep);
-            let inside = self.headings.iter().filter(|&&(t, _, _)| last - t <= speed_span_s + 1e-9).count();
-            let keep = inside.max(2).min(self.headings.len());
-            self.headings.drain(..self.headings.len() - keep);
+        self.fill_reported(&reported, speed_span_s, min_heading_speed_mps);
+        self.reported = reported;
+    }
+
+    /// Keeps the reported speeds and headings (`(t, speed, heading)`, in time order) of the
+    /// last `speed_span_s`, and at least the last two.
+    fn fill_reported(&mut self, reported: &[(f64, f64, Option<f64>)], speed_span_s: f64, min_heading_speed_mps: f64) {
+        let Some(&last) = self.t.last() else { return };
+        let inside = reported.iter().rev().take_while(|r| last - r.0 <= speed_span_s + 1e-9).count();
+        let recent = &reported[reported.len() - inside.max(2).min(reported.len())..];
+        self.speeds.extend(recent.iter().map(|&(t, v, _)| (t, v)));
+        // Headings unwrapped sample to sample: the turn between two is less than 180°.
+        let mut previous: Option<(f64, f64)> = None;
+        for &(t, v, heading) in recent {
+            let Some(h) = heading.filter(|_| v >= min_heading_speed_mps) else { continue };
+            let unwrapped = match previous {
+                Some((raw, unwrapped)) => {
+                    let turn = h - raw;
+                    unwrapped
+                        + if turn > 180.0 {
+                            turn - 360.0
+                        } else if turn < -180.0 {
+                            turn + 360.0
+                        } else {
+                            turn
+                        }
+                }
+                None => h,
+            };
+            previous = Some((h, unwrapped));
+            self.headings.push((t, unwrapped, v));
         }
     }
 
@@ -153,15 +173,19 @@ impl Window {
         let (m, [x0, x1, x2], [y0, y1, y2]) = self.moments(mean_t);
         let (vx, ax) = solve_quadratic(&m, x0, x1, x2)?;
         let (vy, ay) = solve_quadratic(&m, y0, y1, y2)?;
-        let speed_mps = vx.hypot(vy);
+        let speed_mps = (vx * vx + vy * vy).sqrt();
         // The speed of "now" is read at most `NOW_LAG_S` before the newest fix: where the fixes
         // are dense that is the window's middle (quietest), where they are sparse the fit is
         // read nearer its end rather than seconds late.
         let ahead = self.t.last().map_or(0.0, |t| (t - mean_t - NOW_LAG_S).max(0.0));
-        let speed_now_mps = (vx + ax * ahead).hypot(vy + ay * ahead);
+        let (nx, ny) = (vx + ax * ahead, vy + ay * ahead);
+        let speed_now_mps = (nx * nx + ny * ny).sqrt();
         let at_ms = origin_ms + (mean_t * 1000.0).round() as i64;
         let has_course = speed_mps >= min_heading_speed_mps;
-        let heading_deg = has_course.then(|| vx.atan2(vy).to_degrees().rem_euclid(360.0));
+        let heading_deg = has_course.then(|| {
+            let h = vx.atan2(vy).to_degrees();
+            if h < 0.0 { h + 360.0 } else { h }
+        });
         let along = has_course.then(|| (ax * vx + ay * vy) / speed_mps);
         let across = has_course.then(|| (vy * ax - vx * ay) / speed_mps);
         let longitudinal_mps2 = slope(self.speeds.iter().map(|&(t, v)| (t, v))).or(along);
@@ -228,7 +252,8 @@ fn solve_quadratic(m: &Moments, z0: f64, z1: f64, z2: f64) -> Option<(f64, f64)>
 /// extrapolated when `mid` is not between them). A fix that real motion cannot explain
 /// ([`max_bend_m`]) by a margin is an outlier (multipath): a single wild fix must become
 /// neither a harsh event nor extra distance.
-pub(crate) fn off_track_m(a: &Point, mid: &Point, b: &Point) -> f64 {
+/// `cos_lat`: the cosine of their latitude (any of the three's).
+pub(crate) fn off_track_m(a: &Point, mid: &Point, b: &Point, cos_lat: f64) -> f64 {
     let (t0, t1, t2) = (a.ts_ms, mid.ts_ms, b.ts_ms);
     if t2 == t0 {
         return 0.0;
@@ -237,8 +262,8 @@ pub(crate) fn off_track_m(a: &Point, mid: &Point, b: &Point) -> f64 {
     let lat = a.lat + f * (b.lat - a.lat);
     let lon = a.lon + f * (b.lon - a.lon);
     let dy = (mid.lat - lat) * METRES_PER_DEGREE;
-    let dx = (mid.lon - lon) * METRES_PER_DEGREE * mid.lat.to_radians().cos();
-    dx.hypot(dy)
+    let dx = (mid.lon - lon) * METRES_PER_DEGREE * cos_lat;
+    (dx * dx + dy * dy).sqrt()
 }
 
 /// The farthest that motion with at most `max_accel_mps2` strays from the straight line through
@@ -291,7 +316,7 @@ mod tests {
                 })
                 .collect();
             let mut window = Window::default();
-            window.fill(points.iter(), 1.0, 2.0);
+            window.fill(points.iter(), 45f64.to_radians().cos(), 1.0, 2.0);
             let motion = window.fit(0, 2.0).unwrap();
             assert!((motion.at_ms - 1000).abs() <= 1, "{step_ms} ms: {}", motion.at_ms);
             // At t = 1 s: velocity (8, 1), acceleration (−2, 1).
@@ -308,7 +333,7 @@ mod tests {
         let points: Vec<_> =
             (0..=20i64).map(|i| enriched(i * 100, 0.0, i as f64, Some(10.0 - 0.3 * i as f64))).collect();
         let mut window = Window::default();
-        window.fill(points.iter(), 1.0, 2.0);
+        window.fill(points.iter(), 45f64.to_radians().cos(), 1.0, 2.0);
         let motion = window.fit(0, 2.0).unwrap();
         assert!((motion.longitudinal_mps2.unwrap() + 3.0).abs() < 1e-9, "{motion:?}");
     }
@@ -318,9 +343,9 @@ mod tests {
         let two: Vec<_> = (0..2i64).map(|i| enriched(i * 1000, 0.0, 10.0 * i as f64, None)).collect();
         let same: Vec<_> = (0..4i64).map(|i| enriched(1000, 0.0, i as f64, None)).collect();
         let mut window = Window::default();
-        window.fill(two.iter(), 1.0, 2.0);
+        window.fill(two.iter(), 45f64.to_radians().cos(), 1.0, 2.0);
         assert_eq!(window.fit(0, 2.0), None);
-        window.fill(same.iter(), 1.0, 2.0);
+        window.fill(same.iter(), 45f64.to_radians().cos(), 1.0, 2.0);
         assert_eq!(window.fit(0, 2.0), None);
     }
 
@@ -328,9 +353,10 @@ mod tests {
     fn a_wild_fix_is_off_the_track_of_its_neighbours() {
         let [a, b, c, wild] = [(0, 0.0, 0.0), (1000, 0.0, 10.0), (2000, 0.0, 20.0), (1000, 25.0, 10.0)]
             .map(|(t, n, e)| enriched(t, n, e, None).point);
-        assert!(off_track_m(&a, &b, &c) < 1e-6);
-        assert!(off_track_m(&a, &c, &b) < 1e-6, "extrapolated");
-        assert!((off_track_m(&a, &wild, &c) - 25.0).abs() < 1e-3);
+        let cos = 45f64.to_radians().cos();
+        assert!(off_track_m(&a, &b, &c, cos) < 1e-6);
+        assert!(off_track_m(&a, &c, &b, cos) < 1e-6, "extrapolated");
+        assert!((off_track_m(&a, &wild, &c, cos) - 25.0).abs() < 1e-3);
         assert!((max_bend_m(0, 1000, 2000, 10.0) - 5.0).abs() < 1e-12);
         assert!((max_bend_m(0, 2000, 1000, 10.0) - 10.0).abs() < 1e-12);
     }
