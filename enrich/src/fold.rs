@@ -30,8 +30,12 @@ const MOVE_CONFIRM_S: f64 = 2.0;
 /// The longest window (kinematics, reported speeds, stop detection) a setting may ask for: the
 /// pass holds at least this much of a live trip's past.
 pub(crate) const MAX_WINDOW_S: f64 = 10.0;
-/// The most held points a look-back walks: bounds the work per point at any sampling rate.
-const MAX_LOOKBACK: usize = 256;
+/// How far back a change of movement is looked for (where the estimated speed crossed the
+/// moving threshold): leaving a stop's radius and confirming it takes this long at most.
+const CROSSING_HORIZON_S: f64 = 20.0;
+/// The most held points a look-back walks: bounds the work per point at any sampling rate
+/// (20 Hz for the crossing horizon).
+const MAX_LOOKBACK: usize = 400;
 /// Road vehicles' manoeuvres stay below this (0.7 g): a fix off its neighbours' track by more
 /// than this explains (plus a margin) is an outlier.
 const MAX_PLAUSIBLE_ACCEL_MPS2: f64 = 7.0;
@@ -218,6 +222,11 @@ pub(crate) struct Fold {
     standing: bool,
     /// Time of the first fix in a row outside the stop's radius, while standing.
     left_radius_at_ms: Option<i64>,
+    /// Since when the fixes stay within the stop's radius while moving (the estimated speed
+    /// not yet below the threshold).
+    still_since_ms: Option<i64>,
+    /// Without a reported speed: since when the vehicle moves (movement confirmed).
+    moving_since_ms: Option<i64>,
     /// The last point's estimate, fed to the harsh episodes when the next fix confirms it.
     pending: Option<Estimate>,
     halt: Halt,
@@ -256,7 +265,7 @@ impl Fold {
     /// held when something was dropped.
     pub(crate) fn trim(&mut self, upto: usize) -> Option<&Point> {
         let reach = self.kept.last().map_or(0, |last| {
-            let horizon_ms = last.point.ts_ms - ((MAX_WINDOW_S + 1.0) * 1000.0) as i64;
+            let horizon_ms = last.point.ts_ms - ((MAX_WINDOW_S.max(CROSSING_HORIZON_S) + 1.0) * 1000.0) as i64;
             let inside = self.kept.len() - self.kept.partition_point(|p| p.point.ts_ms < horizon_ms);
             inside.min(MAX_LOOKBACK + 1)
         });
@@ -300,12 +309,16 @@ impl Fold {
         let fit_speed = fit.map(|m| (m.at_ms, m.speed_mps));
         let (moving, distance_m) = self.movement(point, fit_speed, cfg);
         let (speed_mps, heading_deg) = self.speed_and_course(point, fit, moving, cfg);
-        // Without a reported speed, what positions say while standing is wander, not motion.
+        // Without a reported speed, what positions say is wander, not motion, while standing; and
+        // for events, also for a stop window after movement was confirmed (noisy enough fixes
+        // can look like a start for a few seconds).
         let motion = fit
-            .filter(|_| moving || point.speed_mps.is_some())
+            .filter(|_| point.speed_mps.is_some() || moving)
             .map(|m| Motion { speed_mps: point.speed_mps.unwrap_or(m.speed_mps), ..m });
+        let settled = point.speed_mps.is_some()
+            || self.moving_since_ms.is_some_and(|t| (point.ts_ms - t) as f64 / 1000.0 >= cfg.stop_window_s);
         self.harsh_episodes(cfg);
-        self.pending = motion.map(|motion| self.estimate_at(motion, point, step, cfg));
+        self.pending = motion.filter(|_| settled).map(|motion| self.estimate_at(motion, point, step, cfg));
         let found = Found { region, moving, moving_share: self.moving_share(point, moving, cfg), speed_mps };
         self.speeding_and_time(point, step, found, engine);
 
@@ -328,8 +341,8 @@ impl Fold {
     }
 
     /// The speed and course of `point`: reported, else estimated (the speed also while a
-    /// pull-away is not yet confirmed, once the estimate is past the moving threshold); 0 and
-    /// none while standing.
+    /// pull-away is not yet confirmed: the fixes left the stop's radius and the estimate is past
+    /// the moving threshold); 0 and none while standing.
     fn speed_and_course(
         &self,
         point: &Point,
@@ -340,7 +353,9 @@ impl Fold {
         let threshold_mps = cfg.moving_speed_kmh / KMH_PER_MPS;
         let speed_mps = match (point.speed_mps, fit) {
             (Some(v), _) => v,
-            (None, Some(m)) if moving || m.speed_mps >= threshold_mps => m.speed_now_mps,
+            (None, Some(m)) if moving || (self.left_radius_at_ms.is_some() && m.speed_mps >= threshold_mps) => {
+                m.speed_now_mps
+            }
             (None, _) if !moving => 0.0,
             (None, _) => self.hop_speed(point),
         };
@@ -415,7 +430,11 @@ impl Fold {
             self.distance_m -= self.kept[i + 1].distance_m;
             self.kept[i + 1].distance_m = 0.0;
         }
-        self.anchor = Anchor::at(&self.kept[instead].point);
+        // Moving, distance was counted from the outlier: count on from the confirmed fix.
+        // Standing, the anchor is the stop's mean, and stays.
+        if !self.standing {
+            self.anchor = Anchor::at(&self.kept[instead].point);
+        }
         self.left_radius_at_ms = None;
         self.pending = None;
     }
@@ -471,22 +490,34 @@ impl Fold {
             }
             self.left_radius_at_ms = None;
             self.standing = false;
+            self.moving_since_ms = Some(point.ts_ms);
             self.anchor = Anchor::at(point);
-            let began_ms = self.speed_crossing(fit, true, threshold_mps).unwrap_or(since).min(since);
+            let began_ms = self.speed_crossing(point.ts_ms, fit, true, threshold_mps).unwrap_or(since).min(since);
             self.refile_halt_as_moving((point.ts_ms - began_ms) as f64 / 1000.0);
             return (true, from_anchor_m);
         }
         let last = self.kept.len() - 1;
         let window_start = &self.kept[self.lookback(point.ts_ms, stop_window_s).min(last.saturating_sub(1))];
         let window_s = (point.ts_ms - window_start.point.ts_ms) as f64 / 1000.0;
-        let slow = fit.is_none_or(|(_, v)| v < threshold_mps);
-        if slow && window_s >= stop_window_s && Haversine.distance(window_start.geo(), geo(point)) < radius_m {
+        let still = window_s >= stop_window_s && Haversine.distance(window_start.geo(), geo(point)) < radius_m;
+        let still_since = if still { *self.still_since_ms.get_or_insert(point.ts_ms) } else { point.ts_ms };
+        if !still {
+            self.still_since_ms = None;
+        }
+        // Slow: the estimated speed says so (the last metres of a stop are still driving), or the
+        // fixes stayed within the radius for another window (too noisy for an estimate to settle).
+        let slow =
+            fit.is_none_or(|(_, v)| v < threshold_mps) || (point.ts_ms - still_since) as f64 / 1000.0 >= stop_window_s;
+        if slow && still {
             self.standing = true;
             self.left_radius_at_ms = None;
+            self.still_since_ms = None;
             self.anchor = Anchor::at(point);
             let window_start_ms = window_start.point.ts_ms;
-            let stopped_ms =
-                self.speed_crossing(fit, false, threshold_mps).unwrap_or(window_start_ms).max(window_start_ms);
+            let stopped_ms = self
+                .speed_crossing(point.ts_ms, fit, false, threshold_mps)
+                .unwrap_or(window_start_ms)
+                .max(window_start_ms);
             self.refile_moving_as_halt((point.ts_ms - stopped_ms) as f64 / 1000.0);
             return (false, 0.0);
         }
@@ -697,12 +728,18 @@ impl Fold {
     /// `threshold_mps` (upwards when `rising`), interpolated between the two estimates around
     /// the crossing; the stretch's start when every estimate since is past it; `None` when the
     /// held estimates show no crossing.
-    fn speed_crossing(&self, newest: Option<(i64, f64)>, rising: bool, threshold_mps: f64) -> Option<i64> {
-        let lowest =
-            self.stretch_start.saturating_sub(self.kept_trimmed).max(self.kept.len().saturating_sub(MAX_LOOKBACK));
+    fn speed_crossing(&self, now_ms: i64, newest: Option<(i64, f64)>, rising: bool, threshold_mps: f64) -> Option<i64> {
+        // Only as far back as every pass holds, trimmed or not: [`CROSSING_HORIZON_S`], at most
+        // [`MAX_LOOKBACK`] fixes, this stretch.
+        let stretch = self.stretch_start.saturating_sub(self.kept_trimmed);
+        let lowest = stretch.max(self.kept.len().saturating_sub(MAX_LOOKBACK));
+        let horizon_ms = now_ms - (CROSSING_HORIZON_S * 1000.0) as i64;
+        let held = self.kept[lowest..].iter().rev().take_while(|p| p.point.ts_ms >= horizon_ms);
         let mut later = newest;
-        for p in self.kept[lowest..].iter().rev().filter(|p| !p.outlier) {
-            let Some((at_ms, speed)) = p.fit_speed else { continue };
+        let mut oldest_ms = None;
+        for p in held {
+            oldest_ms = Some(p.point.ts_ms);
+            let Some((at_ms, speed)) = p.fit_speed.filter(|_| !p.outlier) else { continue };
             if let Some((later_ms, later_speed)) = later {
                 let crossed = if rising {
                     speed < threshold_mps && later_speed >= threshold_mps
@@ -718,10 +755,11 @@ impl Fold {
         }
         // Every estimate back to the stretch's first fix is past the threshold: the change
         // happened before any estimate, at the stretch's start.
-        let whole_stretch =
-            lowest == self.stretch_start.saturating_sub(self.kept_trimmed) && self.kept_trimmed <= self.stretch_start;
+        let stretch_first_ms = (self.kept_trimmed <= self.stretch_start && lowest == stretch)
+            .then(|| self.kept.get(stretch).map(|p| p.point.ts_ms))
+            .flatten();
         let past = later.is_some_and(|(_, v)| (v >= threshold_mps) == rising);
-        (whole_stretch && past).then(|| self.kept.get(lowest).map(|p| p.point.ts_ms)).flatten()
+        stretch_first_ms.filter(|&first| past && oldest_ms == Some(first))
     }
 
     /// Speed from the previous kept point (when no window can be fitted).
@@ -736,6 +774,7 @@ impl Fold {
         self.jump_streak = 0;
         self.standing = true;
         self.left_radius_at_ms = None;
+        self.still_since_ms = None;
         self.pending = None;
         self.stretch_start = self.kept_trimmed + self.kept.len();
         self.anchor = Anchor::at(point);

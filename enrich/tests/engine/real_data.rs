@@ -307,6 +307,7 @@ fn kitti_speed_and_acceleration_follow_the_inertial_truth_under_receiver_noise()
     for (wander_m, white_m) in [(0.0, 0.0), (3.0, 0.1), (5.0, 0.1), (5.0, 0.3)] {
         let receiver = Receiver { outliers_per_s: 0.0, ..Receiver::consumer(wander_m) };
         let (mut speed_sq, mut accel_sq, mut speeds, mut accels) = (0.0, 0.0, 0usize, 0usize);
+        let (mut moving_sq, mut movings) = (0.0, 0usize);
         let mut events = 0;
         for seed in 0..20 {
             let mut errors = ReceiverErrors::new(&receiver, white_m, seed);
@@ -344,6 +345,10 @@ fn kitti_speed_and_acceleration_follow_the_inertial_truth_under_receiver_noise()
                 let (vf, af) = kitti_truth(&frames, at_ms);
                 speed_sq += (p.speed_mps - vf).powi(2);
                 speeds += 1;
+                if p.moving {
+                    moving_sq += (p.speed_mps - vf).powi(2);
+                    movings += 1;
+                }
                 if let Some(accel) = p.accel_mps2 {
                     accel_sq += (accel - af).powi(2);
                     accels += 1;
@@ -351,15 +356,19 @@ fn kitti_speed_and_acceleration_follow_the_inertial_truth_under_receiver_noise()
             }
         }
         let speed_rms = (speed_sq / speeds as f64).sqrt();
+        let moving_rms = (moving_sq / movings as f64).sqrt();
         let accel_rms = (accel_sq / accels as f64).sqrt();
         eprintln!(
             "kitti, wander {wander_m} m, white {white_m} m: speed RMS error {speed_rms:.3} m/s over {speeds} \
-             estimates, forward acceleration RMS error {accel_rms:.3} m/s² over {accels}, {events} events in 20 seeds"
+             estimates ({moving_rms:.3} m/s over the {movings} once movement is confirmed), forward acceleration \
+             RMS error {accel_rms:.3} m/s² over {accels}, {events} events in 20 seeds"
         );
         // (Accelerations start once movement is confirmed: later with a worse `accuracy_m`.)
         assert!(speeds > 20 * 250 && accels > 20 * 10, "estimates: {speeds}, {accels}");
         assert_eq!(events, 0, "the drive has no harsh event");
-        assert!(speed_rms < 0.5, "speed RMS error {speed_rms}");
+        // Until the fixes leave the stop's radius (twice `accuracy_m`), a pulling-away car reads
+        // 0 m/s: nearly all of the error over the whole drive, and more the worse the accuracy.
+        assert!(speed_rms < 2.0 && moving_rms < 0.5, "speed RMS error {speed_rms}, moving {moving_rms}");
         assert!(accel_rms < 0.5, "acceleration RMS error {accel_rms}");
     }
 }
