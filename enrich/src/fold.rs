@@ -105,6 +105,11 @@ struct Episode {
 }
 
 impl Episode {
+    /// An episode starting at `start_ts_ms` where the vehicle was at `lat`, `lon`.
+    fn new(start_ts_ms: i64, lat: f64, lon: f64, peak: f64) -> Self {
+        Episode { start_ts_ms, last_ts_ms: start_ts_ms, lat, lon, peak, beyond_s: 0.0 }
+    }
+
     fn span_s(&self) -> f64 {
         (self.last_ts_ms - self.start_ts_ms) as f64 / 1000.0
     }
@@ -592,14 +597,8 @@ impl Fold {
             // An episode starts beyond the threshold and lasts while the value stays beyond
             // `HARSH_RELEASE` of it: noise around the threshold does not split one manoeuvre.
             if value >= threshold || (open && value >= HARSH_RELEASE * threshold) {
-                let episode = self.open_harsh[slot].get_or_insert(Episode {
-                    start_ts_ms: m.at_ms,
-                    last_ts_ms: m.at_ms,
-                    lat: estimate.lat,
-                    lon: estimate.lon,
-                    peak: value,
-                    beyond_s: 0.0,
-                });
+                let episode =
+                    self.open_harsh[slot].get_or_insert(Episode::new(m.at_ms, estimate.lat, estimate.lon, value));
                 episode.peak = episode.peak.max(value);
                 episode.last_ts_ms = m.at_ms;
                 if value >= threshold {
@@ -628,14 +627,7 @@ impl Fold {
             .unwrap_or(cfg.default_speed_limit_kmh);
         let speed_kmh = speed_mps * KMH_PER_MPS;
         if moving && speed_kmh > limit_kmh + cfg.speeding_tolerance_kmh {
-            let run = self.open_speeding.get_or_insert(Episode {
-                start_ts_ms: step.prev_ts_ms,
-                last_ts_ms: step.prev_ts_ms,
-                lat: point.lat,
-                lon: point.lon,
-                peak: speed_kmh,
-                beyond_s: 0.0,
-            });
+            let run = self.open_speeding.get_or_insert(Episode::new(step.prev_ts_ms, point.lat, point.lon, speed_kmh));
             run.peak = run.peak.max(speed_kmh);
             run.last_ts_ms = point.ts_ms;
         } else {
@@ -862,7 +854,7 @@ impl Fold {
 
 impl EnrichedPoint {
     /// A point as it arrives, before the pass derived anything.
-    fn incoming(point: &Point) -> Self {
+    pub(crate) fn incoming(point: &Point) -> Self {
         EnrichedPoint {
             point: point.clone(),
             distance_m: 0.0,

@@ -279,30 +279,19 @@ mod tests {
 
     fn enriched(ts_ms: i64, north_m: f64, east_m: f64, speed: Option<f64>) -> EnrichedPoint {
         let lat0: f64 = 45.0;
-        EnrichedPoint {
-            point: Point {
-                seq: None,
-                ts_ms,
-                lat: lat0 + north_m / METRES_PER_DEGREE,
-                lon: 10.0 + east_m / (METRES_PER_DEGREE * lat0.to_radians().cos()),
-                speed_mps: speed,
-                heading_deg: None,
-                accuracy_m: Some(3.0),
-                alt_m: None,
-                ignition: None,
-                odometer_m: None,
-            },
-            distance_m: 0.0,
-            speed_mps: 0.0,
-            speed_derived: true,
+        let point = Point {
+            seq: None,
+            ts_ms,
+            lat: lat0 + north_m / METRES_PER_DEGREE,
+            lon: 10.0 + east_m / (METRES_PER_DEGREE * lat0.to_radians().cos()),
+            speed_mps: speed,
             heading_deg: None,
-            accel_mps2: None,
-            lateral_accel_mps2: None,
-            region: None,
-            moving: true,
-            outlier: false,
-            fit_speed: None,
-        }
+            accuracy_m: Some(3.0),
+            alt_m: None,
+            ignition: None,
+            odometer_m: None,
+        };
+        EnrichedPoint { moving: true, ..EnrichedPoint::incoming(&point) }
     }
 
     #[test]
