@@ -402,7 +402,7 @@ impl Fold {
     /// wild `point` itself moves only the first). An outlier adds no distance, and later
     /// estimates leave it out.
     fn check_previous(&mut self, point: &Point, cos_lat: f64, cfg: &EnrichConfig) {
-        let stretch = self.stretch_start.saturating_sub(self.kept_trimmed);
+        let stretch = self.stretch_index();
         let Some(mid) = self.kept.len().checked_sub(1).filter(|&mid| mid > stretch) else { return };
         let mut confirmed = (stretch..mid).rev().filter(|&i| !self.kept[i].outlier);
         let Some(before) = confirmed.next() else { return };
@@ -534,7 +534,7 @@ impl Fold {
     /// the trailing `kinematics_window_s` (at least three, none across a gap longer than
     /// `max_kinematics_gap_s`), `point` included.
     fn estimate(&mut self, point: &Point, cos_lat: f64, cfg: &EnrichConfig) -> Option<Motion> {
-        let stretch = self.stretch_start.saturating_sub(self.kept_trimmed);
+        let stretch = self.stretch_index();
         let lowest = stretch.max(self.kept.len().saturating_sub(MAX_LOOKBACK));
         let max_gap_ms = (cfg.max_kinematics_gap_s * 1000.0) as i64;
         let window_ms = (cfg.kinematics_window_s * 1000.0) as i64;
@@ -554,9 +554,8 @@ impl Fold {
             count += 1;
             newer_ts = p.point.ts_ms;
         }
-        let held = self.kept[first..].iter().filter(|p| !p.outlier);
-        let incoming = EnrichedPoint::incoming(point);
-        self.window.fill(held.chain(std::iter::once(&incoming)), cos_lat, cfg.speed_window_s, MIN_HEADING_SPEED_MPS);
+        let held = self.kept[first..].iter().filter(|p| !p.outlier).map(|p| &p.point);
+        self.window.fill(held.chain(std::iter::once(point)), cos_lat, cfg.speed_window_s, MIN_HEADING_SPEED_MPS);
         let origin_ms = self.kept.get(first).map_or(point.ts_ms, |p| p.point.ts_ms);
         self.window.fit(origin_ms, MIN_HEADING_SPEED_MPS)
     }
@@ -633,11 +632,13 @@ impl Fold {
         } else {
             self.close_speeding(cfg.speeding_min_duration_s);
         }
-        let night_s = || {
+        // Night time counts toward driving, or toward a halt not yet idle; an idle halt needs none.
+        let night = if moving_share > 0.0 || !self.halt.idle {
             let tz = region.and_then(|id| engine.regions.get(id)).and_then(|r| r.timezone).unwrap_or(engine.default_tz);
             if is_night(step.prev_ts_ms, tz, cfg.night_start_hour, cfg.night_end_hour) { step.dt_s } else { 0.0 }
+        } else {
+            0.0
         };
-        let night = night_s();
         let (driving_s, standing_s) = (step.dt_s * moving_share, step.dt_s * (1.0 - moving_share));
         if moving {
             // A halt ends; its share of this step came first.
@@ -723,7 +724,7 @@ impl Fold {
     fn speed_crossing(&self, now_ms: i64, newest: Option<(i64, f64)>, rising: bool, threshold_mps: f64) -> Option<i64> {
         // Only as far back as every pass holds, trimmed or not: [`CROSSING_HORIZON_S`], at most
         // [`MAX_LOOKBACK`] fixes, this stretch.
-        let stretch = self.stretch_start.saturating_sub(self.kept_trimmed);
+        let stretch = self.stretch_index();
         let lowest = stretch.max(self.kept.len().saturating_sub(MAX_LOOKBACK));
         let horizon_ms = now_ms - (CROSSING_HORIZON_S * 1000.0) as i64;
         let held = self.kept[lowest..].iter().rev().take_while(|p| p.point.ts_ms >= horizon_ms);
@@ -786,9 +787,14 @@ impl Fold {
     /// [`MAX_LOOKBACK`] held points), else the last point.
     fn lookback(&self, ts_ms: i64, span_s: f64) -> usize {
         let last = self.kept.len() - 1;
-        let lowest = last.saturating_sub(MAX_LOOKBACK).max(self.stretch_start.saturating_sub(self.kept_trimmed));
+        let lowest = last.saturating_sub(MAX_LOOKBACK).max(self.stretch_index());
         let span_ms = (span_s * 1000.0).ceil() as i64;
         (lowest..=last).rev().find(|&i| ts_ms - self.kept[i].point.ts_ms >= span_ms).unwrap_or(last)
+    }
+
+    /// Where the current stretch starts in the held points (0 when its start was trimmed).
+    fn stretch_index(&self) -> usize {
+        self.stretch_start.saturating_sub(self.kept_trimmed)
     }
 
     fn note_region(&mut self, region: Option<RegionId>) {
@@ -854,7 +860,7 @@ impl Fold {
 
 impl EnrichedPoint {
     /// A point as it arrives, before the pass derived anything.
-    pub(crate) fn incoming(point: &Point) -> Self {
+    fn incoming(point: &Point) -> Self {
         EnrichedPoint {
             point: point.clone(),
             distance_m: 0.0,

@@ -13,8 +13,6 @@
 
 use tripline_model::Point;
 
-use crate::fold::EnrichedPoint;
-
 /// Metres per degree of latitude (and of longitude at the equator).
 const METRES_PER_DEGREE: f64 = 111_320.0;
 /// Positional accuracy assumed where a point gives none, for the relative weights.
@@ -78,7 +76,7 @@ impl Window {
     /// `cos_lat`: the cosine of the window's latitude (any of its fixes': a window spans metres).
     pub(crate) fn fill<'a>(
         &mut self,
-        points: impl Iterator<Item = &'a EnrichedPoint>,
+        points: impl Iterator<Item = &'a Point>,
         cos_lat: f64,
         speed_span_s: f64,
         min_heading_speed_mps: f64,
@@ -93,15 +91,15 @@ impl Window {
         reported.clear();
         let mut origin: Option<(i64, f64, f64)> = None;
         for p in points {
-            let (t0, lat0, lon0) = *origin.get_or_insert((p.point.ts_ms, p.point.lat, p.point.lon));
-            let t = (p.point.ts_ms - t0) as f64 / 1000.0;
+            let (t0, lat0, lon0) = *origin.get_or_insert((p.ts_ms, p.lat, p.lon));
+            let t = (p.ts_ms - t0) as f64 / 1000.0;
             self.t.push(t);
-            self.y.push((p.point.lat - lat0) * METRES_PER_DEGREE);
-            self.x.push((p.point.lon - lon0) * METRES_PER_DEGREE * cos_lat);
-            let accuracy = p.point.accuracy_m.unwrap_or(DEFAULT_ACCURACY_M).max(MIN_ACCURACY_M);
+            self.y.push((p.lat - lat0) * METRES_PER_DEGREE);
+            self.x.push((p.lon - lon0) * METRES_PER_DEGREE * cos_lat);
+            let accuracy = p.accuracy_m.unwrap_or(DEFAULT_ACCURACY_M).max(MIN_ACCURACY_M);
             self.w.push(1.0 / (accuracy * accuracy));
-            if let Some(v) = p.point.speed_mps {
-                reported.push((t, v, p.point.heading_deg));
+            if let Some(v) = p.speed_mps {
+                reported.push((t, v, p.heading_deg));
             }
         }
         self.fill_reported(&reported, speed_span_s, min_heading_speed_mps);
@@ -277,9 +275,9 @@ pub(crate) fn max_bend_m(a_ms: i64, mid_ms: i64, b_ms: i64, max_accel_mps2: f64)
 mod tests {
     use super::*;
 
-    fn enriched(ts_ms: i64, north_m: f64, east_m: f64, speed: Option<f64>) -> EnrichedPoint {
+    fn fix(ts_ms: i64, north_m: f64, east_m: f64, speed: Option<f64>) -> Point {
         let lat0: f64 = 45.0;
-        let point = Point {
+        Point {
             seq: None,
             ts_ms,
             lat: lat0 + north_m / METRES_PER_DEGREE,
@@ -290,8 +288,7 @@ mod tests {
             alt_m: None,
             ignition: None,
             odometer_m: None,
-        };
-        EnrichedPoint { moving: true, ..EnrichedPoint::incoming(&point) }
+        }
     }
 
     #[test]
@@ -301,7 +298,7 @@ mod tests {
             let points: Vec<_> = (0..=2000 / step_ms)
                 .map(|i| {
                     let t = (i * step_ms) as f64 / 1000.0;
-                    enriched(i * step_ms, 0.5 * t * t, 10.0 * t - t * t, None)
+                    fix(i * step_ms, 0.5 * t * t, 10.0 * t - t * t, None)
                 })
                 .collect();
             let mut window = Window::default();
@@ -319,8 +316,7 @@ mod tests {
 
     #[test]
     fn reported_speeds_give_the_longitudinal_acceleration() {
-        let points: Vec<_> =
-            (0..=20i64).map(|i| enriched(i * 100, 0.0, i as f64, Some(10.0 - 0.3 * i as f64))).collect();
+        let points: Vec<_> = (0..=20i64).map(|i| fix(i * 100, 0.0, i as f64, Some(10.0 - 0.3 * i as f64))).collect();
         let mut window = Window::default();
         window.fill(points.iter(), 45f64.to_radians().cos(), 1.0, 2.0);
         let motion = window.fit(0, 2.0).unwrap();
@@ -329,8 +325,8 @@ mod tests {
 
     #[test]
     fn too_few_or_simultaneous_samples_say_nothing() {
-        let two: Vec<_> = (0..2i64).map(|i| enriched(i * 1000, 0.0, 10.0 * i as f64, None)).collect();
-        let same: Vec<_> = (0..4i64).map(|i| enriched(1000, 0.0, i as f64, None)).collect();
+        let two: Vec<_> = (0..2i64).map(|i| fix(i * 1000, 0.0, 10.0 * i as f64, None)).collect();
+        let same: Vec<_> = (0..4i64).map(|i| fix(1000, 0.0, i as f64, None)).collect();
         let mut window = Window::default();
         window.fill(two.iter(), 45f64.to_radians().cos(), 1.0, 2.0);
         assert_eq!(window.fit(0, 2.0), None);
@@ -341,7 +337,7 @@ mod tests {
     #[test]
     fn a_wild_fix_is_off_the_track_of_its_neighbours() {
         let [a, b, c, wild] = [(0, 0.0, 0.0), (1000, 0.0, 10.0), (2000, 0.0, 20.0), (1000, 25.0, 10.0)]
-            .map(|(t, n, e)| enriched(t, n, e, None).point);
+            .map(|(t, n, e)| fix(t, n, e, None));
         let cos = 45f64.to_radians().cos();
         assert!(off_track_m(&a, &b, &c, cos) < 1e-6);
         assert!(off_track_m(&a, &c, &b, cos) < 1e-6, "extrapolated");
