@@ -425,22 +425,62 @@ fn mqtt_client(host: &str, port: u16, id: String, inflight: u16) -> (AsyncClient
     AsyncClient::new(options, usize::from(inflight) * 2)
 }
 
-/// Publishes `messages` paced at `interval` each (zero: as fast as acknowledged); returns once
-/// every one is acknowledged, with the time publishing took. A paced publisher that falls behind
-/// does not burst to catch up (a burst would measure a queue, not the rate): the schedule moves.
+/// Messages one simulated vehicle may have unacknowledged (Mosquitto's default window).
+const VEHICLE_IN_FLIGHT: u16 = 20;
+
+/// Publishes `messages` paced at `interval` each (zero: as fast as acknowledged), each vehicle on
+/// a connection of its own as vehicles connect (client ids `{id}-{n}`); returns once every one is
+/// acknowledged, with the time publishing took.
 async fn publish(
+    host: &str,
+    port: u16,
+    id: &str,
+    messages: Vec<FleetMessage>,
+    interval: Duration,
+) -> Result<Duration, Failure> {
+    let mut vehicles: Vec<Vec<FleetMessage>> = Vec::new();
+    let mut index = std::collections::HashMap::new();
+    for message in messages {
+        let n = *index.entry(message.topic.clone()).or_insert_with(|| {
+            vehicles.push(Vec::new());
+            vehicles.len() - 1
+        });
+        vehicles[n].push(message);
+    }
+    // Each vehicle sends every `fleet × interval`, the vehicles spread over one interval.
+    let every = interval * u32::try_from(vehicles.len()).unwrap_or(u32::MAX);
+    let started = Instant::now();
+    let tasks: Vec<_> = vehicles
+        .into_iter()
+        .enumerate()
+        .map(|(n, messages)| {
+            let (host, client_id) = (host.to_owned(), format!("{id}-{n}"));
+            let first = tokio::time::Instant::now() + interval * u32::try_from(n).unwrap_or(0);
+            tokio::spawn(async move { publish_vehicle(&host, port, client_id, messages, every, first).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.map_err(|e| Failure::Runtime(e.into()))??;
+    }
+    Ok(started.elapsed())
+}
+
+/// One vehicle's connection: `messages` paced at `interval` from `first` (zero: as fast as
+/// acknowledged), until every one is acknowledged. A paced publisher that falls behind does not
+/// burst to catch up (a burst would measure a queue, not the rate): the schedule moves.
+async fn publish_vehicle(
     host: &str,
     port: u16,
     id: String,
     messages: Vec<FleetMessage>,
     interval: Duration,
-) -> Result<Duration, Failure> {
-    let (client, mut eventloop) = mqtt_client(host, port, id, 500);
+    first: tokio::time::Instant,
+) -> Result<(), Failure> {
+    let (client, mut eventloop) = mqtt_client(host, port, id, VEHICLE_IN_FLIGHT);
     let total = messages.len();
-    let started = Instant::now();
     let sender = tokio::spawn(async move {
         let slack = Duration::from_millis(20);
-        let mut next = tokio::time::Instant::now();
+        let mut next = first;
         for message in messages {
             if !interval.is_zero() {
                 next += interval;
@@ -464,11 +504,10 @@ async fn publish(
             Err(error) => return Err(Failure::Runtime(anyhow::anyhow!("fleet connection: {error}"))),
         }
     }
-    let elapsed = started.elapsed();
     if let Ok(Some(client)) = sender.await {
         let _ = client.disconnect().await;
     }
-    Ok(elapsed)
+    Ok(())
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -787,7 +826,7 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     let load_task = {
         let host = host.clone();
         let id = format!("{prefix}-fleet2");
-        tokio::spawn(async move { publish(&host, port, id, load, interval).await })
+        tokio::spawn(async move { publish(&host, port, &id, load, interval).await })
     };
     // Probes start once the load runs at its pace.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -863,7 +902,7 @@ async fn throughput(
     let pid = child.child.id();
     let cpu_before = cpu_seconds(pid).unwrap_or(0.0);
     let started = Instant::now();
-    publish(host, port, format!("{prefix}-fleet"), messages, Duration::ZERO).await?;
+    publish(host, port, &format!("{prefix}-fleet"), messages, Duration::ZERO).await?;
     let agent = agent();
     let deadline = Instant::now() + Duration::from_secs(600);
     while scrape::<u64>(&agent, &child.http, "tripline_ingest_acks_total").unwrap_or(0) < total {

@@ -21,9 +21,15 @@ const KEYS: &[&str] =
 pub(crate) struct MqttConfig {
     /// External broker, `mqtt://host:port`.
     pub(crate) url: Option<String>,
-    /// Where the embedded broker listens (used when no `url` is set); default `127.0.0.1:1883`.
+    /// Where the embedded MQTT endpoint listens (used when no `url` is set); default
+    /// `127.0.0.1:1883`.
     pub(crate) listen: Option<std::net::SocketAddr>,
-    /// Memory of the embedded broker for messages it holds, MiB (default 256).
+    /// Vehicle connections the embedded endpoint accepts at most (default 10,000).
+    pub(crate) max_connections: Option<usize>,
+    /// Messages per vehicle connection received and not yet acknowledged at most (default 256).
+    pub(crate) in_flight: Option<usize>,
+    /// No longer used (the embedded endpoint holds no message log); accepted so that older
+    /// configuration files still load, with a warning.
     pub(crate) buffer_mb: Option<usize>,
     /// Client id of the ingest role (the broker keeps its session by it).
     pub(crate) client_id: Option<String>,

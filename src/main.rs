@@ -19,12 +19,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tripline_enrich::{Enricher, Regions};
 
-/// Log filter without `TRIPLINE_LOG`: tripline at info; the embedded broker and the embedded
-/// store only when something is wrong (the broker's routing logs every connection, and a normal
-/// disconnect as an error; the store logs its background work; the index's segment manager warns
-/// when a merge finishes for segments a commit already replaced, which is harmless).
-const DEFAULT_LOG: &str =
-    "info,rumqttd=warn,rumqttd::router::routing=off,lsm_tree=warn,fjall=warn,tantivy::indexer::segment_manager=error";
+/// Log filter without `TRIPLINE_LOG`: tripline at info; the embedded store only when something is
+/// wrong (it logs its background work); the index's segment manager warns when a merge finishes
+/// for segments a commit already replaced, which is harmless.
+const DEFAULT_LOG: &str = "info,lsm_tree=warn,fjall=warn,tantivy::indexer::segment_manager=error";
 
 /// The sample regions bundled with tripline, used when no `regions` file is configured.
 const BUNDLED_REGIONS: &str = include_str!("../fixtures/regions.geojson");
@@ -54,7 +52,7 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         regions: Option<PathBuf>,
     },
-    /// Run tripline's roles: MQTT ingest (the embedded broker unless `[mqtt] url` is set), the
+    /// Run tripline's roles: MQTT ingest (the embedded endpoint unless `[mqtt] url` is set), the
     /// indexer and the query API, all by default.
     Run {
         /// Roles to run, comma-separated: ingest, indexer, api.
@@ -86,7 +84,7 @@ enum Command {
         /// The vehicle id of GPX files (GPX carries none).
         #[arg(long, value_name = "VEHICLE_ID")]
         vehicle: Option<String>,
-        /// The broker, `mqtt://host:port` (default: `[mqtt] url`, else the embedded broker's
+        /// The broker, `mqtt://host:port` (default: `[mqtt] url`, else the embedded endpoint's
         /// `[mqtt] listen`).
         #[arg(long, value_name = "URL")]
         url: Option<String>,

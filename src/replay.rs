@@ -237,7 +237,7 @@ pub(crate) fn plan(records: Vec<FileRecord>, options: &ReplayOptions, now_ms: i6
     })
 }
 
-/// The broker to publish to: `--url`, else `[mqtt] url`, else the embedded broker's address.
+/// The broker to publish to: `--url`, else `[mqtt] url`, else the embedded endpoint's address.
 fn broker(config: &Config, url: Option<&str>) -> Result<(String, u16), Failure> {
     match url.or(config.mqtt.url.as_deref()) {
         Some(url) => crate::run::mqtt_endpoint(url),

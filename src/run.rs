@@ -15,7 +15,7 @@ use tripline_enrich::Enricher;
 use tripline_enrich::worker::{Work, Worker, WorkerConfig};
 use tripline_index::{IndexHome, LiveIndex};
 use tripline_indexer::{Indexer, IndexerCounters};
-use tripline_ingest::broker::{EmbeddedBroker, EmbeddedBrokerConfig, run_link_source};
+use tripline_ingest::endpoint::{AllowAnyone, Endpoint, EndpointConfig};
 use tripline_ingest::intake::{Decoded, IntakeCounters, Routed, run_intake};
 use tripline_ingest::source::{MqttSourceConfig, SourceCounters, run_source};
 use tripline_model::DecodeConfig;
@@ -70,9 +70,6 @@ async fn shutdown_signal() {
 
 /// The roles `tripline run` knows.
 const ROLES: &[&str] = &["ingest", "indexer", "api"];
-/// On a graceful stop with the embedded broker: ingest is drained once nothing new arrived for
-/// this long and everything received is acknowledged.
-const QUIET: Duration = Duration::from_millis(300);
 /// How often an API without an indexer in its process looks for new index commits.
 const INDEX_RELOAD: Duration = Duration::from_millis(100);
 
@@ -169,8 +166,8 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
             ingest = Some(start_ingest(config, &store, engine, external.clone()).await?);
         }
         if let (Some(demo), Some(ingest)) = (demo, &ingest) {
-            let broker = match (&ingest.broker, external) {
-                (Some(broker), _) => (broker.public_addr().ip().to_string(), broker.public_addr().port()),
+            let broker = match (ingest.endpoint_addr(), external) {
+                (Some(addr), _) => (addr.ip().to_string(), addr.port()),
                 (None, Some(endpoint)) => endpoint,
                 (None, None) => return Err(Failure::Runtime(anyhow::anyhow!("no broker for the demo"))),
             };
@@ -190,7 +187,7 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
         tracing::info!("stopping");
         // In the direction of the data: ingest first, then the indexer takes in what ingest wrote.
         if let Some(ingest) = ingest {
-            ingest.stop(Duration::from_secs(config.ingest.drain_s)).await?;
+            ingest.stop().await?;
         }
         if let Some((stop, task)) = indexer {
             let _ = stop.send(true);
@@ -204,14 +201,15 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
     })
 }
 
-/// The running ingest role: broker (when embedded), source, intake and workers.
+/// The running ingest role: the embedded endpoint or an external broker's source, intake and
+/// workers.
 struct Ingest {
-    broker: Option<EmbeddedBroker>,
+    endpoint: Option<Endpoint>,
     shutdown: watch::Sender<bool>,
     status: watch::Receiver<SourceCounters>,
     intake: tokio::task::JoinHandle<()>,
     workers: Vec<tokio::task::JoinHandle<()>>,
-    source: tokio::task::JoinHandle<Result<SourceCounters, tripline_ingest::IngestError>>,
+    source: Option<tokio::task::JoinHandle<Result<SourceCounters, tripline_ingest::IngestError>>>,
 }
 
 async fn start_ingest(
@@ -222,24 +220,9 @@ async fn start_ingest(
 ) -> Result<Ingest, Failure> {
     tripline_ingest::metrics::describe();
     tripline_enrich::metrics::describe();
-    let (broker, link, endpoint) = match external {
-        Some(endpoint) => (None, None, Some(endpoint)),
-        None => {
-            let broker_config = EmbeddedBrokerConfig {
-                listen: config.mqtt.listen.unwrap_or(EmbeddedBrokerConfig::default().listen),
-                buffer_bytes: config.mqtt.buffer_mb.unwrap_or(256).max(1) * 1024 * 1024,
-                ..EmbeddedBrokerConfig::default()
-            };
-            let (broker, link) = EmbeddedBroker::start(&broker_config).await.map_err(|e| match e {
-                tripline_ingest::IngestError::Broker { detail } if detail.contains("listening on") => {
-                    Failure::Usage(format!("embedded broker: {detail}"))
-                }
-                other => Failure::Runtime(other.into()),
-            })?;
-            eprintln!("tripline: embedded MQTT broker on mqtt://{}", broker.public_addr());
-            (Some(broker), Some(link), None)
-        }
-    };
+    if config.mqtt.buffer_mb.is_some() {
+        tracing::warn!("[mqtt] buffer_mb is no longer used: the embedded endpoint holds no messages of its own");
+    }
     let engine = Arc::new(engine);
     let (shutdown_tx, shutdown) = watch::channel(false);
 
@@ -303,15 +286,25 @@ async fn start_ingest(
         }
     });
     let drain = Duration::from_secs(config.ingest.drain_s);
-    let source = match (link, endpoint) {
-        (Some(link), _) => {
-            let topics = vec![
-                tripline_model::topic::TELEMETRY_FILTER.to_owned(),
-                tripline_model::topic::TRIPS_FILTER.to_owned(),
-            ];
-            tokio::spawn(run_link_source(link, topics, deliveries_tx, shutdown.clone(), drain, status_tx))
+    let (source, endpoint) = match external {
+        None => {
+            let defaults = EndpointConfig::default();
+            let endpoint_config = EndpointConfig {
+                listen: config.mqtt.listen.unwrap_or(defaults.listen),
+                max_connections: config.mqtt.max_connections.unwrap_or(defaults.max_connections).max(1),
+                in_flight: config.mqtt.in_flight.unwrap_or(defaults.in_flight).max(1),
+                ..defaults
+            };
+            let endpoint = Endpoint::start(endpoint_config, Arc::new(AllowAnyone), deliveries_tx, drain, status_tx)
+                .await
+                .map_err(|e| match e {
+                    listen @ tripline_ingest::IngestError::Listen { .. } => Failure::Usage(listen.to_string()),
+                    other => Failure::Runtime(other.into()),
+                })?;
+            eprintln!("tripline: MQTT endpoint for vehicles on mqtt://{}", endpoint.local_addr());
+            (None, Some(endpoint))
         }
-        (None, Some((host, port))) => {
+        Some((host, port)) => {
             let source_config = MqttSourceConfig {
                 host,
                 port,
@@ -319,61 +312,52 @@ async fn start_ingest(
                 shared_group: config.mqtt.shared_group.clone(),
                 ..MqttSourceConfig::default()
             };
-            tokio::spawn(run_source(source_config, deliveries_tx, shutdown.clone(), drain, status_tx))
+            (Some(tokio::spawn(run_source(source_config, deliveries_tx, shutdown.clone(), drain, status_tx))), None)
         }
-        (None, None) => return Err(Failure::Runtime(anyhow::anyhow!("no broker to ingest from"))),
     };
     eprintln!(
         "tripline: ingest from {} ({workers} workers) into the {} store; Ctrl-C or SIGTERM stops gracefully",
-        match (&broker, &config.mqtt.url) {
-            (Some(_), _) => "the embedded broker".to_owned(),
-            (None, Some(url)) => url.clone(),
-            (None, None) => String::new(),
-        },
+        config.mqtt.url.as_deref().unwrap_or("the embedded endpoint"),
         match config.store {
             StoreKind::Embedded => "embedded",
             StoreKind::Scylla => "scylla",
         }
     );
-    Ok(Ingest { broker, shutdown: shutdown_tx, status, intake, workers: worker_tasks, source })
+    Ok(Ingest { endpoint, shutdown: shutdown_tx, status, intake, workers: worker_tasks, source })
 }
 
 impl Ingest {
-    /// Graceful stop. With the embedded broker, its doors close first (no vehicle gets a new
-    /// acknowledgement) and ingest drains what the broker already acknowledged: until nothing
-    /// new arrived for [`QUIET`] and all of it is acknowledged, or `drain` passed.
-    async fn stop(self, drain: Duration) -> Result<(), Failure> {
-        let Ingest { broker, shutdown, mut status, intake, workers, source } = self;
-        let deadline = tokio::time::Instant::now() + drain;
-        if let Some(broker) = &broker {
-            broker.close_doors();
-            tracing::info!("embedded broker closed to vehicles; draining what it holds");
-            let mut last = status.borrow().received;
-            loop {
-                let quiet = match tokio::time::timeout(QUIET, status.changed()).await {
-                    Err(_) => true,
-                    Ok(Ok(())) => false,
-                    Ok(Err(_)) => break, // the source stopped on its own
-                };
-                let now = status.borrow().clone();
-                if (quiet && now.received == last && now.acknowledged == now.received)
-                    || tokio::time::Instant::now() >= deadline
-                {
-                    break;
-                }
-                last = now.received;
+    /// Where vehicles connect, when the endpoint is embedded.
+    fn endpoint_addr(&self) -> Option<std::net::SocketAddr> {
+        self.endpoint.as_ref().map(Endpoint::local_addr)
+    }
+
+    /// Graceful stop. The embedded endpoint closes first: it reads nothing more and acknowledges
+    /// what becomes durable within `drain`. An external broker's source stops taking messages and
+    /// does the same. Then the pipeline finishes what is queued.
+    async fn stop(self) -> Result<(), Failure> {
+        let Ingest { endpoint, shutdown, status: _, intake, workers, source } = self;
+        let counters = match (endpoint, source) {
+            (Some(endpoint), _) => {
+                tracing::info!("MQTT endpoint closed to vehicles; acknowledging what becomes durable");
+                let counters = endpoint.close().await.map_err(|e| Failure::Runtime(e.into()))?;
+                let _ = shutdown.send(true);
+                counters
             }
-        }
-        tracing::info!("stopping ingest: taking no new messages, finishing what is queued");
-        let _ = shutdown.send(true);
+            (None, Some(source)) => {
+                let _ = shutdown.send(true);
+                source
+                    .await
+                    .map_err(|e| Failure::Runtime(e.into()))?
+                    .map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?
+            }
+            (None, None) => SourceCounters::default(),
+        };
+        tracing::info!("stopping ingest: finishing what is queued");
         let _ = intake.await;
         for task in workers {
             let _ = task.await;
         }
-        let counters = source
-            .await
-            .map_err(|e| Failure::Runtime(e.into()))?
-            .map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?;
         eprintln!("tripline: stopped; {} messages received, {} acknowledged", counters.received, counters.acknowledged);
         Ok(())
     }

@@ -9,7 +9,7 @@
 //! messages change nothing; bad input is rejected, stored and acknowledged.
 
 pub mod ack;
-pub mod broker;
+pub mod endpoint;
 pub mod intake;
 pub mod metrics;
 pub mod route;
@@ -25,11 +25,13 @@ pub enum IngestError {
         /// What is wrong.
         detail: String,
     },
-    /// The embedded broker could not start.
-    #[error("embedded broker: {detail}")]
-    Broker {
-        /// What failed.
-        detail: String,
+    /// The embedded MQTT endpoint cannot listen where it was told to.
+    #[error("mqtt endpoint: listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
     },
     /// The MQTT client failed in a way reconnecting cannot fix.
     #[error("mqtt: {detail}")]

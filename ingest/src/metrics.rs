@@ -25,6 +25,10 @@ pub const RECONNECTS: &str = "tripline_ingest_reconnects_total";
 /// Connections on which the broker had no session for us: an alarm (messages queued for us
 /// while we were away may be lost).
 pub const SESSIONS_LOST: &str = "tripline_ingest_sessions_lost_total";
+/// Connections the embedded endpoint refused or closed, by `reason`.
+pub const REFUSED: &str = "tripline_ingest_endpoint_refused_total";
+/// Vehicles connected to the embedded endpoint.
+pub const VEHICLE_CONNECTIONS: &str = "tripline_ingest_endpoint_connections";
 /// 1 while connected and subscribed.
 pub const CONNECTED: &str = "tripline_ingest_connected";
 
@@ -39,7 +43,9 @@ pub fn describe() {
     describe_gauge!(QUEUE_DEPTH, "Items waiting in a pipeline queue, by queue");
     describe_counter!(RECONNECTS, "Connections to the broker after the first");
     describe_counter!(SESSIONS_LOST, "Reconnections on which the broker had no session for us (alarm)");
-    describe_gauge!(CONNECTED, "1 while connected to the broker and subscribed");
+    describe_gauge!(CONNECTED, "1 while connected to the broker and subscribed (embedded: while listening)");
+    describe_counter!(REFUSED, "Connections, subscriptions and publishes the embedded endpoint refused, by reason");
+    describe_gauge!(VEHICLE_CONNECTIONS, "Vehicles connected to the embedded endpoint");
 }
 
 pub(crate) fn message_received(points: usize) {
@@ -68,6 +74,14 @@ pub(crate) fn connection(connected: bool, reconnect: bool, session_lost: bool) {
 
 pub(crate) fn in_flight(messages: usize) {
     gauge!(IN_FLIGHT).set(messages as f64);
+}
+
+pub(crate) fn refused(reason: &'static str) {
+    counter!(REFUSED, "reason" => reason).increment(1);
+}
+
+pub(crate) fn vehicle_connections(connections: usize) {
+    gauge!(VEHICLE_CONNECTIONS).set(connections as f64);
 }
 
 /// Samples the depth of a named queue (the binary calls it periodically for its queues).

@@ -1,6 +1,7 @@
-//! `tripline run --roles ingest` on embedded defaults (embedded broker, embedded store): every
-//! message the broker acknowledged to a vehicle is stored after a graceful stop that comes right
-//! after the last publish, a re-publish changes nothing, and metrics are served.
+//! `tripline run --roles ingest` on embedded defaults (embedded MQTT endpoint, embedded store):
+//! every message acknowledged to a vehicle is stored after a graceful stop that comes right after
+//! the last publish, and after `kill -9` in the middle of a fleet's publishing; a re-publish
+//! changes nothing, and metrics are served.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -52,7 +53,7 @@ async fn trips_complete(dir: &Path, prefix: &str) -> Vec<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_broker_and_store_keep_everything_acknowledged_through_a_graceful_stop() {
+async fn embedded_endpoint_and_store_keep_everything_acknowledged_through_a_graceful_stop() {
     let dir = std::env::temp_dir().join(unique_name("embedded"));
     std::fs::create_dir_all(&dir).unwrap();
     let prefix = unique_name("e");
@@ -78,7 +79,7 @@ async fn embedded_broker_and_store_keep_everything_acknowledged_through_a_gracef
     let http = running.http();
     assert_eq!(http_get(&http, "/healthz").0, 200);
     publish(&url, all.clone()).await;
-    // Stop right away: what the broker acknowledged to the vehicles must still be stored.
+    // Stop right away: what was acknowledged to the vehicles must still be stored.
     sigterm(&mut running);
     let expected = vec![(MESSAGES * POINTS) as u64; VEHICLES];
     assert_eq!(trips_complete(&dir, &prefix).await, expected, "every acknowledged point stored");
@@ -138,5 +139,150 @@ async fn embedded_broker_and_store_keep_everything_acknowledged_through_a_gracef
     // Without a running process, the commands open the store themselves.
     assert_eq!(tripline(&["fleet", "add", "--tenant", "globex", "g-car-2"], &dir).status.code(), Some(0));
     assert_eq!(trips_complete(&dir, &prefix).await, expected, "a re-publish changes nothing");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Publishes vehicle `v`'s messages not yet in `acked` on one connection until all are
+/// acknowledged or the connection breaks; records each PUBACK in `acked` (the vehicle's ledger).
+async fn publish_unacknowledged(url: String, prefix: String, t0: i64, v: usize, acked: Ledger) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+    let todo: Vec<usize> = (0..KILL_MESSAGES).filter(|m| !acked.lock().unwrap().contains(m)).collect();
+    if todo.is_empty() {
+        return;
+    }
+    let (host, port) = tripline_tests::mqtt_host_port(&url);
+    let mut options = MqttOptions::new(format!("{prefix}-{v}"), host, port);
+    options.set_clean_session(false);
+    options.set_inflight(10);
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    let topic = format!("vehicles/{prefix}-{v}/telemetry");
+    let trip = TripId::parse(&format!("trip-{v}")).unwrap();
+    let payloads: Vec<Vec<u8>> = todo
+        .iter()
+        .map(|&m| {
+            tripline_model::encode_telemetry(Some(&trip), &tripline_tests::fleet_message_points(t0, v, m, KILL_POINTS))
+        })
+        .collect();
+    let sender = tokio::spawn(async move {
+        for payload in payloads {
+            if client.publish(&topic, QoS::AtLeastOnce, false, payload).await.is_err() {
+                break;
+            }
+        }
+    });
+    // rumqttc numbers publishes in the order they go out: packet id → message.
+    let mut by_pkid = std::collections::HashMap::new();
+    let mut sent = todo.iter();
+    let mut done = 0;
+    while done < todo.len() {
+        match eventloop.poll().await {
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                if let Some(&m) = sent.next() {
+                    by_pkid.insert(pkid, m);
+                }
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                let m = by_pkid[&ack.pkid];
+                acked.lock().unwrap().insert(m);
+                done += 1;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    sender.abort();
+}
+
+/// The messages of one vehicle its broker acknowledged.
+type Ledger = std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<usize>>>;
+
+const KILL_VEHICLES: usize = 20;
+const KILL_MESSAGES: usize = 150;
+const KILL_POINTS: usize = 5;
+
+/// The point numbers (`seq`) stored for each vehicle, read from the store of a stopped process.
+async fn stored_seqs(dir: &Path, prefix: &str, t0: i64) -> Vec<Vec<u64>> {
+    use tripline_store::PointStore;
+    let store = open_store(dir);
+    let mut out = Vec::new();
+    for v in 0..KILL_VEHICLES {
+        let vehicle = VehicleId::parse(&format!("{prefix}-{v}")).unwrap();
+        let points = store.vehicle_points(&vehicle, t0 - 60_000, t0 + 86_400_000).await.unwrap();
+        out.push(points.iter().map(|p| p.point.seq.unwrap()).collect());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_embedded_set_up_loses_no_acknowledged_point() {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    let dir = std::env::temp_dir().join(unique_name("kill9"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let prefix = unique_name("k");
+    {
+        let store = open_store(&dir);
+        let tenant = TenantId::parse("acme").unwrap();
+        store.create_tenant(&tenant, "hash").await.unwrap();
+        let vehicles: Vec<VehicleId> =
+            (0..KILL_VEHICLES).map(|v| VehicleId::parse(&format!("{prefix}-{v}")).unwrap()).collect();
+        store.add_vehicles(&tenant, &vehicles).await.unwrap();
+    }
+    let port = free_port();
+    std::fs::write(
+        dir.join("tripline.toml"),
+        format!("[mqtt]\nlisten = \"127.0.0.1:{port}\"\n[ingest]\nworkers = 2\n[http]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let t0 = t0();
+    let ledgers: Vec<Ledger> = (0..KILL_VEHICLES).map(|_| Ledger::default()).collect();
+    let acked_total = |ledgers: &[Ledger]| ledgers.iter().map(|l| l.lock().unwrap().len()).sum::<usize>();
+
+    for round in 0..4 {
+        let running = start_roles(&dir, "ingest");
+        let before = acked_total(&ledgers);
+        let publishers: Vec<_> = (0..KILL_VEHICLES)
+            .map(|v| tokio::spawn(publish_unacknowledged(url.clone(), prefix.clone(), t0, v, Arc::clone(&ledgers[v]))))
+            .collect();
+        // Kill while the fleet publishes: once some more messages were acknowledged.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while acked_total(&ledgers) < before + 200 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        drop(running); // SIGKILL
+        for publisher in publishers {
+            publisher.await.unwrap();
+        }
+        let stored = stored_seqs(&dir, &prefix, t0).await;
+        for (v, ledger) in ledgers.iter().enumerate() {
+            let seqs: BTreeSet<u64> = stored[v].iter().copied().collect();
+            for &m in ledger.lock().unwrap().iter() {
+                for i in 0..KILL_POINTS {
+                    let seq = (m * KILL_POINTS + i) as u64;
+                    assert!(
+                        seqs.contains(&seq),
+                        "round {round}: vehicle {v} message {m} was acknowledged, point {seq} is missing"
+                    );
+                }
+            }
+        }
+        assert!(acked_total(&ledgers) > before, "round {round}: the fleet made progress");
+    }
+    // A last run without a kill: every message goes through, and each point is stored once.
+    let mut running = start_roles(&dir, "ingest");
+    let publishers: Vec<_> = (0..KILL_VEHICLES)
+        .map(|v| tokio::spawn(publish_unacknowledged(url.clone(), prefix.clone(), t0, v, Arc::clone(&ledgers[v]))))
+        .collect();
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    assert_eq!(acked_total(&ledgers), KILL_VEHICLES * KILL_MESSAGES, "every message acknowledged in the end");
+    sigterm(&mut running);
+    let all: Vec<u64> = (0..(KILL_MESSAGES * KILL_POINTS) as u64).collect();
+    for (v, seqs) in stored_seqs(&dir, &prefix, t0).await.into_iter().enumerate() {
+        assert_eq!(seqs, all, "vehicle {v}: every point exactly once, in order");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,0 +1,248 @@
+//! The embedded MQTT endpoint, in process, with rumqttc's 3.1.1 and 5 clients: a PUBACK leaves
+//! only once its message is complete, in receive order; a vehicle publishes only as itself;
+//! subscriptions are refused; a graceful close acknowledges what completes.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use tokio::sync::watch;
+use tripline_ingest::endpoint::{Authenticate, Credentials, Endpoint, EndpointConfig, Identity, Refusal};
+use tripline_ingest::source::{Delivery, SourceCounters};
+
+/// Vehicles whose password is `secret-{id}`.
+struct Secrets;
+
+impl Authenticate for Secrets {
+    fn authenticate(&self, c: Credentials) -> Pin<Box<dyn Future<Output = Result<Identity, Refusal>> + Send + '_>> {
+        let answer = match (c.username, c.password) {
+            (Some(user), Some(password)) if password == format!("secret-{user}") => Ok(Identity::Vehicle(user)),
+            _ => Err(Refusal::BadCredentials),
+        };
+        Box::pin(std::future::ready(answer))
+    }
+}
+
+struct Running {
+    endpoint: Endpoint,
+    deliveries: flume::Receiver<Delivery>,
+    _status: watch::Receiver<SourceCounters>,
+}
+
+async fn start() -> Running {
+    let config = EndpointConfig { listen: "127.0.0.1:0".parse().unwrap(), in_flight: 8, ..EndpointConfig::default() };
+    let (out, deliveries) = flume::bounded(64);
+    let (status, _status) = watch::channel(SourceCounters::default());
+    let endpoint = Endpoint::start(config, Arc::new(Secrets), out, Duration::from_secs(5), status).await.unwrap();
+    Running { endpoint, deliveries, _status }
+}
+
+fn v4_client(running: &Running, vehicle: &str, password: &str) -> (AsyncClient, EventLoop) {
+    let addr = running.endpoint.local_addr();
+    let mut options = MqttOptions::new(format!("client-{vehicle}"), addr.ip().to_string(), addr.port());
+    options.set_credentials(vehicle, password);
+    AsyncClient::new(options, 64)
+}
+
+/// Polls until `n` PUBACKs arrived (their packet ids in order), the connection closed, or `wait`
+/// passed.
+async fn pubacks(eventloop: &mut EventLoop, n: usize, wait: Duration) -> Vec<u16> {
+    let mut acked = Vec::new();
+    let _ = tokio::time::timeout(wait, async {
+        while acked.len() < n {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(ack))) => acked.push(ack.pkid),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    })
+    .await;
+    acked
+}
+
+/// Messages the client still has to send again (not acknowledged), after its connection ended.
+fn unacknowledged(eventloop: &EventLoop) -> usize {
+    eventloop.pending.iter().filter(|request| matches!(request, rumqttc::Request::Publish(_))).count()
+}
+
+async fn receive(running: &Running, n: usize) -> Vec<Delivery> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(
+            tokio::time::timeout(Duration::from_secs(10), running.deliveries.recv_async()).await.unwrap().unwrap(),
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_puback_leaves_only_once_its_message_is_durable_and_in_receive_order() {
+    let running = start().await;
+    let (client, mut eventloop) = v4_client(&running, "car-1", "secret-car-1");
+    for n in 0..4 {
+        client.publish("vehicles/car-1/telemetry", QoS::AtLeastOnce, false, vec![n]).await.unwrap();
+    }
+    // The messages arrive, nothing is acknowledged yet.
+    let (acked, mut deliveries) =
+        tokio::join!(pubacks(&mut eventloop, 1, Duration::from_millis(500)), receive(&running, 4));
+    assert!(acked.is_empty(), "no PUBACK before completion: {acked:?}");
+    assert_eq!(deliveries.iter().map(|d| d.publish.payload[0]).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    // The last two complete first: still nothing, the first two are pending.
+    let rest = deliveries.split_off(2);
+    for delivery in rest {
+        delivery.complete();
+    }
+    assert!(pubacks(&mut eventloop, 1, Duration::from_millis(300)).await.is_empty());
+    for delivery in deliveries {
+        delivery.complete();
+    }
+    assert_eq!(pubacks(&mut eventloop, 4, Duration::from_secs(5)).await, vec![1, 2, 3, 4], "all four, in order");
+    let counters = running.endpoint.close().await.unwrap();
+    assert_eq!((counters.received, counters.acknowledged), (4, 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_refused_and_a_vehicle_publishes_only_as_itself() {
+    let running = start().await;
+    let (_client, mut eventloop) = v4_client(&running, "car-1", "guess");
+    match eventloop.poll().await {
+        Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
+            assert_eq!(code, rumqttc::ConnectReturnCode::BadUserNamePassword);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let mut anonymous = MqttOptions::new("nobody", "127.0.0.1", running.endpoint.local_addr().port());
+    anonymous.set_keep_alive(Duration::from_secs(5));
+    let (_client, mut eventloop) = AsyncClient::new(anonymous, 8);
+    assert!(matches!(eventloop.poll().await, Err(rumqttc::ConnectionError::ConnectionRefused(_))));
+
+    // 3.1.1: publishing to another vehicle's topic closes the connection; nothing is delivered.
+    let (client, mut eventloop) = v4_client(&running, "car-1", "secret-car-1");
+    client.publish("vehicles/car-2/telemetry", QoS::AtLeastOnce, false, vec![9]).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if eventloop.poll().await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection was closed");
+    assert!(running.deliveries.try_recv().is_err(), "nothing delivered for car-2");
+
+    // 5: the PUBACK says not authorized, in its turn; subscriptions are refused.
+    use rumqttc::v5::mqttbytes::v5::{Packet as P5, PubAckReason, SubscribeReasonCode};
+    let addr = running.endpoint.local_addr();
+    let mut options = rumqttc::v5::MqttOptions::new("v5-car-1", addr.ip().to_string(), addr.port());
+    options.set_credentials("car-1", "secret-car-1");
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 16);
+    let v5_qos = rumqttc::v5::mqttbytes::QoS::AtLeastOnce;
+    client.publish("vehicles/car-1/telemetry", v5_qos, false, vec![1]).await.unwrap();
+    client.publish("vehicles/car-2/telemetry", v5_qos, false, vec![2]).await.unwrap();
+    client.subscribe("vehicles/#", v5_qos).await.unwrap();
+    let mut delivered = None;
+    let mut reasons = Vec::new();
+    let mut subscribed = None;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while reasons.len() < 2 || subscribed.is_none() {
+            tokio::select! {
+                event = eventloop.poll() => match event.unwrap() {
+                    rumqttc::v5::Event::Incoming(P5::PubAck(ack)) => reasons.push((ack.pkid, ack.reason)),
+                    rumqttc::v5::Event::Incoming(P5::SubAck(ack)) => subscribed = Some(ack.return_codes),
+                    _ => {}
+                },
+                delivery = running.deliveries.recv_async(), if delivered.is_none() => {
+                    let delivery = delivery.unwrap();
+                    assert_eq!(delivery.publish.topic, "vehicles/car-1/telemetry");
+                    delivered = Some(delivery.publish.payload.to_vec());
+                    delivery.complete();
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(delivered, Some(vec![1]));
+    assert_eq!(reasons, vec![(1, PubAckReason::Success), (2, PubAckReason::NotAuthorized)], "in receive order");
+    assert_eq!(subscribed, Some(vec![SubscribeReasonCode::NotAuthorized]));
+    assert!(running.deliveries.try_recv().is_err(), "nothing delivered for car-2");
+    running.endpoint.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_close_acknowledges_what_completes_and_then_closes() {
+    let running = start().await;
+    let (client, mut eventloop) = v4_client(&running, "car-3", "secret-car-3");
+    for n in 0..3 {
+        client.publish("vehicles/car-3/telemetry", QoS::AtLeastOnce, false, vec![n]).await.unwrap();
+    }
+    let (_, deliveries) = tokio::join!(pubacks(&mut eventloop, 1, Duration::from_millis(200)), receive(&running, 3));
+    let Running { endpoint, deliveries: _queue, _status } = running;
+    let closing = tokio::spawn(endpoint.close());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for delivery in deliveries {
+        delivery.complete();
+    }
+    // rumqttc may report the close before the PUBACKs read with it: then it has nothing to resend.
+    let acked = pubacks(&mut eventloop, 3, Duration::from_secs(5)).await;
+    assert!(acked == vec![1, 2, 3] || (eventloop.network.is_none() && unacknowledged(&eventloop) == 0), "{acked:?}");
+    let counters = closing.await.unwrap().unwrap();
+    assert_eq!((counters.received, counters.acknowledged, counters.ready), (3, 3, false));
+    assert!(pubacks(&mut eventloop, 1, Duration::from_secs(5)).await.is_empty(), "the endpoint is closed");
+    assert_eq!(unacknowledged(&eventloop), 0, "every message acknowledged before the close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connection_of_the_same_client_takes_over() {
+    let running = start().await;
+    let (first, mut first_loop) = v4_client(&running, "car-4", "secret-car-4");
+    first.publish("vehicles/car-4/telemetry", QoS::AtLeastOnce, false, vec![1]).await.unwrap();
+    let (_, taken) = tokio::join!(pubacks(&mut first_loop, 1, Duration::from_millis(200)), receive(&running, 1));
+    let (second, mut second_loop) = v4_client(&running, "car-4", "secret-car-4");
+    second.publish("vehicles/car-4/telemetry", QoS::AtLeastOnce, false, vec![2]).await.unwrap();
+    let (acked, again) = tokio::join!(
+        async {
+            let mut acked = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    match second_loop.poll().await {
+                        Ok(Event::Incoming(Packet::PubAck(ack))) => acked.push(ack.pkid),
+                        Ok(_) => {}
+                        Err(e) => panic!("the new connection stays: {e}"),
+                    }
+                    if !acked.is_empty() {
+                        break;
+                    }
+                }
+            })
+            .await;
+            acked
+        },
+        async {
+            let delivery = receive(&running, 1).await.pop().unwrap();
+            delivery.complete();
+        }
+    );
+    let () = again;
+    assert_eq!(acked, vec![1]);
+    // The old connection was closed; completing its message acknowledges nothing there.
+    for delivery in taken {
+        delivery.complete();
+    }
+    let gone = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match first_loop.poll().await {
+                Err(_) => break true,
+                Ok(Event::Incoming(Packet::PubAck(_))) => break false,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(gone, "the first connection was closed without an acknowledgement");
+    running.endpoint.close().await.unwrap();
+}
