@@ -134,6 +134,8 @@ pub(crate) fn routes(store: AnyStore, home: IndexHome, token: String) -> Router 
     Router::new()
         .route("/admin/v1/tenants", post(create_tenant))
         .route("/admin/v1/vehicles", post(add_vehicles))
+        .route("/admin/v1/vehicle-secrets", post(set_vehicle_secrets))
+        .route("/admin/v1/vehicle-secrets/missing", post(vehicles_without_secret))
         .route("/admin/v1/reindex", post(start_reindex).get(reindex_status))
         .with_state(state)
 }
@@ -152,6 +154,7 @@ impl From<StoreError> for AdminError {
         let status = match error {
             StoreError::TenantExists { .. } | StoreError::VehicleOwned { .. } => StatusCode::CONFLICT,
             StoreError::UnknownTenant { .. } => StatusCode::NOT_FOUND,
+            StoreError::UnknownVehicle { .. } => StatusCode::BAD_REQUEST,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         AdminError(status, error.to_string())
@@ -213,6 +216,43 @@ async fn add_vehicles(
         .collect::<Result<Vec<_>, _>>()?;
     state.store.add_vehicles(&tenant, &vehicles).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Secret hashes to store (`None` removes one); the vehicle ids are answered with those set.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct NewSecrets {
+    pub(crate) secrets: Vec<(String, Option<String>)>,
+    /// Set only where a vehicle has no secret yet.
+    pub(crate) only_missing: bool,
+}
+
+fn vehicle_ids(ids: &[String]) -> Result<Vec<VehicleId>, AdminError> {
+    ids.iter()
+        .map(|v| VehicleId::parse(v).map_err(|e| AdminError(StatusCode::BAD_REQUEST, format!("vehicle id {v:?}: {e}"))))
+        .collect()
+}
+
+async fn set_vehicle_secrets(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Json(body): Json<NewSecrets>,
+) -> Result<Json<Vec<String>>, AdminError> {
+    authorize(&state, &headers)?;
+    let ids = vehicle_ids(&body.secrets.iter().map(|(v, _)| v.clone()).collect::<Vec<_>>())?;
+    let secrets: Vec<(VehicleId, Option<String>)> =
+        ids.into_iter().zip(body.secrets.into_iter().map(|(_, s)| s)).collect();
+    let set = crate::fleet::store_secrets(&state.store, secrets, body.only_missing).await?;
+    Ok(Json(set.iter().map(|v| v.as_str().to_owned()).collect()))
+}
+
+async fn vehicles_without_secret(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Json(ids): Json<Vec<String>>,
+) -> Result<Json<Vec<String>>, AdminError> {
+    authorize(&state, &headers)?;
+    let missing = crate::fleet::without_secret(&state.store, &vehicle_ids(&ids)?).await?;
+    Ok(Json(missing.iter().map(|v| v.as_str().to_owned()).collect()))
 }
 
 async fn start_reindex(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Result<Response, AdminError> {
@@ -336,6 +376,16 @@ impl Remote {
     pub(crate) fn add_vehicles(&self, tenant: &str, vehicles: &[String]) -> Result<(), RemoteError> {
         let body = NewVehicles { tenant: tenant.to_owned(), vehicle_ids: vehicles.to_vec() };
         self.call("POST", "/admin/v1/vehicles", Some(&body)).map(drop)
+    }
+
+    pub(crate) fn set_vehicle_secrets(&self, body: &NewSecrets) -> Result<Vec<String>, RemoteError> {
+        let text = self.call("POST", "/admin/v1/vehicle-secrets", Some(body))?;
+        serde_json::from_str(&text).map_err(|e| RemoteError::Refused(200, e.to_string()))
+    }
+
+    pub(crate) fn vehicles_without_secret(&self, ids: &[String]) -> Result<Vec<String>, RemoteError> {
+        let text = self.call("POST", "/admin/v1/vehicle-secrets/missing", Some(&ids.to_vec()))?;
+        serde_json::from_str(&text).map_err(|e| RemoteError::Refused(200, e.to_string()))
     }
 
     pub(crate) fn start_reindex(&self) -> Result<RebuildStatus, RemoteError> {

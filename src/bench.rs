@@ -416,13 +416,26 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn mqtt_client(host: &str, port: u16, id: String, inflight: u16) -> (AsyncClient, rumqttc::EventLoop) {
-    let mut options = MqttOptions::new(id, host, port);
-    options.set_inflight(inflight);
-    // A saturated broker answers pings late; that is not a dead link.
-    options.set_keep_alive(Duration::from_secs(600));
-    options.set_max_packet_size(512 * 1024, 512 * 1024);
-    AsyncClient::new(options, usize::from(inflight) * 2)
+/// Where the simulated vehicles connect, and the secret all of them share (one hash to compute
+/// instead of one per vehicle; the endpoint still verifies it once per vehicle).
+#[derive(Clone, Debug)]
+struct Mqtt {
+    host: String,
+    port: u16,
+    secret: String,
+}
+
+impl Mqtt {
+    /// A client of `vehicle` (its user name; the secret as password).
+    fn client(&self, id: String, vehicle: &str, inflight: u16) -> (AsyncClient, rumqttc::EventLoop) {
+        let mut options = MqttOptions::new(id, &self.host, self.port);
+        options.set_inflight(inflight);
+        // A saturated broker answers pings late; that is not a dead link.
+        options.set_keep_alive(Duration::from_secs(600));
+        options.set_max_packet_size(512 * 1024, 512 * 1024);
+        options.set_credentials(vehicle, &self.secret);
+        AsyncClient::new(options, usize::from(inflight) * 2)
+    }
 }
 
 /// Messages one simulated vehicle may have unacknowledged (Mosquitto's default window).
@@ -431,13 +444,7 @@ const VEHICLE_IN_FLIGHT: u16 = 20;
 /// Publishes `messages` paced at `interval` each (zero: as fast as acknowledged), each vehicle on
 /// a connection of its own as vehicles connect (client ids `{id}-{n}`); returns once every one is
 /// acknowledged, with the time publishing took.
-async fn publish(
-    host: &str,
-    port: u16,
-    id: &str,
-    messages: Vec<FleetMessage>,
-    interval: Duration,
-) -> Result<Duration, Failure> {
+async fn publish(mqtt: &Mqtt, id: &str, messages: Vec<FleetMessage>, interval: Duration) -> Result<Duration, Failure> {
     let mut vehicles: Vec<Vec<FleetMessage>> = Vec::new();
     let mut index = std::collections::HashMap::new();
     for message in messages {
@@ -454,9 +461,9 @@ async fn publish(
         .into_iter()
         .enumerate()
         .map(|(n, messages)| {
-            let (host, client_id) = (host.to_owned(), format!("{id}-{n}"));
+            let (mqtt, client_id) = (mqtt.clone(), format!("{id}-{n}"));
             let first = tokio::time::Instant::now() + interval * u32::try_from(n).unwrap_or(0);
-            tokio::spawn(async move { publish_vehicle(&host, port, client_id, messages, every, first).await })
+            tokio::spawn(async move { publish_vehicle(&mqtt, client_id, messages, every, first).await })
         })
         .collect();
     for task in tasks {
@@ -469,14 +476,18 @@ async fn publish(
 /// acknowledged), until every one is acknowledged. A paced publisher that falls behind does not
 /// burst to catch up (a burst would measure a queue, not the rate): the schedule moves.
 async fn publish_vehicle(
-    host: &str,
-    port: u16,
+    mqtt: &Mqtt,
     id: String,
     messages: Vec<FleetMessage>,
     interval: Duration,
     first: tokio::time::Instant,
 ) -> Result<(), Failure> {
-    let (client, mut eventloop) = mqtt_client(host, port, id, VEHICLE_IN_FLIGHT);
+    let vehicle = messages
+        .first()
+        .and_then(|m| tripline_model::topic::Topic::parse(&m.topic).ok())
+        .map(|topic| topic.vehicle_id.as_str().to_owned())
+        .unwrap_or_default();
+    let (client, mut eventloop) = mqtt.client(id, &vehicle, VEHICLE_IN_FLIGHT);
     let total = messages.len();
     let sender = tokio::spawn(async move {
         let slack = Duration::from_millis(20);
@@ -529,9 +540,7 @@ const PROBE_GIVE_UP: Duration = Duration::from_secs(30);
 /// polled on the API on a thread of its own until found, so that a slow probe neither delays
 /// the next nor thins the sample. Returns the delays, ms: until searchable, and until readable
 /// from the write store (`/v1/trips/{id}`), which tells ingest's share from the indexer's.
-async fn probe(host: &str, port: u16, http: &str, key: &str, probes: &[VehicleId], until: Instant) -> Vec<(f64, f64)> {
-    let (client, mut eventloop) = mqtt_client(host, port, format!("{}-probe", probes[0]), 10);
-    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+async fn probe(mqtt: &Mqtt, http: &str, key: &str, probes: &[VehicleId], until: Instant) -> Vec<(f64, f64)> {
     let mut polls = Vec::new();
     let mut next = tokio::time::Instant::now();
     for vehicle in probes {
@@ -554,10 +563,36 @@ async fn probe(host: &str, port: u16, http: &str, key: &str, probes: &[VehicleId
         };
         let Ok(trip) = TripId::parse(&format!("{vehicle}-p")) else { continue };
         let payload = encode_telemetry(Some(&trip), &[point]);
+        // Each probe is a vehicle of its own, on its own connection (it may publish only as
+        // itself); the delay counts from the publish, once connected.
+        let (client, mut eventloop) = mqtt.client(format!("{vehicle}-c"), vehicle.as_str(), 10);
+        let connected = tokio::time::timeout(PROBE_GIVE_UP, async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => return true,
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+            }
+        });
+        if !matches!(connected.await, Ok(true)) {
+            tracing::warn!(%vehicle, "a probe could not connect");
+            continue;
+        }
         let sent = Instant::now();
         if client.publish(format!("vehicles/{vehicle}/telemetry"), QoS::AtLeastOnce, false, payload).await.is_err() {
             break;
         }
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(PROBE_GIVE_UP, async {
+                while let Ok(event) = eventloop.poll().await {
+                    if let Event::Incoming(Packet::PubAck(_)) = event {
+                        let _ = client.disconnect().await;
+                    }
+                }
+            })
+            .await;
+        });
         let (http, key, vehicle) = (http.to_owned(), key.to_owned(), vehicle.clone());
         polls.push(tokio::task::spawn_blocking(move || poll_probe(&http, &key, &vehicle, &trip, sent)));
     }
@@ -753,6 +788,11 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     let mut vehicles: Vec<VehicleId> = fleet.iter().map(|v| v.id.clone()).collect();
     vehicles.extend(probes.iter().cloned());
     store.add_vehicles(&tenant, &vehicles).await.map_err(registry)?;
+    let secret = tripline_ingest::credentials::new_secret().map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?;
+    let hash = tripline_ingest::credentials::hash_secret(&secret).map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
+    let secrets: Vec<_> = vehicles.iter().map(|v| (v.clone(), Some(hash.clone()))).collect();
+    store.set_vehicle_secrets(&secrets).await.map_err(registry)?;
+    let mqtt = Mqtt { host: host.clone(), port, secret };
     // The ceiling writes the same points under other vehicle ids, so ingest starts from an
     // empty trip set as a fresh fleet would.
     let ceiling_rounds = rounds
@@ -795,7 +835,7 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     drop(store);
     let child = start_child(&dir)?;
     eprintln!("tripline bench: tripline run started; publishing {total_messages} messages as fast as acknowledged");
-    let mut report = throughput(&child, &host, port, &prefix, messages, total_points).await?;
+    let mut report = throughput(&child, &mqtt, &prefix, messages, total_points).await?;
     report.batch_messages_mean = {
         let agent = agent();
         let name = tripline_enrich::metrics::BATCH_MESSAGES;
@@ -824,13 +864,12 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     eprintln!("tripline bench: freshness at {rate:.0} points/s for {seconds:.0} s");
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     let load_task = {
-        let host = host.clone();
-        let id = format!("{prefix}-fleet2");
-        tokio::spawn(async move { publish(&host, port, &id, load, interval).await })
+        let (mqtt, id) = (mqtt.clone(), format!("{prefix}-fleet2"));
+        tokio::spawn(async move { publish(&mqtt, &id, load, interval).await })
     };
     // Probes start once the load runs at its pace.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let delays = probe(&host, port, &child.http, &key, &probes, until).await;
+    let delays = probe(&mqtt, &child.http, &key, &probes, until).await;
     let load_elapsed = load_task.await.map_err(|e| Failure::Runtime(e.into()))??;
     report.freshness_ms = Freshness::of(delays.iter().map(|d| d.0).collect());
     report.durable_ms = Freshness::of(delays.iter().map(|d| d.1).collect());
@@ -892,8 +931,7 @@ async fn wait_caught_up(http: &str, key: &str, trips: usize) -> Result<(), Failu
 /// The throughput phase: every message as fast as acknowledged, until the child acknowledged all.
 async fn throughput(
     child: &RunningChild,
-    host: &str,
-    port: u16,
+    mqtt: &Mqtt,
     prefix: &str,
     messages: Vec<FleetMessage>,
     total_points: usize,
@@ -902,7 +940,7 @@ async fn throughput(
     let pid = child.child.id();
     let cpu_before = cpu_seconds(pid).unwrap_or(0.0);
     let started = Instant::now();
-    publish(host, port, &format!("{prefix}-fleet"), messages, Duration::ZERO).await?;
+    publish(mqtt, &format!("{prefix}-fleet"), messages, Duration::ZERO).await?;
     let agent = agent();
     let deadline = Instant::now() + Duration::from_secs(600);
     while scrape::<u64>(&agent, &child.http, "tripline_ingest_acks_total").unwrap_or(0) < total {

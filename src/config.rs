@@ -28,6 +28,10 @@ pub(crate) struct MqttConfig {
     pub(crate) max_connections: Option<usize>,
     /// Messages per vehicle connection received and not yet acknowledged at most (default 256).
     pub(crate) in_flight: Option<usize>,
+    /// Lets vehicles connect to the embedded endpoint without credentials and publish as any
+    /// vehicle (default false: user name = vehicle id, password = its secret). For closed test
+    /// set-ups only.
+    pub(crate) allow_anonymous: bool,
     /// No longer used (the embedded endpoint holds no message log); accepted so that older
     /// configuration files still load, with a warning.
     pub(crate) buffer_mb: Option<usize>,

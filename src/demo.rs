@@ -28,6 +28,8 @@ pub(crate) struct Demo {
     pub(crate) key: String,
     /// `None` when an earlier demo run of this data directory replayed them.
     pub(crate) replay: Option<Plan>,
+    /// The demo vehicles' secrets (issued for the replay).
+    pub(crate) secrets: crate::replay::Secrets,
 }
 
 fn fixture_records() -> Result<Vec<tripline_model::tripfile::FileRecord>, Failure> {
@@ -80,7 +82,13 @@ pub(crate) async fn prepare(data_dir: &Path, store: &AnyStore) -> Result<Demo, F
     vehicles.sort();
     vehicles.dedup();
     store.add_vehicles(&tenant, &vehicles).await.map_err(registry)?;
+    let mut secrets = crate::replay::Secrets::new();
     let replay = if fresh {
+        // The demo's vehicles get secrets of their own, used by its replay only.
+        let issued = tokio::task::block_in_place(|| crate::fleet::new_secrets(&vehicles))?;
+        let hashes: Vec<_> = issued.iter().map(|(v, _, hash)| (v.clone(), Some(hash.clone()))).collect();
+        store.set_vehicle_secrets(&hashes).await.map_err(registry)?;
+        secrets = issued.into_iter().map(|(v, secret, _)| (v.as_str().to_owned(), secret)).collect();
         let options = ReplayOptions { rebase_time: true, ..ReplayOptions::default() };
         let plan = crate::replay::plan(records, &options, tripline_model::time::now_ms())
             .map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
@@ -88,14 +96,15 @@ pub(crate) async fn prepare(data_dir: &Path, store: &AnyStore) -> Result<Demo, F
     } else {
         None
     };
-    Ok(Demo { key, replay })
+    Ok(Demo { key, replay, secrets })
 }
 
 /// Prints the key and requests to try; on the first demo run of the data directory, replays the
 /// fixture trips to the broker at `host:port` once ingest is ready.
 pub(crate) fn start(demo: Demo, http: std::net::SocketAddr, broker: (String, u16), mut ready: IngestStatus) {
-    announce(&demo.key, http);
-    let Some(plan) = demo.replay else {
+    let Demo { key, replay, secrets } = demo;
+    announce(&key, http);
+    let Some(plan) = replay else {
         eprintln!("tripline: demo: fixture trips were replayed on the first demo run of this data directory");
         return;
     };
@@ -104,7 +113,7 @@ pub(crate) fn start(demo: Demo, http: std::net::SocketAddr, broker: (String, u16
             return;
         }
         let (host, port) = broker;
-        match crate::replay::publish(&host, port, plan, None).await {
+        match crate::replay::publish(&host, port, plan, None, &secrets).await {
             Ok(report) => eprintln!(
                 "tripline: demo: {} fixture trip(s) replayed ({} points, {} messages acknowledged)",
                 report.trips, report.points, report.acknowledged

@@ -1,12 +1,18 @@
-//! `tripline tenant create` and `tripline fleet add|import`: the registry of tenants, their API
-//! keys (only a hash is stored) and their vehicles.
+//! `tripline tenant create` and `tripline fleet add|import|rotate-secret|revoke`: the registry of
+//! tenants, their API keys and their vehicles with their secrets (of keys and secrets only a hash
+//! is stored; each is printed once, on stdout).
+//!
+//! `add` and `import` issue a secret to each named vehicle that has none (registering a vehicle
+//! again keeps its secret, so re-importing a fleet locks no device out); `rotate-secret` issues
+//! new ones, `revoke` removes them (the vehicle can no longer connect; its data stays). Secrets
+//! are printed as CSV `vehicle_id,secret`, which `tripline replay --credentials` reads.
 
 use std::path::Path;
 
 use tripline_model::{TenantId, VehicleId};
-use tripline_store::{Registry, StoreError};
+use tripline_store::{AnyStore, Registry, StoreError, StoreResult};
 
-use crate::admin::through_running;
+use crate::admin::{NewSecrets, through_running};
 use crate::config::Config;
 use crate::{Failure, runtime};
 
@@ -39,14 +45,161 @@ pub(crate) fn create_tenant(config: &Config, name: &str) -> Result<(), Failure> 
     Ok(())
 }
 
+fn parse_vehicles(vehicles: &[String]) -> Result<Vec<VehicleId>, Failure> {
+    vehicles.iter().map(|v| VehicleId::parse(v).map_err(|e| Failure::Usage(format!("vehicle id {v:?}: {e}")))).collect()
+}
+
 /// `tripline fleet add --tenant NAME VEHICLE_ID…`.
 pub(crate) fn add(config: &Config, tenant: &str, vehicles: &[String]) -> Result<(), Failure> {
     let tenant = TenantId::parse(tenant).map_err(|e| Failure::Usage(format!("tenant {tenant:?}: {e}")))?;
-    let ids = vehicles
-        .iter()
-        .map(|v| VehicleId::parse(v).map_err(|e| Failure::Usage(format!("vehicle id {v:?}: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    register_all(config, &[(tenant, ids)])
+    let ids = parse_vehicles(vehicles)?;
+    register_all(config, &[(tenant, ids.clone())])?;
+    issue_secrets(config, &ids, Issue::Missing)
+}
+
+/// `tripline fleet rotate-secret VEHICLE_ID…`: new secrets, the old ones stop working.
+pub(crate) fn rotate_secret(config: &Config, vehicles: &[String]) -> Result<(), Failure> {
+    issue_secrets(config, &parse_vehicles(vehicles)?, Issue::All)
+}
+
+/// `tripline fleet revoke VEHICLE_ID…`: the vehicles can no longer connect.
+pub(crate) fn revoke(config: &Config, vehicles: &[String]) -> Result<(), Failure> {
+    let ids = parse_vehicles(vehicles)?;
+    let secrets: Vec<(VehicleId, Option<String>)> = ids.iter().map(|v| (v.clone(), None)).collect();
+    set_secrets(config, secrets, false)?;
+    eprintln!(
+        "tripline: {} vehicle(s) revoked: they can no longer connect (tripline fleet rotate-secret lets them in again)",
+        ids.len()
+    );
+    Ok(())
+}
+
+/// Which vehicles get a new secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Issue {
+    /// Those without one.
+    Missing,
+    /// All named.
+    All,
+}
+
+/// The vehicles of `vehicles` that have no secret.
+pub(crate) async fn without_secret(store: &AnyStore, vehicles: &[VehicleId]) -> StoreResult<Vec<VehicleId>> {
+    let mut missing = Vec::new();
+    for vehicle in vehicles {
+        if store.vehicle_secret(vehicle).await?.is_none() {
+            missing.push(vehicle.clone());
+        }
+    }
+    Ok(missing)
+}
+
+/// Stores secret hashes (with `only_missing`, only where a vehicle has none); returns the
+/// vehicles whose secret was set.
+pub(crate) async fn store_secrets(
+    store: &AnyStore,
+    secrets: Vec<(VehicleId, Option<String>)>,
+    only_missing: bool,
+) -> StoreResult<Vec<VehicleId>> {
+    let secrets = if only_missing {
+        let missing = without_secret(store, &secrets.iter().map(|(v, _)| v.clone()).collect::<Vec<_>>()).await?;
+        secrets.into_iter().filter(|(v, _)| missing.contains(v)).collect()
+    } else {
+        secrets
+    };
+    store.set_vehicle_secrets(&secrets).await?;
+    Ok(secrets.into_iter().map(|(v, _)| v).collect())
+}
+
+fn set_secrets(
+    config: &Config,
+    secrets: Vec<(VehicleId, Option<String>)>,
+    only_missing: bool,
+) -> Result<Vec<VehicleId>, Failure> {
+    let body =
+        NewSecrets { secrets: secrets.iter().map(|(v, s)| (v.as_str().to_owned(), s.clone())).collect(), only_missing };
+    let remote = through_running(&config.data_dir, |remote| remote.set_vehicle_secrets(&body));
+    match remote {
+        Some(outcome) => {
+            outcome?.iter().map(|v| VehicleId::parse(v).map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))).collect()
+        }
+        None => runtime()?.block_on(async {
+            let store = crate::run::open_store(config).await?;
+            store_secrets(&store, secrets, only_missing).await.map_err(registry_failure)
+        }),
+    }
+}
+
+/// Issues secrets: hashes them (on every core: each hash takes tens of milliseconds on
+/// purpose), stores the hashes and prints the secrets once, as CSV on stdout.
+fn issue_secrets(config: &Config, vehicles: &[VehicleId], issue: Issue) -> Result<(), Failure> {
+    let targets = match issue {
+        Issue::All => vehicles.to_vec(),
+        Issue::Missing => {
+            let ids: Vec<String> = vehicles.iter().map(|v| v.as_str().to_owned()).collect();
+            match through_running(&config.data_dir, |remote| remote.vehicles_without_secret(&ids)) {
+                Some(outcome) => {
+                    let missing = outcome?;
+                    vehicles.iter().filter(|v| missing.iter().any(|m| m == v.as_str())).cloned().collect()
+                }
+                None => runtime()?.block_on(async {
+                    let store = crate::run::open_store(config).await?;
+                    without_secret(&store, vehicles).await.map_err(registry_failure)
+                })?,
+            }
+        }
+    };
+    let issued = new_secrets(&targets)?;
+    let hashes = issued.iter().map(|(v, _, hash)| (v.clone(), Some(hash.clone()))).collect();
+    let set = set_secrets(config, hashes, issue == Issue::Missing)?;
+    let kept = vehicles.len() - set.len();
+    eprintln!(
+        "tripline: {} secret(s) issued, shown once below (only their hashes are stored){}",
+        set.len(),
+        if kept > 0 {
+            format!("; {kept} vehicle(s) kept their secret (tripline fleet rotate-secret issues a new one)")
+        } else {
+            String::new()
+        }
+    );
+    #[allow(clippy::print_stdout)] // the secrets are the command's output
+    {
+        println!("vehicle_id,secret");
+        for (vehicle, secret, _) in issued.iter().filter(|(v, _, _)| set.contains(v)) {
+            println!("{vehicle},{secret}");
+        }
+    }
+    Ok(())
+}
+
+/// New secrets with their hashes, hashed on every core.
+pub(crate) fn new_secrets(vehicles: &[VehicleId]) -> Result<Vec<(VehicleId, String, String)>, Failure> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let per_thread = vehicles.len().div_ceil(cores).max(1);
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = vehicles
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|vehicle| {
+                            let secret = tripline_ingest::credentials::new_secret()
+                                .map_err(|e| Failure::Runtime(anyhow::anyhow!("no randomness: {e}")))?;
+                            let hash = tripline_ingest::credentials::hash_secret(&secret)
+                                .map_err(|e| Failure::Runtime(anyhow::anyhow!("hashing a secret: {e}")))?;
+                            Ok((vehicle.clone(), secret, hash))
+                        })
+                        .collect::<Result<Vec<_>, Failure>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(vehicles.len());
+        for thread in threads {
+            out.extend(thread.join().map_err(|_| Failure::Runtime(anyhow::anyhow!("hashing secrets failed")))??);
+        }
+        Ok(out)
+    })
 }
 
 /// Registers each tenant's vehicles, through the running process when there is one.
@@ -122,7 +275,10 @@ pub(crate) fn import(config: &Config, file: &Path) -> Result<(), Failure> {
     for (tenant, vehicle) in rows {
         by_tenant.entry(tenant).or_default().push(vehicle);
     }
-    register_all(config, &by_tenant.into_iter().collect::<Vec<_>>())
+    let fleets = by_tenant.into_iter().collect::<Vec<_>>();
+    register_all(config, &fleets)?;
+    let vehicles: Vec<VehicleId> = fleets.into_iter().flat_map(|(_, vehicles)| vehicles).collect();
+    issue_secrets(config, &vehicles, Issue::Missing)
 }
 
 #[cfg(test)]

@@ -88,6 +88,9 @@ enum Command {
         /// `[mqtt] listen`).
         #[arg(long, value_name = "URL")]
         url: Option<String>,
+        /// Vehicle secrets: a CSV file `vehicle_id,secret`, as `tripline fleet add|import` print it.
+        #[arg(long, value_name = "FILE")]
+        credentials: Option<PathBuf>,
     },
     /// Load generator and measurement: a simulated fleet against a `tripline run` of this binary,
     /// and the store-only ceiling, in one run.
@@ -152,7 +155,8 @@ enum TenantCommand {
 
 #[derive(Debug, Subcommand)]
 enum FleetCommand {
-    /// Register vehicles to a tenant (idempotent; a vehicle of another tenant is an error).
+    /// Register vehicles to a tenant (idempotent; a vehicle of another tenant is an error) and issue
+    /// each one without a secret its secret (printed once as CSV `vehicle_id,secret`).
     Add {
         /// The tenant.
         #[arg(long, value_name = "NAME")]
@@ -165,6 +169,19 @@ enum FleetCommand {
     Import {
         /// The CSV file.
         file: PathBuf,
+    },
+    /// Issue vehicles new secrets (printed once as CSV `vehicle_id,secret`); the old ones stop
+    /// working.
+    RotateSecret {
+        /// Vehicle ids.
+        #[arg(required = true, value_name = "VEHICLE_ID")]
+        vehicles: Vec<String>,
+    },
+    /// Remove vehicles' secrets: they can no longer connect (their data stays).
+    Revoke {
+        /// Vehicle ids.
+        #[arg(required = true, value_name = "VEHICLE_ID")]
+        vehicles: Vec<String>,
     },
 }
 
@@ -230,7 +247,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             bench::run(&config, &options)
         }
-        Command::Replay { files, speed, vehicles, rebase_time, per_message, vehicle, url } => {
+        Command::Replay { files, speed, vehicles, rebase_time, per_message, vehicle, url, credentials } => {
             let options = replay::ReplayOptions {
                 speed: speed.0,
                 vehicles: vehicles as usize,
@@ -238,12 +255,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 per_message: per_message as usize,
                 gpx_vehicle: vehicle,
                 url,
+                credentials,
             };
             replay::run(&config, &files, &options)
         }
         Command::Tenant { command: TenantCommand::Create { name } } => fleet::create_tenant(&config, &name),
         Command::Fleet { command: FleetCommand::Add { tenant, vehicles } } => fleet::add(&config, &tenant, &vehicles),
         Command::Fleet { command: FleetCommand::Import { file } } => fleet::import(&config, &file),
+        Command::Fleet { command: FleetCommand::RotateSecret { vehicles } } => fleet::rotate_secret(&config, &vehicles),
+        Command::Fleet { command: FleetCommand::Revoke { vehicles } } => fleet::revoke(&config, &vehicles),
         Command::Run { roles, demo } => {
             let engine = enricher(&config, None)?;
             run::run(&config, &roles, engine, demo)

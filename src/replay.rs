@@ -11,7 +11,7 @@
 //! The default speed is `max`.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -24,8 +24,8 @@ use tripline_model::{TripId, VehicleId};
 use crate::config::Config;
 use crate::{Failure, runtime};
 
-/// Messages published and not yet acknowledged, at most.
-const IN_FLIGHT: u16 = 100;
+/// Messages a vehicle's connection has published and not yet acknowledged, at most.
+const IN_FLIGHT: u16 = 20;
 
 /// How to replay.
 #[derive(Clone, Debug)]
@@ -42,11 +42,21 @@ pub(crate) struct ReplayOptions {
     pub(crate) gpx_vehicle: Option<String>,
     /// The broker (`mqtt://host:port`); default: the configured one.
     pub(crate) url: Option<String>,
+    /// A CSV file of `vehicle_id,secret` (as `tripline fleet add` prints it).
+    pub(crate) credentials: Option<PathBuf>,
 }
 
 impl Default for ReplayOptions {
     fn default() -> Self {
-        ReplayOptions { speed: None, vehicles: 1, rebase_time: false, per_message: 10, gpx_vehicle: None, url: None }
+        ReplayOptions {
+            speed: None,
+            vehicles: 1,
+            rebase_time: false,
+            per_message: 10,
+            gpx_vehicle: None,
+            url: None,
+            credentials: None,
+        }
     }
 }
 
@@ -259,73 +269,158 @@ pub(crate) struct ReplayReport {
     pub(crate) vehicles: usize,
 }
 
-/// Publishes `plan` to the broker at `host:port`; returns once every message is acknowledged
-/// (or the connection failed for good).
+/// Vehicle secrets (`--credentials`): vehicle id → secret. A vehicle without one connects
+/// without credentials (which only a broker allowing anonymous clients accepts).
+pub(crate) type Secrets = HashMap<String, String>;
+
+/// Reads `vehicle_id,secret` rows (as `tripline fleet add|import|rotate-secret` print them).
+pub(crate) fn read_secrets(path: &Path) -> Result<Secrets, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+    let headers = reader.headers().map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?.clone();
+    let (Some(v), Some(s)) =
+        (headers.iter().position(|h| h == "vehicle_id"), headers.iter().position(|h| h == "secret"))
+    else {
+        return Err(Failure::Usage(format!(
+            "{}: the header must name the columns vehicle_id and secret",
+            path.display()
+        )));
+    };
+    let mut secrets = Secrets::new();
+    for (n, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| Failure::Usage(format!("{}: line {}: {e}", path.display(), n + 2)))?;
+        if let (Some(vehicle), Some(secret)) = (record.get(v), record.get(s)) {
+            secrets.insert(vehicle.to_owned(), secret.to_owned());
+        }
+    }
+    Ok(secrets)
+}
+
+/// Publishes `plan` to the broker at `host:port`, each vehicle on a connection of its own (as
+/// vehicles connect, and as a broker enforcing per-vehicle topics requires) with its secret from
+/// `secrets`; returns once every message is acknowledged (or a connection failed for good).
 pub(crate) async fn publish(
     host: &str,
     port: u16,
     plan: Plan,
     bar: Option<&ProgressBar>,
+    secrets: &Secrets,
 ) -> Result<ReplayReport, Failure> {
     let Plan { messages, trips, vehicles, points } = plan;
-    let mut options = MqttOptions::new(format!("tripline-replay-{}", std::process::id()), host, port);
-    options.set_keep_alive(Duration::from_secs(30));
-    options.set_clean_session(true);
-    options.set_inflight(IN_FLIGHT);
-    options.set_max_packet_size(512 * 1024, 512 * 1024);
-    let (client, mut eventloop) = AsyncClient::new(options, usize::from(IN_FLIGHT));
     let total = messages.len();
-    let publisher = tokio::spawn(async move {
-        let start = tokio::time::Instant::now();
-        for message in messages {
-            if !message.at.is_zero() {
-                tokio::time::sleep_until(start + message.at).await;
-            }
-            if client.publish(message.topic, QoS::AtLeastOnce, false, message.payload).await.is_err() {
-                return Err(());
-            }
-        }
-        Ok(client)
-    });
-    let mut acknowledged = 0;
-    let mut failures = 0u32;
-    let mut publisher = Some(publisher);
-    let mut client = None;
-    while acknowledged < total {
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::PubAck(_))) => {
-                acknowledged += 1;
-                failures = 0;
-                if let Some(bar) = bar {
-                    bar.inc(1);
-                }
-            }
-            Ok(_) => {}
-            Err(error) => {
-                failures += 1;
-                if failures > 10 {
-                    return Err(Failure::Runtime(anyhow::anyhow!("broker {host}:{port}: {error}")));
-                }
-                tracing::warn!(%error, "broker connection failed; reconnecting");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-        if publisher.as_ref().is_some_and(tokio::task::JoinHandle::is_finished)
-            && let Some(task) = publisher.take()
-        {
-            // Keep the client alive until every acknowledgement is in.
-            client = task.await.ok().and_then(Result::ok);
-            if client.is_none() {
-                return Err(Failure::Runtime(anyhow::anyhow!("broker {host}:{port}: publishing stopped")));
-            }
-        }
+    let mut by_vehicle: Vec<(String, Vec<Message>)> = Vec::new();
+    let mut index = HashMap::new();
+    for message in messages {
+        let vehicle = tripline_model::topic::Topic::parse(&message.topic)
+            .map(|topic| topic.vehicle_id.as_str().to_owned())
+            .unwrap_or_default();
+        let n = *index.entry(vehicle.clone()).or_insert_with(|| {
+            by_vehicle.push((vehicle, Vec::new()));
+            by_vehicle.len() - 1
+        });
+        by_vehicle[n].1.push(message);
     }
-    if let Some(client) = client {
-        let _ = client.disconnect().await;
-        // Let the DISCONNECT go out.
-        let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+    let start = tokio::time::Instant::now();
+    let tasks: Vec<_> = by_vehicle
+        .into_iter()
+        .map(|(vehicle, messages)| {
+            let connection = VehicleConnection {
+                host: host.to_owned(),
+                port,
+                secret: secrets.get(&vehicle).cloned(),
+                vehicle,
+                bar: bar.cloned(),
+            };
+            tokio::spawn(connection.publish(messages, start))
+        })
+        .collect();
+    let mut acknowledged = 0;
+    for task in tasks {
+        acknowledged += task.await.map_err(|e| Failure::Runtime(e.into()))??;
     }
     Ok(ReplayReport { published: total, acknowledged, points, trips, vehicles })
+}
+
+/// One vehicle's connection.
+struct VehicleConnection {
+    host: String,
+    port: u16,
+    vehicle: String,
+    secret: Option<String>,
+    bar: Option<ProgressBar>,
+}
+
+impl VehicleConnection {
+    /// Publishes `messages` at their times from `start`; returns how many were acknowledged.
+    async fn publish(self, messages: Vec<Message>, start: tokio::time::Instant) -> Result<usize, Failure> {
+        let VehicleConnection { host, port, vehicle, secret, bar } = self;
+        let mut options = MqttOptions::new(format!("tripline-replay-{}-{vehicle}", std::process::id()), &host, port);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_clean_session(true);
+        options.set_inflight(IN_FLIGHT);
+        options.set_max_packet_size(512 * 1024, 512 * 1024);
+        if let Some(secret) = &secret {
+            options.set_credentials(&vehicle, secret);
+        }
+        let (client, mut eventloop) = AsyncClient::new(options, usize::from(IN_FLIGHT));
+        let total = messages.len();
+        let publisher = tokio::spawn(async move {
+            for message in messages {
+                if !message.at.is_zero() {
+                    tokio::time::sleep_until(start + message.at).await;
+                }
+                if client.publish(message.topic, QoS::AtLeastOnce, false, message.payload).await.is_err() {
+                    return Err(());
+                }
+            }
+            Ok(client)
+        });
+        let mut acknowledged = 0;
+        let mut failures = 0u32;
+        let mut publisher = Some(publisher);
+        let mut client = None;
+        while acknowledged < total {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    acknowledged += 1;
+                    failures = 0;
+                    if let Some(bar) = &bar {
+                        bar.inc(1);
+                    }
+                }
+                Ok(_) => {}
+                Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
+                    let hint = if secret.is_none() { " (give its secret with --credentials)" } else { "" };
+                    return Err(Failure::Runtime(anyhow::anyhow!(
+                        "broker {host}:{port} refused vehicle {vehicle}: {code:?}{hint}"
+                    )));
+                }
+                Err(error) => {
+                    failures += 1;
+                    if failures > 10 {
+                        return Err(Failure::Runtime(anyhow::anyhow!("broker {host}:{port}: {error}")));
+                    }
+                    tracing::warn!(%error, %vehicle, "broker connection failed; reconnecting");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+            if publisher.as_ref().is_some_and(tokio::task::JoinHandle::is_finished)
+                && let Some(task) = publisher.take()
+            {
+                // Keep the client alive until every acknowledgement is in.
+                client = task.await.ok().and_then(Result::ok);
+                if client.is_none() {
+                    return Err(Failure::Runtime(anyhow::anyhow!("broker {host}:{port}: publishing stopped")));
+                }
+            }
+        }
+        if let Some(client) = client {
+            let _ = client.disconnect().await;
+            // Let the DISCONNECT go out.
+            let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+        }
+        Ok(acknowledged)
+    }
 }
 
 /// `tripline replay FILE…`.
@@ -344,7 +439,8 @@ pub(crate) fn run(config: &Config, files: &[PathBuf], options: &ReplayOptions) -
         bar.set_style(style);
     }
     let started = Instant::now();
-    let report = runtime()?.block_on(publish(&host, port, plan, Some(&bar)))?;
+    let secrets = options.credentials.as_deref().map(read_secrets).transpose()?.unwrap_or_default();
+    let report = runtime()?.block_on(publish(&host, port, plan, Some(&bar), &secrets))?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(

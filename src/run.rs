@@ -15,7 +15,8 @@ use tripline_enrich::Enricher;
 use tripline_enrich::worker::{Work, Worker, WorkerConfig};
 use tripline_index::{IndexHome, LiveIndex};
 use tripline_indexer::{Indexer, IndexerCounters};
-use tripline_ingest::endpoint::{AllowAnyone, Endpoint, EndpointConfig};
+use tripline_ingest::credentials::VehicleAuth;
+use tripline_ingest::endpoint::{AllowAnyone, Authenticate, Endpoint, EndpointConfig};
 use tripline_ingest::intake::{Decoded, IntakeCounters, Routed, run_intake};
 use tripline_ingest::source::{MqttSourceConfig, SourceCounters, run_source};
 use tripline_model::DecodeConfig;
@@ -295,9 +296,14 @@ async fn start_ingest(
                 in_flight: config.mqtt.in_flight.unwrap_or(defaults.in_flight).max(1),
                 ..defaults
             };
-            let endpoint = Endpoint::start(endpoint_config, Arc::new(AllowAnyone), deliveries_tx, drain, status_tx)
-                .await
-                .map_err(|e| match e {
+            let auth: Arc<dyn Authenticate> = if config.mqtt.allow_anonymous {
+                tracing::warn!("[mqtt] allow_anonymous: any client may publish as any vehicle");
+                Arc::new(AllowAnyone)
+            } else {
+                VehicleAuth::new(store.clone()).shared()
+            };
+            let endpoint =
+                Endpoint::start(endpoint_config, auth, deliveries_tx, drain, status_tx).await.map_err(|e| match e {
                     listen @ tripline_ingest::IngestError::Listen { .. } => Failure::Usage(listen.to_string()),
                     other => Failure::Runtime(other.into()),
                 })?;

@@ -393,6 +393,12 @@ mod tests {
         async fn add_vehicles(&self, _: &TenantId, _: &[VehicleId]) -> StoreResult<()> {
             Ok(())
         }
+        async fn set_vehicle_secrets(&self, _: &[(VehicleId, Option<String>)]) -> StoreResult<()> {
+            Ok(())
+        }
+        async fn vehicle_secret(&self, _: &VehicleId) -> StoreResult<Option<String>> {
+            Ok(None)
+        }
         async fn vehicle_tenant(&self, vehicle: &VehicleId) -> StoreResult<Option<TenantId>> {
             if vehicle.as_str() == "slow" {
                 self.gate.notified().await;

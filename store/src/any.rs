@@ -48,6 +48,12 @@ impl Registry for AnyStore {
     async fn vehicle_tenant(&self, vehicle: &VehicleId) -> StoreResult<Option<TenantId>> {
         delegate!(self, s => s.vehicle_tenant(vehicle))
     }
+    async fn set_vehicle_secrets(&self, secrets: &[(VehicleId, Option<String>)]) -> StoreResult<()> {
+        delegate!(self, s => s.set_vehicle_secrets(secrets))
+    }
+    async fn vehicle_secret(&self, vehicle: &VehicleId) -> StoreResult<Option<String>> {
+        delegate!(self, s => s.vehicle_secret(vehicle))
+    }
 }
 
 impl PointStore for AnyStore {

@@ -63,6 +63,8 @@ struct Inner {
     tenants: Keyspace,
     api_keys: Keyspace,
     vehicles: Keyspace,
+    /// Vehicle id → the hash of its secret (PHC string).
+    vehicle_secrets: Keyspace,
     feed: Keyspace,
     /// Next change-feed sequence number; held while committing so sequence order is commit order.
     feed_next: Mutex<u64>,
@@ -188,6 +190,7 @@ impl EmbeddedStore {
             tenants: open("tenants")?,
             api_keys: open("api_keys")?,
             vehicles: open("vehicles")?,
+            vehicle_secrets: open("vehicle_secrets")?,
             feed,
             feed_next: Mutex::new(next),
             registry_lock: Mutex::new(()),
@@ -381,6 +384,34 @@ impl Registry for EmbeddedStore {
             TenantId::parse(&String::from_utf8_lossy(&value))
                 .map(Some)
                 .map_err(|e| StoreError::Corrupt { table: "vehicles", detail: e.to_string() })
+        })
+        .await
+    }
+
+    async fn set_vehicle_secrets(&self, secrets: &[(VehicleId, Option<String>)]) -> StoreResult<()> {
+        let secrets = secrets.to_vec();
+        self.blocking(move |inner| {
+            let _guard = inner.registry_lock.lock().map_err(db_error)?;
+            let mut batch = inner.batch();
+            for (vehicle, secret) in secrets {
+                if !inner.vehicles.contains_key(vehicle.as_str()).map_err(db_error)? {
+                    return Err(StoreError::UnknownVehicle { vehicle });
+                }
+                match secret {
+                    Some(hash) => batch.insert(&inner.vehicle_secrets, vehicle.as_str(), hash.as_str()),
+                    None => batch.remove(&inner.vehicle_secrets, vehicle.as_str()),
+                }
+            }
+            inner.commit(batch)
+        })
+        .await
+    }
+
+    async fn vehicle_secret(&self, vehicle: &VehicleId) -> StoreResult<Option<String>> {
+        let vehicle = vehicle.clone();
+        self.blocking(move |inner| {
+            let value = inner.vehicle_secrets.get(vehicle.as_str()).map_err(db_error)?;
+            Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
         })
         .await
     }

@@ -80,6 +80,12 @@ pub enum StoreError {
         /// Its tenant.
         owner: TenantId,
     },
+    /// A registry change naming a vehicle that is not registered.
+    #[error("unknown vehicle {vehicle}")]
+    UnknownVehicle {
+        /// The vehicle.
+        vehicle: VehicleId,
+    },
     /// A stored record that cannot be read back.
     #[error("corrupt record in {table}: {detail}")]
     Corrupt {
@@ -114,6 +120,14 @@ pub trait Registry {
     fn add_vehicles(&self, tenant: &TenantId, vehicles: &[VehicleId]) -> impl Future<Output = StoreResult<()>> + Send;
     /// The tenant a vehicle belongs to.
     fn vehicle_tenant(&self, vehicle: &VehicleId) -> impl Future<Output = StoreResult<Option<TenantId>>> + Send;
+    /// Sets registered vehicles' secret hashes (PHC strings); `None` removes one (the vehicle can
+    /// no longer connect). A vehicle not registered is an error and nothing is set.
+    fn set_vehicle_secrets(
+        &self,
+        secrets: &[(VehicleId, Option<String>)],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A vehicle's secret hash, if it has one.
+    fn vehicle_secret(&self, vehicle: &VehicleId) -> impl Future<Output = StoreResult<Option<String>>> + Send;
 }
 
 /// Enriched points.

@@ -59,6 +59,43 @@ impl Registry for ScyllaStore {
         Ok(())
     }
 
+    async fn set_vehicle_secrets(&self, secrets: &[(VehicleId, Option<String>)]) -> StoreResult<()> {
+        let s = &self.inner.statements;
+        let ids: Vec<(String,)> = secrets.iter().map(|(v, _)| (v.as_str().to_owned(),)).collect();
+        let owners: Vec<Vec<(String,)>> = futures::stream::iter(ids)
+            .map(|id| self.rows("vehicle", &s.select_vehicle, id))
+            .buffered(MAX_CONCURRENT_REQUESTS)
+            .try_collect()
+            .await?;
+        if let Some(((vehicle, _), _)) = secrets.iter().zip(&owners).find(|(_, owner)| owner.is_empty()) {
+            return Err(StoreError::UnknownVehicle { vehicle: vehicle.clone() });
+        }
+        let (set, removed): (Vec<_>, Vec<_>) = secrets.iter().partition(|(_, secret)| secret.is_some());
+        let set: Vec<(String, String)> = set
+            .into_iter()
+            .filter_map(|(v, secret)| secret.clone().map(|hash| (v.as_str().to_owned(), hash)))
+            .collect();
+        let removed: Vec<(String,)> = removed.into_iter().map(|(v, _)| (v.as_str().to_owned(),)).collect();
+        futures::stream::iter(set)
+            .map(|row| self.execute("set vehicle secret", &s.insert_vehicle_secret, row))
+            .buffer_unordered(MAX_CONCURRENT_REQUESTS)
+            .try_collect::<Vec<_>>()
+            .await?;
+        futures::stream::iter(removed)
+            .map(|row| self.execute("remove vehicle secret", &s.delete_vehicle_secret, row))
+            .buffer_unordered(MAX_CONCURRENT_REQUESTS)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn vehicle_secret(&self, vehicle: &VehicleId) -> StoreResult<Option<String>> {
+        let rows: Vec<(Option<String>,)> = self
+            .rows("vehicle secret", &self.inner.statements.select_vehicle_secret, (vehicle.as_str().to_owned(),))
+            .await?;
+        Ok(rows.into_iter().next().and_then(|(hash,)| hash))
+    }
+
     async fn vehicle_tenant(&self, vehicle: &VehicleId) -> StoreResult<Option<TenantId>> {
         let rows: Vec<(String,)> =
             self.rows("vehicle", &self.inner.statements.select_vehicle, (vehicle.as_str().to_owned(),)).await?;

@@ -43,6 +43,7 @@ pub(super) async fn apply_schema(session: &Session, config: &ScyllaConfig) -> St
         ),
         format!("CREATE TABLE IF NOT EXISTS {ks}.api_keys (api_key_hash text PRIMARY KEY, tenant text)"),
         format!("CREATE TABLE IF NOT EXISTS {ks}.vehicles (vehicle_id text PRIMARY KEY, tenant text)"),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.vehicle_secrets (vehicle_id text PRIMARY KEY, secret_hash text)"),
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.point_chunks (vehicle_id text, day int, start_ts bigint, stamp bigint, \
              trip_id text, end_ts bigint, sealed boolean, points blob, PRIMARY KEY ((vehicle_id, day), start_ts, stamp)) \

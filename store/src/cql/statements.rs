@@ -34,6 +34,9 @@ pub(super) struct Statements {
     pub(super) select_api_key: PreparedStatement,
     pub(super) insert_vehicle: PreparedStatement,
     pub(super) select_vehicle: PreparedStatement,
+    pub(super) insert_vehicle_secret: PreparedStatement,
+    pub(super) delete_vehicle_secret: PreparedStatement,
+    pub(super) select_vehicle_secret: PreparedStatement,
 }
 
 impl Statements {
@@ -99,6 +102,11 @@ impl Statements {
             select_api_key: p(format!("SELECT tenant FROM {ks}.api_keys WHERE api_key_hash = ?")).await?,
             insert_vehicle: p(format!("INSERT INTO {ks}.vehicles (vehicle_id, tenant) VALUES (?, ?)")).await?,
             select_vehicle: p(format!("SELECT tenant FROM {ks}.vehicles WHERE vehicle_id = ?")).await?,
+            insert_vehicle_secret: p(format!("INSERT INTO {ks}.vehicle_secrets (vehicle_id, secret_hash) VALUES (?, ?)"))
+                .await?,
+            delete_vehicle_secret: p(format!("DELETE FROM {ks}.vehicle_secrets WHERE vehicle_id = ?")).await?,
+            select_vehicle_secret: p(format!("SELECT secret_hash FROM {ks}.vehicle_secrets WHERE vehicle_id = ?"))
+                .await?,
         };
         Ok(statements)
     }

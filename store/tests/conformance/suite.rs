@@ -291,6 +291,23 @@ pub(crate) async fn registry_rules_hold<S: Store>(store: &S) {
     store.create_tenant(&other, "hash-other").await.unwrap();
     assert!(matches!(store.add_vehicles(&other, &[vehicle("v2")]).await, Err(StoreError::VehicleOwned { .. })));
     assert_eq!(store.vehicle_tenant(&vehicle("v2")).await.unwrap(), Some(acme));
+
+    // Secrets: set, replaced, removed; only for registered vehicles, all or nothing.
+    assert_eq!(store.vehicle_secret(&vehicle("v1")).await.unwrap(), None);
+    store
+        .set_vehicle_secrets(&[(vehicle("v1"), Some("h1".to_owned())), (vehicle("v2"), Some("h2".to_owned()))])
+        .await
+        .unwrap();
+    assert_eq!(store.vehicle_secret(&vehicle("v1")).await.unwrap().as_deref(), Some("h1"));
+    store.set_vehicle_secrets(&[(vehicle("v1"), Some("h1b".to_owned()))]).await.unwrap();
+    assert_eq!(store.vehicle_secret(&vehicle("v1")).await.unwrap().as_deref(), Some("h1b"));
+    store.set_vehicle_secrets(&[(vehicle("v2"), None)]).await.unwrap();
+    assert_eq!(store.vehicle_secret(&vehicle("v2")).await.unwrap(), None);
+    let refused = store
+        .set_vehicle_secrets(&[(vehicle("v1"), Some("h1c".to_owned())), (vehicle("v9"), Some("x".to_owned()))])
+        .await;
+    assert!(matches!(refused, Err(StoreError::UnknownVehicle { .. })), "{refused:?}");
+    assert_eq!(store.vehicle_secret(&vehicle("v1")).await.unwrap().as_deref(), Some("h1b"), "nothing set");
 }
 
 pub(crate) async fn deleted_trips_are_gone_and_announced<S: Store>(store: &S) {

@@ -273,14 +273,17 @@ fn without_updated_at(mut summary: Value) -> Value {
     summary
 }
 
-/// Publishes the contract's bad input for a vehicle of tenant A (and one unknown vehicle).
-async fn publish_bad_input(url: &str, vehicle: &str) {
+/// Publishes the contract's bad input as a vehicle of tenant A, with its secret (and, where the
+/// broker lets a client publish to any topic, for one unknown vehicle: the embedded endpoint
+/// refuses that publish itself, as its own tests show).
+async fn publish_bad_input(url: &str, vehicle: &str, secret: &str, deployment: &Deployment) {
     let (host, port) = mqtt_host_port(url);
     let mut options = rumqttc::MqttOptions::new(unique_name("bad"), host, port);
     options.set_max_packet_size(1024 * 1024, 1024 * 1024);
+    options.set_credentials(vehicle, secret);
     let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 16);
     let good_point = json!({"ts": ts(now_ms() - 60_000), "lat": 51.5, "lon": 7.5});
-    let messages: Vec<(String, Vec<u8>)> = vec![
+    let mut messages: Vec<(String, Vec<u8>)> = vec![
         (format!("vehicles/{vehicle}/telemetry"), b"{not json".to_vec()),
         (format!("vehicles/{vehicle}/telemetry"), br#"{"points": "none"}"#.to_vec()),
         (
@@ -292,11 +295,13 @@ async fn publish_bad_input(url: &str, vehicle: &str) {
             format!("vehicles/{vehicle}/telemetry"),
             json!({"points": [{"ts": ts(now_ms() - 60_000), "lat": 0.0, "lon": 0.0}]}).to_string().into_bytes(),
         ),
-        (
+    ];
+    if matches!(deployment, Deployment::Separate) {
+        messages.push((
             "vehicles/nobody-registered-this/telemetry".to_owned(),
             json!({"points": [good_point]}).to_string().into_bytes(),
-        ),
-    ];
+        ));
+    }
     let total = messages.len();
     tokio::spawn(async move {
         for (topic, payload) in messages {
@@ -317,7 +322,8 @@ async fn whole_system(deployment: Deployment, dir: &Path, mqtt_url: &str) {
     let data = write_dataset(dir);
     let key_a = ok(&tripline(dir, &["tenant", "create", TENANT_A])).trim().to_owned();
     let key_b = ok(&tripline(dir, &["tenant", "create", TENANT_B])).trim().to_owned();
-    ok(&tripline(dir, &["fleet", "import", "fleet.csv"]));
+    let secrets = ok(&tripline(dir, &["fleet", "import", "fleet.csv"]));
+    std::fs::write(dir.join("secrets.csv"), &secrets).unwrap();
     let mut files: Vec<&str> = data.files.iter().map(String::as_str).collect();
     let expected: BTreeMap<String, Value> = ok(&tripline(dir, &[&["summarize"], files.as_slice()].concat()))
         .lines()
@@ -338,13 +344,15 @@ async fn whole_system(deployment: Deployment, dir: &Path, mqtt_url: &str) {
     assert!(expected_a.len() >= 10 && expected_b.len() >= 150, "{} and {} trips", expected_a.len(), expected_b.len());
 
     let stack = start_stack(dir, &deployment);
-    let mut args = vec!["replay", "--speed", "max", "--url", mqtt_url];
+    let mut args = vec!["replay", "--speed", "max", "--url", mqtt_url, "--credentials", "secrets.csv"];
     args.append(&mut files);
     let replayed = tripline(dir, &args);
     let report = String::from_utf8_lossy(&replayed.stderr).to_string();
     assert!(replayed.status.success(), "{report}");
     assert!(report.contains(&format!("replayed {} trip(s)", expected.len())), "{report}");
-    publish_bad_input(mqtt_url, data.a_vehicles.first().unwrap()).await;
+    let bad_vehicle = data.a_vehicles.first().unwrap();
+    let bad_secret = secrets.lines().find_map(|l| l.strip_prefix(&format!("{bad_vehicle},"))).unwrap();
+    publish_bad_input(mqtt_url, bad_vehicle, bad_secret, &deployment).await;
 
     // Every trip arrives, equal to the offline summary of the same file.
     let deadline = Instant::now() + Duration::from_secs(180);

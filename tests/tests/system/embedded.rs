@@ -1,7 +1,9 @@
 //! `tripline run --roles ingest` on embedded defaults (embedded MQTT endpoint, embedded store):
 //! every message acknowledged to a vehicle is stored after a graceful stop that comes right after
 //! the last publish, and after `kill -9` in the middle of a fleet's publishing; a re-publish
-//! changes nothing, and metrics are served.
+//! changes nothing, and metrics are served. Vehicles connect with their secrets: anonymous,
+//! wrong, revoked and rotated-away secrets are refused, and a vehicle publishing to another's
+//! topic lands nothing there.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -11,6 +13,64 @@ use tripline_store::{EmbeddedConfig, EmbeddedStore, Registry, TripStore};
 use tripline_tests::unique_name;
 
 use crate::harness::*;
+
+/// The secret the test fleets share (hashed once: each hash takes tens of milliseconds).
+const FLEET_SECRET: &str = "fleet-secret";
+
+/// Registers `vehicles` to a new tenant `acme` (API key `acme-key`) with [`FLEET_SECRET`].
+async fn register_fleet(dir: &Path, vehicles: &[VehicleId]) {
+    let store = open_store(dir);
+    let tenant = TenantId::parse("acme").unwrap();
+    store.create_tenant(&tenant, &tripline_query_api::api_key_hash("acme-key")).await.unwrap();
+    store.add_vehicles(&tenant, vehicles).await.unwrap();
+    let hash = tripline_ingest::credentials::hash_secret(FLEET_SECRET).unwrap();
+    let secrets: Vec<_> = vehicles.iter().map(|v| (v.clone(), Some(hash.clone()))).collect();
+    store.set_vehicle_secrets(&secrets).await.unwrap();
+}
+
+/// Publishes each vehicle's messages on its own connection, with [`FLEET_SECRET`]; returns once
+/// all are acknowledged.
+async fn publish_as_vehicles(url: &str, messages: Vec<(String, Vec<u8>)>) {
+    let mut by_topic: std::collections::BTreeMap<String, Vec<Vec<u8>>> = std::collections::BTreeMap::new();
+    for (topic, payload) in messages {
+        by_topic.entry(topic).or_default().push(payload);
+    }
+    let tasks: Vec<_> = by_topic
+        .into_iter()
+        .map(|(topic, payloads)| {
+            let url = url.to_owned();
+            tokio::spawn(async move {
+                let vehicle = topic.split('/').nth(1).unwrap().to_owned();
+                let (client, mut eventloop) = vehicle_client(&url, &vehicle, FLEET_SECRET);
+                let n = payloads.len();
+                let sender = tokio::spawn(async move {
+                    for payload in payloads {
+                        client.publish(&topic, rumqttc::QoS::AtLeastOnce, false, payload).await.unwrap();
+                    }
+                    client
+                });
+                let mut acked = 0;
+                while acked < n {
+                    if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
+                        acked += 1;
+                    }
+                }
+                sender.await.unwrap();
+            })
+        })
+        .collect();
+    for task in tasks {
+        tokio::time::timeout(std::time::Duration::from_secs(60), task).await.unwrap().unwrap();
+    }
+}
+
+fn vehicle_client(url: &str, vehicle: &str, secret: &str) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    let (host, port) = tripline_tests::mqtt_host_port(url);
+    let mut options = rumqttc::MqttOptions::new(unique_name(vehicle), host, port);
+    options.set_credentials(vehicle, secret);
+    options.set_inflight(20);
+    rumqttc::AsyncClient::new(options, 64)
+}
 
 fn open_store(dir: &Path) -> EmbeddedStore {
     EmbeddedStore::open(&EmbeddedConfig { path: dir.join("tripline-data/store"), retention_s: 86_400 * 30 }).unwrap()
@@ -57,14 +117,8 @@ async fn embedded_endpoint_and_store_keep_everything_acknowledged_through_a_grac
     let dir = std::env::temp_dir().join(unique_name("embedded"));
     std::fs::create_dir_all(&dir).unwrap();
     let prefix = unique_name("e");
-    {
-        let store = open_store(&dir);
-        let tenant = TenantId::parse("acme").unwrap();
-        store.create_tenant(&tenant, &tripline_query_api::api_key_hash("acme-key")).await.unwrap();
-        let vehicles: Vec<VehicleId> =
-            (0..VEHICLES).map(|v| VehicleId::parse(&format!("{prefix}-{v}")).unwrap()).collect();
-        store.add_vehicles(&tenant, &vehicles).await.unwrap();
-    }
+    let vehicles: Vec<VehicleId> = (0..VEHICLES).map(|v| VehicleId::parse(&format!("{prefix}-{v}")).unwrap()).collect();
+    register_fleet(&dir, &vehicles).await;
     let port = free_port();
     std::fs::write(
         dir.join("tripline.toml"),
@@ -78,7 +132,7 @@ async fn embedded_endpoint_and_store_keep_everything_acknowledged_through_a_grac
     let mut running = start_roles(&dir, "ingest,indexer");
     let http = running.http();
     assert_eq!(http_get(&http, "/healthz").0, 200);
-    publish(&url, all.clone()).await;
+    publish_as_vehicles(&url, all.clone()).await;
     // Stop right away: what was acknowledged to the vehicles must still be stored.
     sigterm(&mut running);
     let expected = vec![(MESSAGES * POINTS) as u64; VEHICLES];
@@ -95,7 +149,7 @@ async fn embedded_endpoint_and_store_keep_everything_acknowledged_through_a_grac
     // Everything again, now with the API: nothing changes. Metrics count what this run received.
     let mut running = start_roles(&dir, "ingest,indexer,api");
     let http = running.http();
-    publish(&url, all.clone()).await;
+    publish_as_vehicles(&url, all.clone()).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let metrics = loop {
         let (status, body) = http_get(&http, "/metrics");
@@ -152,6 +206,7 @@ async fn publish_unacknowledged(url: String, prefix: String, t0: i64, v: usize, 
     }
     let (host, port) = tripline_tests::mqtt_host_port(&url);
     let mut options = MqttOptions::new(format!("{prefix}-{v}"), host, port);
+    options.set_credentials(format!("{prefix}-{v}"), FLEET_SECRET);
     options.set_clean_session(false);
     options.set_inflight(10);
     let (client, mut eventloop) = AsyncClient::new(options, 64);
@@ -221,14 +276,9 @@ async fn kill_9_of_the_embedded_set_up_loses_no_acknowledged_point() {
     let dir = std::env::temp_dir().join(unique_name("kill9"));
     std::fs::create_dir_all(&dir).unwrap();
     let prefix = unique_name("k");
-    {
-        let store = open_store(&dir);
-        let tenant = TenantId::parse("acme").unwrap();
-        store.create_tenant(&tenant, "hash").await.unwrap();
-        let vehicles: Vec<VehicleId> =
-            (0..KILL_VEHICLES).map(|v| VehicleId::parse(&format!("{prefix}-{v}")).unwrap()).collect();
-        store.add_vehicles(&tenant, &vehicles).await.unwrap();
-    }
+    let vehicles: Vec<VehicleId> =
+        (0..KILL_VEHICLES).map(|v| VehicleId::parse(&format!("{prefix}-{v}")).unwrap()).collect();
+    register_fleet(&dir, &vehicles).await;
     let port = free_port();
     std::fs::write(
         dir.join("tripline.toml"),
@@ -284,5 +334,119 @@ async fn kill_9_of_the_embedded_set_up_loses_no_acknowledged_point() {
     for (v, seqs) in stored_seqs(&dir, &prefix, t0).await.into_iter().enumerate() {
         assert_eq!(seqs, all, "vehicle {v}: every point exactly once, in order");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs a `tripline` command in `dir`; its stdout, after asserting success.
+fn ok_stdout(dir: &Path, args: &[&str]) -> String {
+    let output = tripline(args, dir);
+    assert_eq!(output.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The secret printed for `vehicle` in `fleet add|rotate-secret`'s CSV.
+fn secret_of(csv: &str, vehicle: &str) -> String {
+    assert!(csv.starts_with("vehicle_id,secret\n"), "{csv}");
+    csv.lines().find_map(|line| line.strip_prefix(&format!("{vehicle},"))).unwrap().to_owned()
+}
+
+/// Connects as `vehicle`: `Ok(client, eventloop)` once accepted, `Err` with the refusal.
+async fn connect(
+    url: &str,
+    vehicle: &str,
+    secret: Option<&str>,
+) -> Result<(rumqttc::AsyncClient, rumqttc::EventLoop), rumqttc::ConnectionError> {
+    let (client, mut eventloop) = match secret {
+        Some(secret) => vehicle_client(url, vehicle, secret),
+        None => {
+            let (host, port) = tripline_tests::mqtt_host_port(url);
+            rumqttc::AsyncClient::new(rumqttc::MqttOptions::new(unique_name("anon"), host, port), 8)
+        }
+    };
+    match eventloop.poll().await {
+        Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => Ok((client, eventloop)),
+        Ok(other) => panic!("expected a CONNACK, got {other:?}"),
+        Err(error) => Err(error),
+    }
+}
+
+fn refused(result: Result<(rumqttc::AsyncClient, rumqttc::EventLoop), rumqttc::ConnectionError>) -> bool {
+    matches!(result, Err(rumqttc::ConnectionError::ConnectionRefused(rumqttc::ConnectReturnCode::BadUserNamePassword)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_vehicle_with_its_secret_publishes_and_only_as_itself() {
+    let dir = std::env::temp_dir().join(unique_name("auth"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.join("tripline.toml"),
+        format!("[mqtt]\nlisten = \"127.0.0.1:{port}\"\n[ingest]\nworkers = 2\n[http]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let (a, b) = (unique_name("a"), unique_name("b"));
+    ok_stdout(&dir, &["tenant", "create", "acme"]);
+    let issued = ok_stdout(&dir, &["fleet", "add", "--tenant", "acme", &a, &b]);
+    let (secret_a, secret_b) = (secret_of(&issued, &a), secret_of(&issued, &b));
+    assert_eq!(secret_a.len(), 64);
+    let again = ok_stdout(&dir, &["fleet", "add", "--tenant", "acme", &a]);
+    assert_eq!(again, "vehicle_id,secret\n", "adding a vehicle again keeps its secret");
+    let mut running = start_roles(&dir, "ingest");
+
+    assert!(refused(connect(&url, &a, None).await), "anonymous");
+    assert!(refused(connect(&url, &a, Some("guess")).await), "wrong secret");
+    assert!(refused(connect(&url, &a, Some(&secret_b)).await), "another vehicle's secret");
+    assert!(refused(connect(&url, "nobody-registered", Some(&secret_a)).await), "unknown vehicle");
+
+    // A publishes to B's topic: the connection is closed (3.1.1) and B gets nothing.
+    let (client, mut eventloop) = connect(&url, &a, Some(&secret_a)).await.unwrap();
+    let t0 = t0();
+    let trip = TripId::parse("t-b").unwrap();
+    let payload = tripline_model::encode_telemetry(Some(&trip), &tripline_tests::fleet_message_points(t0, 0, 0, 5));
+    client.publish(format!("vehicles/{b}/telemetry"), rumqttc::QoS::AtLeastOnce, false, payload.clone()).await.unwrap();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match eventloop.poll().await {
+                Err(_) => return true,
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => return false,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(closed, "no acknowledgement for a publish to another vehicle's topic");
+    // B publishes as itself: that lands.
+    let (client, mut eventloop) = connect(&url, &b, Some(&secret_b)).await.unwrap();
+    let own = tripline_model::encode_telemetry(
+        Some(&TripId::parse("t-own").unwrap()),
+        &tripline_tests::fleet_message_points(t0, 1, 0, 5),
+    );
+    client.publish(format!("vehicles/{b}/telemetry"), rumqttc::QoS::AtLeastOnce, false, own).await.unwrap();
+    loop {
+        if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
+            break;
+        }
+    }
+
+    // Rotated: the old secret stops working, the new one works; revoked: nothing works.
+    let rotated = ok_stdout(&dir, &["fleet", "rotate-secret", &a]);
+    let new_a = secret_of(&rotated, &a);
+    assert!(refused(connect(&url, &a, Some(&secret_a)).await), "the old secret after rotation");
+    assert!(connect(&url, &a, Some(&new_a)).await.is_ok(), "the new secret");
+    ok_stdout(&dir, &["fleet", "revoke", &a]);
+    assert!(refused(connect(&url, &a, Some(&new_a)).await), "a revoked vehicle");
+    sigterm(&mut running);
+
+    let store = open_store(&dir);
+    let tenant = TenantId::parse("acme").unwrap();
+    let b_id = VehicleId::parse(&b).unwrap();
+    assert!(
+        store.trip_of_vehicle(&tenant, &b_id, &trip).await.unwrap().is_none(),
+        "A's publish to B's topic landed nothing"
+    );
+    let landed = store.trip_of_vehicle(&tenant, &b_id, &TripId::parse("t-own").unwrap()).await.unwrap();
+    assert_eq!(landed.map(|t| t.summary.point_count), Some(5), "B's own publish landed");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,0 +1,146 @@
+//! Vehicle credentials on the embedded endpoint: MQTT user name = vehicle id, password = the
+//! vehicle's secret.
+//!
+//! A secret is 32 random bytes in hex, issued by `tripline fleet add|import|rotate-secret` and
+//! shown once; the store keeps only its Argon2id hash (a PHC string, salted). Verifying a hash
+//! costs tens of milliseconds and ~19 MiB on purpose, so a fleet reconnecting after a restart
+//! would cost minutes of CPU: once a vehicle's secret is verified, the endpoint remembers the
+//! SHA-256 of that secret next to the stored hash it matched, and a later CONNECT with the same
+//! secret while the store holds the same hash is accepted on that. A rotated or revoked secret
+//! changes or removes the stored hash, so the remembered answer no longer applies. At most
+//! [`VERIFYING_AT_ONCE`] hashes are verified at a time.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use tripline_model::VehicleId;
+use tripline_store::Registry;
+
+use crate::endpoint::{Authenticate, Credentials, Identity, Refusal};
+
+/// Argon2 verifications running at once (each takes ~19 MiB and one core for tens of ms).
+pub const VERIFYING_AT_ONCE: usize = 2;
+/// Verified secrets remembered at most (then the memory starts over).
+const REMEMBERED: usize = 200_000;
+
+/// A new vehicle secret: 32 random bytes in hex.
+pub fn new_secret() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The stored form of a secret: its Argon2id hash with a random salt, as a PHC string.
+pub fn hash_secret(secret: &str) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| format!("no randomness: {e}"))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    Argon2::default().hash_password(secret.as_bytes(), &salt).map(|hash| hash.to_string()).map_err(|e| e.to_string())
+}
+
+/// Whether `secret` matches the stored hash (a malformed hash matches nothing).
+pub fn secret_matches(secret: &str, stored: &str) -> bool {
+    PasswordHash::new(stored).is_ok_and(|hash| Argon2::default().verify_password(secret.as_bytes(), &hash).is_ok())
+}
+
+fn digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Authenticates vehicles against the registry's secret hashes.
+pub struct VehicleAuth<R> {
+    registry: R,
+    verifying: Semaphore,
+    /// Vehicle → (the stored hash a secret was verified against, that secret's SHA-256).
+    verified: Mutex<HashMap<String, (String, [u8; 32])>>,
+}
+
+impl<R> VehicleAuth<R> {
+    /// Checks credentials against `registry`.
+    pub fn new(registry: R) -> VehicleAuth<R> {
+        VehicleAuth { registry, verifying: Semaphore::new(VERIFYING_AT_ONCE), verified: Mutex::default() }
+    }
+
+    fn remembered(&self, vehicle: &str, stored: &str, secret: &[u8; 32]) -> bool {
+        let verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        verified.get(vehicle).is_some_and(|(hash, digest)| hash == stored && digest == secret)
+    }
+
+    fn remember(&self, vehicle: String, stored: String, secret: [u8; 32]) {
+        let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        if verified.len() >= REMEMBERED {
+            verified.clear();
+        }
+        verified.insert(vehicle, (stored, secret));
+    }
+}
+
+impl<R: Registry + Send + Sync + 'static> VehicleAuth<R> {
+    async fn check(&self, credentials: Credentials) -> Result<Identity, Refusal> {
+        let (Some(user), Some(secret)) = (credentials.username, credentials.password) else {
+            return Err(Refusal::BadCredentials);
+        };
+        let Ok(vehicle) = VehicleId::parse(&user) else { return Err(Refusal::BadCredentials) };
+        let stored = match self.registry.vehicle_secret(&vehicle).await {
+            Ok(Some(stored)) => stored,
+            // Unknown, or revoked: the same answer, so that ids cannot be probed.
+            Ok(None) => return Err(Refusal::BadCredentials),
+            Err(error) => {
+                tracing::warn!(%error, "vehicle credentials could not be read");
+                return Err(Refusal::Unavailable);
+            }
+        };
+        let hashed = digest(&secret);
+        if self.remembered(&user, &stored, &hashed) {
+            return Ok(Identity::Vehicle(user));
+        }
+        let Ok(_permit) = self.verifying.acquire().await else { return Err(Refusal::Unavailable) };
+        let against = stored.clone();
+        let matches = tokio::task::spawn_blocking(move || secret_matches(&secret, &against)).await.unwrap_or(false);
+        if !matches {
+            return Err(Refusal::BadCredentials);
+        }
+        self.remember(user.clone(), stored, hashed);
+        Ok(Identity::Vehicle(user))
+    }
+}
+
+impl<R: Registry + Send + Sync + 'static> Authenticate for VehicleAuth<R> {
+    fn authenticate(
+        &self,
+        credentials: Credentials,
+    ) -> Pin<Box<dyn Future<Output = Result<Identity, Refusal>> + Send + '_>> {
+        Box::pin(self.check(credentials))
+    }
+}
+
+/// Shared, for the endpoint.
+impl<R: Registry + Send + Sync + 'static> VehicleAuth<R> {
+    /// This authenticator as the endpoint takes it.
+    pub fn shared(self) -> Arc<dyn Authenticate> {
+        Arc::new(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_matches_its_hash_only() {
+        let secret = new_secret().ok().unwrap_or_default();
+        assert_eq!(secret.len(), 64);
+        let hash = hash_secret(&secret).unwrap_or_default();
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(secret_matches(&secret, &hash));
+        assert!(!secret_matches("guess", &hash));
+        assert!(!secret_matches(&secret, "not a hash"));
+        assert_ne!(hash_secret(&secret).unwrap_or_default(), hash, "salted");
+    }
+}
