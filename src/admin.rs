@@ -2,8 +2,9 @@
 //! `reindex` work whether or not a process is using the store. The embedded store can be opened
 //! by one process only, so while `run` holds it the commands go through that process.
 //!
-//! On start, `run` writes `data_dir/admin.json` (owner-only): the address of its HTTP listener
-//! and a random token. A command finds the file, calls `/admin/v1/…` with the token, and falls
+//! On start, `run` serves `/admin/v1/…` on a listener of its own (`[http] admin_listen`, default a
+//! free loopback port, whatever `[http] listen` is) and writes `data_dir/admin.json` (owner-only):
+//! that listener's address and a random token; without the token every route answers 401. A command finds the file, calls `/admin/v1/…` with the token, and falls
 //! back to opening the store itself when no process answers. An API key never crosses this
 //! channel: the command creates the key and sends only its hash.
 
@@ -27,7 +28,7 @@ use crate::Failure;
 /// What `run` publishes in `data_dir/admin.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct AdminFile {
-    /// `host:port` of the process's HTTP listener.
+    /// `host:port` of the process's admin listener.
     pub(crate) http: String,
     /// The bearer token of `/admin/v1/…`.
     pub(crate) token: String,
@@ -91,6 +92,8 @@ pub(crate) struct AdminState {
     home: IndexHome,
     token: String,
     rebuild: Arc<Rebuild>,
+    /// The API of this process, if it serves one: forgets a replaced key at once.
+    keys: Option<tripline_query_api::KeyCacheHandle>,
 }
 
 /// A rebuild running in this process, as the admin routes report it.
@@ -129,10 +132,16 @@ pub(crate) struct RebuildStatus {
 }
 
 /// The admin routes, served beside the others on `[http] listen`.
-pub(crate) fn routes(store: AnyStore, home: IndexHome, token: String) -> Router {
-    let state = Arc::new(AdminState { store, home, token, rebuild: Arc::default() });
+pub(crate) fn routes(
+    store: AnyStore,
+    home: IndexHome,
+    token: String,
+    keys: Option<tripline_query_api::KeyCacheHandle>,
+) -> Router {
+    let state = Arc::new(AdminState { store, home, token, rebuild: Arc::default(), keys });
     Router::new()
         .route("/admin/v1/tenants", post(create_tenant))
+        .route("/admin/v1/tenant-keys", post(replace_api_key))
         .route("/admin/v1/vehicles", post(add_vehicles))
         .route("/admin/v1/vehicle-secrets", post(set_vehicle_secrets))
         .route("/admin/v1/vehicle-secrets/missing", post(vehicles_without_secret))
@@ -192,6 +201,32 @@ async fn create_tenant(
     }
     state.store.create_tenant(&tenant, &body.api_key_hash).await?;
     Ok(StatusCode::CREATED)
+}
+
+/// `POST /admin/v1/tenant-keys`: a tenant's new key hash, or none (revoked).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct NewKey {
+    pub(crate) tenant: String,
+    pub(crate) api_key_hash: Option<String>,
+}
+
+async fn replace_api_key(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Json(body): Json<NewKey>,
+) -> Result<StatusCode, AdminError> {
+    authorize(&state, &headers)?;
+    let tenant = TenantId::parse(&body.tenant).map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if let Some(hash) = &body.api_key_hash
+        && (hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(AdminError(StatusCode::BAD_REQUEST, "api_key_hash: 64 hex digits".to_owned()));
+    }
+    let old = state.store.replace_api_key(&tenant, body.api_key_hash.as_deref()).await?;
+    if let (Some(keys), Some(old)) = (&state.keys, old) {
+        keys.forget(&old);
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /admin/v1/vehicles`.
@@ -371,6 +406,11 @@ impl Remote {
     pub(crate) fn create_tenant(&self, name: &str, api_key_hash: &str) -> Result<(), RemoteError> {
         let body = NewTenant { name: name.to_owned(), api_key_hash: api_key_hash.to_owned() };
         self.call("POST", "/admin/v1/tenants", Some(&body)).map(drop)
+    }
+
+    pub(crate) fn replace_api_key(&self, tenant: &str, api_key_hash: Option<&str>) -> Result<(), RemoteError> {
+        let body = NewKey { tenant: tenant.to_owned(), api_key_hash: api_key_hash.map(str::to_owned) };
+        self.call("POST", "/admin/v1/tenant-keys", Some(&body)).map(drop)
     }
 
     pub(crate) fn add_vehicles(&self, tenant: &str, vehicles: &[String]) -> Result<(), RemoteError> {

@@ -47,6 +47,9 @@ pub(crate) struct MqttConfig {
 pub(crate) struct HttpConfig {
     /// Where the HTTP server listens.
     pub(crate) listen: std::net::SocketAddr,
+    /// Where the admin channel listens (`tenant`, `fleet`, `reindex` reach a running process
+    /// there, with the token of `data_dir/admin.json`); default: a free loopback port.
+    pub(crate) admin_listen: std::net::SocketAddr,
     /// Requests per second per API key, on average.
     pub(crate) rate_per_s: f64,
     /// Requests per API key at once after being idle.
@@ -58,6 +61,7 @@ impl Default for HttpConfig {
         let limits = tripline_query_api::ApiConfig::default();
         HttpConfig {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             rate_per_s: limits.rate_per_s,
             burst: limits.burst,
         }
@@ -73,12 +77,15 @@ pub(crate) struct IngestConfig {
     pub(crate) workers: usize,
     /// On a graceful stop, how long to wait for in-flight messages to become durable, seconds.
     pub(crate) drain_s: u64,
+    /// How long ingest may stay disconnected from an external broker before the process gives up
+    /// and exits non-zero (for its supervisor to restart it), seconds.
+    pub(crate) give_up_s: u64,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        IngestConfig { workers: (2 * cores).max(4), drain_s: 10 }
+        IngestConfig { workers: (2 * cores).max(4), drain_s: 10, give_up_s: 300 }
     }
 }
 

@@ -49,6 +49,35 @@ fn parse_vehicles(vehicles: &[String]) -> Result<Vec<VehicleId>, Failure> {
     vehicles.iter().map(|v| VehicleId::parse(v).map_err(|e| Failure::Usage(format!("vehicle id {v:?}: {e}")))).collect()
 }
 
+/// `tripline tenant rotate-key NAME` (a new key, printed once) and `tripline tenant revoke-key
+/// NAME` (none): the old key answers 401 at once in a running process, and within the key cache's
+/// lifetime (30 s) in API processes of other hosts.
+pub(crate) fn replace_api_key(config: &Config, name: &str, rotate: bool) -> Result<(), Failure> {
+    let tenant = TenantId::parse(name).map_err(|e| Failure::Usage(format!("tenant name {name:?}: {e}")))?;
+    let key = if rotate { Some(new_api_key()?) } else { None };
+    let hash = key.as_deref().map(tripline_query_api::api_key_hash);
+    match through_running(&config.data_dir, |remote| remote.replace_api_key(tenant.as_str(), hash.as_deref())) {
+        Some(outcome) => outcome?,
+        None => runtime()?.block_on(async {
+            let store = crate::run::open_store(config).await?;
+            store.replace_api_key(&tenant, hash.as_deref()).await.map(drop).map_err(registry_failure)
+        })?,
+    }
+    match key {
+        Some(key) => {
+            eprintln!(
+                "tripline: tenant {tenant} has a new API key; it follows (shown once); the old one no longer works"
+            );
+            #[allow(clippy::print_stdout)] // the key is the command's output
+            {
+                println!("{key}");
+            }
+        }
+        None => eprintln!("tripline: tenant {tenant}'s API key revoked: every request with it answers 401"),
+    }
+    Ok(())
+}
+
 /// `tripline fleet add --tenant NAME VEHICLE_ID…`.
 pub(crate) fn add(config: &Config, tenant: &str, vehicles: &[String]) -> Result<(), Failure> {
     let tenant = TenantId::parse(tenant).map_err(|e| Failure::Usage(format!("tenant {tenant:?}: {e}")))?;

@@ -151,6 +151,16 @@ enum TenantCommand {
         /// The tenant's name (1-64 chars of [A-Za-z0-9._:-]).
         name: String,
     },
+    /// Give a tenant a new API key, printed once; the old one stops working.
+    RotateKey {
+        /// The tenant.
+        name: String,
+    },
+    /// Remove a tenant's API key: every request with it answers 401 (until `rotate-key`).
+    RevokeKey {
+        /// The tenant.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,6 +270,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             replay::run(&config, &files, &options)
         }
         Command::Tenant { command: TenantCommand::Create { name } } => fleet::create_tenant(&config, &name),
+        Command::Tenant { command: TenantCommand::RotateKey { name } } => fleet::replace_api_key(&config, &name, true),
+        Command::Tenant { command: TenantCommand::RevokeKey { name } } => fleet::replace_api_key(&config, &name, false),
         Command::Fleet { command: FleetCommand::Add { tenant, vehicles } } => fleet::add(&config, &tenant, &vehicles),
         Command::Fleet { command: FleetCommand::Import { file } } => fleet::import(&config, &file),
         Command::Fleet { command: FleetCommand::RotateSecret { vehicles } } => fleet::rotate_secret(&config, &vehicles),

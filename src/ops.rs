@@ -39,11 +39,11 @@ pub(crate) fn routes(metrics: PrometheusHandle) -> Router {
     )
 }
 
-/// Binds `listen` and serves `router` in the background; returns the bound address.
-pub(crate) async fn serve_router(listen: SocketAddr, router: Router) -> Result<SocketAddr, Failure> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| Failure::Usage(format!("[http] listen {listen}: {e}")))?;
+/// Binds `listen` (the setting named `setting`) and serves `router` in the background; returns the
+/// bound address.
+pub(crate) async fn serve_router(setting: &str, listen: SocketAddr, router: Router) -> Result<SocketAddr, Failure> {
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| Failure::Usage(format!("{setting} {listen}: {e}")))?;
     let bound = listener.local_addr().map_err(|e| Failure::Runtime(e.into()))?;
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {

@@ -128,13 +128,26 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
         } else {
             None
         };
-        let admin_token = crate::admin::random_hex()?;
-        let mut routes =
-            crate::ops::routes(metrics).merge(crate::admin::routes(store.clone(), home, admin_token.clone()));
+        // Ingest's health: why it cannot work (a task ended, the broker gone too long), and its
+        // connection; `/readyz` answers 503 with the reason, and a failure stops the process.
+        let (health_tx, health) = watch::channel(None::<String>);
+        let (ingest_status_tx, ingest_status) = watch::channel(SourceCounters::default());
+        let mut routes = crate::ops::routes(metrics);
+        let mut key_cache = None;
         if let (true, Some(index)) = (roles.contains(&"api"), &index) {
             let limits = ApiConfig { rate_per_s: config.http.rate_per_s, burst: config.http.burst };
-            routes =
-                routes.merge(tripline_query_api::router(ApiState::with_config(store.clone(), index.clone(), limits)));
+            let mut state = ApiState::with_config(store.clone(), index.clone(), limits);
+            if roles.contains(&"ingest") {
+                let (health, status) = (health.clone(), ingest_status.clone());
+                state = state.with_readiness(Arc::new(move || {
+                    health
+                        .borrow()
+                        .clone()
+                        .or_else(|| (!status.borrow().ready).then(|| "ingest is not connected".to_owned()))
+                }));
+            }
+            key_cache = Some(state.key_cache());
+            routes = routes.merge(tripline_query_api::router(state));
             if !roles.contains(&"indexer") {
                 // Another process writes the index: pick up its commits, and its generation
                 // after a rebuild.
@@ -150,9 +163,14 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
                 });
             }
         }
-        let http = crate::ops::serve_router(config.http.listen, routes).await?;
+        let http = crate::ops::serve_router("[http] listen", config.http.listen, routes).await?;
+        // The admin channel has a listener of its own on loopback, whatever `[http] listen` is.
+        let admin_token = crate::admin::random_hex()?;
+        let admin_routes = crate::admin::routes(store.clone(), home, admin_token.clone(), key_cache);
+        let admin_http =
+            crate::ops::serve_router("[http] admin_listen", config.http.admin_listen, admin_routes).await?;
         let admin_file =
-            crate::admin::AdminFile { http: http.to_string(), token: admin_token, pid: std::process::id() };
+            crate::admin::AdminFile { http: admin_http.to_string(), token: admin_token, pid: std::process::id() };
         let _published = crate::admin::publish(&config.data_dir, &admin_file)?;
         eprintln!("tripline: health and metrics on http://{http}/healthz and http://{http}/metrics");
         if roles.contains(&"api") {
@@ -164,7 +182,7 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
         }
         let mut ingest = None;
         if roles.contains(&"ingest") {
-            ingest = Some(start_ingest(config, &store, engine, external.clone()).await?);
+            ingest = Some(start_ingest(config, &store, engine, external.clone(), ingest_status_tx, health_tx).await?);
         }
         if let (Some(demo), Some(ingest)) = (demo, &ingest) {
             let broker = match (ingest.endpoint_addr(), external) {
@@ -184,8 +202,15 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
             indexer = Some((stop, task));
         }
 
-        shutdown_signal().await;
-        tracing::info!("stopping");
+        let mut failed = health.clone();
+        let failure = tokio::select! {
+            () = shutdown_signal() => None,
+            reason = failed.wait_for(Option::is_some), if ingest.is_some() => reason.ok().and_then(|r| r.clone()),
+        };
+        match &failure {
+            Some(reason) => tracing::error!(%reason, "ingest cannot go on; stopping"),
+            None => tracing::info!("stopping"),
+        }
         // In the direction of the data: ingest first, then the indexer takes in what ingest wrote.
         if let Some(ingest) = ingest {
             ingest.stop().await?;
@@ -198,6 +223,9 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
                 .map_err(|e| Failure::Runtime(anyhow::anyhow!("indexer: {e}")))?;
             eprintln!("tripline: indexer stopped; {} changes applied, {} commits", counters.changes, counters.commits);
         }
+        if let Some(reason) = failure {
+            return Err(Failure::Runtime(anyhow::anyhow!("ingest failed: {reason}")));
+        }
         Ok(())
     })
 }
@@ -207,10 +235,67 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
 struct Ingest {
     endpoint: Option<Endpoint>,
     shutdown: watch::Sender<bool>,
+    /// True once a stop began: tasks ending after it are no failure.
+    stopping: watch::Sender<bool>,
     status: watch::Receiver<SourceCounters>,
-    intake: tokio::task::JoinHandle<()>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
-    source: Option<tokio::task::JoinHandle<Result<SourceCounters, tripline_ingest::IngestError>>>,
+    source: Option<tokio::task::JoinHandle<Option<Result<SourceCounters, tripline_ingest::IngestError>>>>,
+    /// Workers and intake report nothing but their end.
+    intake: tokio::task::JoinHandle<Option<()>>,
+    workers: Vec<tokio::task::JoinHandle<Option<()>>>,
+}
+
+/// Watches one of ingest's tasks: if it ends before a stop began (returned, or panicked), the
+/// reason goes to `health`, which turns `/readyz` to 503 and stops the process with a non-zero
+/// exit — never a silent stall. `why` adds what the task's output says.
+fn supervise<T: Send + 'static>(
+    name: &'static str,
+    task: tokio::task::JoinHandle<T>,
+    stopping: &watch::Receiver<bool>,
+    health: &watch::Sender<Option<String>>,
+    why: impl FnOnce(&T) -> String + Send + 'static,
+) -> tokio::task::JoinHandle<Option<T>> {
+    let (stopping, health) = (stopping.clone(), health.clone());
+    tokio::spawn(async move {
+        let result = task.await;
+        if !*stopping.borrow() {
+            let reason = match &result {
+                Ok(output) => format!("{name} ended{}", why(output)),
+                Err(error) if error.is_panic() => format!("{name} panicked (see the log above)"),
+                Err(error) => format!("{name}: {error}"),
+            };
+            health.send_if_modified(|current| current.is_none() && current.replace(reason).is_none());
+        }
+        result.ok()
+    })
+}
+
+/// With an external broker: once ingest has been without a connection for `give_up_s` (from the
+/// start, or since it lost one), it fails (the process exits non-zero for its supervisor to
+/// restart it; the broker keeps the messages).
+fn give_up_when_disconnected(
+    mut status: watch::Receiver<SourceCounters>,
+    stopping: watch::Receiver<bool>,
+    health: watch::Sender<Option<String>>,
+    give_up_s: u64,
+) {
+    let give_up = Duration::from_secs(give_up_s.max(1));
+    tokio::spawn(async move {
+        loop {
+            if status.wait_for(|s| !s.ready).await.is_err() {
+                return;
+            }
+            match tokio::time::timeout(give_up, status.wait_for(|s| s.ready)).await {
+                Ok(Ok(_)) => continue,
+                Ok(Err(_)) => return,
+                Err(_) if *stopping.borrow() => return,
+                Err(_) => {
+                    let reason = format!("not connected to the MQTT broker for {give_up_s} s");
+                    health.send_if_modified(|current| current.is_none() && current.replace(reason).is_none());
+                    return;
+                }
+            }
+        }
+    });
 }
 
 async fn start_ingest(
@@ -218,6 +303,8 @@ async fn start_ingest(
     store: &AnyStore,
     engine: Enricher,
     external: Option<(String, u16)>,
+    status_tx: watch::Sender<SourceCounters>,
+    health: watch::Sender<Option<String>>,
 ) -> Result<Ingest, Failure> {
     tripline_ingest::metrics::describe();
     tripline_enrich::metrics::describe();
@@ -225,6 +312,7 @@ async fn start_ingest(
         tracing::warn!("[mqtt] buffer_mb is no longer used: the embedded endpoint holds no messages of its own");
     }
     let engine = Arc::new(engine);
+    let (stopping_tx, stopping) = watch::channel(false);
     let (shutdown_tx, shutdown) = watch::channel(false);
 
     let workers = config.ingest.workers.max(1);
@@ -238,7 +326,8 @@ async fn start_ingest(
         queues.push(tx);
         depths.push(rx.clone());
         let worker = Worker::new(Arc::clone(&engine), store.clone(), WorkerConfig::default());
-        worker_tasks.push(tokio::spawn(worker.run(rx)));
+        let task = tokio::spawn(worker.run(rx));
+        worker_tasks.push(supervise("an enrichment worker", task, &stopping, &health, |()| String::new()));
     }
 
     let (deliveries_tx, deliveries_rx) = flume::bounded(DELIVERY_QUEUE_CAPACITY);
@@ -253,7 +342,8 @@ async fn start_ingest(
         shutdown.clone(),
         intake_counters,
     ));
-    let (status_tx, status) = watch::channel(SourceCounters::default());
+    let intake = supervise("the intake", intake, &stopping, &health, |()| String::new());
+    let status = status_tx.subscribe();
     let mut ready = status.clone();
     tokio::spawn(async move {
         if ready.wait_for(|s| s.ready).await.is_ok() {
@@ -318,7 +408,13 @@ async fn start_ingest(
                 shared_group: config.mqtt.shared_group.clone(),
                 ..MqttSourceConfig::default()
             };
-            (Some(tokio::spawn(run_source(source_config, deliveries_tx, shutdown.clone(), drain, status_tx))), None)
+            let source = tokio::spawn(run_source(source_config, deliveries_tx, shutdown.clone(), drain, status_tx));
+            let source = supervise("the MQTT source", source, &stopping, &health, |result| match result {
+                Ok(_) => String::new(),
+                Err(error) => format!(": {error}"),
+            });
+            give_up_when_disconnected(status.clone(), stopping.clone(), health.clone(), config.ingest.give_up_s);
+            (Some(source), None)
         }
     };
     eprintln!(
@@ -329,7 +425,7 @@ async fn start_ingest(
             StoreKind::Scylla => "scylla",
         }
     );
-    Ok(Ingest { endpoint, shutdown: shutdown_tx, status, intake, workers: worker_tasks, source })
+    Ok(Ingest { endpoint, shutdown: shutdown_tx, stopping: stopping_tx, status, intake, workers: worker_tasks, source })
 }
 
 impl Ingest {
@@ -342,7 +438,8 @@ impl Ingest {
     /// what becomes durable within `drain`. An external broker's source stops taking messages and
     /// does the same. Then the pipeline finishes what is queued.
     async fn stop(self) -> Result<(), Failure> {
-        let Ingest { endpoint, shutdown, status: _, intake, workers, source } = self;
+        let Ingest { endpoint, shutdown, stopping, status: _, intake, workers, source } = self;
+        stopping.send_replace(true);
         let counters = match (endpoint, source) {
             (Some(endpoint), _) => {
                 tracing::info!("MQTT endpoint closed to vehicles; acknowledging what becomes durable");
@@ -352,10 +449,11 @@ impl Ingest {
             }
             (None, Some(source)) => {
                 let _ = shutdown.send(true);
-                source
-                    .await
-                    .map_err(|e| Failure::Runtime(e.into()))?
-                    .map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?
+                match source.await.map_err(|e| Failure::Runtime(e.into()))? {
+                    Some(result) => result.map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?,
+                    // It panicked: supervision said so; nothing more to count.
+                    None => SourceCounters::default(),
+                }
             }
             (None, None) => SourceCounters::default(),
         };

@@ -2,11 +2,13 @@
 //! vehicle's secret.
 //!
 //! A secret is 32 random bytes in hex, issued by `tripline fleet add|import|rotate-secret` and
-//! shown once; the store keeps only its Argon2id hash (a PHC string, salted). Verifying a hash
-//! costs tens of milliseconds and ~19 MiB on purpose, so a fleet reconnecting after a restart
-//! would cost minutes of CPU: once a vehicle's secret is verified, the endpoint remembers the
-//! SHA-256 of that secret next to the stored hash it matched, and a later CONNECT with the same
-//! secret while the store holds the same hash is accepted on that. A rotated or revoked secret
+//! shown once; the store keeps only its Argon2id hash (a PHC string, salted, [`PARAMS`]). The
+//! secrets are machine-made with 256 bits of entropy, so the hash's work factor is not what
+//! protects them against a stolen registry (no guessing reaches 2^256); it is kept moderate (8 MiB,
+//! one pass: milliseconds) because a whole fleet reconnects after a restart. A hash of other
+//! parameters (a PHC string says its own) still verifies. Once a vehicle's secret is verified, the
+//! endpoint remembers the SHA-256 of that secret next to the stored hash it matched, and a later
+//! CONNECT with the same secret while the store holds the same hash is accepted on that. A rotated or revoked secret
 //! changes or removes the stored hash, so the remembered answer no longer applies. At most
 //! [`VERIFYING_AT_ONCE`] hashes are verified at a time.
 
@@ -24,8 +26,16 @@ use tripline_store::Registry;
 
 use crate::endpoint::{Authenticate, Credentials, Identity, Refusal};
 
-/// Argon2 verifications running at once (each takes ~19 MiB and one core for tens of ms).
+/// Argon2 verifications running at once (each takes [`PARAMS`]' memory and one core).
 pub const VERIFYING_AT_ONCE: usize = 2;
+/// Argon2id parameters of new hashes: 8 MiB, one pass, one lane (see the module doc).
+pub const PARAMS: (u32, u32, u32) = (8 * 1024, 1, 1);
+
+fn hasher() -> Argon2<'static> {
+    let (memory_kib, passes, lanes) = PARAMS;
+    let params = argon2::Params::new(memory_kib, passes, lanes, None).unwrap_or_default();
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
 /// Verified secrets remembered at most (then the memory starts over).
 const REMEMBERED: usize = 200_000;
 
@@ -41,12 +51,13 @@ pub fn hash_secret(secret: &str) -> Result<String, String> {
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(|e| format!("no randomness: {e}"))?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-    Argon2::default().hash_password(secret.as_bytes(), &salt).map(|hash| hash.to_string()).map_err(|e| e.to_string())
+    hasher().hash_password(secret.as_bytes(), &salt).map(|hash| hash.to_string()).map_err(|e| e.to_string())
 }
 
 /// Whether `secret` matches the stored hash (a malformed hash matches nothing).
 pub fn secret_matches(secret: &str, stored: &str) -> bool {
-    PasswordHash::new(stored).is_ok_and(|hash| Argon2::default().verify_password(secret.as_bytes(), &hash).is_ok())
+    // The parameters come from the stored string, whatever `hasher` uses now.
+    PasswordHash::new(stored).is_ok_and(|hash| hasher().verify_password(secret.as_bytes(), &hash).is_ok())
 }
 
 fn digest(secret: &str) -> [u8; 32] {

@@ -387,6 +387,9 @@ mod tests {
         async fn tenant_for_key(&self, _: &str) -> StoreResult<Option<TenantId>> {
             Ok(None)
         }
+        async fn replace_api_key(&self, _: &TenantId, _: Option<&str>) -> StoreResult<Option<String>> {
+            Ok(None)
+        }
         async fn tenant_exists(&self, _: &TenantId) -> StoreResult<bool> {
             Ok(true)
         }

@@ -35,6 +35,13 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 pub(crate) struct KeyCache(Mutex<HashMap<String, (TenantId, Instant)>>);
 
 impl KeyCache {
+    /// Forgets a key (replaced or revoked).
+    pub(crate) fn forget(&self, hash: &str) {
+        if let Ok(mut cache) = self.0.lock() {
+            cache.remove(hash);
+        }
+    }
+
     /// The tenant of the request's key and the key's hash, or 401.
     pub(crate) async fn tenant<R: Registry>(
         &self,

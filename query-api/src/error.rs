@@ -58,6 +58,12 @@ impl ApiError {
         }
     }
 
+    /// 503 from `/readyz`: a part of the process cannot do its work; the reason is sent (it is
+    /// about the process, never about a tenant's data).
+    pub fn not_ready(reason: String) -> ApiError {
+        ApiError { status: StatusCode::SERVICE_UNAVAILABLE, code: "not_ready", message: reason }
+    }
+
     /// 500: a bug or corrupt data. The cause is logged, not sent.
     pub fn internal(cause: &dyn std::fmt::Display) -> ApiError {
         tracing::error!(error = %cause, "request failed");

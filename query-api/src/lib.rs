@@ -35,9 +35,36 @@ pub struct ApiState<S> {
     /// The read store (the generation in use).
     pub index: LiveIndex,
     config: ApiConfig,
-    keys: auth::KeyCache,
+    keys: Arc<auth::KeyCache>,
     limiter: limits::RateLimiter,
+    readiness: Option<ReadinessCheck>,
 }
+
+/// [`Readiness`] in the state (a closure has no `Debug`).
+#[derive(Clone)]
+struct ReadinessCheck(Readiness);
+
+impl std::fmt::Debug for ReadinessCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadinessCheck")
+    }
+}
+
+/// Makes an API forget a key it remembers (see [`ApiState::key_cache`]). Other processes forget it
+/// within the key cache's lifetime (30 s).
+#[derive(Clone, Debug)]
+pub struct KeyCacheHandle(Arc<auth::KeyCache>);
+
+impl KeyCacheHandle {
+    /// Forgets the key with this hash.
+    pub fn forget(&self, api_key_hash: &str) {
+        self.0.forget(api_key_hash);
+    }
+}
+
+/// What else `/readyz` asks: `Some(reason)` while a part of the process (ingest, in the binary)
+/// cannot do its work.
+pub type Readiness = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 impl<S> ApiState<S> {
     /// The state over a store and an index, with default limits.
@@ -51,9 +78,21 @@ impl<S> ApiState<S> {
             store,
             index: index.into(),
             config,
-            keys: auth::KeyCache::default(),
+            keys: Arc::default(),
             limiter: limits::RateLimiter::default(),
+            readiness: None,
         }
+    }
+
+    /// A handle that makes this API forget a key at once (after the store replaced it).
+    pub fn key_cache(&self) -> KeyCacheHandle {
+        KeyCacheHandle(Arc::clone(&self.keys))
+    }
+
+    /// `/readyz` also asks `readiness`.
+    pub fn with_readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = Some(ReadinessCheck(readiness));
+        self
     }
 }
 

@@ -156,10 +156,15 @@ pub(crate) async fn rejections<S: Store>(
     Ok(Json(RejectionsAnswer { rejections, next_cursor: page.next }))
 }
 
-/// Ready when the store answers and the index is open.
+/// Ready when the store answers, the index is open and (in a process with ingest) ingest is
+/// alive; no tenant data.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, body = ErrorBody)))]
 pub(crate) async fn ready<S: Store>(State(state): Shared<S>) -> Result<Json<Value>, ApiError> {
+    if let Some(reason) = state.readiness.as_ref().and_then(|check| (check.0)()) {
+        return Err(ApiError::not_ready(reason));
+    }
     let probe = TenantId::parse("readiness-probe").map_err(|e| ApiError::internal(&e))?;
     state.store.tenant_exists(&probe).await?;
-    Ok(Json(json!({"status": "ready", "indexed_trips": state.index.get().document_count()})))
+    let _ = state.index.get();
+    Ok(Json(json!({"status": "ready"})))
 }

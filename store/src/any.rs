@@ -39,6 +39,9 @@ impl Registry for AnyStore {
     async fn tenant_for_key(&self, api_key_hash: &str) -> StoreResult<Option<TenantId>> {
         delegate!(self, s => s.tenant_for_key(api_key_hash))
     }
+    async fn replace_api_key(&self, tenant: &TenantId, api_key_hash: Option<&str>) -> StoreResult<Option<String>> {
+        delegate!(self, s => s.replace_api_key(tenant, api_key_hash))
+    }
     async fn tenant_exists(&self, tenant: &TenantId) -> StoreResult<bool> {
         delegate!(self, s => s.tenant_exists(tenant))
     }

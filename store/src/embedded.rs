@@ -348,6 +348,30 @@ impl Registry for EmbeddedStore {
         .await
     }
 
+    async fn replace_api_key(&self, tenant: &TenantId, api_key_hash: Option<&str>) -> StoreResult<Option<String>> {
+        let (tenant, hash) = (tenant.clone(), api_key_hash.map(str::to_owned));
+        self.blocking(move |inner| {
+            let _guard = inner.registry_lock.lock().map_err(db_error)?;
+            let Some(value) = inner.tenants.get(tenant.as_str()).map_err(db_error)? else {
+                return Err(StoreError::UnknownTenant { tenant });
+            };
+            let row: TenantRow = decode_json(&value, "tenants")?;
+            let old = (!row.api_key_hash.is_empty()).then(|| row.api_key_hash.clone());
+            let mut batch = inner.batch();
+            if let Some(old) = &old {
+                batch.remove(&inner.api_keys, old.as_str());
+            }
+            let new = TenantRow { api_key_hash: hash.clone().unwrap_or_default(), created_at_ms: row.created_at_ms };
+            batch.insert(&inner.tenants, tenant.as_str(), encode_json(&new, "tenants")?);
+            if let Some(hash) = &hash {
+                batch.insert(&inner.api_keys, hash.as_str(), tenant.as_str());
+            }
+            inner.commit(batch)?;
+            Ok(old)
+        })
+        .await
+    }
+
     async fn tenant_exists(&self, tenant: &TenantId) -> StoreResult<bool> {
         let tenant = tenant.clone();
         self.blocking(move |inner| inner.tenants.contains_key(tenant.as_str()).map_err(db_error)).await

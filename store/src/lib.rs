@@ -114,6 +114,13 @@ pub trait Registry {
     fn create_tenant(&self, tenant: &TenantId, api_key_hash: &str) -> impl Future<Output = StoreResult<()>> + Send;
     /// The tenant owning an API key hash.
     fn tenant_for_key(&self, api_key_hash: &str) -> impl Future<Output = StoreResult<Option<TenantId>>> + Send;
+    /// Replaces a tenant's API key hash (`None`: no key, every request of the tenant is refused);
+    /// the old key stops resolving to the tenant. Returns the old hash.
+    fn replace_api_key(
+        &self,
+        tenant: &TenantId,
+        api_key_hash: Option<&str>,
+    ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
     /// Whether a tenant exists.
     fn tenant_exists(&self, tenant: &TenantId) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Registers vehicles to a tenant (idempotent; a vehicle of another tenant is an error).

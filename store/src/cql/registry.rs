@@ -31,6 +31,30 @@ impl Registry for ScyllaStore {
         rows.into_iter().next().map(|(t,)| TenantId::parse(&t).map_err(|e| corrupt("api_keys", e))).transpose()
     }
 
+    async fn replace_api_key(&self, tenant: &TenantId, api_key_hash: Option<&str>) -> StoreResult<Option<String>> {
+        let s = &self.inner.statements;
+        let rows: Vec<(Option<String>,)> =
+            self.rows("tenant key", &s.select_tenant_key, (tenant.as_str().to_owned(),)).await?;
+        let Some((old,)) = rows.into_iter().next() else {
+            return Err(StoreError::UnknownTenant { tenant: tenant.clone() });
+        };
+        let old = old.filter(|hash| !hash.is_empty());
+        // The new key first: a crash between the steps leaves the old key working, never none.
+        if let Some(hash) = api_key_hash {
+            self.execute("set api key", &s.insert_api_key, (hash.to_owned(), tenant.as_str().to_owned())).await?;
+        }
+        self.execute(
+            "set tenant key",
+            &s.update_tenant_key,
+            (api_key_hash.unwrap_or_default().to_owned(), tenant.as_str().to_owned()),
+        )
+        .await?;
+        if let Some(old) = &old {
+            self.execute("remove api key", &s.delete_api_key, (old.clone(),)).await?;
+        }
+        Ok(old)
+    }
+
     async fn tenant_exists(&self, tenant: &TenantId) -> StoreResult<bool> {
         let rows: Vec<(String,)> =
             self.rows("tenant", &self.inner.statements.select_tenant, (tenant.as_str().to_owned(),)).await?;

@@ -290,7 +290,17 @@ pub(crate) async fn registry_rules_hold<S: Store>(store: &S) {
     assert_eq!(store.vehicle_tenant(&vehicle("v9")).await.unwrap(), None);
     store.create_tenant(&other, "hash-other").await.unwrap();
     assert!(matches!(store.add_vehicles(&other, &[vehicle("v2")]).await, Err(StoreError::VehicleOwned { .. })));
-    assert_eq!(store.vehicle_tenant(&vehicle("v2")).await.unwrap(), Some(acme));
+    assert_eq!(store.vehicle_tenant(&vehicle("v2")).await.unwrap(), Some(acme.clone()));
+
+    // API keys: replaced, the old one resolves to nothing; removed; unknown tenants refused.
+    assert_eq!(store.replace_api_key(&acme, Some("hash-acme-2")).await.unwrap().as_deref(), Some("hash-acme"));
+    assert_eq!(store.tenant_for_key("hash-acme").await.unwrap(), None);
+    assert_eq!(store.tenant_for_key("hash-acme-2").await.unwrap(), Some(acme.clone()));
+    assert_eq!(store.replace_api_key(&acme, None).await.unwrap().as_deref(), Some("hash-acme-2"));
+    assert_eq!(store.tenant_for_key("hash-acme-2").await.unwrap(), None);
+    assert_eq!(store.replace_api_key(&acme, Some("hash-acme-3")).await.unwrap(), None);
+    assert_eq!(store.tenant_for_key("hash-acme-3").await.unwrap(), Some(acme.clone()));
+    assert!(matches!(store.replace_api_key(&tenant("nobody"), Some("x")).await, Err(StoreError::UnknownTenant { .. })));
 
     // Secrets: set, replaced, removed; only for registered vehicles, all or nothing.
     assert_eq!(store.vehicle_secret(&vehicle("v1")).await.unwrap(), None);

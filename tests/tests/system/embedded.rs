@@ -69,7 +69,10 @@ fn vehicle_client(url: &str, vehicle: &str, secret: &str) -> (rumqttc::AsyncClie
     let mut options = rumqttc::MqttOptions::new(unique_name(vehicle), host, port);
     options.set_credentials(vehicle, secret);
     options.set_inflight(20);
-    rumqttc::AsyncClient::new(options, 64)
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
+    // A loaded test machine may take a while to check many vehicles' secrets at once.
+    eventloop.network_options.set_connection_timeout(30);
+    (client, eventloop)
 }
 
 fn open_store(dir: &Path) -> EmbeddedStore {
@@ -448,5 +451,74 @@ async fn only_a_vehicle_with_its_secret_publishes_and_only_as_itself() {
     );
     let landed = store.trip_of_vehicle(&tenant, &b_id, &TripId::parse("t-own").unwrap()).await.unwrap();
     assert_eq!(landed.map(|t| t.summary.point_count), Some(5), "B's own publish landed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_without_its_broker_turns_not_ready_and_exits_non_zero() {
+    let dir = std::env::temp_dir().join(unique_name("gone"));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A port nothing listens on: the broker is gone for good.
+    let port = free_port();
+    std::fs::write(
+        dir.join("tripline.toml"),
+        format!(
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n[ingest]\ngive_up_s = 3\n[http]\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .unwrap();
+    let mut running = start_roles_until(&dir, "ingest,api", "query API on");
+    let (status, body) = http_get(&running.http(), "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not connected"), "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let code = loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(std::time::Instant::now() < deadline, "the process gave up");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(code, Some(1), "a non-zero exit");
+    assert!(
+        running.stderr_contains("not connected to the MQTT broker for 3 s"),
+        "{:?}",
+        running.stderr.lock().unwrap()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_channel_has_its_own_listener_and_keys_rotate_at_once() {
+    let dir = std::env::temp_dir().join(unique_name("keys"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.join("tripline.toml"),
+        format!("[mqtt]\nlisten = \"127.0.0.1:{port}\"\n[http]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let key = ok_stdout(&dir, &["tenant", "create", "acme"]).trim().to_owned();
+    let running = start_roles(&dir, "ingest,indexer,api");
+    let http = running.http();
+    let admin: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tripline-data/admin.json")).unwrap()).unwrap();
+    let admin_http = admin["http"].as_str().unwrap().to_owned();
+    assert_ne!(admin_http, http, "not the public listener");
+    assert!(admin_http.starts_with("127.0.0.1:"), "{admin_http}");
+    assert_eq!(http_get(&http, "/admin/v1/reindex").0, 404, "no admin routes on the public listener");
+    assert_eq!(http_get(&admin_http, "/admin/v1/reindex").0, 401, "no token, no answer");
+    let (status, body) = http_get(&http, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("trips"), "no tenant data: {body}");
+
+    // A rotated key: the old one answers 401 at once (the API had it cached), the new one works.
+    assert_eq!(http_get_with_key(&http, "/v1/trips", Some(&key)).0, 200);
+    let new_key = ok_stdout(&dir, &["tenant", "rotate-key", "acme"]).trim().to_owned();
+    assert_eq!(http_get_with_key(&http, "/v1/trips", Some(&key)).0, 401);
+    assert_eq!(http_get_with_key(&http, "/v1/trips", Some(&new_key)).0, 200);
+    ok_stdout(&dir, &["tenant", "revoke-key", "acme"]);
+    assert_eq!(http_get_with_key(&http, "/v1/trips", Some(&new_key)).0, 401);
+    drop(running);
     let _ = std::fs::remove_dir_all(&dir);
 }
