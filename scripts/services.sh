@@ -5,6 +5,7 @@
 #                one node on loopback with scripts/cassandra/{cassandra.yaml,jvm17.options}
 #
 # usage: scripts/services.sh start|stop|restart|status [mosquitto|cassandra]
+#        scripts/services.sh reload mosquitto   re-read the auth listener's password and ACL files
 #        scripts/services.sh env      print `export` lines with the services' addresses
 #
 # State (data, logs, PIDs, fetched jars) lives in $TRIPLINE_SERVICES_DIR (default ./.services,
@@ -21,6 +22,7 @@ DEPENDENCY_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 CASSANDRA_HEAP="${TRIPLINE_TEST_CASSANDRA_HEAP:-1G}"
 CASSANDRA_START_TIMEOUT_S="${TRIPLINE_TEST_CASSANDRA_START_TIMEOUT_S:-300}"
 MQTT_PORT="${TRIPLINE_TEST_MQTT_PORT:-11883}"
+MQTT_AUTH_PORT="${TRIPLINE_TEST_MQTT_AUTH_PORT:-11884}"
 CQL_PORT="${TRIPLINE_TEST_CQL_PORT:-19042}"
 STORAGE_PORT="${TRIPLINE_TEST_STORAGE_PORT:-17000}"
 
@@ -59,8 +61,10 @@ start_mosquitto() {
   install_mosquitto
   local dir="$STATE_DIR/mosquitto"
   if pid_of mosquitto >/dev/null; then log "mosquitto already running"; return; fi
-  mkdir -p "$dir"
-  sed -e "s|@STATE@|$dir|g" -e "s|@PORT@|$MQTT_PORT|g" \
+  mkdir -p "$dir/auth"
+  touch "$dir/auth/passwords" "$dir/auth/acl"
+  chmod 600 "$dir/auth/passwords"
+  sed -e "s|@STATE@|$dir|g" -e "s|@PORT@|$MQTT_PORT|g" -e "s|@AUTH_PORT@|$MQTT_AUTH_PORT|g" \
     "$ROOT/scripts/mosquitto/mosquitto.conf.in" >"$dir/mosquitto.conf"
   local started=$SECONDS
   setsid nohup mosquitto -c "$dir/mosquitto.conf" >"$dir/stdout.log" 2>&1 </dev/null &
@@ -196,6 +200,8 @@ status_service() {
 
 print_env() {
   echo "export TRIPLINE_TEST_MQTT_URL=mqtt://127.0.0.1:$MQTT_PORT"
+  echo "export TRIPLINE_TEST_MQTT_AUTH_URL=mqtt://127.0.0.1:$MQTT_AUTH_PORT"
+  echo "export TRIPLINE_TEST_MQTT_AUTH_DIR=$STATE_DIR/mosquitto/auth"
   echo "export TRIPLINE_TEST_CQL_NODES=127.0.0.1:$CQL_PORT"
   echo "export TRIPLINE_SERVICES_SCRIPT=$ROOT/scripts/services.sh"
 }
@@ -212,13 +218,17 @@ main() {
     start) for s in "${services[@]}"; do "start_$s"; done ;;
     stop) for s in "${services[@]}"; do stop_service "$s"; done ;;
     restart) for s in "${services[@]}"; do stop_service "$s"; "start_$s"; done ;;
+    reload) # Mosquitto re-reads its password and ACL files on SIGHUP.
+      local pid
+      pid="$(pid_of mosquitto)" || die "mosquitto is not running"
+      kill -HUP "$pid" && log "mosquitto reloaded" ;;
     status)
       local rc=0
       for s in "${services[@]}"; do status_service "$s" || rc=1; done
       return $rc
       ;;
     env) print_env ;;
-    *) die "usage: $0 start|stop|restart|status [mosquitto|cassandra] | env" ;;
+    *) die "usage: $0 start|stop|restart|status [mosquitto|cassandra] | reload mosquitto | env" ;;
   esac
 }
 

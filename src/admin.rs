@@ -143,7 +143,7 @@ pub(crate) fn routes(
         .route("/admin/v1/tenants", post(create_tenant))
         .route("/admin/v1/tenant-keys", post(replace_api_key))
         .route("/admin/v1/vehicles", post(add_vehicles))
-        .route("/admin/v1/vehicle-secrets", post(set_vehicle_secrets))
+        .route("/admin/v1/vehicle-secrets", post(set_vehicle_secrets).get(broker_hashes))
         .route("/admin/v1/vehicle-secrets/missing", post(vehicles_without_secret))
         .route("/admin/v1/reindex", post(start_reindex).get(reindex_status))
         .with_state(state)
@@ -278,6 +278,15 @@ async fn set_vehicle_secrets(
         ids.into_iter().zip(body.secrets.into_iter().map(|(_, s)| s)).collect();
     let set = crate::fleet::store_secrets(&state.store, secrets, body.only_missing).await?;
     Ok(Json(set.iter().map(|v| v.as_str().to_owned()).collect()))
+}
+
+/// Every vehicle's broker hash (`None` for a secret stored before broker hashes existed).
+async fn broker_hashes(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<(String, Option<String>)>>, AdminError> {
+    authorize(&state, &headers)?;
+    Ok(Json(crate::fleet::broker_hashes(&state.store).await?))
 }
 
 async fn vehicles_without_secret(
@@ -420,6 +429,11 @@ impl Remote {
 
     pub(crate) fn set_vehicle_secrets(&self, body: &NewSecrets) -> Result<Vec<String>, RemoteError> {
         let text = self.call("POST", "/admin/v1/vehicle-secrets", Some(body))?;
+        serde_json::from_str(&text).map_err(|e| RemoteError::Refused(200, e.to_string()))
+    }
+
+    pub(crate) fn broker_hashes(&self) -> Result<Vec<(String, Option<String>)>, RemoteError> {
+        let text = self.call::<()>("GET", "/admin/v1/vehicle-secrets", None)?;
         serde_json::from_str(&text).map_err(|e| RemoteError::Refused(200, e.to_string()))
     }
 

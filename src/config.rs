@@ -37,8 +37,33 @@ pub(crate) struct MqttConfig {
     pub(crate) buffer_mb: Option<usize>,
     /// Client id of the ingest role (the broker keeps its session by it).
     pub(crate) client_id: Option<String>,
+    /// tripline's own account on an external broker: user name (default `tripline` when a
+    /// password is set).
+    pub(crate) username: Option<String>,
+    /// Its password (prefer `password_file`).
+    pub(crate) password: Option<String>,
+    /// A file holding its password (first line).
+    pub(crate) password_file: Option<PathBuf>,
     /// Shared-subscription group for several ingest processes.
     pub(crate) shared_group: Option<String>,
+}
+
+impl MqttConfig {
+    /// tripline's own account on an external broker, if a password is configured.
+    pub(crate) fn account(&self) -> Result<Option<(String, String)>, String> {
+        let password = match (&self.password, &self.password_file) {
+            (Some(_), Some(_)) => return Err("[mqtt] password and password_file: set one".to_owned()),
+            (Some(password), None) => password.clone(),
+            (None, Some(file)) => std::fs::read_to_string(file)
+                .map_err(|e| format!("[mqtt] password_file {}: {e}", file.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            (None, None) => return Ok(None),
+        };
+        Ok(Some((self.username.clone().unwrap_or_else(|| "tripline".to_owned()), password)))
+    }
 }
 
 /// The HTTP side: the query API, health and metrics.

@@ -103,6 +103,103 @@ pub(crate) fn revoke(config: &Config, vehicles: &[String]) -> Result<(), Failure
     Ok(())
 }
 
+/// Every vehicle's broker hash (`None` for a secret stored before broker hashes existed), by id.
+pub(crate) async fn broker_hashes(store: &AnyStore) -> StoreResult<Vec<(String, Option<String>)>> {
+    let mut hashes: Vec<(String, Option<String>)> = store
+        .all_vehicle_secrets()
+        .await?
+        .into_iter()
+        .map(|(vehicle, stored)| {
+            let hash = tripline_ingest::credentials::stored_broker_hash(&stored).map(str::to_owned);
+            (vehicle.as_str().to_owned(), hash)
+        })
+        .collect();
+    hashes.sort();
+    Ok(hashes)
+}
+
+/// `tripline fleet export --mosquitto DIR`: a Mosquitto password file (every vehicle with its
+/// secret's broker hash, and tripline's own account of `[mqtt] username`/`password`), an ACL file
+/// (tripline reads `vehicles/+/…`, each vehicle writes only `vehicles/{its id}/…`) and the lines
+/// that make a Mosquitto listener use them, so a production Mosquitto enforces what the embedded
+/// endpoint does.
+pub(crate) fn export_mosquitto(config: &Config, dir: &Path) -> Result<(), Failure> {
+    let (user, password) = config.mqtt.account().map_err(Failure::Usage)?.ok_or_else(|| {
+        Failure::Usage("set [mqtt] password or password_file first: tripline's own account on the broker".to_owned())
+    })?;
+    let hashes = match through_running(&config.data_dir, |remote| remote.broker_hashes()) {
+        Some(outcome) => outcome?,
+        None => runtime()?.block_on(async {
+            let store = crate::run::open_store(config).await?;
+            broker_hashes(&store).await.map_err(registry_failure)
+        })?,
+    };
+    let own = tripline_ingest::credentials::broker_hash(&password).map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
+    let mut passwords = format!("{user}:{own}\n");
+    let mut older = Vec::new();
+    for (vehicle, hash) in &hashes {
+        if vehicle == &user {
+            return Err(Failure::Usage(format!("vehicle {vehicle} has tripline's own user name: set [mqtt] username")));
+        }
+        match hash {
+            Some(hash) => passwords.push_str(&format!("{vehicle}:{hash}\n")),
+            None => older.push(vehicle.as_str()),
+        }
+    }
+    let acl = format!(
+        "# Written by `tripline fleet export --mosquitto`.\n\
+         # tripline's own account reads every vehicle's messages.\n\
+         user {user}\n\
+         topic read vehicles/+/telemetry\n\
+         topic read vehicles/+/trips\n\
+         \n\
+         # Every other account is a vehicle (user name = vehicle id): it writes its own topics only.\n\
+         pattern write vehicles/%u/telemetry\n\
+         pattern write vehicles/%u/trips\n"
+    );
+    let absolute = std::path::absolute(dir).map_err(|e| Failure::Runtime(e.into()))?;
+    let listener = format!(
+        "# Written by `tripline fleet export --mosquitto`: settings of the listener vehicles and tripline use.\n\
+         allow_anonymous false\n\
+         password_file {passwords}\n\
+         acl_file {acl}\n\
+         # A client's id is its user name: nobody takes over another client's session, or tripline's.\n\
+         use_username_as_clientid true\n",
+        passwords = absolute.join("passwords").display(),
+        acl = absolute.join("acl").display(),
+    );
+    let write = |name: &str, text: &str, private: bool| -> Result<(), Failure> {
+        let path = dir.join(name);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, if private { 0o600 } else { 0o644 });
+        options
+            .open(&path)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
+            .map_err(|e| Failure::Runtime(anyhow::anyhow!("writing {}: {e}", path.display())))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Failure::Runtime(anyhow::anyhow!("{}: {e}", dir.display())))?;
+    write("passwords", &passwords, true)?;
+    write("acl", &acl, false)?;
+    write("listener.conf", &listener, false)?;
+    eprintln!(
+        "tripline: {} vehicle(s) and tripline's account {user} written to {} (passwords, acl, listener.conf); \
+         reload Mosquitto (SIGHUP) to apply",
+        hashes.len() - older.len(),
+        dir.display()
+    );
+    if !older.is_empty() {
+        eprintln!(
+            "tripline: {} vehicle(s) have secrets from before broker hashes and were left out; \
+             `tripline fleet rotate-secret` them: {}",
+            older.len(),
+            older.join(" ")
+        );
+    }
+    Ok(())
+}
+
 /// Which vehicles get a new secret.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Issue {

@@ -187,6 +187,13 @@ enum FleetCommand {
         #[arg(required = true, value_name = "VEHICLE_ID")]
         vehicles: Vec<String>,
     },
+    /// Write Mosquitto's password and ACL files for the fleet and tripline's own account
+    /// (`[mqtt] username`, `password`), so an external Mosquitto enforces the same rules.
+    Export {
+        /// The folder for `passwords`, `acl` and `listener.conf`.
+        #[arg(long, value_name = "DIR")]
+        mosquitto: PathBuf,
+    },
     /// Remove vehicles' secrets: they can no longer connect (their data stays).
     Revoke {
         /// Vehicle ids.
@@ -276,6 +283,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Fleet { command: FleetCommand::Import { file } } => fleet::import(&config, &file),
         Command::Fleet { command: FleetCommand::RotateSecret { vehicles } } => fleet::rotate_secret(&config, &vehicles),
         Command::Fleet { command: FleetCommand::Revoke { vehicles } } => fleet::revoke(&config, &vehicles),
+        Command::Fleet { command: FleetCommand::Export { mosquitto } } => fleet::export_mosquitto(&config, &mosquitto),
         Command::Run { roles, demo } => {
             let engine = enricher(&config, None)?;
             run::run(&config, &roles, engine, demo)

@@ -406,6 +406,7 @@ async fn start_ingest(
                 port,
                 client_id: config.mqtt.client_id.clone().unwrap_or_else(|| "tripline-ingest".to_owned()),
                 shared_group: config.mqtt.shared_group.clone(),
+                credentials: config.mqtt.account().map_err(Failure::Usage)?,
                 ..MqttSourceConfig::default()
             };
             let source = tokio::spawn(run_source(source_config, deliveries_tx, shutdown.clone(), drain, status_tx));

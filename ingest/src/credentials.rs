@@ -2,7 +2,9 @@
 //! vehicle's secret.
 //!
 //! A secret is 32 random bytes in hex, issued by `tripline fleet add|import|rotate-secret` and
-//! shown once; the store keeps only its Argon2id hash (a PHC string, salted, [`PARAMS`]). The
+//! shown once; the store keeps only its hashes ([`hash_secret`]): Argon2id (a PHC string, salted,
+//! [`PARAMS`]) for the embedded endpoint, and beside it Mosquitto's `$7$` form (PBKDF2-HMAC-SHA512)
+//! that `tripline fleet export --mosquitto` writes into a Mosquitto password file. The
 //! secrets are machine-made with 256 bits of entropy, so the hash's work factor is not what
 //! protects them against a stolen registry (no guessing reaches 2^256); it is kept moderate (8 MiB,
 //! one pass: milliseconds) because a whole fleet reconnects after a restart. A hash of other
@@ -46,18 +48,41 @@ pub fn new_secret() -> Result<String, getrandom::Error> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The stored form of a secret: its Argon2id hash with a random salt, as a PHC string.
+/// PBKDF2 iterations of the broker hash (Mosquitto's own tool uses 101; the string carries it).
+pub const BROKER_HASH_ITERATIONS: u32 = 1000;
+
+/// The stored form of a secret: its Argon2id hash with a random salt (a PHC string), a space, and
+/// its broker hash ([`broker_hash`]). Neither contains a space.
 pub fn hash_secret(secret: &str) -> Result<String, String> {
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(|e| format!("no randomness: {e}"))?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-    hasher().hash_password(secret.as_bytes(), &salt).map(|hash| hash.to_string()).map_err(|e| e.to_string())
+    let argon2 = hasher().hash_password(secret.as_bytes(), &salt).map_err(|e| e.to_string())?;
+    Ok(format!("{argon2} {}", broker_hash(secret)?))
 }
 
-/// Whether `secret` matches the stored hash (a malformed hash matches nothing).
+/// Mosquitto's password-file form of a secret: `$7$<iterations>$<salt>$<hash>`, PBKDF2-HMAC-SHA512
+/// over a random 12-byte salt, both in standard base64.
+pub fn broker_hash(secret: &str) -> Result<String, String> {
+    use base64::Engine as _;
+    let mut salt = [0u8; 12];
+    getrandom::fill(&mut salt).map_err(|e| format!("no randomness: {e}"))?;
+    let mut hash = [0u8; 64];
+    pbkdf2::pbkdf2_hmac::<sha2::Sha512>(secret.as_bytes(), &salt, BROKER_HASH_ITERATIONS, &mut hash);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Ok(format!("$7${BROKER_HASH_ITERATIONS}${}${}", b64.encode(salt), b64.encode(hash)))
+}
+
+/// The broker hash of a stored secret (`None` for one stored before broker hashes existed).
+pub fn stored_broker_hash(stored: &str) -> Option<&str> {
+    stored.split(' ').nth(1).filter(|hash| hash.starts_with("$7$"))
+}
+
+/// Whether `secret` matches the stored form (a malformed one matches nothing).
 pub fn secret_matches(secret: &str, stored: &str) -> bool {
+    let argon2 = stored.split(' ').next().unwrap_or_default();
     // The parameters come from the stored string, whatever `hasher` uses now.
-    PasswordHash::new(stored).is_ok_and(|hash| hasher().verify_password(secret.as_bytes(), &hash).is_ok())
+    PasswordHash::new(argon2).is_ok_and(|hash| hasher().verify_password(secret.as_bytes(), &hash).is_ok())
 }
 
 fn digest(secret: &str) -> [u8; 32] {
@@ -149,9 +174,24 @@ mod tests {
         assert_eq!(secret.len(), 64);
         let hash = hash_secret(&secret).unwrap_or_default();
         assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(stored_broker_hash(&hash).is_some_and(|b| b.starts_with("$7$1000$")), "{hash}");
         assert!(secret_matches(&secret, &hash));
         assert!(!secret_matches("guess", &hash));
         assert!(!secret_matches(&secret, "not a hash"));
         assert_ne!(hash_secret(&secret).unwrap_or_default(), hash, "salted");
+    }
+
+    #[test]
+    fn the_broker_hash_is_pbkdf2_sha512_as_mosquitto_reads_it() {
+        use base64::Engine as _;
+        let hash = broker_hash("s3cret").unwrap_or_default();
+        let parts: Vec<&str> = hash.split('$').collect();
+        assert_eq!(parts[..3], ["", "7", "1000"], "{hash}");
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let salt = b64.decode(parts[3]).unwrap_or_default();
+        assert_eq!(salt.len(), 12);
+        let mut expected = [0u8; 64];
+        pbkdf2::pbkdf2_hmac::<sha2::Sha512>(b"s3cret", &salt, 1000, &mut expected);
+        assert_eq!(b64.decode(parts[4]).unwrap_or_default(), expected);
     }
 }

@@ -402,6 +402,9 @@ mod tests {
         async fn vehicle_secret(&self, _: &VehicleId) -> StoreResult<Option<String>> {
             Ok(None)
         }
+        async fn all_vehicle_secrets(&self) -> StoreResult<Vec<(VehicleId, String)>> {
+            Ok(Vec::new())
+        }
         async fn vehicle_tenant(&self, vehicle: &VehicleId) -> StoreResult<Option<TenantId>> {
             if vehicle.as_str() == "slow" {
                 self.gate.notified().await;

@@ -58,6 +58,8 @@ pub struct MqttSourceConfig {
     pub keep_alive_s: u64,
     /// Longest wait between reconnection attempts, milliseconds.
     pub max_reconnect_backoff_ms: u64,
+    /// User name and password of tripline's own account on the broker.
+    pub credentials: Option<(String, String)>,
 }
 
 impl Default for MqttSourceConfig {
@@ -74,6 +76,7 @@ impl Default for MqttSourceConfig {
             max_packet_bytes: 1024 * 1024,
             keep_alive_s: 30,
             max_reconnect_backoff_ms: 10_000,
+            credentials: None,
         }
     }
 }
@@ -143,6 +146,9 @@ fn mqtt_options(config: &MqttSourceConfig) -> MqttOptions {
     options.set_keep_alive(Duration::from_secs(config.keep_alive_s.max(5)));
     options.set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes);
     options.set_request_channel_capacity(REQUEST_CHANNEL_CAPACITY);
+    if let Some((username, password)) = &config.credentials {
+        options.set_credentials(username, password);
+    }
     options
 }
 

@@ -57,6 +57,9 @@ impl Registry for AnyStore {
     async fn vehicle_secret(&self, vehicle: &VehicleId) -> StoreResult<Option<String>> {
         delegate!(self, s => s.vehicle_secret(vehicle))
     }
+    async fn all_vehicle_secrets(&self) -> StoreResult<Vec<(VehicleId, String)>> {
+        delegate!(self, s => s.all_vehicle_secrets())
+    }
 }
 
 impl PointStore for AnyStore {

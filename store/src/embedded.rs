@@ -431,6 +431,20 @@ impl Registry for EmbeddedStore {
         .await
     }
 
+    async fn all_vehicle_secrets(&self) -> StoreResult<Vec<(VehicleId, String)>> {
+        self.blocking(move |inner| {
+            let mut out = Vec::new();
+            for entry in inner.vehicle_secrets.iter() {
+                let (key, value) = entry.into_inner().map_err(db_error)?;
+                let vehicle = VehicleId::parse(&String::from_utf8_lossy(&key))
+                    .map_err(|e| StoreError::Corrupt { table: "vehicle_secrets", detail: e.to_string() })?;
+                out.push((vehicle, String::from_utf8_lossy(&value).into_owned()));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn vehicle_secret(&self, vehicle: &VehicleId) -> StoreResult<Option<String>> {
         let vehicle = vehicle.clone();
         self.blocking(move |inner| {

@@ -135,6 +135,8 @@ pub trait Registry {
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// A vehicle's secret hash, if it has one.
     fn vehicle_secret(&self, vehicle: &VehicleId) -> impl Future<Output = StoreResult<Option<String>>> + Send;
+    /// Every vehicle's secret hash (for exporting them to a broker), in no particular order.
+    fn all_vehicle_secrets(&self) -> impl Future<Output = StoreResult<Vec<(VehicleId, String)>>> + Send;
 }
 
 /// Enriched points.

@@ -17,6 +17,9 @@ pub enum Service {
     Mqtt,
     /// Cassandra: `TRIPLINE_TEST_CQL_NODES`, e.g. `127.0.0.1:19042`.
     Cql,
+    /// Mosquitto's listener with password and ACL files: `TRIPLINE_TEST_MQTT_AUTH_URL`, its files
+    /// in `TRIPLINE_TEST_MQTT_AUTH_DIR`.
+    MqttAuth,
 }
 
 impl Service {
@@ -24,6 +27,7 @@ impl Service {
         match self {
             Service::Mqtt => "TRIPLINE_TEST_MQTT_URL",
             Service::Cql => "TRIPLINE_TEST_CQL_NODES",
+            Service::MqttAuth => "TRIPLINE_TEST_MQTT_AUTH_URL",
         }
     }
 

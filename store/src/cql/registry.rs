@@ -113,6 +113,17 @@ impl Registry for ScyllaStore {
         Ok(())
     }
 
+    async fn all_vehicle_secrets(&self) -> StoreResult<Vec<(VehicleId, String)>> {
+        let rows: Vec<(String, Option<String>)> =
+            self.rows("vehicle secrets", &self.inner.statements.select_all_vehicle_secrets, ()).await?;
+        rows.into_iter()
+            .filter_map(|(vehicle, hash)| hash.map(|hash| (vehicle, hash)))
+            .map(|(vehicle, hash)| {
+                VehicleId::parse(&vehicle).map(|v| (v, hash)).map_err(|e| corrupt("vehicle_secrets", e))
+            })
+            .collect()
+    }
+
     async fn vehicle_secret(&self, vehicle: &VehicleId) -> StoreResult<Option<String>> {
         let rows: Vec<(Option<String>,)> = self
             .rows("vehicle secret", &self.inner.statements.select_vehicle_secret, (vehicle.as_str().to_owned(),))

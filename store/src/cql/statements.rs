@@ -40,6 +40,7 @@ pub(super) struct Statements {
     pub(super) insert_vehicle_secret: PreparedStatement,
     pub(super) delete_vehicle_secret: PreparedStatement,
     pub(super) select_vehicle_secret: PreparedStatement,
+    pub(super) select_all_vehicle_secrets: PreparedStatement,
 }
 
 impl Statements {
@@ -113,6 +114,7 @@ impl Statements {
             delete_vehicle_secret: p(format!("DELETE FROM {ks}.vehicle_secrets WHERE vehicle_id = ?")).await?,
             select_vehicle_secret: p(format!("SELECT secret_hash FROM {ks}.vehicle_secrets WHERE vehicle_id = ?"))
                 .await?,
+            select_all_vehicle_secrets: p(format!("SELECT vehicle_id, secret_hash FROM {ks}.vehicle_secrets")).await?,
         };
         Ok(statements)
     }

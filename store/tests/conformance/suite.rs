@@ -318,6 +318,8 @@ pub(crate) async fn registry_rules_hold<S: Store>(store: &S) {
         .await;
     assert!(matches!(refused, Err(StoreError::UnknownVehicle { .. })), "{refused:?}");
     assert_eq!(store.vehicle_secret(&vehicle("v1")).await.unwrap().as_deref(), Some("h1b"), "nothing set");
+    let all = store.all_vehicle_secrets().await.unwrap();
+    assert_eq!(all, vec![(vehicle("v1"), "h1b".to_owned())], "v2's was removed");
 }
 
 pub(crate) async fn deleted_trips_are_gone_and_announced<S: Store>(store: &S) {

@@ -10,4 +10,5 @@ mod cli;
 mod e2e;
 mod embedded;
 mod ingest;
+mod mosquitto_auth;
 mod smoke;
