@@ -17,6 +17,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -42,6 +43,20 @@ pub(crate) struct BenchOptions {
     pub(crate) store: StoreKind,
     pub(crate) url: Option<String>,
     pub(crate) json: bool,
+    /// Idle vehicles connected at the end, for the memory per connection.
+    pub(crate) idle_vehicles: usize,
+}
+
+/// Idle vehicles connected at the end of a run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct IdleReport {
+    pub(crate) connections: usize,
+    /// How long connecting (and authenticating) all of them took.
+    pub(crate) connect_s: f64,
+    pub(crate) rss_before_mb: f64,
+    pub(crate) rss_after_mb: f64,
+    /// (after − before) / connections.
+    pub(crate) rss_per_connection_kb: f64,
 }
 
 /// Freshness percentiles, milliseconds.
@@ -94,6 +109,9 @@ pub(crate) struct BenchReport {
     /// Messages per worker batch (one write set) during the throughput phase, on average.
     pub(crate) batch_messages_mean: f64,
     pub(crate) rss_mb_max: f64,
+    /// With `--idle-vehicles`: what many idle connections cost the process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) idle: Option<IdleReport>,
     pub(crate) duration_s: f64,
 }
 
@@ -456,31 +474,37 @@ async fn publish(mqtt: &Mqtt, id: &str, messages: Vec<FleetMessage>, interval: D
     }
     // Each vehicle sends every `fleet × interval`, the vehicles spread over one interval.
     let every = interval * u32::try_from(vehicles.len()).unwrap_or(u32::MAX);
-    let started = Instant::now();
+    // The clock starts once every vehicle is connected (and authenticated): vehicles stay
+    // connected, so connecting is no part of the rate.
+    let all_connected = Arc::new(tokio::sync::Barrier::new(vehicles.len() + 1));
     let tasks: Vec<_> = vehicles
         .into_iter()
         .enumerate()
         .map(|(n, messages)| {
-            let (mqtt, client_id) = (mqtt.clone(), format!("{id}-{n}"));
-            let first = tokio::time::Instant::now() + interval * u32::try_from(n).unwrap_or(0);
-            tokio::spawn(async move { publish_vehicle(&mqtt, client_id, messages, every, first).await })
+            let (mqtt, client_id, connected) = (mqtt.clone(), format!("{id}-{n}"), Arc::clone(&all_connected));
+            let offset = interval * u32::try_from(n).unwrap_or(0);
+            tokio::spawn(async move { publish_vehicle(&mqtt, client_id, messages, every, offset, &connected).await })
         })
         .collect();
+    all_connected.wait().await;
+    let started = Instant::now();
     for task in tasks {
         task.await.map_err(|e| Failure::Runtime(e.into()))??;
     }
     Ok(started.elapsed())
 }
 
-/// One vehicle's connection: `messages` paced at `interval` from `first` (zero: as fast as
-/// acknowledged), until every one is acknowledged. A paced publisher that falls behind does not
-/// burst to catch up (a burst would measure a queue, not the rate): the schedule moves.
+/// One vehicle's connection: once it and the whole fleet are connected (`connected`), `messages`
+/// paced at `interval` from `offset` (zero: as fast as acknowledged), until every one is
+/// acknowledged. A paced publisher that falls behind does not burst to catch up (a burst would
+/// measure a queue, not the rate): the schedule moves.
 async fn publish_vehicle(
     mqtt: &Mqtt,
     id: String,
     messages: Vec<FleetMessage>,
     interval: Duration,
-    first: tokio::time::Instant,
+    offset: Duration,
+    connected: &tokio::sync::Barrier,
 ) -> Result<(), Failure> {
     let vehicle = messages
         .first()
@@ -488,7 +512,18 @@ async fn publish_vehicle(
         .map(|topic| topic.vehicle_id.as_str().to_owned())
         .unwrap_or_default();
     let (client, mut eventloop) = mqtt.client(id, &vehicle, VEHICLE_IN_FLIGHT);
+    let accepted = loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => break Ok(()),
+            Ok(_) => {}
+            Err(error) => break Err(Failure::Runtime(anyhow::anyhow!("vehicle {vehicle} could not connect: {error}"))),
+        }
+    };
+    // Every vehicle arrives here, connected or not, so the fleet never waits for a failed one.
+    connected.wait().await;
+    accepted?;
     let total = messages.len();
+    let first = tokio::time::Instant::now() + offset;
     let sender = tokio::spawn(async move {
         let slack = Duration::from_millis(20);
         let mut next = first;
@@ -519,6 +554,71 @@ async fn publish_vehicle(
         let _ = client.disconnect().await;
     }
     Ok(())
+}
+
+/// The process's resident memory now, MB.
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches("kB").trim().to_owned()))
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Connects `vehicles` (each on its own connection, with its secret) and leaves them idle; the
+/// child's resident memory before and after, per connection.
+async fn idle(mqtt: &Mqtt, vehicles: &[VehicleId], pid: u32) -> Result<IdleReport, Failure> {
+    eprintln!("tripline bench: connecting {} idle vehicles", vehicles.len());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = rss_mb(pid);
+    let started = Instant::now();
+    let mut clients = Vec::with_capacity(vehicles.len());
+    let mut connected = tokio::task::JoinSet::new();
+    let mut accepted = 0;
+    for (n, vehicle) in vehicles.iter().enumerate() {
+        let (client, mut eventloop) = mqtt.client(format!("{vehicle}-c"), vehicle.as_str(), 1);
+        clients.push(client);
+        let (ack_tx, ack) = tokio::sync::oneshot::channel();
+        // Polled for the whole phase: keeps the connection (and its keep-alive) going.
+        tokio::spawn(async move {
+            let mut ack_tx = Some(ack_tx);
+            while let Ok(event) = eventloop.poll().await {
+                if let (Event::Incoming(Packet::ConnAck(_)), Some(tx)) = (event, ack_tx.take()) {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        connected.spawn(async move { tokio::time::timeout(Duration::from_secs(300), ack).await.is_ok() });
+        // Bursts of a few hundred at once, as a fleet coming online would.
+        if n % 500 == 499 {
+            while connected.len() > 1000 {
+                if let Some(done) = connected.join_next().await {
+                    accepted += usize::from(done.unwrap_or(false));
+                }
+            }
+        }
+    }
+    while let Some(done) = connected.join_next().await {
+        accepted += usize::from(done.unwrap_or(false));
+    }
+    let connect_s = started.elapsed().as_secs_f64();
+    if accepted < vehicles.len() {
+        return Err(Failure::Runtime(anyhow::anyhow!("{accepted} of {} idle vehicles connected", vehicles.len())));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_mb(pid);
+    for client in clients {
+        let _ = client.try_disconnect();
+    }
+    Ok(IdleReport {
+        connections: accepted,
+        connect_s,
+        rss_before_mb: before,
+        rss_after_mb: after,
+        rss_per_connection_kb: (after - before) * 1024.0 / accepted.max(1) as f64,
+    })
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -708,6 +808,12 @@ fn print_report(r: &BenchReport) {
         "  tripline run   {:.2} cores, peak RSS {:.0} MB; bench took {:.0} s",
         r.cpu_cores, r.rss_mb_max, r.duration_s
     );
+    if let Some(idle) = &r.idle {
+        println!(
+            "  idle vehicles  {} connected in {:.1} s: RSS {:.0} → {:.0} MB, {:.1} KB per connection",
+            idle.connections, idle.connect_s, idle.rss_before_mb, idle.rss_after_mb, idle.rss_per_connection_kb
+        );
+    }
 }
 
 async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, Failure> {
@@ -787,6 +893,11 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     store.create_tenant(&tenant, &tripline_query_api::api_key_hash(&key)).await.map_err(registry)?;
     let mut vehicles: Vec<VehicleId> = fleet.iter().map(|v| v.id.clone()).collect();
     vehicles.extend(probes.iter().cloned());
+    let idle_ids: Vec<VehicleId> = (0..options.idle_vehicles)
+        .map(|k| VehicleId::parse(&format!("{prefix}-idle-{k}")))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    vehicles.extend(idle_ids.iter().cloned());
     store.add_vehicles(&tenant, &vehicles).await.map_err(registry)?;
     let secret = tripline_ingest::credentials::new_secret().map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?;
     let hash = tripline_ingest::credentials::hash_secret(&secret).map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
@@ -894,6 +1005,9 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
             if reused + reads > 0.0 { reused / (reused + reads) } else { f64::NAN }
         },
     };
+    if options.idle_vehicles > 0 && url.is_none() {
+        report.idle = Some(idle(&mqtt, &idle_ids, child.child.id()).await?);
+    }
     let _ = Command::new("kill").args(["-TERM", &child.child.id().to_string()]).status();
     drop(child);
     if url.is_some() {

@@ -120,6 +120,10 @@ enum Command {
         /// An external broker, `mqtt://host:port` (default: `[mqtt] url`, else the embedded one).
         #[arg(long, value_name = "URL")]
         url: Option<String>,
+        /// At the end, connect this many more vehicles that stay idle and report the process's
+        /// memory per connection.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=15_000))]
+        idle_vehicles: u32,
         /// Print one JSON object instead of the report.
         #[arg(long)]
         json: bool,
@@ -250,7 +254,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Schema { command: SchemaCommand::Apply } => schema::apply(&config),
         Command::Reindex => reindex::run(&config),
-        Command::Bench { vehicles, messages, points, rate, probe_seconds, seed, store, url, json } => {
+        Command::Bench { vehicles, messages, points, rate, probe_seconds, seed, store, url, json, idle_vehicles } => {
             let options = bench::BenchOptions {
                 vehicles: vehicles.max(1),
                 messages: messages.max(1),
@@ -261,6 +265,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 store: if store == "scylla" { config::StoreKind::Scylla } else { config::StoreKind::Embedded },
                 url,
                 json,
+                idle_vehicles: idle_vehicles as usize,
             };
             bench::run(&config, &options)
         }

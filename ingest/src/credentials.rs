@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tripline_model::VehicleId;
@@ -80,9 +80,37 @@ pub fn stored_broker_hash(stored: &str) -> Option<&str> {
 
 /// Whether `secret` matches the stored form (a malformed one matches nothing).
 pub fn secret_matches(secret: &str, stored: &str) -> bool {
+    secret_matches_in(secret, stored, &mut Vec::new())
+}
+
+/// [`secret_matches`] with Argon2's working memory in `memory` (grown to what the stored
+/// parameters need, and kept): a fleet reconnecting would otherwise allocate and free megabytes
+/// per check, which the allocator does not always give back.
+fn secret_matches_in(secret: &str, stored: &str, memory: &mut Vec<argon2::Block>) -> bool {
     let argon2 = stored.split(' ').next().unwrap_or_default();
+    let Ok(hash) = PasswordHash::new(argon2) else { return false };
     // The parameters come from the stored string, whatever `hasher` uses now.
-    PasswordHash::new(argon2).is_ok_and(|hash| hasher().verify_password(secret.as_bytes(), &hash).is_ok())
+    let (Ok(params), Ok(algorithm)) = (argon2::Params::try_from(&hash), argon2::Algorithm::try_from(hash.algorithm))
+    else {
+        return false;
+    };
+    let Ok(version) = argon2::Version::try_from(hash.version.unwrap_or(0x13)) else { return false };
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else { return false };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else { return false };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, argon2::Block::default());
+    }
+    let mut out = vec![0u8; expected.len()];
+    let computed = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+        secret.as_bytes(),
+        salt,
+        &mut out,
+        &mut memory[..blocks],
+    );
+    // `Output`'s comparison takes constant time.
+    computed.is_ok() && argon2::password_hash::Output::new(&out).is_ok_and(|out| out == expected)
 }
 
 fn digest(secret: &str) -> [u8; 32] {
@@ -93,6 +121,8 @@ fn digest(secret: &str) -> [u8; 32] {
 pub struct VehicleAuth<R> {
     registry: R,
     verifying: Semaphore,
+    /// Argon2 working memory, one per verification at once, reused.
+    memory: Mutex<Vec<Vec<argon2::Block>>>,
     /// Vehicle → (the stored hash a secret was verified against, that secret's SHA-256).
     verified: Mutex<HashMap<String, (String, [u8; 32])>>,
 }
@@ -100,7 +130,12 @@ pub struct VehicleAuth<R> {
 impl<R> VehicleAuth<R> {
     /// Checks credentials against `registry`.
     pub fn new(registry: R) -> VehicleAuth<R> {
-        VehicleAuth { registry, verifying: Semaphore::new(VERIFYING_AT_ONCE), verified: Mutex::default() }
+        VehicleAuth {
+            registry,
+            verifying: Semaphore::new(VERIFYING_AT_ONCE),
+            memory: Mutex::default(),
+            verified: Mutex::default(),
+        }
     }
 
     fn remembered(&self, vehicle: &str, stored: &str, secret: &[u8; 32]) -> bool {
@@ -137,8 +172,20 @@ impl<R: Registry + Send + Sync + 'static> VehicleAuth<R> {
             return Ok(Identity::Vehicle(user));
         }
         let Ok(_permit) = self.verifying.acquire().await else { return Err(Refusal::Unavailable) };
+        let mut memory = self.memory.lock().unwrap_or_else(PoisonError::into_inner).pop().unwrap_or_default();
         let against = stored.clone();
-        let matches = tokio::task::spawn_blocking(move || secret_matches(&secret, &against)).await.unwrap_or(false);
+        let checked = tokio::task::spawn_blocking(move || {
+            let matches = secret_matches_in(&secret, &against, &mut memory);
+            (matches, memory)
+        })
+        .await;
+        let matches = match checked {
+            Ok((matches, memory)) => {
+                self.memory.lock().unwrap_or_else(PoisonError::into_inner).push(memory);
+                matches
+            }
+            Err(_) => false,
+        };
         if !matches {
             return Err(Refusal::BadCredentials);
         }
@@ -179,6 +226,10 @@ mod tests {
         assert!(!secret_matches("guess", &hash));
         assert!(!secret_matches(&secret, "not a hash"));
         assert_ne!(hash_secret(&secret).unwrap_or_default(), hash, "salted");
+        // A hash of other parameters verifies by the parameters it states.
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap_or_else(|_| unreachable!());
+        let other = Argon2::default().hash_password(b"other", &salt).map(|h| h.to_string()).unwrap_or_default();
+        assert!(secret_matches("other", &other) && !secret_matches("another", &other), "{other}");
     }
 
     #[test]

@@ -49,8 +49,11 @@ use crate::source::{Delivery, SourceCounters};
 
 /// While the pipeline is full, how often a connection tries again to hand its message on.
 const PIPELINE_FULL_RETRY: Duration = Duration::from_millis(1);
-/// Bytes read from a socket at a time (the buffer grows to the largest packet).
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes read from a socket at a time: an idle connection waits with the smallest chunk; a
+/// connection whose reads fill their chunk reads in larger ones (the buffer also grows to the
+/// largest packet, and starts small again once empty).
+const READ_CHUNK_MIN: usize = 1024;
+const READ_CHUNK_MAX: usize = 64 * 1024;
 /// A client asking for no keep-alive is still dropped after this long without a packet.
 const IDLE_LIMIT: Duration = Duration::from_secs(3600);
 
@@ -378,6 +381,8 @@ struct Connection {
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
     buffer: BytesMut,
+    /// Bytes the next read asks for (between the two `READ_CHUNK_` bounds).
+    chunk: usize,
     max_packet: usize,
 }
 
@@ -403,10 +408,21 @@ impl Connection {
 
     /// Reads more bytes (cancel-safe: bytes are only taken into the buffer when read).
     async fn fill(&mut self) -> Result<(), Closed> {
-        self.buffer.reserve(READ_CHUNK);
+        if self.buffer.is_empty() && self.buffer.capacity() > 4 * self.chunk {
+            // Whatever a large packet grew it to goes back (its payload keeps its own bytes).
+            self.buffer = BytesMut::new();
+        }
+        self.buffer.reserve(self.chunk);
         match self.reader.read_buf(&mut self.buffer).await {
             Ok(0) | Err(_) => Err(Closed::Gone),
-            Ok(_) => Ok(()),
+            Ok(read) => {
+                self.chunk = if read >= self.chunk {
+                    (self.chunk * 2).min(READ_CHUNK_MAX)
+                } else {
+                    (self.chunk / 2).max(READ_CHUNK_MIN)
+                };
+                Ok(())
+            }
         }
     }
 
@@ -483,7 +499,8 @@ async fn hello(stream: TcpStream, config: &EndpointConfig) -> Result<(Connection
         version: Version::V4,
         reader,
         writer,
-        buffer: BytesMut::with_capacity(1024),
+        buffer: BytesMut::with_capacity(READ_CHUNK_MIN),
+        chunk: READ_CHUNK_MIN,
         max_packet: config.max_packet_bytes,
     };
     let version = loop {
@@ -668,7 +685,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared, 
         }
         Ok(Err(Closed::Gone)) | Err(_) => return,
     };
-    let mut replies = Replies { version: connection.version, out: BytesMut::with_capacity(256) };
+    let mut replies = Replies { version: connection.version, out: BytesMut::new() };
     let client_id = hello.credentials.client_id.clone();
     let identity = match shared.auth.authenticate(hello.credentials).await {
         Ok(identity) => identity,
