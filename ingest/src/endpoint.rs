@@ -42,6 +42,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tripline_model::VehicleId;
 
 use crate::IngestError;
 use crate::ack::{AckTracker, Ticket};
@@ -612,6 +613,8 @@ impl Replies {
 
     fn puback(&mut self, pkid: u16, authorized: bool) {
         let _ = match self.version {
+            // 3.1.1 cannot refuse one PUBLISH: no PUBACK, the connection closes instead.
+            Version::V4 if !authorized => None,
             Version::V4 => v4::PubAck::new(pkid).write(&mut self.out).ok(),
             Version::V5 => {
                 let mut ack = v5::PubAck::new(pkid, None);
@@ -760,32 +763,33 @@ async fn session(
             match incoming {
                 Incoming::Publish(publish) => {
                     let pkid = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);
-                    if !identity.may_publish(&publish.topic) {
-                        crate::metrics::refused("topic_not_authorized");
-                        tracing::info!(topic = %publish.topic, ?identity, "mqtt endpoint: publish refused (not the vehicle's topic)");
-                        if replies.version == Version::V4 {
-                            break Err(Closed::Protocol(format!("publish to {} is not authorized", publish.topic)));
-                        }
-                        // Answered in its turn: acknowledgements leave in receive order.
-                        let ticket = tracker.register(Pending { pkid, authorized: false, received_at: Instant::now() });
-                        shared.totals.in_flight.fetch_add(1, Ordering::Relaxed);
-                        acknowledge(tracker.complete(ticket), replies, shared);
-                    } else {
-                        let ticket = tracker.register(Pending { pkid, authorized: true, received_at: Instant::now() });
+                    let authorized = identity.may_publish(&publish.topic);
+                    let ticket = tracker.register(Pending { pkid, authorized, received_at: Instant::now() });
+                    shared.totals.in_flight.fetch_add(1, Ordering::Relaxed);
+                    if authorized {
                         shared.totals.received.fetch_add(1, Ordering::Relaxed);
-                        shared.totals.in_flight.fetch_add(1, Ordering::Relaxed);
-                        let mut delivery = Delivery::new(publish, ticket, done_tx.clone());
-                        // The pipeline is full: wait, acknowledging what completes meanwhile.
-                        loop {
-                            match shared.out.try_send(delivery) {
-                                Ok(()) => break,
-                                Err(flume::TrySendError::Full(back)) => delivery = back,
-                                Err(flume::TrySendError::Disconnected(_)) => return Err(Closed::Gone),
-                            }
-                            if let Ok(Ok(ticket)) = tokio::time::timeout(PIPELINE_FULL_RETRY, done.recv_async()).await {
-                                acknowledge(tracker.complete(ticket), replies, shared);
-                            }
-                        }
+                        let delivery = Delivery::new(publish, ticket, done_tx.clone());
+                        hand_over(delivery, shared, &done, &mut tracker, replies).await?;
+                        continue;
+                    }
+                    crate::metrics::refused("topic_not_authorized");
+                    tracing::info!(topic = %publish.topic, ?identity, "mqtt endpoint: publish refused (not the vehicle's topic)");
+                    let topic = publish.topic.clone();
+                    // Stored as the publisher's rejection; on v5 its PUBACK ("not authorized")
+                    // leaves once that is durable, in its turn.
+                    let publisher = match identity {
+                        Identity::Vehicle(id) => VehicleId::parse(id).ok(),
+                        Identity::Anyone => None,
+                    };
+                    if let Some(publisher) = publisher {
+                        let delivery = Delivery::refused(publish, ticket, done_tx.clone(), publisher);
+                        hand_over(delivery, shared, &done, &mut tracker, replies).await?;
+                    } else {
+                        acknowledge(tracker.complete(ticket), replies, shared);
+                    }
+                    if replies.version == Version::V4 {
+                        // MQTT 3.1.1 has no way to refuse one PUBLISH.
+                        break Err(Closed::Protocol(format!("publish to {topic} is not authorized")));
                     }
                 }
                 Incoming::Subscribe { pkid, filters } => {
@@ -845,6 +849,26 @@ async fn session(
     let _ = connection.send(&replies.out).await;
     let _ = connection.writer.shutdown().await;
     result
+}
+
+/// Puts `delivery` into the pipeline; while it is full, acknowledges what completes meanwhile.
+async fn hand_over(
+    mut delivery: Delivery,
+    shared: &Shared,
+    done: &flume::Receiver<Ticket>,
+    tracker: &mut AckTracker<Pending>,
+    replies: &mut Replies,
+) -> Result<(), Closed> {
+    loop {
+        match shared.out.try_send(delivery) {
+            Ok(()) => return Ok(()),
+            Err(flume::TrySendError::Full(back)) => delivery = back,
+            Err(flume::TrySendError::Disconnected(_)) => return Err(Closed::Gone),
+        }
+        if let Ok(Ok(ticket)) = tokio::time::timeout(PIPELINE_FULL_RETRY, done.recv_async()).await {
+            acknowledge(tracker.complete(ticket), replies, shared);
+        }
+    }
 }
 
 /// Resolves once the flag is `want` (or its sender is gone).

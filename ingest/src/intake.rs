@@ -111,6 +111,23 @@ pub fn classify(
     }
 }
 
+/// The rejection of a message `publisher` was not authorized to publish to `topic`: stored as
+/// the publisher's (its tenant sees it), not as the vehicle the topic names.
+pub fn refused(topic: &str, payload: &[u8], publisher: &VehicleId, tenant: Option<TenantId>, now_ms: i64) -> Decoded {
+    Decoded::Rejected(Rejection {
+        // Not the id the same bytes would have as the topic's vehicle's own rejection.
+        id: Rejection::id_for(&format!("{publisher} as {topic}"), payload, None),
+        tenant,
+        vehicle_id: Some(publisher.clone()),
+        received_at_ms: now_ms,
+        reason: RejectReason::NotAuthorized,
+        detail: format!("vehicle {publisher} may publish only to vehicles/{publisher}/…, not to {topic}"),
+        topic: topic.to_owned(),
+        point_index: None,
+        payload: payload.to_vec(),
+    })
+}
+
 /// Counters of the intake.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IntakeCounters {
@@ -183,7 +200,7 @@ pub async fn run_intake<R: Registry + Clone + Send + Sync + 'static, W>(
                 }
             }
             Event::Delivery(delivery) => {
-                let vehicle = tripline_model::Topic::parse(&delivery.publish.topic).ok().map(|t| t.vehicle_id);
+                let vehicle = delivery.vehicle();
                 if let Some(vehicle) = &vehicle {
                     if lookups.is_waiting(vehicle) {
                         lookups.park(vehicle.clone(), delivery);
@@ -288,7 +305,12 @@ impl<W, F: Fn(Routed) -> W> Router<W, F> {
         let topic = delivery.publish.topic.clone();
         let item = {
             let known = lock(tenants);
-            classify(&topic, &delivery.publish.payload, &self.config, now_ms(), |v| known.tenant(v))
+            match delivery.refused_publisher() {
+                Some(publisher) => {
+                    refused(&topic, &delivery.publish.payload, publisher, known.tenant(publisher), now_ms())
+                }
+                None => classify(&topic, &delivery.publish.payload, &self.config, now_ms(), |v| known.tenant(v)),
+            }
         };
         self.totals.messages += 1;
         match &item {

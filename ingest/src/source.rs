@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
+use tripline_model::VehicleId;
 
 use crate::IngestError;
 use crate::ack::{AckTracker, Ticket};
@@ -88,11 +89,38 @@ pub struct Delivery {
     pub publish: Publish,
     ticket: Ticket,
     done: flume::Sender<Ticket>,
+    /// Set when an authenticated vehicle published to a topic not its own: the message is
+    /// stored as this vehicle's `not_authorized` rejection, whatever its topic says.
+    refused_publisher: Option<VehicleId>,
 }
 
 impl Delivery {
     pub(crate) fn new(publish: Publish, ticket: Ticket, done: flume::Sender<Ticket>) -> Delivery {
-        Delivery { publish, ticket, done }
+        Delivery { publish, ticket, done, refused_publisher: None }
+    }
+
+    /// A message `publisher` was not authorized to publish (another vehicle's topic).
+    pub(crate) fn refused(
+        publish: Publish,
+        ticket: Ticket,
+        done: flume::Sender<Ticket>,
+        publisher: VehicleId,
+    ) -> Delivery {
+        Delivery { publish, ticket, done, refused_publisher: Some(publisher) }
+    }
+
+    /// The vehicle that published a refused message, if this one was refused.
+    pub fn refused_publisher(&self) -> Option<&VehicleId> {
+        self.refused_publisher.as_ref()
+    }
+
+    /// The vehicle whose tenant and worker this message goes to: a refused message's publisher,
+    /// else the vehicle its topic names (if it names one).
+    pub fn vehicle(&self) -> Option<VehicleId> {
+        match &self.refused_publisher {
+            Some(publisher) => Some(publisher.clone()),
+            None => tripline_model::Topic::parse(&self.publish.topic).ok().map(|t| t.vehicle_id),
+        }
     }
 
     /// Everything derived from this message is durable: it may be acknowledged (after every
@@ -294,7 +322,7 @@ pub async fn run_source(
                 Ok(FromConnection::Message(publish)) => {
                     counters.received += 1;
                     let ticket = tracker.register((publish.clone(), Instant::now()));
-                    backlog.push_back(Delivery { publish, ticket, done: done_tx.clone() });
+                    backlog.push_back(Delivery::new(publish, ticket, done_tx.clone()));
                 }
                 Ok(FromConnection::Disconnected { error, resume }) => {
                     counters.ready = false;

@@ -31,6 +31,8 @@ pub enum RejectReason {
     TimestampTooOld,
     /// A point implies a speed above the configured maximum from its neighbours.
     ImplausibleJump,
+    /// An authenticated vehicle published to another vehicle's topic (stored as the publisher's).
+    NotAuthorized,
 }
 
 /// Whether a reason rejects a whole message or a single point of it.
@@ -44,7 +46,7 @@ pub enum RejectScope {
 
 impl RejectReason {
     /// Every reason, in declaration order.
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 12] = [
         RejectReason::MalformedJson,
         RejectReason::Schema,
         RejectReason::PayloadTooLarge,
@@ -56,6 +58,7 @@ impl RejectReason {
         RejectReason::TimestampFuture,
         RejectReason::TimestampTooOld,
         RejectReason::ImplausibleJump,
+        RejectReason::NotAuthorized,
     ];
 
     /// The stable snake_case code.
@@ -72,6 +75,7 @@ impl RejectReason {
             RejectReason::TimestampFuture => "timestamp_future",
             RejectReason::TimestampTooOld => "timestamp_too_old",
             RejectReason::ImplausibleJump => "implausible_jump",
+            RejectReason::NotAuthorized => "not_authorized",
         }
     }
 
@@ -83,7 +87,8 @@ impl RejectReason {
             | RejectReason::PayloadTooLarge
             | RejectReason::UnknownVehicle
             | RejectReason::TopicMismatch
-            | RejectReason::InvalidTopic => RejectScope::Message,
+            | RejectReason::InvalidTopic
+            | RejectReason::NotAuthorized => RejectScope::Message,
             RejectReason::InvalidCoordinates
             | RejectReason::NullIsland
             | RejectReason::TimestampFuture

@@ -119,21 +119,35 @@ async fn wrong_credentials_are_refused_and_a_vehicle_publishes_only_as_itself() 
     let (_client, mut eventloop) = AsyncClient::new(anonymous, 8);
     assert!(matches!(eventloop.poll().await, Err(rumqttc::ConnectionError::ConnectionRefused(_))));
 
-    // 3.1.1: publishing to another vehicle's topic closes the connection; nothing is delivered.
+    // 3.1.1: publishing to another vehicle's topic closes the connection without a PUBACK; the
+    // message goes on only as the publisher's refused message (to be stored as its rejection).
     let (client, mut eventloop) = v4_client(&running, "car-1", "secret-car-1");
     client.publish("vehicles/car-2/telemetry", QoS::AtLeastOnce, false, vec![9]).await.unwrap();
     let closed = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            if eventloop.poll().await.is_err() {
-                break;
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => panic!("a refused message is not acknowledged on 3.1.1"),
+                Ok(_) => {}
+                Err(_) => break,
             }
         }
-    })
-    .await;
+    });
+    // The endpoint closes once the refusal is complete (stored), as the pipeline would make it.
+    let refusal = async {
+        let refused = receive(&running, 1).await.remove(0);
+        let seen = (refused.publish.topic.clone(), refused.refused_publisher().cloned(), refused.vehicle());
+        refused.complete();
+        seen
+    };
+    let (closed, (topic, publisher, routed_as)) = tokio::join!(closed, refusal);
+    assert_eq!(topic, "vehicles/car-2/telemetry");
+    assert_eq!(publisher.as_ref().map(|v| v.as_str()), Some("car-1"));
+    assert_eq!(routed_as, publisher, "routed as car-1's");
     assert!(closed.is_ok(), "the connection was closed");
-    assert!(running.deliveries.try_recv().is_err(), "nothing delivered for car-2");
+    assert_eq!(unacknowledged(&eventloop), 1, "the client still holds the refused message");
 
-    // 5: the PUBACK says not authorized, in its turn; subscriptions are refused.
+    // 5: the PUBACK says not authorized, in its turn, once the refusal is complete; subscriptions
+    // are refused.
     use rumqttc::v5::mqttbytes::v5::{Packet as P5, PubAckReason, SubscribeReasonCode};
     let addr = running.endpoint.local_addr();
     let mut options = rumqttc::v5::MqttOptions::new("v5-car-1", addr.ip().to_string(), addr.port());
@@ -143,7 +157,7 @@ async fn wrong_credentials_are_refused_and_a_vehicle_publishes_only_as_itself() 
     client.publish("vehicles/car-1/telemetry", v5_qos, false, vec![1]).await.unwrap();
     client.publish("vehicles/car-2/telemetry", v5_qos, false, vec![2]).await.unwrap();
     client.subscribe("vehicles/#", v5_qos).await.unwrap();
-    let mut delivered = None;
+    let mut delivered = Vec::new();
     let mut reasons = Vec::new();
     let mut subscribed = None;
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -154,10 +168,10 @@ async fn wrong_credentials_are_refused_and_a_vehicle_publishes_only_as_itself() 
                     rumqttc::v5::Event::Incoming(P5::SubAck(ack)) => subscribed = Some(ack.return_codes),
                     _ => {}
                 },
-                delivery = running.deliveries.recv_async(), if delivered.is_none() => {
+                delivery = running.deliveries.recv_async(), if delivered.len() < 2 => {
                     let delivery = delivery.unwrap();
-                    assert_eq!(delivery.publish.topic, "vehicles/car-1/telemetry");
-                    delivered = Some(delivery.publish.payload.to_vec());
+                    let refused_by = delivery.refused_publisher().map(|v| v.as_str().to_owned());
+                    delivered.push((delivery.publish.topic.clone(), refused_by));
                     delivery.complete();
                 }
             }
@@ -165,10 +179,11 @@ async fn wrong_credentials_are_refused_and_a_vehicle_publishes_only_as_itself() 
     })
     .await
     .unwrap();
-    assert_eq!(delivered, Some(vec![1]));
+    let car = |n: u8| format!("vehicles/car-{n}/telemetry");
+    assert_eq!(delivered, vec![(car(1), None), (car(2), Some("car-1".to_owned()))]);
     assert_eq!(reasons, vec![(1, PubAckReason::Success), (2, PubAckReason::NotAuthorized)], "in receive order");
     assert_eq!(subscribed, Some(vec![SubscribeReasonCode::NotAuthorized]));
-    assert!(running.deliveries.try_recv().is_err(), "nothing delivered for car-2");
+    assert!(running.deliveries.try_recv().is_err(), "nothing else delivered");
     running.endpoint.close().await.unwrap();
 }
 

@@ -8,8 +8,8 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use tripline_model::{TenantId, TripId, VehicleId};
-use tripline_store::{EmbeddedConfig, EmbeddedStore, Registry, TripStore};
+use tripline_model::{RejectReason, TenantId, TripId, VehicleId};
+use tripline_store::{EmbeddedConfig, EmbeddedStore, Registry, RejectionStore, TripStore};
 use tripline_tests::unique_name;
 
 use crate::harness::*;
@@ -402,7 +402,8 @@ async fn only_a_vehicle_with_its_secret_publishes_and_only_as_itself() {
     assert!(refused(connect(&url, &a, Some(&secret_b)).await), "another vehicle's secret");
     assert!(refused(connect(&url, "nobody-registered", Some(&secret_a)).await), "unknown vehicle");
 
-    // A publishes to B's topic: the connection is closed (3.1.1) and B gets nothing.
+    // A publishes to B's topic: the connection is closed (3.1.1), B gets nothing, and the message
+    // is stored as A's `not_authorized` rejection.
     let (client, mut eventloop) = connect(&url, &a, Some(&secret_a)).await.unwrap();
     let t0 = t0();
     let trip = TripId::parse("t-b").unwrap();
@@ -451,6 +452,11 @@ async fn only_a_vehicle_with_its_secret_publishes_and_only_as_itself() {
     );
     let landed = store.trip_of_vehicle(&tenant, &b_id, &TripId::parse("t-own").unwrap()).await.unwrap();
     assert_eq!(landed.map(|t| t.summary.point_count), Some(5), "B's own publish landed");
+    let rejections = store.rejections(Some(&tenant), None, 100).await.unwrap().items;
+    let refusal = rejections.iter().find(|r| r.reason == RejectReason::NotAuthorized).expect("a stored refusal");
+    assert_eq!(refusal.vehicle_id.as_ref().map(|v| v.as_str()), Some(a.as_str()), "stored as the publisher's");
+    assert_eq!(refusal.topic, format!("vehicles/{b}/telemetry"));
+    assert_eq!(refusal.payload, payload, "with its bytes");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
