@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """Asks a CQL node for its release version over the native protocol (v4), with no driver.
 
-Usage: cql_probe.py HOST PORT [TIMEOUT_S]. Prints the version and exits 0 when the node answers a
-real query (SELECT release_version FROM system.local); exits 1 otherwise. Used by services.sh to
-decide readiness, so it must not depend on anything the test run installs later.
+Usage: cql_probe.py HOST PORT [TIMEOUT_S [USER PASSWORD]]. Prints the version and exits 0 when the
+node answers a real query (SELECT release_version FROM system.local); exits 1 otherwise. A node
+with password authentication is answered with USER and PASSWORD (SASL PLAIN); it is ready once
+its roles exist. Used by services.sh to decide readiness, so it must not depend on anything the
+test run installs later.
 """
 import socket
 import struct
 import sys
 
 VERSION_REQUEST = 0x04
-OP_ERROR, OP_STARTUP, OP_READY, OP_QUERY, OP_RESULT = 0x00, 0x01, 0x02, 0x07, 0x08
+OP_ERROR, OP_STARTUP, OP_READY, OP_AUTHENTICATE, OP_QUERY, OP_RESULT = 0x00, 0x01, 0x02, 0x03, 0x07, 0x08
+OP_AUTH_RESPONSE, OP_AUTH_SUCCESS = 0x0F, 0x10
 
 
 def frame(stream, opcode, body):
@@ -75,13 +78,20 @@ def first_text_cell(body):
 def main():
     host, port = sys.argv[1], int(sys.argv[2])
     timeout = float(sys.argv[3]) if len(sys.argv) > 3 else 5.0
+    user, password = (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 else ("", "")
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.settimeout(timeout)
             startup = struct.pack(">H", 1) + string("CQL_VERSION") + string("3.0.0")
             sock.sendall(frame(0, OP_STARTUP, startup))
             opcode, body = read_frame(sock)
-            if opcode != OP_READY:
+            if opcode == OP_AUTHENTICATE:
+                token = b"\0" + user.encode() + b"\0" + password.encode()
+                sock.sendall(frame(0, OP_AUTH_RESPONSE, struct.pack(">i", len(token)) + token))
+                opcode, body = read_frame(sock)
+                if opcode != OP_AUTH_SUCCESS:
+                    raise ConnectionError(f"authentication answered opcode {opcode}")
+            elif opcode != OP_READY:
                 raise ConnectionError(f"STARTUP answered opcode {opcode}")
             query = long_string("SELECT release_version FROM system.local")
             query += struct.pack(">HB", 0x0001, 0)  # consistency ONE, no flags

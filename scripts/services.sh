@@ -2,7 +2,8 @@
 # The real services tripline's tests run against, installed and started by the project itself:
 #   Mosquitto    from Debian's packages, with scripts/mosquitto/mosquitto.conf.in
 #   Cassandra    Apache Cassandra 5.0 (cassandra-all and its dependencies from Maven Central),
-#                one node on loopback with scripts/cassandra/{cassandra.yaml,jvm17.options}
+#                one node on loopback with scripts/cassandra/{cassandra.yaml,jvm17.options},
+#                password authentication on (user cassandra, password cassandra)
 #
 # usage: scripts/services.sh start|stop|restart|status [mosquitto|cassandra]
 #        scripts/services.sh reload mosquitto   re-read the auth listener's password and ACL files
@@ -25,6 +26,9 @@ MQTT_PORT="${TRIPLINE_TEST_MQTT_PORT:-11883}"
 MQTT_AUTH_PORT="${TRIPLINE_TEST_MQTT_AUTH_PORT:-11884}"
 CQL_PORT="${TRIPLINE_TEST_CQL_PORT:-19042}"
 STORAGE_PORT="${TRIPLINE_TEST_STORAGE_PORT:-17000}"
+# Cassandra runs with PasswordAuthenticator; its default superuser.
+CQL_USER=cassandra
+CQL_PASSWORD=cassandra
 
 log() { echo "services: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -112,7 +116,7 @@ fetch_cassandra() {
 }
 
 cassandra_version() {
-  python3 "$ROOT/scripts/cql_probe.py" 127.0.0.1 "$CQL_PORT" 3 2>/dev/null
+  python3 "$ROOT/scripts/cql_probe.py" 127.0.0.1 "$CQL_PORT" 3 "$CQL_USER" "$CQL_PASSWORD" 2>/dev/null
 }
 
 start_cassandra() {
@@ -203,6 +207,8 @@ print_env() {
   echo "export TRIPLINE_TEST_MQTT_AUTH_URL=mqtt://127.0.0.1:$MQTT_AUTH_PORT"
   echo "export TRIPLINE_TEST_MQTT_AUTH_DIR=$STATE_DIR/mosquitto/auth"
   echo "export TRIPLINE_TEST_CQL_NODES=127.0.0.1:$CQL_PORT"
+  echo "export TRIPLINE_TEST_CQL_USERNAME=$CQL_USER"
+  echo "export TRIPLINE_TEST_CQL_PASSWORD=$CQL_PASSWORD"
   echo "export TRIPLINE_SERVICES_SCRIPT=$ROOT/scripts/services.sh"
 }
 

@@ -836,13 +836,9 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
         }
         StoreKind::Scylla => {
             let scylla = config.scylla();
-            let nodes: Vec<String> = scylla.nodes.iter().map(|n| format!("\"{n}\"")).collect();
-            toml.push_str(&format!(
-                "store = \"scylla\"\n[scylla]\nnodes = [{}]\nkeyspace = \"{}\"\nreplication_factor = {}\n",
-                nodes.join(", "),
-                scylla.keyspace,
-                scylla.replication_factor
-            ));
+            // The whole section, credentials included.
+            let section = toml::to_string(&scylla).map_err(|e| Failure::Runtime(e.into()))?;
+            toml.push_str(&format!("store = \"scylla\"\n[scylla]\n{section}"));
             tripline_store::ScyllaStore::apply_schema(&scylla)
                 .await
                 .map_err(|e| Failure::Runtime(anyhow::anyhow!("scylla: {e}")))?;
@@ -856,6 +852,10 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
         Some(url) => {
             let (host, port) = crate::run::mqtt_endpoint(url)?;
             toml.push_str(&format!("[mqtt]\nurl = \"{url}\"\nclient_id = \"{prefix}-ingest\"\n"));
+            if let Some((user, password)) = config.mqtt.account().map_err(Failure::Usage)? {
+                let quoted = |text: String| toml::Value::String(text).to_string();
+                toml.push_str(&format!("username = {}\npassword = {}\n", quoted(user), quoted(password)));
+            }
             (host, port, url.clone())
         }
         None => {

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use tripline_index::IndexHome;
-use tripline_store::{EmbeddedStore, ScyllaConfig, ScyllaStore, Store, TripRecord};
+use tripline_store::{EmbeddedStore, ScyllaStore, Store, TripRecord};
 
 const T0: i64 = 1_795_600_800_000;
 
@@ -55,13 +55,7 @@ async fn main() {
     let all = trips(n);
     let (store, _dir) = EmbeddedStore::for_test(Duration::from_secs(86_400)).unwrap();
     measure("embedded", store, &all).await;
-    if let Some(nodes) = tripline_tests::Service::Cql.address() {
-        let config = ScyllaConfig {
-            nodes: nodes.split(',').map(|n| n.trim().to_owned()).collect(),
-            keyspace: tripline_tests::unique_name("rdxbench"),
-            retention_s: 86_400,
-            ..ScyllaConfig::default()
-        };
+    if let Some(config) = tripline_tests::cql_config(tripline_tests::unique_name("rdxbench"), 86_400) {
         ScyllaStore::apply_schema(&config).await.unwrap();
         measure("cassandra", ScyllaStore::connect(&config).await.unwrap(), &all).await;
     }

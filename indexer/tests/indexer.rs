@@ -10,8 +10,8 @@ use tokio::sync::watch;
 use tripline_index::{IndexHome, LiveIndex, TripIndex, TripQuery};
 use tripline_indexer::{Indexer, IndexerConfig, IndexerCounters, reindex};
 use tripline_model::{TenantId, TripId, VehicleId};
-use tripline_store::{EmbeddedStore, ScyllaConfig, ScyllaStore, Store, TripRecord, TripStore};
-use tripline_tests::{Service, unique_name};
+use tripline_store::{EmbeddedStore, ScyllaStore, Store, TripRecord, TripStore};
+use tripline_tests::unique_name;
 
 const T0: i64 = 1_795_600_800_000;
 
@@ -54,13 +54,7 @@ async fn wait_until(index: &TripIndex, what: &str, done: impl Fn(&TripIndex) -> 
 
 /// A store in a fresh keyspace of the test Cassandra (`None`: not configured, outside CI).
 async fn cassandra(prefix: &str) -> Option<ScyllaStore> {
-    let nodes = Service::Cql.address()?;
-    let config = ScyllaConfig {
-        nodes: nodes.split(',').map(|n| n.trim().to_owned()).collect(),
-        keyspace: unique_name(prefix),
-        retention_s: 3600,
-        ..ScyllaConfig::default()
-    };
+    let config = tripline_tests::cql_config(unique_name(prefix), 3600)?;
     ScyllaStore::apply_schema(&config).await.unwrap();
     Some(ScyllaStore::connect(&config).await.unwrap())
 }

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use tripline_model::{EventCounts, Place, Point, TenantId, TripId, TripStatus, TripSummary, VehicleId};
-use tripline_store::{Derived, EmbeddedStore, ScyllaConfig, ScyllaStore, Store, StoredPoint, TripRecord};
+use tripline_store::{Derived, EmbeddedStore, ScyllaStore, Store, StoredPoint, TripRecord};
 
 const VEHICLES: usize = 100;
 const POINTS_PER_VEHICLE: usize = 10;
@@ -129,13 +129,7 @@ fn main() {
         );
         let (embedded, _dir) = EmbeddedStore::for_test(Duration::from_secs(86_400)).unwrap();
         measure("embedded", &embedded).await;
-        if let Ok(nodes) = std::env::var("TRIPLINE_TEST_CQL_NODES") {
-            let config = ScyllaConfig {
-                nodes: nodes.split(',').map(|n| n.trim().to_owned()).collect(),
-                keyspace: format!("bench_{}", std::process::id()),
-                retention_s: 86_400,
-                ..ScyllaConfig::default()
-            };
+        if let Some(config) = tripline_tests::cql_config(format!("bench_{}", std::process::id()), 86_400) {
             ScyllaStore::apply_schema(&config).await.unwrap();
             let store = ScyllaStore::connect(&config).await.unwrap();
             measure("cassandra", &store).await;

@@ -10,7 +10,7 @@ use tripline_model::{Point, TenantId, TripId, TripStatus, VehicleId};
 use tripline_store::{
     ChangeFeed, Checkpoint, Derived, PointStore, ScyllaConfig, ScyllaStore, StoredPoint, TripRecord, TripStore,
 };
-use tripline_tests::{Service, unique_name};
+use tripline_tests::unique_name;
 
 fn services_script() -> Option<String> {
     match std::env::var("TRIPLINE_SERVICES_SCRIPT") {
@@ -82,16 +82,9 @@ fn batch(n: i64) -> (Vec<StoredPoint>, TripRecord) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_resume_after_cassandra_restarts_with_nothing_lost() {
-    let Some(nodes) = Service::Cql.address() else { return };
+    let Some(config) = tripline_tests::cql_config(unique_name("faults"), 86_400) else { return };
     let Some(script) = services_script() else { return };
-    let config = ScyllaConfig {
-        nodes: nodes.split(',').map(|n| n.trim().to_owned()).collect(),
-        keyspace: unique_name("faults"),
-        request_timeout_ms: 2_000,
-        retry_budget_ms: 180_000,
-        retention_s: 86_400,
-        ..ScyllaConfig::default()
-    };
+    let config = ScyllaConfig { request_timeout_ms: 2_000, retry_budget_ms: 180_000, ..config };
     ScyllaStore::apply_schema(&config).await.unwrap();
     let store = ScyllaStore::connect(&config).await.unwrap();
 

@@ -52,6 +52,27 @@ impl Service {
     }
 }
 
+/// A store configuration for keyspace `keyspace` of the test Cassandra, with its credentials
+/// (`TRIPLINE_TEST_CQL_USERNAME`/`_PASSWORD`: the test Cassandra requires a password), or `None`
+/// when the service is not configured (outside CI).
+pub fn cql_config(keyspace: String, retention_s: u64) -> Option<tripline_store::ScyllaConfig> {
+    let nodes = Service::Cql.address()?;
+    let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+    Some(tripline_store::ScyllaConfig {
+        nodes: nodes.split(',').map(|n| n.trim().to_owned()).collect(),
+        keyspace,
+        retention_s,
+        username: var("TRIPLINE_TEST_CQL_USERNAME"),
+        password: var("TRIPLINE_TEST_CQL_PASSWORD"),
+        ..tripline_store::ScyllaConfig::default()
+    })
+}
+
+/// The `[scylla]` section of a configuration file for `config` (credentials included).
+pub fn scylla_section(config: &tripline_store::ScyllaConfig) -> String {
+    format!("[scylla]\n{}", toml::to_string(config).unwrap_or_default())
+}
+
 /// The workspace root (where `fixtures/` and `Cargo.toml` are).
 pub fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(std::path::Path::to_path_buf).unwrap_or_default()

@@ -85,7 +85,7 @@ const LOCAL_ENTRIES: usize = 16_384;
 const OTHERS_EVERY: Duration = Duration::from_millis(100);
 
 /// Connection and schema settings for ScyllaDB / Cassandra.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScyllaConfig {
     /// Contact points, `host:port`.
@@ -106,6 +106,31 @@ pub struct ScyllaConfig {
     pub request_timeout_ms: u64,
     /// How long a request is retried before the store is reported unavailable, milliseconds.
     pub retry_budget_ms: u64,
+    /// User name for the cluster's password authentication (`PasswordAuthenticator`); none:
+    /// connect without credentials.
+    pub username: Option<String>,
+    /// Its password (prefer `password_file`).
+    pub password: Option<String>,
+    /// A file holding the password (its first line).
+    pub password_file: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for ScyllaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScyllaConfig")
+            .field("nodes", &self.nodes)
+            .field("keyspace", &self.keyspace)
+            .field("replication_factor", &self.replication_factor)
+            .field("datacenter", &self.datacenter)
+            .field("retention_s", &self.retention_s)
+            .field("consistency", &self.consistency)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("retry_budget_ms", &self.retry_budget_ms)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "(set)"))
+            .field("password_file", &self.password_file)
+            .finish()
+    }
 }
 
 impl Default for ScyllaConfig {
@@ -119,11 +144,41 @@ impl Default for ScyllaConfig {
             consistency: "local_quorum".to_owned(),
             request_timeout_ms: 5_000,
             retry_budget_ms: 30_000,
+            username: None,
+            password: None,
+            password_file: None,
         }
     }
 }
 
 impl ScyllaConfig {
+    /// The user name and password to authenticate with, if a user name is set.
+    ///
+    /// # Errors
+    /// A user name without a password (or with both `password` and `password_file`), or a
+    /// password file that cannot be read.
+    pub fn credentials(&self) -> StoreResult<Option<(String, String)>> {
+        let refused = |detail: String| StoreError::Refused { detail };
+        let Some(user) = &self.username else {
+            if self.password.is_some() || self.password_file.is_some() {
+                return Err(refused("[scylla] password without a username".to_owned()));
+            }
+            return Ok(None);
+        };
+        let password = match (&self.password, &self.password_file) {
+            (Some(_), Some(_)) => return Err(refused("[scylla] password and password_file: set one".to_owned())),
+            (Some(password), None) => password.clone(),
+            (None, Some(file)) => std::fs::read_to_string(file)
+                .map_err(|e| refused(format!("[scylla] password_file {}: {e}", file.display())))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            (None, None) => return Err(refused(format!("[scylla] username {user:?} without a password"))),
+        };
+        Ok(Some((user.clone(), password)))
+    }
+
     /// The retry policy of every request: backoff within `retry_budget_ms`.
     fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy { budget: Duration::from_millis(self.retry_budget_ms), ..RetryPolicy::default() }
@@ -219,17 +274,31 @@ async fn connect(config: &ScyllaConfig) -> StoreResult<Session> {
         .consistency(consistency(&config.consistency)?)
         .request_timeout(Some(Duration::from_millis(config.request_timeout_ms)))
         .build();
+    let credentials = config.credentials()?;
     let retry = config.retry_policy();
     retry
         .run("connect", || async {
-            SessionBuilder::new()
+            let mut builder = SessionBuilder::new()
                 .known_nodes(&config.nodes)
-                .default_execution_profile_handle(profile.clone().into_handle())
-                .build()
-                .await
-                .map_err(|e| Attempt::Transient(e.to_string()))
+                .default_execution_profile_handle(profile.clone().into_handle());
+            if let Some((user, password)) = &credentials {
+                builder = builder.user(user, password);
+            }
+            builder.build().await.map_err(|e| classify_connect(e.to_string()))
         })
         .await
+}
+
+/// A refused authentication will not pass by retrying; anything else (a node starting, a
+/// network fault) may.
+fn classify_connect(text: String) -> Attempt {
+    const REFUSED: [&str; 3] = ["authentication", "username and/or password", "password are incorrect"];
+    let lower = text.to_ascii_lowercase();
+    if REFUSED.iter().any(|word| lower.contains(word)) {
+        Attempt::Permanent(format!("the cluster refused the credentials ([scylla] username/password): {text}"))
+    } else {
+        Attempt::Transient(text)
+    }
 }
 
 impl ScyllaStore {

@@ -87,7 +87,11 @@ async fn scylla_schema_apply_moves_point_rows_to_chunks() {
 
     let Some(backend) = backends::scylla(std::time::Duration::from_secs(3600)).await else { return };
     let ks = &backend.config.keyspace;
-    let session = SessionBuilder::new().known_nodes(&backend.config.nodes).build().await.unwrap();
+    let mut builder = SessionBuilder::new().known_nodes(&backend.config.nodes);
+    if let Some((user, password)) = backend.config.credentials().unwrap() {
+        builder = builder.user(user, password);
+    }
+    let session = builder.build().await.unwrap();
     // Schema 1's tables and rows, as its code wrote them.
     session.query_unpaged(format!("DROP TABLE {ks}.trips"), &[]).await.unwrap();
     session

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tripline_model::{Point, TenantId, TripId, VehicleId, encode_telemetry};
-use tripline_store::{PointStore, Registry, ScyllaConfig, ScyllaStore};
+use tripline_store::{PointStore, Registry, ScyllaStore};
 use tripline_tests::{Service, mqtt_host_port, unique_name};
 
 pub(crate) const VEHICLES: usize = 50;
@@ -31,17 +31,11 @@ impl Drop for Setup {
 }
 
 pub(crate) async fn setup() -> Option<Setup> {
-    let nodes = Service::Cql.address()?;
     let mqtt_url = Service::Mqtt.address()?;
     let dir = std::env::temp_dir().join(unique_name("ingest"));
     std::fs::create_dir_all(&dir).unwrap();
     let keyspace = unique_name("ing");
-    let config = ScyllaConfig {
-        nodes: nodes.split(',').map(|n| n.trim().to_owned()).collect(),
-        keyspace: keyspace.clone(),
-        retention_s: 86_400 * 30,
-        ..ScyllaConfig::default()
-    };
+    let config = tripline_tests::cql_config(keyspace.clone(), 86_400 * 30)?;
     ScyllaStore::apply_schema(&config).await.unwrap();
     let store = ScyllaStore::connect(&config).await.unwrap();
     let prefix = unique_name("v");
@@ -50,13 +44,11 @@ pub(crate) async fn setup() -> Option<Setup> {
     let vehicles: Vec<VehicleId> = (0..VEHICLES).map(|v| VehicleId::parse(&format!("{prefix}-{v}")).unwrap()).collect();
     store.add_vehicles(&tenant, &vehicles).await.unwrap();
     let client_id = unique_name("ingest");
-    let quoted: Vec<String> = config.nodes.iter().map(|n| format!("\"{n}\"")).collect();
     std::fs::write(
         dir.join("tripline.toml"),
         format!(
-            "store = \"scylla\"\n[scylla]\nnodes = [{}]\nkeyspace = \"{keyspace}\"\n[mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"{}\"\n[ingest]\nworkers = 2\ndrain_s = 5\n[http]\nlisten = \"127.0.0.1:0\"\n",
-            quoted.join(", "),
-            client_id
+            "store = \"scylla\"\n{}[mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"{client_id}\"\n[ingest]\nworkers = 2\ndrain_s = 5\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            tripline_tests::scylla_section(&config),
         ),
     )
     .unwrap();

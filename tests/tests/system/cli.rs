@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use tripline_model::TripSummary;
+use tripline_store::ScyllaConfig;
 use tripline_tests::workspace_root;
 
 fn tripline(args: &[&str], dir: &Path) -> Output {
@@ -102,16 +103,30 @@ fn configuration_comes_from_file_then_environment() {
 
 #[test]
 fn schema_apply_creates_the_keyspace_and_is_idempotent() {
-    let Some(nodes) = tripline_tests::Service::Cql.address() else { return };
+    let keyspace = tripline_tests::unique_name("cli");
+    let Some(cql) = tripline_tests::cql_config(keyspace.clone(), 0) else { return };
     let dir = std::env::temp_dir().join(tripline_tests::unique_name("schema"));
     std::fs::create_dir_all(&dir).unwrap();
-    let keyspace = tripline_tests::unique_name("cli");
-    let nodes: Vec<String> = nodes.split(',').map(|n| format!("\"{}\"", n.trim())).collect();
-    std::fs::write(
-        dir.join("tripline.toml"),
-        format!("store = \"scylla\"\n[scylla]\nnodes = [{}]\nkeyspace = \"{keyspace}\"\n", nodes.join(", ")),
-    )
-    .unwrap();
+    let write_config = |config: &tripline_store::ScyllaConfig| {
+        let section = tripline_tests::scylla_section(config);
+        std::fs::write(dir.join("tripline.toml"), format!("store = \"scylla\"\n{section}")).unwrap();
+    };
+    // The test Cassandra requires a password: without one, or with a wrong one, a clear refusal
+    // at once (not a retry until the budget runs out).
+    assert!(cql.username.is_some(), "the test Cassandra runs with PasswordAuthenticator");
+    for (config, what) in [
+        (ScyllaConfig { username: None, password: None, ..cql.clone() }, "no credentials"),
+        (ScyllaConfig { password: Some("wrong".to_owned()), ..cql.clone() }, "a wrong password"),
+    ] {
+        write_config(&config);
+        let started = std::time::Instant::now();
+        let refused = tripline(&["schema", "apply"], &dir);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(1), "{what}: {stderr}");
+        assert!(stderr.contains("refused the credentials"), "{what}: {stderr}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{what}: refused at once");
+    }
+    write_config(&cql);
     for _ in 0..2 {
         let output = tripline(&["schema", "apply"], &dir);
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -120,11 +135,7 @@ fn schema_apply_creates_the_keyspace_and_is_idempotent() {
                 .contains(&format!("keyspace {keyspace} at schema version {}", tripline_store::SCHEMA_VERSION))
         );
     }
-    std::fs::write(
-        dir.join("tripline.toml"),
-        format!("store = \"scylla\"\n[scylla]\nnodes = [{}]\nkeyspace = \"not valid!\"\n", nodes.join(", ")),
-    )
-    .unwrap();
+    write_config(&ScyllaConfig { keyspace: "not valid!".to_owned(), ..cql });
     let refused = tripline(&["schema", "apply"], &dir);
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not a CQL identifier"));

@@ -484,17 +484,18 @@ async fn whole_system(deployment: Deployment, dir: &Path, mqtt_url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_trips_through_separate_roles_on_mosquitto_and_cassandra() {
-    let (Some(nodes), Some(mqtt_url)) = (Service::Cql.address(), Service::Mqtt.address()) else { return };
+    let keyspace = unique_name("e2e");
+    let (Some(cql), Some(mqtt_url)) = (tripline_tests::cql_config(keyspace.clone(), 0), Service::Mqtt.address()) else {
+        return;
+    };
     let dir = std::env::temp_dir().join(unique_name("e2e-sep"));
     std::fs::create_dir_all(&dir).unwrap();
-    let keyspace = unique_name("e2e");
     let client_id = unique_name("e2e-ingest");
-    let quoted: Vec<String> = nodes.split(',').map(|n| format!("\"{}\"", n.trim())).collect();
     std::fs::write(
         dir.join("tripline.toml"),
         format!(
-            "store = \"scylla\"\n[scylla]\nnodes = [{}]\nkeyspace = \"{keyspace}\"\n[mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"{client_id}\"\n[ingest]\ndrain_s = 10\n[http]\nlisten = \"127.0.0.1:0\"\nrate_per_s = 10000\nburst = 10000\n",
-            quoted.join(", ")
+            "store = \"scylla\"\n{}[mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"{client_id}\"\n[ingest]\ndrain_s = 10\n[http]\nlisten = \"127.0.0.1:0\"\nrate_per_s = 10000\nburst = 10000\n",
+            tripline_tests::scylla_section(&cql)
         ),
     )
     .unwrap();

@@ -10,8 +10,15 @@ use tripline_tests::{Service, mqtt_host_port, unique_name};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A session with the test Cassandra's credentials (it requires a password).
 async fn cql_session(nodes: &str) -> Session {
-    SessionBuilder::new().known_nodes(nodes.split(',').map(str::trim)).build().await.expect("connect to Cassandra")
+    let mut builder = SessionBuilder::new().known_nodes(nodes.split(',').map(str::trim));
+    if let (Ok(user), Ok(password)) =
+        (std::env::var("TRIPLINE_TEST_CQL_USERNAME"), std::env::var("TRIPLINE_TEST_CQL_PASSWORD"))
+    {
+        builder = builder.user(user, password);
+    }
+    builder.build().await.expect("connect to Cassandra")
 }
 
 #[tokio::test]
