@@ -24,6 +24,7 @@ CASSANDRA_HEAP="${TRIPLINE_TEST_CASSANDRA_HEAP:-1G}"
 CASSANDRA_START_TIMEOUT_S="${TRIPLINE_TEST_CASSANDRA_START_TIMEOUT_S:-300}"
 MQTT_PORT="${TRIPLINE_TEST_MQTT_PORT:-11883}"
 MQTT_AUTH_PORT="${TRIPLINE_TEST_MQTT_AUTH_PORT:-11884}"
+MQTT_TLS_PORT="${TRIPLINE_TEST_MQTT_TLS_PORT:-11885}"
 CQL_PORT="${TRIPLINE_TEST_CQL_PORT:-19042}"
 STORAGE_PORT="${TRIPLINE_TEST_STORAGE_PORT:-17000}"
 # Cassandra runs with PasswordAuthenticator; its default superuser.
@@ -49,6 +50,38 @@ apt_install() {
   apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
+# ---------------------------------------------------------------------------------------- tls
+
+# A test certificate authority and what it signs, in $STATE_DIR/tls: `server` (127.0.0.1 and
+# localhost: Mosquitto's TLS listener, Cassandra's client encryption, the embedded endpoint in
+# tests) and `tripline` (a client certificate, CN=tripline). Tests sign vehicles' certificates
+# with the same authority (ca.key).
+ensure_tls() {
+  local dir="$STATE_DIR/tls"
+  [[ -f "$dir/tripline.pem" ]] && return
+  command -v openssl >/dev/null || { log "installing openssl from Debian's packages"; apt_install openssl; }
+  rm -rf "$dir" && mkdir -p "$dir"
+  log "creating the test certificate authority in $dir"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=tripline test CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+  sign_tls "$dir" server localhost "subjectAltName=IP:127.0.0.1,DNS:localhost
+extendedKeyUsage=serverAuth"
+  sign_tls "$dir" tripline tripline "extendedKeyUsage=clientAuth"
+  # Cassandra's PEM keystore: the key and its certificate in one file.
+  cat "$dir/server.key" "$dir/server.pem" >"$dir/server-bundle.pem"
+  chmod 600 "$dir"/*.key "$dir/server-bundle.pem"
+}
+
+sign_tls() { # dir name common-name extensions
+  local dir="$1" name="$2" cn="$3" extensions="$4"
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=$cn" -keyout "$dir/$name.key" -out "$dir/$name.csr" 2>/dev/null
+  printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n%s\n' "$extensions" >"$dir/$name.ext"
+  openssl x509 -req -days 3650 -in "$dir/$name.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+    -extfile "$dir/$name.ext" -out "$dir/$name.pem" 2>/dev/null
+  rm -f "$dir/$name.csr" "$dir/$name.ext"
+}
+
 # ---------------------------------------------------------------------------------- mosquitto
 
 install_mosquitto() {
@@ -68,7 +101,9 @@ start_mosquitto() {
   mkdir -p "$dir/auth"
   touch "$dir/auth/passwords" "$dir/auth/acl"
   chmod 600 "$dir/auth/passwords"
+  ensure_tls
   sed -e "s|@STATE@|$dir|g" -e "s|@PORT@|$MQTT_PORT|g" -e "s|@AUTH_PORT@|$MQTT_AUTH_PORT|g" \
+    -e "s|@TLS_PORT@|$MQTT_TLS_PORT|g" -e "s|@TLS@|$STATE_DIR/tls|g" \
     "$ROOT/scripts/mosquitto/mosquitto.conf.in" >"$dir/mosquitto.conf"
   local started=$SECONDS
   setsid nohup mosquitto -c "$dir/mosquitto.conf" >"$dir/stdout.log" 2>&1 </dev/null &
@@ -127,7 +162,8 @@ start_cassandra() {
   java="$(java17)"
   lib="$(cassandra_lib)"
   mkdir -p "$dir/data" "$dir/logs" "$dir/triggers"
-  sed -e "s|@CQL_PORT@|$CQL_PORT|g" -e "s|@STORAGE_PORT@|$STORAGE_PORT|g" \
+  ensure_tls
+  sed -e "s|@CQL_PORT@|$CQL_PORT|g" -e "s|@STORAGE_PORT@|$STORAGE_PORT|g" -e "s|@TLS@|$STATE_DIR/tls|g" \
     "$ROOT/scripts/cassandra/cassandra.yaml" >"$dir/cassandra.yaml"
   local jamm
   jamm="$(ls "$lib"/jamm-*.jar | head -n 1)"
@@ -206,6 +242,8 @@ print_env() {
   echo "export TRIPLINE_TEST_MQTT_URL=mqtt://127.0.0.1:$MQTT_PORT"
   echo "export TRIPLINE_TEST_MQTT_AUTH_URL=mqtt://127.0.0.1:$MQTT_AUTH_PORT"
   echo "export TRIPLINE_TEST_MQTT_AUTH_DIR=$STATE_DIR/mosquitto/auth"
+  echo "export TRIPLINE_TEST_MQTT_TLS_URL=mqtts://127.0.0.1:$MQTT_TLS_PORT"
+  echo "export TRIPLINE_TEST_TLS_DIR=$STATE_DIR/tls"
   echo "export TRIPLINE_TEST_CQL_NODES=127.0.0.1:$CQL_PORT"
   echo "export TRIPLINE_TEST_CQL_USERNAME=$CQL_USER"
   echo "export TRIPLINE_TEST_CQL_PASSWORD=$CQL_PASSWORD"

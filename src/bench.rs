@@ -850,7 +850,10 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     let url = options.url.clone().or_else(|| config.mqtt.url.clone());
     let (host, port, broker) = match &url {
         Some(url) => {
-            let (host, port) = crate::run::mqtt_endpoint(url)?;
+            let crate::config::BrokerUrl { host, port, tls } = crate::run::mqtt_endpoint(url)?;
+            if tls {
+                return Err(Failure::Usage("bench publishes over plain MQTT: give it an mqtt:// broker".to_owned()));
+            }
             toml.push_str(&format!("[mqtt]\nurl = \"{url}\"\nclient_id = \"{prefix}-ingest\"\n"));
             if let Some((user, password)) = config.mqtt.account().map_err(Failure::Usage)? {
                 let quoted = |text: String| toml::Value::String(text).to_string();

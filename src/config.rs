@@ -46,6 +46,47 @@ pub(crate) struct MqttConfig {
     pub(crate) password_file: Option<PathBuf>,
     /// Shared-subscription group for several ingest processes.
     pub(crate) shared_group: Option<String>,
+    /// PEM file of the authorities that signed the broker's certificate (`mqtts://` urls; also
+    /// what `replay` trusts).
+    pub(crate) tls_ca_file: Option<PathBuf>,
+    /// tripline's own certificate chain (PEM): the embedded endpoint serves TLS with it; to an
+    /// external broker it is tripline's client certificate.
+    pub(crate) tls_cert_file: Option<PathBuf>,
+    /// The private key of `tls_cert_file` (PEM).
+    pub(crate) tls_key_file: Option<PathBuf>,
+    /// Embedded endpoint: PEM file of the authorities whose client certificates vehicles may
+    /// present instead of a password (the certificate's common name is the vehicle id).
+    pub(crate) tls_client_ca_file: Option<PathBuf>,
+}
+
+/// Where a broker is, from an `mqtt://host:port` or `mqtts://host:port` url.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct BrokerUrl {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// `mqtts://`: TLS.
+    pub(crate) tls: bool,
+}
+
+impl BrokerUrl {
+    /// Parses `mqtt://host[:port]` (default port 1883) or `mqtts://host[:port]` (8883).
+    pub(crate) fn parse(url: &str) -> Result<BrokerUrl, String> {
+        let (rest, tls, default_port) = if let Some(rest) = url.strip_prefix("mqtts://") {
+            (rest, true, 8883)
+        } else if let Some(rest) = url.strip_prefix("mqtt://") {
+            (rest, false, 1883)
+        } else {
+            return Err(format!("[mqtt] url {url:?}: expected mqtt://host:port or mqtts://host:port"));
+        };
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (host, port.parse().map_err(|_| format!("[mqtt] url {url:?}: bad port"))?),
+            None => (rest, default_port),
+        };
+        if host.is_empty() {
+            return Err(format!("[mqtt] url {url:?}: no host"));
+        }
+        Ok(BrokerUrl { host: host.to_owned(), port, tls })
+    }
 }
 
 impl MqttConfig {
@@ -63,6 +104,37 @@ impl MqttConfig {
             (None, None) => return Ok(None),
         };
         Ok(Some((self.username.clone().unwrap_or_else(|| "tripline".to_owned()), password)))
+    }
+
+    /// tripline's certificate and key files, if both are set (one alone is an error).
+    fn own_certificate(&self) -> Result<Option<(&Path, &Path)>, String> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            _ => Err("[mqtt] tls_cert_file and tls_key_file: set both or neither".to_owned()),
+        }
+    }
+
+    /// The TLS client configuration for a `mqtts://` broker: trusting `tls_ca_file`, presenting
+    /// tripline's own certificate when one is set (`with_identity`).
+    pub(crate) fn client_tls(&self, with_identity: bool) -> Result<tripline_ingest::tls::ClientTls, String> {
+        let ca = self.tls_ca_file.as_deref().ok_or("an mqtts:// broker needs [mqtt] tls_ca_file")?;
+        let identity = if with_identity { self.own_certificate()? } else { None };
+        let config = tripline_ingest::tls::client_config(ca, identity).map_err(|e| format!("[mqtt] TLS: {e}"))?;
+        Ok(tripline_ingest::tls::Tls(config))
+    }
+
+    /// The embedded endpoint's TLS, when `tls_cert_file` and `tls_key_file` are set.
+    pub(crate) fn server_tls(&self) -> Result<Option<tripline_ingest::tls::ServerTls>, String> {
+        let Some((cert, key)) = self.own_certificate()? else {
+            if self.tls_client_ca_file.is_some() {
+                return Err("[mqtt] tls_client_ca_file needs tls_cert_file and tls_key_file".to_owned());
+            }
+            return Ok(None);
+        };
+        let config = tripline_ingest::tls::server_config(cert, key, self.tls_client_ca_file.as_deref())
+            .map_err(|e| format!("[mqtt] TLS: {e}"))?;
+        Ok(Some(tripline_ingest::tls::Tls(config)))
     }
 }
 

@@ -113,7 +113,8 @@ pub(crate) fn start(demo: Demo, http: std::net::SocketAddr, broker: (String, u16
             return;
         }
         let (host, port) = broker;
-        match crate::replay::publish(&host, port, plan, None, &secrets).await {
+        let target = crate::replay::Target { host, port, tls: None };
+        match crate::replay::publish(&target, plan, None, &secrets).await {
             Ok(report) => eprintln!(
                 "tripline: demo: {} fixture trip(s) replayed ({} points, {} messages acknowledged)",
                 report.trips, report.points, report.acknowledged

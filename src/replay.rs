@@ -21,7 +21,7 @@ use tripline_model::time::{parse_rfc3339_ms, to_datetime};
 use tripline_model::tripfile::FileRecord;
 use tripline_model::{TripId, VehicleId};
 
-use crate::config::Config;
+use crate::config::{BrokerUrl, Config};
 use crate::{Failure, runtime};
 
 /// Messages a vehicle's connection has published and not yet acknowledged, at most.
@@ -248,13 +248,14 @@ pub(crate) fn plan(records: Vec<FileRecord>, options: &ReplayOptions, now_ms: i6
 }
 
 /// The broker to publish to: `--url`, else `[mqtt] url`, else the embedded endpoint's address.
-fn broker(config: &Config, url: Option<&str>) -> Result<(String, u16), Failure> {
+fn broker(config: &Config, url: Option<&str>) -> Result<BrokerUrl, Failure> {
     match url.or(config.mqtt.url.as_deref()) {
         Some(url) => crate::run::mqtt_endpoint(url),
         None => {
             let listen = config.mqtt.listen.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 1883)));
             let host = if listen.ip().is_unspecified() { "127.0.0.1".to_owned() } else { listen.ip().to_string() };
-            Ok((host, listen.port()))
+            // The embedded endpoint serves TLS when it has a certificate.
+            Ok(BrokerUrl { host, port: listen.port(), tls: config.mqtt.tls_cert_file.is_some() })
         }
     }
 }
@@ -300,8 +301,7 @@ pub(crate) fn read_secrets(path: &Path) -> Result<Secrets, Failure> {
 /// vehicles connect, and as a broker enforcing per-vehicle topics requires) with its secret from
 /// `secrets`; returns once every message is acknowledged (or a connection failed for good).
 pub(crate) async fn publish(
-    host: &str,
-    port: u16,
+    target: &Target,
     plan: Plan,
     bar: Option<&ProgressBar>,
     secrets: &Secrets,
@@ -325,8 +325,7 @@ pub(crate) async fn publish(
         .into_iter()
         .map(|(vehicle, messages)| {
             let connection = VehicleConnection {
-                host: host.to_owned(),
-                port,
+                target: target.clone(),
                 secret: secrets.get(&vehicle).cloned(),
                 vehicle,
                 bar: bar.cloned(),
@@ -341,10 +340,29 @@ pub(crate) async fn publish(
     Ok(ReplayReport { published: total, acknowledged, points, trips, vehicles })
 }
 
+/// Where vehicles publish: a broker's address and, for `mqtts://`, the TLS to use.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) tls: Option<tripline_ingest::tls::ClientTls>,
+}
+
+impl Target {
+    /// The target of `url`, trusting `[mqtt] tls_ca_file` when it is `mqtts://`.
+    pub(crate) fn new(config: &Config, url: BrokerUrl) -> Result<Target, Failure> {
+        let tls = if url.tls { Some(config.mqtt.client_tls(false).map_err(Failure::Usage)?) } else { None };
+        Ok(Target { host: url.host, port: url.port, tls })
+    }
+
+    fn url(&self) -> String {
+        format!("{}://{}:{}", if self.tls.is_some() { "mqtts" } else { "mqtt" }, self.host, self.port)
+    }
+}
+
 /// One vehicle's connection.
 struct VehicleConnection {
-    host: String,
-    port: u16,
+    target: Target,
     vehicle: String,
     secret: Option<String>,
     bar: Option<ProgressBar>,
@@ -353,8 +371,13 @@ struct VehicleConnection {
 impl VehicleConnection {
     /// Publishes `messages` at their times from `start`; returns how many were acknowledged.
     async fn publish(self, messages: Vec<Message>, start: tokio::time::Instant) -> Result<usize, Failure> {
-        let VehicleConnection { host, port, vehicle, secret, bar } = self;
-        let mut options = MqttOptions::new(format!("tripline-replay-{}-{vehicle}", std::process::id()), &host, port);
+        let VehicleConnection { target, vehicle, secret, bar } = self;
+        let client_id = format!("tripline-replay-{}-{vehicle}", std::process::id());
+        let mut options = MqttOptions::new(client_id, &target.host, target.port);
+        if let Some(tls) = &target.tls {
+            options
+                .set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.0.clone())));
+        }
         options.set_keep_alive(Duration::from_secs(30));
         options.set_clean_session(true);
         options.set_inflight(IN_FLIGHT);
@@ -392,13 +415,14 @@ impl VehicleConnection {
                 Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
                     let hint = if secret.is_none() { " (give its secret with --credentials)" } else { "" };
                     return Err(Failure::Runtime(anyhow::anyhow!(
-                        "broker {host}:{port} refused vehicle {vehicle}: {code:?}{hint}"
+                        "broker {} refused vehicle {vehicle}: {code:?}{hint}",
+                        target.url()
                     )));
                 }
                 Err(error) => {
                     failures += 1;
                     if failures > 10 {
-                        return Err(Failure::Runtime(anyhow::anyhow!("broker {host}:{port}: {error}")));
+                        return Err(Failure::Runtime(anyhow::anyhow!("broker {}: {error}", target.url())));
                     }
                     tracing::warn!(%error, %vehicle, "broker connection failed; reconnecting");
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -410,7 +434,7 @@ impl VehicleConnection {
                 // Keep the client alive until every acknowledgement is in.
                 client = task.await.ok().and_then(Result::ok);
                 if client.is_none() {
-                    return Err(Failure::Runtime(anyhow::anyhow!("broker {host}:{port}: publishing stopped")));
+                    return Err(Failure::Runtime(anyhow::anyhow!("broker {}: publishing stopped", target.url())));
                 }
             }
         }
@@ -432,7 +456,7 @@ pub(crate) fn run(config: &Config, files: &[PathBuf], options: &ReplayOptions) -
     if plan.messages.is_empty() {
         return Err(Failure::Usage("nothing to replay: no readable points in the files".to_owned()));
     }
-    let (host, port) = broker(config, options.url.as_deref())?;
+    let target = Target::new(config, broker(config, options.url.as_deref())?)?;
     let bar = ProgressBar::new(plan.messages.len() as u64);
     if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} messages acknowledged  {per_sec}  {elapsed}")
     {
@@ -440,13 +464,14 @@ pub(crate) fn run(config: &Config, files: &[PathBuf], options: &ReplayOptions) -
     }
     let started = Instant::now();
     let secrets = options.credentials.as_deref().map(read_secrets).transpose()?.unwrap_or_default();
-    let report = runtime()?.block_on(publish(&host, port, plan, Some(&bar), &secrets))?;
+    let report = runtime()?.block_on(publish(&target, plan, Some(&bar), &secrets))?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
-        "tripline: replayed {} trip(s) of {} vehicle(s) to mqtt://{host}:{port}: {} messages ({} points) published, {} acknowledged, in {seconds:.1} s ({:.0} points/s){}",
+        "tripline: replayed {} trip(s) of {} vehicle(s) to {}: {} messages ({} points) published, {} acknowledged, in {seconds:.1} s ({:.0} points/s){}",
         report.trips,
         report.vehicles,
+        target.url(),
         report.published,
         report.points,
         report.acknowledged,

@@ -23,7 +23,7 @@ use tripline_model::DecodeConfig;
 use tripline_query_api::{ApiConfig, ApiState};
 use tripline_store::{AnyStore, EmbeddedStore, ScyllaStore, TripStore};
 
-use crate::config::{Config, StoreKind};
+use crate::config::{BrokerUrl, Config, StoreKind};
 use crate::{Failure, runtime};
 
 /// Messages handed from the source to the intake, waiting to be decoded: small, because the
@@ -43,13 +43,9 @@ fn to_work(routed: Routed) -> Work {
     }
 }
 
-pub(crate) fn mqtt_endpoint(url: &str) -> Result<(String, u16), Failure> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .ok_or_else(|| Failure::Usage(format!("[mqtt] url {url:?}: expected mqtt://host:port")))?;
-    let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
-    let port = port.parse().map_err(|_| Failure::Usage(format!("[mqtt] url {url:?}: bad port")))?;
-    Ok((host.to_owned(), port))
+/// The broker of an `mqtt://` or `mqtts://` url.
+pub(crate) fn mqtt_endpoint(url: &str) -> Result<BrokerUrl, Failure> {
+    BrokerUrl::parse(url).map_err(Failure::Usage)
 }
 
 async fn shutdown_signal() {
@@ -112,6 +108,13 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
     let roles = check_roles(roles)?;
     if demo && !(roles.contains(&"ingest") && roles.contains(&"api")) {
         return Err(Failure::Usage("--demo needs the ingest and api roles".to_owned()));
+    }
+    let tls =
+        config.mqtt.tls_cert_file.is_some() || config.mqtt.url.as_deref().is_some_and(|u| u.starts_with("mqtts://"));
+    if demo && tls {
+        return Err(Failure::Usage(
+            "--demo publishes over plain MQTT: run it without TLS ([mqtt] tls_*, mqtts://)".to_owned(),
+        ));
     }
     let external = config.mqtt.url.as_deref().map(mqtt_endpoint).transpose()?;
     let rt = runtime()?;
@@ -187,7 +190,7 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
         if let (Some(demo), Some(ingest)) = (demo, &ingest) {
             let broker = match (ingest.endpoint_addr(), external) {
                 (Some(addr), _) => (addr.ip().to_string(), addr.port()),
-                (None, Some(endpoint)) => endpoint,
+                (None, Some(url)) => (url.host, url.port),
                 (None, None) => return Err(Failure::Runtime(anyhow::anyhow!("no broker for the demo"))),
             };
             crate::demo::start(demo, http, broker, ingest.status.clone());
@@ -302,7 +305,7 @@ async fn start_ingest(
     config: &Config,
     store: &AnyStore,
     engine: Enricher,
-    external: Option<(String, u16)>,
+    external: Option<BrokerUrl>,
     status_tx: watch::Sender<SourceCounters>,
     health: watch::Sender<Option<String>>,
 ) -> Result<Ingest, Failure> {
@@ -384,8 +387,10 @@ async fn start_ingest(
                 listen: config.mqtt.listen.unwrap_or(defaults.listen),
                 max_connections: config.mqtt.max_connections.unwrap_or(defaults.max_connections).max(1),
                 in_flight: config.mqtt.in_flight.unwrap_or(defaults.in_flight).max(1),
+                tls: config.mqtt.server_tls().map_err(Failure::Usage)?,
                 ..defaults
             };
+            let scheme = if endpoint_config.tls.is_some() { "mqtts" } else { "mqtt" };
             let auth: Arc<dyn Authenticate> = if config.mqtt.allow_anonymous {
                 tracing::warn!("[mqtt] allow_anonymous: any client may publish as any vehicle");
                 Arc::new(AllowAnyone)
@@ -397,13 +402,15 @@ async fn start_ingest(
                     listen @ tripline_ingest::IngestError::Listen { .. } => Failure::Usage(listen.to_string()),
                     other => Failure::Runtime(other.into()),
                 })?;
-            eprintln!("tripline: MQTT endpoint for vehicles on mqtt://{}", endpoint.local_addr());
+            eprintln!("tripline: MQTT endpoint for vehicles on {scheme}://{}", endpoint.local_addr());
             (None, Some(endpoint))
         }
-        Some((host, port)) => {
+        Some(url) => {
+            let tls = if url.tls { Some(config.mqtt.client_tls(true).map_err(Failure::Usage)?) } else { None };
             let source_config = MqttSourceConfig {
-                host,
-                port,
+                host: url.host,
+                port: url.port,
+                tls,
                 client_id: config.mqtt.client_id.clone().unwrap_or_else(|| "tripline-ingest".to_owned()),
                 shared_group: config.mqtt.shared_group.clone(),
                 credentials: config.mqtt.account().map_err(Failure::Usage)?,

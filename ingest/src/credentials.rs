@@ -154,6 +154,9 @@ impl<R> VehicleAuth<R> {
 
 impl<R: Registry + Send + Sync + 'static> VehicleAuth<R> {
     async fn check(&self, credentials: Credentials) -> Result<Identity, Refusal> {
+        if let Some(name) = credentials.certificate_cn {
+            return self.check_certificate(name, credentials.username).await;
+        }
         let (Some(user), Some(secret)) = (credentials.username, credentials.password) else {
             return Err(Refusal::BadCredentials);
         };
@@ -191,6 +194,26 @@ impl<R: Registry + Send + Sync + 'static> VehicleAuth<R> {
         }
         self.remember(user.clone(), stored, hashed);
         Ok(Identity::Vehicle(user))
+    }
+}
+
+impl<R: Registry + Send + Sync + 'static> VehicleAuth<R> {
+    /// A client certificate the endpoint verified names the vehicle by its common name; the
+    /// vehicle must be registered and not revoked (it still has a secret). A user name, if any,
+    /// must be that vehicle's.
+    async fn check_certificate(&self, name: String, username: Option<String>) -> Result<Identity, Refusal> {
+        if username.as_ref().is_some_and(|user| *user != name) {
+            return Err(Refusal::BadCredentials);
+        }
+        let Ok(vehicle) = VehicleId::parse(&name) else { return Err(Refusal::BadCredentials) };
+        match self.registry.vehicle_secret(&vehicle).await {
+            Ok(Some(_)) => Ok(Identity::Vehicle(name)),
+            Ok(None) => Err(Refusal::BadCredentials),
+            Err(error) => {
+                tracing::warn!(%error, "vehicle credentials could not be read");
+                Err(Refusal::Unavailable)
+            }
+        }
     }
 }
 

@@ -37,8 +37,7 @@ use rumqttc::mqttbytes::v4;
 use rumqttc::v5::mqttbytes::v5;
 use rumqttc::{Publish, QoS};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -72,8 +71,12 @@ pub struct EndpointConfig {
     /// Messages per connection received and not yet acknowledged at most (MQTT 5's receive
     /// maximum); the connection is not read while it has this many.
     pub in_flight: usize,
-    /// How long a new connection may take to send its CONNECT, milliseconds.
+    /// How long a new connection may take to send its CONNECT (after its TLS handshake),
+    /// milliseconds.
     pub connect_timeout_ms: u64,
+    /// TLS on the listener (and, with a client CA, vehicles' client certificates); none: TCP.
+    #[serde(skip)]
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl Default for EndpointConfig {
@@ -84,6 +87,7 @@ impl Default for EndpointConfig {
             max_connections: 10_000,
             in_flight: 256,
             connect_timeout_ms: 10_000,
+            tls: None,
         }
     }
 }
@@ -129,6 +133,9 @@ pub struct Credentials {
     pub username: Option<String>,
     /// The password, if any.
     pub password: Option<String>,
+    /// The common name of the client certificate the connection presented over TLS, verified
+    /// against the endpoint's client CA.
+    pub certificate_cn: Option<String>,
 }
 
 /// Decides who a connection is.
@@ -377,10 +384,14 @@ enum Closed {
     Protocol(String),
 }
 
+/// One side of a connection's byte stream (TCP, or TLS over it).
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
 struct Connection {
     version: Version,
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    reader: Reader,
+    writer: Writer,
     buffer: BytesMut,
     /// Bytes the next read asks for (between the two `READ_CHUNK_` bounds).
     chunk: usize,
@@ -494,8 +505,7 @@ struct Hello {
 }
 
 /// Reads the CONNECT: the protocol level first, then the packet with that version's codec.
-async fn hello(stream: TcpStream, config: &EndpointConfig) -> Result<(Connection, Hello), Closed> {
-    let (reader, writer) = stream.into_split();
+async fn hello(reader: Reader, writer: Writer, config: &EndpointConfig) -> Result<(Connection, Hello), Closed> {
     let mut connection = Connection {
         version: Version::V4,
         reader,
@@ -530,6 +540,7 @@ async fn hello(stream: TcpStream, config: &EndpointConfig) -> Result<(Connection
                         client_id: connect.client_id,
                         username: connect.login.as_ref().map(|l| l.username.clone()),
                         password: connect.login.map(|l| l.password),
+                        certificate_cn: None,
                     },
                 }),
                 Ok(_) => return Err(Closed::Protocol("the first packet is not a CONNECT".to_owned())),
@@ -545,6 +556,7 @@ async fn hello(stream: TcpStream, config: &EndpointConfig) -> Result<(Connection
                             client_id: connect.client_id,
                             username: login.as_ref().map(|l| l.username.clone()),
                             password: login.map(|l| l.password),
+                            certificate_cn: None,
                         },
                     }),
                     Ok(_) => return Err(Closed::Protocol("the first packet is not a CONNECT".to_owned())),
@@ -679,7 +691,30 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared, 
     let _ = stream.set_nodelay(true);
     let config = &shared.config;
     let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
-    let (mut connection, hello) = match tokio::time::timeout(connect_timeout, hello(stream, config)).await {
+    let (reader, writer, certificate_cn): (Reader, Writer, Option<String>) = match &config.tls {
+        None => {
+            let (reader, writer) = stream.into_split();
+            (Box::new(reader), Box::new(writer), None)
+        }
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.0));
+            match tokio::time::timeout(connect_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let presented = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first());
+                    let certificate_cn = presented.and_then(crate::tls::common_name);
+                    let (reader, writer) = tokio::io::split(stream);
+                    (Box::new(reader), Box::new(writer), certificate_cn)
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "mqtt endpoint: TLS handshake failed");
+                    crate::metrics::refused("tls");
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    };
+    let (mut connection, mut hello) = match tokio::time::timeout(connect_timeout, hello(reader, writer, config)).await {
         Ok(Ok(found)) => found,
         Ok(Err(Closed::Protocol(detail))) => {
             tracing::debug!(%peer, %detail, "mqtt endpoint: connection refused before CONNECT");
@@ -688,6 +723,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared, 
         }
         Ok(Err(Closed::Gone)) | Err(_) => return,
     };
+    hello.credentials.certificate_cn = certificate_cn;
     let mut replies = Replies { version: connection.version, out: BytesMut::new() };
     let client_id = hello.credentials.client_id.clone();
     let identity = match shared.auth.authenticate(hello.credentials).await {

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod route;
 pub mod source;
 pub mod tenants;
+pub mod tls;
 
 /// What can go wrong in ingest.
 #[derive(Debug, thiserror::Error)]

@@ -61,6 +61,9 @@ pub struct MqttSourceConfig {
     pub max_reconnect_backoff_ms: u64,
     /// User name and password of tripline's own account on the broker.
     pub credentials: Option<(String, String)>,
+    /// TLS to the broker (`mqtts://`); none: plain TCP.
+    #[serde(skip)]
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl Default for MqttSourceConfig {
@@ -78,6 +81,7 @@ impl Default for MqttSourceConfig {
             keep_alive_s: 30,
             max_reconnect_backoff_ms: 10_000,
             credentials: None,
+            tls: None,
         }
     }
 }
@@ -176,6 +180,9 @@ fn mqtt_options(config: &MqttSourceConfig) -> MqttOptions {
     options.set_request_channel_capacity(REQUEST_CHANNEL_CAPACITY);
     if let Some((username, password)) = &config.credentials {
         options.set_credentials(username, password);
+    }
+    if let Some(tls) = &config.tls {
+        options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.0.clone())));
     }
     options
 }

@@ -21,6 +21,7 @@ mod cql;
 mod embedded;
 mod records;
 mod retry;
+pub mod tls;
 mod trip_encoding;
 mod written;
 

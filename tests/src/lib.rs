@@ -20,6 +20,10 @@ pub enum Service {
     /// Mosquitto's listener with password and ACL files: `TRIPLINE_TEST_MQTT_AUTH_URL`, its files
     /// in `TRIPLINE_TEST_MQTT_AUTH_DIR`.
     MqttAuth,
+    /// Mosquitto's TLS listener (client certificates required): `TRIPLINE_TEST_MQTT_TLS_URL`.
+    MqttTls,
+    /// The test certificate authority and its certificates: `TRIPLINE_TEST_TLS_DIR`.
+    Tls,
 }
 
 impl Service {
@@ -28,6 +32,8 @@ impl Service {
             Service::Mqtt => "TRIPLINE_TEST_MQTT_URL",
             Service::Cql => "TRIPLINE_TEST_CQL_NODES",
             Service::MqttAuth => "TRIPLINE_TEST_MQTT_AUTH_URL",
+            Service::MqttTls => "TRIPLINE_TEST_MQTT_TLS_URL",
+            Service::Tls => "TRIPLINE_TEST_TLS_DIR",
         }
     }
 
@@ -78,9 +84,49 @@ pub fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(std::path::Path::to_path_buf).unwrap_or_default()
 }
 
-/// `host:port` of an `mqtt://host:port` URL.
+/// A certificate for `common_name` (a vehicle id) signed by the test authority of `tls_dir`
+/// (`Service::Tls`), written into `out_dir`: its certificate and key files.
+///
+/// # Panics
+/// When `openssl` fails (`scripts/services.sh` installs it).
+pub fn signed_certificate(
+    tls_dir: &std::path::Path,
+    out_dir: &std::path::Path,
+    common_name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let file = |ext: &str| out_dir.join(format!("{common_name}.{ext}"));
+    let (cert, key, csr, extensions) = (file("pem"), file("key"), file("csr"), file("ext"));
+    let run = |command: &mut std::process::Command| {
+        let output = command.output().expect("openssl");
+        assert!(output.status.success(), "{command:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    run(std::process::Command::new("openssl")
+        .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN={common_name}"), "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr));
+    std::fs::write(&extensions, "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
+        .expect("the certificate extensions file");
+    run(std::process::Command::new("openssl")
+        .args(["x509", "-req", "-days", "30", "-in"])
+        .arg(&csr)
+        .arg("-CA")
+        .arg(tls_dir.join("ca.pem"))
+        .arg("-CAkey")
+        .arg(tls_dir.join("ca.key"))
+        .arg("-CAserial")
+        .arg(out_dir.join("ca.srl"))
+        .arg("-CAcreateserial")
+        .arg("-extfile")
+        .arg(&extensions)
+        .arg("-out")
+        .arg(&cert));
+    (cert, key)
+}
+
+/// `host:port` of an `mqtt://host:port` (or `mqtts://`) URL.
 pub fn mqtt_host_port(url: &str) -> (String, u16) {
-    let rest = url.strip_prefix("mqtt://").unwrap_or(url);
+    let rest = url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("mqtts://")).unwrap_or(url);
     let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
     (host.to_owned(), port.parse().unwrap_or(1883))
 }

@@ -18,6 +18,7 @@ struct Secrets;
 impl Authenticate for Secrets {
     fn authenticate(&self, c: Credentials) -> Pin<Box<dyn Future<Output = Result<Identity, Refusal>> + Send + '_>> {
         let answer = match (c.username, c.password) {
+            _ if c.certificate_cn.is_some() => Ok(Identity::Vehicle(c.certificate_cn.unwrap_or_default())),
             (Some(user), Some(password)) if password == format!("secret-{user}") => Ok(Identity::Vehicle(user)),
             _ => Err(Refusal::BadCredentials),
         };
@@ -32,7 +33,12 @@ struct Running {
 }
 
 async fn start() -> Running {
-    let config = EndpointConfig { listen: "127.0.0.1:0".parse().unwrap(), in_flight: 8, ..EndpointConfig::default() };
+    start_with(None).await
+}
+
+async fn start_with(tls: Option<tripline_ingest::tls::ServerTls>) -> Running {
+    let config =
+        EndpointConfig { listen: "127.0.0.1:0".parse().unwrap(), in_flight: 8, tls, ..EndpointConfig::default() };
     let (out, deliveries) = flume::bounded(64);
     let (status, _status) = watch::channel(SourceCounters::default());
     let endpoint = Endpoint::start(config, Arc::new(Secrets), out, Duration::from_secs(5), status).await.unwrap();
@@ -260,4 +266,51 @@ async fn a_second_connection_of_the_same_client_takes_over() {
     .unwrap();
     assert!(gone, "the first connection was closed without an acknowledgement");
     running.endpoint.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_vehicle_connects_with_its_certificate_or_its_password() {
+    use tripline_ingest::tls;
+    let Some(tls_dir) = tripline_tests::Service::Tls.address() else { return };
+    let tls_dir = std::path::PathBuf::from(tls_dir);
+    let out = std::env::temp_dir().join(tripline_tests::unique_name("tls"));
+    std::fs::create_dir_all(&out).unwrap();
+    let ca = tls_dir.join("ca.pem");
+    let server = tls::server_config(&tls_dir.join("server.pem"), &tls_dir.join("server.key"), Some(&ca)).unwrap();
+    let running = start_with(Some(tls::Tls(server))).await;
+    let port = running.endpoint.local_addr().port();
+    let over_tls = |client_id: &str, config: std::sync::Arc<rustls::ClientConfig>| {
+        let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+        options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(config)));
+        options
+    };
+
+    // A certificate whose common name is the vehicle id, no password: car-7 publishes as itself.
+    let (cert, key) = tripline_tests::signed_certificate(&tls_dir, &out, "car-7");
+    let options = over_tls("tls-car-7", tls::client_config(&ca, Some((&cert, &key))).unwrap());
+    let (client, mut eventloop) = AsyncClient::new(options, 8);
+    client.publish("vehicles/car-7/telemetry", QoS::AtLeastOnce, false, vec![7]).await.unwrap();
+    let complete = async {
+        let delivery = receive(&running, 1).await.remove(0);
+        assert_eq!(
+            (delivery.publish.topic.as_str(), delivery.publish.payload.to_vec()),
+            ("vehicles/car-7/telemetry", vec![7])
+        );
+        delivery.complete();
+    };
+    let (acked, ()) = tokio::join!(pubacks(&mut eventloop, 1, Duration::from_secs(10)), complete);
+    assert_eq!(acked, vec![1], "acknowledged over TLS");
+
+    // No certificate, the password instead.
+    let mut options = over_tls("tls-car-1", tls::client_config(&ca, None).unwrap());
+    options.set_credentials("car-1", "secret-car-1");
+    let (_client, mut eventloop) = AsyncClient::new(options, 8);
+    assert!(matches!(eventloop.poll().await, Ok(Event::Incoming(Packet::ConnAck(_)))), "password over TLS");
+
+    // Plain MQTT to the TLS listener gets no CONNACK.
+    let (_client, mut eventloop) = v4_client(&running, "car-1", "secret-car-1");
+    let plain = tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await;
+    assert!(!matches!(plain, Ok(Ok(Event::Incoming(Packet::ConnAck(_))))), "{plain:?}");
+    running.endpoint.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(&out);
 }

@@ -113,6 +113,13 @@ pub struct ScyllaConfig {
     pub password: Option<String>,
     /// A file holding the password (its first line).
     pub password_file: Option<std::path::PathBuf>,
+    /// TLS to the nodes: PEM file of the authorities that signed their certificates (each
+    /// node's certificate must name its IP address, which the driver verifies); none: plain TCP.
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// A client certificate chain (PEM) for clusters that require one, with `tls_key_file`.
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// The private key of `tls_cert_file` (PEM).
+    pub tls_key_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ScyllaConfig {
@@ -129,6 +136,9 @@ impl std::fmt::Debug for ScyllaConfig {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "(set)"))
             .field("password_file", &self.password_file)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
             .finish()
     }
 }
@@ -147,6 +157,9 @@ impl Default for ScyllaConfig {
             username: None,
             password: None,
             password_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -177,6 +190,26 @@ impl ScyllaConfig {
             (None, None) => return Err(refused(format!("[scylla] username {user:?} without a password"))),
         };
         Ok(Some((user.clone(), password)))
+    }
+
+    /// The TLS client configuration, when `tls_ca_file` is set.
+    ///
+    /// # Errors
+    /// A certificate or key file that cannot be read or used, or only one of the two.
+    pub fn tls(&self) -> StoreResult<Option<Arc<rustls::ClientConfig>>> {
+        let refused = |detail: String| StoreError::Refused { detail: format!("[scylla] TLS: {detail}") };
+        let identity = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            (None, None) => None,
+            _ => return Err(refused("tls_cert_file and tls_key_file: set both or neither".to_owned())),
+        };
+        let Some(ca) = &self.tls_ca_file else {
+            return match identity {
+                Some(_) => Err(refused("a client certificate needs tls_ca_file".to_owned())),
+                None => Ok(None),
+            };
+        };
+        crate::tls::client_config(ca, identity).map(Some).map_err(refused)
     }
 
     /// The retry policy of every request: backoff within `retry_budget_ms`.
@@ -275,6 +308,7 @@ async fn connect(config: &ScyllaConfig) -> StoreResult<Session> {
         .request_timeout(Some(Duration::from_millis(config.request_timeout_ms)))
         .build();
     let credentials = config.credentials()?;
+    let tls = config.tls()?;
     let retry = config.retry_policy();
     retry
         .run("connect", || async {
@@ -284,18 +318,24 @@ async fn connect(config: &ScyllaConfig) -> StoreResult<Session> {
             if let Some((user, password)) = &credentials {
                 builder = builder.user(user, password);
             }
+            if let Some(tls) = &tls {
+                builder = builder.tls_context(Some(Arc::clone(tls)));
+            }
             builder.build().await.map_err(|e| classify_connect(e.to_string()))
         })
         .await
 }
 
-/// A refused authentication will not pass by retrying; anything else (a node starting, a
-/// network fault) may.
+/// A refused authentication or a certificate that does not verify will not pass by retrying;
+/// anything else (a node starting, a network fault) may.
 fn classify_connect(text: String) -> Attempt {
     const REFUSED: [&str; 3] = ["authentication", "username and/or password", "password are incorrect"];
+    const UNTRUSTED: [&str; 2] = ["invalid peer certificate", "invalidcertificate"];
     let lower = text.to_ascii_lowercase();
     if REFUSED.iter().any(|word| lower.contains(word)) {
         Attempt::Permanent(format!("the cluster refused the credentials ([scylla] username/password): {text}"))
+    } else if UNTRUSTED.iter().any(|word| lower.contains(word)) {
+        Attempt::Permanent(format!("the node's TLS certificate is not trusted ([scylla] tls_ca_file): {text}"))
     } else {
         Attempt::Transient(text)
     }

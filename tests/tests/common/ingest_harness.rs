@@ -186,6 +186,26 @@ pub(crate) async fn wait_for_points(setup: &Setup, t0: i64, expected: usize) -> 
     }
 }
 
+/// The process's `/metrics` text.
+pub(crate) fn metrics(http: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(http).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// Waits (30 s at most) until the process has acknowledged `n` messages.
+pub(crate) async fn wait_for_acks(running: &Running, n: u64) {
+    let http = running.http();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !metrics(&http).contains(&format!("tripline_ingest_acks_total {n}")) {
+        assert!(Instant::now() < deadline, "{}", metrics(&http));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub(crate) fn sigterm(running: &mut Running) {
     let status = Command::new("kill").args(["-TERM", &running.child.id().to_string()]).status().unwrap();
     assert!(status.success());

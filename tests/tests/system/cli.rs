@@ -126,6 +126,20 @@ fn schema_apply_creates_the_keyspace_and_is_idempotent() {
         assert!(stderr.contains("refused the credentials"), "{what}: {stderr}");
         assert!(started.elapsed() < std::time::Duration::from_secs(20), "{what}: refused at once");
     }
+    // TLS (the test Cassandra offers it beside plain connections): with the authority that signed
+    // the node's certificate it works; with another one, a clear refusal at once.
+    if let Some(tls_dir) = tripline_tests::Service::Tls.address().map(std::path::PathBuf::from) {
+        write_config(&ScyllaConfig { tls_ca_file: Some(tls_dir.join("ca.pem")), ..cql.clone() });
+        let output = tripline(&["schema", "apply"], &dir);
+        assert!(output.status.success(), "over TLS: {}", String::from_utf8_lossy(&output.stderr));
+        write_config(&ScyllaConfig { tls_ca_file: Some(tls_dir.join("tripline.pem")), ..cql.clone() });
+        let started = std::time::Instant::now();
+        let refused = tripline(&["schema", "apply"], &dir);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("TLS certificate is not trusted"), "{stderr}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "refused at once");
+    }
     write_config(&cql);
     for _ in 0..2 {
         let output = tripline(&["schema", "apply"], &dir);

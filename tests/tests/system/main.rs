@@ -12,3 +12,4 @@ mod embedded;
 mod ingest;
 mod mosquitto_auth;
 mod smoke;
+mod tls;

@@ -37,16 +37,6 @@ async fn connect(
     }
 }
 
-/// The process's `/metrics` text.
-fn metrics(http: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(http).unwrap();
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
-
 /// Publishes one message and waits for its PUBACK (Mosquitto acknowledges, then drops, what the
 /// ACL denies).
 async fn publish_one(client: &AsyncClient, eventloop: &mut EventLoop, topic: String, payload: Vec<u8>) {
@@ -122,12 +112,7 @@ async fn a_mosquitto_with_the_exported_files_enforces_the_endpoints_rules() {
     };
     // tripline acknowledges the two messages the broker let through (A's own and B's), each once
     // durable.
-    let http = running.http();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !metrics(&http).contains("tripline_ingest_acks_total 2") {
-        assert!(std::time::Instant::now() < deadline, "{}", metrics(&http));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_acks(&running, 2).await;
     sigterm(&mut running);
     assert_eq!(count(&b, "own-b").await, Some(5), "B's own message landed");
     assert_eq!(count(&a, "own-a").await, Some(5), "A's own message landed: tripline's session was not taken over");
