@@ -70,18 +70,10 @@ impl Drop for Published {
 /// Writes `admin.json` readable by the owner only.
 pub(crate) fn publish(data_dir: &Path, file: &AdminFile) -> Result<Published, Failure> {
     let path = admin_path(data_dir);
-    let tmp = data_dir.join(format!("admin.json.{}.tmp", std::process::id()));
     let text = serde_json::to_string_pretty(file).map_err(|e| Failure::Runtime(e.into()))?;
-    let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(data_dir)?;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        std::io::Write::write_all(&mut options.open(&tmp)?, text.as_bytes())?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|e| Failure::Runtime(anyhow::anyhow!("writing {}: {e}", path.display())))?;
+    crate::config::private_dir(data_dir)
+        .and_then(|()| crate::config::write_private(&path, text.as_bytes()))
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!("writing {}: {e}", path.display())))?;
     Ok(Published { path, token: file.token.clone() })
 }
 

@@ -129,17 +129,8 @@ pub(crate) fn start(demo: Demo, http: std::net::SocketAddr, broker: (String, u16
 type IngestStatus = tokio::sync::watch::Receiver<tripline_ingest::source::SourceCounters>;
 
 fn write_private(path: &Path, text: &str) -> Result<(), Failure> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let write = || -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::io::Write::write_all(&mut options.open(path)?, format!("{text}\n").as_bytes())
-    };
-    write().map_err(|e| Failure::Runtime(anyhow::anyhow!("writing {}: {e}", path.display())))
+    crate::config::write_private(path, format!("{text}\n").as_bytes())
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!("writing {}: {e}", path.display())))
 }
 
 /// What the demo prints: the key and a request to paste.

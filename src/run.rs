@@ -88,6 +88,8 @@ fn check_roles(roles: &[String]) -> Result<Vec<&'static str>, Failure> {
 pub(crate) async fn open_store(config: &Config) -> Result<AnyStore, Failure> {
     Ok(match config.store {
         StoreKind::Embedded => {
+            crate::config::private_dir(&config.data_dir)
+                .map_err(|e| Failure::Runtime(anyhow::anyhow!("data directory {}: {e}", config.data_dir.display())))?;
             let embedded = config.embedded();
             AnyStore::Embedded(EmbeddedStore::open(&embedded).map_err(|e| {
                 Failure::Runtime(anyhow::anyhow!(
@@ -120,6 +122,8 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
     let rt = runtime()?;
     rt.block_on(async {
         let metrics = crate::ops::install_metrics()?;
+        crate::config::private_dir(&config.data_dir)
+            .map_err(|e| Failure::Runtime(anyhow::anyhow!("data directory {}: {e}", config.data_dir.display())))?;
         let store = open_store(config).await?;
         let demo = if demo { Some(crate::demo::prepare(&config.data_dir, &store).await?) } else { None };
         let index_dir = config.data_dir.join("index");

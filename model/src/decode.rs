@@ -177,9 +177,19 @@ fn decode_telemetry(
     let mut rejected = Vec::new();
     for (index, raw_point) in raw.points.into_iter().enumerate() {
         unknown_fields = unknown_fields.saturating_add(raw_point.unknown_fields);
-        let point = Point::from_raw(&raw_point, &mut repairs).map_err(|e| {
-            MessageRejection::new(RejectReason::Schema, format!("points[{index}]: {e}"), Some(&vehicle_id))
-        })?;
+        let point = match Point::from_raw(&raw_point, &mut repairs) {
+            Ok(point) => point,
+            // A sample dated beyond any clock rule's reach loses only itself.
+            Err(error @ ModelError::TimestampOutOfRange { future, .. }) => {
+                let reason = if future { RejectReason::TimestampFuture } else { RejectReason::TimestampTooOld };
+                rejected.push(PointRejection { index, reason, detail: error.to_string(), point: raw_point });
+                continue;
+            }
+            Err(error) => {
+                let detail = format!("points[{index}]: {error}");
+                return Err(MessageRejection::new(RejectReason::Schema, detail, Some(&vehicle_id)));
+            }
+        };
         match rules.check(&point) {
             None => points.push(point),
             Some((reason, detail)) => rejected.push(PointRejection { index, reason, detail, point: raw_point }),
@@ -306,6 +316,26 @@ mod tests {
         for case in cases {
             assert_eq!(rejection(TOPIC, case.as_bytes()), RejectReason::Schema, "{case:.120}");
         }
+    }
+
+    #[test]
+    fn a_point_dated_beyond_year_9999_or_before_year_1_loses_only_itself() {
+        let t = telemetry(&format!(
+            r#"{{"points": [{}, {{"ts": "10000-01-01T00:00:00Z", "lat": 1, "lon": 1}}, {}, {}]}}"#,
+            point_json(NOW_MS, "1", "1"),
+            point_json(253_402_300_800_000, "1", "1"),
+            point_json(-62_135_596_800_001, "1", "1"),
+        ));
+        assert_eq!(t.points.len(), 1, "the good point stays");
+        let reasons: Vec<(usize, RejectReason)> = t.rejected.iter().map(|r| (r.index, r.reason)).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                (1, RejectReason::TimestampFuture),
+                (2, RejectReason::TimestampFuture),
+                (3, RejectReason::TimestampTooOld)
+            ]
+        );
     }
 
     #[test]

@@ -50,6 +50,15 @@ pub enum ModelError {
         /// Why it was refused.
         reason: String,
     },
+    /// A well-formed timestamp outside years 1 to 9999 (e.g. year 10000): a clock problem of one
+    /// sample rather than a malformed message.
+    #[error("timestamp {value:?} is outside years 1 to 9999")]
+    TimestampOutOfRange {
+        /// The offending value (shortened).
+        value: String,
+        /// After year 9999 (else before year 1).
+        future: bool,
+    },
     /// A topic outside `vehicles/{vehicle_id}/telemetry|trips`.
     #[error(
         "not a tripline topic: {topic:?} (expected vehicles/{{vehicle_id}}/telemetry or vehicles/{{vehicle_id}}/trips)"

@@ -12,9 +12,15 @@ pub const MAX_TS_MS: i64 = 253_402_300_799_999;
 /// Parses an RFC 3339 timestamp with an offset (`Z` or `±hh:mm`) into Unix milliseconds.
 /// Digits below the millisecond are truncated.
 pub fn parse_rfc3339_ms(text: &str) -> Result<i64, ModelError> {
-    let parsed = DateTime::parse_from_rfc3339(text).map_err(|error| ModelError::InvalidTimestamp {
-        value: text.chars().take(64).collect(),
-        reason: error.to_string(),
+    let parsed = DateTime::parse_from_rfc3339(text).map_err(|error| {
+        let value: String = text.chars().take(64).collect();
+        // RFC 3339 has four-digit years: a date of year 10000 or later is out of range, not garbage.
+        let (year, rest) = text.split_at(text.find('-').unwrap_or(0));
+        if year.len() > 4 && year.bytes().all(|b| b.is_ascii_digit()) && !rest.is_empty() {
+            ModelError::TimestampOutOfRange { value, future: true }
+        } else {
+            ModelError::InvalidTimestamp { value, reason: error.to_string() }
+        }
     })?;
     check_ts_range(parsed.timestamp_millis())
 }
@@ -24,7 +30,7 @@ pub fn check_ts_range(ts_ms: i64) -> Result<i64, ModelError> {
     if (MIN_TS_MS..=MAX_TS_MS).contains(&ts_ms) {
         Ok(ts_ms)
     } else {
-        Err(ModelError::InvalidTimestamp { value: ts_ms.to_string(), reason: "outside years 1 to 9999".to_owned() })
+        Err(ModelError::TimestampOutOfRange { value: ts_ms.to_string(), future: ts_ms > MAX_TS_MS })
     }
 }
 

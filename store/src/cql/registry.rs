@@ -8,16 +8,7 @@ impl Registry for ScyllaStore {
         let result = self
             .execute("create tenant", &s.insert_tenant, (tenant.as_str().to_owned(), api_key_hash.to_owned(), now_ms()))
             .await?;
-        let rows = result.into_rows_result().map_err(|e| corrupt("tenants", e))?;
-        let applied = rows
-            .rows::<(bool, Option<String>, Option<String>, Option<i64>)>()
-            .ok()
-            .and_then(|mut r| r.next())
-            .and_then(Result::ok)
-            .map(|row| row.0)
-            .or_else(|| rows.first_row::<(bool,)>().ok().map(|r| r.0))
-            .unwrap_or(false);
-        if !applied {
+        if !applied("tenants", result)? {
             return Err(StoreError::TenantExists { tenant: tenant.clone() });
         }
         self.execute("create api key", &s.insert_api_key, (api_key_hash.to_owned(), tenant.as_str().to_owned()))
@@ -72,14 +63,24 @@ impl Registry for ScyllaStore {
                 return Err(StoreError::VehicleOwned { vehicle: vehicle.clone(), owner });
             }
         }
+        // Each registration is a lightweight transaction (`IF NOT EXISTS`): of two concurrent
+        // `fleet add` for one vehicle, one wins and the other learns the owner.
         let s = &self.inner.statements;
         let rows: Vec<(String, String)> =
             vehicles.iter().map(|v| (v.as_str().to_owned(), tenant.as_str().to_owned())).collect();
-        futures::stream::iter(rows)
-            .map(|row| self.execute("add vehicle", &s.insert_vehicle, row))
-            .buffer_unordered(MAX_CONCURRENT_REQUESTS)
-            .try_collect::<Vec<_>>()
+        let inserted: Vec<bool> = futures::stream::iter(rows)
+            .map(|row| async move { applied("vehicles", self.execute("add vehicle", &s.insert_vehicle, row).await?) })
+            .buffered(MAX_CONCURRENT_REQUESTS)
+            .try_collect()
             .await?;
+        for (vehicle, _) in vehicles.iter().zip(inserted).filter(|(_, inserted)| !inserted) {
+            match self.vehicle_tenant(vehicle).await? {
+                Some(owner) if &owner != tenant => {
+                    return Err(StoreError::VehicleOwned { vehicle: vehicle.clone(), owner });
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 
@@ -135,5 +136,16 @@ impl Registry for ScyllaStore {
         let rows: Vec<(String,)> =
             self.rows("vehicle", &self.inner.statements.select_vehicle, (vehicle.as_str().to_owned(),)).await?;
         rows.into_iter().next().map(|(t,)| TenantId::parse(&t).map_err(|e| corrupt("vehicles", e))).transpose()
+    }
+}
+
+/// Whether a lightweight transaction applied: its result's first column, `[applied]` (the
+/// columns after it, present when it did not apply, are the row that prevented it).
+fn applied(table: &'static str, result: QueryResult) -> StoreResult<bool> {
+    let rows = result.into_rows_result().map_err(|e| corrupt(table, e))?;
+    let row: scylla::value::Row = rows.first_row().map_err(|e| corrupt(table, e))?;
+    match row.columns.first() {
+        Some(Some(scylla::value::CqlValue::Boolean(applied))) => Ok(*applied),
+        other => Err(corrupt(table, format!("no [applied] column in a conditional write's answer: {other:?}"))),
     }
 }

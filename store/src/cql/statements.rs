@@ -107,7 +107,8 @@ impl Statements {
             select_tenant_key: p(format!("SELECT api_key_hash FROM {ks}.tenants WHERE tenant = ?")).await?,
             update_tenant_key: p(format!("UPDATE {ks}.tenants SET api_key_hash = ? WHERE tenant = ?")).await?,
             delete_api_key: p(format!("DELETE FROM {ks}.api_keys WHERE api_key_hash = ?")).await?,
-            insert_vehicle: p(format!("INSERT INTO {ks}.vehicles (vehicle_id, tenant) VALUES (?, ?)")).await?,
+            insert_vehicle: p(format!("INSERT INTO {ks}.vehicles (vehicle_id, tenant) VALUES (?, ?) IF NOT EXISTS"))
+                .await?,
             select_vehicle: p(format!("SELECT tenant FROM {ks}.vehicles WHERE vehicle_id = ?")).await?,
             insert_vehicle_secret: p(format!("INSERT INTO {ks}.vehicle_secrets (vehicle_id, secret_hash) VALUES (?, ?)"))
                 .await?,

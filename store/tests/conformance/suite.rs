@@ -291,6 +291,18 @@ pub(crate) async fn registry_rules_hold<S: Store>(store: &S) {
     store.create_tenant(&other, "hash-other").await.unwrap();
     assert!(matches!(store.add_vehicles(&other, &[vehicle("v2")]).await, Err(StoreError::VehicleOwned { .. })));
     assert_eq!(store.vehicle_tenant(&vehicle("v2")).await.unwrap(), Some(acme.clone()));
+    // Two tenants registering one new vehicle at once: one wins, the other is told the owner.
+    for n in 0..5 {
+        let contested = vehicle(&format!("contested-{n}"));
+        let (first, second) = tokio::join!(
+            store.add_vehicles(&acme, std::slice::from_ref(&contested)),
+            store.add_vehicles(&other, std::slice::from_ref(&contested))
+        );
+        let owner = store.vehicle_tenant(&contested).await.unwrap().unwrap();
+        let (won, lost) = if owner == acme { (first, second) } else { (second, first) };
+        won.unwrap();
+        assert!(matches!(lost, Err(StoreError::VehicleOwned { owner: ref o, .. }) if *o == owner), "{lost:?}");
+    }
 
     // API keys: replaced, the old one resolves to nothing; removed; unknown tenants refused.
     assert_eq!(store.replace_api_key(&acme, Some("hash-acme-2")).await.unwrap().as_deref(), Some("hash-acme"));

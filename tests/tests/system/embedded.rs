@@ -389,6 +389,10 @@ async fn only_a_vehicle_with_its_secret_publishes_and_only_as_itself() {
     .unwrap();
     let url = format!("mqtt://127.0.0.1:{port}");
     let (a, b) = (unique_name("a"), unique_name("b"));
+    // A data directory readable by others beforehand is made private.
+    std::fs::create_dir_all(dir.join("tripline-data")).unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(dir.join("tripline-data"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     ok_stdout(&dir, &["tenant", "create", "acme"]);
     let issued = ok_stdout(&dir, &["fleet", "add", "--tenant", "acme", &a, &b]);
     let (secret_a, secret_b) = (secret_of(&issued, &a), secret_of(&issued, &b));
@@ -396,6 +400,13 @@ async fn only_a_vehicle_with_its_secret_publishes_and_only_as_itself() {
     let again = ok_stdout(&dir, &["fleet", "add", "--tenant", "acme", &a]);
     assert_eq!(again, "vehicle_id,secret\n", "adding a vehicle again keeps its secret");
     let mut running = start_roles(&dir, "ingest");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.join("tripline-data")), 0o700, "data_dir is private");
+        assert_eq!(mode(&dir.join("tripline-data/admin.json")), 0o600, "the admin token is the owner's only");
+    }
 
     assert!(refused(connect(&url, &a, None).await), "anonymous");
     assert!(refused(connect(&url, &a, Some("guess")).await), "wrong secret");
