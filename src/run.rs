@@ -32,6 +32,11 @@ const DELIVERY_QUEUE_CAPACITY: usize = 256;
 /// Messages queued per enrichment worker: enough for a full batch while the previous one is
 /// being written, small enough that a stop drains quickly.
 const WORKER_QUEUE_CAPACITY: usize = 512;
+/// A stop ends within `[ingest] drain_s` plus this, whatever the store does: the endpoint's own
+/// drain (up to drain_s + 2 s), then the pipeline, then the indexer.
+const STOP_MARGIN: Duration = Duration::from_secs(4);
+/// The last part of [`STOP_MARGIN`], for the indexer.
+const INDEXER_STOP: Duration = Duration::from_secs(1);
 
 fn to_work(routed: Routed) -> Work {
     let Routed { item, delivery } = routed;
@@ -120,7 +125,7 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
     }
     let external = config.mqtt.url.as_deref().map(mqtt_endpoint).transpose()?;
     let rt = runtime()?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         let metrics = crate::ops::install_metrics()?;
         crate::config::private_dir(&config.data_dir)
             .map_err(|e| Failure::Runtime(anyhow::anyhow!("data directory {}: {e}", config.data_dir.display())))?;
@@ -219,22 +224,40 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
             None => tracing::info!("stopping"),
         }
         // In the direction of the data: ingest first, then the indexer takes in what ingest wrote.
+        // A stop ends within drain_s + STOP_MARGIN even with the store down.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(config.ingest.drain_s) + STOP_MARGIN;
         if let Some(ingest) = ingest {
-            ingest.stop().await?;
+            ingest.stop(deadline - INDEXER_STOP).await?;
         }
-        if let Some((stop, task)) = indexer {
+        if let Some((stop, mut task)) = indexer {
             let _ = stop.send(true);
-            let counters = task
-                .await
-                .map_err(|e| Failure::Runtime(e.into()))?
-                .map_err(|e| Failure::Runtime(anyhow::anyhow!("indexer: {e}")))?;
-            eprintln!("tripline: indexer stopped; {} changes applied, {} commits", counters.changes, counters.commits);
+            match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(joined) => {
+                    let counters = joined
+                        .map_err(|e| Failure::Runtime(e.into()))?
+                        .map_err(|e| Failure::Runtime(anyhow::anyhow!("indexer: {e}")))?;
+                    eprintln!(
+                        "tripline: indexer stopped; {} changes applied, {} commits",
+                        counters.changes, counters.commits
+                    );
+                }
+                Err(_) => {
+                    task.abort();
+                    eprintln!(
+                        "tripline: the indexer was still working at the stop's deadline; it resumes from its checkpoint"
+                    );
+                }
+            }
         }
         if let Some(reason) = failure {
             return Err(Failure::Runtime(anyhow::anyhow!("ingest failed: {reason}")));
         }
         Ok(())
-    })
+    });
+    // Whatever was abandoned at the stop's deadline (a write blocked on a store) does not hold
+    // the process.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    result
 }
 
 /// The running ingest role: the embedded endpoint or an external broker's source, intake and
@@ -449,8 +472,11 @@ impl Ingest {
     /// Graceful stop. The embedded endpoint closes first: it reads nothing more and acknowledges
     /// what becomes durable within `drain`. An external broker's source stops taking messages and
     /// does the same. Then the pipeline finishes what is queued.
-    async fn stop(self) -> Result<(), Failure> {
-        let Ingest { endpoint, shutdown, stopping, status: _, intake, workers, source } = self;
+    ///
+    /// The whole stop ends by `deadline`: a pipeline still writing then (the store is down) is
+    /// abandoned — what it holds was not acknowledged, so the broker or the vehicles send it again.
+    async fn stop(self, deadline: tokio::time::Instant) -> Result<(), Failure> {
+        let Ingest { endpoint, shutdown, stopping, status: _, mut intake, mut workers, source } = self;
         stopping.send_replace(true);
         let counters = match (endpoint, source) {
             (Some(endpoint), _) => {
@@ -459,20 +485,38 @@ impl Ingest {
                 let _ = shutdown.send(true);
                 counters
             }
-            (None, Some(source)) => {
+            (None, Some(mut source)) => {
                 let _ = shutdown.send(true);
-                match source.await.map_err(|e| Failure::Runtime(e.into()))? {
-                    Some(result) => result.map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?,
-                    // It panicked: supervision said so; nothing more to count.
-                    None => SourceCounters::default(),
+                match tokio::time::timeout_at(deadline, &mut source).await {
+                    Ok(joined) => match joined.map_err(|e| Failure::Runtime(e.into()))? {
+                        Some(result) => result.map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?,
+                        // It panicked: supervision said so; nothing more to count.
+                        None => SourceCounters::default(),
+                    },
+                    Err(_) => {
+                        source.abort();
+                        SourceCounters::default()
+                    }
                 }
             }
             (None, None) => SourceCounters::default(),
         };
         tracing::info!("stopping ingest: finishing what is queued");
-        let _ = intake.await;
-        for task in workers {
-            let _ = task.await;
+        let finished = tokio::time::timeout_at(deadline, async {
+            let _ = (&mut intake).await;
+            for task in &mut workers {
+                let _ = task.await;
+            }
+        })
+        .await;
+        if finished.is_err() {
+            intake.abort();
+            workers.iter().for_each(tokio::task::JoinHandle::abort);
+            eprintln!(
+                "tripline: the pipeline was still writing at the stop's deadline ([ingest] drain_s + {} s): \
+                 what it held was not acknowledged and will be delivered again",
+                STOP_MARGIN.as_secs()
+            );
         }
         eprintln!("tripline: stopped; {} messages received, {} acknowledged", counters.received, counters.acknowledged);
         Ok(())

@@ -41,7 +41,7 @@ async fn nothing_is_acknowledged_while_cassandra_is_down_and_everything_lands_af
     let Some(script) = services_script() else { return };
     let Some(setup) = setup().await else { return };
     let t0 = t0();
-    let child = start(&setup.dir);
+    let mut child = start(&setup.dir);
     let first = messages(&setup.prefix, t0, 0..MESSAGES / 2);
     publish(&setup.mqtt_url, first).await;
     let half = VEHICLES * (MESSAGES / 2) * POINTS;
@@ -56,7 +56,22 @@ async fn nothing_is_acknowledged_while_cassandra_is_down_and_everything_lands_af
         peak_rss_mb = peak_rss_mb.max(rss_mb(child.child.id()));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // If anything had been acknowledged during the outage, this kill would lose it for good.
+    // SIGTERM with the store still down: the stop has a deadline ([ingest] drain_s = 5 here, plus
+    // 5 s), exits 0, and acknowledges nothing it could not write — if anything had been
+    // acknowledged during the outage, this stop would lose it for good.
+    let stopping = Instant::now();
+    let term = Command::new("kill").args(["-TERM", &child.child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let exit = loop {
+        if let Some(exit) = child.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(stopping.elapsed() < Duration::from_secs(30), "no exit 30 s after SIGTERM with the store down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let stop_took = stopping.elapsed();
+    assert!(exit.success(), "a stop with the store down still exits 0: {exit}");
+    assert!(stop_took < Duration::from_secs(10), "stopped within drain_s + 5 s: {stop_took:?}");
     drop(child);
     cassandra(&script, "start");
     let _child = start(&setup.dir);
@@ -65,7 +80,8 @@ async fn nothing_is_acknowledged_while_cassandra_is_down_and_everything_lands_af
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(stored_points(&setup, t0).await, all, "no duplicates");
     eprintln!(
-        "cassandra outage of 20 s: ingest peak RSS {peak_rss_mb:.0} MB, caught up {:?} after it ended",
+        "cassandra outage of 20 s: ingest peak RSS {peak_rss_mb:.0} MB, SIGTERM with the store down exited in \
+         {stop_took:?}, caught up {:?} after the outage began",
         outage.elapsed()
     );
     assert!(peak_rss_mb < 512.0, "memory stays bounded during the outage: {peak_rss_mb} MB");
