@@ -151,6 +151,15 @@ pub(crate) struct HttpConfig {
     pub(crate) rate_per_s: f64,
     /// Requests per API key at once after being idle.
     pub(crate) burst: f64,
+    /// Connections served at once per listener; more are closed at once.
+    pub(crate) max_connections: usize,
+    /// Requests handled at once per listener; more are answered 503 at once.
+    pub(crate) max_in_flight: usize,
+    /// How long a client may take to send a request's headers (also how long an idle
+    /// keep-alive connection stays open), milliseconds.
+    pub(crate) header_timeout_ms: u64,
+    /// How long a request may take to be answered, milliseconds (then 503).
+    pub(crate) request_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -161,6 +170,10 @@ impl Default for HttpConfig {
             admin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             rate_per_s: limits.rate_per_s,
             burst: limits.burst,
+            max_connections: 1024,
+            max_in_flight: 256,
+            header_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
         }
     }
 }

@@ -175,12 +175,13 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
                 });
             }
         }
-        let http = crate::ops::serve_router("[http] listen", config.http.listen, routes).await?;
+        let http = crate::ops::serve_router("[http] listen", config.http.listen, routes, &config.http).await?;
         // The admin channel has a listener of its own on loopback, whatever `[http] listen` is.
         let admin_token = crate::admin::random_hex()?;
         let admin_routes = crate::admin::routes(store.clone(), home, admin_token.clone(), key_cache);
         let admin_http =
-            crate::ops::serve_router("[http] admin_listen", config.http.admin_listen, admin_routes).await?;
+            crate::ops::serve_router("[http] admin_listen", config.http.admin_listen, admin_routes, &config.http)
+                .await?;
         let admin_file =
             crate::admin::AdminFile { http: admin_http.to_string(), token: admin_token, pid: std::process::id() };
         let _published = crate::admin::publish(&config.data_dir, &admin_file)?;

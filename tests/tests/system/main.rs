@@ -6,6 +6,7 @@
 #[path = "../common/ingest_harness.rs"]
 mod harness;
 
+mod abuse;
 mod cli;
 mod e2e;
 mod embedded;
