@@ -38,6 +38,8 @@ pub struct ApiState<S> {
     keys: Arc<auth::KeyCache>,
     limiter: limits::RateLimiter,
     readiness: Option<ReadinessCheck>,
+    /// Index queries running at once on the blocking pool (one per core).
+    index_queries: tokio::sync::Semaphore,
 }
 
 /// [`Readiness`] in the state (a closure has no `Debug`).
@@ -81,6 +83,7 @@ impl<S> ApiState<S> {
             keys: Arc::default(),
             limiter: limits::RateLimiter::default(),
             readiness: None,
+            index_queries: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from)),
         }
     }
 

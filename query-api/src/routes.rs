@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use tripline_index::TripQuery;
+use tripline_index::{TripIndex, TripQuery};
 use tripline_model::{TenantId, TripDetail, TripId, VehicleId};
 use tripline_store::Store;
 
@@ -44,12 +44,25 @@ async fn tenant<S: Store>(state: &ApiState<S>, headers: &HeaderMap) -> Result<Te
     Ok(tenant)
 }
 
-fn run_search<S: Store>(
+/// Runs `query` on the index in use on the blocking pool, at most one per core at once (more
+/// wait their turn, within the server's request timeout): a heavy search or stats never holds
+/// the runtime's threads, which ingest shares in the all-in-one process.
+async fn on_index<S, T: Send + 'static>(
     state: &ApiState<S>,
-    tenant: &TenantId,
-    query: &TripQuery,
+    query: impl FnOnce(TripIndex) -> tripline_index::IndexResult<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let _turn = state.index_queries.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    let index = state.index.get();
+    let answer = tokio::task::spawn_blocking(move || query(index)).await.map_err(|e| ApiError::internal(&e))?;
+    Ok(answer?)
+}
+
+async fn run_search<S: Store>(
+    state: &ApiState<S>,
+    tenant: TenantId,
+    query: TripQuery,
 ) -> Result<Json<SearchAnswer>, ApiError> {
-    let page = state.index.get().search(tenant, query)?;
+    let page = on_index(state, move |index| index.search(&tenant, &query)).await?;
     Ok(Json(SearchAnswer { total: page.total, trips: page.trips, next_cursor: page.next.map(|c| c.encode()) }))
 }
 
@@ -64,7 +77,7 @@ pub(crate) async fn search<S: Store>(
 ) -> Result<Json<SearchAnswer>, ApiError> {
     let tenant = tenant(&state, &headers).await?;
     let query = params::search(&pairs, &[])?;
-    run_search(&state, &tenant, &query)
+    run_search(&state, tenant, query).await
 }
 
 /// Aggregations over the trips a search selects.
@@ -78,7 +91,7 @@ pub(crate) async fn stats<S: Store>(
 ) -> Result<Json<StatsAnswer>, ApiError> {
     let tenant = tenant(&state, &headers).await?;
     let (query, group) = params::stats(&pairs)?;
-    let buckets = state.index.get().stats(&tenant, &query, group)?;
+    let buckets = on_index(&state, move |index| index.stats(&tenant, &query, group)).await?;
     Ok(Json(StatsAnswer { buckets: buckets.into_iter().map(BucketView::from).collect() }))
 }
 
@@ -101,7 +114,7 @@ pub(crate) async fn vehicle_trips<S: Store>(
         return Err(ApiError::bad_parameter("vehicle_id", "the path names the vehicle"));
     }
     let query = TripQuery { vehicle_id: Some(vehicle), ..params::search(&pairs, &[])? };
-    run_search(&state, &tenant, &query)
+    run_search(&state, tenant, query).await
 }
 
 /// One trip: its summary and every event (404 for another tenant's trip).
