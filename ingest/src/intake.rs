@@ -66,7 +66,7 @@ pub fn classify(
             detail,
             topic: topic.to_owned(),
             point_index: None,
-            payload: payload.to_vec(),
+            ..kept(payload)
         })
     };
     match decode(topic, payload, config, Some(now_ms)) {
@@ -99,7 +99,7 @@ pub fn classify(
                                 detail: dropped.detail.clone(),
                                 topic: topic.to_owned(),
                                 point_index: Some(index),
-                                payload: serde_json::to_vec(&dropped.point).unwrap_or_default(),
+                                ..kept(&serde_json::to_vec(&dropped.point).unwrap_or_default())
                             }
                         })
                         .collect();
@@ -108,6 +108,25 @@ pub fn classify(
                 Message::Marker { vehicle_id, marker, .. } => Decoded::Marker { tenant, vehicle_id, marker },
             }
         }
+    }
+}
+
+/// A rejection's payload fields for `payload` (its first 16 KiB, size and SHA-256), the rest
+/// to be filled in.
+fn kept(payload: &[u8]) -> Rejection {
+    let (payload, payload_size, payload_sha256) = Rejection::kept_payload(payload);
+    Rejection {
+        id: String::new(),
+        tenant: None,
+        vehicle_id: None,
+        received_at_ms: 0,
+        reason: RejectReason::Schema,
+        detail: String::new(),
+        topic: String::new(),
+        point_index: None,
+        payload,
+        payload_size,
+        payload_sha256,
     }
 }
 
@@ -124,7 +143,7 @@ pub fn refused(topic: &str, payload: &[u8], publisher: &VehicleId, tenant: Optio
         detail: format!("vehicle {publisher} may publish only to vehicles/{publisher}/…, not to {topic}"),
         topic: topic.to_owned(),
         point_index: None,
-        payload: payload.to_vec(),
+        ..kept(payload)
     })
 }
 

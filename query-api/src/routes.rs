@@ -19,6 +19,10 @@ use crate::views::{
 use crate::{ApiState, params};
 
 type Shared<S> = State<Arc<ApiState<S>>>;
+
+/// Payload bytes in one `/v1/rejections` answer at most (one rejection's more): 64 rejections
+/// of the largest kept payload.
+const REJECTIONS_BUDGET: usize = 1024 * 1024;
 type Pairs = Query<Vec<(String, String)>>;
 
 pub(crate) fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
@@ -165,8 +169,22 @@ pub(crate) async fn rejections<S: Store>(
     let tenant = tenant(&state, &headers).await?;
     let (cursor, limit) = params::paging(&pairs)?;
     let page = state.store.rejections(Some(&tenant), cursor.as_deref(), limit).await?;
-    let rejections = page.items.into_iter().map(RejectionView::from).collect();
-    Ok(Json(RejectionsAnswer { rejections, next_cursor: page.next }))
+    // An answer holds at most about REJECTIONS_BUDGET bytes of payloads; the cursor goes on from
+    // where it stopped.
+    let mut rejections = Vec::new();
+    let mut bytes = 0;
+    let mut next_cursor = page.next;
+    let count = page.items.len();
+    for (n, rejection) in page.items.into_iter().enumerate() {
+        bytes += rejection.payload.len() + rejection.detail.len();
+        let cursor = rejection.cursor();
+        rejections.push(RejectionView::from(rejection));
+        if bytes >= REJECTIONS_BUDGET && n + 1 < count {
+            next_cursor = Some(cursor);
+            break;
+        }
+    }
+    Ok(Json(RejectionsAnswer { rejections, next_cursor }))
 }
 
 /// Ready when the store answers, the index is open and (in a process with ingest) ingest is

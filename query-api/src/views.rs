@@ -120,7 +120,8 @@ impl From<StoredPoint> for PointView {
     }
 }
 
-/// One rejected message or point. The payload is shown as text (invalid UTF-8 replaced).
+/// One rejected message or point. The payload is shown as text (invalid UTF-8 replaced): its
+/// first 16 KiB, with the whole payload's size and SHA-256.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct RejectionView {
     id: String,
@@ -133,11 +134,18 @@ pub(crate) struct RejectionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     point_index: Option<u32>,
     payload: String,
-    payload_bytes: usize,
+    /// The whole payload's size.
+    payload_bytes: u64,
+    /// Only the payload's first 16 KiB are kept.
+    payload_truncated: bool,
+    /// The whole payload's SHA-256, hex.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    payload_sha256: String,
 }
 
 impl From<Rejection> for RejectionView {
     fn from(r: Rejection) -> Self {
+        let full_size = r.full_size();
         RejectionView {
             id: r.id,
             received_at: tripline_model::time::format_rfc3339_ms(r.received_at_ms),
@@ -146,8 +154,10 @@ impl From<Rejection> for RejectionView {
             topic: r.topic,
             vehicle_id: r.vehicle_id.map(|v| v.to_string()),
             point_index: r.point_index,
+            payload_bytes: full_size,
+            payload_truncated: full_size > r.payload.len() as u64,
             payload: String::from_utf8_lossy(&r.payload).into_owned(),
-            payload_bytes: r.payload.len(),
+            payload_sha256: r.payload_sha256,
         }
     }
 }

@@ -92,6 +92,8 @@ async fn app_with(config: ApiConfig) -> App {
                 detail: "unexpected end".to_owned(),
                 topic,
                 point_index: None,
+                payload_size: payload.len() as u64,
+                payload_sha256: String::new(),
                 payload,
             }])
             .await

@@ -32,8 +32,8 @@ pub use chunk::{DerivedPrecision, MAX_CHUNK_POINTS, MAX_CHUNK_SPAN_MS};
 pub use cql::{SCHEMA_VERSION, ScyllaConfig, ScyllaStore};
 pub use embedded::{EmbeddedConfig, EmbeddedStore, TempDir};
 pub use records::{
-    Change, ChangeBatch, Checkpoint, DAY_MS, Derived, MAX_POINT_RANGE_DAYS, Page, PointKey, Rejection, StoredPoint,
-    TripKey, TripRecord, day_of,
+    Change, ChangeBatch, Checkpoint, DAY_MS, Derived, MAX_KEPT_PAYLOAD, MAX_POINT_RANGE_DAYS, Page, PointKey,
+    Rejection, StoredPoint, TripKey, TripRecord, day_of,
 };
 pub use retry::RetryPolicy;
 use tripline_model::{TenantId, TripId, VehicleId};

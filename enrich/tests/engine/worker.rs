@@ -255,6 +255,8 @@ async fn rejections_are_stored_and_their_messages_completed() {
         detail: "EOF".to_owned(),
         topic: "vehicles/car-9/telemetry".to_owned(),
         point_index: None,
+        payload_size: payload.len() as u64,
+        payload_sha256: String::new(),
         payload,
     };
     worker(&store).process(vec![Work::Rejected { rejection: rejection.clone(), done: done() }]).await;

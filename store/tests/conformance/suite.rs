@@ -95,6 +95,8 @@ fn rejection(t: Option<&str>, n: u32, at_ms: i64) -> Rejection {
         detail: "EOF while parsing".to_owned(),
         topic: topic.to_owned(),
         point_index: None,
+        payload_size: payload.len() as u64,
+        payload_sha256: String::new(),
         payload,
     }
 }

@@ -465,6 +465,13 @@ async fn whole_system(deployment: Deployment, dir: &Path, mqtt_url: &str) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(!reasons(&key_a).contains("unknown_vehicle"), "a vehicle nobody owns is no tenant's");
+    // The 300 KiB message is kept as its first 16 KiB, with its size and hash.
+    let (_, page) = get(&stack.api, "/v1/rejections?limit=100", Some(&key_a));
+    let large = page["rejections"].as_array().unwrap().iter().find(|r| r["reason"] == "payload_too_large").unwrap();
+    assert_eq!(large["payload_bytes"], 300 * 1024);
+    assert_eq!(large["payload_truncated"], true);
+    assert_eq!(large["payload"].as_str().unwrap().len(), 16 * 1024);
+    assert_eq!(large["payload_sha256"].as_str().unwrap().len(), 64);
     assert!(reasons(&key_b).is_disjoint(&want), "B sees none of A's rejections");
 
     // The whole stack restarted: nothing lost, nothing changed.
