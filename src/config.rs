@@ -151,6 +151,10 @@ pub(crate) struct HttpConfig {
     pub(crate) rate_per_s: f64,
     /// Requests per API key at once after being idle.
     pub(crate) burst: f64,
+    /// Failed authentications per second a client address may cause on average (then 429).
+    pub(crate) failed_auth_per_s: f64,
+    /// Failed authentications a client address may cause at once.
+    pub(crate) failed_auth_burst: f64,
     /// Connections served at once per listener; more are closed at once.
     pub(crate) max_connections: usize,
     /// Requests handled at once per listener; more are answered 503 at once.
@@ -170,6 +174,8 @@ impl Default for HttpConfig {
             admin_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             rate_per_s: limits.rate_per_s,
             burst: limits.burst,
+            failed_auth_per_s: limits.failed_auth_per_s,
+            failed_auth_burst: limits.failed_auth_burst,
             max_connections: 1024,
             max_in_flight: 256,
             header_timeout_ms: 10_000,

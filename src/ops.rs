@@ -69,7 +69,7 @@ pub(crate) async fn serve_router(
     let header_timeout = Duration::from_millis(limits.header_timeout_ms.max(1));
     tokio::spawn(async move {
         loop {
-            let (stream, _) = match listener.accept().await {
+            let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors, most likely: wait rather than spin.
@@ -83,7 +83,13 @@ pub(crate) async fn serve_router(
                 drop(stream);
                 continue;
             };
-            let service = hyper_util::service::TowerToHyperService::new(router.clone());
+            // The client's address reaches the routes as `ConnectInfo` (failed-authentication
+            // limits are per address).
+            let router = router.clone();
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                tower::ServiceExt::oneshot(router.clone(), request)
+            });
             tokio::spawn(async move {
                 let connection = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())

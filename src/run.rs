@@ -147,7 +147,12 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
         let mut routes = crate::ops::routes(metrics);
         let mut key_cache = None;
         if let (true, Some(index)) = (roles.contains(&"api"), &index) {
-            let limits = ApiConfig { rate_per_s: config.http.rate_per_s, burst: config.http.burst };
+            let limits = ApiConfig {
+                rate_per_s: config.http.rate_per_s,
+                burst: config.http.burst,
+                failed_auth_per_s: config.http.failed_auth_per_s,
+                failed_auth_burst: config.http.failed_auth_burst,
+            };
             let mut state = ApiState::with_config(store.clone(), index.clone(), limits);
             if roles.contains(&"ingest") {
                 let (health, status) = (health.clone(), ingest_status.clone());

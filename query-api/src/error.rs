@@ -48,6 +48,15 @@ impl ApiError {
         }
     }
 
+    /// 429: too many failed authentications from this client address.
+    pub fn auth_flood() -> ApiError {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "rate_limited",
+            message: "too many failed authentications from this address; slow down".to_owned(),
+        }
+    }
+
     /// 503: a backend cannot answer now. The cause is logged, not sent.
     pub fn unavailable(cause: &dyn std::fmt::Display) -> ApiError {
         tracing::warn!(error = %cause, "request failed: backend unavailable");

@@ -37,6 +37,8 @@ pub struct ApiState<S> {
     config: ApiConfig,
     keys: Arc<auth::KeyCache>,
     limiter: limits::RateLimiter,
+    /// Failed authentications per client address.
+    auth_failures: limits::RateLimiter,
     readiness: Option<ReadinessCheck>,
     /// Index queries running at once on the blocking pool (one per core).
     index_queries: tokio::sync::Semaphore,
@@ -82,6 +84,7 @@ impl<S> ApiState<S> {
             config,
             keys: Arc::default(),
             limiter: limits::RateLimiter::default(),
+            auth_failures: limits::RateLimiter::default(),
             readiness: None,
             index_queries: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from)),
         }

@@ -17,11 +17,23 @@ pub struct ApiConfig {
     pub rate_per_s: f64,
     /// Requests a key may make at once after being idle.
     pub burst: f64,
+    /// Failed authentications (401) per second a client address may cause on average; beyond
+    /// it (and its burst) the address gets 429 without its key being looked up.
+    pub failed_auth_per_s: f64,
+    /// Failed authentications a client address may cause at once.
+    pub failed_auth_burst: f64,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { rate_per_s: 50.0, burst: 100.0 }
+        ApiConfig { rate_per_s: 50.0, burst: 100.0, failed_auth_per_s: 1.0, failed_auth_burst: 20.0 }
+    }
+}
+
+impl ApiConfig {
+    /// The bucket of failed authentications per client address.
+    pub(crate) fn failed_auth(&self) -> ApiConfig {
+        ApiConfig { rate_per_s: self.failed_auth_per_s, burst: self.failed_auth_burst, ..self.clone() }
     }
 }
 
@@ -54,6 +66,14 @@ impl RateLimiter {
             false
         }
     }
+
+    /// Whether `key` has a token at `now`, without taking it.
+    pub(crate) fn has_token(&self, key: &str, config: &ApiConfig, now: Instant) -> bool {
+        let Ok(buckets) = self.0.lock() else { return true };
+        buckets.get(key).is_none_or(|(tokens, at)| {
+            tokens + now.saturating_duration_since(*at).as_secs_f64() * config.rate_per_s >= 1.0
+        })
+    }
 }
 
 #[cfg(test)]
@@ -65,7 +85,7 @@ mod tests {
     #[test]
     fn a_key_gets_its_burst_then_its_rate() {
         let limiter = RateLimiter::default();
-        let config = ApiConfig { rate_per_s: 10.0, burst: 5.0 };
+        let config = ApiConfig { rate_per_s: 10.0, burst: 5.0, ..ApiConfig::default() };
         let t0 = Instant::now();
         assert_eq!((0..8).filter(|_| limiter.allow("a", &config, t0)).count(), 5);
         assert!(limiter.allow("b", &config, t0), "another key has its own bucket");

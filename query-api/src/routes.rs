@@ -36,7 +36,36 @@ pub(crate) fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/readyz", get(ready::<S>))
         .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
         .fallback(|| async { ApiError::not_found("route") })
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), failed_auth_guard::<S>))
         .with_state(state)
+}
+
+/// A client address that caused too many failed authentications (401) lately gets 429 at once,
+/// without a key lookup (each costs a store read on a cache miss). The address comes from the
+/// server (`ConnectInfo`); without one, nothing is limited.
+async fn failed_auth_guard<S: Store>(
+    State(state): Shared<S>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip().to_string());
+    let limits = state.config.failed_auth();
+    if let Some(peer) = &peer
+        && !state.auth_failures.has_token(peer, &limits, std::time::Instant::now())
+    {
+        return ApiError::auth_flood().into_response();
+    }
+    let response = next.run(request).await;
+    if let Some(peer) = &peer
+        && response.status() == axum::http::StatusCode::UNAUTHORIZED
+    {
+        state.auth_failures.allow(peer, &limits, std::time::Instant::now());
+    }
+    response
 }
 
 /// The key's tenant (401 without a valid key), within the key's rate (429 beyond it).

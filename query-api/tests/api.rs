@@ -217,7 +217,7 @@ async fn bad_parameters_answer_400_naming_the_parameter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_over_its_rate_gets_429() {
-    let app = app_with(ApiConfig { rate_per_s: 0.5, burst: 3.0 }).await;
+    let app = app_with(ApiConfig { rate_per_s: 0.5, burst: 3.0, ..ApiConfig::default() }).await;
     let mut statuses = Vec::new();
     for _ in 0..4 {
         statuses.push(get(app.addr, "/v1/trips", Some("key-a")).await.0);

@@ -58,3 +58,33 @@ fn a_slow_loris_ties_up_the_http_listener_for_no_longer_than_the_header_timeout(
     drop(running);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `GET path` with a bearer key on a fresh connection: the status code.
+fn status_with_key(http: &str, path: &str, key: &str) -> u16 {
+    let mut stream = TcpStream::connect(http).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {http}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn an_address_guessing_keys_is_answered_429_after_its_burst_of_failures() {
+    let dir = std::env::temp_dir().join(unique_name("guess"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tripline.toml"), "[http]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let running = start_roles_until(&dir, "api", "query API on");
+    let http = running.http();
+    let statuses: Vec<u16> = (0..25).map(|n| status_with_key(&http, "/v1/trips", &format!("guess-{n}"))).collect();
+    let unauthorized = statuses.iter().filter(|s| **s == 401).count();
+    eprintln!("25 wrong keys from one address: {unauthorized} answered 401, then 429: {statuses:?}");
+    assert_eq!(&statuses[..20], &[401; 20], "the burst of failures is answered");
+    // Then 429 without a key lookup (a failure a second may come back meanwhile).
+    assert!(statuses[20..].iter().all(|s| *s == 429 || *s == 401), "{statuses:?}");
+    assert!(unauthorized <= 22 && statuses[24] == 429, "{statuses:?}");
+    assert_eq!(status_with_key(&http, "/healthz", "anything"), 200, "health is not behind the key");
+    drop(running);
+    let _ = std::fs::remove_dir_all(&dir);
+}
