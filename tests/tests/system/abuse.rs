@@ -88,3 +88,83 @@ fn an_address_guessing_keys_is_answered_429_after_its_burst_of_failures() {
     drop(running);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_megabyte_payloads_cost_16_kib_each_and_little_memory() {
+    use tripline_store::RejectionStore;
+    let dir = std::env::temp_dir().join(unique_name("junk"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(
+        dir.join("tripline.toml"),
+        format!("[mqtt]\nlisten = \"127.0.0.1:{port}\"\n[ingest]\nworkers = 2\n[http]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let vehicle = unique_name("junk");
+    let run = |args: &[&str]| {
+        let output =
+            std::process::Command::new(env!("CARGO_BIN_EXE_tripline")).args(args).current_dir(&dir).output().unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    run(&["tenant", "create", "acme"]);
+    let issued = run(&["fleet", "add", "--tenant", "acme", &vehicle]);
+    let secret = issued.lines().find_map(|l| l.strip_prefix(&format!("{vehicle},"))).unwrap().to_owned();
+    let mut running = start_roles(&dir, "ingest");
+    let pid = running.child.id();
+    let before = rss_mb(pid);
+
+    let mut options = rumqttc::MqttOptions::new(unique_name("junk"), "127.0.0.1", port);
+    options.set_credentials(&vehicle, &secret);
+    options.set_max_packet_size(2 * 1024 * 1024, 2 * 1024 * 1024);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 32);
+    const JUNK: usize = 20;
+    for n in 0..JUNK {
+        let mut payload = vec![b'#'; 1_000_000];
+        payload[0] = n as u8;
+        client
+            .publish(format!("vehicles/{vehicle}/telemetry"), rumqttc::QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+    let mut acked = 0;
+    let mut peak = before;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while acked < JUNK {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
+                acked += 1;
+                peak = peak.max(rss_mb(pid));
+            }
+        }
+    })
+    .await
+    .expect("every junk message acknowledged");
+    let grew = peak - before;
+    sigterm(&mut running);
+
+    let store = tripline_store::EmbeddedStore::open(&tripline_store::EmbeddedConfig {
+        path: dir.join("tripline-data/store"),
+        retention_s: 86_400,
+    })
+    .unwrap();
+    let tenant = tripline_model::TenantId::parse("acme").unwrap();
+    let rejections = store.rejections(Some(&tenant), None, 100).await.unwrap().items;
+    eprintln!("{JUNK} junk payloads of 1 MB: RSS {before:.0} -> peak {peak:.0} MB (+{grew:.0} MB)");
+    assert_eq!(rejections.len(), JUNK, "each stored as a rejection");
+    for rejection in &rejections {
+        assert_eq!(rejection.reason.as_str(), "payload_too_large");
+        assert!(rejection.payload.len() <= 16 * 1024, "kept 16 KiB at most");
+        assert_eq!(rejection.payload_size, 1_000_000);
+    }
+    assert!(grew < 100.0, "RSS grew {grew:.0} MB");
+    let _ = std::fs::remove_dir_all(&dir);
+}
