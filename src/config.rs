@@ -196,12 +196,16 @@ pub(crate) struct IngestConfig {
     /// How long ingest may stay disconnected from an external broker before the process gives up
     /// and exits non-zero (for its supervisor to restart it), seconds.
     pub(crate) give_up_s: u64,
+    /// Trips each worker holds in memory at most; beyond it the least recently active leave
+    /// memory (and are reopened from the store when a message comes).
+    pub(crate) max_live_trips: usize,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        IngestConfig { workers: (2 * cores).max(4), drain_s: 10, give_up_s: 300 }
+        let max_live_trips = tripline_enrich::worker::WorkerConfig::default().max_live_trips;
+        IngestConfig { workers: (2 * cores).max(4), drain_s: 10, give_up_s: 300, max_live_trips }
     }
 }
 

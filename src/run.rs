@@ -361,7 +361,9 @@ async fn start_ingest(
         let (tx, rx) = flume::bounded::<Work>(WORKER_QUEUE_CAPACITY);
         queues.push(tx);
         depths.push(rx.clone());
-        let worker = Worker::new(Arc::clone(&engine), store.clone(), WorkerConfig::default());
+        let worker_config =
+            WorkerConfig { max_live_trips: config.ingest.max_live_trips.max(1), ..WorkerConfig::default() };
+        let worker = Worker::new(Arc::clone(&engine), store.clone(), worker_config);
         let task = tokio::spawn(worker.run(rx));
         worker_tasks.push(supervise("an enrichment worker", task, &stopping, &health, |()| String::new()));
     }

@@ -11,6 +11,8 @@ pub const BATCH_MESSAGES: &str = "tripline_enrich_batch_messages";
 pub const SEAL_SECONDS: &str = "tripline_enrich_seal_seconds";
 /// Completed trips whose points were sealed (rewritten as a few sealed chunks).
 pub const SEALS_TOTAL: &str = "tripline_enrich_seals_total";
+/// Live trips that left memory before they went idle, because a worker held its maximum.
+pub const TRIPS_EVICTED_TOTAL: &str = "tripline_enrich_trips_evicted_total";
 
 /// Describes every worker metric to the installed recorder.
 pub fn describe() {
@@ -18,6 +20,7 @@ pub fn describe() {
     describe_histogram!(BATCH_MESSAGES, Unit::Count, "Messages in one worker batch");
     describe_histogram!(SEAL_SECONDS, Unit::Seconds, "Sealing one completed trip's points");
     describe_counter!(SEALS_TOTAL, Unit::Count, "Completed trips whose points were sealed");
+    describe_counter!(TRIPS_EVICTED_TOTAL, Unit::Count, "Live trips that left memory at a worker's maximum");
 }
 
 pub(crate) fn trip_sealed(sealed: bool, seconds: f64) {
@@ -30,4 +33,8 @@ pub(crate) fn trip_sealed(sealed: bool, seconds: f64) {
 pub(crate) fn batch_written(messages: usize, seconds: f64) {
     histogram!(BATCH_MESSAGES).record(messages as f64);
     histogram!(WRITE_SECONDS).record(seconds);
+}
+
+pub(crate) fn trips_evicted_over_cap(trips: usize) {
+    counter!(TRIPS_EVICTED_TOTAL, "reason" => "cap").increment(trips as u64);
 }

@@ -68,6 +68,9 @@ pub struct WorkerConfig {
     pub idle_eviction: Duration,
     /// Wait between attempts of a failed write.
     pub retry_backoff: Duration,
+    /// Trips held in memory at most: beyond it, after each write set, the least recently active
+    /// ones (all written by then) leave memory; a later message reopens one from the store.
+    pub max_live_trips: usize,
 }
 
 impl Default for WorkerConfig {
@@ -76,6 +79,7 @@ impl Default for WorkerConfig {
             max_batch: 256,
             idle_eviction: Duration::from_secs(600),
             retry_backoff: Duration::from_millis(500),
+            max_live_trips: 5_000,
         }
     }
 }
@@ -167,6 +171,27 @@ impl<S: Store> Worker<S> {
             d();
         }
         self.seal_completed().await;
+        self.evict_over_cap();
+    }
+
+    /// Holds at most `max_live_trips` trips: the least recently active written ones leave
+    /// memory (a flood of trip ids, e.g. end markers of random trips, cannot grow it).
+    fn evict_over_cap(&mut self) {
+        let over = self.trips.len().saturating_sub(self.config.max_live_trips.max(1));
+        if over == 0 {
+            return;
+        }
+        let mut written: Vec<(i64, (VehicleId, TripId))> =
+            self.trips.iter().filter(|(_, l)| !l.dirty).map(|(k, l)| (l.last_activity_ms, k.clone())).collect();
+        written.sort_unstable_by_key(|(at, _)| *at);
+        let evicted = written.len().min(over);
+        for (_, key) in written.into_iter().take(over) {
+            self.trips.remove(&key);
+            if self.open_auto.get(&key.0) == Some(&key.1) {
+                self.open_auto.remove(&key.0);
+            }
+        }
+        crate::metrics::trips_evicted_over_cap(evicted);
     }
 
     /// Seals the trips the last write completed: their points rewritten as a few sealed

@@ -291,3 +291,39 @@ async fn an_end_marker_completes_the_trip() {
     let trip = store.trip(&tenant(), &TripId::parse("trip-5").unwrap()).await.unwrap().unwrap();
     assert_eq!(trip.summary.status, TripStatus::Completed);
 }
+
+#[tokio::test]
+async fn a_flood_of_trip_ids_holds_no_more_than_the_live_trip_maximum() {
+    let (store, _dir) = EmbeddedStore::for_test(std::time::Duration::from_secs(86_400)).unwrap();
+    let config = WorkerConfig { max_live_trips: 10, ..WorkerConfig::default() };
+    let mut w = Worker::new(Arc::new(engine()), store.clone(), config);
+    let (completed, done) = counter();
+    // End markers of 200 trips nobody drove, then a real trip: memory stays at the maximum.
+    for batch in 0..20 {
+        let markers = (0..10)
+            .map(|n| Work::Marker {
+                tenant: tenant(),
+                vehicle_id: VehicleId::parse("car-7").unwrap(),
+                marker: tripline_model::TripMarker {
+                    trip_id: TripId::parse(&format!("random-{batch}-{n}")).unwrap(),
+                    event: tripline_model::MarkerEvent::End,
+                    ts_ms: T0_MS,
+                },
+                done: done(),
+            })
+            .collect();
+        w.process(markers).await;
+        assert!(w.trips_in_memory() <= 10, "{} trips held", w.trips_in_memory());
+    }
+    w.process(vec![Work::Telemetry {
+        tenant: tenant(),
+        telemetry: telemetry("car-7", Some("real"), drive_points(5)),
+        rejections: Vec::new(),
+        done: done(),
+    }])
+    .await;
+    assert!(w.trips_in_memory() <= 10);
+    assert_eq!(completed.load(Ordering::SeqCst), 201, "every message completed");
+    let trip = store.trip(&tenant(), &TripId::parse("real").unwrap()).await.unwrap().unwrap();
+    assert_eq!(trip.summary.point_count as usize, drive_points(5).len(), "the real trip is whole");
+}
