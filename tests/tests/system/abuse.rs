@@ -168,3 +168,79 @@ async fn junk_megabyte_payloads_cost_16_kib_each_and_little_memory() {
     assert!(grew < 100.0, "RSS grew {grew:.0} MB");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// PUBACK latency of messages published one at a time while other clients hammer `/v1/stats`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_concurrent_stats_do_not_delay_acknowledgements() {
+    let dir = std::env::temp_dir().join(unique_name("stats-load"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(
+        dir.join("tripline.toml"),
+        format!(
+            "[mqtt]\nlisten = \"127.0.0.1:{port}\"\n[ingest]\nworkers = 2\n\
+             [http]\nlisten = \"127.0.0.1:0\"\nrate_per_s = 100000\nburst = 100000\n"
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let output =
+            std::process::Command::new(env!("CARGO_BIN_EXE_tripline")).args(args).current_dir(&dir).output().unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let key = run(&["tenant", "create", "acme"]).trim().to_owned();
+    let vehicle = unique_name("sv");
+    let issued = run(&["fleet", "add", "--tenant", "acme", &vehicle]);
+    let secret = issued.lines().find_map(|l| l.strip_prefix(&format!("{vehicle},"))).unwrap().to_owned();
+    let mut running = start_roles_until(&dir, "ingest,indexer,api", "query API on");
+    let http = running.http();
+
+    // Four clients asking for stats grouped by day, without pause.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loaders: Vec<_> = (0..4)
+        .map(|_| {
+            let (http, key, stop) = (http.clone(), key.clone(), std::sync::Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut answered = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if status_with_key(&http, "/v1/stats?group_by=day&tz=Europe/Berlin", &key) == 200 {
+                        answered += 1;
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
+
+    let mut options = rumqttc::MqttOptions::new(unique_name("sv"), "127.0.0.1", port);
+    options.set_credentials(&vehicle, &secret);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 8);
+    let trip = tripline_model::TripId::parse("under-load").unwrap();
+    let t0 = t0();
+    let mut latencies = Vec::new();
+    for m in 0..100 {
+        let points = tripline_tests::fleet_message_points(t0, 0, m, 10);
+        let payload = tripline_model::encode_telemetry(Some(&trip), &points);
+        let sent = Instant::now();
+        client
+            .publish(format!("vehicles/{vehicle}/telemetry"), rumqttc::QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
+                break;
+            }
+        }
+        latencies.push(sent.elapsed());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered: usize = loaders.into_iter().map(|l| l.join().unwrap()).sum();
+    latencies.sort();
+    let (p50, p99) = (latencies[49], latencies[98]);
+    eprintln!("acknowledgements under {answered} concurrent stats requests: p50 {p50:?}, p99 {p99:?}");
+    assert!(answered > 0, "the stats clients were answered");
+    assert!(p99 < Duration::from_secs(1), "acknowledgement p99 {p99:?}");
+    sigterm(&mut running);
+    let _ = std::fs::remove_dir_all(&dir);
+}
