@@ -244,3 +244,48 @@ async fn heavy_concurrent_stats_do_not_delay_acknowledgements() {
     sigterm(&mut running);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_loris_on_the_mqtt_endpoint_does_not_keep_vehicles_out() {
+    let dir = std::env::temp_dir().join(unique_name("mqtt-loris"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(
+        dir.join("tripline.toml"),
+        format!("[mqtt]\nlisten = \"127.0.0.1:{port}\"\n[ingest]\nworkers = 2\n[http]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let output =
+            std::process::Command::new(env!("CARGO_BIN_EXE_tripline")).args(args).current_dir(&dir).output().unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    run(&["tenant", "create", "acme"]);
+    let vehicle = unique_name("lv");
+    let issued = run(&["fleet", "add", "--tenant", "acme", &vehicle]);
+    let secret = issued.lines().find_map(|l| l.strip_prefix(&format!("{vehicle},"))).unwrap().to_owned();
+    let mut running = start_roles(&dir, "ingest");
+
+    // 2,000 connections that send the first byte of a CONNECT and then nothing.
+    let sockets: Vec<TcpStream> = (0..2_000)
+        .filter_map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            stream.write_all(&[0x10]).ok()?;
+            Some(stream)
+        })
+        .collect();
+    let held = sockets.len();
+    let mut options = rumqttc::MqttOptions::new(unique_name("lv"), "127.0.0.1", port);
+    options.set_credentials(&vehicle, &secret);
+    let (_client, mut eventloop) = rumqttc::AsyncClient::new(options, 8);
+    let connecting = Instant::now();
+    let connack = tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await;
+    let took = connecting.elapsed();
+    eprintln!("MQTT endpoint with {held} slow sockets held open: a vehicle's CONNACK after {took:?}");
+    assert!(matches!(connack, Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))))), "{connack:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    drop(sockets);
+    sigterm(&mut running);
+    let _ = std::fs::remove_dir_all(&dir);
+}
