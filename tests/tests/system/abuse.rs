@@ -289,3 +289,72 @@ async fn a_slow_loris_on_the_mqtt_endpoint_does_not_keep_vehicles_out() {
     sigterm(&mut running);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_markers_of_random_trips_do_not_grow_memory_without_bound() {
+    const MARKERS: usize = 200_000;
+    let dir = std::env::temp_dir().join(unique_name("markers"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(
+        dir.join("tripline.toml"),
+        format!(
+            "[mqtt]\nlisten = \"127.0.0.1:{port}\"\n[ingest]\nworkers = 2\nmax_live_trips = 1000\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let output =
+            std::process::Command::new(env!("CARGO_BIN_EXE_tripline")).args(args).current_dir(&dir).output().unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    run(&["tenant", "create", "acme"]);
+    let vehicle = unique_name("mk");
+    let issued = run(&["fleet", "add", "--tenant", "acme", &vehicle]);
+    let secret = issued.lines().find_map(|l| l.strip_prefix(&format!("{vehicle},"))).unwrap().to_owned();
+    let mut running = start_roles(&dir, "ingest");
+    let pid = running.child.id();
+    let before = rss_mb(pid);
+
+    let mut options = rumqttc::MqttOptions::new(unique_name("mk"), "127.0.0.1", port);
+    options.set_credentials(&vehicle, &secret);
+    options.set_inflight(200);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 400);
+    let topic = format!("vehicles/{vehicle}/trips");
+    let now = tripline_model::time::now_ms();
+    let publisher = tokio::spawn(async move {
+        for n in 0..MARKERS {
+            let marker = tripline_model::TripMarker {
+                trip_id: tripline_model::TripId::parse(&format!("random-{n}")).unwrap(),
+                event: tripline_model::MarkerEvent::End,
+                ts_ms: now,
+            };
+            client
+                .publish(topic.clone(), rumqttc::QoS::AtLeastOnce, false, tripline_model::encode_marker(&marker))
+                .await
+                .unwrap();
+        }
+        client
+    });
+    let started = Instant::now();
+    let (mut acked, mut peak) = (0, before);
+    tokio::time::timeout(Duration::from_secs(300), async {
+        while acked < MARKERS {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
+                acked += 1;
+                if acked % 10_000 == 0 {
+                    peak = peak.max(rss_mb(pid));
+                }
+            }
+        }
+    })
+    .await
+    .expect("every marker acknowledged");
+    let _client = publisher.await.unwrap();
+    eprintln!("{MARKERS} end markers of random trips in {:?}: RSS {before:.0} -> peak {peak:.0} MB", started.elapsed());
+    assert!(peak - before < 150.0, "RSS grew {:.0} MB", peak - before);
+    sigterm(&mut running);
+    let _ = std::fs::remove_dir_all(&dir);
+}
