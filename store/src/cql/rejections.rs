@@ -20,7 +20,10 @@ impl RejectionStore for ScyllaStore {
                     .await?;
                 }
             }
-            let tenant = rejection.tenant.as_ref().map_or(UNOWNED, TenantId::as_str).to_owned();
+            let tenant = match &rejection.tenant {
+                Some(tenant) => tenant.as_str().to_owned(),
+                None => unowned_partition(&rejection.id),
+            };
             let day = day_of(rejection.received_at_ms);
             let json = serde_json::to_string(&rejection).map_err(|e| corrupt("rejections", e))?;
             self.execute(
@@ -41,9 +44,49 @@ impl RejectionStore for ScyllaStore {
         limit: usize,
     ) -> StoreResult<Page<Rejection>> {
         let after = cursor.map(parse_rejection_cursor).transpose()?;
-        let tenant = tenant.map_or(UNOWNED, TenantId::as_str).to_owned();
+        let mut items = match tenant {
+            Some(tenant) => self.rejections_of(tenant.as_str(), after.as_ref(), limit).await?,
+            None => {
+                // Every bucket's newest after the cursor, merged (and the one partition key of
+                // the rejections written before buckets).
+                let mut merged = self.rejections_of(UNOWNED, after.as_ref(), limit).await?;
+                for bucket in 0..UNOWNED_BUCKETS {
+                    let key = format!("{UNOWNED}{bucket:x}");
+                    merged.extend(self.rejections_of(&key, after.as_ref(), limit).await?);
+                }
+                // The partitions' own order: newest first, then ids ascending.
+                merged.sort_by(|a, b| b.received_at_ms.cmp(&a.received_at_ms).then_with(|| a.id.cmp(&b.id)));
+                merged
+            }
+        };
+        items.truncate(limit);
+        let next =
+            (items.len() == limit).then(|| items.last().map(|r| rejection_cursor(r.received_at_ms, &r.id))).flatten();
+        Ok(Page { items, next })
+    }
+}
+
+/// Rejections no tenant owns are spread over this many partitions per day (by their id), so a
+/// flood of unknown vehicles' messages does not pile into one.
+const UNOWNED_BUCKETS: u32 = 16;
+
+/// The partition key of an unowned rejection: [`UNOWNED`] and its bucket.
+fn unowned_partition(id: &str) -> String {
+    let bucket = id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % UNOWNED_BUCKETS;
+    format!("{UNOWNED}{bucket:x}")
+}
+
+impl ScyllaStore {
+    /// One partition key's rejections after `after`, newest first, `limit` at most.
+    async fn rejections_of(
+        &self,
+        tenant: &str,
+        after: Option<&(i64, String)>,
+        limit: usize,
+    ) -> StoreResult<Vec<Rejection>> {
+        let tenant = tenant.to_owned();
         let s = &self.inner.statements;
-        let newest_day = after.as_ref().map_or(i32::MAX, |(at, _)| day_of(*at));
+        let newest_day = after.map_or(i32::MAX, |(at, _)| day_of(*at));
         let days: Vec<(i32,)> =
             self.rows("rejection days", &s.select_rejection_days, (tenant.clone(), newest_day)).await?;
         let limit_i32 = i32::try_from(limit.max(1)).unwrap_or(i32::MAX);
@@ -53,10 +96,17 @@ impl RejectionStore for ScyllaStore {
                 break;
             }
             let want = limit_i32 - i32::try_from(items.len()).unwrap_or(0);
-            let rows: Vec<(String,)> = match after.as_ref().filter(|(at, _)| day_of(*at) == day) {
+            let rows: Vec<(String,)> = match after.filter(|(at, _)| day_of(*at) == day) {
                 Some((at, id)) => {
-                    self.rows("rejections", &s.select_rejections_before, (tenant.clone(), day, *at, id.clone(), want))
-                        .await?
+                    let same = (tenant.clone(), day, *at, id.clone(), want);
+                    let mut rows: Vec<(String,)> =
+                        self.rows("rejections", &s.select_rejections_same_ms_after, same).await?;
+                    let rest = want - i32::try_from(rows.len()).unwrap_or(0);
+                    if rest > 0 {
+                        let older = (tenant.clone(), day, *at, rest);
+                        rows.extend(self.rows("rejections", &s.select_rejections_before, older).await?);
+                    }
+                    rows
                 }
                 None => self.rows("rejections", &s.select_rejections, (tenant.clone(), day, want)).await?,
             };
@@ -64,9 +114,6 @@ impl RejectionStore for ScyllaStore {
                 items.push(serde_json::from_str(&json).map_err(|e| corrupt("rejections", e))?);
             }
         }
-        items.truncate(limit);
-        let next =
-            (items.len() == limit).then(|| items.last().map(|r| rejection_cursor(r.received_at_ms, &r.id))).flatten();
-        Ok(Page { items, next })
+        Ok(items)
     }
 }

@@ -28,6 +28,7 @@ pub(super) struct Statements {
     pub(super) select_rejection_days: PreparedStatement,
     pub(super) select_rejections: PreparedStatement,
     pub(super) select_rejections_before: PreparedStatement,
+    pub(super) select_rejections_same_ms_after: PreparedStatement,
     pub(super) insert_tenant: PreparedStatement,
     pub(super) select_tenant: PreparedStatement,
     pub(super) insert_api_key: PreparedStatement,
@@ -93,8 +94,14 @@ impl Statements {
             select_rejection_id: p(format!("SELECT received_at FROM {ks}.rejection_ids WHERE id = ?")).await?,
             select_rejection_days: p(format!("SELECT day FROM {ks}.rejection_days WHERE tenant = ? AND day <= ?")).await?,
             select_rejections: p(format!("SELECT record FROM {ks}.rejections WHERE tenant = ? AND day = ? LIMIT ?")).await?,
+            // Rows sort by received_at descending, then id ascending: after a cursor (at, id) come
+            // the same millisecond's larger ids, then the older milliseconds.
+            select_rejections_same_ms_after: p(format!(
+                "SELECT record FROM {ks}.rejections WHERE tenant = ? AND day = ? AND received_at = ? AND id > ? LIMIT ?"
+            ))
+            .await?,
             select_rejections_before: p(format!(
-                "SELECT record FROM {ks}.rejections WHERE tenant = ? AND day = ? AND (received_at, id) < (?, ?) LIMIT ?"
+                "SELECT record FROM {ks}.rejections WHERE tenant = ? AND day = ? AND received_at < ? LIMIT ?"
             ))
             .await?,
             insert_tenant: p(format!(

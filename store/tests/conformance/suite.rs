@@ -199,6 +199,26 @@ pub(crate) async fn cursors_return_every_row_exactly_once<S: Store>(store: &S) {
     let expected: Vec<i64> = (0..10).rev().map(|n| T0 + n * 1000).collect();
     assert_eq!(times, expected, "newest first, each once");
 
+    // Many in the same millisecond (a flood), of a tenant and of no tenant: each page goes on
+    // exactly where the last stopped.
+    for owner in [Some("acme"), None] {
+        let batch: Vec<Rejection> = (0..25).map(|n| rejection(owner, 500 + n, T0 + 50_000)).collect();
+        store.append_rejections(&batch).await.unwrap();
+        let owner = owner.map(tenant);
+        let mut cursor: Option<String> = None;
+        let mut ids = Vec::new();
+        loop {
+            let page = store.rejections(owner.as_ref(), cursor.as_deref(), 4).await.unwrap();
+            ids.extend(page.items.iter().filter(|r| r.received_at_ms == T0 + 50_000).map(|r| r.id.clone()));
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let unique: BTreeSet<&String> = ids.iter().collect();
+        assert_eq!((ids.len(), unique.len()), (25, 25), "{owner:?}: each of the same millisecond once");
+    }
+
     let trips: Vec<TripRecord> = (0..5).map(|n| trip("acme", &format!("car-s{n}"), &format!("s{n}"), 0, 10)).collect();
     store.upsert_trips(&trips).await.unwrap();
     let mut cursor: Option<String> = None;
