@@ -220,3 +220,53 @@ pub(crate) fn sigterm(running: &mut Running) {
     }
     std::thread::sleep(Duration::from_millis(200));
 }
+
+/// Runs a `tripline` command in `dir`; its stdout, after asserting success.
+pub(crate) fn ok_stdout(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_tripline")).args(args).current_dir(dir).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The secret printed for `vehicle` in `fleet add|rotate-secret`'s CSV.
+pub(crate) fn secret_of(csv: &str, vehicle: &str) -> String {
+    assert!(csv.starts_with("vehicle_id,secret\n"), "{csv}");
+    csv.lines().find_map(|line| line.strip_prefix(&format!("{vehicle},"))).unwrap().to_owned()
+}
+
+/// A loopback port free now.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A plain HTTP/1.1 GET on a fresh connection (with a bearer key if given): status code (0 when
+/// no answer came within 10 s) and body.
+pub(crate) fn http_get_with_key(addr: &str, path: &str, key: Option<&str>) -> (u16, String) {
+    http_get_within(addr, path, key, Duration::from_secs(10))
+}
+
+/// [`http_get_with_key`], waiting at most `wait` for the answer (status 0 without one).
+pub(crate) fn http_get_within(addr: &str, path: &str, key: Option<&str>, wait: Duration) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return (0, String::new()) };
+    let _ = stream.set_read_timeout(Some(wait));
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    if write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// A process's resident memory, MB (0 when it cannot be read).
+pub(crate) fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}

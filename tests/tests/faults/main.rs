@@ -27,15 +27,6 @@ fn cassandra(script: &str, action: &str) {
     assert!(Command::new("bash").args([script, action, "cassandra"]).status().unwrap().success(), "{action} cassandra");
 }
 
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_acknowledged_while_cassandra_is_down_and_everything_lands_after() {
     let Some(script) = services_script() else { return };

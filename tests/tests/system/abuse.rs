@@ -4,20 +4,43 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use tripline_store::RejectionStore;
 use tripline_tests::unique_name;
 
 use crate::harness::*;
 
 /// `GET /healthz` on a fresh connection: whether it answered 200 within `wait`.
 fn healthz(http: &str, wait: Duration) -> bool {
-    let Ok(mut stream) = TcpStream::connect(http) else { return false };
-    let _ = stream.set_read_timeout(Some(wait));
-    if write!(stream, "GET /healthz HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response.starts_with("HTTP/1.1 200")
+    http_get_within(http, "/healthz", None, wait).0 == 200
+}
+
+/// A data directory with tenant `acme` (its API key) and one registered vehicle (its secret),
+/// configured for the embedded endpoint on a free port with two workers; `ingest` and `http`
+/// are more lines of those sections.
+struct OneVehicle {
+    dir: std::path::PathBuf,
+    port: u16,
+    vehicle: String,
+    secret: String,
+    key: String,
+}
+
+fn one_vehicle(prefix: &str, ingest: &str, http: &str) -> OneVehicle {
+    let dir = std::env::temp_dir().join(unique_name(prefix));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.join("tripline.toml"),
+        format!(
+            "[mqtt]\nlisten = \"127.0.0.1:{port}\"\n[ingest]\nworkers = 2\n{ingest}\
+             [http]\nlisten = \"127.0.0.1:0\"\n{http}"
+        ),
+    )
+    .unwrap();
+    let key = ok_stdout(&dir, &["tenant", "create", "acme"]).trim().to_owned();
+    let vehicle = unique_name(prefix);
+    let secret = secret_of(&ok_stdout(&dir, &["fleet", "add", "--tenant", "acme", &vehicle]), &vehicle);
+    OneVehicle { dir, port, vehicle, secret, key }
 }
 
 #[test]
@@ -61,13 +84,7 @@ fn a_slow_loris_ties_up_the_http_listener_for_no_longer_than_the_header_timeout(
 
 /// `GET path` with a bearer key on a fresh connection: the status code.
 fn status_with_key(http: &str, path: &str, key: &str) -> u16 {
-    let mut stream = TcpStream::connect(http).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {http}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+    http_get_with_key(http, path, Some(key)).0
 }
 
 #[test]
@@ -89,36 +106,9 @@ fn an_address_guessing_keys_is_answered_429_after_its_burst_of_failures() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_megabyte_payloads_cost_16_kib_each_and_little_memory() {
-    use tripline_store::RejectionStore;
-    let dir = std::env::temp_dir().join(unique_name("junk"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    std::fs::write(
-        dir.join("tripline.toml"),
-        format!("[mqtt]\nlisten = \"127.0.0.1:{port}\"\n[ingest]\nworkers = 2\n[http]\nlisten = \"127.0.0.1:0\"\n"),
-    )
-    .unwrap();
-    let vehicle = unique_name("junk");
-    let run = |args: &[&str]| {
-        let output =
-            std::process::Command::new(env!("CARGO_BIN_EXE_tripline")).args(args).current_dir(&dir).output().unwrap();
-        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8(output.stdout).unwrap()
-    };
-    run(&["tenant", "create", "acme"]);
-    let issued = run(&["fleet", "add", "--tenant", "acme", &vehicle]);
-    let secret = issued.lines().find_map(|l| l.strip_prefix(&format!("{vehicle},"))).unwrap().to_owned();
+    let OneVehicle { dir, port, vehicle, secret, key: _ } = one_vehicle("junk", "", "");
     let mut running = start_roles(&dir, "ingest");
     let pid = running.child.id();
     let before = rss_mb(pid);
@@ -172,27 +162,8 @@ async fn junk_megabyte_payloads_cost_16_kib_each_and_little_memory() {
 /// PUBACK latency of messages published one at a time while other clients hammer `/v1/stats`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heavy_concurrent_stats_do_not_delay_acknowledgements() {
-    let dir = std::env::temp_dir().join(unique_name("stats-load"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    std::fs::write(
-        dir.join("tripline.toml"),
-        format!(
-            "[mqtt]\nlisten = \"127.0.0.1:{port}\"\n[ingest]\nworkers = 2\n\
-             [http]\nlisten = \"127.0.0.1:0\"\nrate_per_s = 100000\nburst = 100000\n"
-        ),
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        let output =
-            std::process::Command::new(env!("CARGO_BIN_EXE_tripline")).args(args).current_dir(&dir).output().unwrap();
-        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8(output.stdout).unwrap()
-    };
-    let key = run(&["tenant", "create", "acme"]).trim().to_owned();
-    let vehicle = unique_name("sv");
-    let issued = run(&["fleet", "add", "--tenant", "acme", &vehicle]);
-    let secret = issued.lines().find_map(|l| l.strip_prefix(&format!("{vehicle},"))).unwrap().to_owned();
+    let OneVehicle { dir, port, vehicle, secret, key } =
+        one_vehicle("stats-load", "", "rate_per_s = 100000\nburst = 100000\n");
     let mut running = start_roles_until(&dir, "ingest,indexer,api", "query API on");
     let http = running.http();
 
@@ -247,24 +218,7 @@ async fn heavy_concurrent_stats_do_not_delay_acknowledgements() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_loris_on_the_mqtt_endpoint_does_not_keep_vehicles_out() {
-    let dir = std::env::temp_dir().join(unique_name("mqtt-loris"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    std::fs::write(
-        dir.join("tripline.toml"),
-        format!("[mqtt]\nlisten = \"127.0.0.1:{port}\"\n[ingest]\nworkers = 2\n[http]\nlisten = \"127.0.0.1:0\"\n"),
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        let output =
-            std::process::Command::new(env!("CARGO_BIN_EXE_tripline")).args(args).current_dir(&dir).output().unwrap();
-        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8(output.stdout).unwrap()
-    };
-    run(&["tenant", "create", "acme"]);
-    let vehicle = unique_name("lv");
-    let issued = run(&["fleet", "add", "--tenant", "acme", &vehicle]);
-    let secret = issued.lines().find_map(|l| l.strip_prefix(&format!("{vehicle},"))).unwrap().to_owned();
+    let OneVehicle { dir, port, vehicle, secret, key: _ } = one_vehicle("mqtt-loris", "", "");
     let mut running = start_roles(&dir, "ingest");
 
     // 2,000 connections that send the first byte of a CONNECT and then nothing.
@@ -293,27 +247,7 @@ async fn a_slow_loris_on_the_mqtt_endpoint_does_not_keep_vehicles_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_markers_of_random_trips_do_not_grow_memory_without_bound() {
     const MARKERS: usize = 200_000;
-    let dir = std::env::temp_dir().join(unique_name("markers"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    std::fs::write(
-        dir.join("tripline.toml"),
-        format!(
-            "[mqtt]\nlisten = \"127.0.0.1:{port}\"\n[ingest]\nworkers = 2\nmax_live_trips = 1000\n\
-             [http]\nlisten = \"127.0.0.1:0\"\n"
-        ),
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        let output =
-            std::process::Command::new(env!("CARGO_BIN_EXE_tripline")).args(args).current_dir(&dir).output().unwrap();
-        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8(output.stdout).unwrap()
-    };
-    run(&["tenant", "create", "acme"]);
-    let vehicle = unique_name("mk");
-    let issued = run(&["fleet", "add", "--tenant", "acme", &vehicle]);
-    let secret = issued.lines().find_map(|l| l.strip_prefix(&format!("{vehicle},"))).unwrap().to_owned();
+    let OneVehicle { dir, port, vehicle, secret, key: _ } = one_vehicle("markers", "max_live_trips = 1000\n", "");
     let mut running = start_roles(&dir, "ingest");
     let pid = running.child.id();
     let before = rss_mb(pid);

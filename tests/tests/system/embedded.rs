@@ -5,7 +5,6 @@
 //! wrong, revoked and rotated-away secrets are refused, and a vehicle publishing to another's
 //! topic lands nothing there.
 
-use std::io::{Read, Write};
 use std::path::Path;
 
 use tripline_model::{RejectReason, TenantId, TripId, VehicleId};
@@ -83,24 +82,9 @@ fn tripline(args: &[&str], dir: &Path) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_tripline")).args(args).current_dir(dir).output().unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A plain HTTP/1.1 GET: status code and body.
 fn http_get(addr: &str, path: &str) -> (u16, String) {
     http_get_with_key(addr, path, None)
-}
-
-fn http_get_with_key(addr: &str, path: &str, key: Option<&str>) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
 }
 
 async fn trips_complete(dir: &Path, prefix: &str) -> Vec<u64> {
@@ -338,19 +322,6 @@ async fn kill_9_of_the_embedded_set_up_loses_no_acknowledged_point() {
         assert_eq!(seqs, all, "vehicle {v}: every point exactly once, in order");
     }
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Runs a `tripline` command in `dir`; its stdout, after asserting success.
-fn ok_stdout(dir: &Path, args: &[&str]) -> String {
-    let output = tripline(args, dir);
-    assert_eq!(output.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
-}
-
-/// The secret printed for `vehicle` in `fleet add|rotate-secret`'s CSV.
-fn secret_of(csv: &str, vehicle: &str) -> String {
-    assert!(csv.starts_with("vehicle_id,secret\n"), "{csv}");
-    csv.lines().find_map(|line| line.strip_prefix(&format!("{vehicle},"))).unwrap().to_owned()
 }
 
 /// Connects as `vehicle`: `Ok(client, eventloop)` once accepted, `Err` with the refusal.

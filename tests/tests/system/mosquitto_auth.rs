@@ -12,13 +12,6 @@ use tripline_tests::{Service, mqtt_host_port, unique_name};
 
 use crate::harness::*;
 
-fn tripline(dir: &Path, args: &[&str]) -> String {
-    let output =
-        std::process::Command::new(env!("CARGO_BIN_EXE_tripline")).args(args).current_dir(dir).output().unwrap();
-    assert_eq!(output.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
-}
-
 async fn connect(
     url: &str,
     client_id: &str,
@@ -70,12 +63,10 @@ async fn a_mosquitto_with_the_exported_files_enforces_the_endpoints_rules() {
     )
     .unwrap();
     let (a, b) = (unique_name("va"), unique_name("vb"));
-    tripline(&dir, &["tenant", "create", "acme"]);
-    let secrets = tripline(&dir, &["fleet", "add", "--tenant", "acme", &a, &b]);
-    let secret_of =
-        |vehicle: &str| secrets.lines().find_map(|l| l.strip_prefix(&format!("{vehicle},"))).unwrap().to_owned();
-    let (secret_a, secret_b) = (secret_of(&a), secret_of(&b));
-    tripline(&dir, &["fleet", "export", "--mosquitto", &auth_dir]);
+    ok_stdout(&dir, &["tenant", "create", "acme"]);
+    let secrets = ok_stdout(&dir, &["fleet", "add", "--tenant", "acme", &a, &b]);
+    let (secret_a, secret_b) = (secret_of(&secrets, &a), secret_of(&secrets, &b));
+    ok_stdout(&dir, &["fleet", "export", "--mosquitto", &auth_dir]);
     let acl = std::fs::read_to_string(Path::new(&auth_dir).join("acl")).unwrap();
     assert!(acl.contains("pattern write vehicles/%u/telemetry"), "{acl}");
     let reloaded = std::process::Command::new("bash").args([script.as_str(), "reload", "mosquitto"]).status().unwrap();

@@ -12,13 +12,6 @@ use tripline_tests::{Service, mqtt_host_port, unique_name};
 
 use crate::harness::*;
 
-fn tripline(dir: &Path, args: &[&str]) -> String {
-    let output =
-        std::process::Command::new(env!("CARGO_BIN_EXE_tripline")).args(args).current_dir(dir).output().unwrap();
-    assert_eq!(output.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
-}
-
 /// Connects over TLS trusting the test authority, presenting `certificate` (files) and/or
 /// `login`: the client once the CONNACK came, or the error.
 async fn connect_tls(
@@ -80,7 +73,7 @@ async fn vehicles_reach_the_embedded_endpoint_over_tls_with_a_certificate_or_the
     let Some(tls_dir) = Service::Tls.address().map(PathBuf::from) else { return };
     let dir = std::env::temp_dir().join(unique_name("tls-endpoint"));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let file = |name: &str| tls_dir.join(name).display().to_string();
     std::fs::write(
         dir.join("tripline.toml"),
@@ -94,9 +87,9 @@ async fn vehicles_reach_the_embedded_endpoint_over_tls_with_a_certificate_or_the
     )
     .unwrap();
     let (a, b, stranger) = (unique_name("ta"), unique_name("tb"), unique_name("tc"));
-    tripline(&dir, &["tenant", "create", "acme"]);
-    let secrets = tripline(&dir, &["fleet", "add", "--tenant", "acme", &a, &b]);
-    let secret_b = secrets.lines().find_map(|l| l.strip_prefix(&format!("{b},"))).unwrap().to_owned();
+    ok_stdout(&dir, &["tenant", "create", "acme"]);
+    let secrets = ok_stdout(&dir, &["fleet", "add", "--tenant", "acme", &a, &b]);
+    let secret_b = secret_of(&secrets, &b);
     let cert_a = tripline_tests::signed_certificate(&tls_dir, &dir, &a);
     let cert_stranger = tripline_tests::signed_certificate(&tls_dir, &dir, &stranger);
     let mut running = start(&dir);
@@ -116,7 +109,7 @@ async fn vehicles_reach_the_embedded_endpoint_over_tls_with_a_certificate_or_the
     let plain = tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await;
     assert!(!matches!(plain, Ok(Ok(Event::Incoming(Packet::ConnAck(_))))), "plain MQTT: {plain:?}");
     // Revoked: the certificate stops working too.
-    tripline(&dir, &["fleet", "revoke", &a]);
+    ok_stdout(&dir, &["fleet", "revoke", &a]);
     assert!(refused(connect_tls(&url, &tls_dir, Some(&cert_a), None).await), "revoked");
     sigterm(&mut running);
 
@@ -145,8 +138,8 @@ async fn tripline_ingests_from_mosquitto_over_tls_with_its_client_certificate() 
     };
     std::fs::write(dir.join("tripline.toml"), config("tripline")).unwrap();
     let vehicle = unique_name("tv");
-    tripline(&dir, &["tenant", "create", "acme"]);
-    tripline(&dir, &["fleet", "add", "--tenant", "acme", &vehicle]);
+    ok_stdout(&dir, &["tenant", "create", "acme"]);
+    ok_stdout(&dir, &["fleet", "add", "--tenant", "acme", &vehicle]);
     let mut running = start(&dir);
     // Mosquitto's TLS listener takes a vehicle by its certificate (its common name).
     let cert = tripline_tests::signed_certificate(&tls_dir, &dir, &vehicle);
