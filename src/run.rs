@@ -116,14 +116,13 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
     if demo && !(roles.contains(&"ingest") && roles.contains(&"api")) {
         return Err(Failure::Usage("--demo needs the ingest and api roles".to_owned()));
     }
-    let tls =
-        config.mqtt.tls_cert_file.is_some() || config.mqtt.url.as_deref().is_some_and(|u| u.starts_with("mqtts://"));
+    let external = config.mqtt.url.as_deref().map(mqtt_endpoint).transpose()?;
+    let tls = config.mqtt.tls_cert_file.is_some() || external.as_ref().is_some_and(|url| url.tls);
     if demo && tls {
         return Err(Failure::Usage(
             "--demo publishes over plain MQTT: run it without TLS ([mqtt] tls_*, mqtts://)".to_owned(),
         ));
     }
-    let external = config.mqtt.url.as_deref().map(mqtt_endpoint).transpose()?;
     let rt = runtime()?;
     let result = rt.block_on(async {
         let metrics = crate::ops::install_metrics()?;

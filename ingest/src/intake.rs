@@ -57,6 +57,7 @@ pub fn classify(
     tenant_of: impl Fn(&VehicleId) -> Option<TenantId>,
 ) -> Decoded {
     let reject = |reason: RejectReason, detail: String, vehicle: Option<VehicleId>, tenant: Option<TenantId>| {
+        let (payload_kept, payload_size, payload_sha256) = Rejection::kept_payload(payload);
         Decoded::Rejected(Rejection {
             id: Rejection::id_for(topic, payload, None),
             tenant,
@@ -66,7 +67,9 @@ pub fn classify(
             detail,
             topic: topic.to_owned(),
             point_index: None,
-            ..kept(payload)
+            payload: payload_kept,
+            payload_size,
+            payload_sha256,
         })
     };
     match decode(topic, payload, config, Some(now_ms)) {
@@ -90,6 +93,8 @@ pub fn classify(
                         .iter()
                         .map(|dropped| {
                             let index = u32::try_from(dropped.index).unwrap_or(u32::MAX);
+                            let point = serde_json::to_vec(&dropped.point).unwrap_or_default();
+                            let (payload_kept, payload_size, payload_sha256) = Rejection::kept_payload(&point);
                             Rejection {
                                 id: Rejection::id_for(topic, payload, Some(index)),
                                 tenant: Some(tenant.clone()),
@@ -99,7 +104,9 @@ pub fn classify(
                                 detail: dropped.detail.clone(),
                                 topic: topic.to_owned(),
                                 point_index: Some(index),
-                                ..kept(&serde_json::to_vec(&dropped.point).unwrap_or_default())
+                                payload: payload_kept,
+                                payload_size,
+                                payload_sha256,
                             }
                         })
                         .collect();
@@ -111,28 +118,10 @@ pub fn classify(
     }
 }
 
-/// A rejection's payload fields for `payload` (its first 16 KiB, size and SHA-256), the rest
-/// to be filled in.
-fn kept(payload: &[u8]) -> Rejection {
-    let (payload, payload_size, payload_sha256) = Rejection::kept_payload(payload);
-    Rejection {
-        id: String::new(),
-        tenant: None,
-        vehicle_id: None,
-        received_at_ms: 0,
-        reason: RejectReason::Schema,
-        detail: String::new(),
-        topic: String::new(),
-        point_index: None,
-        payload,
-        payload_size,
-        payload_sha256,
-    }
-}
-
 /// The rejection of a message `publisher` was not authorized to publish to `topic`: stored as
 /// the publisher's (its tenant sees it), not as the vehicle the topic names.
 pub fn refused(topic: &str, payload: &[u8], publisher: &VehicleId, tenant: Option<TenantId>, now_ms: i64) -> Decoded {
+    let (payload_kept, payload_size, payload_sha256) = Rejection::kept_payload(payload);
     Decoded::Rejected(Rejection {
         // Not the id the same bytes would have as the topic's vehicle's own rejection.
         id: Rejection::id_for(&format!("{publisher} as {topic}"), payload, None),
@@ -143,7 +132,9 @@ pub fn refused(topic: &str, payload: &[u8], publisher: &VehicleId, tenant: Optio
         detail: format!("vehicle {publisher} may publish only to vehicles/{publisher}/…, not to {topic}"),
         topic: topic.to_owned(),
         point_index: None,
-        ..kept(payload)
+        payload: payload_kept,
+        payload_size,
+        payload_sha256,
     })
 }
 
