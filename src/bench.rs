@@ -259,7 +259,13 @@ async fn ceiling(store: &AnyStore, tenant: &TenantId, rounds: Vec<Vec<(VehicleId
         if let Some(report) = trip_engine.report(&engine, TripStatus::Active, None) {
             // The record the pipeline writes: summary, events and the cells the trip passed.
             let cells = tripline_model::cell::cells(trip_engine.enriched().iter().map(|p| (p.point.lat, p.point.lon)));
-            let record = TripRecord { tenant: tenant.clone(), summary: report.summary, events: report.events, cells };
+            let record = TripRecord {
+                tenant: tenant.clone(),
+                summary: report.summary,
+                events: report.events,
+                cells,
+                dropped: Default::default(),
+            };
             records.insert((vehicle, trip), record);
         }
     }

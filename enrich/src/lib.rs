@@ -31,7 +31,7 @@ pub use config::EnrichConfig;
 pub use cut::{CutTrip, assign_trips, auto_trip_id, cut_trips};
 pub use fold::EnrichedPoint;
 pub use regions::{Region, RegionId, Regions};
-pub use trip::{AddOutcome, TripEngine, TripReport, sort_points};
+pub use trip::{AddOutcome, MAX_REJECTED_KEYS, MAX_STORED_JUMPS, TripEngine, TripReport, sort_points};
 
 /// What can go wrong setting the engine up (enrichment itself cannot fail).
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,10 @@ pub const SEALS_TOTAL: &str = "tripline_enrich_seals_total";
 /// Live trips that left memory before they went idle, because a worker held its maximum.
 pub const TRIPS_EVICTED_TOTAL: &str = "tripline_enrich_trips_evicted_total";
 
+/// Points the pass dropped, by `reason` (`implausible_jump`): the intake's counter of rejected
+/// messages and points, which the workers add to.
+pub const REJECTIONS: &str = "tripline_ingest_rejections_total";
+
 /// Describes every worker metric to the installed recorder.
 pub fn describe() {
     describe_histogram!(WRITE_SECONDS, Unit::Seconds, "One worker batch's write until durable, retries included");
@@ -33,6 +37,12 @@ pub(crate) fn trip_sealed(sealed: bool, seconds: f64) {
 pub(crate) fn batch_written(messages: usize, seconds: f64) {
     histogram!(BATCH_MESSAGES).record(messages as f64);
     histogram!(WRITE_SECONDS).record(seconds);
+}
+
+pub(crate) fn points_rejected(reason: tripline_model::RejectReason, points: usize) {
+    if points > 0 {
+        counter!(REJECTIONS, "reason" => reason.as_str()).increment(points as u64);
+    }
 }
 
 pub(crate) fn trips_evicted_over_cap(trips: usize) {

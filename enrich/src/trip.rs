@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 
 use tripline_model::time::to_datetime;
-use tripline_model::{Event, EventCounts, Place, Point, TripId, TripStatus, TripSummary, VehicleId};
+use tripline_model::{
+    DroppedPoints, Event, EventCounts, Place, Point, TripId, TripStatus, TripSummary, VehicleId, point_key,
+};
 
 use crate::Enricher;
 use crate::fold::{EnrichedPoint, Fold};
@@ -25,6 +27,12 @@ pub struct AddOutcome {
 /// continue, and for a message or two arriving slightly out of order.
 pub(crate) const HELD_POINTS: usize = 64;
 
+/// Keys of the decoder's rejected points a trip remembers at most (8 bytes each); beyond it,
+/// more are counted without telling a repeat from a new one.
+pub const MAX_REJECTED_KEYS: usize = 4096;
+/// Jumps a trip keeps whole in its [`DroppedPoints`] at most; beyond it, only their count.
+pub const MAX_STORED_JUMPS: usize = 1024;
+
 /// Everything the engine says about a trip.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TripReport {
@@ -40,8 +48,14 @@ pub struct TripEngine {
     vehicle_id: VehicleId,
     trip_id: TripId,
     points: TripPoints,
-    /// Points dropped before enrichment (by the decoder's per-point rules), as a set.
-    rejected: BTreeSet<(i64, u64, u64, u64)>,
+    /// Points dropped before enrichment (by the decoder's per-point rules), by
+    /// [`point_key`], at most [`MAX_REJECTED_KEYS`].
+    rejected: BTreeSet<u64>,
+    /// Decoder-rejected points beyond `rejected`.
+    rejected_beyond: u64,
+    /// Jumps known only by their count (restored from a trip that had more than
+    /// [`MAX_STORED_JUMPS`]).
+    jumps_beyond: u64,
     fold: Fold,
     /// How many points (counted from the trip's first) the fold has consumed; `None` when it
     /// must start over.
@@ -58,6 +72,8 @@ impl TripEngine {
             trip_id,
             points: TripPoints::default(),
             rejected: BTreeSet::new(),
+            rejected_beyond: 0,
+            jumps_beyond: 0,
             fold: Fold::default(),
             folded: Some(0),
             needs_history: false,
@@ -101,10 +117,41 @@ impl TripEngine {
     /// arrives.
     /// Returns how many of them were new.
     pub fn add_rejected<'a>(&mut self, points: impl IntoIterator<Item = &'a Point>) -> usize {
-        points
-            .into_iter()
-            .filter(|p| self.rejected.insert((p.ts_ms, p.seq.unwrap_or(u64::MAX), p.lat.to_bits(), p.lon.to_bits())))
-            .count()
+        let mut new = 0;
+        for point in points {
+            let key = point_key(point);
+            if self.rejected.contains(&key) {
+                continue;
+            }
+            if self.rejected.len() < MAX_REJECTED_KEYS {
+                self.rejected.insert(key);
+            } else {
+                self.rejected_beyond += 1;
+            }
+            new += 1;
+        }
+        new
+    }
+
+    /// What the trip dropped, to store with it (after [`TripEngine::refresh`]).
+    pub fn dropped(&self) -> DroppedPoints {
+        let jumps = &self.fold.jumps;
+        let stored = jumps.len().min(MAX_STORED_JUMPS);
+        DroppedPoints {
+            jumps: jumps[..stored].to_vec(),
+            jumps_beyond: self.jumps_beyond + (jumps.len() - stored) as u64,
+            rejected_keys: self.rejected.iter().copied().collect(),
+            rejected_beyond: self.rejected_beyond,
+        }
+    }
+
+    /// Takes back what a stored trip dropped ([`TripEngine::dropped`]), with its stored points:
+    /// the jumps join the points (the pass drops them again), the rejected keys are remembered.
+    pub fn restore_dropped(&mut self, dropped: DroppedPoints) {
+        self.add_points(dropped.jumps);
+        self.jumps_beyond = dropped.jumps_beyond;
+        self.rejected.extend(dropped.rejected_keys);
+        self.rejected_beyond = dropped.rejected_beyond;
     }
 
     /// Whether a point landed among points this engine no longer holds (see
@@ -183,6 +230,8 @@ impl TripEngine {
         rebuilt.add_points(self.fold.jumps.iter().cloned());
         rebuilt.add_points(self.points.as_slice().iter().cloned());
         rebuilt.rejected = std::mem::take(&mut self.rejected);
+        rebuilt.rejected_beyond = self.rejected_beyond;
+        rebuilt.jumps_beyond = self.jumps_beyond;
         *self = rebuilt;
     }
 
@@ -255,7 +304,9 @@ impl TripEngine {
             speeding_s: round(closing.speeding_s, 1),
             night_driving_s: round(closing.night_s, 1),
             point_count: fold.kept_count() as u64,
-            rejected_point_count: (fold.jump_count() + self.rejected.len()) as u64,
+            rejected_point_count: (fold.jump_count() + self.rejected.len()) as u64
+                + self.jumps_beyond
+                + self.rejected_beyond,
             score,
             score_version: SCORE_VERSION,
             updated_at: to_datetime(updated_at_ms.unwrap_or(last.point.ts_ms)),

@@ -12,12 +12,14 @@
 //! reopened from the store when a point for it arrives: its stored points are loaded and the
 //! trip recomputed with the new ones.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tripline_model::time::now_ms;
 
-use tripline_model::{Point, Telemetry, TenantId, TripId, TripMarker, TripStatus, VehicleId};
+use tripline_model::{
+    DroppedPoints, Point, RejectReason, Telemetry, TenantId, TripId, TripMarker, TripStatus, VehicleId, point_key,
+};
 use tripline_store::{DAY_MS, Derived, MAX_POINT_RANGE_DAYS, Rejection, Store, StoredPoint, TripRecord, WriteSet};
 
 use crate::cut::auto_trip_id;
@@ -99,6 +101,8 @@ struct LiveTrip {
     /// The bounds of the cell of the last point added to `cells` (min lon, min lat, max lon,
     /// max lat): consecutive points mostly share a cell, and need no geohash of their own.
     last_cell: Option<(f64, f64, f64, f64)>,
+    /// Keys of the jumps already stored as rejections (and counted on `/metrics`).
+    announced_jumps: HashSet<u64>,
     ended: bool,
     dirty: bool,
     last_activity_ms: i64,
@@ -234,8 +238,10 @@ impl<S: Store> Worker<S> {
         let key = (vehicle.clone(), trip_id.clone());
         if !self.trips.contains_key(&key) {
             let mut engine = TripEngine::new(vehicle.clone(), trip_id.clone());
-            let stored = self.stored_points(tenant, vehicle, trip_id).await;
+            let (stored, dropped) = self.stored_trip(tenant, vehicle, trip_id).await;
+            let announced_jumps = dropped.jumps.iter().map(point_key).collect();
             engine.add_points(stored);
+            engine.restore_dropped(dropped);
             let live = LiveTrip {
                 tenant: tenant.clone(),
                 engine,
@@ -244,6 +250,7 @@ impl<S: Store> Worker<S> {
                 rewrite_all: true,
                 cells: BTreeSet::new(),
                 last_cell: None,
+                announced_jumps,
                 ended: false,
                 dirty: false,
                 last_activity_ms: now_ms(),
@@ -255,24 +262,29 @@ impl<S: Store> Worker<S> {
         live
     }
 
-    /// A trip's points already in the store (empty for a new trip). Retried until the store answers.
-    async fn stored_points(&self, tenant: &TenantId, vehicle: &VehicleId, trip_id: &TripId) -> Vec<Point> {
+    /// A trip's points already in the store and what it dropped (nothing for a new trip).
+    /// Retried until the store answers.
+    async fn stored_trip(
+        &self,
+        tenant: &TenantId,
+        vehicle: &VehicleId,
+        trip_id: &TripId,
+    ) -> (Vec<Point>, DroppedPoints) {
         loop {
             let result = async {
                 let Some(trip) = self.store.trip_of_vehicle(tenant, vehicle, trip_id).await? else {
-                    return Ok(Vec::new());
+                    return Ok((Vec::new(), DroppedPoints::default()));
                 };
                 let start = trip.summary.start_time.timestamp_millis();
                 let end = trip.summary.end_time.timestamp_millis() + 1;
                 let end = end.min(start + MAX_POINT_RANGE_DAYS * DAY_MS);
                 let points = self.store.vehicle_points(vehicle, start, end).await?;
-                Ok::<_, tripline_store::StoreError>(
-                    points.into_iter().filter(|p| &p.trip_id == trip_id).map(|p| p.point).collect(),
-                )
+                let points = points.into_iter().filter(|p| &p.trip_id == trip_id).map(|p| p.point).collect();
+                Ok::<_, tripline_store::StoreError>((points, trip.dropped))
             }
             .await;
             match result {
-                Ok(points) => return points,
+                Ok(stored) => return stored,
                 Err(error) => {
                     tracing::warn!(%error, %vehicle, %trip_id, "cannot read a trip to reopen it; retrying");
                     tokio::time::sleep(self.config.retry_backoff).await;
@@ -320,7 +332,8 @@ impl<S: Store> Worker<S> {
         let Some(tenant) = self.trips.get(&key).filter(|l| l.engine.needs_history()).map(|l| l.tenant.clone()) else {
             return;
         };
-        let stored = self.stored_points(&tenant, vehicle, trip_id).await;
+        // What the trip dropped is in its engine still.
+        let (stored, _) = self.stored_trip(&tenant, vehicle, trip_id).await;
         let Some(live) = self.trips.get_mut(&key) else { return };
         live.engine.rebuild(stored);
         live.rewrite_all = true;
@@ -440,6 +453,12 @@ impl<S: Store> Worker<S> {
                 let (from, to) = (summary.start_time.timestamp_millis(), summary.end_time.timestamp_millis());
                 self.to_seal.push((vehicle.clone(), trip_id.clone(), from, to));
             }
+            let new_jumps = live.engine.jumps().iter().filter(|p| live.announced_jumps.insert(point_key(p)));
+            let jumps: Vec<Rejection> = new_jumps
+                .map(|p| jump_rejection(&live.tenant, vehicle, trip_id, p, now, self.engine.config.max_speed_kmh))
+                .collect();
+            crate::metrics::points_rejected(RejectReason::ImplausibleJump, jumps.len());
+            writes.rejections.extend(jumps);
             live.written = live.engine.kept_count();
             live.rewrite_all = false;
             // What this write set carries needs no memory any more: it is retried until durable
@@ -450,6 +469,7 @@ impl<S: Store> Worker<S> {
                 summary: report.summary,
                 events: report.events,
                 cells: live.cells.iter().cloned().collect(),
+                dropped: live.engine.dropped(),
             });
         }
         for (vehicle, old, new) in renames {
@@ -504,6 +524,36 @@ impl<S: Store> Worker<S> {
     /// whatever its length.
     pub fn points_in_memory(&self) -> usize {
         self.trips.values().map(|l| l.engine.points().len()).sum()
+    }
+}
+
+/// The rejection of a point the pass dropped as an implausible jump: its id follows the vehicle
+/// and the point, so a rewrite (a redelivery, a rebuilt or renamed trip) maps to the same one.
+fn jump_rejection(
+    tenant: &TenantId,
+    vehicle: &VehicleId,
+    trip_id: &TripId,
+    point: &Point,
+    now_ms: i64,
+    max_speed_kmh: f64,
+) -> Rejection {
+    let topic = tripline_model::Topic::telemetry(vehicle);
+    let payload = serde_json::to_vec(&point.to_raw()).unwrap_or_default();
+    let (payload, payload_size, payload_sha256) = Rejection::kept_payload(&payload);
+    Rejection {
+        id: Rejection::id_for(&format!("{topic} jump"), &payload, None),
+        tenant: Some(tenant.clone()),
+        vehicle_id: Some(vehicle.clone()),
+        received_at_ms: now_ms,
+        reason: RejectReason::ImplausibleJump,
+        detail: format!(
+            "trip {trip_id}: reaching this point from the previous one needs more than {max_speed_kmh} km/h"
+        ),
+        topic,
+        point_index: None,
+        payload,
+        payload_size,
+        payload_sha256,
     }
 }
 

@@ -83,6 +83,7 @@ fn trip(rng: &mut Rng, n: u64) -> TripRecord {
         },
         events: Vec::new(),
         cells,
+        dropped: Default::default(),
     }
 }
 

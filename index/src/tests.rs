@@ -73,6 +73,7 @@ fn record(s: &Spec) -> TripRecord {
         },
         events: Vec::new(),
         cells: tripline_model::cell::cells([s.position]),
+        dropped: Default::default(),
     }
 }
 

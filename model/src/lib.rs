@@ -13,6 +13,7 @@
 
 pub mod cell;
 mod decode;
+pub mod dropped;
 pub mod hash;
 pub mod ids;
 pub mod point;
@@ -24,6 +25,7 @@ pub mod tripfile;
 pub mod wire;
 
 pub use decode::{DecodeConfig, Message, MessageRejection, PointRejection, Telemetry, decode};
+pub use dropped::{DroppedPoints, point_key};
 pub use ids::{TenantId, TripId, VehicleId};
 pub use point::{Point, PointRules, RawPoint};
 pub use reject::{RejectReason, RejectScope};

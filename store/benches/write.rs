@@ -83,6 +83,7 @@ fn write_batch(run: usize, n: usize) -> (Vec<StoredPoint>, Vec<TripRecord>) {
             },
             events: Vec::new(),
             cells: Vec::new(),
+            dropped: Default::default(),
         });
     }
     (points, trips)

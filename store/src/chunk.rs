@@ -603,7 +603,13 @@ mod tests {
             "score_version": 1, "updated_at": at(to)
         }))
         .unwrap();
-        TripRecord { tenant: TenantId::parse("acme").unwrap(), summary, events: Vec::new(), cells: Vec::new() }
+        TripRecord {
+            tenant: TenantId::parse("acme").unwrap(),
+            summary,
+            events: Vec::new(),
+            cells: Vec::new(),
+            dropped: Default::default(),
+        }
     }
 
     fn stored(points: &[StoredPoint]) -> Vec<ChunkRow> {

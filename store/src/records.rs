@@ -94,6 +94,9 @@ pub struct TripRecord {
     /// The geohash cells the trip passed ([`tripline_model::cell`]), for searching by box.
     #[serde(default)]
     pub cells: Vec<String>,
+    /// What the trip dropped, kept so that a reopened trip counts its rejected points as before.
+    #[serde(default, skip_serializing_if = "tripline_model::DroppedPoints::is_empty")]
+    pub dropped: tripline_model::DroppedPoints,
 }
 
 /// A rejected message or point, kept with its raw bytes.

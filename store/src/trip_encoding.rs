@@ -2,19 +2,25 @@
 //! milliseconds, strings borrowed while encoding). A third of the JSON it replaces, and faster
 //! both ways; the API's JSON is built from the decoded record, so it does not change.
 //!
-//! Records written before the binary encoding (JSON text, starting with `{`) still decode.
+//! Version 2 appends the trip's [`DroppedPoints`] after the version-1 body, so version-1 records
+//! (no dropped points) and records written before the binary encoding (JSON text, starting with
+//! `{`) still decode.
 
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use tripline_model::time::to_datetime;
-use tripline_model::{Event, EventCounts, EventKind, Place, TenantId, TripId, TripStatus, TripSummary, VehicleId};
+use tripline_model::{
+    DroppedPoints, Event, EventCounts, EventKind, Place, Point, TenantId, TripId, TripStatus, TripSummary, VehicleId,
+};
 
 use crate::records::TripRecord;
 use crate::{StoreError, StoreResult};
 
 /// Version byte of the first binary encoding.
 const TRIP_V1: u8 = 1;
+/// Version byte of the encoding with the dropped points after the version-1 body.
+const TRIP_V2: u8 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct PlaceWire<'a> {
@@ -71,6 +77,73 @@ struct TripWire<'a> {
     cells: Vec<Cow<'a, str>>,
 }
 
+/// A dropped point as encoded (the model's `Point` skips absent fields, which postcard, not
+/// self-describing, cannot read back).
+#[derive(Serialize, Deserialize)]
+struct PointWire {
+    seq: Option<u64>,
+    ts_ms: i64,
+    lat: f64,
+    lon: f64,
+    speed_mps: Option<f64>,
+    heading_deg: Option<f64>,
+    accuracy_m: Option<f64>,
+    alt_m: Option<f64>,
+    ignition: Option<bool>,
+    odometer_m: Option<f64>,
+}
+
+/// [`DroppedPoints`] as encoded, after the version-1 body (field order is the format).
+#[derive(Serialize, Deserialize)]
+struct DroppedWire {
+    jumps: Vec<PointWire>,
+    jumps_beyond: u64,
+    rejected_keys: Vec<u64>,
+    rejected_beyond: u64,
+}
+
+fn dropped_wire(dropped: &DroppedPoints) -> DroppedWire {
+    let point = |p: &Point| PointWire {
+        seq: p.seq,
+        ts_ms: p.ts_ms,
+        lat: p.lat,
+        lon: p.lon,
+        speed_mps: p.speed_mps,
+        heading_deg: p.heading_deg,
+        accuracy_m: p.accuracy_m,
+        alt_m: p.alt_m,
+        ignition: p.ignition,
+        odometer_m: p.odometer_m,
+    };
+    DroppedWire {
+        jumps: dropped.jumps.iter().map(point).collect(),
+        jumps_beyond: dropped.jumps_beyond,
+        rejected_keys: dropped.rejected_keys.clone(),
+        rejected_beyond: dropped.rejected_beyond,
+    }
+}
+
+fn dropped(wire: DroppedWire) -> DroppedPoints {
+    let point = |p: PointWire| Point {
+        seq: p.seq,
+        ts_ms: p.ts_ms,
+        lat: p.lat,
+        lon: p.lon,
+        speed_mps: p.speed_mps,
+        heading_deg: p.heading_deg,
+        accuracy_m: p.accuracy_m,
+        alt_m: p.alt_m,
+        ignition: p.ignition,
+        odometer_m: p.odometer_m,
+    };
+    DroppedPoints {
+        jumps: wire.jumps.into_iter().map(point).collect(),
+        jumps_beyond: wire.jumps_beyond,
+        rejected_keys: wire.rejected_keys,
+        rejected_beyond: wire.rejected_beyond,
+    }
+}
+
 fn place_wire(place: &Place) -> PlaceWire<'_> {
     PlaceWire { lat: place.lat, lon: place.lon, region: place.region.as_deref().map(Cow::Borrowed) }
 }
@@ -122,8 +195,9 @@ pub(crate) fn encode(record: &TripRecord) -> StoreResult<Vec<u8>> {
         cells: record.cells.iter().map(|c| Cow::Borrowed(c.as_str())).collect(),
     };
     let mut out = Vec::with_capacity(512);
-    out.push(TRIP_V1);
+    out.push(TRIP_V2);
     postcard::to_io(&wire, &mut out).map_err(|e| corrupt(e.to_string()))?;
+    postcard::to_io(&dropped_wire(&record.dropped), &mut out).map_err(|e| corrupt(e.to_string()))?;
     Ok(out)
 }
 
@@ -133,13 +207,19 @@ pub(crate) fn decode(bytes: &[u8]) -> StoreResult<TripRecord> {
         Some(b'{') => serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string())),
         Some(&TRIP_V1) => {
             let wire: TripWire<'_> = postcard::from_bytes(&bytes[1..]).map_err(|e| corrupt(e.to_string()))?;
-            record(wire)
+            record(wire, DroppedPoints::default())
+        }
+        Some(&TRIP_V2) => {
+            let (wire, rest) =
+                postcard::take_from_bytes::<TripWire<'_>>(&bytes[1..]).map_err(|e| corrupt(e.to_string()))?;
+            let trailer: DroppedWire = postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string()))?;
+            record(wire, dropped(trailer))
         }
         _ => Err(corrupt("unknown trip record version".to_owned())),
     }
 }
 
-fn record(w: TripWire<'_>) -> StoreResult<TripRecord> {
+fn record(w: TripWire<'_>, dropped: DroppedPoints) -> StoreResult<TripRecord> {
     let summary = TripSummary {
         trip_id: TripId::parse(&w.trip_id).map_err(|e| corrupt(e.to_string()))?,
         vehicle_id: VehicleId::parse(&w.vehicle_id).map_err(|e| corrupt(e.to_string()))?,
@@ -182,6 +262,7 @@ fn record(w: TripWire<'_>) -> StoreResult<TripRecord> {
         summary,
         events,
         cells: w.cells.into_iter().map(Cow::into_owned).collect(),
+        dropped,
     })
 }
 
@@ -233,6 +314,23 @@ mod tests {
                 duration_s: 1.0,
             }],
             cells: vec!["u33dc0".to_owned(), "u33dc1".to_owned()],
+            dropped: DroppedPoints {
+                jumps: vec![Point {
+                    seq: Some(9),
+                    ts_ms: 1_795_564_800_000,
+                    lat: 52.9,
+                    lon: 13.9,
+                    speed_mps: Some(30.5),
+                    heading_deg: None,
+                    accuracy_m: Some(4.0),
+                    alt_m: None,
+                    ignition: Some(true),
+                    odometer_m: None,
+                }],
+                jumps_beyond: 0,
+                rejected_keys: vec![7, 1 << 60],
+                rejected_beyond: 3,
+            },
         }
     }
 
@@ -246,11 +344,23 @@ mod tests {
     }
 
     #[test]
+    fn version_1_records_read_with_nothing_dropped() {
+        let record = TripRecord { dropped: DroppedPoints::default(), ..record() };
+        let mut bytes = encode(&record).unwrap();
+        // A version-1 record is the version-2 body without its trailer.
+        let trailer = postcard::to_stdvec(&dropped_wire(&DroppedPoints::default())).unwrap();
+        bytes.truncate(bytes.len() - trailer.len());
+        bytes[0] = TRIP_V1;
+        assert_eq!(decode(&bytes).unwrap(), record);
+    }
+
+    #[test]
     fn records_written_as_json_still_read() {
         let record = record();
         assert_eq!(decode(&serde_json::to_vec(&record).unwrap()).unwrap(), record);
         assert!(decode(&[9, 1, 2]).is_err());
         assert!(decode(&[TRIP_V1, 1, 2]).is_err());
+        assert!(decode(&[TRIP_V2, 1, 2]).is_err());
         assert!(decode(&[]).is_err());
     }
 }

@@ -77,7 +77,16 @@ fn batch(n: i64) -> (Vec<StoredPoint>, TripRecord) {
         score_version: 1,
         updated_at: at((n + 1) * 50 - 1),
     };
-    (points, TripRecord { tenant: TenantId::parse("acme").unwrap(), summary, events: Vec::new(), cells: Vec::new() })
+    (
+        points,
+        TripRecord {
+            tenant: TenantId::parse("acme").unwrap(),
+            summary,
+            events: Vec::new(),
+            cells: Vec::new(),
+            dropped: Default::default(),
+        },
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -205,6 +205,7 @@ pub fn trip_record(
         },
         events: Vec::new(),
         cells: tripline_model::cell::cells([(52.5, 13.4)]),
+        dropped: Default::default(),
     }
 }
 

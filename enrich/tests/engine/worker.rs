@@ -327,3 +327,61 @@ async fn a_flood_of_trip_ids_holds_no_more_than_the_live_trip_maximum() {
     let trip = store.trip(&tenant(), &TripId::parse("real").unwrap()).await.unwrap().unwrap();
     assert_eq!(trip.summary.point_count as usize, drive_points(5).len(), "the real trip is whole");
 }
+
+#[tokio::test]
+async fn a_jump_is_a_stored_rejection_and_a_reopened_trip_counts_its_dropped_points_as_before() {
+    let (store, _dir) = EmbeddedStore::for_test(std::time::Duration::from_secs(3600)).unwrap();
+    let (_, done) = counter();
+    let points = drive_points(8);
+    let (first, second) = points.split_at(points.len() / 2);
+    // Half a second after a point of the first half, 5 km away: an implausible jump.
+    let jump = Point { seq: None, ts_ms: first[40].ts_ms + 500, lat: first[40].lat + 0.045, ..first[40].clone() };
+    // A point the decoder dropped (its coordinates off the globe).
+    let off_globe = tripline_model::RawPoint {
+        ts: Some(tripline_model::time::format_rfc3339_ms(first[20].ts_ms + 250)),
+        lat: Some(95.0),
+        lon: Some(13.4),
+        ..tripline_model::RawPoint::default()
+    };
+    let first_message = || {
+        let mut t = telemetry("car-8", Some("trip-8"), [first, std::slice::from_ref(&jump)].concat());
+        t.rejected = vec![tripline_model::PointRejection {
+            index: 0,
+            reason: RejectReason::InvalidCoordinates,
+            detail: "latitude 95 is outside [-90, 90]".to_owned(),
+            point: off_globe.clone(),
+        }];
+        Work::Telemetry { tenant: tenant(), telemetry: t, rejections: Vec::new(), done: done() }
+    };
+    worker(&store).process(vec![first_message()]).await;
+    let trip_id = TripId::parse("trip-8").unwrap();
+    let before = store.trip(&tenant(), &trip_id).await.unwrap().unwrap();
+    assert_eq!(before.summary.rejected_point_count, 2, "the jump and the off-globe point");
+    let jumps = |items: Vec<Rejection>| items.into_iter().filter(|r| r.reason == RejectReason::ImplausibleJump).count();
+    let stored = store.rejections(Some(&tenant()), None, 100).await.unwrap().items;
+    let rejection = stored.iter().find(|r| r.reason == RejectReason::ImplausibleJump).expect("the jump is stored");
+    assert_eq!(rejection.vehicle_id, Some(VehicleId::parse("car-8").unwrap()));
+    let kept: serde_json::Value = serde_json::from_slice(&rejection.payload).unwrap();
+    assert_eq!(kept["lat"], serde_json::json!(jump.lat), "the dropped point is kept: {kept}");
+
+    // A restarted worker: the trip reopens from the store with the second half.
+    let mut restarted = worker(&store);
+    restarted
+        .process(vec![Work::Telemetry {
+            tenant: tenant(),
+            telemetry: telemetry("car-8", Some("trip-8"), second.to_vec()),
+            rejections: Vec::new(),
+            done: done(),
+        }])
+        .await;
+    let after = store.trip(&tenant(), &trip_id).await.unwrap().unwrap();
+    assert_eq!(after.summary.rejected_point_count, 2, "the count survives the reopen");
+    assert_eq!(after.summary.point_count as usize, points.len());
+    // Another restart, and the first message redelivered: nothing is counted twice.
+    worker(&store).process(vec![first_message()]).await;
+    let redelivered = store.trip(&tenant(), &trip_id).await.unwrap().unwrap();
+    assert_eq!(redelivered.summary, after.summary, "a redelivery changes nothing");
+    let offline = report([points.clone(), vec![jump]].concat()).summary;
+    assert_eq!(after.summary.distance_km, offline.distance_km, "the jump stays out of the distance");
+    assert_eq!(jumps(store.rejections(Some(&tenant()), None, 100).await.unwrap().items), 1, "stored once");
+}

@@ -80,6 +80,7 @@ fn trip(t: &str, v: &str, id: &str, start_i: i64, end_i: i64) -> TripRecord {
         },
         events: Vec::new(),
         cells: vec!["u33dc0".to_owned()],
+        dropped: Default::default(),
     }
 }
 

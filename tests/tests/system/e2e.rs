@@ -473,6 +473,29 @@ async fn whole_system(deployment: Deployment, dir: &Path, mqtt_url: &str) {
     assert_eq!(large["payload"].as_str().unwrap().len(), 16 * 1024);
     assert_eq!(large["payload_sha256"].as_str().unwrap().len(), 64);
     assert!(reasons(&key_b).is_disjoint(&want), "B sees none of A's rejections");
+    // Every point published is in a trip or in its tenant's rejections: apart from A's bad
+    // input above, the rejections are the points the trips count as rejected, jumps included.
+    let rejections = |key: &str| {
+        let (mut reasons, mut cursor) = (Vec::new(), String::new());
+        loop {
+            let (status, page) = get(&stack.api, &format!("/v1/rejections?limit=100{cursor}"), Some(key));
+            assert_eq!(status, 200, "{page}");
+            reasons.extend(
+                page["rejections"].as_array().unwrap().iter().map(|r| r["reason"].as_str().unwrap().to_owned()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => break reasons,
+            }
+        }
+    };
+    let counted = |trips: &BTreeMap<String, Value>| -> usize {
+        trips.values().map(|s| s["rejected_point_count"].as_u64().unwrap() as usize).sum()
+    };
+    let (of_a, of_b) = (rejections(&key_a), rejections(&key_b));
+    assert_eq!(of_a.len() - want.len(), counted(&trips_a), "A's rejections: {of_a:?}");
+    assert_eq!(of_b.len(), counted(&trips_b), "B's rejections: {of_b:?}");
+    assert!(of_a.iter().chain(&of_b).any(|r| r == "implausible_jump"), "the real drives hold jumps");
 
     // The whole stack restarted: nothing lost, nothing changed.
     stop_stack(stack);
