@@ -199,13 +199,17 @@ pub(crate) struct IngestConfig {
     /// Trips each worker holds in memory at most; beyond it the least recently active leave
     /// memory (and are reopened from the store when a message comes).
     pub(crate) max_live_trips: usize,
+    /// Bytes of messages received and not yet durable at most, MiB (all queues and batches
+    /// together); at the bound ingest reads no more until completions make room.
+    pub(crate) max_in_flight_mb: usize,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         let max_live_trips = tripline_enrich::worker::WorkerConfig::default().max_live_trips;
-        IngestConfig { workers: (2 * cores).max(4), drain_s: 10, give_up_s: 300, max_live_trips }
+        let max_in_flight_mb = tripline_ingest::budget::DEFAULT_IN_FLIGHT_BYTES / (1024 * 1024);
+        IngestConfig { workers: (2 * cores).max(4), drain_s: 10, give_up_s: 300, max_live_trips, max_in_flight_mb }
     }
 }
 

@@ -15,6 +15,7 @@ use tripline_enrich::Enricher;
 use tripline_enrich::worker::{Work, Worker, WorkerConfig};
 use tripline_index::{IndexHome, LiveIndex};
 use tripline_indexer::{Indexer, IndexerCounters};
+use tripline_ingest::budget::ByteBudget;
 use tripline_ingest::credentials::VehicleAuth;
 use tripline_ingest::endpoint::{AllowAnyone, Authenticate, Endpoint, EndpointConfig};
 use tripline_ingest::intake::{Decoded, IntakeCounters, Routed, run_intake};
@@ -367,6 +368,8 @@ async fn start_ingest(
         worker_tasks.push(supervise("an enrichment worker", task, &stopping, &health, |()| String::new()));
     }
 
+    let budget = ByteBudget::new(config.ingest.max_in_flight_mb.max(1) * 1024 * 1024);
+    let in_flight = budget.clone();
     let (deliveries_tx, deliveries_rx) = flume::bounded(DELIVERY_QUEUE_CAPACITY);
     let deliveries_depth = deliveries_rx.clone();
     let (intake_counters, _) = watch::channel(IntakeCounters::default());
@@ -398,6 +401,7 @@ async fn start_ingest(
                 break;
             }
             tripline_ingest::metrics::queue_depth("deliveries", deliveries_depth.len());
+            tripline_ingest::metrics::in_flight_bytes(in_flight.in_flight_bytes());
             for (i, queue) in depths.iter().enumerate() {
                 tripline_ingest::metrics::queue_depth(format!("worker-{i}"), queue.len());
             }
@@ -422,6 +426,7 @@ async fn start_ingest(
                 max_connections: config.mqtt.max_connections.unwrap_or(defaults.max_connections).max(1),
                 in_flight: config.mqtt.in_flight.unwrap_or(defaults.in_flight).max(1),
                 tls: config.mqtt.server_tls().map_err(Failure::Usage)?,
+                budget,
                 ..defaults
             };
             let scheme = if endpoint_config.tls.is_some() { "mqtts" } else { "mqtt" };
@@ -448,6 +453,7 @@ async fn start_ingest(
                 client_id: config.mqtt.client_id.clone().unwrap_or_else(|| "tripline-ingest".to_owned()),
                 shared_group: config.mqtt.shared_group.clone(),
                 credentials: config.mqtt.account().map_err(Failure::Usage)?,
+                budget,
                 ..MqttSourceConfig::default()
             };
             let source = tokio::spawn(run_source(source_config, deliveries_tx, shutdown.clone(), drain, status_tx));

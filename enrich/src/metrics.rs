@@ -14,6 +14,8 @@ pub const SEALS_TOTAL: &str = "tripline_enrich_seals_total";
 /// Live trips that left memory before they went idle, because a worker held its maximum.
 pub const TRIPS_EVICTED_TOTAL: &str = "tripline_enrich_trips_evicted_total";
 
+/// Worker batches cut short by a bound other than the message count, by `bound` (`bytes`).
+pub const BATCHES_CUT_TOTAL: &str = "tripline_enrich_batches_cut_total";
 /// Points the pass dropped, by `reason` (`implausible_jump`): the intake's counter of rejected
 /// messages and points, which the workers add to.
 pub const REJECTIONS: &str = "tripline_ingest_rejections_total";
@@ -24,6 +26,7 @@ pub fn describe() {
     describe_histogram!(BATCH_MESSAGES, Unit::Count, "Messages in one worker batch");
     describe_histogram!(SEAL_SECONDS, Unit::Seconds, "Sealing one completed trip's points");
     describe_counter!(SEALS_TOTAL, Unit::Count, "Completed trips whose points were sealed");
+    describe_counter!(BATCHES_CUT_TOTAL, Unit::Count, "Worker batches cut short by their byte bound");
     describe_counter!(TRIPS_EVICTED_TOTAL, Unit::Count, "Live trips that left memory at a worker's maximum");
 }
 
@@ -43,6 +46,10 @@ pub(crate) fn points_rejected(reason: tripline_model::RejectReason, points: usiz
     if points > 0 {
         counter!(REJECTIONS, "reason" => reason.as_str()).increment(points as u64);
     }
+}
+
+pub(crate) fn batch_cut(bound: &'static str) {
+    counter!(BATCHES_CUT_TOTAL, "bound" => bound).increment(1);
 }
 
 pub(crate) fn trips_evicted_over_cap(trips: usize) {

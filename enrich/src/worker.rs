@@ -61,11 +61,31 @@ pub enum Work {
     },
 }
 
+impl Work {
+    /// About how many bytes the work holds in memory: what a batch's byte bound counts.
+    pub fn size_bytes(&self) -> usize {
+        let rejection = |r: &Rejection| std::mem::size_of::<Rejection>() + r.payload.len() + r.detail.len();
+        match self {
+            Work::Telemetry { telemetry, rejections, .. } => {
+                std::mem::size_of::<Work>()
+                    + telemetry.points.len() * std::mem::size_of::<Point>()
+                    + telemetry.rejected.len() * std::mem::size_of::<tripline_model::PointRejection>()
+                    + rejections.iter().map(rejection).sum::<usize>()
+            }
+            Work::Marker { .. } => std::mem::size_of::<Work>(),
+            Work::Rejected { rejection: r, .. } => std::mem::size_of::<Work>() + rejection(r),
+        }
+    }
+}
+
 /// Settings of the worker pool.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerConfig {
     /// Most messages applied before one write.
     pub max_batch: usize,
+    /// Most bytes of messages ([`Work::size_bytes`]) applied before one write: a batch of large
+    /// messages is cut sooner (a single message larger than this is a batch of its own).
+    pub max_batch_bytes: usize,
     /// A trip that receives nothing for this long is completed and leaves memory.
     pub idle_eviction: Duration,
     /// Wait between attempts of a failed write.
@@ -79,6 +99,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             max_batch: 256,
+            max_batch_bytes: 16 * 1024 * 1024,
             idle_eviction: Duration::from_secs(600),
             retry_backoff: Duration::from_millis(500),
             max_live_trips: 5_000,
@@ -133,16 +154,35 @@ impl<S: Store> Worker<S> {
         let mut eviction = tokio::time::interval(
             self.config.idle_eviction.min(Duration::from_secs(60)).max(Duration::from_millis(50)),
         );
+        // A message taken from the queue that did not fit the last batch's byte bound.
+        let mut carried: Option<Work> = None;
         loop {
-            tokio::select! {
-                first = queue.recv_async() => {
-                    let Ok(first) = first else { break };
-                    let mut batch = vec![first];
-                    batch.extend(queue.try_iter().take(self.config.max_batch.saturating_sub(1)));
-                    self.process(batch).await;
+            let first = match carried.take() {
+                Some(work) => work,
+                None => tokio::select! {
+                    first = queue.recv_async() => match first {
+                        Ok(first) => first,
+                        Err(_) => break,
+                    },
+                    _ = eviction.tick() => {
+                        self.evict_idle().await;
+                        continue;
+                    }
+                },
+            };
+            let mut bytes = first.size_bytes();
+            let mut batch = vec![first];
+            while batch.len() < self.config.max_batch {
+                let Ok(next) = queue.try_recv() else { break };
+                bytes += next.size_bytes();
+                if bytes > self.config.max_batch_bytes {
+                    crate::metrics::batch_cut("bytes");
+                    carried = Some(next);
+                    break;
                 }
-                _ = eviction.tick() => self.evict_idle().await,
+                batch.push(next);
             }
+            self.process(batch).await;
         }
     }
 

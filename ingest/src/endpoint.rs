@@ -45,6 +45,7 @@ use tripline_model::VehicleId;
 
 use crate::IngestError;
 use crate::ack::{AckTracker, Ticket};
+use crate::budget::BytePermit;
 use crate::source::{Delivery, SourceCounters};
 
 /// While the pipeline is full, how often a connection tries again to hand its message on.
@@ -77,6 +78,9 @@ pub struct EndpointConfig {
     /// TLS on the listener (and, with a client CA, vehicles' client certificates); none: TCP.
     #[serde(skip)]
     pub tls: Option<crate::tls::ServerTls>,
+    /// The in-flight budget, shared with the rest of the pipeline (`[ingest] max_in_flight_mb`).
+    #[serde(skip)]
+    pub budget: crate::budget::ByteBudget,
 }
 
 impl Default for EndpointConfig {
@@ -88,6 +92,7 @@ impl Default for EndpointConfig {
             in_flight: 256,
             connect_timeout_ms: 10_000,
             tls: None,
+            budget: crate::budget::ByteBudget::default(),
         }
     }
 }
@@ -798,13 +803,14 @@ async fn session(
             deadline = tokio::time::Instant::now() + keep_alive;
             match incoming {
                 Incoming::Publish(publish) => {
+                    let permit = room_for(publish.payload.len(), shared, &done, &mut tracker, replies).await;
                     let pkid = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);
                     let authorized = identity.may_publish(&publish.topic);
                     let ticket = tracker.register(Pending { pkid, authorized, received_at: Instant::now() });
                     shared.totals.in_flight.fetch_add(1, Ordering::Relaxed);
                     if authorized {
                         shared.totals.received.fetch_add(1, Ordering::Relaxed);
-                        let delivery = Delivery::new(publish, ticket, done_tx.clone());
+                        let delivery = Delivery::new(publish, ticket, done_tx.clone()).holding(permit);
                         hand_over(delivery, shared, &done, &mut tracker, replies).await?;
                         continue;
                     }
@@ -818,7 +824,7 @@ async fn session(
                         Identity::Anyone => None,
                     };
                     if let Some(publisher) = publisher {
-                        let delivery = Delivery::refused(publish, ticket, done_tx.clone(), publisher);
+                        let delivery = Delivery::refused(publish, ticket, done_tx.clone(), publisher).holding(permit);
                         hand_over(delivery, shared, &done, &mut tracker, replies).await?;
                     } else {
                         acknowledge(tracker.complete(ticket), replies, shared);
@@ -888,6 +894,26 @@ async fn session(
 }
 
 /// Puts `delivery` into the pipeline; while it is full, acknowledges what completes meanwhile.
+/// Room in the in-flight budget for a message of `bytes`, waiting (and acknowledging what
+/// completes meanwhile) while the pipeline holds the whole budget: the connection is not read
+/// until there is room.
+async fn room_for(
+    bytes: usize,
+    shared: &Shared,
+    done: &flume::Receiver<Ticket>,
+    tracker: &mut AckTracker<Pending>,
+    replies: &mut Replies,
+) -> BytePermit {
+    let take = shared.config.budget.take(bytes);
+    tokio::pin!(take);
+    loop {
+        tokio::select! {
+            permit = &mut take => return permit,
+            Ok(ticket) = done.recv_async() => acknowledge(tracker.complete(ticket), replies, shared),
+        }
+    }
+}
+
 async fn hand_over(
     mut delivery: Delivery,
     shared: &Shared,

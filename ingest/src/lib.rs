@@ -9,6 +9,7 @@
 //! messages change nothing; bad input is rejected, stored and acknowledged.
 
 pub mod ack;
+pub mod budget;
 pub mod credentials;
 pub mod endpoint;
 pub mod intake;

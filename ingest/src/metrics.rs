@@ -29,6 +29,10 @@ pub const SESSIONS_LOST: &str = "tripline_ingest_sessions_lost_total";
 pub const REFUSED: &str = "tripline_ingest_endpoint_refused_total";
 /// Vehicles connected to the embedded endpoint.
 pub const VEHICLE_CONNECTIONS: &str = "tripline_ingest_endpoint_connections";
+/// Times a bound was reached and ingest waited for room, by `budget` (`in_flight_bytes`).
+pub const BUDGET_FULL: &str = "tripline_ingest_budget_full_total";
+/// Bytes of messages received and not yet completed (the in-flight budget's use).
+pub const IN_FLIGHT_BYTES: &str = "tripline_ingest_in_flight_bytes";
 /// 1 while connected and subscribed.
 pub const CONNECTED: &str = "tripline_ingest_connected";
 
@@ -46,6 +50,17 @@ pub fn describe() {
     describe_gauge!(CONNECTED, "1 while connected to the broker and subscribed (embedded: while listening)");
     describe_counter!(REFUSED, "Connections, subscriptions and publishes the embedded endpoint refused, by reason");
     describe_gauge!(VEHICLE_CONNECTIONS, "Vehicles connected to the embedded endpoint");
+    describe_counter!(BUDGET_FULL, "Times a bound was reached and ingest waited for room, by budget");
+    describe_gauge!(IN_FLIGHT_BYTES, Unit::Bytes, "Bytes of messages received and not yet completed");
+}
+
+pub(crate) fn budget_full(budget: &'static str) {
+    counter!(BUDGET_FULL, "budget" => budget).increment(1);
+}
+
+/// Samples the in-flight budget's use.
+pub fn in_flight_bytes(bytes: usize) {
+    gauge!(IN_FLIGHT_BYTES).set(bytes as f64);
 }
 
 pub(crate) fn message_received(points: usize) {

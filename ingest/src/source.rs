@@ -64,6 +64,9 @@ pub struct MqttSourceConfig {
     /// TLS to the broker (`mqtts://`); none: plain TCP.
     #[serde(skip)]
     pub tls: Option<crate::tls::ClientTls>,
+    /// The in-flight budget, shared with the rest of the pipeline (`[ingest] max_in_flight_mb`).
+    #[serde(skip)]
+    pub budget: crate::budget::ByteBudget,
 }
 
 impl Default for MqttSourceConfig {
@@ -82,6 +85,7 @@ impl Default for MqttSourceConfig {
             max_reconnect_backoff_ms: 10_000,
             credentials: None,
             tls: None,
+            budget: crate::budget::ByteBudget::default(),
         }
     }
 }
@@ -96,11 +100,18 @@ pub struct Delivery {
     /// Set when an authenticated vehicle published to a topic not its own: the message is
     /// stored as this vehicle's `not_authorized` rejection, whatever its topic says.
     refused_publisher: Option<VehicleId>,
+    /// Its room in the in-flight budget, given back when the delivery completes or is dropped.
+    permit: Option<crate::budget::BytePermit>,
 }
 
 impl Delivery {
     pub(crate) fn new(publish: Publish, ticket: Ticket, done: flume::Sender<Ticket>) -> Delivery {
-        Delivery { publish, ticket, done, refused_publisher: None }
+        Delivery { publish, ticket, done, refused_publisher: None, permit: None }
+    }
+
+    /// The delivery holding `permit` (its room in the in-flight budget) until it completes.
+    pub(crate) fn holding(self, permit: crate::budget::BytePermit) -> Delivery {
+        Delivery { permit: Some(permit), ..self }
     }
 
     /// A message `publisher` was not authorized to publish (another vehicle's topic).
@@ -110,7 +121,7 @@ impl Delivery {
         done: flume::Sender<Ticket>,
         publisher: VehicleId,
     ) -> Delivery {
-        Delivery { publish, ticket, done, refused_publisher: Some(publisher) }
+        Delivery { publish, ticket, done, refused_publisher: Some(publisher), permit: None }
     }
 
     /// The vehicle that published a refused message, if this one was refused.
@@ -247,6 +258,8 @@ pub async fn run_source(
     let (done_tx, done) = flume::unbounded::<Ticket>();
     let mut tracker: AckTracker<(Publish, Instant)> = AckTracker::default();
     let mut backlog: VecDeque<Delivery> = VecDeque::new();
+    // Whether the backlog's head waits for room in the in-flight budget (counted once per wait).
+    let mut waiting_for_room = false;
     let mut counters = SourceCounters::default();
     let mut pipeline_gone = false;
     let filters: Vec<String> = config
@@ -273,7 +286,24 @@ pub async fn run_source(
         }
         // Hand deliveries on without ever waiting on the pipeline inside `select!` (a cancelled
         // send would drop its delivery): what does not fit waits in the backlog for the next turn.
-        while let Some(delivery) = backlog.pop_front() {
+        while let Some(mut delivery) = backlog.pop_front() {
+            if delivery.permit.is_none() {
+                match config.budget.try_take(delivery.publish.payload.len()) {
+                    Some(permit) => {
+                        waiting_for_room = false;
+                        delivery.permit = Some(permit);
+                    }
+                    None => {
+                        // The pipeline holds the whole budget: wait for completions.
+                        if !waiting_for_room {
+                            waiting_for_room = true;
+                            crate::metrics::budget_full("in_flight_bytes");
+                        }
+                        backlog.push_front(delivery);
+                        break;
+                    }
+                }
+            }
             match out.try_send(delivery) {
                 Ok(()) => {}
                 Err(flume::TrySendError::Full(delivery)) => {

@@ -385,3 +385,31 @@ async fn a_jump_is_a_stored_rejection_and_a_reopened_trip_counts_its_dropped_poi
     assert_eq!(after.summary.distance_km, offline.distance_km, "the jump stays out of the distance");
     assert_eq!(jumps(store.rejections(Some(&tenant()), None, 100).await.unwrap().items), 1, "stored once");
 }
+
+#[tokio::test]
+async fn a_batch_is_cut_at_its_byte_bound_and_every_message_is_written() {
+    let batches_of = |max_batch_bytes: usize| async move {
+        let (store, dir) = EmbeddedStore::for_test(std::time::Duration::from_secs(3600)).unwrap();
+        let (completed, done) = counter();
+        let config = WorkerConfig { max_batch_bytes, ..WorkerConfig::default() };
+        let (queue, received) = flume::bounded(64);
+        let points = drive_points(9);
+        let messages: Vec<&[Point]> = points.chunks(20).collect();
+        for message in &messages {
+            let telemetry = telemetry("car-9", Some("trip-9"), message.to_vec());
+            queue.send(Work::Telemetry { tenant: tenant(), telemetry, rejections: Vec::new(), done: done() }).unwrap();
+        }
+        drop(queue);
+        Worker::new(Arc::new(engine()), store.clone(), config).run(received).await;
+        assert_eq!(completed.load(Ordering::SeqCst), messages.len(), "every message completed");
+        let trip = store.trip(&tenant(), &TripId::parse("trip-9").unwrap()).await.unwrap().unwrap();
+        assert_eq!(trip.summary.point_count as usize, points.len(), "every point written");
+        // Each batch writes the trip once.
+        let batches = changes(&store).await;
+        drop(dir);
+        (batches, messages.len())
+    };
+    assert_eq!(batches_of(WorkerConfig::default().max_batch_bytes).await.0, 1, "all queued: one batch");
+    let (batches, messages) = batches_of(1).await;
+    assert_eq!(batches, messages, "each message over the bound: a batch each");
+}

@@ -37,8 +37,11 @@ async fn start() -> Running {
 }
 
 async fn start_with(tls: Option<tripline_ingest::tls::ServerTls>) -> Running {
-    let config =
-        EndpointConfig { listen: "127.0.0.1:0".parse().unwrap(), in_flight: 8, tls, ..EndpointConfig::default() };
+    start_configured(EndpointConfig { tls, ..EndpointConfig::default() }).await
+}
+
+async fn start_configured(config: EndpointConfig) -> Running {
+    let config = EndpointConfig { listen: "127.0.0.1:0".parse().unwrap(), in_flight: 8, ..config };
     let (out, deliveries) = flume::bounded(64);
     let (status, _status) = watch::channel(SourceCounters::default());
     let endpoint = Endpoint::start(config, Arc::new(Secrets), out, Duration::from_secs(5), status).await.unwrap();
@@ -313,4 +316,44 @@ async fn over_tls_a_vehicle_connects_with_its_certificate_or_its_password() {
     assert!(!matches!(plain, Ok(Ok(Event::Incoming(Packet::ConnAck(_))))), "{plain:?}");
     running.endpoint.close().await.unwrap();
     let _ = std::fs::remove_dir_all(&out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_not_read_while_the_pipeline_holds_the_whole_byte_budget() {
+    // 8 KiB for everything in flight: two vehicles of 3 KiB messages get two through, then wait.
+    let budget = tripline_ingest::budget::ByteBudget::new(8 * 1024);
+    let running = start_configured(EndpointConfig { budget: budget.clone(), ..EndpointConfig::default() }).await;
+    let (a, mut a_loop) = v4_client(&running, "car-a", "secret-car-a");
+    let (b, mut b_loop) = v4_client(&running, "car-b", "secret-car-b");
+    for n in 0..3 {
+        a.publish("vehicles/car-a/telemetry", QoS::AtLeastOnce, false, vec![n; 3 * 1024]).await.unwrap();
+        b.publish("vehicles/car-b/telemetry", QoS::AtLeastOnce, false, vec![n; 3 * 1024]).await.unwrap();
+    }
+    let polling = tokio::spawn(async move {
+        let acked = tokio::join!(
+            pubacks(&mut a_loop, 3, Duration::from_secs(20)),
+            pubacks(&mut b_loop, 3, Duration::from_secs(20))
+        );
+        (acked.0.len(), acked.1.len())
+    });
+    let first = receive(&running, 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(running.deliveries.is_empty(), "a third message would exceed the budget");
+    assert!(budget.in_flight_bytes() <= 8 * 1024, "{} bytes in flight", budget.in_flight_bytes());
+    // Completions make room: the rest comes, two at a time.
+    let mut received = first.len();
+    let mut batch = first;
+    while received < 6 {
+        for delivery in batch.drain(..) {
+            delivery.complete();
+        }
+        batch = receive(&running, 2.min(6 - received)).await;
+        received += batch.len();
+    }
+    for delivery in batch {
+        delivery.complete();
+    }
+    assert_eq!(polling.await.unwrap(), (3, 3), "every message acknowledged in the end");
+    assert_eq!(budget.in_flight_bytes(), 0, "completed messages give their bytes back");
+    running.endpoint.close().await.unwrap();
 }
