@@ -5,7 +5,7 @@
 //! the same whatever order the points arrived in.
 
 use std::cmp::Ordering;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use tripline_model::Point;
@@ -58,10 +58,19 @@ pub struct TripPoints {
     trimmed: usize,
     /// The first point, once the front was trimmed.
     first: Option<Point>,
-    /// A 64-bit hash of every field of each point dropped from the front: a redelivered point
-    /// is recognised as a duplicate without holding it (8 bytes a point instead of a point).
+    /// A 64-bit hash of every field of each point dropped from the front, the last
+    /// [`MAX_TRIMMED_HASHES`]: a redelivered point is recognised as a duplicate without holding
+    /// it (8 bytes a point instead of a point).
     trimmed_hashes: HashSet<u64, BuildHasherDefault<Prehashed>>,
+    /// The same hashes in the order they were dropped, to forget the oldest.
+    trimmed_order: VecDeque<u64>,
 }
+
+/// Hashes of trimmed points a trip remembers at most (about 256 KiB with the set's overhead):
+/// 4.5 hours at 1 Hz, 27 minutes at 10 Hz. A redelivered point older than that is not known as a
+/// duplicate: it reads as a change before the points held, and the trip is rebuilt from the store
+/// (which de-duplicates it) — correct, only slower, and only for a redelivery that late.
+pub const MAX_TRIMMED_HASHES: usize = 16_384;
 
 /// The hasher of a set of values that are hashes already.
 #[derive(Default)]
@@ -139,7 +148,15 @@ impl TripPoints {
             if let Some(seq) = removed.seq {
                 self.ts_by_seq.remove(&seq);
             }
-            self.trimmed_hashes.insert(full_hash(&removed));
+            let hash = full_hash(&removed);
+            if self.trimmed_hashes.insert(hash) {
+                self.trimmed_order.push_back(hash);
+            }
+        }
+        while self.trimmed_order.len() > MAX_TRIMMED_HASHES {
+            if let Some(oldest) = self.trimmed_order.pop_front() {
+                self.trimmed_hashes.remove(&oldest);
+            }
         }
         self.trimmed += n;
     }
@@ -244,5 +261,20 @@ mod tests {
         assert_eq!(t.insert(p(500, Some(1), 52.0)), Insertion::Changed, "same seq, earlier: preferred");
         assert_eq!(t.len(), 1);
         assert_eq!(t.as_slice()[0].ts_ms, 500);
+    }
+
+    #[test]
+    fn only_the_last_trimmed_points_are_remembered_and_an_older_one_reads_as_a_change() {
+        let mut t = TripPoints::default();
+        let n = MAX_TRIMMED_HASHES as i64 + 100;
+        for i in 0..=n {
+            t.insert(p(i * 1000, Some(i as u64), 51.0));
+        }
+        t.trim_before(&p(n * 1000, Some(n as u64), 51.0));
+        assert_eq!(t.trimmed(), n as usize);
+        assert_eq!(t.trimmed_hashes.len(), MAX_TRIMMED_HASHES);
+        let recent = n - 1;
+        assert_eq!(t.insert(p(recent * 1000, Some(recent as u64), 51.0)), Insertion::Duplicate);
+        assert_eq!(t.insert(p(5_000, Some(5), 51.0)), Insertion::Changed, "forgotten: the trip needs its history");
     }
 }
