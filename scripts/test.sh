@@ -22,6 +22,20 @@ if ! command -v python3 >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null
 fi
 
+# schemathesis (from PyPI), for the API fuzzing test, in a virtual environment of its own.
+SCHEMATHESIS_VERSION=4.32.5
+venv=".services/venv"
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  echo "test.sh: installing schemathesis $SCHEMATHESIS_VERSION into $venv" >&2
+  mkdir -p .services
+  if ! python3 -m venv "$venv" 2>/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+export TRIPLINE_TEST_SCHEMATHESIS="$PWD/$venv/bin/schemathesis"
+
 # Stop at the end only the services this run started.
 already_running=()
 for service in mosquitto cassandra; do
@@ -43,6 +57,8 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 test_log="$(mktemp)"
 cargo test --workspace 2>&1 | tee "$test_log"
+# Coverage-guided fuzzing of the decoder and the trip-file readers, briefly (scripts/fuzz.sh).
+scripts/fuzz.sh 20
 # One closing line for the whole workspace: cargo prints a `test result` per test binary, and the
 # last of them (often a crate without doc tests) says nothing about the run as a whole.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1); if ($i ~ /^ignored/) s += $(i-1) } }

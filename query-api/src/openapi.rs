@@ -7,20 +7,33 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi};
 
-/// Search parameters (`/v1/trips`, `/v1/vehicles/{id}/trips`, `/v1/stats`).
+/// The vehicle filter of `/v1/trips` and `/v1/stats` (`/v1/vehicles/{id}/trips` names it in its
+/// path instead).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct VehicleFilter {
+    /// Only this vehicle's trips.
+    #[param(pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
+    vehicle_id: Option<String>,
+}
+
+/// Search parameters (`/v1/trips`, `/v1/vehicles/{id}/trips`, `/v1/stats`), after
+/// [`VehicleFilter`]. Every value is at most 1,024 bytes; single-valued ones are given once.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct SearchParams {
     /// Free text: every word must occur among the vehicle id, region names and event kinds.
+    #[param(max_length = 1024)]
     q: Option<String>,
-    /// Only this vehicle's trips.
-    vehicle_id: Option<String>,
-    /// RFC 3339: trips overlapping [from, to).
+    /// RFC 3339 with an offset: trips overlapping [from, to); before `to`.
+    #[param(format = DateTime)]
     from: Option<String>,
-    /// RFC 3339: trips overlapping [from, to).
+    /// RFC 3339 with an offset: trips overlapping [from, to); after `from`.
+    #[param(format = DateTime)]
     to: Option<String>,
-    /// `active` or `completed`.
-    status: Option<String>,
+    /// Only trips in this state.
+    #[param(inline)]
+    status: Option<tripline_model::TripStatus>,
     /// Lowest score, inclusive.
     min_score: Option<f64>,
     /// Highest score, inclusive.
@@ -30,16 +43,24 @@ pub(crate) struct SearchParams {
     /// Longest distance, km, inclusive.
     max_distance_km: Option<f64>,
     /// Repeatable: the trip has at least one event of each kind given.
-    event: Option<Vec<String>>,
+    #[param(inline)]
+    event: Option<Vec<tripline_model::EventKind>>,
     /// Repeatable: the trip passed through each region given.
+    #[param(max_length = 1024)]
     region: Option<Vec<String>>,
-    /// `min_lon,min_lat,max_lon,max_lat`: the trip passed through the box (to geohash-cell precision).
+    /// `min_lon,min_lat,max_lon,max_lat` (longitudes in [-180, 180], latitudes in [-90, 90],
+    /// each minimum at most its maximum): the trip passed through the box (to geohash-cell
+    /// precision).
+    #[param(pattern = r"^-?[0-9]+(\.[0-9]+)?(,-?[0-9]+(\.[0-9]+)?){3}$")]
     bbox: Option<String>,
-    /// `start_time`, `-start_time` (default), `score`, `-score`, `distance_km`, `-distance_km`.
+    /// Order of the trips (default `-start_time`, newest first).
+    #[param(pattern = r"^-?(start_time|score|distance_km)$")]
     sort: Option<String>,
-    /// 1 to 1000, default 50.
+    /// Page size, default 50.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page of the same search (opaque).
+    #[param(max_length = 1024)]
     cursor: Option<String>,
 }
 
@@ -47,9 +68,12 @@ pub(crate) struct SearchParams {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct StatsParams {
-    /// `event_kind`, `region`, `vehicle_id` or `day`.
+    /// What a bucket is.
+    #[param(pattern = "^(event_kind|region|vehicle_id|day)$")]
     group_by: String,
-    /// IANA zone of `day` buckets (default UTC); a trip counts on the local day it starts.
+    /// IANA zone of `day` buckets (default UTC), e.g. `Europe/Berlin`; a trip counts on the local
+    /// day it starts.
+    #[param(max_length = 64)]
     tz: Option<String>,
 }
 
@@ -57,9 +81,11 @@ pub(crate) struct StatsParams {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct PageParams {
-    /// 1 to 1000, default 50.
+    /// Page size, default 50.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (opaque).
+    #[param(max_length = 1024)]
     cursor: Option<String>,
 }
 
@@ -118,13 +144,18 @@ mod tests {
         ] {
             assert!(doc["paths"][path]["get"].is_object(), "{path} described");
         }
-        let described: Vec<String> = doc["paths"]["/v1/trips"]["get"]["parameters"]
+        let mut described: Vec<String> = doc["paths"]["/v1/trips"]["get"]["parameters"]
             .as_array()
             .unwrap()
             .iter()
             .map(|p| p["name"].as_str().unwrap().to_owned())
             .collect();
-        assert_eq!(described, crate::params::SEARCH_KEYS, "docs and parser agree");
+        let mut read = crate::params::SEARCH_KEYS.to_vec();
+        described.sort();
+        read.sort_unstable();
+        assert_eq!(described, read, "docs and parser agree");
+        let of_vehicle = doc["paths"]["/v1/vehicles/{vehicle_id}/trips"]["get"]["parameters"].as_array().unwrap();
+        assert_eq!(of_vehicle.iter().filter(|p| p["name"] == "vehicle_id").count(), 1, "only the path's");
         assert!(doc["components"]["schemas"]["TripSummary"].is_object());
         assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
     }

@@ -12,7 +12,7 @@ use tripline_model::{TenantId, TripDetail, TripId, VehicleId};
 use tripline_store::Store;
 
 use crate::error::ApiError;
-use crate::openapi::{PageParams, SearchParams, StatsParams};
+use crate::openapi::{PageParams, SearchParams, StatsParams, VehicleFilter};
 use crate::views::{
     BucketView, ErrorBody, PointView, PointsAnswer, RejectionView, RejectionsAnswer, SearchAnswer, StatsAnswer,
 };
@@ -100,8 +100,8 @@ async fn run_search<S: Store>(
 }
 
 /// Search the tenant's trips.
-#[utoipa::path(get, path = "/v1/trips", params(SearchParams),
-    responses((status = 200, body = SearchAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
+#[utoipa::path(get, path = "/v1/trips", params(VehicleFilter, SearchParams),
+    responses((status = 200, body = SearchAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 414, description = "request line longer than the server reads (64 KiB)"), (status = 429, body = ErrorBody)),
     security(("api_key" = [])))]
 pub(crate) async fn search<S: Store>(
     State(state): Shared<S>,
@@ -114,8 +114,8 @@ pub(crate) async fn search<S: Store>(
 }
 
 /// Aggregations over the trips a search selects.
-#[utoipa::path(get, path = "/v1/stats", params(SearchParams, StatsParams),
-    responses((status = 200, body = StatsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
+#[utoipa::path(get, path = "/v1/stats", params(VehicleFilter, SearchParams, StatsParams),
+    responses((status = 200, body = StatsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 414, description = "request line longer than the server reads (64 KiB)"), (status = 429, body = ErrorBody)),
     security(("api_key" = [])))]
 pub(crate) async fn stats<S: Store>(
     State(state): Shared<S>,
@@ -129,8 +129,8 @@ pub(crate) async fn stats<S: Store>(
 }
 
 /// Search one vehicle's trips (404 for another tenant's vehicle).
-#[utoipa::path(get, path = "/v1/vehicles/{vehicle_id}/trips", params(("vehicle_id" = String, Path), SearchParams),
-    responses((status = 200, body = SearchAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
+#[utoipa::path(get, path = "/v1/vehicles/{vehicle_id}/trips", params(("vehicle_id" = String, Path, pattern = r"^[A-Za-z0-9._:-]{1,64}$"), SearchParams),
+    responses((status = 200, body = SearchAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 414, description = "request line longer than the server reads (64 KiB)"), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("api_key" = [])))]
 pub(crate) async fn vehicle_trips<S: Store>(
     State(state): Shared<S>,
@@ -152,7 +152,7 @@ pub(crate) async fn vehicle_trips<S: Store>(
 
 /// One trip: its summary and every event (404 for another tenant's trip).
 #[utoipa::path(get, path = "/v1/trips/{trip_id}", params(("trip_id" = String, Path)),
-    responses((status = 200, body = TripDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
+    responses((status = 200, body = TripDetail), (status = 401, body = ErrorBody), (status = 414, description = "request line longer than the server reads (64 KiB)"), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("api_key" = [])))]
 pub(crate) async fn trip<S: Store>(
     State(state): Shared<S>,
@@ -167,7 +167,7 @@ pub(crate) async fn trip<S: Store>(
 
 /// A trip's enriched points in time order, a page at a time.
 #[utoipa::path(get, path = "/v1/trips/{trip_id}/points", params(("trip_id" = String, Path), PageParams),
-    responses((status = 200, body = PointsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
+    responses((status = 200, body = PointsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 414, description = "request line longer than the server reads (64 KiB)"), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("api_key" = [])))]
 pub(crate) async fn points<S: Store>(
     State(state): Shared<S>,
@@ -188,7 +188,7 @@ pub(crate) async fn points<S: Store>(
 
 /// The tenant's rejected messages and points, newest first.
 #[utoipa::path(get, path = "/v1/rejections", params(PageParams),
-    responses((status = 200, body = RejectionsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
+    responses((status = 200, body = RejectionsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 414, description = "request line longer than the server reads (64 KiB)"), (status = 429, body = ErrorBody)),
     security(("api_key" = [])))]
 pub(crate) async fn rejections<S: Store>(
     State(state): Shared<S>,

@@ -24,6 +24,9 @@ pub enum Service {
     MqttTls,
     /// The test certificate authority and its certificates: `TRIPLINE_TEST_TLS_DIR`.
     Tls,
+    /// The schemathesis command (from PyPI, installed by `scripts/test.sh`):
+    /// `TRIPLINE_TEST_SCHEMATHESIS`.
+    Schemathesis,
 }
 
 impl Service {
@@ -34,6 +37,7 @@ impl Service {
             Service::MqttAuth => "TRIPLINE_TEST_MQTT_AUTH_URL",
             Service::MqttTls => "TRIPLINE_TEST_MQTT_TLS_URL",
             Service::Tls => "TRIPLINE_TEST_TLS_DIR",
+            Service::Schemathesis => "TRIPLINE_TEST_SCHEMATHESIS",
         }
     }
 

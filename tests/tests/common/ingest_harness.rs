@@ -93,8 +93,13 @@ pub(crate) fn start_roles(dir: &Path, roles: &str) -> Running {
 
 /// Starts `tripline run --roles {roles}` and waits until its stderr says `ready`.
 pub(crate) fn start_roles_until(dir: &Path, roles: &str, ready: &str) -> Running {
+    start_until(dir, &["run", "--roles", roles], ready)
+}
+
+/// Starts `tripline {args}` and waits until its stderr says `ready`.
+pub(crate) fn start_until(dir: &Path, args: &[&str], ready: &str) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tripline"))
-        .args(["run", "--roles", roles])
+        .args(args)
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -111,7 +116,7 @@ pub(crate) fn start_roles_until(dir: &Path, roles: &str, ready: &str) -> Running
     let running = Running { child, stderr };
     let deadline = Instant::now() + Duration::from_secs(60);
     while !running.stderr_contains(ready) {
-        assert!(Instant::now() < deadline, "{roles} not ready: {:?}", running.stderr.lock().unwrap());
+        assert!(Instant::now() < deadline, "{args:?} not ready: {:?}", running.stderr.lock().unwrap());
         std::thread::sleep(Duration::from_millis(50));
     }
     running

@@ -7,6 +7,7 @@
 mod harness;
 
 mod abuse;
+mod api_fuzz;
 mod cli;
 mod e2e;
 mod embedded;
