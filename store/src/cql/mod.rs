@@ -440,7 +440,9 @@ impl ScyllaStore {
     }
 }
 
+/// 32 random bits for a writer id (two processes started in the same millisecond on different
+/// hosts with the same PID still differ); the clock's nanoseconds if the OS has no randomness.
 fn rand_u32() -> u32 {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    nanos ^ std::process::id().rotate_left(16)
+    getrandom::u32()
+        .unwrap_or_else(|_| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0))
 }
