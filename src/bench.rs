@@ -83,7 +83,7 @@ impl Freshness {
 /// The report (`--json` prints it as one object).
 #[derive(Clone, Debug, Default, Serialize)]
 pub(crate) struct BenchReport {
-    pub(crate) store: String,
+    pub(crate) store: StoreKind,
     pub(crate) broker: String,
     pub(crate) vehicles: usize,
     pub(crate) messages: usize,
@@ -1022,10 +1022,7 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     if url.is_some() {
         forget_session(&host, port, &format!("{prefix}-ingest")).await;
     }
-    report.store = match options.store {
-        StoreKind::Embedded => "embedded".to_owned(),
-        StoreKind::Scylla => "scylla".to_owned(),
-    };
+    report.store = options.store;
     report.broker = broker;
     report.vehicles = options.vehicles;
     report.messages = total_messages;

@@ -214,13 +214,23 @@ impl Default for IngestConfig {
 }
 
 /// Which write store to use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum StoreKind {
     /// The embedded LSM store under `data_dir`.
+    #[default]
     Embedded,
     /// ScyllaDB (or Cassandra) at `[scylla] nodes`.
     Scylla,
+}
+
+impl std::fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreKind::Embedded => "embedded",
+            StoreKind::Scylla => "scylla",
+        })
+    }
 }
 
 /// The whole configuration.

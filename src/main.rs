@@ -56,8 +56,8 @@ enum Command {
     /// indexer and the query API, all by default.
     Run {
         /// Roles to run, comma-separated: ingest, indexer, api.
-        #[arg(long, value_delimiter = ',', default_value = "ingest,indexer,api")]
-        roles: Vec<String>,
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "ingest,indexer,api")]
+        roles: Vec<run::Role>,
         /// Also create a demo tenant, print its API key and a `curl` to try, and replay the
         /// bundled fixture trips into this process (once per data directory).
         #[arg(long)]
@@ -115,8 +115,8 @@ enum Command {
         seed: u64,
         /// Store to measure: embedded (in a temporary folder) or scylla (`[scylla]` of the
         /// configuration).
-        #[arg(long, default_value = "embedded", value_parser = ["embedded", "scylla"])]
-        store: String,
+        #[arg(long, value_enum, default_value = "embedded")]
+        store: config::StoreKind,
         /// An external broker, `mqtt://host:port` (default: `[mqtt] url`, else the embedded one).
         #[arg(long, value_name = "URL")]
         url: Option<String>,
@@ -262,7 +262,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 rate: rate.0,
                 probe_seconds,
                 seed,
-                store: if store == "scylla" { config::StoreKind::Scylla } else { config::StoreKind::Embedded },
+                store,
                 url,
                 json,
                 idle_vehicles: idle_vehicles as usize,

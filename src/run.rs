@@ -71,24 +71,40 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// The roles `tripline run` knows.
-const ROLES: &[&str] = &["ingest", "indexer", "api"];
+/// A role of `tripline run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Role {
+    /// MQTT in, enrichment, durable writes, acknowledgements.
+    Ingest,
+    /// The change feed into the search index.
+    Indexer,
+    /// The query API over the index and the store.
+    Api,
+}
+
+/// The roles one process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Roles {
+    ingest: bool,
+    indexer: bool,
+    api: bool,
+}
+
+impl Roles {
+    fn of(chosen: &[Role]) -> Result<Roles, Failure> {
+        if chosen.is_empty() {
+            return Err(Failure::Usage("no role given; roles are ingest, indexer, api".to_owned()));
+        }
+        Ok(Roles {
+            ingest: chosen.contains(&Role::Ingest),
+            indexer: chosen.contains(&Role::Indexer),
+            api: chosen.contains(&Role::Api),
+        })
+    }
+}
+
 /// How often an API without an indexer in its process looks for new index commits.
 const INDEX_RELOAD: Duration = Duration::from_millis(100);
-
-fn check_roles(roles: &[String]) -> Result<Vec<&'static str>, Failure> {
-    let mut chosen = Vec::new();
-    for role in roles {
-        match ROLES.iter().find(|r| **r == role.trim()) {
-            Some(r) => chosen.push(*r),
-            None => return Err(Failure::Usage(format!("unknown role {role:?}; roles are {}", ROLES.join(", ")))),
-        }
-    }
-    if chosen.is_empty() {
-        return Err(Failure::Usage(format!("no role given; roles are {}", ROLES.join(", "))));
-    }
-    Ok(chosen)
-}
 
 /// Opens the configured write store.
 pub(crate) async fn open_store(config: &Config) -> Result<AnyStore, Failure> {
@@ -112,9 +128,9 @@ pub(crate) async fn open_store(config: &Config) -> Result<AnyStore, Failure> {
     })
 }
 
-pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: bool) -> Result<(), Failure> {
-    let roles = check_roles(roles)?;
-    if demo && !(roles.contains(&"ingest") && roles.contains(&"api")) {
+pub(crate) fn run(config: &Config, roles: &[Role], engine: Enricher, demo: bool) -> Result<(), Failure> {
+    let roles = Roles::of(roles)?;
+    if demo && !(roles.ingest && roles.api) {
         return Err(Failure::Usage("--demo needs the ingest and api roles".to_owned()));
     }
     let external = config.mqtt.url.as_deref().map(mqtt_endpoint).transpose()?;
@@ -135,18 +151,15 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
         let index_failure =
             |e: tripline_index::IndexError| Failure::Runtime(anyhow::anyhow!("index in {}: {e}", index_dir.display()));
         let home = IndexHome::open(&index_dir).map_err(index_failure)?;
-        let index = if roles.contains(&"indexer") || roles.contains(&"api") {
-            Some(LiveIndex::open(home.clone()).map_err(index_failure)?)
-        } else {
-            None
-        };
+        let index =
+            if roles.indexer || roles.api { Some(LiveIndex::open(home.clone()).map_err(index_failure)?) } else { None };
         // Ingest's health: why it cannot work (a task ended, the broker gone too long), and its
         // connection; `/readyz` answers 503 with the reason, and a failure stops the process.
         let (health_tx, health) = watch::channel(None::<String>);
         let (ingest_status_tx, ingest_status) = watch::channel(SourceCounters::default());
         let mut routes = crate::ops::routes(metrics);
         let mut key_cache = None;
-        if let (true, Some(index)) = (roles.contains(&"api"), &index) {
+        if let (true, Some(index)) = (roles.api, &index) {
             let limits = ApiConfig {
                 rate_per_s: config.http.rate_per_s,
                 burst: config.http.burst,
@@ -154,7 +167,7 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
                 failed_auth_burst: config.http.failed_auth_burst,
             };
             let mut state = ApiState::with_config(store.clone(), index.clone(), limits);
-            if roles.contains(&"ingest") {
+            if roles.ingest {
                 let (health, status) = (health.clone(), ingest_status.clone());
                 state = state.with_readiness(Arc::new(move || {
                     health
@@ -165,7 +178,7 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
             }
             key_cache = Some(state.key_cache());
             routes = routes.merge(tripline_query_api::router(state));
-            if !roles.contains(&"indexer") {
+            if !roles.indexer {
                 // Another process writes the index: pick up its commits, and its generation
                 // after a rebuild.
                 let index = index.clone();
@@ -191,15 +204,15 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
             crate::admin::AdminFile { http: admin_http.to_string(), token: admin_token, pid: std::process::id() };
         let _published = crate::admin::publish(&config.data_dir, &admin_file)?;
         eprintln!("tripline: health and metrics on http://{http}/healthz and http://{http}/metrics");
-        if roles.contains(&"api") {
+        if roles.api {
             eprintln!("tripline: query API on http://{http}/v1/trips");
         }
-        if roles.contains(&"ingest") && roles.contains(&"indexer") {
+        if roles.ingest && roles.indexer {
             // The indexer takes trips as ingest just wrote them instead of reading them back.
             store.keep_written();
         }
         let mut ingest = None;
-        if roles.contains(&"ingest") {
+        if roles.ingest {
             ingest = Some(start_ingest(config, &store, engine, external.clone(), ingest_status_tx, health_tx).await?);
         }
         if let (Some(demo), Some(ingest)) = (demo, &ingest) {
@@ -211,7 +224,7 @@ pub(crate) fn run(config: &Config, roles: &[String], engine: Enricher, demo: boo
             crate::demo::start(demo, http, broker, ingest.status.clone());
         }
         let mut indexer = None;
-        if let (true, Some(index)) = (roles.contains(&"indexer"), index) {
+        if let (true, Some(index)) = (roles.indexer, index) {
             let dir = &index_dir;
             let (stop, stopped) = watch::channel(false);
             let (status, _) = watch::channel(IndexerCounters::default());
@@ -468,10 +481,7 @@ async fn start_ingest(
     eprintln!(
         "tripline: ingest from {} ({workers} workers) into the {} store; Ctrl-C or SIGTERM stops gracefully",
         config.mqtt.url.as_deref().unwrap_or("the embedded endpoint"),
-        match config.store {
-            StoreKind::Embedded => "embedded",
-            StoreKind::Scylla => "scylla",
-        }
+        config.store
     );
     Ok(Ingest { endpoint, shutdown: shutdown_tx, stopping: stopping_tx, status, intake, workers: worker_tasks, source })
 }

@@ -29,7 +29,7 @@ use std::future::Future;
 
 pub use any::AnyStore;
 pub use chunk::{DerivedPrecision, MAX_CHUNK_POINTS, MAX_CHUNK_SPAN_MS};
-pub use cql::{SCHEMA_VERSION, ScyllaConfig, ScyllaStore};
+pub use cql::{CqlConsistency, SCHEMA_VERSION, ScyllaConfig, ScyllaStore};
 pub use embedded::{EmbeddedConfig, EmbeddedStore, TempDir};
 pub use records::{
     Change, ChangeBatch, Checkpoint, DAY_MS, Derived, MAX_KEPT_PAYLOAD, MAX_POINT_RANGE_DAYS, Page, PointKey,

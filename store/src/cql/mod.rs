@@ -100,8 +100,8 @@ pub struct ScyllaConfig {
     /// top-level `retention_days`, not from the `[scylla]` section.
     #[serde(skip)]
     pub retention_s: u64,
-    /// Consistency of reads and writes: `one`, `local_quorum` or `quorum`.
-    pub consistency: String,
+    /// Consistency of reads and writes.
+    pub consistency: CqlConsistency,
     /// Per-request timeout, milliseconds.
     pub request_timeout_ms: u64,
     /// How long a request is retried before the store is reported unavailable, milliseconds.
@@ -151,7 +151,7 @@ impl Default for ScyllaConfig {
             replication_factor: 1,
             datacenter: None,
             retention_s: u64::from(DEFAULT_RETENTION_DAYS) * 86_400,
-            consistency: "local_quorum".to_owned(),
+            consistency: CqlConsistency::LocalQuorum,
             request_timeout_ms: 5_000,
             retry_budget_ms: 30_000,
             username: None,
@@ -291,20 +291,37 @@ impl std::fmt::Debug for ScyllaStore {
     }
 }
 
-fn consistency(name: &str) -> StoreResult<Consistency> {
-    match name {
-        "one" => Ok(Consistency::One),
-        "local_quorum" => Ok(Consistency::LocalQuorum),
-        "quorum" => Ok(Consistency::Quorum),
-        "local_one" => Ok(Consistency::LocalOne),
-        "all" => Ok(Consistency::All),
-        other => Err(StoreError::Refused { detail: format!("unknown consistency {other:?}") }),
+/// The consistency levels a configuration may name (`[scylla] consistency`), in CQL's words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CqlConsistency {
+    /// One replica.
+    One,
+    /// One replica in the local data center.
+    LocalOne,
+    /// A majority of the replicas.
+    Quorum,
+    /// A majority of the replicas in the local data center (the default).
+    LocalQuorum,
+    /// Every replica.
+    All,
+}
+
+impl From<CqlConsistency> for Consistency {
+    fn from(level: CqlConsistency) -> Consistency {
+        match level {
+            CqlConsistency::One => Consistency::One,
+            CqlConsistency::LocalOne => Consistency::LocalOne,
+            CqlConsistency::Quorum => Consistency::Quorum,
+            CqlConsistency::LocalQuorum => Consistency::LocalQuorum,
+            CqlConsistency::All => Consistency::All,
+        }
     }
 }
 
 async fn connect(config: &ScyllaConfig) -> StoreResult<Session> {
     let profile = ExecutionProfile::builder()
-        .consistency(consistency(&config.consistency)?)
+        .consistency(config.consistency.into())
         .request_timeout(Some(Duration::from_millis(config.request_timeout_ms)))
         .build();
     let credentials = config.credentials()?;
