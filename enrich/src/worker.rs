@@ -20,7 +20,9 @@ use tripline_model::time::now_ms;
 use tripline_model::{
     DroppedPoints, Point, RejectReason, Telemetry, TenantId, TripId, TripMarker, TripStatus, VehicleId, point_key,
 };
-use tripline_store::{DAY_MS, Derived, MAX_POINT_RANGE_DAYS, Rejection, Store, StoredPoint, TripRecord, WriteSet};
+use tripline_store::{
+    DAY_MS, Derived, MAX_POINT_RANGE_DAYS, Rejection, Store, StoredPoint, TripKey, TripRecord, WriteSet,
+};
 
 use crate::cut::auto_trip_id;
 use crate::{Enricher, TripEngine};
@@ -514,7 +516,7 @@ impl<S: Store> Worker<S> {
         }
         for (vehicle, old, new) in renames {
             if let Some(mut live) = self.trips.remove(&(vehicle.clone(), old.clone())) {
-                writes.deletes.push((live.tenant.clone(), vehicle.clone(), old.clone()));
+                writes.deletes.push(TripKey::new(&live.tenant, &vehicle, &old));
                 live.engine.rename(new.clone());
                 live.rewrite_all = true;
                 live.dirty = true;

@@ -477,7 +477,7 @@ async fn read_trips<S: TripStore>(store: &S, trips: &BTreeMap<TripKey, Source>) 
             Source::Several => None,
         };
         match written {
-            Some(trip) => kept.push((key.clone(), trip)),
+            Some(trip) => kept.push((key.clone(), trip.into_record())),
             None => unread.push(key.clone()),
         }
     }
@@ -485,7 +485,7 @@ async fn read_trips<S: TripStore>(store: &S, trips: &BTreeMap<TripKey, Source>) 
     let reads = unread.len() as u64;
     let read = futures::stream::iter(unread)
         .map(|key: TripKey| async move {
-            let trip = store.trip_of_vehicle(&key.0, &key.1, &key.2).await?;
+            let trip = store.trip_of_vehicle(&key.tenant, &key.vehicle_id, &key.trip_id).await?;
             Ok((key, trip))
         })
         .buffer_unordered(CONCURRENT_READS)
@@ -503,7 +503,7 @@ async fn read_trips<S: TripStore>(store: &S, trips: &BTreeMap<TripKey, Source>) 
 /// has it. Returns (upserts, deletes).
 fn apply(index: &TripIndex, writer: &IndexWriter, trips: Vec<(TripKey, Option<TripRecord>)>) -> (u64, u64) {
     let (mut upserts, mut deletes) = (0, 0);
-    for ((tenant, vehicle, trip_id), read) in trips {
+    for (TripKey { tenant, vehicle_id: vehicle, trip_id }, read) in trips {
         match read {
             Some(trip) => match index.upsert(writer, &trip) {
                 Ok(()) => upserts += 1,

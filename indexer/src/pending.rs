@@ -252,7 +252,7 @@ mod tests {
     }
 
     fn source(cut: &Cut, trip: &str) -> Source {
-        cut.trips.iter().find(|((_, _, t), _)| t.as_str() == trip).map(|(_, s)| s.clone()).unwrap()
+        cut.trips.iter().find(|(k, _)| k.trip_id.as_str() == trip).map(|(_, s)| s.clone()).unwrap()
     }
 
     fn writer(writer: &str, seq: u64) -> Source {
@@ -264,7 +264,7 @@ mod tests {
     }
 
     fn ids(cut: &Cut) -> Vec<String> {
-        cut.trips.keys().map(|(_, _, t)| t.to_string()).collect()
+        cut.trips.keys().map(|k| k.trip_id.to_string()).collect()
     }
 
     #[test]

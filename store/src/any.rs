@@ -2,7 +2,7 @@
 
 use tripline_model::{TenantId, TripId, VehicleId};
 
-use crate::records::{ChangeBatch, Checkpoint, Page, Rejection, StoredPoint, TripKey, TripRecord};
+use crate::records::{ChangeBatch, Checkpoint, KeptWrite, Page, Rejection, StoredPoint, TripKey, TripRecord};
 use crate::{
     BatchWrite, ChangeFeed, EmbeddedStore, PointStore, Registry, RejectionStore, ScyllaStore, StoreResult, TripStore,
     WriteSet,
@@ -116,7 +116,7 @@ impl TripStore for AnyStore {
     fn keep_written(&self) {
         delegate!(sync self, s => s.keep_written())
     }
-    fn take_written(&self, key: &TripKey, writer: &str, seq: u64) -> Option<Option<TripRecord>> {
+    fn take_written(&self, key: &TripKey, writer: &str, seq: u64) -> Option<KeptWrite> {
         delegate!(sync self, s => s.take_written(key, writer, seq))
     }
 }

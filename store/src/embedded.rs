@@ -25,7 +25,7 @@ use crate::codec::{
     encode_postcard, encode_trip_value, hex, parse_rejection_cursor, point_bound, push_i64, push_text, read_i64,
     rejection_cursor, trip_value_expiry, unhex,
 };
-use crate::records::{Change, ChangeBatch, Checkpoint, Page, Rejection, StoredPoint, TripKey, TripRecord};
+use crate::records::{Change, ChangeBatch, Checkpoint, KeptWrite, Page, Rejection, StoredPoint, TripKey, TripRecord};
 use crate::written::Written;
 use crate::{
     BatchWrite, ChangeFeed, DEFAULT_RETENTION_DAYS, PointStore, Registry, RejectionStore, StoreError, StoreResult,
@@ -661,8 +661,8 @@ impl TripStore for EmbeddedStore {
         self.inner.written.enable();
     }
 
-    fn take_written(&self, key: &TripKey, writer: &str, seq: u64) -> Option<Option<TripRecord>> {
-        self.inner.written.take(key, writer, seq)
+    fn take_written(&self, key: &TripKey, writer: &str, seq: u64) -> Option<KeptWrite> {
+        self.inner.written.take(key, writer, seq).map(KeptWrite::from)
     }
 }
 
@@ -737,7 +737,7 @@ impl BatchWrite for EmbeddedStore {
         let points = chunk_entries(&set.points, false, expires)?;
         let trips = trip_rows(&set.trips, expires)?;
         let mut deletes = Vec::with_capacity(set.deletes.len());
-        for (tenant, vehicle, trip_id) in &set.deletes {
+        for TripKey { tenant, vehicle_id: vehicle, trip_id } in &set.deletes {
             let change = Change::of(tenant, vehicle, trip_id);
             deletes
                 .push((trip_key(tenant.as_str(), trip_id.as_str(), vehicle.as_str()), encode_json(&change, "feed")?));

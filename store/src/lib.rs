@@ -32,8 +32,8 @@ pub use chunk::{DerivedPrecision, MAX_CHUNK_POINTS, MAX_CHUNK_SPAN_MS};
 pub use cql::{CqlConsistency, SCHEMA_VERSION, ScyllaConfig, ScyllaStore};
 pub use embedded::{EmbeddedConfig, EmbeddedStore, TempDir};
 pub use records::{
-    Change, ChangeBatch, Checkpoint, DAY_MS, Derived, MAX_KEPT_PAYLOAD, MAX_POINT_RANGE_DAYS, Page, PointKey,
-    Rejection, StoredPoint, TripKey, TripRecord, day_of,
+    Change, ChangeBatch, Checkpoint, DAY_MS, Derived, KeptWrite, MAX_KEPT_PAYLOAD, MAX_POINT_RANGE_DAYS, Page,
+    PointKey, Rejection, StoredPoint, TripKey, TripRecord, day_of,
 };
 pub use retry::RetryPolicy;
 use tripline_model::{TenantId, TripId, VehicleId};
@@ -215,11 +215,11 @@ pub trait TripStore {
     /// [`TripStore::take_written`]: for an indexer in the same process. A backend that cannot
     /// keep them ignores it.
     fn keep_written(&self) {}
-    /// The trip as this process last wrote it (`Some(None)`: deleted), when `writer` is this
+    /// The trip as this process last wrote it (written or deleted), when `writer` is this
     /// process's and that write is the one of the change-feed entry `seq` or a later one, not
     /// older than [`WRITTEN_MAX_AGE`]. The entry's own write is handed out once; a later one
     /// stays for its own entry. `None`: read the trip from the store.
-    fn take_written(&self, _key: &TripKey, _writer: &str, _seq: u64) -> Option<Option<TripRecord>> {
+    fn take_written(&self, _key: &TripKey, _writer: &str, _seq: u64) -> Option<KeptWrite> {
         None
     }
 }
@@ -264,8 +264,8 @@ pub struct WriteSet {
     pub points: Vec<StoredPoint>,
     /// Rejected messages and points.
     pub rejections: Vec<Rejection>,
-    /// Trips to remove (an automatically cut trip whose id changed): tenant, vehicle, trip.
-    pub deletes: Vec<(TenantId, VehicleId, TripId)>,
+    /// Trips to remove (an automatically cut trip whose id changed).
+    pub deletes: Vec<TripKey>,
     /// Trips to write, each announced on the change feed.
     pub trips: Vec<TripRecord>,
 }

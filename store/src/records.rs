@@ -99,6 +99,31 @@ pub struct TripRecord {
     pub dropped: tripline_model::DroppedPoints,
 }
 
+/// A trip as this process last wrote it ([`crate::TripStore::take_written`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum KeptWrite {
+    /// Written: the record.
+    Written(Box<TripRecord>),
+    /// Deleted (an automatically cut trip renamed).
+    Deleted,
+}
+
+impl KeptWrite {
+    /// The trip as it now is in the store: `None` when deleted.
+    pub fn into_record(self) -> Option<TripRecord> {
+        match self {
+            KeptWrite::Written(record) => Some(*record),
+            KeptWrite::Deleted => None,
+        }
+    }
+}
+
+impl From<Option<TripRecord>> for KeptWrite {
+    fn from(record: Option<TripRecord>) -> Self {
+        record.map_or(KeptWrite::Deleted, |record| KeptWrite::Written(Box::new(record)))
+    }
+}
+
 /// A rejected message or point, kept with its raw bytes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rejection {
@@ -192,8 +217,28 @@ impl Rejection {
     }
 }
 
-/// A trip's full identity: tenant, vehicle, trip.
-pub type TripKey = (TenantId, VehicleId, TripId);
+/// A trip's full identity: tenant, vehicle, trip (ordered in that order).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TripKey {
+    /// The tenant owning the vehicle.
+    pub tenant: TenantId,
+    /// The vehicle.
+    pub vehicle_id: VehicleId,
+    /// The trip.
+    pub trip_id: TripId,
+}
+
+impl TripKey {
+    /// The key of `trip_id` of `vehicle_id` of `tenant`.
+    pub fn new(tenant: &TenantId, vehicle_id: &VehicleId, trip_id: &TripId) -> TripKey {
+        TripKey { tenant: tenant.clone(), vehicle_id: vehicle_id.clone(), trip_id: trip_id.clone() }
+    }
+
+    /// The key of a stored trip.
+    pub fn of(record: &TripRecord) -> TripKey {
+        TripKey::new(&record.tenant, &record.summary.vehicle_id, &record.summary.trip_id)
+    }
+}
 
 /// "This trip changed": an entry of the change feed the indexer follows.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,7 +272,7 @@ impl Change {
 
     /// The trip it names.
     pub fn key(&self) -> TripKey {
-        (self.tenant.clone(), self.vehicle_id.clone(), self.trip_id.clone())
+        TripKey::new(&self.tenant, &self.vehicle_id, &self.trip_id)
     }
 }
 

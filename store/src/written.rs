@@ -53,9 +53,7 @@ impl Written<TripRecord> {
             return Vec::new();
         }
         let deleted = deletes.iter().map(|key| (key.clone(), None));
-        let written = trips
-            .iter()
-            .map(|t| ((t.tenant.clone(), t.summary.vehicle_id.clone(), t.summary.trip_id.clone()), Some(t.clone())));
+        let written = trips.iter().map(|t| (TripKey::of(t), Some(t.clone())));
         deleted.chain(written).collect()
     }
 }
@@ -144,7 +142,7 @@ mod tests {
     use super::*;
 
     fn key(trip: &str) -> TripKey {
-        (TenantId::parse("t").unwrap(), VehicleId::parse("v").unwrap(), TripId::parse(trip).unwrap())
+        TripKey::new(&TenantId::parse("t").unwrap(), &VehicleId::parse("v").unwrap(), &TripId::parse(trip).unwrap())
     }
 
     fn kept() -> Written<&'static str> {

@@ -1,6 +1,7 @@
 //! Trip rows on ScyllaDB, each write announced on the change feed; a write set in its order.
 
 use super::*;
+use crate::records::KeptWrite;
 
 /// A trip row's `record` (JSON, schema 1) and `data` (binary, [`crate::trip_encoding`]).
 type TripColumns = (Option<String>, Option<Vec<u8>>);
@@ -111,8 +112,8 @@ impl TripStore for ScyllaStore {
         feed.keep_from_now();
     }
 
-    fn take_written(&self, key: &TripKey, writer: &str, seq: u64) -> Option<Option<TripRecord>> {
-        self.inner.written.take(key, writer, seq)
+    fn take_written(&self, key: &TripKey, writer: &str, seq: u64) -> Option<KeptWrite> {
+        self.inner.written.take(key, writer, seq).map(KeptWrite::from)
     }
 }
 
@@ -122,7 +123,7 @@ impl BatchWrite for ScyllaStore {
     async fn write_batch(&self, set: &WriteSet) -> StoreResult<()> {
         self.write_points(&set.points).await?;
         self.append_rejections(&set.rejections).await?;
-        for (tenant, vehicle, trip_id) in &set.deletes {
+        for TripKey { tenant, vehicle_id: vehicle, trip_id } in &set.deletes {
             self.delete_trip(tenant, vehicle, trip_id).await?;
         }
         self.upsert_trips(&set.trips).await

@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tripline_model::{EventCounts, Place, Point, RejectReason, TenantId, TripId, TripStatus, TripSummary, VehicleId};
-use tripline_store::{Change, Checkpoint, Derived, Rejection, Store, StoreError, StoredPoint, TripRecord, WriteSet};
+use tripline_store::{
+    Change, Checkpoint, Derived, KeptWrite, Rejection, Store, StoreError, StoredPoint, TripKey, TripRecord, WriteSet,
+};
 
 /// 2026-11-24T23:59:00Z: a minute before midnight, so trips cross a day boundary.
 const T0: i64 = 1_795_564_740_000;
@@ -431,7 +433,7 @@ pub(crate) async fn a_write_set_lands_whole_with_its_trips_announced<S: Store>(s
     let set = WriteSet {
         points: (0..5).map(|i| point("car-w", "w1", i, Some(i as u64))).collect(),
         rejections: vec![rejection(Some("acme"), 7, 1_000)],
-        deletes: vec![(tenant("acme"), vehicle("car-w"), trip_id("old"))],
+        deletes: vec![TripKey::new(&tenant("acme"), &vehicle("car-w"), &trip_id("old"))],
         trips: vec![trip("acme", "car-w", "w1", 0, 4)],
     };
     store.write_batch(&set).await.unwrap();
@@ -467,7 +469,7 @@ pub(crate) async fn written_trips_are_handed_over_once_for_their_own_entry<S: St
     let second = trip("acme", "car-k", "k1", 0, 4);
     store.upsert_trips(std::slice::from_ref(&second)).await.unwrap();
     let set = WriteSet {
-        deletes: vec![(tenant("acme"), vehicle("car-k"), trip_id("k0"))],
+        deletes: vec![TripKey::new(&tenant("acme"), &vehicle("car-k"), &trip_id("k0"))],
         trips: vec![trip("acme", "car-k", "k2", 5, 6)],
         ..WriteSet::default()
     };
@@ -478,17 +480,20 @@ pub(crate) async fn written_trips_are_handed_over_once_for_their_own_entry<S: St
     let (k1, k0, k2) = (&changes[0], &changes[1], &changes[2]);
     assert!(k1.seq < k0.seq && k0.seq < k2.seq, "in write order");
     assert_eq!(store.take_written(&k1.key(), "another-writer", k1.seq), None);
-    let later = Some(Some(second));
+    let later = Some(KeptWrite::Written(Box::new(second)));
     assert_eq!(store.take_written(&k1.key(), &k1.writer, before[0].seq), later, "an older entry: the later write");
     assert_eq!(store.take_written(&k1.key(), &k1.writer, k1.seq), later, "its own entry");
     assert_eq!(store.take_written(&k1.key(), &k1.writer, k1.seq), None, "handed over once");
-    assert_eq!(store.take_written(&k0.key(), &k0.writer, k0.seq), Some(None), "a deletion");
-    assert_eq!(store.take_written(&k2.key(), &k2.writer, k2.seq), Some(Some(set.trips[0].clone())));
+    assert_eq!(store.take_written(&k0.key(), &k0.writer, k0.seq), Some(KeptWrite::Deleted), "a deletion");
+    assert_eq!(
+        store.take_written(&k2.key(), &k2.writer, k2.seq),
+        Some(KeptWrite::Written(Box::new(set.trips[0].clone())))
+    );
 
     store.delete_trip(&tenant("acme"), &vehicle("car-k"), &trip_id("k2")).await.unwrap();
     let (deleted, _) = entries(store, &start).await;
     let last = deleted.last().unwrap();
-    assert_eq!(store.take_written(&last.key(), &last.writer, last.seq), Some(None));
+    assert_eq!(store.take_written(&last.key(), &last.writer, last.seq), Some(KeptWrite::Deleted));
 }
 
 pub(crate) async fn redelivered_points_in_other_chunks_read_back_once<S: Store>(store: &S) {
