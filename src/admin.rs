@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -43,7 +44,7 @@ fn admin_path(data_dir: &Path) -> PathBuf {
 /// A random token: 32 bytes in hex.
 pub(crate) fn random_hex() -> Result<String, Failure> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| Failure::Runtime(anyhow::anyhow!("no randomness: {e}")))?;
+    getrandom::fill(&mut bytes).context("no randomness")?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -73,7 +74,7 @@ pub(crate) fn publish(data_dir: &Path, file: &AdminFile) -> Result<Published, Fa
     let text = serde_json::to_string_pretty(file).map_err(|e| Failure::Runtime(e.into()))?;
     crate::config::private_dir(data_dir)
         .and_then(|()| crate::config::write_private(&path, text.as_bytes()))
-        .map_err(|e| Failure::Runtime(anyhow::anyhow!("writing {}: {e}", path.display())))?;
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(Published { path, token: file.token.clone() })
 }
 

@@ -20,6 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde::Serialize;
 use tripline_enrich::sim::{Device, Rng, Start, everyday_legs, simulate};
@@ -362,7 +363,7 @@ fn start_child(dir: &Path) -> Result<RunningChild, Failure> {
         .stderr(Stdio::piped())
         .env("TRIPLINE_LOG", "warn,tripline=info,tantivy::indexer::segment_manager=error")
         .spawn()
-        .map_err(|e| Failure::Runtime(anyhow::anyhow!("starting tripline run: {e}")))?;
+        .context("starting tripline run")?;
     let pipe = child.stderr.take().ok_or_else(|| Failure::Runtime(anyhow::anyhow!("no stderr")))?;
     let (tx, rx) = std::sync::mpsc::channel::<(Option<String>, bool)>();
     std::thread::spawn(move || {
@@ -745,7 +746,7 @@ fn poll_probe(http: &str, key: &str, vehicle: &VehicleId, trip: &TripId, sent: I
 fn temp_dir() -> Result<PathBuf, Failure> {
     let dir =
         std::env::temp_dir().join(format!("tripline-bench-{}-{}", std::process::id(), tripline_model::time::now_ms()));
-    std::fs::create_dir_all(&dir).map_err(|e| Failure::Runtime(anyhow::anyhow!("{}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
     Ok(dir)
 }
 
@@ -845,9 +846,7 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
             // The whole section, credentials included.
             let section = toml::to_string(&scylla).map_err(|e| Failure::Runtime(e.into()))?;
             toml.push_str(&format!("store = \"scylla\"\n[scylla]\n{section}"));
-            tripline_store::ScyllaStore::apply_schema(&scylla)
-                .await
-                .map_err(|e| Failure::Runtime(anyhow::anyhow!("scylla: {e}")))?;
+            tripline_store::ScyllaStore::apply_schema(&scylla).await.context("scylla")?;
             let mut c = config.clone();
             c.store = StoreKind::Scylla;
             c
@@ -935,9 +934,7 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
         StoreKind::Embedded => ceiling_config.data_dir = dir.join("ceiling-data"),
         StoreKind::Scylla => {
             ceiling_config.scylla.keyspace = ceiling_keyspace(&store_config.scylla.keyspace);
-            tripline_store::ScyllaStore::apply_schema(&ceiling_config.scylla())
-                .await
-                .map_err(|e| Failure::Runtime(anyhow::anyhow!("scylla ceiling: {e}")))?;
+            tripline_store::ScyllaStore::apply_schema(&ceiling_config.scylla()).await.context("scylla ceiling")?;
         }
     }
     let ceiling_store = crate::run::open_store(&ceiling_config).await?;
@@ -947,9 +944,9 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
         StoreKind::Embedded => {
             let _ = std::fs::remove_dir_all(&ceiling_config.data_dir);
         }
-        StoreKind::Scylla => tripline_store::ScyllaStore::drop_keyspace(&ceiling_config.scylla())
-            .await
-            .map_err(|e| Failure::Runtime(anyhow::anyhow!("scylla ceiling: {e}")))?,
+        StoreKind::Scylla => {
+            tripline_store::ScyllaStore::drop_keyspace(&ceiling_config.scylla()).await.context("scylla ceiling")?
+        }
     }
     eprintln!("tripline bench: store ceiling {ceiling_rate:.0} points/s ({total_points} points)");
     drop(store);

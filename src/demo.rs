@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use anyhow::Context;
 use tripline_model::tripfile::{TripFileFormat, parse_trip_file};
 use tripline_model::{TenantId, VehicleId};
 use tripline_store::{AnyStore, Registry, StoreError};
@@ -38,8 +39,7 @@ fn fixture_records() -> Result<Vec<tripline_model::tripfile::FileRecord>, Failur
     for (source, (name, text)) in FIXTURES.iter().enumerate() {
         let format = TripFileFormat::from_path(Path::new(name))
             .ok_or_else(|| Failure::Runtime(anyhow::anyhow!("fixture {name}: unknown type")))?;
-        let parsed = parse_trip_file(format, text, Some(&gpx_vehicle))
-            .map_err(|e| Failure::Runtime(anyhow::anyhow!("fixture {name}: {e}")))?;
+        let parsed = parse_trip_file(format, text, Some(&gpx_vehicle)).with_context(|| format!("fixture {name}"))?;
         records.extend(parsed.records.into_iter().map(|mut r| {
             r.source = source;
             r
@@ -130,7 +130,8 @@ type IngestStatus = tokio::sync::watch::Receiver<tripline_ingest::source::Source
 
 fn write_private(path: &Path, text: &str) -> Result<(), Failure> {
     crate::config::write_private(path, format!("{text}\n").as_bytes())
-        .map_err(|e| Failure::Runtime(anyhow::anyhow!("writing {}: {e}", path.display())))
+        .with_context(|| format!("writing {}", path.display()))
+        .map_err(Failure::from)
 }
 
 /// What the demo prints: the key and a request to paste.

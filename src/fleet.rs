@@ -9,6 +9,7 @@
 
 use std::path::Path;
 
+use anyhow::Context;
 use tripline_model::{TenantId, VehicleId};
 use tripline_store::{AnyStore, Registry, StoreError, StoreResult};
 
@@ -177,9 +178,10 @@ pub(crate) fn export_mosquitto(config: &Config, dir: &Path) -> Result<(), Failur
         options
             .open(&path)
             .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
-            .map_err(|e| Failure::Runtime(anyhow::anyhow!("writing {}: {e}", path.display())))
+            .with_context(|| format!("writing {}", path.display()))
+            .map_err(Failure::from)
     };
-    std::fs::create_dir_all(dir).map_err(|e| Failure::Runtime(anyhow::anyhow!("{}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
     write("passwords", &passwords, true)?;
     write("acl", &acl, false)?;
     write("listener.conf", &listener, false)?;
@@ -310,8 +312,7 @@ pub(crate) fn new_secrets(vehicles: &[VehicleId]) -> Result<Vec<(VehicleId, Stri
                     chunk
                         .iter()
                         .map(|vehicle| {
-                            let secret = tripline_ingest::credentials::new_secret()
-                                .map_err(|e| Failure::Runtime(anyhow::anyhow!("no randomness: {e}")))?;
+                            let secret = tripline_ingest::credentials::new_secret().context("no randomness")?;
                             let hash = tripline_ingest::credentials::hash_secret(&secret)
                                 .map_err(|e| Failure::Runtime(anyhow::anyhow!("hashing a secret: {e}")))?;
                             Ok((vehicle.clone(), secret, hash))
@@ -389,8 +390,7 @@ pub(crate) fn parse_fleet_csv(text: &str) -> Result<Vec<(TenantId, VehicleId)>, 
 
 /// `tripline fleet import FILE.csv`.
 pub(crate) fn import(config: &Config, file: &Path) -> Result<(), Failure> {
-    let text =
-        std::fs::read_to_string(file).map_err(|e| Failure::Runtime(anyhow::anyhow!("{}: {e}", file.display())))?;
+    let text = std::fs::read_to_string(file).with_context(|| file.display().to_string())?;
     let rows = parse_fleet_csv(&text).map_err(|errors| {
         for error in &errors {
             eprintln!("tripline: {}: {error}", file.display());

@@ -233,6 +233,13 @@ pub(crate) enum Failure {
     Runtime(anyhow::Error),
 }
 
+/// Errors with context (`anyhow::Context`) are runtime failures.
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Failure::Runtime(error)
+    }
+}
+
 fn enricher(config: &config::Config, regions_flag: Option<&PathBuf>) -> Result<Enricher, Failure> {
     let regions = match regions_flag.or(config.regions.as_ref()) {
         Some(path) => {

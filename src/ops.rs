@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::Router;
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -18,8 +19,7 @@ use crate::config::HttpConfig;
 pub(crate) fn install_metrics() -> Result<PrometheusHandle, Failure> {
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
-    metrics::set_global_recorder(recorder)
-        .map_err(|e| Failure::Runtime(anyhow::anyhow!("installing the metrics recorder: {e}")))?;
+    metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
     // Histograms keep a bounded window of samples; rendering drains old ones.
     let upkeep = handle.clone();
     tokio::spawn(async move {

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use tripline_index::IndexHome;
 
@@ -30,15 +31,12 @@ pub(crate) fn run(config: &Config) -> Result<(), Failure> {
         finished(status.trips, status.generation.as_deref().unwrap_or("?"), status.rate.unwrap_or(0.0));
         return Ok(());
     }
-    let home = IndexHome::open(&config.data_dir.join("index"))
-        .map_err(|e| Failure::Runtime(anyhow::anyhow!("index home: {e}")))?;
+    let home = IndexHome::open(&config.data_dir.join("index")).context("index home")?;
     runtime()?.block_on(async {
         let store = crate::run::open_store(config).await?;
         let progress = bar(crate::admin::estimate(&home));
         let shown = progress.clone();
-        let report = tripline_indexer::reindex(store, home, move |n| shown.set_position(n))
-            .await
-            .map_err(|e| Failure::Runtime(anyhow::anyhow!("reindex: {e}")))?;
+        let report = tripline_indexer::reindex(store, home, move |n| shown.set_position(n)).await.context("reindex")?;
         progress.finish_and_clear();
         finished(report.trips, &report.generation, report.rate());
         Ok(())

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use tokio::sync::watch;
 use tripline_enrich::Enricher;
 use tripline_enrich::worker::{Work, Worker, WorkerConfig};
@@ -111,7 +112,7 @@ pub(crate) async fn open_store(config: &Config) -> Result<AnyStore, Failure> {
     Ok(match config.store {
         StoreKind::Embedded => {
             crate::config::private_dir(&config.data_dir)
-                .map_err(|e| Failure::Runtime(anyhow::anyhow!("data directory {}: {e}", config.data_dir.display())))?;
+                .with_context(|| format!("data directory {}", config.data_dir.display()))?;
             let embedded = config.embedded();
             AnyStore::Embedded(EmbeddedStore::open(&embedded).map_err(|e| {
                 Failure::Runtime(anyhow::anyhow!(
@@ -120,11 +121,7 @@ pub(crate) async fn open_store(config: &Config) -> Result<AnyStore, Failure> {
                 ))
             })?)
         }
-        StoreKind::Scylla => AnyStore::Scylla(
-            ScyllaStore::connect(&config.scylla())
-                .await
-                .map_err(|e| Failure::Runtime(anyhow::anyhow!("scylla: {e}")))?,
-        ),
+        StoreKind::Scylla => AnyStore::Scylla(ScyllaStore::connect(&config.scylla()).await.context("scylla")?),
     })
 }
 
@@ -144,7 +141,7 @@ pub(crate) fn run(config: &Config, roles: &[Role], engine: Enricher, demo: bool)
     let result = rt.block_on(async {
         let metrics = crate::ops::install_metrics()?;
         crate::config::private_dir(&config.data_dir)
-            .map_err(|e| Failure::Runtime(anyhow::anyhow!("data directory {}: {e}", config.data_dir.display())))?;
+            .with_context(|| format!("data directory {}", config.data_dir.display()))?;
         let store = open_store(config).await?;
         let demo = if demo { Some(crate::demo::prepare(&config.data_dir, &store).await?) } else { None };
         let index_dir = config.data_dir.join("index");
@@ -252,9 +249,7 @@ pub(crate) fn run(config: &Config, roles: &[Role], engine: Enricher, demo: bool)
             let _ = stop.send(true);
             match tokio::time::timeout_at(deadline, &mut task).await {
                 Ok(joined) => {
-                    let counters = joined
-                        .map_err(|e| Failure::Runtime(e.into()))?
-                        .map_err(|e| Failure::Runtime(anyhow::anyhow!("indexer: {e}")))?;
+                    let counters = joined.map_err(|e| Failure::Runtime(e.into()))?.context("indexer")?;
                     eprintln!(
                         "tripline: indexer stopped; {} changes applied, {} commits",
                         counters.changes, counters.commits

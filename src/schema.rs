@@ -1,5 +1,6 @@
 //! `tripline schema apply`: create or migrate the ScyllaDB keyspace and tables.
 
+use anyhow::Context;
 use tripline_store::ScyllaStore;
 
 use crate::config::{Config, StoreKind};
@@ -13,7 +14,7 @@ pub(crate) fn apply(config: &Config) -> Result<(), Failure> {
     let scylla = config.scylla();
     let version = runtime()?
         .block_on(ScyllaStore::apply_schema(&scylla))
-        .map_err(|e| Failure::Runtime(anyhow::anyhow!("schema apply on {}: {e}", scylla.nodes.join(","))))?;
+        .with_context(|| format!("schema apply on {}", scylla.nodes.join(",")))?;
     eprintln!(
         "tripline: keyspace {} at schema version {version} (replication factor {})",
         scylla.keyspace, scylla.replication_factor

@@ -37,8 +37,8 @@ pub(crate) fn read_trip_files(
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))
             .map_err(Failure::Runtime)?;
-        let parsed = parse_trip_file(format, &text, gpx_vehicle.as_ref())
-            .map_err(|e| Failure::Runtime(anyhow::anyhow!("{}: {e}", path.display())))?;
+        let parsed =
+            parse_trip_file(format, &text, gpx_vehicle.as_ref()).with_context(|| path.display().to_string())?;
         records.extend(parsed.records.into_iter().map(|mut r| {
             r.source = source;
             r
