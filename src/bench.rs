@@ -15,7 +15,7 @@
 //! applies.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -743,22 +743,6 @@ fn poll_probe(http: &str, key: &str, vehicle: &VehicleId, trip: &TripId, sent: I
     (searchable, stored.unwrap_or(searchable))
 }
 
-fn temp_dir() -> Result<PathBuf, Failure> {
-    let dir =
-        std::env::temp_dir().join(format!("tripline-bench-{}-{}", std::process::id(), tripline_model::time::now_ms()));
-    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
-    Ok(dir)
-}
-
-/// Removes the bench's folder at the end.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 pub(crate) fn run(config: &Config, options: &BenchOptions) -> Result<(), Failure> {
     let report = runtime()?.block_on(bench(config, options))?;
     if options.json {
@@ -825,8 +809,9 @@ fn print_report(r: &BenchReport) {
 
 async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, Failure> {
     let started = Instant::now();
-    let dir = temp_dir()?;
-    let _cleanup = Cleanup(dir.clone());
+    // Removed when the bench ends, however it ends.
+    let temp = tempfile::Builder::new().prefix("tripline-bench-").tempdir().context("a temporary folder")?;
+    let dir = temp.path().to_path_buf();
     let run_id = &crate::admin::random_hex()?[..8];
     let prefix = format!("b{run_id}");
     let tenant = TenantId::parse(&format!("bench-{run_id}")).map_err(|e| Failure::Runtime(e.into()))?;

@@ -62,13 +62,13 @@ async fn cassandra(prefix: &str) -> Option<ScyllaStore> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_follows_the_embedded_store_and_resumes_exactly_after_a_crash() {
     let (store, dir) = EmbeddedStore::for_test(Duration::from_secs(3600)).unwrap();
-    follows_and_resumes("embedded", store, &dir.path.join("index"), false).await;
+    follows_and_resumes("embedded", store, &dir.path().join("index"), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_follows_trips_written_in_this_process_without_reading_them_back() {
     let (store, dir) = EmbeddedStore::for_test(Duration::from_secs(3600)).unwrap();
-    follows_and_resumes("embedded, kept writes", store, &dir.path.join("index"), true).await;
+    follows_and_resumes("embedded, kept writes", store, &dir.path().join("index"), true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,7 +195,7 @@ async fn stored<S: Store>(store: &S, tenant: &str) -> BTreeMap<String, f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_on_the_embedded_store_switches_over_while_writes_continue() {
     let (store, dir) = EmbeddedStore::for_test(Duration::from_secs(3600)).unwrap();
-    rebuild_while_writing("embedded", store, &dir.path.join("index"), true).await;
+    rebuild_while_writing("embedded", store, &dir.path().join("index"), true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

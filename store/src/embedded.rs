@@ -203,9 +203,10 @@ impl EmbeddedStore {
     }
 
     /// A store in a fresh temporary directory, deleted on drop of the returned guard.
-    pub fn for_test(retention: Duration) -> StoreResult<(Self, TempDir)> {
-        let dir = TempDir::new()?;
-        let store = Self::open(&EmbeddedConfig { path: dir.path.clone(), retention_s: retention.as_secs().max(1) })?;
+    pub fn for_test(retention: Duration) -> StoreResult<(Self, tempfile::TempDir)> {
+        let dir = tempfile::Builder::new().prefix("tripline-store-").tempdir().map_err(db_error)?;
+        let store =
+            Self::open(&EmbeddedConfig { path: dir.path().to_path_buf(), retention_s: retention.as_secs().max(1) })?;
         Ok((store, dir))
     }
 
@@ -875,34 +876,6 @@ impl ChangeFeed for EmbeddedStore {
     }
 }
 
-/// A temporary directory removed on drop (tests and benchmarks).
-#[derive(Debug)]
-pub struct TempDir {
-    /// Its path.
-    pub path: PathBuf,
-}
-
-impl TempDir {
-    fn new() -> StoreResult<Self> {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "tripline-store-{}-{}-{}",
-            std::process::id(),
-            now_ms(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).map_err(db_error)?;
-        Ok(TempDir { path })
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -919,7 +892,7 @@ mod tests {
         let t0 = 1_795_564_800_000;
         {
             // The layout before chunks: one row per point, keyed by vehicle, time and seq key.
-            let db = Database::builder(&dir.path).open().unwrap();
+            let db = Database::builder(dir.path()).open().unwrap();
             let legacy = db.keyspace(LEGACY_POINTS, KeyspaceCreateOptions::default).unwrap();
             let derived = Derived { distance_m: 1.5, speed_mps: 3.0, moving: true, ..Derived::default() };
             for i in 0..50i64 {
@@ -945,7 +918,8 @@ mod tests {
             }
             db.persist(PersistMode::SyncAll).unwrap();
         }
-        let store = EmbeddedStore::open(&EmbeddedConfig { path: dir.path.clone(), retention_s: 86_400 }).unwrap();
+        let store =
+            EmbeddedStore::open(&EmbeddedConfig { path: dir.path().to_path_buf(), retention_s: 86_400 }).unwrap();
         let points = store.vehicle_points(&vehicle, t0, t0 + 60_000).await.unwrap();
         assert_eq!(points.len(), 50);
         assert!(points.iter().all(|p| p.trip_id == trip && p.derived.distance_m == 1.5));
