@@ -893,7 +893,6 @@ async fn session(
     result
 }
 
-/// Puts `delivery` into the pipeline; while it is full, acknowledges what completes meanwhile.
 /// Room in the in-flight budget for a message of `bytes`, waiting (and acknowledging what
 /// completes meanwhile) while the pipeline holds the whole budget: the connection is not read
 /// until there is room.
@@ -914,6 +913,7 @@ async fn room_for(
     }
 }
 
+/// Puts `delivery` into the pipeline; while it is full, acknowledges what completes meanwhile.
 async fn hand_over(
     mut delivery: Delivery,
     shared: &Shared,

@@ -291,7 +291,7 @@ pub async fn run_source(
                 match config.budget.try_take(delivery.publish.payload.len()) {
                     Some(permit) => {
                         waiting_for_room = false;
-                        delivery.permit = Some(permit);
+                        delivery = delivery.holding(permit);
                     }
                     None => {
                         // The pipeline holds the whole budget: wait for completions.
