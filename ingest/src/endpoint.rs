@@ -803,7 +803,8 @@ async fn session(
             deadline = tokio::time::Instant::now() + keep_alive;
             match incoming {
                 Incoming::Publish(publish) => {
-                    let permit = room_for(publish.payload.len(), shared, &done, &mut tracker, replies).await;
+                    let permit =
+                        room_for(publish.payload.len(), connection, shared, &done, &mut tracker, replies).await?;
                     let pkid = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);
                     let authorized = identity.may_publish(&publish.topic);
                     let ticket = tracker.register(Pending { pkid, authorized, received_at: Instant::now() });
@@ -893,21 +894,30 @@ async fn session(
     result
 }
 
-/// Room in the in-flight budget for a message of `bytes`, waiting (and acknowledging what
-/// completes meanwhile) while the pipeline holds the whole budget: the connection is not read
-/// until there is room.
+/// Room in the in-flight budget for a message of `bytes`, waiting while the pipeline holds the
+/// whole budget: the connection is not read until there is room, but what completes meanwhile is
+/// acknowledged at once (the vehicle's window opens as the store drains).
 async fn room_for(
     bytes: usize,
+    connection: &mut Connection,
     shared: &Shared,
     done: &flume::Receiver<Ticket>,
     tracker: &mut AckTracker<Pending>,
     replies: &mut Replies,
-) -> BytePermit {
-    let take = shared.config.budget.take(bytes);
+) -> Result<BytePermit, Closed> {
+    let budget = &shared.config.budget;
+    if let Some(permit) = budget.try_take(bytes) {
+        return Ok(permit);
+    }
+    let take = budget.take(bytes);
     tokio::pin!(take);
     loop {
+        if !replies.out.is_empty() {
+            connection.send(&replies.out).await?;
+            replies.out.clear();
+        }
         tokio::select! {
-            permit = &mut take => return permit,
+            permit = &mut take => return Ok(permit),
             Ok(ticket) = done.recv_async() => acknowledge(tracker.complete(ticket), replies, shared),
         }
     }
