@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod regions;
 pub mod score;
 pub mod sim;
+mod told;
 pub mod track;
 mod trip;
 pub mod worker;

@@ -25,6 +25,7 @@ use tripline_store::{
 };
 
 use crate::cut::auto_trip_id;
+use crate::told::Told;
 use crate::{Enricher, TripEngine};
 
 /// Called once the message's results are durable.
@@ -95,6 +96,8 @@ pub struct WorkerConfig {
     /// Trips held in memory at most: beyond it, after each write set, the least recently active
     /// ones (all written by then) leave memory; a later message reopens one from the store.
     pub max_live_trips: usize,
+    /// `trip.updated` is told at most this often per trip (start, completion and events always).
+    pub trip_update_every: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -105,6 +108,7 @@ impl Default for WorkerConfig {
             idle_eviction: Duration::from_secs(600),
             retry_backoff: Duration::from_millis(500),
             max_live_trips: 5_000,
+            trip_update_every: Duration::from_secs(30),
         }
     }
 }
@@ -126,6 +130,8 @@ struct LiveTrip {
     last_cell: Option<(f64, f64, f64, f64)>,
     /// Keys of the jumps already stored as rejections (and counted on `/metrics`).
     announced_jumps: HashSet<u64>,
+    /// What the trip's writes told insurers so far.
+    told: Told,
     ended: bool,
     dirty: bool,
     last_activity_ms: i64,
@@ -280,9 +286,9 @@ impl<S: Store> Worker<S> {
         let key = (vehicle.clone(), trip_id.clone());
         if !self.trips.contains_key(&key) {
             let mut engine = TripEngine::new(vehicle.clone(), trip_id.clone());
-            let (stored, dropped) = self.stored_trip(tenant, vehicle, trip_id).await;
+            let StoredTrip { points, dropped, told } = self.stored_trip(tenant, vehicle, trip_id).await;
             let announced_jumps = dropped.jumps.iter().map(point_key).collect();
-            engine.add_points(stored);
+            engine.add_points(points);
             engine.restore_dropped(dropped);
             let live = LiveTrip {
                 tenant: tenant.clone(),
@@ -293,6 +299,7 @@ impl<S: Store> Worker<S> {
                 cells: BTreeSet::new(),
                 last_cell: None,
                 announced_jumps,
+                told,
                 ended: false,
                 dirty: false,
                 last_activity_ms: now_ms(),
@@ -304,25 +311,21 @@ impl<S: Store> Worker<S> {
         live
     }
 
-    /// A trip's points already in the store and what it dropped (nothing for a new trip).
-    /// Retried until the store answers.
-    async fn stored_trip(
-        &self,
-        tenant: &TenantId,
-        vehicle: &VehicleId,
-        trip_id: &TripId,
-    ) -> (Vec<Point>, DroppedPoints) {
+    /// A trip's points already in the store, what it dropped and what its writes told (nothing
+    /// for a new trip). Retried until the store answers.
+    async fn stored_trip(&self, tenant: &TenantId, vehicle: &VehicleId, trip_id: &TripId) -> StoredTrip {
         loop {
             let result = async {
                 let Some(trip) = self.store.trip_of_vehicle(tenant, vehicle, trip_id).await? else {
-                    return Ok((Vec::new(), DroppedPoints::default()));
+                    return Ok(StoredTrip::default());
                 };
                 let start = trip.summary.start_time.timestamp_millis();
                 let end = trip.summary.end_time.timestamp_millis() + 1;
                 let end = end.min(start + MAX_POINT_RANGE_DAYS * DAY_MS);
                 let points = self.store.vehicle_points(vehicle, start, end).await?;
                 let points = points.into_iter().filter(|p| &p.trip_id == trip_id).map(|p| p.point).collect();
-                Ok::<_, tripline_store::StoreError>((points, trip.dropped))
+                let told = Told::written(trip.summary.status, &trip.events, now_ms());
+                Ok::<_, tripline_store::StoreError>(StoredTrip { points, dropped: trip.dropped, told })
             }
             .await;
             match result {
@@ -375,9 +378,9 @@ impl<S: Store> Worker<S> {
             return;
         };
         // What the trip dropped is in its engine still.
-        let (stored, _) = self.stored_trip(&tenant, vehicle, trip_id).await;
+        let stored = self.stored_trip(&tenant, vehicle, trip_id).await;
         let Some(live) = self.trips.get_mut(&key) else { return };
-        live.engine.rebuild(stored);
+        live.engine.rebuild(stored.points);
         live.rewrite_all = true;
         live.dirty = true;
         tracing::debug!(%vehicle, %trip_id, "late point before the points held: trip rebuilt from the store");
@@ -506,6 +509,11 @@ impl<S: Store> Worker<S> {
             // What this write set carries needs no memory any more: it is retried until durable
             // before anything else happens on this worker.
             live.engine.trim(live.written);
+            let update_every_ms = i64::try_from(self.config.trip_update_every.as_millis()).unwrap_or(i64::MAX);
+            let notices = live.told.next(&report.summary, &report.events, now, update_every_ms);
+            if !notices.is_empty() {
+                writes.notices.insert(TripKey::new(&live.tenant, vehicle, trip_id), notices);
+            }
             writes.trips.push(TripRecord {
                 tenant: live.tenant.clone(),
                 summary: report.summary,
@@ -518,6 +526,8 @@ impl<S: Store> Worker<S> {
             if let Some(mut live) = self.trips.remove(&(vehicle.clone(), old.clone())) {
                 writes.deletes.push(TripKey::new(&live.tenant, &vehicle, &old));
                 live.engine.rename(new.clone());
+                // Under its new id, the trip is told from its start again.
+                live.told = Told::default();
                 live.rewrite_all = true;
                 live.dirty = true;
                 if self.open_auto.get(&vehicle) == Some(&old) {
@@ -567,6 +577,14 @@ impl<S: Store> Worker<S> {
     pub fn points_in_memory(&self) -> usize {
         self.trips.values().map(|l| l.engine.points().len()).sum()
     }
+}
+
+/// A trip as the store has it, for reopening.
+#[derive(Default)]
+struct StoredTrip {
+    points: Vec<Point>,
+    dropped: DroppedPoints,
+    told: Told,
 }
 
 /// The rejection of a point the pass dropped as an implausible jump: its id follows the vehicle

@@ -17,6 +17,7 @@ pub mod dropped;
 pub mod hash;
 pub mod ids;
 pub mod point;
+pub mod push;
 pub mod reject;
 pub mod summary;
 pub mod time;
@@ -28,6 +29,7 @@ pub use decode::{DecodeConfig, Message, MessageRejection, PointRejection, Teleme
 pub use dropped::{DroppedPoints, point_key};
 pub use ids::{TenantId, TripId, VehicleId};
 pub use point::{Point, PointRules, RawPoint};
+pub use push::{Notice, NoticeKind, PushData, PushMessage, TripNotices};
 pub use reject::{RejectReason, RejectScope};
 pub use summary::{Event, EventCounts, EventKind, Place, TripDetail, TripStatus, TripSummary};
 pub use topic::{Topic, TopicKind};

@@ -10,6 +10,7 @@
 //! **Retention.** Points, trips and rejections carry an expiry (`retention`); reads skip expired
 //! records and [`EmbeddedStore::purge_expired`] deletes them.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +18,7 @@ use tripline_model::time::now_ms;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
-use tripline_model::{TenantId, TripId, VehicleId};
+use tripline_model::{Notice, TenantId, TripId, VehicleId};
 
 use crate::chunk::{ChunkRow, MAX_CHUNK_SPAN_MS, Resolved, SealPlan, TripPage, check_point_range, chunk_rows, decode};
 use crate::codec::{
@@ -581,7 +582,7 @@ impl TripStore for EmbeddedStore {
         if trips.is_empty() {
             return Ok(());
         }
-        let rows = trip_rows(trips, self.inner.expires_at())?;
+        let rows = trip_rows(trips, &HashMap::new(), self.inner.expires_at())?;
         let writes = self.inner.written.writes(&[], trips);
         self.blocking(move |inner| {
             let mut next = inner.feed_next.lock().map_err(db_error)?;
@@ -597,7 +598,7 @@ impl TripStore for EmbeddedStore {
 
     async fn delete_trip(&self, tenant: &TenantId, vehicle: &VehicleId, trip_id: &TripId) -> StoreResult<()> {
         let key = trip_key(tenant.as_str(), trip_id.as_str(), vehicle.as_str());
-        let change = Change::of(tenant, vehicle, trip_id);
+        let change = Change { at_ms: now_ms(), ..Change::of(tenant, vehicle, trip_id) };
         let writes = self.inner.written.writes(&[change.key()], &[]);
         let change = encode_json(&change, "feed")?;
         self.blocking(move |inner| {
@@ -680,13 +681,14 @@ fn chunk_entries(points: &[StoredPoint], sealed: bool, expires: i64) -> StoreRes
         .collect()
 }
 
-/// Trip rows: key, value and the change-feed entry announcing it.
-fn trip_rows(trips: &[TripRecord], expires: i64) -> StoreResult<Vec<TripRow>> {
+/// Trip rows: key, value and the change-feed entry announcing it (with the trip's `notices`).
+fn trip_rows(trips: &[TripRecord], notices: &HashMap<TripKey, Vec<Notice>>, expires: i64) -> StoreResult<Vec<TripRow>> {
+    let at_ms = now_ms();
     trips
         .iter()
         .map(|t| {
             let key = trip_key(t.tenant.as_str(), t.summary.trip_id.as_str(), t.summary.vehicle_id.as_str());
-            let change = Change::of(&t.tenant, &t.summary.vehicle_id, &t.summary.trip_id);
+            let change = Change::of_write(t, notices.get(&TripKey::of(t)), at_ms);
             let value = encode_trip_value(expires, t)?;
             Ok((key, value, encode_json(&change, "feed")?))
         })
@@ -736,10 +738,10 @@ impl BatchWrite for EmbeddedStore {
     async fn write_batch(&self, set: &WriteSet) -> StoreResult<()> {
         let expires = self.inner.expires_at();
         let points = chunk_entries(&set.points, false, expires)?;
-        let trips = trip_rows(&set.trips, expires)?;
+        let trips = trip_rows(&set.trips, &set.notices, expires)?;
         let mut deletes = Vec::with_capacity(set.deletes.len());
         for TripKey { tenant, vehicle_id: vehicle, trip_id } in &set.deletes {
-            let change = Change::of(tenant, vehicle, trip_id);
+            let change = Change { at_ms: now_ms(), ..Change::of(tenant, vehicle, trip_id) };
             deletes
                 .push((trip_key(tenant.as_str(), trip_id.as_str(), vehicle.as_str()), encode_json(&change, "feed")?));
         }

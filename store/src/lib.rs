@@ -25,6 +25,7 @@ pub mod tls;
 mod trip_encoding;
 mod written;
 
+use std::collections::HashMap;
 use std::future::Future;
 
 pub use any::AnyStore;
@@ -270,6 +271,9 @@ pub struct WriteSet {
     pub deletes: Vec<TripKey>,
     /// Trips to write, each announced on the change feed.
     pub trips: Vec<TripRecord>,
+    /// What the writes of `trips` tell insurers (live stream, webhooks), by trip: kept in the
+    /// trip's change-feed entry.
+    pub notices: HashMap<TripKey, Vec<tripline_model::Notice>>,
 }
 
 /// Writing a [`WriteSet`]: points, rejections and deletions first and trips last, so the change

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use tripline_model::hash::Fnv1a64;
-use tripline_model::{Event, Point, RejectReason, TenantId, TripId, TripSummary, VehicleId};
+use tripline_model::{
+    Event, Notice, Point, PushMessage, RejectReason, TenantId, TripId, TripNotices, TripSummary, VehicleId,
+};
 
 /// Milliseconds in a UTC day: points are partitioned by (vehicle, day).
 pub const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -240,8 +242,8 @@ impl TripKey {
     }
 }
 
-/// "This trip changed": an entry of the change feed the indexer follows.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// "This trip changed": an entry of the change feed the indexer and the push side follow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     /// The tenant.
     pub tenant: TenantId,
@@ -256,6 +258,13 @@ pub struct Change {
     /// The entry's sequence number at its writer (set by `read_changes`, like `writer`).
     #[serde(skip)]
     pub seq: u64,
+    /// When the store wrote the entry, Unix milliseconds (0 in entries written before it was
+    /// kept).
+    #[serde(default)]
+    pub at_ms: i64,
+    /// What the write tells insurers on the live stream and to webhooks, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notices: Option<Box<TripNotices>>,
 }
 
 impl Change {
@@ -267,7 +276,22 @@ impl Change {
             trip_id: trip.clone(),
             writer: String::new(),
             seq: 0,
+            at_ms: 0,
+            notices: None,
         }
+    }
+
+    /// The entry announcing `record`'s write at `at_ms`, telling `notices` (if any).
+    pub fn of_write(record: &TripRecord, notices: Option<&Vec<Notice>>, at_ms: i64) -> Change {
+        let notices = notices
+            .filter(|notices| !notices.is_empty())
+            .map(|notices| Box::new(TripNotices { notices: notices.clone(), trip: record.summary.clone() }));
+        Change { at_ms, notices, ..Change::of(&record.tenant, &record.summary.vehicle_id, &record.summary.trip_id) }
+    }
+
+    /// The messages this entry tells (none for most entries).
+    pub fn messages(&self) -> Vec<PushMessage> {
+        self.notices.as_ref().map_or_else(Vec::new, |n| n.messages(&self.tenant, self.at_ms))
     }
 
     /// The trip it names.

@@ -44,8 +44,13 @@ impl FeedState {
     }
 }
 
-/// Values of one change-feed row: writer, bucket, seq, tenant, vehicle, trip.
-type FeedRow = (String, i64, i64, String, String, String);
+/// Values of one change-feed row: writer, bucket, seq, tenant, vehicle, trip, written at, notices
+/// (JSON).
+type FeedRow = (String, i64, i64, String, String, String, i64, Option<Vec<u8>>);
+
+/// A change-feed row as read: seq, tenant, vehicle, trip, written at, notices (JSON); the last
+/// two are null in rows of schema 3.
+type ReadFeedRow = (i64, String, String, String, Option<i64>, Option<Vec<u8>>);
 
 impl Inner {
     /// The feed's numbers. A panic while the lock was held (a bug elsewhere) does not stop the
@@ -92,6 +97,12 @@ impl ScyllaStore {
         changes: Vec<Change>,
         writes: Vec<(TripKey, Option<TripRecord>)>,
     ) -> StoreResult<()> {
+        // Before numbering: an error here leaves no number in flight.
+        let encoded = changes
+            .iter()
+            .map(|c| c.notices.as_ref().map(|n| serde_json::to_vec(n).map_err(|e| corrupt("feed", e))).transpose())
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut encoded = encoded.into_iter();
         let (first, local) = {
             let mut feed = self.inner.feed_state();
             let first = feed.next_seq;
@@ -107,6 +118,7 @@ impl ScyllaStore {
         let mut kept = Vec::with_capacity(if local { changes.len() } else { 0 });
         for (i, change) in changes.into_iter().enumerate() {
             let seq = first + i as u64;
+            let notices = encoded.next().flatten();
             by_bucket.entry(seq / FEED_BUCKET).or_default().push((
                 writer.clone(),
                 (seq / FEED_BUCKET) as i64,
@@ -114,6 +126,8 @@ impl ScyllaStore {
                 change.tenant.as_str().to_owned(),
                 change.vehicle_id.as_str().to_owned(),
                 change.trip_id.as_str().to_owned(),
+                change.at_ms,
+                notices,
             ));
             if local {
                 kept.push(Change { writer: writer.clone(), seq, ..change });
@@ -210,9 +224,9 @@ impl ChangeFeed for ScyllaStore {
                 let bucket_end = ((bucket + 1) * FEED_BUCKET - 1).min(watermark);
                 let want = i32::try_from(limit - changes.len()).unwrap_or(i32::MAX);
                 let values = (writer.clone(), bucket as i64, position as i64, bucket_end as i64, want);
-                let rows: Vec<(i64, String, String, String)> = self.rows("feed", &s.select_feed, values).await?;
+                let rows: Vec<ReadFeedRow> = self.rows("feed", &s.select_feed, values).await?;
                 let full = rows.len() == usize::try_from(want).unwrap_or(usize::MAX);
-                for (seq, tenant, vehicle, trip) in rows {
+                for (seq, tenant, vehicle, trip, at_ms, notices) in rows {
                     position = u64::try_from(seq).unwrap_or(position);
                     changes.push(Change {
                         tenant: TenantId::parse(&tenant).map_err(|e| corrupt("feed", e))?,
@@ -220,6 +234,10 @@ impl ChangeFeed for ScyllaStore {
                         trip_id: TripId::parse(&trip).map_err(|e| corrupt("feed", e))?,
                         writer: writer.clone(),
                         seq: position,
+                        at_ms: at_ms.unwrap_or(0),
+                        notices: notices
+                            .map(|json| serde_json::from_slice(&json).map_err(|e| corrupt("feed", e)))
+                            .transpose()?,
                     });
                 }
                 if !full {

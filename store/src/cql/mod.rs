@@ -64,7 +64,7 @@ use crate::{
 };
 
 /// Version of the schema `tripline schema apply` creates.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 /// Change-feed entries per partition of a writer.
 const FEED_BUCKET: u64 = 10_000;
 /// Change-feed entries and writer watermarks live this long (the indexer must keep up within it).

@@ -68,7 +68,7 @@ pub(super) async fn apply_schema(session: &Session, config: &ScyllaConfig) -> St
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.feed (writer text, bucket bigint, seq bigint, tenant text, vehicle_id text, trip_id text, \
-             PRIMARY KEY ((writer, bucket), seq))"
+             at bigint, push blob, PRIMARY KEY ((writer, bucket), seq))"
         ),
         format!("INSERT INTO {ks}.schema_version (id, version, applied_at) VALUES (0, {SCHEMA_VERSION}, {})", now_ms()),
     ];
@@ -77,25 +77,28 @@ pub(super) async fn apply_schema(session: &Session, config: &ScyllaConfig) -> St
             .run("schema", || async { session.query_unpaged(cql.clone(), &[]).await.map_err(|e| classify(&e)) })
             .await?;
     }
-    // Schema 1's trips table has only the JSON `record`: schema 2 adds the binary `data`.
-    let data_column = retry
-        .run("schema columns", || async {
-            let result = session
-                .query_unpaged(
-                    "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = 'trips' \
-                     AND column_name = 'data'",
-                    (ks,),
-                )
-                .await
-                .map_err(|e| classify(&e))?;
-            Ok(result.into_rows_result().map_err(|e| Attempt::Permanent(e.to_string()))?.rows_num() > 0)
-        })
-        .await?;
-    if !data_column {
-        let cql = format!("ALTER TABLE {ks}.trips ADD data blob");
-        retry
-            .run("schema", || async { session.query_unpaged(cql.as_str(), &[]).await.map_err(|e| classify(&e)) })
+    // Columns added since a table was first created: schema 2 gave trips the binary `data`,
+    // schema 4 gave feed entries their time and notices.
+    for (table, column, kind) in [("trips", "data", "blob"), ("feed", "at", "bigint"), ("feed", "push", "blob")] {
+        let present = retry
+            .run("schema columns", || async {
+                let result = session
+                    .query_unpaged(
+                        "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? \
+                         AND column_name = ?",
+                        (ks, table, column),
+                    )
+                    .await
+                    .map_err(|e| classify(&e))?;
+                Ok(result.into_rows_result().map_err(|e| Attempt::Permanent(e.to_string()))?.rows_num() > 0)
+            })
             .await?;
+        if !present {
+            let cql = format!("ALTER TABLE {ks}.{table} ADD {column} {kind}");
+            retry
+                .run("schema", || async { session.query_unpaged(cql.as_str(), &[]).await.map_err(|e| classify(&e)) })
+                .await?;
+        }
     }
     retry
         .run("schema agreement", || async {

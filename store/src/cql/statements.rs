@@ -73,7 +73,8 @@ impl Statements {
             select_trip: p(format!("SELECT record, data FROM {ks}.trips WHERE tenant = ? AND trip_id = ? AND vehicle_id = ?")).await?,
             scan_trips: p(format!("SELECT record, data FROM {ks}.trips")).await?,
             insert_feed: p(format!(
-                "INSERT INTO {ks}.feed (writer, bucket, seq, tenant, vehicle_id, trip_id) VALUES (?, ?, ?, ?, ?, ?) USING TTL {FEED_TTL_S}"
+                "INSERT INTO {ks}.feed (writer, bucket, seq, tenant, vehicle_id, trip_id, at, push) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                 USING TTL {FEED_TTL_S}"
             ))
             .await?,
             upsert_watermark: p(format!(
@@ -82,7 +83,7 @@ impl Statements {
             .await?,
             select_writers: p(format!("SELECT writer, watermark FROM {ks}.feed_writers WHERE shard = 0")).await?,
             select_feed: p(format!(
-                "SELECT seq, tenant, vehicle_id, trip_id FROM {ks}.feed WHERE writer = ? AND bucket = ? AND seq > ? AND seq <= ? LIMIT ?"
+                "SELECT seq, tenant, vehicle_id, trip_id, at, push FROM {ks}.feed WHERE writer = ? AND bucket = ? AND seq > ? AND seq <= ? LIMIT ?"
             ))
             .await?,
             insert_rejection: p(format!(

@@ -1,6 +1,10 @@
 //! Trip rows on ScyllaDB, each write announced on the change feed; a write set in its order.
 
 use super::*;
+use std::collections::HashMap;
+
+use tripline_model::Notice;
+
 use crate::records::KeptWrite;
 
 /// A trip row's `record` (JSON, schema 1) and `data` (binary, [`crate::trip_encoding`]).
@@ -15,8 +19,9 @@ fn trip_from_row((record, data): TripColumns) -> StoreResult<TripRecord> {
     }
 }
 
-impl TripStore for ScyllaStore {
-    async fn upsert_trips(&self, trips: &[TripRecord]) -> StoreResult<()> {
+impl ScyllaStore {
+    /// Writes trip rows, then their change-feed entries (each with the trip's `notices`).
+    async fn write_trips(&self, trips: &[TripRecord], notices: &HashMap<TripKey, Vec<Notice>>) -> StoreResult<()> {
         if trips.is_empty() {
             return Ok(());
         }
@@ -40,14 +45,21 @@ impl TripStore for ScyllaStore {
             .buffer_unordered(MAX_CONCURRENT_REQUESTS)
             .try_collect::<Vec<_>>()
             .await?;
-        let changes = trips.iter().map(|t| Change::of(&t.tenant, &t.summary.vehicle_id, &t.summary.trip_id)).collect();
+        let at_ms = now_ms();
+        let changes = trips.iter().map(|t| Change::of_write(t, notices.get(&TripKey::of(t)), at_ms)).collect();
         self.announce(changes, self.inner.written.writes(&[], trips)).await
+    }
+}
+
+impl TripStore for ScyllaStore {
+    async fn upsert_trips(&self, trips: &[TripRecord]) -> StoreResult<()> {
+        self.write_trips(trips, &HashMap::new()).await
     }
 
     async fn delete_trip(&self, tenant: &TenantId, vehicle: &VehicleId, trip_id: &TripId) -> StoreResult<()> {
         let values = (tenant.as_str().to_owned(), trip_id.as_str().to_owned(), vehicle.as_str().to_owned());
         self.execute("delete trip", &self.inner.statements.delete_trip, values).await?;
-        let change = Change::of(tenant, vehicle, trip_id);
+        let change = Change { at_ms: now_ms(), ..Change::of(tenant, vehicle, trip_id) };
         let writes = self.inner.written.writes(&[change.key()], &[]);
         self.announce(vec![change], writes).await
     }
@@ -126,6 +138,6 @@ impl BatchWrite for ScyllaStore {
         for TripKey { tenant, vehicle_id: vehicle, trip_id } in &set.deletes {
             self.delete_trip(tenant, vehicle, trip_id).await?;
         }
-        self.upsert_trips(&set.trips).await
+        self.write_trips(&set.trips, &set.notices).await
     }
 }

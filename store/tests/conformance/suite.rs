@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use tripline_model::{EventCounts, Place, Point, RejectReason, TenantId, TripId, TripStatus, TripSummary, VehicleId};
+use tripline_model::{
+    EventCounts, Notice, Place, Point, RejectReason, TenantId, TripId, TripStatus, TripSummary, VehicleId,
+};
 use tripline_store::{
     Change, Checkpoint, Derived, KeptWrite, Rejection, Store, StoreError, StoredPoint, TripKey, TripRecord, WriteSet,
 };
@@ -435,7 +437,13 @@ pub(crate) async fn a_write_set_lands_whole_with_its_trips_announced<S: Store>(s
         rejections: vec![rejection(Some("acme"), 7, 1_000)],
         deletes: vec![TripKey::new(&tenant("acme"), &vehicle("car-w"), &trip_id("old"))],
         trips: vec![trip("acme", "car-w", "w1", 0, 4)],
+        notices: [(
+            TripKey::new(&tenant("acme"), &vehicle("car-w"), &trip_id("w1")),
+            vec![Notice::Started, Notice::Completed],
+        )]
+        .into(),
     };
+    let before = tripline_model::time::now_ms();
     store.write_batch(&set).await.unwrap();
     store.write_batch(&set).await.unwrap(); // idempotent
     let points = store.vehicle_points(&vehicle("car-w"), T0 - 1000, T0 + 60_000).await.unwrap();
@@ -446,6 +454,16 @@ pub(crate) async fn a_write_set_lands_whole_with_its_trips_announced<S: Store>(s
     assert_eq!(rejections.items.len(), 1);
     let (changes, _) = all_changes(store, &start, 100).await;
     assert_eq!(changes, vec!["old", "w1", "old", "w1"], "the deletion and the trip announced, per write");
+    // Each trip entry tells what its write told, with the trip as written and the write's time;
+    // a deletion tells nothing.
+    let (read, _) = entries(store, &start).await;
+    let told: Vec<Vec<&str>> = read.iter().map(|c| c.messages().iter().map(|m| m.kind.as_str()).collect()).collect();
+    assert_eq!(told, [vec![], vec!["trip.started", "trip.completed"], vec![], vec!["trip.started", "trip.completed"]]);
+    assert!(read.iter().all(|c| c.at_ms >= before && c.at_ms <= tripline_model::time::now_ms()));
+    let written = read[1].notices.as_ref().unwrap();
+    assert_eq!(written.trip, set.trips[0].summary);
+    let (first, again) = (read[1].messages(), read[3].messages());
+    assert_eq!(first[0].id, again[0].id, "a rewrite tells the same message ids");
 }
 
 /// The feed entries after `from`, each with its writer and sequence number.
