@@ -48,6 +48,15 @@ impl ApiError {
         }
     }
 
+    /// 429: the key holds as many live streams as it may.
+    pub fn too_many_streams(limit: usize) -> ApiError {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "too_many_streams",
+            message: format!("this API key already holds {limit} open streams; close one first"),
+        }
+    }
+
     /// 429: too many failed authentications from this client address.
     pub fn auth_flood() -> ApiError {
         ApiError {

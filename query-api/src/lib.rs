@@ -1,7 +1,8 @@
 //! # tripline-query-api
 //!
 //! The HTTP API insurers use: trip search over the read store (`tripline-index`), trip detail,
-//! points and rejections from the write store, each scoped to the tenant of the API key.
+//! points and rejections from the write store, and the live stream of trip changes and driving
+//! events ([`stream`], fed by the change feed), each scoped to the tenant of the API key.
 //!
 //! **Promises.** Every route but health and metrics needs `Authorization: Bearer <key>`; a key is
 //! looked up by its SHA-256 hash (only hashes are stored) and names one tenant. Every index query
@@ -12,9 +13,11 @@
 pub mod auth;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 mod openapi;
 pub mod params;
 mod routes;
+pub mod stream;
 mod views;
 
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use tripline_store::Store;
 pub use auth::api_key_hash;
 pub use error::ApiError;
 pub use limits::ApiConfig;
+pub use stream::{Hub, StreamConfig};
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -42,6 +46,8 @@ pub struct ApiState<S> {
     readiness: Option<ReadinessCheck>,
     /// Index queries running at once on the blocking pool (one per core).
     index_queries: tokio::sync::Semaphore,
+    /// The live stream's follower of the change feed.
+    hub: Arc<stream::Hub>,
 }
 
 /// [`Readiness`] in the state (a closure has no `Debug`).
@@ -87,7 +93,14 @@ impl<S> ApiState<S> {
             auth_failures: limits::RateLimiter::default(),
             readiness: None,
             index_queries: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from)),
+            hub: stream::Hub::new(StreamConfig::default()),
         }
+    }
+
+    /// The live stream with `config`.
+    pub fn with_stream(mut self, config: StreamConfig) -> Self {
+        self.hub = stream::Hub::new(config);
+        self
     }
 
     /// A handle that makes this API forget a key at once (after the store replaced it).

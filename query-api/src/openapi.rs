@@ -89,6 +89,21 @@ pub(crate) struct PageParams {
     cursor: Option<String>,
 }
 
+/// Filters of `/v1/stream` (none: every message of the tenant).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct StreamParams {
+    /// Repeatable: only these vehicles' messages.
+    #[param(pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
+    vehicle_id: Option<Vec<String>>,
+    /// Repeatable: only messages of these types.
+    #[param(pattern = r"^(trip\.started|trip\.updated|trip\.completed|event\.detected)$")]
+    r#type: Option<Vec<String>>,
+    /// Repeatable: `event.detected` only for these event kinds (other types unaffected).
+    #[param(inline)]
+    event: Option<Vec<tripline_model::EventKind>>,
+}
+
 struct BearerKey;
 
 impl Modify for BearerKey {
@@ -113,6 +128,7 @@ impl Modify for BearerKey {
         crate::routes::vehicle_trips,
         crate::routes::stats,
         crate::routes::rejections,
+        crate::routes::stream,
         crate::routes::ready,
     ),
     modifiers(&BearerKey)

@@ -2,7 +2,7 @@
 //! names its parameter, unknown parameters refused.
 
 use tripline_index::{Cursor, SortOrder, TripQuery};
-use tripline_model::{EventKind, TripStatus, VehicleId};
+use tripline_model::{EventKind, NoticeKind, TripStatus, VehicleId};
 
 use crate::error::ApiError;
 
@@ -106,16 +106,7 @@ pub fn search(pairs: &[(String, String)], extra: &[&str]) -> Result<TripQuery, A
             )
         })?,
     };
-    let mut events = Vec::new();
-    for (_, v) in pairs.iter().filter(|(k, _)| k == "event") {
-        let kind = EventKind::from_name(v).ok_or_else(|| {
-            ApiError::bad_parameter(
-                "event",
-                format!("{v:?}: expected harsh_braking, harsh_acceleration, harsh_cornering or speeding"),
-            )
-        })?;
-        events.push(kind);
-    }
+    let events = event_kinds(pairs)?;
     let regions: Vec<String> = pairs.iter().filter(|(k, _)| k == "region").map(|(_, v)| v.clone()).collect();
     let bbox = single(pairs, "bbox")?.map(parse_bbox).transpose()?;
     let cursor = single(pairs, "cursor")?
@@ -144,6 +135,41 @@ pub fn search(pairs: &[(String, String)], extra: &[&str]) -> Result<TripQuery, A
         return Err(ApiError::bad_parameter("to", "must be after from"));
     }
     Ok(query)
+}
+
+/// Every `event` (repeatable): event kinds.
+fn event_kinds(pairs: &[(String, String)]) -> Result<Vec<EventKind>, ApiError> {
+    let mut events = Vec::new();
+    for (_, v) in pairs.iter().filter(|(k, _)| k == "event") {
+        let kind = EventKind::from_name(v).ok_or_else(|| {
+            ApiError::bad_parameter(
+                "event",
+                format!("{v:?}: expected harsh_braking, harsh_acceleration, harsh_cornering or speeding"),
+            )
+        })?;
+        events.push(kind);
+    }
+    Ok(events)
+}
+
+/// `/v1/stream`: `vehicle_id`, `type` (message types) and `event` (event kinds of
+/// `event.detected`), each repeatable.
+pub(crate) fn stream(pairs: &[(String, String)]) -> Result<crate::stream::StreamFilter, ApiError> {
+    check_keys(pairs, &["vehicle_id", "type", "event"])?;
+    let mut filter = crate::stream::StreamFilter { events: event_kinds(pairs)?, ..Default::default() };
+    for (key, v) in pairs {
+        match key.as_str() {
+            "vehicle_id" => filter.vehicles.push(VehicleId::parse(v).map_err(|e| ApiError::bad_parameter(key, e))?),
+            "type" => filter.kinds.push(NoticeKind::parse(v).ok_or_else(|| {
+                ApiError::bad_parameter(
+                    key,
+                    format!("{v:?}: expected trip.started, trip.updated, trip.completed or event.detected"),
+                )
+            })?),
+            _ => {}
+        }
+    }
+    Ok(filter)
 }
 
 fn parse_bbox(v: &str) -> Result<(f64, f64, f64, f64), ApiError> {

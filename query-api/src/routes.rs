@@ -12,7 +12,7 @@ use tripline_model::{TenantId, TripDetail, TripId, VehicleId};
 use tripline_store::Store;
 
 use crate::error::ApiError;
-use crate::openapi::{PageParams, SearchParams, StatsParams, VehicleFilter};
+use crate::openapi::{PageParams, SearchParams, StatsParams, StreamParams, VehicleFilter};
 use crate::views::{
     BucketView, ErrorBody, PointView, PointsAnswer, RejectionView, RejectionsAnswer, SearchAnswer, StatsAnswer,
 };
@@ -33,6 +33,7 @@ pub(crate) fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/v1/vehicles/:vehicle_id/trips", get(vehicle_trips::<S>))
         .route("/v1/stats", get(stats::<S>))
         .route("/v1/rejections", get(rejections::<S>))
+        .route("/v1/stream", get(stream::<S>))
         .route("/readyz", get(ready::<S>))
         .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
         .fallback(|| async { ApiError::not_found("route") })
@@ -214,6 +215,54 @@ pub(crate) async fn rejections<S: Store>(
         }
     }
     Ok(Json(RejectionsAnswer { rejections, next_cursor }))
+}
+
+/// Server-Sent Events of the tenant's trips: `trip.started`, `trip.updated`, `trip.completed`,
+/// `event.detected`; each event's `id` resumes the stream after it (`Last-Event-ID`).
+#[utoipa::path(get, path = "/v1/stream", params(StreamParams,
+        ("Last-Event-ID" = Option<String>, Header, description = "the id of the last event received: the stream goes on after it")),
+    responses((status = 200, description = "text/event-stream: events trip.started, trip.updated, trip.completed, event.detected (data: {id, type, timestamp, data}) and stream.reset", content_type = "text/event-stream", body = String),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 414, description = "request line longer than the server reads (64 KiB)"), (status = 429, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub(crate) async fn stream<S: Store>(
+    State(state): Shared<S>,
+    headers: HeaderMap,
+    Query(pairs): Pairs,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    use axum::response::sse::{KeepAlive, Sse};
+    let (tenant, key_hash) = state.keys.tenant(&state.store, &headers).await?;
+    if !state.limiter.allow(&key_hash, &state.config, std::time::Instant::now()) {
+        return Err(ApiError::rate_limited());
+    }
+    let filter = params::stream(&pairs)?;
+    let admission = state.hub.admit(&key_hash)?;
+    let config = state.hub.config();
+    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let start = crate::stream::Start::of(last_event_id, config.retention);
+    let (events, queue) = tokio::sync::mpsc::channel(crate::stream::STREAM_QUEUE);
+    tokio::spawn(crate::stream::produce(
+        Arc::clone(&state.hub),
+        state.store.clone(),
+        tenant,
+        filter,
+        start,
+        events,
+        admission,
+    ));
+    let body = futures::stream::unfold(queue, |mut queue| async move {
+        queue.recv().await.map(|event| (Ok::<_, std::convert::Infallible>(event), queue))
+    });
+    let sse = Sse::new(body).keep_alive(KeepAlive::new().interval(config.heartbeat).text("heartbeat"));
+    // Proxies must pass events on as they come (nginx reads X-Accel-Buffering).
+    Ok((
+        [
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+            (axum::http::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        sse,
+    )
+        .into_response())
 }
 
 /// Ready when the store answers, the index is open and (in a process with ingest) ingest is

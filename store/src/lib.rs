@@ -42,6 +42,10 @@ pub use tempfile::TempDir;
 use tripline_model::{TenantId, TripId, VehicleId};
 pub use written::MAX_AGE as WRITTEN_MAX_AGE;
 
+/// How long the change feed keeps its entries: 7 days. A reader (the indexer, a live stream, a
+/// webhook) must keep up within it.
+pub const FEED_RETENTION_S: u64 = 7 * 86_400;
+
 /// Default retention of points, trips and rejections: 400 days.
 pub const DEFAULT_RETENTION_DAYS: u32 = 400;
 

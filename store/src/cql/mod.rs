@@ -68,7 +68,7 @@ pub const SCHEMA_VERSION: i32 = 4;
 /// Change-feed entries per partition of a writer.
 const FEED_BUCKET: u64 = 10_000;
 /// Change-feed entries and writer watermarks live this long (the indexer must keep up within it).
-const FEED_TTL_S: i32 = 7 * 86_400;
+const FEED_TTL_S: i32 = crate::FEED_RETENTION_S as i32;
 /// Partition key of rejections no tenant owns (`*` is outside the tenant-name alphabet, and CQL
 /// refuses an empty key).
 const UNOWNED: &str = "*";

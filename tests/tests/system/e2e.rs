@@ -17,6 +17,7 @@ use tripline_model::time::{now_ms, to_datetime};
 use tripline_tests::{Service, mqtt_host_port, unique_name, workspace_root};
 
 use crate::harness::{Running, sigterm, start_roles, start_roles_until};
+use crate::sse;
 
 const TENANT_A: &str = "insurer-a";
 const TENANT_B: &str = "insurer-b";
@@ -268,6 +269,88 @@ fn all_trips(api: &str, key: &str, filter: &str) -> BTreeMap<String, Value> {
     }
 }
 
+/// A's live stream told every trip's start, completion and events, of A's trips only, each
+/// vehicle's in the order written; the stream that hung up and resumed with `Last-Event-ID` got
+/// exactly the same messages, none twice.
+fn live_stream_tells_everything_in_order(
+    api: &str,
+    key: &str,
+    trips: &BTreeMap<String, Value>,
+    stream: sse::Stream,
+    first_part: sse::Stream,
+) {
+    let mut events = BTreeSet::new();
+    for id in trips.keys() {
+        let (_, detail) = get(api, &format!("/v1/trips/{id}"), Some(key));
+        for event in detail["event_list"].as_array().unwrap() {
+            events.insert((
+                id.clone(),
+                event["kind"].as_str().unwrap().to_owned(),
+                event["ts"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    let completed: BTreeSet<&String> =
+        trips.iter().filter(|(_, t)| t["status"] == "completed").map(|(id, _)| id).collect();
+    let told = |got: &[sse::Received], kind: &str| -> BTreeSet<String> {
+        got.iter().filter(|e| e.event == kind).map(|e| e.trip().to_owned()).collect()
+    };
+    let detected = |got: &[sse::Received]| -> BTreeSet<(String, String, String)> {
+        got.iter()
+            .filter(|e| e.event == "event.detected")
+            .map(|e| {
+                let data = &e.data["data"];
+                (
+                    e.trip().to_owned(),
+                    data["kind"].as_str().unwrap().to_owned(),
+                    data["ts"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let all = stream.settle(Duration::from_secs(60), Duration::from_secs(2), |got| {
+        told(got, "trip.started").len() == trips.len()
+            && told(got, "trip.completed").iter().filter(|t| completed.contains(t)).count() == completed.len()
+            && detected(got).is_superset(&events)
+    });
+    assert!(!events.is_empty() && !completed.is_empty(), "the real drives hold events and completed trips");
+    assert!(all.iter().all(|e| trips.contains_key(e.trip())), "only the tenant's trips");
+    assert!(all.iter().all(|e| e.event == e.data["type"] && !e.id.is_empty()), "typed and resumable");
+    let started: Vec<&str> = all.iter().filter(|e| e.event == "trip.started").map(|e| e.trip()).collect();
+    assert_eq!(started.len(), trips.len(), "each trip starts once");
+    let mut first_of_trip: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut last_at: BTreeMap<&str, &str> = BTreeMap::new();
+    for e in &all {
+        first_of_trip.entry(e.trip()).or_insert(e.event.as_str());
+        let at = e.data["timestamp"].as_str().unwrap();
+        let before = last_at.insert(e.vehicle(), at).unwrap_or_default();
+        assert!(before <= at, "a vehicle's messages in the order written: {before} then {at}");
+    }
+    assert!(first_of_trip.values().all(|first| *first == "trip.started"), "{first_of_trip:?}");
+    let ids: Vec<&str> = all.iter().map(sse::Received::message_id).collect();
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len(), "no message twice");
+
+    let count = |kind: &str| all.iter().filter(|e| e.event == kind).count();
+    eprintln!(
+        "live stream: {} messages: {} started, {} updated, {} completed, {} events ({} in the final trips)",
+        all.len(),
+        count("trip.started"),
+        count("trip.updated"),
+        count("trip.completed"),
+        count("event.detected"),
+        events.len()
+    );
+    let first = first_part.finish(Duration::from_secs(30));
+    assert_eq!(first.len(), trips.len());
+    let rest = sse::open(api, key, "", Some(&first.last().unwrap().id), None).settle(
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+        |got| first.len() + got.len() >= all.len(),
+    );
+    let resumed: Vec<&str> = first.iter().chain(&rest).map(sse::Received::message_id).collect();
+    assert_eq!(resumed, ids, "hung up and resumed: exactly the same messages, in the same order");
+}
+
 fn without_updated_at(mut summary: Value) -> Value {
     summary.as_object_mut().unwrap().remove("updated_at");
     summary
@@ -344,6 +427,11 @@ async fn whole_system(deployment: Deployment, dir: &Path, mqtt_url: &str) {
     assert!(expected_a.len() >= 10 && expected_b.len() >= 150, "{} and {} trips", expected_a.len(), expected_b.len());
 
     let stack = start_stack(dir, &deployment);
+    // Insurers follow the live stream from before the fleet drives; one of A's hangs up after as
+    // many events as A has trips, and resumes later.
+    let stream_a = sse::open(&stack.api, &key_a, "", None, None);
+    let stream_b = sse::open(&stack.api, &key_b, "", None, None);
+    let first_part = sse::open(&stack.api, &key_a, "", None, Some(expected_a.len()));
     let mut args = vec!["replay", "--speed", "max", "--url", mqtt_url, "--credentials", "secrets.csv"];
     args.append(&mut files);
     let replayed = tripline(dir, &args);
@@ -438,6 +526,12 @@ async fn whole_system(deployment: Deployment, dir: &Path, mqtt_url: &str) {
         assert_eq!(times.len() as u64, trip["point_count"].as_u64().unwrap(), "points of {id}");
         assert!(times.windows(2).all(|w| w[0] <= w[1]), "points of {id} in time order");
     }
+
+    live_stream_tells_everything_in_order(&stack.api, &key_a, &trips_a, stream_a, first_part);
+    let b_stream = stream_b.settle(Duration::from_secs(60), Duration::from_secs(2), |got| {
+        got.iter().filter(|e| e.event == "trip.started").count() == trips_b.len()
+    });
+    assert!(b_stream.iter().all(|e| data.b_vehicles.contains(e.vehicle())), "B's stream tells only B's trips");
 
     // Tenants stay apart.
     let (b_id, b_trip) = trips_b.iter().next().unwrap();

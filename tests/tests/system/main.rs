@@ -14,4 +14,5 @@ mod embedded;
 mod ingest;
 mod mosquitto_auth;
 mod smoke;
+mod sse;
 mod tls;
