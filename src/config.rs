@@ -13,7 +13,7 @@ use tripline_store::{DEFAULT_RETENTION_DAYS, ScyllaConfig};
 
 /// Top-level keys; environment variables naming anything else are not configuration.
 const KEYS: &[&str] =
-    &["data_dir", "regions", "enrich", "store", "scylla", "retention_days", "mqtt", "ingest", "indexer", "http"];
+    &["data_dir", "regions", "enrich", "store", "scylla", "retention_days", "mqtt", "ingest", "indexer", "http", "push"];
 
 /// The MQTT side.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -213,6 +213,46 @@ impl Default for IngestConfig {
     }
 }
 
+/// Push to insurers: the live stream (`GET /v1/stream`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct PushConfig {
+    /// `trip.updated` is told at most this often per trip, seconds (a trip's start, completion
+    /// and events are always told).
+    pub(crate) trip_update_every_s: u64,
+    /// Live streams one API key may hold open at once (then 429).
+    pub(crate) max_streams_per_key: usize,
+    /// A stream idle this long gets a heartbeat comment, seconds.
+    pub(crate) heartbeat_s: u64,
+    /// Recent messages the API keeps for its streams, MiB; a stream further behind is closed
+    /// and resumes from the store with its last id.
+    pub(crate) stream_buffer_mb: usize,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        let stream = tripline_query_api::StreamConfig::default();
+        PushConfig {
+            trip_update_every_s: tripline_enrich::worker::WorkerConfig::default().trip_update_every.as_secs(),
+            max_streams_per_key: stream.max_per_key,
+            heartbeat_s: stream.heartbeat.as_secs(),
+            stream_buffer_mb: stream.ring_bytes / (1024 * 1024),
+        }
+    }
+}
+
+impl PushConfig {
+    /// The live stream's settings.
+    pub(crate) fn stream(&self) -> tripline_query_api::StreamConfig {
+        tripline_query_api::StreamConfig {
+            max_per_key: self.max_streams_per_key.max(1),
+            heartbeat: std::time::Duration::from_secs(self.heartbeat_s.max(1)),
+            ring_bytes: self.stream_buffer_mb.max(1) * 1024 * 1024,
+            ..tripline_query_api::StreamConfig::default()
+        }
+    }
+}
+
 /// Which write store to use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -267,6 +307,9 @@ pub(crate) struct Config {
     /// HTTP.
     #[serde(default)]
     pub(crate) http: HttpConfig,
+    /// Push to insurers.
+    #[serde(default)]
+    pub(crate) push: PushConfig,
 }
 
 fn default_store() -> StoreKind {
@@ -309,6 +352,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             indexer: IndexerConfig::default(),
             http: HttpConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }

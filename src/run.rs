@@ -163,7 +163,9 @@ pub(crate) fn run(config: &Config, roles: &[Role], engine: Enricher, demo: bool)
                 failed_auth_per_s: config.http.failed_auth_per_s,
                 failed_auth_burst: config.http.failed_auth_burst,
             };
-            let mut state = ApiState::with_config(store.clone(), index.clone(), limits);
+            tripline_query_api::metrics::describe();
+            let mut state =
+                ApiState::with_config(store.clone(), index.clone(), limits).with_stream(config.push.stream());
             if roles.ingest {
                 let (health, status) = (health.clone(), ingest_status.clone());
                 state = state.with_readiness(Arc::new(move || {
@@ -369,8 +371,11 @@ async fn start_ingest(
         let (tx, rx) = flume::bounded::<Work>(WORKER_QUEUE_CAPACITY);
         queues.push(tx);
         depths.push(rx.clone());
-        let worker_config =
-            WorkerConfig { max_live_trips: config.ingest.max_live_trips.max(1), ..WorkerConfig::default() };
+        let worker_config = WorkerConfig {
+            max_live_trips: config.ingest.max_live_trips.max(1),
+            trip_update_every: Duration::from_secs(config.push.trip_update_every_s),
+            ..WorkerConfig::default()
+        };
         let worker = Worker::new(Arc::clone(&engine), store.clone(), worker_config);
         let task = tokio::spawn(worker.run(rx));
         worker_tasks.push(supervise("an enrichment worker", task, &stopping, &health, |()| String::new()));
