@@ -12,8 +12,19 @@ use tripline_indexer::IndexerConfig;
 use tripline_store::{DEFAULT_RETENTION_DAYS, ScyllaConfig};
 
 /// Top-level keys; environment variables naming anything else are not configuration.
-const KEYS: &[&str] =
-    &["data_dir", "regions", "enrich", "store", "scylla", "retention_days", "mqtt", "ingest", "indexer", "http", "push"];
+const KEYS: &[&str] = &[
+    "data_dir",
+    "regions",
+    "enrich",
+    "store",
+    "scylla",
+    "retention_days",
+    "mqtt",
+    "ingest",
+    "indexer",
+    "http",
+    "push",
+];
 
 /// The MQTT side.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

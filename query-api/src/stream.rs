@@ -429,34 +429,36 @@ pub(crate) async fn produce<S: ChangeFeed + Clone + Send + Sync + 'static>(
         let ring = hub.ring();
         (Cursor::at(&ring.head), ring.end())
     };
-    let mut index = match start {
-        Start::Now => {
-            let (cursor, end) = from_now();
-            stream.cursor = cursor;
-            end
-        }
-        Start::Reset(reason) => {
-            let (cursor, end) = from_now();
-            stream.cursor = cursor;
-            let data = serde_json::json!({"reason": reason, "message": reset_message(reason)});
-            let event = SseEvent::default().event("stream.reset").id(stream.cursor.encode()).data(data.to_string());
-            if !stream.send(event).await {
-                return;
-            }
-            end
-        }
-        Start::After(cursor) => {
+    // Positioned (a stream from now) before anything is written meanwhile.
+    let now = match &start {
+        Start::Now | Start::Reset(_) => Some(from_now()),
+        Start::After(_) => None,
+    };
+    // Live: a comment tells the client (and any proxy) first.
+    if !stream.send(SseEvent::default().comment("stream open")).await {
+        return;
+    }
+    let mut index = match (start, now) {
+        (Start::After(cursor), _) => {
             stream.cursor = cursor;
             match stream.catch_up(&hub, &store).await {
                 Some(first) => first,
                 None => return,
             }
         }
+        (start, now) => {
+            let (cursor, end) = now.unwrap_or_else(from_now);
+            stream.cursor = cursor;
+            if let Start::Reset(reason) = start {
+                let data = serde_json::json!({"reason": reason, "message": reset_message(reason)});
+                let event = SseEvent::default().event("stream.reset").id(stream.cursor.encode()).data(data.to_string());
+                if !stream.send(event).await {
+                    return;
+                }
+            }
+            end
+        }
     };
-    // Positioned: a comment tells the client (and any proxy) that the stream is live.
-    if !stream.send(SseEvent::default().comment("stream open")).await {
-        return;
-    }
     let mut grown = hub.grown.subscribe();
     loop {
         grown.borrow_and_update();

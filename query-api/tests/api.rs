@@ -9,10 +9,10 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tripline_index::TripIndex;
 use tripline_model::{Point, RejectReason, TenantId, TripId, VehicleId};
-use tripline_query_api::{ApiConfig, ApiState, api_key_hash, router};
+use tripline_query_api::{ApiConfig, ApiState, StreamConfig, api_key_hash, router};
 use tripline_store::{
-    Checkpoint, Derived, EmbeddedStore, PointStore, Registry, Rejection, RejectionStore, StoredPoint, TripRecord,
-    TripStore,
+    BatchWrite, Checkpoint, Derived, EmbeddedStore, PointStore, Registry, Rejection, RejectionStore, StoredPoint,
+    TripKey, TripRecord, TripStore, WriteSet,
 };
 
 const T0: i64 = 1_795_600_800_000;
@@ -37,6 +37,7 @@ async fn get(addr: std::net::SocketAddr, path: &str, key: Option<&str>) -> (u16,
 
 struct App {
     addr: std::net::SocketAddr,
+    store: EmbeddedStore,
     _dir: tripline_store::TempDir,
 }
 
@@ -45,6 +46,10 @@ async fn app() -> App {
 }
 
 async fn app_with(config: ApiConfig) -> App {
+    app_with_stream(config, StreamConfig::default()).await
+}
+
+async fn app_with_stream(config: ApiConfig, stream: StreamConfig) -> App {
     let (store, dir) = EmbeddedStore::for_test(Duration::from_secs(3600)).unwrap();
     for (tenant, key, vehicle) in [("acme", "key-a", "car-a"), ("globex", "key-b", "car-b")] {
         let tenant = TenantId::parse(tenant).unwrap();
@@ -107,9 +112,9 @@ async fn app_with(config: ApiConfig) -> App {
     index.commit(&mut writer, &Checkpoint::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = router(ApiState::with_config(store, index, config));
+    let app = router(ApiState::with_config(store.clone(), index, config).with_stream(stream));
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    App { addr, _dir: dir }
+    App { addr, store, _dir: dir }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,6 +193,7 @@ async fn another_tenants_ids_answer_404_and_missing_keys_401_on_every_route() {
         "/v1/vehicles/car-a/trips",
         "/v1/rejections",
         "/v1/stats?group_by=day",
+        "/v1/stream",
     ] {
         for key in [None, Some("wrong-key")] {
             let (status, body) = get(app.addr, path, key).await;
@@ -208,6 +214,10 @@ async fn bad_parameters_answer_400_naming_the_parameter() {
         ("/v1/trips/ta1/points?limit=0", "limit"),
         ("/v1/rejections?cursor=zzz", "cursor"),
         ("/v1/vehicles/car-a/trips?vehicle_id=car-b", "vehicle_id"),
+        ("/v1/stream?type=trip.deleted", "type"),
+        ("/v1/stream?event=crash", "event"),
+        ("/v1/stream?vehicle_id=car%20a", "vehicle_id"),
+        ("/v1/stream?limit=5", "limit"),
     ] {
         let (status, body) = get(app.addr, path, Some("key-a")).await;
         assert_eq!(status, 400, "{path}");
@@ -226,4 +236,127 @@ async fn a_key_over_its_rate_gets_429() {
     let (status, body) = get(app.addr, "/v1/trips", Some("key-a")).await;
     assert_eq!((status, body["error"]["code"].as_str()), (429, Some("rate_limited")));
     assert_eq!(get(app.addr, "/v1/trips", Some("key-b")).await.0, 200, "another key is not limited");
+}
+
+/// Opens `GET /v1/stream{query}` (after `last_event_id`) and reads until `count` events arrived:
+/// (event, id, data) of each.
+async fn stream_events(
+    addr: std::net::SocketAddr,
+    query: &str,
+    key: &str,
+    last_event_id: Option<&str>,
+    count: usize,
+) -> Vec<(String, String, Value)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let resume = last_event_id.map(|id| format!("Last-Event-ID: {id}\r\n")).unwrap_or_default();
+    let request =
+        format!("GET /v1/stream{query} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {key}\r\n{resume}\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    let mut buffer = vec![0; 64 * 1024];
+    let parse = |text: &str| -> Vec<(String, String, Value)> {
+        let (mut events, mut event, mut id) = (Vec::new(), String::new(), String::new());
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix("event: ") {
+                event = v.to_owned();
+            } else if let Some(v) = line.strip_prefix("id: ") {
+                id = v.to_owned();
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                events.push((event.clone(), id.clone(), serde_json::from_str(v).unwrap()));
+            }
+        }
+        events
+    };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !text.contains(": stream open") || parse(&text).len() < count {
+            let n = stream.read(&mut buffer).await.unwrap();
+            assert!(n > 0, "the stream ended: {text}");
+            text.push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{count} events within 10 s: {text}"));
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("content-type: text/event-stream"), "{text}");
+    parse(&text)
+}
+
+/// Writes trip `id` of `vehicle` of `tenant` with `notices`, as the workers do.
+async fn write_told(
+    store: &EmbeddedStore,
+    tenant: &str,
+    vehicle: &str,
+    id: &str,
+    notices: Vec<tripline_model::Notice>,
+) {
+    let trip = record(tenant, vehicle, id, 80.0);
+    let set = WriteSet { notices: [(TripKey::of(&trip), notices)].into(), trips: vec![trip], ..WriteSet::default() };
+    store.write_batch(&set).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_stream_tells_the_tenant_its_own_messages_and_resumes_after_an_id() {
+    use tripline_model::Notice;
+    let app = app().await;
+    // Written before anyone listens: a stream from the feed's start (an empty position) has them.
+    write_told(&app.store, "acme", "car-a", "s1", vec![Notice::Started]).await;
+    write_told(&app.store, "globex", "car-b", "g1", vec![Notice::Started, Notice::Completed]).await;
+    write_told(&app.store, "acme", "car-a", "s1", vec![Notice::Updated, Notice::Completed]).await;
+    let all = stream_events(app.addr, "", "key-a", Some("AAAA"), 3).await;
+    let kinds: Vec<&str> = all.iter().map(|(event, _, _)| event.as_str()).collect();
+    assert_eq!(kinds, ["trip.started", "trip.updated", "trip.completed"]);
+    assert!(all.iter().all(|(event, _, data)| data["type"] == event.as_str() && data["data"]["vehicle_id"] == "car-a"));
+    // Resumed after the second: the third only (one entry sent in part), and then what comes next.
+    let resumed = {
+        let addr = app.addr;
+        let after = all[1].1.clone();
+        tokio::spawn(async move { stream_events(addr, "", "key-a", Some(&after), 2).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    write_told(&app.store, "globex", "car-b", "g2", vec![Notice::Started]).await;
+    write_told(&app.store, "acme", "car-a", "s2", vec![Notice::Started]).await;
+    let resumed = resumed.await.unwrap();
+    assert_eq!(resumed[0].2, all[2].2);
+    assert_eq!((resumed[1].0.as_str(), resumed[1].2["data"]["trip_id"].as_str()), ("trip.started", Some("s2")));
+    // Filters: only the types asked for.
+    let completed = stream_events(app.addr, "?type=trip.completed", "key-b", Some("AAAA"), 1).await;
+    assert_eq!(completed[0].2["data"]["trip_id"], "g1");
+    // An id this API never issued: stream.reset, then the stream from now.
+    let reset = stream_events(app.addr, "", "key-a", Some("not-an-id"), 1).await;
+    assert_eq!((reset[0].0.as_str(), reset[0].2["reason"].as_str()), ("stream.reset", Some("unknown_id")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_holds_at_most_its_share_of_streams() {
+    let stream = StreamConfig { max_per_key: 1, ..StreamConfig::default() };
+    let app = app_with_stream(ApiConfig::default(), stream).await;
+    write_told(&app.store, "acme", "car-a", "s1", vec![tripline_model::Notice::Started]).await;
+    let open = {
+        let addr = app.addr;
+        tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let request = "GET /v1/stream HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer key-a\r\n\r\n";
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut buffer = vec![0; 4096];
+            let n = stream.read(&mut buffer).await.unwrap();
+            assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 200"));
+            stream
+        })
+    };
+    let held = open.await.unwrap();
+    let (status, body) = get(app.addr, "/v1/stream", Some("key-a")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("too_many_streams")));
+    assert_eq!(stream_events(app.addr, "", "key-b", Some("AAAA"), 0).await.len(), 0, "another key may");
+    drop(held);
+    // The closed stream's share comes back once its connection is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let events =
+            tokio::time::timeout(Duration::from_secs(2), stream_events(app.addr, "", "key-a", Some("AAAA"), 1)).await;
+        if let Ok(events) = events {
+            assert_eq!(events[0].0, "trip.started");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the share came back");
+    }
 }
