@@ -154,3 +154,32 @@ impl ChangeFeed for AnyStore {
         delegate!(sync self, s => s.feed_signal())
     }
 }
+
+impl crate::WebhookStore for AnyStore {
+    async fn put_webhook(&self, webhook: &crate::Webhook, from: &Checkpoint) -> StoreResult<()> {
+        delegate!(self, s => s.put_webhook(webhook, from))
+    }
+    async fn remove_webhook(&self, id: &str) -> StoreResult<Option<crate::Webhook>> {
+        delegate!(self, s => s.remove_webhook(id))
+    }
+    async fn webhooks(&self) -> StoreResult<Vec<crate::Webhook>> {
+        delegate!(self, s => s.webhooks())
+    }
+    async fn outbox(&self, id: &str) -> StoreResult<Option<(Checkpoint, Vec<crate::OutboxItem>)>> {
+        delegate!(self, s => s.outbox(id))
+    }
+    async fn enqueue(&self, id: &str, items: &[crate::OutboxItem], cursor: &Checkpoint) -> StoreResult<()> {
+        delegate!(self, s => s.enqueue(id, items, cursor))
+    }
+    async fn settle(&self, id: &str, item: &crate::OutboxItem, attempt: &crate::DeliveryAttempt) -> StoreResult<()> {
+        delegate!(self, s => s.settle(id, item, attempt))
+    }
+    async fn deliveries(
+        &self,
+        tenant: &TenantId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Page<crate::DeliveryAttempt>> {
+        delegate!(self, s => s.deliveries(tenant, cursor, limit))
+    }
+}

@@ -23,6 +23,7 @@ mod records;
 mod retry;
 pub mod tls;
 mod trip_encoding;
+pub mod webhooks;
 mod written;
 
 use std::collections::HashMap;
@@ -40,6 +41,7 @@ pub use retry::RetryPolicy;
 /// A temporary directory removed on drop, as [`EmbeddedStore::for_test`] returns it.
 pub use tempfile::TempDir;
 use tripline_model::{TenantId, TripId, VehicleId};
+pub use webhooks::{DeliveryAttempt, DeliveryOutcome, OutboxItem, Webhook, WebhookStore};
 pub use written::MAX_AGE as WRITTEN_MAX_AGE;
 
 /// How long the change feed keeps its entries: 7 days. A reader (the indexer, a live stream, a
@@ -290,11 +292,31 @@ pub trait BatchWrite {
 
 /// Everything a tripline process needs from its store.
 pub trait Store:
-    Registry + PointStore + TripStore + RejectionStore + ChangeFeed + BatchWrite + Clone + Send + Sync + 'static
+    Registry
+    + PointStore
+    + TripStore
+    + RejectionStore
+    + ChangeFeed
+    + BatchWrite
+    + WebhookStore
+    + Clone
+    + Send
+    + Sync
+    + 'static
 {
 }
 
 impl<T> Store for T where
-    T: Registry + PointStore + TripStore + RejectionStore + ChangeFeed + BatchWrite + Clone + Send + Sync + 'static
+    T: Registry
+        + PointStore
+        + TripStore
+        + RejectionStore
+        + ChangeFeed
+        + BatchWrite
+        + WebhookStore
+        + Clone
+        + Send
+        + Sync
+        + 'static
 {
 }

@@ -30,6 +30,7 @@ mod rejections;
 mod schema;
 mod statements;
 mod trips;
+mod webhooks;
 
 use feed::FeedState;
 use schema::{apply_schema, checked_keyspace};
@@ -69,6 +70,11 @@ pub const SCHEMA_VERSION: i32 = 4;
 const FEED_BUCKET: u64 = 10_000;
 /// Change-feed entries and writer watermarks live this long (the indexer must keep up within it).
 const FEED_TTL_S: i32 = crate::FEED_RETENTION_S as i32;
+/// Webhook outbox rows live this long at most (a message is given up after 24 h by default; the
+/// row outlives that, so a dispatcher that was down still finds and settles it).
+const OUTBOX_TTL_S: i32 = 8 * 86_400;
+/// Delivery attempts are listed this long.
+const DELIVERY_TTL_S: i32 = crate::webhooks::DELIVERY_RETENTION_S as i32;
 /// Partition key of rejections no tenant owns (`*` is outside the tenant-name alphabet, and CQL
 /// refuses an empty key).
 const UNOWNED: &str = "*";

@@ -70,6 +70,16 @@ pub(super) async fn apply_schema(session: &Session, config: &ScyllaConfig) -> St
             "CREATE TABLE IF NOT EXISTS {ks}.feed (writer text, bucket bigint, seq bigint, tenant text, vehicle_id text, trip_id text, \
              at bigint, push blob, PRIMARY KEY ((writer, bucket), seq))"
         ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.webhooks (shard int, id text, record text, cursor text, PRIMARY KEY (shard, id))"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.webhook_outbox (webhook text, key text, record text, PRIMARY KEY (webhook, key))"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.webhook_deliveries (tenant text, day int, at bigint, id text, record text, \
+             PRIMARY KEY ((tenant, day), at, id)) WITH CLUSTERING ORDER BY (at DESC, id ASC)"
+        ),
         format!("INSERT INTO {ks}.schema_version (id, version, applied_at) VALUES (0, {SCHEMA_VERSION}, {})", now_ms()),
     ];
     for cql in statements {
@@ -78,7 +88,7 @@ pub(super) async fn apply_schema(session: &Session, config: &ScyllaConfig) -> St
             .await?;
     }
     // Columns added since a table was first created: schema 2 gave trips the binary `data`,
-    // schema 4 gave feed entries their time and notices.
+    // schema 4 gave feed entries their time and notices (and added the webhook tables).
     for (table, column, kind) in [("trips", "data", "blob"), ("feed", "at", "bigint"), ("feed", "push", "blob")] {
         let present = retry
             .run("schema columns", || async {

@@ -3,7 +3,7 @@
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 
-use super::FEED_TTL_S;
+use super::{DELIVERY_TTL_S, FEED_TTL_S, OUTBOX_TTL_S};
 use crate::StoreResult;
 use crate::retry::{Attempt, RetryPolicy};
 
@@ -42,6 +42,20 @@ pub(super) struct Statements {
     pub(super) delete_vehicle_secret: PreparedStatement,
     pub(super) select_vehicle_secret: PreparedStatement,
     pub(super) select_all_vehicle_secrets: PreparedStatement,
+    pub(super) insert_webhook: PreparedStatement,
+    pub(super) update_webhook: PreparedStatement,
+    pub(super) update_webhook_cursor: PreparedStatement,
+    pub(super) select_webhook: PreparedStatement,
+    pub(super) select_webhooks: PreparedStatement,
+    pub(super) delete_webhook: PreparedStatement,
+    pub(super) insert_outbox: PreparedStatement,
+    pub(super) select_outbox: PreparedStatement,
+    pub(super) delete_outbox_item: PreparedStatement,
+    pub(super) delete_outbox: PreparedStatement,
+    pub(super) insert_delivery: PreparedStatement,
+    pub(super) select_deliveries: PreparedStatement,
+    pub(super) select_deliveries_same_ms_after: PreparedStatement,
+    pub(super) select_deliveries_before: PreparedStatement,
 }
 
 impl Statements {
@@ -124,6 +138,36 @@ impl Statements {
             select_vehicle_secret: p(format!("SELECT secret_hash FROM {ks}.vehicle_secrets WHERE vehicle_id = ?"))
                 .await?,
             select_all_vehicle_secrets: p(format!("SELECT vehicle_id, secret_hash FROM {ks}.vehicle_secrets")).await?,
+            insert_webhook: p(format!("INSERT INTO {ks}.webhooks (shard, id, record, cursor) VALUES (0, ?, ?, ?)")).await?,
+            update_webhook: p(format!("UPDATE {ks}.webhooks SET record = ? WHERE shard = 0 AND id = ?")).await?,
+            update_webhook_cursor: p(format!("UPDATE {ks}.webhooks SET cursor = ? WHERE shard = 0 AND id = ?")).await?,
+            select_webhook: p(format!("SELECT record, cursor FROM {ks}.webhooks WHERE shard = 0 AND id = ?")).await?,
+            select_webhooks: p(format!("SELECT record FROM {ks}.webhooks WHERE shard = 0")).await?,
+            delete_webhook: p(format!("DELETE FROM {ks}.webhooks WHERE shard = 0 AND id = ?")).await?,
+            insert_outbox: p(format!(
+                "INSERT INTO {ks}.webhook_outbox (webhook, key, record) VALUES (?, ?, ?) USING TTL {OUTBOX_TTL_S}"
+            ))
+            .await?,
+            select_outbox: p(format!("SELECT record FROM {ks}.webhook_outbox WHERE webhook = ?")).await?,
+            delete_outbox_item: p(format!("DELETE FROM {ks}.webhook_outbox WHERE webhook = ? AND key = ?")).await?,
+            delete_outbox: p(format!("DELETE FROM {ks}.webhook_outbox WHERE webhook = ?")).await?,
+            insert_delivery: p(format!(
+                "INSERT INTO {ks}.webhook_deliveries (tenant, day, at, id, record) VALUES (?, ?, ?, ?, ?) \
+                 USING TTL {DELIVERY_TTL_S}"
+            ))
+            .await?,
+            select_deliveries: p(format!(
+                "SELECT record FROM {ks}.webhook_deliveries WHERE tenant = ? AND day = ? LIMIT ?"
+            ))
+            .await?,
+            select_deliveries_same_ms_after: p(format!(
+                "SELECT record FROM {ks}.webhook_deliveries WHERE tenant = ? AND day = ? AND at = ? AND id > ? LIMIT ?"
+            ))
+            .await?,
+            select_deliveries_before: p(format!(
+                "SELECT record FROM {ks}.webhook_deliveries WHERE tenant = ? AND day = ? AND at < ? LIMIT ?"
+            ))
+            .await?,
         };
         Ok(statements)
     }

@@ -45,6 +45,7 @@ conformance!(
     redelivered_points_in_other_chunks_read_back_once,
     a_seal_cut_short_loses_and_duplicates_nothing,
     a_points_cursor_addresses_only_its_own_trip,
+    a_webhook_keeps_its_outbox_cursor_and_attempts,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,10 +4,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tripline_model::{
-    EventCounts, Notice, Place, Point, RejectReason, TenantId, TripId, TripStatus, TripSummary, VehicleId,
+    EventCounts, Notice, NoticeKind, Place, Point, RejectReason, TenantId, TripId, TripStatus, TripSummary, VehicleId,
 };
 use tripline_store::{
-    Change, Checkpoint, Derived, KeptWrite, Rejection, Store, StoreError, StoredPoint, TripKey, TripRecord, WriteSet,
+    Change, Checkpoint, DeliveryAttempt, DeliveryOutcome, Derived, KeptWrite, OutboxItem, Rejection, Store, StoreError,
+    StoredPoint, TripKey, TripRecord, Webhook, WriteSet,
 };
 
 /// 2026-11-24T23:59:00Z: a minute before midnight, so trips cross a day boundary.
@@ -591,4 +592,104 @@ pub(crate) async fn a_points_cursor_addresses_only_its_own_trip<S: Store>(store:
     }
     let next = store.trip_points(&tenant("acme"), &trip_id("x1"), Some(&cursor), 10).await.unwrap().unwrap();
     assert_eq!(next.items.first().and_then(|p| p.point.seq), Some(10));
+}
+
+fn webhook(id: &str, t: &str) -> Webhook {
+    Webhook {
+        id: id.to_owned(),
+        tenant: tenant(t),
+        url: "https://receiver.example/hooks".to_owned(),
+        types: vec![NoticeKind::TripCompleted],
+        vehicles: Vec::new(),
+        secret: "whsec_c2VjcmV0".to_owned(),
+        previous_secret: None,
+        previous_until_ms: 0,
+        created_at_ms: T0,
+    }
+}
+
+fn outbox_item(n: u32) -> OutboxItem {
+    OutboxItem {
+        key: OutboxItem::key_of(T0 + i64::from(n), "w1", u64::from(n), 0),
+        message_id: format!("msg_{n}"),
+        kind: NoticeKind::TripCompleted,
+        vehicle_id: vehicle("car-1"),
+        body: format!("{{\"n\": {n}}}"),
+        written_at_ms: T0,
+        attempts: 0,
+        next_at_ms: T0,
+    }
+}
+
+fn attempt(t: &str, item: &OutboxItem, n: u32, at_ms: i64, outcome: DeliveryOutcome) -> DeliveryAttempt {
+    DeliveryAttempt {
+        id: DeliveryAttempt::id_for("wh_1", &item.message_id, n),
+        tenant: tenant(t),
+        webhook_id: "wh_1".to_owned(),
+        message_id: item.message_id.clone(),
+        kind: item.kind,
+        vehicle_id: item.vehicle_id.clone(),
+        attempt: n,
+        at_ms,
+        status: Some(500),
+        error: None,
+        latency_ms: 12,
+        outcome,
+        next_at_ms: (outcome == DeliveryOutcome::Retrying).then_some(at_ms + 1000),
+    }
+}
+
+pub(crate) async fn a_webhook_keeps_its_outbox_cursor_and_attempts<S: Store>(store: &S) {
+    let from = Checkpoint { positions: [("w1".to_owned(), 7)].into() };
+    let hook = webhook("wh_1", "acme");
+    store.put_webhook(&hook, &from).await.unwrap();
+    store.put_webhook(&webhook("wh_2", "globex"), &Checkpoint::default()).await.unwrap();
+    let (cursor, items) = store.outbox("wh_1").await.unwrap().unwrap();
+    assert_eq!((cursor, items), (from.clone(), Vec::new()), "a new webhook starts at its position");
+    // A new secret keeps the cursor.
+    let rotated =
+        Webhook { secret: "whsec_bmV3".to_owned(), previous_secret: Some(hook.secret.clone()), ..hook.clone() };
+    store.put_webhook(&rotated, &Checkpoint::default()).await.unwrap();
+    let mut all = store.webhooks().await.unwrap();
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(all, [rotated.clone(), webhook("wh_2", "globex")]);
+    assert_eq!(store.outbox("wh_1").await.unwrap().unwrap().0, from);
+
+    // Items and the cursor after them; the same again changes nothing; they read in key order.
+    let items: Vec<OutboxItem> = (1..=3).rev().map(outbox_item).collect();
+    let after = Checkpoint { positions: [("w1".to_owned(), 10)].into() };
+    store.enqueue("wh_1", &items, &after).await.unwrap();
+    store.enqueue("wh_1", &items, &after).await.unwrap();
+    let (cursor, waiting) = store.outbox("wh_1").await.unwrap().unwrap();
+    assert_eq!(cursor, after);
+    assert_eq!(waiting.iter().map(|i| i.message_id.as_str()).collect::<Vec<_>>(), ["msg_1", "msg_2", "msg_3"]);
+    assert!(store.outbox("wh_2").await.unwrap().unwrap().1.is_empty(), "outboxes are apart");
+
+    // A retry stays with its new schedule; a delivery leaves; both are listed, newest first.
+    let now = tripline_model::time::now_ms();
+    let retry = OutboxItem { attempts: 1, next_at_ms: T0 + 60_000, ..waiting[0].clone() };
+    let first = attempt("acme", &retry, 1, now - 2_000, DeliveryOutcome::Retrying);
+    store.settle("wh_1", &retry, &first).await.unwrap();
+    let delivered = attempt("acme", &waiting[1], 1, now - 1_000, DeliveryOutcome::Delivered);
+    store.settle("wh_1", &waiting[1], &delivered).await.unwrap();
+    let waiting: Vec<OutboxItem> = store.outbox("wh_1").await.unwrap().unwrap().1;
+    assert_eq!(
+        waiting.iter().map(|i| (i.message_id.as_str(), i.attempts)).collect::<Vec<_>>(),
+        [("msg_1", 1), ("msg_3", 0)]
+    );
+    let listed = store.deliveries(&tenant("acme"), None, 10).await.unwrap();
+    assert_eq!(listed.items, [delivered.clone(), first.clone()]);
+    let page = store.deliveries(&tenant("acme"), None, 1).await.unwrap();
+    assert_eq!(page.items, [delivered]);
+    let rest = store.deliveries(&tenant("acme"), page.next.as_deref(), 10).await.unwrap();
+    assert_eq!((rest.items, rest.next), (vec![first], None));
+    assert!(store.deliveries(&tenant("globex"), None, 10).await.unwrap().items.is_empty(), "another tenant's");
+
+    // Removed: gone with its outbox; a late enqueue or retry of it keeps nothing.
+    assert_eq!(store.remove_webhook("wh_1").await.unwrap(), Some(rotated));
+    assert_eq!(store.remove_webhook("wh_1").await.unwrap(), None);
+    store.enqueue("wh_1", &items, &after).await.unwrap();
+    store.settle("wh_1", &retry, &attempt("acme", &retry, 2, now, DeliveryOutcome::Retrying)).await.unwrap();
+    assert_eq!(store.outbox("wh_1").await.unwrap(), None);
+    assert_eq!(store.webhooks().await.unwrap().len(), 1);
 }

@@ -52,6 +52,8 @@ impl Default for EmbeddedConfig {
     }
 }
 
+mod webhooks;
+
 /// The writer id of the embedded change feed (one process writes it).
 const WRITER: &str = "embedded";
 
@@ -67,6 +69,14 @@ struct Inner {
     /// Vehicle id → the hash of its secret (PHC string).
     vehicle_secrets: Keyspace,
     feed: Keyspace,
+    /// Webhook id → the webhook (JSON).
+    webhooks: Keyspace,
+    /// Webhook id → its feed cursor (JSON checkpoint).
+    webhook_cursors: Keyspace,
+    /// Webhook id \0 item key → a message waiting (JSON).
+    outbox: Keyspace,
+    /// Tenant \0 descending time, attempt id → a delivery attempt (JSON, expiring).
+    deliveries: Keyspace,
     /// Next change-feed sequence number; held while committing so sequence order is commit order.
     feed_next: Mutex<u64>,
     /// Serialises registry read-modify-writes.
@@ -193,6 +203,10 @@ impl EmbeddedStore {
             vehicles: open("vehicles")?,
             vehicle_secrets: open("vehicle_secrets")?,
             feed,
+            webhooks: open("webhooks")?,
+            webhook_cursors: open("webhook_cursors")?,
+            outbox: open("outbox")?,
+            deliveries: open("deliveries")?,
             feed_next: Mutex::new(next),
             registry_lock: Mutex::new(()),
             written: Written::new(WRITER),
@@ -227,10 +241,11 @@ impl EmbeddedStore {
             let now = now_ms();
             let mut batch = inner.db.batch().durability(Some(PersistMode::SyncData));
             let mut purged = 0u64;
-            let kinds: [(&Keyspace, Expiry); 3] = [
+            let kinds: [(&Keyspace, Expiry); 4] = [
                 (&inner.chunks, chunk_expiry),
                 (&inner.trips, trip_value_expiry),
                 (&inner.rejections, rejection_expiry),
+                (&inner.deliveries, rejection_expiry),
             ];
             for (keyspace, expiry) in kinds {
                 for guard in keyspace.iter() {
