@@ -139,6 +139,7 @@ pub(crate) fn routes(
         .route("/admin/v1/vehicle-secrets", post(set_vehicle_secrets).get(broker_hashes))
         .route("/admin/v1/vehicle-secrets/missing", post(vehicles_without_secret))
         .route("/admin/v1/reindex", post(start_reindex).get(reindex_status))
+        .route("/admin/v1/webhooks", post(webhook))
         .with_state(state)
 }
 
@@ -292,6 +293,22 @@ async fn vehicles_without_secret(
     Ok(Json(missing.iter().map(|v| v.as_str().to_owned()).collect()))
 }
 
+/// `POST /admin/v1/webhooks`: a webhook operation ([`crate::webhook::WebhookOp`]).
+async fn webhook(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Json(op): Json<crate::webhook::WebhookOp>,
+) -> Result<Json<crate::webhook::WebhookAnswer>, AdminError> {
+    use crate::webhook::OpError;
+    authorize(&state, &headers)?;
+    crate::webhook::apply(&state.store, op).await.map(Json).map_err(|error| match error {
+        OpError::Usage(reason) => AdminError(StatusCode::BAD_REQUEST, reason),
+        // Not found is a usage error too (the id or tenant given), not "no process here".
+        OpError::NotFound(reason) => AdminError(StatusCode::BAD_REQUEST, reason),
+        OpError::Store(error) => AdminError::from(error),
+    })
+}
+
 async fn start_reindex(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Result<Response, AdminError> {
     authorize(&state, &headers)?;
     let estimate = estimate(&state.home);
@@ -432,6 +449,11 @@ impl Remote {
 
     pub(crate) fn vehicles_without_secret(&self, ids: &[String]) -> Result<Vec<String>, RemoteError> {
         let text = self.call("POST", "/admin/v1/vehicle-secrets/missing", Some(&ids.to_vec()))?;
+        serde_json::from_str(&text).map_err(|e| RemoteError::Refused(200, e.to_string()))
+    }
+
+    pub(crate) fn webhook(&self, op: &crate::webhook::WebhookOp) -> Result<crate::webhook::WebhookAnswer, RemoteError> {
+        let text = self.call("POST", "/admin/v1/webhooks", Some(op))?;
         serde_json::from_str(&text).map_err(|e| RemoteError::Refused(200, e.to_string()))
     }
 

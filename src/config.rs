@@ -238,21 +238,73 @@ pub(crate) struct PushConfig {
     /// Recent messages the API keeps for its streams, MiB; a stream further behind is closed
     /// and resumes from the store with its last id.
     pub(crate) stream_buffer_mb: usize,
+    /// Networks webhook receivers may be in although internal (loopback, private, link-local…),
+    /// CIDR notation, e.g. `["127.0.0.1/32"]`; default none.
+    pub(crate) webhook_allowed_networks: Vec<String>,
+    /// Wait after a failed delivery, seconds; doubles (with ±20 % jitter) up to
+    /// `webhook_retry_max_s`.
+    pub(crate) webhook_retry_first_s: f64,
+    /// The longest wait between attempts, seconds.
+    pub(crate) webhook_retry_max_s: f64,
+    /// A message is given up when a delivery fails this long after it was written, hours.
+    pub(crate) webhook_give_up_h: f64,
+    /// How long a receiver may take to answer, seconds.
+    pub(crate) webhook_timeout_s: f64,
+    /// How long a rotated secret goes on signing beside the new one, hours.
+    pub(crate) webhook_rotation_overlap_h: u64,
 }
 
 impl Default for PushConfig {
     fn default() -> Self {
         let stream = tripline_query_api::StreamConfig::default();
+        let hooks = tripline_push::WebhookConfig::default();
         PushConfig {
             trip_update_every_s: tripline_enrich::worker::WorkerConfig::default().trip_update_every.as_secs(),
             max_streams_per_key: stream.max_per_key,
             heartbeat_s: stream.heartbeat.as_secs(),
             stream_buffer_mb: stream.ring_bytes / (1024 * 1024),
+            webhook_allowed_networks: Vec::new(),
+            webhook_retry_first_s: hooks.retry.first.as_secs_f64(),
+            webhook_retry_max_s: hooks.retry.max.as_secs_f64(),
+            webhook_give_up_h: hooks.retry.give_up_after.as_secs_f64() / 3600.0,
+            webhook_timeout_s: hooks.timeout.as_secs_f64(),
+            webhook_rotation_overlap_h: hooks.rotation_overlap.as_secs() / 3600,
         }
     }
 }
 
 impl PushConfig {
+    /// The networks receivers may be in although internal.
+    pub(crate) fn address_policy(&self) -> Result<tripline_push::AddressPolicy, String> {
+        let allowed = self
+            .webhook_allowed_networks
+            .iter()
+            .map(|n| tripline_push::Network::parse(n).map_err(|e| format!("[push] webhook_allowed_networks: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(tripline_push::AddressPolicy { allowed })
+    }
+
+    /// Webhook delivery's settings.
+    pub(crate) fn webhooks(&self) -> Result<tripline_push::WebhookConfig, String> {
+        let seconds = |value: f64, key: &str| {
+            std::time::Duration::try_from_secs_f64(value)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("[push] {key}: a positive number"))
+        };
+        Ok(tripline_push::WebhookConfig {
+            retry: tripline_push::RetrySchedule {
+                first: seconds(self.webhook_retry_first_s, "webhook_retry_first_s")?,
+                max: seconds(self.webhook_retry_max_s, "webhook_retry_max_s")?,
+                give_up_after: seconds(self.webhook_give_up_h * 3600.0, "webhook_give_up_h")?,
+            },
+            timeout: seconds(self.webhook_timeout_s, "webhook_timeout_s")?,
+            addresses: self.address_policy()?,
+            rotation_overlap: std::time::Duration::from_secs(self.webhook_rotation_overlap_h.saturating_mul(3600)),
+            ..tripline_push::WebhookConfig::default()
+        })
+    }
+
     /// The live stream's settings.
     pub(crate) fn stream(&self) -> tripline_query_api::StreamConfig {
         tripline_query_api::StreamConfig {

@@ -12,6 +12,7 @@ mod replay;
 mod run;
 mod schema;
 mod summarize;
+mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -138,6 +139,12 @@ enum Command {
         #[command(subcommand)]
         command: FleetCommand,
     },
+    /// Webhooks: a tenant's trip and event messages POSTed to its receivers, signed (Standard
+    /// Webhooks headers).
+    Webhook {
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
     /// Rebuild the read store (the search index) from the write store; the old index answers
     /// until the new one is complete.
     Reindex,
@@ -203,6 +210,45 @@ enum FleetCommand {
         /// Vehicle ids.
         #[arg(required = true, value_name = "VEHICLE_ID")]
         vehicles: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhookCommand {
+    /// Add a webhook: the tenant's messages from now on are POSTed to URL; prints
+    /// `webhook_id,secret` once (the secret signs every request).
+    Add {
+        /// The tenant.
+        #[arg(long, value_name = "NAME")]
+        tenant: String,
+        /// The receiver (`https://…`; an internal address only if `[push] webhook_allowed_networks`
+        /// names it).
+        #[arg(long)]
+        url: String,
+        /// Only these message types (repeatable or comma-separated): trip.started, trip.updated,
+        /// trip.completed, event.detected; default all.
+        #[arg(long = "events", value_name = "TYPE", value_delimiter = ',')]
+        events: Vec<String>,
+        /// Only these vehicles' messages (repeatable or comma-separated); default all the tenant's.
+        #[arg(long = "vehicle", value_name = "VEHICLE_ID", value_delimiter = ',')]
+        vehicles: Vec<String>,
+    },
+    /// List webhooks (one JSON object per line, no secrets).
+    List {
+        /// Only this tenant's.
+        #[arg(long, value_name = "NAME")]
+        tenant: Option<String>,
+    },
+    /// Remove a webhook and the messages waiting for it.
+    Remove {
+        /// The webhook's id.
+        id: String,
+    },
+    /// Give a webhook a new signing secret, printed once; the old one signs beside it for
+    /// `[push] webhook_rotation_overlap_h`.
+    RotateSecret {
+        /// The webhook's id.
+        id: String,
     },
 }
 
@@ -296,6 +342,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Fleet { command: FleetCommand::RotateSecret { vehicles } } => fleet::rotate_secret(&config, &vehicles),
         Command::Fleet { command: FleetCommand::Revoke { vehicles } } => fleet::revoke(&config, &vehicles),
         Command::Fleet { command: FleetCommand::Export { mosquitto } } => fleet::export_mosquitto(&config, &mosquitto),
+        Command::Webhook { command: WebhookCommand::Add { tenant, url, events, vehicles } } => {
+            webhook::add(&config, &tenant, &url, &events, &vehicles)
+        }
+        Command::Webhook { command: WebhookCommand::List { tenant } } => webhook::list(&config, tenant.as_deref()),
+        Command::Webhook { command: WebhookCommand::Remove { id } } => webhook::remove(&config, &id),
+        Command::Webhook { command: WebhookCommand::RotateSecret { id } } => webhook::rotate_secret(&config, &id),
         Command::Run { roles, demo } => {
             let engine = enricher(&config, None)?;
             run::run(&config, &roles, engine, demo)

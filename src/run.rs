@@ -231,6 +231,15 @@ pub(crate) fn run(config: &Config, roles: &[Role], engine: Enricher, demo: bool)
             eprintln!("tripline: indexer following the store's change feed into {}", dir.display());
             indexer = Some((stop, task));
         }
+        // Webhooks go with the indexer role: one process per deployment follows the feed to
+        // the receivers as it does into the index.
+        let mut webhooks = None;
+        if roles.indexer {
+            let hooks = config.push.webhooks().map_err(Failure::Usage)?;
+            let (stop, stopped) = watch::channel(false);
+            let task = tokio::spawn(tripline_push::Dispatcher::new(store.clone(), hooks).run(stopped));
+            webhooks = Some((stop, task));
+        }
 
         let mut failed = health.clone();
         let failure = tokio::select! {
@@ -246,6 +255,11 @@ pub(crate) fn run(config: &Config, roles: &[Role], engine: Enricher, demo: bool)
         let deadline = tokio::time::Instant::now() + Duration::from_secs(config.ingest.drain_s) + STOP_MARGIN;
         if let Some(ingest) = ingest {
             ingest.stop(deadline - INDEXER_STOP).await?;
+        }
+        if let Some((stop, task)) = webhooks {
+            // What is in flight is sent again after a restart (at least once): no need to wait.
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
         }
         if let Some((stop, mut task)) = indexer {
             let _ = stop.send(true);

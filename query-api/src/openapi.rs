@@ -129,6 +129,7 @@ impl Modify for BearerKey {
         crate::routes::stats,
         crate::routes::rejections,
         crate::routes::stream,
+        crate::routes::deliveries,
         crate::routes::ready,
     ),
     modifiers(&BearerKey)

@@ -14,7 +14,8 @@ use tripline_store::Store;
 use crate::error::ApiError;
 use crate::openapi::{PageParams, SearchParams, StatsParams, StreamParams, VehicleFilter};
 use crate::views::{
-    BucketView, ErrorBody, PointView, PointsAnswer, RejectionView, RejectionsAnswer, SearchAnswer, StatsAnswer,
+    BucketView, DeliveriesAnswer, DeliveryView, ErrorBody, PointView, PointsAnswer, RejectionView, RejectionsAnswer,
+    SearchAnswer, StatsAnswer,
 };
 use crate::{ApiState, params};
 
@@ -34,6 +35,7 @@ pub(crate) fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/v1/stats", get(stats::<S>))
         .route("/v1/rejections", get(rejections::<S>))
         .route("/v1/stream", get(stream::<S>))
+        .route("/v1/webhooks/deliveries", get(deliveries::<S>))
         .route("/readyz", get(ready::<S>))
         .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
         .fallback(|| async { ApiError::not_found("route") })
@@ -215,6 +217,24 @@ pub(crate) async fn rejections<S: Store>(
         }
     }
     Ok(Json(RejectionsAnswer { rejections, next_cursor }))
+}
+
+/// The tenant's webhook delivery attempts, newest first (kept 7 days).
+#[utoipa::path(get, path = "/v1/webhooks/deliveries", params(PageParams),
+    responses((status = 200, body = DeliveriesAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 414, description = "request line longer than the server reads (64 KiB)"), (status = 429, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub(crate) async fn deliveries<S: Store>(
+    State(state): Shared<S>,
+    headers: HeaderMap,
+    Query(pairs): Pairs,
+) -> Result<Json<DeliveriesAnswer>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let (cursor, limit) = params::paging(&pairs)?;
+    let page = state.store.deliveries(&tenant, cursor.as_deref(), limit).await?;
+    Ok(Json(DeliveriesAnswer {
+        deliveries: page.items.into_iter().map(DeliveryView::from).collect(),
+        next_cursor: page.next,
+    }))
 }
 
 /// Server-Sent Events of the tenant's trips: `trip.started`, `trip.updated`, `trip.completed`,

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 use tripline_model::TripSummary;
-use tripline_store::{Rejection, StoredPoint};
+use tripline_store::{DeliveryAttempt, DeliveryOutcome, Rejection, StoredPoint};
 use utoipa::ToSchema;
 
 /// A page of trips.
@@ -158,6 +158,66 @@ impl From<Rejection> for RejectionView {
             payload_truncated: full_size > r.payload.len() as u64,
             payload: String::from_utf8_lossy(&r.payload).into_owned(),
             payload_sha256: r.payload_sha256,
+        }
+    }
+}
+
+/// A page of webhook delivery attempts.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DeliveriesAnswer {
+    pub(crate) deliveries: Vec<DeliveryView>,
+    pub(crate) next_cursor: Option<String>,
+}
+
+/// One delivery attempt of a webhook message.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DeliveryView {
+    /// The attempt.
+    id: String,
+    webhook_id: String,
+    /// The message's `webhook-id`, the same on every attempt.
+    message_id: String,
+    /// The message's type.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    vehicle_id: String,
+    /// 1 for the first attempt.
+    attempt: u32,
+    /// When it was made.
+    at: String,
+    /// The receiver's HTTP status, if it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    /// Why it failed without an answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    latency_ms: u64,
+    /// `delivered`, `retrying` or `failed` (given up).
+    outcome: &'static str,
+    /// When the next attempt is due (`retrying`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_attempt_at: Option<String>,
+}
+
+impl From<DeliveryAttempt> for DeliveryView {
+    fn from(a: DeliveryAttempt) -> Self {
+        DeliveryView {
+            id: a.id,
+            webhook_id: a.webhook_id,
+            message_id: a.message_id,
+            kind: a.kind.as_str(),
+            vehicle_id: a.vehicle_id.as_str().to_owned(),
+            attempt: a.attempt,
+            at: tripline_model::time::format_rfc3339_ms(a.at_ms),
+            status: a.status,
+            error: a.error,
+            latency_ms: a.latency_ms,
+            outcome: match a.outcome {
+                DeliveryOutcome::Delivered => "delivered",
+                DeliveryOutcome::Retrying => "retrying",
+                DeliveryOutcome::Failed => "failed",
+            },
+            next_attempt_at: a.next_at_ms.map(tripline_model::time::format_rfc3339_ms),
         }
     }
 }

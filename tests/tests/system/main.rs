@@ -16,3 +16,4 @@ mod mosquitto_auth;
 mod smoke;
 mod sse;
 mod tls;
+mod webhooks;
