@@ -183,6 +183,38 @@ async fn another_tenants_ids_answer_404_and_missing_keys_401_on_every_route() {
     }
     let (_, rejections) = get(app.addr, "/v1/rejections", Some("key-a")).await;
     assert!(!rejections.to_string().contains("globex"), "another tenant's rejection");
+    // Another tenant's webhook deliveries.
+    let item = tripline_store::OutboxItem {
+        key: "k1".to_owned(),
+        message_id: "msg_1".to_owned(),
+        kind: tripline_model::NoticeKind::TripStarted,
+        vehicle_id: VehicleId::parse("car-b").unwrap(),
+        body: "{}".to_owned(),
+        written_at_ms: T0,
+        attempts: 1,
+        next_at_ms: 0,
+    };
+    let attempt = tripline_store::DeliveryAttempt {
+        id: tripline_store::DeliveryAttempt::id_for("wh_b", "msg_1", 1),
+        tenant: TenantId::parse("globex").unwrap(),
+        webhook_id: "wh_b".to_owned(),
+        message_id: "msg_1".to_owned(),
+        kind: item.kind,
+        vehicle_id: item.vehicle_id.clone(),
+        attempt: 1,
+        at_ms: tripline_model::time::now_ms(),
+        status: Some(200),
+        error: None,
+        latency_ms: 3,
+        outcome: tripline_store::DeliveryOutcome::Delivered,
+        next_at_ms: None,
+    };
+    tripline_store::WebhookStore::settle(&app.store, "wh_b", &item, &attempt).await.unwrap();
+    let (status, mine) = get(app.addr, "/v1/webhooks/deliveries", Some("key-a")).await;
+    assert_eq!((status, mine["deliveries"].as_array().map(Vec::len)), (200, Some(0)), "{mine}");
+    let (_, theirs) = get(app.addr, "/v1/webhooks/deliveries", Some("key-b")).await;
+    assert_eq!(theirs["deliveries"][0]["outcome"], "delivered");
+    assert_eq!(theirs["deliveries"][0]["type"], "trip.started");
     // No key, a wrong key, a malformed header: 401 everywhere but readiness.
     let (_, stats) = get(app.addr, "/v1/stats?group_by=vehicle_id", Some("key-a")).await;
     assert!(!stats.to_string().contains("car-b"), "another tenant's vehicle in stats");
@@ -194,6 +226,7 @@ async fn another_tenants_ids_answer_404_and_missing_keys_401_on_every_route() {
         "/v1/rejections",
         "/v1/stats?group_by=day",
         "/v1/stream",
+        "/v1/webhooks/deliveries",
     ] {
         for key in [None, Some("wrong-key")] {
             let (status, body) = get(app.addr, path, key).await;
