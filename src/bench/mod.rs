@@ -9,10 +9,15 @@
 //!    message is durable). CPU and peak RSS are the child's.
 //! 3. **Freshness**: the fleet publishes at half the measured rate (or at `--rate`) while a probe
 //!    publishes a one-point trip every 200 ms, each polled on the API on its own until found.
+//!    Meanwhile 1,000 live streams and a webhook receiver follow the child ([`push`]): each
+//!    probe's `trip.started` is timed to every stream (`push_ms`) and to the receiver
+//!    (`webhook_ms`).
 //!
 //! Vehicles drive seeded everyday trips (`tripline_enrich::sim`: stops, turns, the odd harsh
 //! manoeuvre and speeding) sampled at 1 Hz, set two days in the past so no late-window rule
 //! applies.
+
+mod push;
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -102,6 +107,12 @@ pub(crate) struct BenchReport {
     pub(crate) after_durable_ms: Freshness,
     /// The load during the freshness probes, points/s.
     pub(crate) freshness_load_points_per_s: f64,
+    /// Publish → a probe trip's `trip.started` on each of the live streams held open.
+    pub(crate) push_ms: Freshness,
+    /// Publish → a probe trip's `trip.started` at a webhook receiver.
+    pub(crate) webhook_ms: Freshness,
+    /// Live streams held open during the probes.
+    pub(crate) push_streams: usize,
     /// Where freshness goes, from the child's `/metrics` at the end of the probes (the
     /// exporter's summaries cover about the last minute), milliseconds.
     pub(crate) stages_ms: StageTimes,
@@ -647,8 +658,15 @@ const PROBE_GIVE_UP: Duration = Duration::from_secs(30);
 /// polled on the API on a thread of its own until found, so that a slow probe neither delays
 /// the next nor thins the sample. Returns the delays, ms: until searchable, and until readable
 /// from the write store (`/v1/trips/{id}`), which tells ingest's share from the indexer's.
-async fn probe(mqtt: &Mqtt, http: &str, key: &str, probes: &[VehicleId], until: Instant) -> Vec<(f64, f64)> {
+async fn probe(
+    mqtt: &Mqtt,
+    http: &str,
+    key: &str,
+    probes: &[VehicleId],
+    until: Instant,
+) -> (Vec<(f64, f64)>, Vec<(TripId, Instant)>) {
     let mut polls = Vec::new();
+    let mut published = Vec::new();
     let mut next = tokio::time::Instant::now();
     for vehicle in probes {
         if Instant::now() >= until {
@@ -690,6 +708,7 @@ async fn probe(mqtt: &Mqtt, http: &str, key: &str, probes: &[VehicleId], until: 
         if client.publish(format!("vehicles/{vehicle}/telemetry"), QoS::AtLeastOnce, false, payload).await.is_err() {
             break;
         }
+        published.push((trip.clone(), sent));
         tokio::spawn(async move {
             let _ = tokio::time::timeout(PROBE_GIVE_UP, async {
                 while let Ok(event) = eventloop.poll().await {
@@ -709,7 +728,7 @@ async fn probe(mqtt: &Mqtt, http: &str, key: &str, probes: &[VehicleId], until: 
             delays.push(delay);
         }
     }
-    delays
+    (delays, published)
 }
 
 /// Polls for one probe trip published at `sent` until the search API finds it; returns the
@@ -772,6 +791,10 @@ fn print_report(r: &BenchReport) {
         r.freshness_ms.max,
         r.freshness_ms.samples,
         r.freshness_load_points_per_s
+    );
+    println!(
+        "  push           p50 {:.0} ms, p99 {:.0} ms to each of {} live streams; webhook p50 {:.0} ms, p99 {:.0} ms (publish to trip.started)",
+        r.push_ms.p50, r.push_ms.p99, r.push_streams, r.webhook_ms.p50, r.webhook_ms.p99
     );
     println!(
         "  durable        p50 {:.0} ms, p99 {:.0} ms (of those: publish to readable from the write store)",
@@ -860,7 +883,9 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
             ("127.0.0.1".to_owned(), port, "embedded".to_owned())
         }
     };
-    toml.push_str("[http]\nlisten = \"127.0.0.1:0\"\nrate_per_s = 1000000\nburst = 1000000\n");
+    toml.push_str("[http]\nlisten = \"127.0.0.1:0\"\nrate_per_s = 1000000\nburst = 1000000\nmax_connections = 4096\n");
+    // The push measurement's streams (one key) and webhook receiver (this process).
+    toml.push_str("[push]\nmax_streams_per_key = 4096\nwebhook_allowed_networks = [\"127.0.0.1/32\"]\n");
     std::fs::write(dir.join("tripline.toml"), toml).map_err(|e| Failure::Runtime(e.into()))?;
 
     // The fleet: throughput messages generated up front (kept for the ceiling too).
@@ -952,6 +977,9 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     // of the throughput phase (every trip searchable, nothing uncommitted).
     let trips: usize = fleet.iter().map(|v| v.trips).sum();
     wait_caught_up(&child.http, &key, trips).await?;
+    // Push is measured during the same probes: live streams and a webhook follow the child.
+    let pushed = push::watch(&child.http, &key, &dir.join("tripline-data"), tenant.as_str(), "-probe-").await?;
+    eprintln!("tripline bench: {} live streams and a webhook follow the child", push::STREAMS);
 
     // Freshness at half the measured load (or the given rate).
     let rate = options.rate.unwrap_or(report.points_per_s / 2.0).max(1.0);
@@ -971,8 +999,12 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     };
     // Probes start once the load runs at its pace.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let delays = probe(&mqtt, &child.http, &key, &probes, until).await;
+    let (delays, published) = probe(&mqtt, &child.http, &key, &probes, until).await;
     let load_elapsed = load_task.await.map_err(|e| Failure::Runtime(e.into()))??;
+    // Stragglers of the last probes arrive.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    (report.push_ms, report.webhook_ms) = pushed.delays(&published, PROBE_GIVE_UP);
+    report.push_streams = push::STREAMS;
     report.freshness_ms = Freshness::of(delays.iter().map(|d| d.0).collect());
     report.durable_ms = Freshness::of(delays.iter().map(|d| d.1).collect());
     report.after_durable_ms = Freshness::of(delays.iter().map(|d| (d.0 - d.1).max(0.0)).collect());
