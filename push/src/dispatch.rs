@@ -15,8 +15,12 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver
 use crate::guard::AddressPolicy;
 use crate::{WebhookConfig, sign};
 
-/// Change-feed entries read per request.
-const READ_BATCH: usize = 500;
+/// Change-feed entries read per request: the feed grows by about one entry per trip write, so a
+/// busy fleet adds thousands a second.
+const READ_BATCH: usize = 2000;
+/// A cursor that passed only entries the webhook does not ask for is written at most this often
+/// (it is written at once with any message; a restart reads the passed entries again, in vain).
+const CURSOR_EVERY: Duration = Duration::from_secs(2);
 /// Wait after a failed store call, doubling up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -191,6 +195,7 @@ impl<S: Store> Follower<S> {
         let mut busy: HashSet<VehicleId> = HashSet::new();
         let mut sends: JoinSet<Sent> = JoinSet::new();
         let mut signal = self.store.feed_signal();
+        let mut cursor_written = Instant::now();
         loop {
             if *self.stop.borrow() {
                 return;
@@ -207,11 +212,14 @@ impl<S: Store> Follower<S> {
                         let items: Vec<OutboxItem> =
                             batch.changes.iter().flat_map(|c| outbox_items(&webhook, c)).collect();
                         let checkpoint = batch.checkpoint.clone();
-                        let Some(()) =
-                            self.persist("writing the outbox", || store.enqueue(&id, &items, &checkpoint)).await
-                        else {
-                            return;
-                        };
+                        if !items.is_empty() || cursor_written.elapsed() >= CURSOR_EVERY {
+                            let Some(()) =
+                                self.persist("writing the outbox", || store.enqueue(&id, &items, &checkpoint)).await
+                            else {
+                                return;
+                            };
+                            cursor_written = Instant::now();
+                        }
                         read_more = !batch.changes.is_empty();
                         pending.extend(items.into_iter().map(|i| (i.key.clone(), i)));
                         cursor = batch.checkpoint;
@@ -250,14 +258,20 @@ impl<S: Store> Follower<S> {
                     while let Some(more) = sends.try_join_next() {
                         finished.push(more);
                     }
-                    for sent in finished.into_iter().filter_map(Result::ok) {
-                        busy.remove(&sent.item.vehicle_id);
-                        let key = sent.item.key.clone();
-                        let Some(settled) = self.settle(sent).await else { return };
-                        match settled {
-                            Some(item) => pending.insert(key, item),
-                            None => pending.remove(&key),
-                        };
+                    // Every attempt that finished, recorded in one write.
+                    let settled: Vec<(OutboxItem, DeliveryAttempt)> =
+                        finished.into_iter().filter_map(Result::ok).map(|sent| self.outcome(sent)).collect();
+                    let (store, id) = (self.store.clone(), self.id());
+                    let Some(()) = self.persist("recording deliveries", || store.settle(&id, &settled)).await else {
+                        return;
+                    };
+                    for (item, attempt) in settled {
+                        busy.remove(&item.vehicle_id);
+                        if attempt.outcome == DeliveryOutcome::Retrying {
+                            pending.insert(item.key.clone(), item);
+                        } else {
+                            pending.remove(&item.key);
+                        }
                     }
                 }
                 () = tokio::time::sleep(wait) => {}
@@ -268,9 +282,9 @@ impl<S: Store> Follower<S> {
         }
     }
 
-    /// Records an attempt's outcome; the item as it now waits (`Some(None)`: it left the
-    /// outbox), `None` when the task should end.
-    async fn settle(&mut self, sent: Sent) -> Option<Option<OutboxItem>> {
+    /// What an attempt gave: the item as it now waits (if it is retried) and the attempt's
+    /// record.
+    fn outcome(&self, sent: Sent) -> (OutboxItem, DeliveryAttempt) {
         let Sent { mut item, at_ms, status, error, latency, retry_after } = sent;
         let webhook = self.webhook.borrow().clone();
         item.attempts += 1;
@@ -309,10 +323,7 @@ impl<S: Store> Follower<S> {
         if outcome == DeliveryOutcome::Failed {
             tracing::warn!(webhook = %webhook.id, message = %item.message_id, attempts = item.attempts, ?status, "webhooks: a message is given up");
         }
-        let store = self.store.clone();
-        let id = webhook.id.clone();
-        self.persist("recording a delivery", || store.settle(&id, &item, &attempt)).await?;
-        Some((outcome == DeliveryOutcome::Retrying).then_some(item))
+        (item, attempt)
     }
 }
 

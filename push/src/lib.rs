@@ -53,7 +53,7 @@ impl Default for WebhookConfig {
         WebhookConfig {
             retry: RetrySchedule::default(),
             timeout: Duration::from_secs(15),
-            concurrency: 8,
+            concurrency: 32,
             max_pending: 10_000,
             addresses: AddressPolicy::default(),
             poll: Duration::from_millis(250),

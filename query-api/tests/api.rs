@@ -209,7 +209,7 @@ async fn another_tenants_ids_answer_404_and_missing_keys_401_on_every_route() {
         outcome: tripline_store::DeliveryOutcome::Delivered,
         next_at_ms: None,
     };
-    tripline_store::WebhookStore::settle(&app.store, "wh_b", &item, &attempt).await.unwrap();
+    tripline_store::WebhookStore::settle(&app.store, "wh_b", &[(item, attempt)]).await.unwrap();
     let (status, mine) = get(app.addr, "/v1/webhooks/deliveries", Some("key-a")).await;
     assert_eq!((status, mine["deliveries"].as_array().map(Vec::len)), (200, Some(0)), "{mine}");
     let (_, theirs) = get(app.addr, "/v1/webhooks/deliveries", Some("key-b")).await;

@@ -171,8 +171,8 @@ impl crate::WebhookStore for AnyStore {
     async fn enqueue(&self, id: &str, items: &[crate::OutboxItem], cursor: &Checkpoint) -> StoreResult<()> {
         delegate!(self, s => s.enqueue(id, items, cursor))
     }
-    async fn settle(&self, id: &str, item: &crate::OutboxItem, attempt: &crate::DeliveryAttempt) -> StoreResult<()> {
-        delegate!(self, s => s.settle(id, item, attempt))
+    async fn settle(&self, id: &str, settled: &[(crate::OutboxItem, crate::DeliveryAttempt)]) -> StoreResult<()> {
+        delegate!(self, s => s.settle(id, settled))
     }
     async fn deliveries(
         &self,

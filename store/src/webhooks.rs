@@ -169,13 +169,12 @@ pub trait WebhookStore {
         items: &[OutboxItem],
         cursor: &Checkpoint,
     ) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Records an attempt to deliver `item`: a delivered or failed message leaves the outbox,
-    /// one to retry stays as `item` says (its attempts and next time).
+    /// Records attempts to deliver items, in one write: a delivered or failed message leaves
+    /// the outbox, one to retry stays as its item says (its attempts and next time).
     fn settle(
         &self,
         id: &str,
-        item: &OutboxItem,
-        attempt: &DeliveryAttempt,
+        settled: &[(OutboxItem, DeliveryAttempt)],
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// A tenant's delivery attempts, newest first, a page at a time (kept
     /// [`DELIVERY_RETENTION_S`]).

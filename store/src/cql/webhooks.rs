@@ -25,6 +25,25 @@ impl ScyllaStore {
     }
 }
 
+impl ScyllaStore {
+    /// Records one attempt: the delivery listed, the item kept (a retry of a webhook that still
+    /// exists) or removed.
+    async fn settle_one(&self, id: &str, item: &OutboxItem, attempt: &DeliveryAttempt, live: bool) -> StoreResult<()> {
+        let s = &self.inner.statements;
+        let record = json(attempt, "webhook_deliveries")?;
+        let values =
+            (attempt.tenant.as_str().to_owned(), day_of(attempt.at_ms), attempt.at_ms, attempt.id.clone(), record);
+        self.execute("webhook delivery", &s.insert_delivery, values).await?;
+        if attempt.outcome != DeliveryOutcome::Retrying {
+            self.execute("webhook outbox", &s.delete_outbox_item, (id.to_owned(), item.key.clone())).await?;
+        } else if live {
+            let values = (id.to_owned(), item.key.clone(), json(item, "webhook_outbox")?);
+            self.execute("webhook outbox", &s.insert_outbox, values).await?;
+        }
+        Ok(())
+    }
+}
+
 impl WebhookStore for ScyllaStore {
     async fn put_webhook(&self, webhook: &Webhook, from: &Checkpoint) -> StoreResult<()> {
         let s = &self.inner.statements;
@@ -78,20 +97,11 @@ impl WebhookStore for ScyllaStore {
         Ok(())
     }
 
-    async fn settle(&self, id: &str, item: &OutboxItem, attempt: &DeliveryAttempt) -> StoreResult<()> {
-        let s = &self.inner.statements;
-        let record = json(attempt, "webhook_deliveries")?;
-        let values =
-            (attempt.tenant.as_str().to_owned(), day_of(attempt.at_ms), attempt.at_ms, attempt.id.clone(), record);
-        self.execute("webhook delivery", &s.insert_delivery, values).await?;
-        if attempt.outcome == DeliveryOutcome::Retrying {
-            if self.webhook_row(id).await?.is_some() {
-                let values = (id.to_owned(), item.key.clone(), json(item, "webhook_outbox")?);
-                self.execute("webhook outbox", &s.insert_outbox, values).await?;
-            }
-        } else {
-            self.execute("webhook outbox", &s.delete_outbox_item, (id.to_owned(), item.key.clone())).await?;
-        }
+    async fn settle(&self, id: &str, settled: &[(OutboxItem, DeliveryAttempt)]) -> StoreResult<()> {
+        let live = self.webhook_row(id).await?.is_some();
+        // A few dozen at most (the dispatcher's requests in flight): all at once.
+        let calls: Vec<_> = settled.iter().map(|(item, attempt)| self.settle_one(id, item, attempt, live)).collect();
+        futures::future::try_join_all(calls).await?;
         Ok(())
     }
 

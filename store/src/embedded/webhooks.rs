@@ -115,23 +115,33 @@ impl WebhookStore for EmbeddedStore {
         .await
     }
 
-    async fn settle(&self, id: &str, item: &OutboxItem, attempt: &DeliveryAttempt) -> StoreResult<()> {
-        let key = outbox_key(id, &item.key);
-        let value = (attempt.outcome == DeliveryOutcome::Retrying).then(|| encode_json(item, "outbox")).transpose()?;
-        let expires_at_ms = attempt.at_ms.saturating_add((DELIVERY_RETENTION_S * 1000) as i64);
-        let listed = encode_json(&Expiring { expires_at_ms, record: attempt }, "deliveries")?;
-        let listed_key = rejection_key(Some(&attempt.tenant), attempt.at_ms, &attempt.id);
+    async fn settle(&self, id: &str, settled: &[(OutboxItem, DeliveryAttempt)]) -> StoreResult<()> {
+        let rows = settled
+            .iter()
+            .map(|(item, attempt)| {
+                let key = outbox_key(id, &item.key);
+                let value =
+                    (attempt.outcome == DeliveryOutcome::Retrying).then(|| encode_json(item, "outbox")).transpose()?;
+                let expires_at_ms = attempt.at_ms.saturating_add((DELIVERY_RETENTION_S * 1000) as i64);
+                let listed = encode_json(&Expiring { expires_at_ms, record: attempt }, "deliveries")?;
+                let listed_key = rejection_key(Some(&attempt.tenant), attempt.at_ms, &attempt.id);
+                Ok((key, value, listed_key, listed))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
         let id = id.to_owned();
         self.blocking(move |inner| {
             let _guard = inner.registry_lock.lock().map_err(db_error)?;
+            // A removed webhook's items are not put back.
+            let live = inner.webhook(&id)?.is_some();
             let mut batch = inner.batch();
-            match value {
-                // A removed webhook's item is not put back.
-                Some(value) if inner.webhook(&id)?.is_some() => batch.insert(&inner.outbox, key, value),
-                Some(_) => {}
-                None => batch.remove(&inner.outbox, key),
+            for (key, value, listed_key, listed) in rows {
+                match value {
+                    Some(value) if live => batch.insert(&inner.outbox, key, value),
+                    Some(_) => {}
+                    None => batch.remove(&inner.outbox, key),
+                }
+                batch.insert(&inner.deliveries, listed_key, listed);
             }
-            batch.insert(&inner.deliveries, listed_key, listed);
             inner.commit(batch)
         })
         .await

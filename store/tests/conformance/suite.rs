@@ -669,9 +669,8 @@ pub(crate) async fn a_webhook_keeps_its_outbox_cursor_and_attempts<S: Store>(sto
     let now = tripline_model::time::now_ms();
     let retry = OutboxItem { attempts: 1, next_at_ms: T0 + 60_000, ..waiting[0].clone() };
     let first = attempt("acme", &retry, 1, now - 2_000, DeliveryOutcome::Retrying);
-    store.settle("wh_1", &retry, &first).await.unwrap();
     let delivered = attempt("acme", &waiting[1], 1, now - 1_000, DeliveryOutcome::Delivered);
-    store.settle("wh_1", &waiting[1], &delivered).await.unwrap();
+    store.settle("wh_1", &[(retry.clone(), first.clone()), (waiting[1].clone(), delivered.clone())]).await.unwrap();
     let waiting: Vec<OutboxItem> = store.outbox("wh_1").await.unwrap().unwrap().1;
     assert_eq!(
         waiting.iter().map(|i| (i.message_id.as_str(), i.attempts)).collect::<Vec<_>>(),
@@ -689,7 +688,7 @@ pub(crate) async fn a_webhook_keeps_its_outbox_cursor_and_attempts<S: Store>(sto
     assert_eq!(store.remove_webhook("wh_1").await.unwrap(), Some(rotated));
     assert_eq!(store.remove_webhook("wh_1").await.unwrap(), None);
     store.enqueue("wh_1", &items, &after).await.unwrap();
-    store.settle("wh_1", &retry, &attempt("acme", &retry, 2, now, DeliveryOutcome::Retrying)).await.unwrap();
+    store.settle("wh_1", &[(retry.clone(), attempt("acme", &retry, 2, now, DeliveryOutcome::Retrying))]).await.unwrap();
     assert_eq!(store.outbox("wh_1").await.unwrap(), None);
     assert_eq!(store.webhooks().await.unwrap().len(), 1);
 }
