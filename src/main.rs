@@ -125,6 +125,10 @@ enum Command {
         /// memory per connection.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=15_000))]
         idle_vehicles: u32,
+        /// Live streams held open during the freshness probes (each probe's `trip.started` is
+        /// timed to every one, and to a webhook); 0: push is not measured.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=4000))]
+        streams: u32,
         /// Print one JSON object instead of the report.
         #[arg(long)]
         json: bool,
@@ -307,7 +311,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Schema { command: SchemaCommand::Apply } => schema::apply(&config),
         Command::Reindex => reindex::run(&config),
-        Command::Bench { vehicles, messages, points, rate, probe_seconds, seed, store, url, json, idle_vehicles } => {
+        Command::Bench {
+            vehicles,
+            messages,
+            points,
+            rate,
+            probe_seconds,
+            seed,
+            store,
+            url,
+            json,
+            idle_vehicles,
+            streams,
+        } => {
             let options = bench::BenchOptions {
                 vehicles: vehicles.max(1),
                 messages: messages.max(1),
@@ -319,6 +335,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 url,
                 json,
                 idle_vehicles: idle_vehicles as usize,
+                streams: streams as usize,
             };
             bench::run(&config, &options)
         }

@@ -51,6 +51,8 @@ pub(crate) struct BenchOptions {
     pub(crate) json: bool,
     /// Idle vehicles connected at the end, for the memory per connection.
     pub(crate) idle_vehicles: usize,
+    /// Live streams (and a webhook) following the child during the probes; 0: none.
+    pub(crate) streams: usize,
 }
 
 /// Idle vehicles connected at the end of a run.
@@ -978,8 +980,15 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     let trips: usize = fleet.iter().map(|v| v.trips).sum();
     wait_caught_up(&child.http, &key, trips).await?;
     // Push is measured during the same probes: live streams and a webhook follow the child.
-    let pushed = push::watch(&child.http, &key, &dir.join("tripline-data"), tenant.as_str(), "-probe-").await?;
-    eprintln!("tripline bench: {} live streams and a webhook follow the child", push::STREAMS);
+    let pushed = match options.streams {
+        0 => None,
+        streams => {
+            let data_dir = dir.join("tripline-data");
+            let watch = push::watch(&child.http, &key, &data_dir, tenant.as_str(), "-probe-", streams).await?;
+            eprintln!("tripline bench: {streams} live streams and a webhook follow the child");
+            Some(watch)
+        }
+    };
 
     // Freshness at half the measured load (or the given rate).
     let rate = options.rate.unwrap_or(report.points_per_s / 2.0).max(1.0);
@@ -1001,10 +1010,12 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (delays, published) = probe(&mqtt, &child.http, &key, &probes, until).await;
     let load_elapsed = load_task.await.map_err(|e| Failure::Runtime(e.into()))??;
-    // Stragglers of the last probes arrive.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    (report.push_ms, report.webhook_ms) = pushed.delays(&published, PROBE_GIVE_UP);
-    report.push_streams = push::STREAMS;
+    if let Some(pushed) = pushed {
+        // Stragglers of the last probes arrive.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        (report.push_ms, report.webhook_ms) = pushed.delays(&published, PROBE_GIVE_UP);
+        report.push_streams = options.streams;
+    }
     report.freshness_ms = Freshness::of(delays.iter().map(|d| d.0).collect());
     report.durable_ms = Freshness::of(delays.iter().map(|d| d.1).collect());
     report.after_durable_ms = Freshness::of(delays.iter().map(|d| (d.0 - d.1).max(0.0)).collect());

@@ -15,9 +15,6 @@ use tripline_model::TripId;
 use super::Freshness;
 use crate::Failure;
 
-/// Live streams the bench holds open.
-pub(super) const STREAMS: usize = 1000;
-
 /// Arrival times of the probes' `trip.started`, by trip id.
 type Arrivals = Arc<Mutex<HashMap<String, Vec<Instant>>>>;
 
@@ -38,7 +35,7 @@ fn probe_start(line: &str, marker: &str) -> Option<String> {
     message["data"]["trip_id"].as_str().map(str::to_owned)
 }
 
-/// Opens `STREAMS` streams on `http` with `key` and adds a webhook (through the child's admin
+/// Opens `streams` streams on `http` with `key` and adds a webhook (through the child's admin
 /// channel, `data_dir`) to a receiver in this process; returns once every stream is open.
 pub(super) async fn watch(
     http: &str,
@@ -46,6 +43,7 @@ pub(super) async fn watch(
     data_dir: &Path,
     tenant: &str,
     marker: &str,
+    streams: usize,
 ) -> Result<PushWatch, Failure> {
     let watch = PushWatch { streamed: Arrivals::default(), hooked: Arrivals::default(), open: Arc::default() };
     // The receiver.
@@ -86,7 +84,7 @@ pub(super) async fn watch(
         None => return Err(Failure::Runtime(anyhow::anyhow!("the child's admin channel does not answer"))),
     }
     // The streams.
-    for _ in 0..STREAMS {
+    for _ in 0..streams {
         let (http, key, marker) = (http.to_owned(), key.to_owned(), marker.to_owned());
         let (streamed, open) = (Arc::clone(&watch.streamed), Arc::clone(&watch.open));
         tokio::spawn(async move {
@@ -111,10 +109,10 @@ pub(super) async fn watch(
         });
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while watch.open.load(Ordering::Relaxed) < STREAMS {
+    while watch.open.load(Ordering::Relaxed) < streams {
         if Instant::now() > deadline {
             return Err(Failure::Runtime(anyhow::anyhow!(
-                "{} of {STREAMS} live streams opened within 60 s",
+                "{} of {streams} live streams opened within 60 s",
                 watch.open.load(Ordering::Relaxed)
             )));
         }
