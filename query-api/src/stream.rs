@@ -371,7 +371,10 @@ async fn follow<S: ChangeFeed>(store: S, hub: Weak<Hub>) {
                 ring.push(entry, limit);
             }
             ring.head = batch.checkpoint;
-            hub.grown.send_replace(Some(ring.end()));
+            // Streams wake only when there is something new to read (most feed entries tell
+            // nothing: a wake-up per read would cost every stream a turn many times a second).
+            let end = Some(ring.end());
+            hub.grown.send_if_modified(|current| std::mem::replace(current, end) != end);
         }
         drop(hub);
         if idle {
@@ -627,6 +630,18 @@ mod tests {
         assert!(matches!(Start::of(Some(&old.encode()), retention), Start::Reset("expired")));
         let fresh = Cursor { at_ms: tripline_model::time::now_ms(), ..Cursor::default() };
         assert!(matches!(Start::of(Some(&fresh.encode()), retention), Start::After(c) if c == fresh));
+    }
+
+    #[test]
+    fn a_stream_behind_the_ring_is_told_so() {
+        let hub = Hub::new(StreamConfig { ring_bytes: entry("w1", 1, 1).bytes() * 2, ..StreamConfig::default() });
+        for seq in 1..=5 {
+            let limit = hub.config.ring_bytes;
+            hub.ring().push(entry("w1", seq, 1), limit);
+        }
+        assert!(matches!(hub.read(0, 10), Read::Behind), "a slow stream's entries left the ring");
+        let Read::Entries(entries, next) = hub.read(3, 10) else { panic!("entries 3 and 4 are kept") };
+        assert_eq!((entries.iter().map(|e| e.seq).collect::<Vec<_>>(), next), (vec![4, 5], 5));
     }
 
     #[test]
