@@ -962,91 +962,99 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     }
     eprintln!("tripline bench: store ceiling {ceiling_rate:.0} points/s ({total_points} points)");
     drop(store);
-    let child = start_child(&dir)?;
-    eprintln!("tripline bench: tripline run started; publishing {total_messages} messages as fast as acknowledged");
-    let mut report = throughput(&child, &mqtt, &prefix, messages, total_points).await?;
-    report.batch_messages_mean = {
-        let agent = agent();
-        let name = tripline_enrich::metrics::BATCH_MESSAGES;
-        let sum = scrape::<f64>(&agent, &child.http, &format!("{name}_sum")).unwrap_or(f64::NAN);
-        let count = scrape::<f64>(&agent, &child.http, &format!("{name}_count")).unwrap_or(f64::NAN);
-        sum / count
-    };
-    report.store_ceiling_points_per_s = ceiling_rate;
-    report.ratio_to_ceiling = report.points_per_s / ceiling_rate;
+    // Everything with the child running; whatever happens there, the broker then forgets the
+    // child's session (one left behind keeps queueing every message of the next runs).
+    let measured: Result<BenchReport, Failure> = async {
+        let child = start_child(&dir)?;
+        eprintln!("tripline bench: tripline run started; publishing {total_messages} messages as fast as acknowledged");
+        let mut report = throughput(&child, &mqtt, &prefix, messages, total_points).await?;
+        report.batch_messages_mean = {
+            let agent = agent();
+            let name = tripline_enrich::metrics::BATCH_MESSAGES;
+            let sum = scrape::<f64>(&agent, &child.http, &format!("{name}_sum")).unwrap_or(f64::NAN);
+            let count = scrape::<f64>(&agent, &child.http, &format!("{name}_count")).unwrap_or(f64::NAN);
+            sum / count
+        };
+        report.store_ceiling_points_per_s = ceiling_rate;
+        report.ratio_to_ceiling = report.points_per_s / ceiling_rate;
 
-    // Freshness is measured on a caught-up system: first the indexer takes in the backlog
-    // of the throughput phase (every trip searchable, nothing uncommitted).
-    let trips: usize = fleet.iter().map(|v| v.trips).sum();
-    wait_caught_up(&child.http, &key, trips).await?;
-    // Push is measured during the same probes: live streams and a webhook follow the child.
-    let pushed = match options.streams {
-        0 => None,
-        streams => {
-            let data_dir = dir.join("tripline-data");
-            let watch = push::watch(&child.http, &key, &data_dir, tenant.as_str(), "-probe-", streams).await?;
-            eprintln!("tripline bench: {streams} live streams and a webhook follow the child");
-            Some(watch)
+        // Freshness is measured on a caught-up system: first the indexer takes in the backlog
+        // of the throughput phase (every trip searchable, nothing uncommitted).
+        let trips: usize = fleet.iter().map(|v| v.trips).sum();
+        wait_caught_up(&child.http, &key, trips).await?;
+        // Push is measured during the same probes: live streams and a webhook follow the child.
+        let pushed = match options.streams {
+            0 => None,
+            streams => {
+                let data_dir = dir.join("tripline-data");
+                let watch = push::watch(&child.http, &key, &data_dir, tenant.as_str(), "-probe-", streams).await?;
+                eprintln!("tripline bench: {streams} live streams and a webhook follow the child");
+                Some(watch)
+            }
+        };
+
+        // Freshness at half the measured load (or the given rate).
+        let rate = options.rate.unwrap_or(report.points_per_s / 2.0).max(1.0);
+        let seconds = options.probe_seconds.max(1) as f64;
+        let rounds_needed = ((rate * seconds) / (options.points * options.vehicles).max(1) as f64).ceil() as usize;
+        let mut load = Vec::new();
+        for _ in 0..rounds_needed.max(1) {
+            load.extend(fleet_round(&mut fleet, options.points, None)?);
         }
-    };
-
-    // Freshness at half the measured load (or the given rate).
-    let rate = options.rate.unwrap_or(report.points_per_s / 2.0).max(1.0);
-    let seconds = options.probe_seconds.max(1) as f64;
-    let rounds_needed = ((rate * seconds) / (options.points * options.vehicles).max(1) as f64).ceil() as usize;
-    let mut load = Vec::new();
-    for _ in 0..rounds_needed.max(1) {
-        load.extend(fleet_round(&mut fleet, options.points, None)?);
+        let interval = Duration::from_secs_f64(options.points as f64 / rate);
+        let load_points: usize = load.iter().map(|m| m.points).sum();
+        eprintln!("tripline bench: freshness at {rate:.0} points/s for {seconds:.0} s");
+        let until = Instant::now() + Duration::from_secs_f64(seconds);
+        let load_task = {
+            let (mqtt, id) = (mqtt.clone(), format!("{prefix}-fleet2"));
+            tokio::spawn(async move { publish(&mqtt, &id, load, interval).await })
+        };
+        // Probes start once the load runs at its pace.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (delays, published) = probe(&mqtt, &child.http, &key, &probes, until).await;
+        let load_elapsed = load_task.await.map_err(|e| Failure::Runtime(e.into()))??;
+        if let Some(pushed) = pushed {
+            // Stragglers of the last probes arrive.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            (report.push_ms, report.webhook_ms) = pushed.delays(&published, PROBE_GIVE_UP);
+            report.push_streams = options.streams;
+        }
+        report.freshness_ms = Freshness::of(delays.iter().map(|d| d.0).collect());
+        report.durable_ms = Freshness::of(delays.iter().map(|d| d.1).collect());
+        report.after_durable_ms = Freshness::of(delays.iter().map(|d| (d.0 - d.1).max(0.0)).collect());
+        // The load as achieved (the target when the publisher kept up).
+        report.freshness_load_points_per_s = load_points as f64 / load_elapsed.as_secs_f64().max(1e-3);
+        report.rss_mb_max = peak_rss_mb(child.child.id());
+        let metrics_agent = agent();
+        let quantiles = |name: &str| Quantiles {
+            p50: scrape_quantile_ms(&metrics_agent, &child.http, name, "0.5"),
+            p99: scrape_quantile_ms(&metrics_agent, &child.http, name, "0.99"),
+        };
+        report.stages_ms = StageTimes {
+            ack: quantiles(tripline_ingest::metrics::ACK_LATENCY),
+            write: quantiles(tripline_enrich::metrics::WRITE_SECONDS),
+            index_read: quantiles(tripline_indexer::metrics::READ_SECONDS),
+            index_commit: quantiles(tripline_indexer::metrics::COMMIT_SECONDS),
+            index_delay: quantiles(tripline_indexer::metrics::DELAY_SECONDS),
+            index_reused_share: {
+                let count = |name| scrape::<f64>(&metrics_agent, &child.http, name).unwrap_or(0.0);
+                let (reused, reads) =
+                    (count(tripline_indexer::metrics::REUSED), count(tripline_indexer::metrics::READS));
+                if reused + reads > 0.0 { reused / (reused + reads) } else { f64::NAN }
+            },
+        };
+        if options.idle_vehicles > 0 && url.is_none() {
+            report.idle = Some(idle(&mqtt, &idle_ids, child.child.id()).await?);
+        }
+        let _ = Command::new("kill").args(["-TERM", &child.child.id().to_string()]).status();
+        drop(child);
+        Ok(report)
     }
-    let interval = Duration::from_secs_f64(options.points as f64 / rate);
-    let load_points: usize = load.iter().map(|m| m.points).sum();
-    eprintln!("tripline bench: freshness at {rate:.0} points/s for {seconds:.0} s");
-    let until = Instant::now() + Duration::from_secs_f64(seconds);
-    let load_task = {
-        let (mqtt, id) = (mqtt.clone(), format!("{prefix}-fleet2"));
-        tokio::spawn(async move { publish(&mqtt, &id, load, interval).await })
-    };
-    // Probes start once the load runs at its pace.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (delays, published) = probe(&mqtt, &child.http, &key, &probes, until).await;
-    let load_elapsed = load_task.await.map_err(|e| Failure::Runtime(e.into()))??;
-    if let Some(pushed) = pushed {
-        // Stragglers of the last probes arrive.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        (report.push_ms, report.webhook_ms) = pushed.delays(&published, PROBE_GIVE_UP);
-        report.push_streams = options.streams;
-    }
-    report.freshness_ms = Freshness::of(delays.iter().map(|d| d.0).collect());
-    report.durable_ms = Freshness::of(delays.iter().map(|d| d.1).collect());
-    report.after_durable_ms = Freshness::of(delays.iter().map(|d| (d.0 - d.1).max(0.0)).collect());
-    // The load as achieved (the target when the publisher kept up).
-    report.freshness_load_points_per_s = load_points as f64 / load_elapsed.as_secs_f64().max(1e-3);
-    report.rss_mb_max = peak_rss_mb(child.child.id());
-    let metrics_agent = agent();
-    let quantiles = |name: &str| Quantiles {
-        p50: scrape_quantile_ms(&metrics_agent, &child.http, name, "0.5"),
-        p99: scrape_quantile_ms(&metrics_agent, &child.http, name, "0.99"),
-    };
-    report.stages_ms = StageTimes {
-        ack: quantiles(tripline_ingest::metrics::ACK_LATENCY),
-        write: quantiles(tripline_enrich::metrics::WRITE_SECONDS),
-        index_read: quantiles(tripline_indexer::metrics::READ_SECONDS),
-        index_commit: quantiles(tripline_indexer::metrics::COMMIT_SECONDS),
-        index_delay: quantiles(tripline_indexer::metrics::DELAY_SECONDS),
-        index_reused_share: {
-            let count = |name| scrape::<f64>(&metrics_agent, &child.http, name).unwrap_or(0.0);
-            let (reused, reads) = (count(tripline_indexer::metrics::REUSED), count(tripline_indexer::metrics::READS));
-            if reused + reads > 0.0 { reused / (reused + reads) } else { f64::NAN }
-        },
-    };
-    if options.idle_vehicles > 0 && url.is_none() {
-        report.idle = Some(idle(&mqtt, &idle_ids, child.child.id()).await?);
-    }
-    let _ = Command::new("kill").args(["-TERM", &child.child.id().to_string()]).status();
-    drop(child);
+    .await;
     if url.is_some() {
         forget_session(&host, port, &format!("{prefix}-ingest")).await;
     }
+    let mut report = measured?;
     report.store = options.store;
     report.broker = broker;
     report.vehicles = options.vehicles;
