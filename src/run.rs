@@ -210,6 +210,9 @@ pub(crate) fn run(config: &Config, roles: &[Role], engine: Enricher, demo: bool)
             // The indexer takes trips as ingest just wrote them instead of reading them back.
             store.keep_written();
         }
+        if let AnyStore::Embedded(embedded) = &store {
+            purge_periodically(embedded.clone());
+        }
         let mut ingest = None;
         if roles.ingest {
             ingest = Some(start_ingest(config, &store, engine, external.clone(), ingest_status_tx, health_tx).await?);
@@ -288,6 +291,26 @@ pub(crate) fn run(config: &Config, roles: &[Role], engine: Enricher, demo: bool)
     // the process.
     rt.shutdown_timeout(Duration::from_millis(500));
     result
+}
+
+/// The embedded store deletes what outlived its retention (and the change feed's 7 days) ten
+/// minutes after the start and then every six hours: reads skip expired records meanwhile, so
+/// this only gives the disk back.
+const PURGE_FIRST: Duration = Duration::from_secs(600);
+const PURGE_EVERY: Duration = Duration::from_secs(6 * 3600);
+
+fn purge_periodically(store: EmbeddedStore) {
+    tokio::spawn(async move {
+        let mut next = tokio::time::Instant::now() + PURGE_FIRST;
+        loop {
+            tokio::time::sleep_until(next).await;
+            next += PURGE_EVERY;
+            match store.purge_expired().await {
+                Ok(purged) => tracing::info!(purged, "embedded store: expired records deleted"),
+                Err(error) => tracing::warn!(%error, "embedded store: deleting expired records failed"),
+            }
+        }
+    });
 }
 
 /// The running ingest role: the embedded endpoint or an external broker's source, intake and

@@ -8,7 +8,8 @@
 //! `tripline` commands reach an embedded store through that process.
 //!
 //! **Retention.** Points, trips and rejections carry an expiry (`retention`); reads skip expired
-//! records and [`EmbeddedStore::purge_expired`] deletes them.
+//! records and [`EmbeddedStore::purge_expired`] deletes them (`tripline run` calls it every six
+//! hours), with change-feed entries older than the feed's 7 days.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -235,10 +236,15 @@ impl EmbeddedStore {
             .map_err(|e| db_error(format!("store task failed: {e}")))?
     }
 
-    /// Deletes expired points, trips and rejections; returns how many records went.
+    /// Deletes expired points, trips, rejections and delivery attempts, and change-feed entries
+    /// older than [`crate::FEED_RETENTION_S`]; returns how many records went.
     pub async fn purge_expired(&self) -> StoreResult<u64> {
-        self.blocking(|inner| {
-            let now = now_ms();
+        self.purge_expired_at(now_ms()).await
+    }
+
+    /// [`EmbeddedStore::purge_expired`] as of `now` (Unix milliseconds).
+    pub async fn purge_expired_at(&self, now: i64) -> StoreResult<u64> {
+        self.blocking(move |inner| {
             let mut batch = inner.db.batch().durability(Some(PersistMode::SyncData));
             let mut purged = 0u64;
             let kinds: [(&Keyspace, Expiry); 4] = [
@@ -254,6 +260,26 @@ impl EmbeddedStore {
                         batch.remove(keyspace, key);
                         purged += 1;
                     }
+                }
+            }
+            // The feed in sequence order is in write order: its old entries are a prefix. Entries
+            // written before they carried their time (0) stay; they are few and end. The last
+            // entry stays whatever its age: a reopened store numbers on from it, so a reader's
+            // checkpoint never meets a number twice.
+            let oldest_kept = now.saturating_sub((crate::FEED_RETENTION_S * 1000) as i64);
+            let last = inner.feed.last_key_value().map(|guard| guard.key().map_err(db_error)).transpose()?;
+            for guard in inner.feed.iter() {
+                let (key, value) = guard.into_inner().map_err(db_error)?;
+                if Some(&key) == last.as_ref() {
+                    break;
+                }
+                let at_ms = decode_json::<Change>(&value, "feed")?.at_ms;
+                if at_ms >= oldest_kept {
+                    break;
+                }
+                if at_ms > 0 {
+                    batch.remove(&inner.feed, key);
+                    purged += 1;
                 }
             }
             batch.commit().map_err(db_error)?;

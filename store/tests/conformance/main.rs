@@ -56,6 +56,30 @@ async fn embedded_retention_expires_records() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_feed_entries_older_than_the_feed_keeps_are_purged() {
+    use tripline_store::{ChangeFeed, Checkpoint, TripStore};
+    let (store, _dir) = backends::embedded(std::time::Duration::from_secs(30 * 86_400));
+    let trip = tripline_tests::trip_record("acme", "car-1", "t1", 1_795_564_740_000, 3, 80.0);
+    store.upsert_trips(std::slice::from_ref(&trip)).await.unwrap();
+    store.upsert_trips(&[trip]).await.unwrap();
+    let now = tripline_model::time::now_ms();
+    store.purge_expired_at(now).await.unwrap();
+    assert_eq!(store.read_changes(&Checkpoint::default(), 10).await.unwrap().changes.len(), 2, "young entries stay");
+    let later = now + (tripline_store::FEED_RETENTION_S as i64 + 1) * 1000;
+    // The old entries go but the last (a reopened store numbers on from it); not the 30-day trip.
+    assert_eq!(store.purge_expired_at(later).await.unwrap(), 1);
+    let left = store.read_changes(&Checkpoint::default(), 10).await.unwrap();
+    assert_eq!((left.changes.len(), left.checkpoint.position("embedded")), (1, 2));
+    assert!(
+        store
+            .trip(&tripline_model::TenantId::parse("acme").unwrap(), &left.changes[0].trip_id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scylla_retention_expires_records() {
     let Some(backend) = backends::scylla(std::time::Duration::from_secs(2)).await else { return };
     suite::retention_expires_records(&backend.store).await;
