@@ -8,11 +8,12 @@
 //!
 //! One [`Hub`] per API process follows the feed from its head (from the first stream on) and
 //! keeps the latest messages in a ring bounded by bytes, each serialised once. A stream reads
-//! the ring at its own pace; one resuming from before the ring reads the store first, then joins
-//! the ring. A stream that falls behind the ring (a slow client) is closed: it resumes with its
-//! last id. Nothing is buffered per stream beyond a few events.
+//! the ring at its own pace, woken only when entries of its tenant arrive; one resuming from
+//! before the ring reads the store first, then joins the ring. A stream that falls behind the
+//! ring (a slow client) is closed: it resumes with its last id. Nothing is buffered per stream
+//! beyond a few events.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -240,6 +241,9 @@ pub struct Hub {
     ring: Mutex<Ring>,
     /// The ring's end index, once the follower knows the feed's head.
     grown: watch::Sender<Option<u64>>,
+    /// Per tenant, bumped when the ring gained entries of that tenant: a stream wakes for its
+    /// own tenant's messages only.
+    tenants: Mutex<HashMap<TenantId, watch::Sender<u64>>>,
     following: std::sync::atomic::AtomicBool,
     /// Open streams per API key hash.
     open: Mutex<HashMap<String, usize>>,
@@ -271,6 +275,7 @@ impl Hub {
             config,
             ring: Mutex::default(),
             grown: watch::channel(None).0,
+            tenants: Mutex::default(),
             following: std::sync::atomic::AtomicBool::new(false),
             open: Mutex::default(),
         })
@@ -304,6 +309,24 @@ impl Hub {
             return;
         }
         tokio::spawn(follow(store.clone(), Arc::downgrade(self)));
+    }
+
+    /// A receiver woken when the ring gains entries of `tenant`.
+    fn tenant_signal(&self, tenant: &TenantId) -> watch::Receiver<u64> {
+        let mut tenants = self.tenants.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Senders nobody listens to any more go (a tenant whose streams all closed).
+        tenants.retain(|_, sender| sender.receiver_count() > 0);
+        tenants.entry(tenant.clone()).or_insert_with(|| watch::channel(0).0).subscribe()
+    }
+
+    /// Wakes the streams of the tenants that gained entries.
+    fn wake(&self, gained: &HashSet<TenantId>) {
+        let tenants = self.tenants.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for tenant in gained {
+            if let Some(sender) = tenants.get(tenant) {
+                sender.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }
     }
 
     /// Waits until the follower knows the feed's head.
@@ -366,15 +389,20 @@ async fn follow<S: ChangeFeed>(store: S, hub: Weak<Hub>) {
         let idle = batch.changes.is_empty();
         let Some(hub) = hub.upgrade() else { return };
         {
-            let mut ring = hub.ring();
-            for entry in batch.changes.iter().filter_map(Entry::of) {
-                ring.push(entry, limit);
+            let mut gained = HashSet::new();
+            {
+                let mut ring = hub.ring();
+                for entry in batch.changes.iter().filter_map(Entry::of) {
+                    gained.insert(entry.tenant.clone());
+                    ring.push(entry, limit);
+                }
+                ring.head = batch.checkpoint;
+                let end = Some(ring.end());
+                hub.grown.send_if_modified(|current| std::mem::replace(current, end) != end);
             }
-            ring.head = batch.checkpoint;
-            // Streams wake only when there is something new to read (most feed entries tell
-            // nothing: a wake-up per read would cost every stream a turn many times a second).
-            let end = Some(ring.end());
-            hub.grown.send_if_modified(|current| std::mem::replace(current, end) != end);
+            // Streams wake only when their tenant has something new to read (most feed entries
+            // tell nothing, and most of the rest are other tenants').
+            hub.wake(&gained);
         }
         drop(hub);
         if idle {
@@ -462,7 +490,7 @@ pub(crate) async fn produce<S: ChangeFeed + Clone + Send + Sync + 'static>(
             end
         }
     };
-    let mut grown = hub.grown.subscribe();
+    let mut grown = hub.tenant_signal(&stream.tenant);
     loop {
         grown.borrow_and_update();
         match hub.read(index, READ_BATCH) {
@@ -630,6 +658,20 @@ mod tests {
         assert!(matches!(Start::of(Some(&old.encode()), retention), Start::Reset("expired")));
         let fresh = Cursor { at_ms: tripline_model::time::now_ms(), ..Cursor::default() };
         assert!(matches!(Start::of(Some(&fresh.encode()), retention), Start::After(c) if c == fresh));
+    }
+
+    #[test]
+    fn a_stream_wakes_for_its_own_tenants_entries_only() {
+        let hub = Hub::new(StreamConfig::default());
+        let (acme, globex) = (TenantId::parse("acme").unwrap(), TenantId::parse("globex").unwrap());
+        let signal = hub.tenant_signal(&acme);
+        hub.wake(&[globex].into());
+        assert!(!signal.has_changed().unwrap(), "another tenant's entries");
+        hub.wake(&[acme.clone()].into());
+        assert!(signal.has_changed().unwrap());
+        drop(signal);
+        let _other = hub.tenant_signal(&TenantId::parse("initech").unwrap());
+        assert!(!hub.tenants.lock().unwrap().contains_key(&acme), "a tenant without streams is forgotten");
     }
 
     #[test]
