@@ -13,7 +13,7 @@
 //! ring (a slow client) is closed: it resumes with its last id. Nothing is buffered per stream
 //! beyond a few events.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -69,7 +69,8 @@ impl Default for StreamConfig {
 /// whose messages went out only in part, how many did. The event `id`, as URL-safe base64.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Cursor {
-    positions: BTreeMap<String, u64>,
+    /// After the entries sent whole (postcard writes a one-field struct as the field alone).
+    checkpoint: Checkpoint,
     /// Writer, sequence number and messages sent of the entry sent in part.
     partial: Option<(String, u64, u32)>,
     /// When the entry of the last event was written (for the retention check).
@@ -77,10 +78,6 @@ pub(crate) struct Cursor {
 }
 
 impl Cursor {
-    fn at(checkpoint: &Checkpoint) -> Cursor {
-        Cursor { positions: checkpoint.positions.clone(), ..Cursor::default() }
-    }
-
     pub(crate) fn encode(&self) -> String {
         URL_SAFE_NO_PAD.encode(postcard::to_stdvec(self).unwrap_or_default())
     }
@@ -90,13 +87,9 @@ impl Cursor {
         postcard::from_bytes(&bytes).ok()
     }
 
-    fn checkpoint(&self) -> Checkpoint {
-        Checkpoint { positions: self.positions.clone() }
-    }
-
     /// Messages of entry `seq` of `writer` already sent: `None` when all of them were.
     fn sent_of(&self, writer: &str, seq: u64) -> Option<usize> {
-        if seq <= self.positions.get(writer).copied().unwrap_or(0) {
+        if seq <= self.checkpoint.position(writer) {
             return None;
         }
         match &self.partial {
@@ -107,12 +100,11 @@ impl Cursor {
 
     /// Message `index` of the `count` of an entry went out.
     fn advance(&mut self, entry: &Entry, index: usize, count: usize) {
-        let position = self.positions.entry(entry.writer.to_string()).or_default();
         if index + 1 >= count {
-            *position = (*position).max(entry.seq);
+            self.checkpoint.advance(&entry.writer, entry.seq);
             self.partial = None;
         } else {
-            *position = (*position).max(entry.seq - 1);
+            self.checkpoint.advance(&entry.writer, entry.seq - 1);
             self.partial = Some((entry.writer.to_string(), entry.seq, u32::try_from(index + 1).unwrap_or(u32::MAX)));
         }
         self.at_ms = entry.at_ms;
@@ -120,12 +112,9 @@ impl Cursor {
 
     /// Passes over everything up to `checkpoint` (entries read and all sent, or told nothing).
     fn pass(&mut self, checkpoint: &Checkpoint) {
-        for (writer, seq) in &checkpoint.positions {
-            let position = self.positions.entry(writer.clone()).or_default();
-            *position = (*position).max(*seq);
-        }
+        self.checkpoint.advance_to(checkpoint);
         if let Some((writer, seq, _)) = &self.partial
-            && self.positions.get(writer).is_some_and(|p| p >= seq)
+            && self.checkpoint.position(writer) >= *seq
         {
             self.partial = None;
         }
@@ -220,8 +209,7 @@ impl Ring {
             let Some(old) = self.entries.pop_front() else { break };
             self.bytes -= old.bytes();
             self.first += 1;
-            let position = self.start.positions.entry(old.writer.to_string()).or_default();
-            *position = (*position).max(old.seq);
+            self.start.advance(&old.writer, old.seq);
         }
     }
 }
@@ -239,8 +227,8 @@ enum Read {
 pub struct Hub {
     config: StreamConfig,
     ring: Mutex<Ring>,
-    /// The ring's end index, once the follower knows the feed's head.
-    grown: watch::Sender<Option<u64>>,
+    /// True once the follower knows the feed's head (streams wait for it).
+    ready: watch::Sender<bool>,
     /// Per tenant, bumped when the ring gained entries of that tenant: a stream wakes for its
     /// own tenant's messages only.
     tenants: Mutex<HashMap<TenantId, watch::Sender<u64>>>,
@@ -274,7 +262,7 @@ impl Hub {
         Arc::new(Hub {
             config,
             ring: Mutex::default(),
-            grown: watch::channel(None).0,
+            ready: watch::channel(false).0,
             tenants: Mutex::default(),
             following: std::sync::atomic::AtomicBool::new(false),
             open: Mutex::default(),
@@ -331,8 +319,7 @@ impl Hub {
 
     /// Waits until the follower knows the feed's head.
     async fn ready(&self) {
-        let mut grown = self.grown.subscribe();
-        let _ = grown.wait_for(Option::is_some).await;
+        let _ = self.ready.subscribe().wait_for(|ready| *ready).await;
     }
 
     fn read(&self, from: u64, limit: usize) -> Read {
@@ -366,7 +353,7 @@ async fn follow<S: ChangeFeed>(store: S, hub: Weak<Hub>) {
             let mut ring = hub.ring();
             ring.start = head.clone();
             ring.head = head;
-            hub.grown.send_replace(Some(ring.end()));
+            hub.ready.send_replace(true);
             (hub.config.poll, hub.config.ring_bytes)
         }
         None => return,
@@ -388,22 +375,18 @@ async fn follow<S: ChangeFeed>(store: S, hub: Weak<Hub>) {
         backoff = FIRST_BACKOFF;
         let idle = batch.changes.is_empty();
         let Some(hub) = hub.upgrade() else { return };
+        let mut gained = HashSet::new();
         {
-            let mut gained = HashSet::new();
-            {
-                let mut ring = hub.ring();
-                for entry in batch.changes.iter().filter_map(Entry::of) {
-                    gained.insert(entry.tenant.clone());
-                    ring.push(entry, limit);
-                }
-                ring.head = batch.checkpoint;
-                let end = Some(ring.end());
-                hub.grown.send_if_modified(|current| std::mem::replace(current, end) != end);
+            let mut ring = hub.ring();
+            for entry in batch.changes.iter().filter_map(Entry::of) {
+                gained.insert(entry.tenant.clone());
+                ring.push(entry, limit);
             }
-            // Streams wake only when their tenant has something new to read (most feed entries
-            // tell nothing, and most of the rest are other tenants').
-            hub.wake(&gained);
+            ring.head = batch.checkpoint;
         }
+        // Streams wake only when their tenant has something new to read (most feed entries
+        // tell nothing, and most of the rest are other tenants').
+        hub.wake(&gained);
         drop(hub);
         if idle {
             match &mut signal {
@@ -455,32 +438,29 @@ pub(crate) async fn produce<S: ChangeFeed + Clone + Send + Sync + 'static>(
     hub.follow(&store);
     hub.ready().await;
     let mut stream = Producer { tenant, filter, events, cursor: Cursor::default(), _admission: admission };
-    // Now: from the ring's end, which the head checkpoint describes.
-    let from_now = || {
+    // A stream from now is positioned at the ring's end (which the head checkpoint describes)
+    // before it says it is live, so nothing written after that is missed.
+    enum Begin {
+        AtEnd { head: Checkpoint, end: u64, reset: Option<&'static str> },
+        After(Cursor),
+    }
+    let at_end = |reset| {
         let ring = hub.ring();
-        (Cursor::at(&ring.head), ring.end())
+        Begin::AtEnd { head: ring.head.clone(), end: ring.end(), reset }
     };
-    // Positioned (a stream from now) before anything is written meanwhile.
-    let now = match &start {
-        Start::Now | Start::Reset(_) => Some(from_now()),
-        Start::After(_) => None,
+    let begin = match start {
+        Start::Now => at_end(None),
+        Start::Reset(reason) => at_end(Some(reason)),
+        Start::After(cursor) => Begin::After(cursor),
     };
     // Live: a comment tells the client (and any proxy) first.
     if !stream.send(SseEvent::default().comment("stream open")).await {
         return;
     }
-    let mut index = match (start, now) {
-        (Start::After(cursor), _) => {
-            stream.cursor = cursor;
-            match stream.catch_up(&hub, &store).await {
-                Some(first) => first,
-                None => return,
-            }
-        }
-        (start, now) => {
-            let (cursor, end) = now.unwrap_or_else(from_now);
-            stream.cursor = cursor;
-            if let Start::Reset(reason) = start {
+    let mut index = match begin {
+        Begin::AtEnd { head, end, reset } => {
+            stream.cursor = Cursor { checkpoint: head, ..Cursor::default() };
+            if let Some(reason) = reset {
                 let data = serde_json::json!({"reason": reason, "message": reset_message(reason)});
                 let event = SseEvent::default().event("stream.reset").id(stream.cursor.encode()).data(data.to_string());
                 if !stream.send(event).await {
@@ -488,6 +468,13 @@ pub(crate) async fn produce<S: ChangeFeed + Clone + Send + Sync + 'static>(
                 }
             }
             end
+        }
+        Begin::After(cursor) => {
+            stream.cursor = cursor;
+            match stream.catch_up(&hub, &store).await {
+                Some(first) => first,
+                None => return,
+            }
         }
     };
     let mut grown = hub.tenant_signal(&stream.tenant);
@@ -575,12 +562,12 @@ impl Producer {
         loop {
             let start = {
                 let ring = hub.ring();
-                if self.cursor.checkpoint().covers(&ring.start) {
+                if self.cursor.checkpoint.covers(&ring.start) {
                     return Some(ring.first);
                 }
                 ring.start.clone()
             };
-            let batch = match store.read_changes(&self.cursor.checkpoint(), READ_BATCH).await {
+            let batch = match store.read_changes(&self.cursor.checkpoint, READ_BATCH).await {
                 Ok(batch) => batch,
                 Err(error) => {
                     tracing::warn!(%error, "live stream: reading the change feed to resume failed; retrying");
@@ -638,11 +625,11 @@ mod tests {
         cursor.advance(&first, 0, 3);
         let resumed = Cursor::decode(&cursor.encode()).unwrap();
         assert_eq!(resumed, cursor);
-        assert_eq!(resumed.checkpoint().position("w1"), 3, "the entry is read again");
+        assert_eq!(resumed.checkpoint.position("w1"), 3, "the entry is read again");
         assert_eq!(resumed.sent_of("w1", 4), Some(1), "its first message is not sent again");
         cursor.advance(&first, 2, 3);
         assert_eq!(cursor.sent_of("w1", 4), None);
-        assert_eq!(cursor.checkpoint().position("w1"), 4);
+        assert_eq!(cursor.checkpoint.position("w1"), 4);
         assert_eq!(cursor.sent_of("w2", 1), Some(0), "another writer's entries are new");
         assert_eq!(cursor.at_ms, 7);
     }

@@ -318,6 +318,20 @@ impl Checkpoint {
     pub fn covers(&self, other: &Checkpoint) -> bool {
         other.positions.iter().all(|(writer, seq)| self.position(writer) >= *seq)
     }
+
+    /// Moves `writer`'s position to `seq` if that is further on (never back).
+    pub fn advance(&mut self, writer: &str, seq: u64) {
+        if seq > self.position(writer) {
+            self.positions.insert(writer.to_owned(), seq);
+        }
+    }
+
+    /// Moves every position to `other`'s where that is further on.
+    pub fn advance_to(&mut self, other: &Checkpoint) {
+        for (writer, seq) in &other.positions {
+            self.advance(writer, *seq);
+        }
+    }
 }
 
 /// Changes read from the feed, and the checkpoint after them.

@@ -202,9 +202,7 @@ impl ChangeFeed for ScyllaStore {
             if let Some((local, end)) = feed.local_after(checkpoint.position(own), limit) {
                 own_served = true;
                 let others_due = local.is_empty() || feed.others_read.is_none_or(|at| at.elapsed() >= OTHERS_EVERY);
-                if end > checkpoint.position(own) {
-                    checkpoint.positions.insert(own.clone(), end);
-                }
+                checkpoint.advance(own, end);
                 changes = local;
                 if !others_due || changes.len() >= limit {
                     return Ok(ChangeBatch { changes, checkpoint });
@@ -245,9 +243,7 @@ impl ChangeFeed for ScyllaStore {
                     position = bucket_end;
                 }
             }
-            if position > checkpoint.position(&writer) {
-                checkpoint.positions.insert(writer, position);
-            }
+            checkpoint.advance(&writer, position);
             if changes.len() >= limit {
                 break;
             }
