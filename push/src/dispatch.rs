@@ -261,7 +261,6 @@ impl<S: Store> Follower<S> {
                     // Every attempt that finished, recorded in one write.
                     let settled: Vec<(OutboxItem, DeliveryAttempt)> =
                         finished.into_iter().filter_map(Result::ok).map(|sent| self.outcome(sent)).collect();
-                    let (store, id) = (self.store.clone(), self.id());
                     let Some(()) = self.persist("recording deliveries", || store.settle(&id, &settled)).await else {
                         return;
                     };

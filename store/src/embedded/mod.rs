@@ -353,6 +353,60 @@ fn trip_prefix(tenant: &str, trip_id: &str) -> Vec<u8> {
 }
 
 /// Rejections of one tenant (empty name: no tenant), newest first: `tenant \0 (MAX - t) id`.
+/// Every key that starts with the text `owner` (as `push_text` writes it): from `owner \0` up to
+/// `owner \1` (what follows never holds a 0 or 1 byte).
+fn owned_range(owner: &str) -> std::ops::Range<Vec<u8>> {
+    let mut lo = Vec::with_capacity(owner.len() + 1);
+    push_text(&mut lo, owner);
+    let mut hi = lo.clone();
+    if let Some(last) = hi.last_mut() {
+        *last = 1;
+    }
+    lo..hi
+}
+
+/// A page, newest first, of a keyspace keyed by [`rejection_key`] holding expiring JSON
+/// records: `owner`'s unexpired records after the cursor `after` (time, id), at most `limit`,
+/// and the cursor after them (`position` tells a record's time and id).
+fn newest_first_page<T: serde::de::DeserializeOwned>(
+    keyspace: &Keyspace,
+    table: &'static str,
+    owner: Option<&TenantId>,
+    after: Option<&(i64, String)>,
+    limit: usize,
+    position: impl Fn(&T) -> (i64, &str),
+) -> StoreResult<Page<T>> {
+    let std::ops::Range { start: prefix, end: hi } = owned_range(owner.map_or("", TenantId::as_str));
+    let lo = match after {
+        Some((at, id)) => {
+            let mut key = rejection_key(owner, *at, id);
+            key.push(0);
+            key
+        }
+        None => prefix,
+    };
+    let now = now_ms();
+    let mut items: Vec<T> = Vec::new();
+    for guard in keyspace.range(lo..hi) {
+        if items.len() == limit {
+            break;
+        }
+        let row: Expiring<T> = decode_json(&guard.value().map_err(db_error)?, table)?;
+        if row.expires_at_ms > now {
+            items.push(row.record);
+        }
+    }
+    let next = (items.len() == limit)
+        .then(|| {
+            items.last().map(|item| {
+                let (at, id) = position(item);
+                rejection_cursor(at, id)
+            })
+        })
+        .flatten();
+    Ok(Page { items, next })
+}
+
 fn rejection_key(tenant: Option<&TenantId>, received_at_ms: i64, id: &str) -> Vec<u8> {
     let mut key = Vec::new();
     push_text(&mut key, tenant.map_or("", TenantId::as_str));
@@ -841,37 +895,14 @@ impl RejectionStore for EmbeddedStore {
         let after = cursor.map(parse_rejection_cursor).transpose()?;
         let tenant = tenant.cloned();
         self.blocking(move |inner| {
-            let mut prefix = Vec::new();
-            push_text(&mut prefix, tenant.as_ref().map_or("", TenantId::as_str));
-            // Every key of this tenant sorts below `tenant \x01` (ids never hold a 0 or 1 byte).
-            let mut hi = prefix.clone();
-            if let Some(last) = hi.last_mut() {
-                *last = 1;
-            }
-            let lo = match &after {
-                Some((at, id)) => {
-                    let mut k = rejection_key(tenant.as_ref(), *at, id);
-                    k.push(0);
-                    k
-                }
-                None => prefix,
-            };
-            let now = now_ms();
-            let mut items: Vec<Rejection> = Vec::new();
-            for guard in inner.rejections.range(lo..hi) {
-                if items.len() == limit {
-                    break;
-                }
-                let (_, value) = guard.into_inner().map_err(db_error)?;
-                let row: Expiring<Rejection> = decode_json(&value, "rejections")?;
-                if row.expires_at_ms > now {
-                    items.push(row.record);
-                }
-            }
-            let next = (items.len() == limit)
-                .then(|| items.last().map(|r| rejection_cursor(r.received_at_ms, &r.id)))
-                .flatten();
-            Ok(Page { items, next })
+            newest_first_page(
+                &inner.rejections,
+                "rejections",
+                tenant.as_ref(),
+                after.as_ref(),
+                limit,
+                |r: &Rejection| (r.received_at_ms, r.id.as_str()),
+            )
         })
         .await
     }

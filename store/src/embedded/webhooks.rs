@@ -4,29 +4,15 @@
 
 use tripline_model::TenantId;
 
-use super::{EmbeddedStore, Inner, db_error, rejection_key};
-use crate::codec::{Expiring, decode_json, encode_json, parse_rejection_cursor, push_text, rejection_cursor};
+use super::{EmbeddedStore, Inner, db_error, newest_first_page, owned_range, rejection_key};
+use crate::codec::{Expiring, decode_json, encode_json, parse_rejection_cursor, push_text};
 use crate::webhooks::{DELIVERY_RETENTION_S, DeliveryAttempt, DeliveryOutcome, OutboxItem, Webhook, WebhookStore};
 use crate::{Checkpoint, Page, StoreResult};
 
-/// The first key of webhook `id`'s outbox (every item key follows it).
-fn outbox_prefix(id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(id.len() + 1);
-    push_text(&mut key, id);
-    key
-}
-
-/// The key just above every outbox key of webhook `id` (ids never hold a 0 or 1 byte).
-fn outbox_end(id: &str) -> Vec<u8> {
-    let mut key = outbox_prefix(id);
-    if let Some(last) = key.last_mut() {
-        *last = 1;
-    }
-    key
-}
-
+/// Webhook `id`'s outbox row of item `item`: `id \0 item`.
 fn outbox_key(id: &str, item: &str) -> Vec<u8> {
-    let mut key = outbox_prefix(id);
+    let mut key = Vec::with_capacity(id.len() + item.len() + 1);
+    push_text(&mut key, id);
     key.extend_from_slice(item.as_bytes());
     key
 }
@@ -62,7 +48,7 @@ impl WebhookStore for EmbeddedStore {
             let mut batch = inner.batch();
             batch.remove(&inner.webhooks, id.as_str());
             batch.remove(&inner.webhook_cursors, id.as_str());
-            for guard in inner.outbox.range(outbox_prefix(&id)..outbox_end(&id)) {
+            for guard in inner.outbox.range(owned_range(&id)) {
                 batch.remove(&inner.outbox, guard.key().map_err(db_error)?);
             }
             inner.commit(batch)?;
@@ -85,7 +71,7 @@ impl WebhookStore for EmbeddedStore {
             let cursor: Checkpoint = decode_json(&cursor, "webhook_cursors")?;
             let items = inner
                 .outbox
-                .range(outbox_prefix(&id)..outbox_end(&id))
+                .range(owned_range(&id))
                 .map(|guard| decode_json(&guard.value().map_err(db_error)?, "outbox"))
                 .collect::<StoreResult<Vec<OutboxItem>>>()?;
             Ok(Some((cursor, items)))
@@ -156,35 +142,14 @@ impl WebhookStore for EmbeddedStore {
         let after = cursor.map(parse_rejection_cursor).transpose()?;
         let tenant = tenant.clone();
         self.blocking(move |inner| {
-            let mut prefix = Vec::new();
-            push_text(&mut prefix, tenant.as_str());
-            let mut hi = prefix.clone();
-            if let Some(last) = hi.last_mut() {
-                *last = 1;
-            }
-            let lo = match &after {
-                Some((at, id)) => {
-                    let mut key = rejection_key(Some(&tenant), *at, id);
-                    key.push(0);
-                    key
-                }
-                None => prefix,
-            };
-            let now = tripline_model::time::now_ms();
-            let mut items = Vec::new();
-            for guard in inner.deliveries.range(lo..hi) {
-                if items.len() == limit {
-                    break;
-                }
-                let row: Expiring<DeliveryAttempt> = decode_json(&guard.value().map_err(db_error)?, "deliveries")?;
-                if row.expires_at_ms > now {
-                    items.push(row.record);
-                }
-            }
-            let next = (items.len() == limit)
-                .then(|| items.last().map(|a: &DeliveryAttempt| rejection_cursor(a.at_ms, &a.id)))
-                .flatten();
-            Ok(Page { items, next })
+            newest_first_page(
+                &inner.deliveries,
+                "deliveries",
+                Some(&tenant),
+                after.as_ref(),
+                limit,
+                |a: &DeliveryAttempt| (a.at_ms, a.id.as_str()),
+            )
         })
         .await
     }
