@@ -306,6 +306,7 @@ async fn webhook(
         // Not found is a usage error too (the id or tenant given), not "no process here".
         OpError::NotFound(reason) => AdminError(StatusCode::BAD_REQUEST, reason),
         OpError::Store(error) => AdminError::from(error),
+        OpError::Push(error) => AdminError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
     })
 }
 

@@ -50,12 +50,14 @@ pub(crate) enum WebhookAnswer {
     Removed,
 }
 
-/// Why an operation was refused: bad input (exit 2) or the store (exit 1).
+/// Why an operation was refused: bad input (exit 2), the store or no randomness for an id or
+/// secret (exit 1).
 #[derive(Debug)]
 pub(crate) enum OpError {
     Usage(String),
     NotFound(String),
     Store(StoreError),
+    Push(tripline_push::PushError),
 }
 
 impl From<StoreError> for OpError {
@@ -64,11 +66,18 @@ impl From<StoreError> for OpError {
     }
 }
 
+impl From<tripline_push::PushError> for OpError {
+    fn from(error: tripline_push::PushError) -> Self {
+        OpError::Push(error)
+    }
+}
+
 impl From<OpError> for Failure {
     fn from(error: OpError) -> Self {
         match error {
             OpError::Usage(reason) | OpError::NotFound(reason) => Failure::Usage(reason),
             OpError::Store(error) => Failure::Runtime(anyhow::anyhow!("{error}")),
+            OpError::Push(error) => Failure::Runtime(error.into()),
         }
     }
 }
@@ -96,14 +105,13 @@ pub(crate) async fn apply(store: &AnyStore, op: WebhookOp) -> Result<WebhookAnsw
                 .iter()
                 .map(|v| VehicleId::parse(v).map_err(|e| usage(format!("vehicle id {v:?}: {e}"))))
                 .collect::<Result<Vec<_>, _>>()?;
-            let fail = |e: tripline_push::PushError| OpError::Store(StoreError::Refused { detail: e.to_string() });
             let webhook = Webhook {
-                id: tripline_push::new_webhook_id().map_err(fail)?,
+                id: tripline_push::new_webhook_id()?,
                 tenant,
                 url,
                 types,
                 vehicles,
-                secret: tripline_push::new_secret().map_err(fail)?,
+                secret: tripline_push::new_secret()?,
                 previous_secret: None,
                 previous_until_ms: 0,
                 created_at_ms: now_ms(),
@@ -140,8 +148,7 @@ pub(crate) async fn apply(store: &AnyStore, op: WebhookOp) -> Result<WebhookAnsw
             let Some(old) = webhooks.into_iter().find(|w| w.id == id) else {
                 return Err(OpError::NotFound(format!("no webhook {id}")));
             };
-            let fail = |e: tripline_push::PushError| OpError::Store(StoreError::Refused { detail: e.to_string() });
-            let secret = tripline_push::new_secret().map_err(fail)?;
+            let secret = tripline_push::new_secret()?;
             let overlap_ms = i64::try_from(overlap_s.saturating_mul(1000)).unwrap_or(i64::MAX);
             let rotated = Webhook {
                 secret: secret.clone(),
