@@ -86,22 +86,19 @@ pub enum PushError {
 /// resolves now) no refused address. The check is made again at every delivery.
 pub fn check_url(url: &str, addresses: &AddressPolicy) -> Result<(), PushError> {
     let bad = |reason: String| PushError::BadUrl { url: url.to_owned(), reason };
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| bad("expected http:// or https://".to_owned()))?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if authority.is_empty() || authority.contains('@') || url.chars().any(char::is_whitespace) {
-        return Err(bad("expected a host (and no user information or spaces)".to_owned()));
-    }
-    let default_port = if url.starts_with("https://") { 443 } else { 80 };
-    let with_port =
-        if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) && !authority.ends_with(']') {
-            authority.to_owned()
-        } else {
-            format!("{authority}:{default_port}")
-        };
-    if let Ok(resolved) = std::net::ToSocketAddrs::to_socket_addrs(&with_port) {
+    let uri: ureq::http::Uri = url.parse().map_err(|e| bad(format!("{e}")))?;
+    let default_port = match uri.scheme_str() {
+        Some("https") => 443,
+        Some("http") => 80,
+        _ => return Err(bad("expected http:// or https://".to_owned())),
+    };
+    let authority = uri.authority().filter(|a| !a.host().is_empty() && !a.as_str().contains('@'));
+    let Some(authority) = authority else {
+        return Err(bad("expected a host (and no user information)".to_owned()));
+    };
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let port = authority.port_u16().unwrap_or(default_port);
+    if let Ok(resolved) = std::net::ToSocketAddrs::to_socket_addrs(&(host, port)) {
         for address in resolved {
             addresses.check(address.ip()).map_err(bad)?;
         }
@@ -137,6 +134,7 @@ mod tests {
             "http://169.254.169.254/latest/meta-data",
             "http://[::1]:8080/",
             "http://10.0.0.1/",
+            "https://93.184.216.34/a b",
         ] {
             assert!(check_url(bad, &policy).is_err(), "{bad}");
         }
