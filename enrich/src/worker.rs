@@ -446,6 +446,7 @@ impl<S: Store> Worker<S> {
     /// Turns every changed trip into its writes; renames automatic trips whose start moved.
     fn collect(&mut self, writes: &mut WriteSet) {
         let now = now_ms();
+        let update_every_ms = i64::try_from(self.config.trip_update_every.as_millis()).unwrap_or(i64::MAX);
         let mut renames = Vec::new();
         for ((vehicle, trip_id), live) in &mut self.trips {
             if !live.dirty {
@@ -509,7 +510,6 @@ impl<S: Store> Worker<S> {
             // What this write set carries needs no memory any more: it is retried until durable
             // before anything else happens on this worker.
             live.engine.trim(live.written);
-            let update_every_ms = i64::try_from(self.config.trip_update_every.as_millis()).unwrap_or(i64::MAX);
             let notices = live.told.next(&report.summary, &report.events, now, update_every_ms);
             if !notices.is_empty() {
                 writes.notices.insert(TripKey::new(&live.tenant, vehicle, trip_id), notices);
