@@ -11,13 +11,13 @@
 //! estimate feeds the harsh episodes one point late, once the next fix has confirmed it was not
 //! an outlier.
 
-use chrono::{TimeZone, Timelike};
+use chrono::{Offset, TimeZone, Timelike};
 use chrono_tz::Tz;
 use geo::{Distance, Haversine, Point as GeoPoint};
 use tripline_model::time::to_datetime;
 use tripline_model::{Event, EventKind, Point};
 
-use crate::kinematics::{Motion, Window, max_bend_m, off_track_m};
+use crate::kinematics::{self, FitSums, Fix, Motion, ReportedSums, max_bend_m, off_track_m};
 use crate::regions::RegionId;
 use crate::{EnrichConfig, Enricher};
 
@@ -30,12 +30,18 @@ const MOVE_CONFIRM_S: f64 = 2.0;
 /// The longest window (kinematics, reported speeds, stop detection) a setting may ask for: the
 /// pass holds at least this much of a live trip's past.
 pub(crate) const MAX_WINDOW_S: f64 = 10.0;
+/// The longest gap between fixes a setting may let a fit's window span: a window never spans
+/// more than this or `MAX_WINDOW_S`, which keeps the fit's exact sums bounded.
+pub(crate) const MAX_KINEMATICS_GAP_S: f64 = 600.0;
+const _: () = assert!(MAX_KINEMATICS_GAP_S * 1000.0 <= kinematics::MAX_FIT_SPAN_MS as f64);
+const _: () = assert!(MAX_WINDOW_S * 1000.0 <= kinematics::MAX_FIT_SPAN_MS as f64);
 /// How far back a change of movement is looked for (where the estimated speed crossed the
 /// moving threshold): leaving a stop's radius and confirming it takes this long at most.
 const CROSSING_HORIZON_S: f64 = 20.0;
 /// The most held points a look-back walks: bounds the work per point at any sampling rate
 /// (20 Hz for the crossing horizon).
 const MAX_LOOKBACK: usize = 400;
+const _: () = assert!(MAX_LOOKBACK < kinematics::MAX_FIT_FIXES);
 /// Road vehicles' manoeuvres stay below this (0.7 g): a fix off its neighbours' track by more
 /// than this explains (plus a margin) is an outlier.
 const MAX_PLAUSIBLE_ACCEL_MPS2: f64 = 7.0;
@@ -73,6 +79,8 @@ pub struct EnrichedPoint {
     /// The speed estimated from the positions of the trailing window, and the time it holds
     /// (the window's mean time): where standing turned into moving and back.
     pub(crate) fit_speed: Option<(i64, f64)>,
+    /// The point as the motion estimate's sums take it.
+    fix: Fix,
 }
 
 impl EnrichedPoint {
@@ -235,8 +243,20 @@ pub(crate) struct Fold {
     /// The last point's estimate, fed to the harsh episodes when the next fix confirms it.
     pending: Option<Estimate>,
     halt: Halt,
-    /// Reused buffers of the estimation window.
-    window: Window,
+    /// The sums of the motion estimate's fit, and of its reported speeds and headings: they
+    /// slide with the window.
+    fit: Slide<FitSums>,
+    speeds: Slide<ReportedSums>,
+    /// The newest kept point (counted from the trip's first) with a reported speed.
+    last_reported_speed: Option<usize>,
+    /// The raw and unwrapped heading of the last kept fix with one (microdegrees): headings
+    /// are unwrapped fix to fix.
+    headings: Option<(i64, i64)>,
+    /// Where the last look-back over the stop window ended (counted from the trip's first kept
+    /// point): where the next starts looking.
+    stop_hint: usize,
+    /// A UTC minute, a zone and whether that minute is at night there.
+    night_minute: Option<(i64, Tz, bool)>,
     pub(crate) distance_m: f64,
     pub(crate) moving_s: f64,
     pub(crate) idle_s: f64,
@@ -298,7 +318,8 @@ impl Fold {
         };
         let prev_ts_ms = prev.point.ts_ms;
         let dt_s = (point.ts_ms - prev_ts_ms) as f64 / 1000.0;
-        match self.reject_jump(point, cfg.max_speed_kmh / KMH_PER_MPS) {
+        let cos_lat = point.lat.to_radians().cos();
+        match self.reject_jump(point, cos_lat, cfg.max_speed_kmh / KMH_PER_MPS) {
             Jump::Dropped => return,
             Jump::Restart => {
                 self.close_all_episodes(cfg);
@@ -308,9 +329,9 @@ impl Fold {
             Jump::None => {}
         }
         let step = Step { prev_ts_ms, dt_s, in_gap: dt_s > cfg.trip_gap_s };
-        let cos_lat = point.lat.to_radians().cos();
         self.check_previous(point, cos_lat, cfg);
-        let fit = self.estimate(point, cos_lat, cfg);
+        let fix = Fix::of(point, &mut self.headings, MIN_HEADING_SPEED_MPS);
+        let fit = self.estimate(point, fix, cos_lat, cfg);
         let fit_speed = fit.map(|m| (m.at_ms, m.speed_mps));
         let (moving, distance_m) = self.movement(point, fit_speed, cfg);
         let (speed_mps, heading_deg) = self.speed_and_course(point, fit, moving, cfg);
@@ -330,7 +351,7 @@ impl Fold {
         self.distance_m += distance_m;
         self.max_speed_mps = self.max_speed_mps.max(speed_mps);
         self.note_region(region);
-        self.kept.push(EnrichedPoint {
+        self.keep(EnrichedPoint {
             point: point.clone(),
             distance_m,
             speed_mps,
@@ -342,6 +363,7 @@ impl Fold {
             moving,
             outlier: false,
             fit_speed,
+            fix,
         });
     }
 
@@ -376,10 +398,15 @@ impl Fold {
     /// point is dropped, unless three such in a row agree with each other (then the earlier
     /// anchor was the outlier, or the vehicle really reappeared elsewhere: a new stretch
     /// starts, and nothing is measured across the jump).
-    fn reject_jump(&mut self, point: &Point, max_speed_mps: f64) -> Jump {
+    /// `cos_lat`: the cosine of `point`'s latitude.
+    fn reject_jump(&mut self, point: &Point, cos_lat: f64, max_speed_mps: f64) -> Jump {
         let Some(prev) = self.kept.last() else { return Jump::None };
         let dt_s = (point.ts_ms - prev.point.ts_ms) as f64 / 1000.0;
-        if Haversine.distance(prev.geo(), geo(point)) / dt_s.max(1.0) <= max_speed_mps {
+        let limit_m = max_speed_mps * dt_s.max(1.0);
+        // Most steps are well within the limit by a bound that needs no trigonometry.
+        if distance_bound_m(&prev.point, point, cos_lat) <= limit_m
+            || Haversine.distance(prev.geo(), geo(point)) <= limit_m
+        {
             self.jump_streak = 0;
             return Jump::None;
         }
@@ -427,6 +454,11 @@ impl Fold {
     /// Marks held point `i` an outlier: the distance it added goes, and so does the distance
     /// `next` measured from it (anchors move to `instead`, a confirmed fix).
     fn flag_outlier(&mut self, i: usize, instead: usize) {
+        if !self.kept[i].outlier {
+            let (at, fix) = (self.kept_trimmed + i, self.kept[i].fix);
+            self.fit.forget(at, &fix);
+            self.speeds.forget(at, &fix);
+        }
         self.kept[i].outlier = true;
         self.distance_m -= self.kept[i].distance_m;
         self.kept[i].distance_m = 0.0;
@@ -502,7 +534,8 @@ impl Fold {
             return (true, from_anchor_m);
         }
         let last = self.kept.len() - 1;
-        let window_start = &self.kept[self.lookback(point.ts_ms, stop_window_s).min(last.saturating_sub(1))];
+        let start = self.lookback(point.ts_ms, stop_window_s).min(last.saturating_sub(1));
+        let window_start = &self.kept[start];
         let window_s = (point.ts_ms - window_start.point.ts_ms) as f64 / 1000.0;
         let still = window_s >= stop_window_s && Haversine.distance(window_start.geo(), geo(point)) < radius_m;
         let still_since = if still { *self.still_since_ms.get_or_insert(point.ts_ms) } else { point.ts_ms };
@@ -533,11 +566,72 @@ impl Fold {
     /// Step 4, the motion estimate: the quadratic through the confirmed fixes of this stretch in
     /// the trailing `kinematics_window_s` (at least three, none across a gap longer than
     /// `max_kinematics_gap_s`), `point` included.
-    fn estimate(&mut self, point: &Point, cos_lat: f64, cfg: &EnrichConfig) -> Option<Motion> {
-        let stretch = self.stretch_index();
-        let lowest = stretch.max(self.kept.len().saturating_sub(MAX_LOOKBACK));
+    fn estimate(&mut self, point: &Point, newest: Fix, cos_lat: f64, cfg: &EnrichConfig) -> Option<Motion> {
+        let lowest = self.stretch_index().max(self.kept.len().saturating_sub(MAX_LOOKBACK));
+        let first = self.window_start(point, lowest, cfg);
+        let trimmed = self.kept_trimmed;
+        self.fit.slide(&self.kept, trimmed, first);
+        let speeds_from = self.speed_window_start(&newest, first, cfg);
+        self.speeds.slide(&self.kept, trimmed, speeds_from);
+        // The newest fix goes in for the estimate and out again (the sums are exact).
+        if self.fit.sums.count() == 0 {
+            self.fit.sums = FitSums::empty(&newest);
+        }
+        self.fit.sums.add(&newest);
+        self.speeds.sums.add(&newest);
+        let motion = kinematics::motion(&self.fit.sums, point.ts_ms, &self.speeds.sums, cos_lat, MIN_HEADING_SPEED_MPS);
+        self.fit.sums.remove(&newest);
+        self.speeds.sums.remove(&newest);
+        motion
+    }
+
+    /// Holds `kept` as the newest kept point.
+    fn keep(&mut self, kept: EnrichedPoint) {
+        if kept.fix.has_speed() {
+            self.last_reported_speed = Some(self.kept_trimmed + self.kept.len());
+        }
+        self.kept.push(kept);
+    }
+
+    /// Where the reported speeds of the estimate for `newest` start in `kept` (from `first`,
+    /// where its window starts): those of the last `speed_window_s`, and at least the last two.
+    fn speed_window_start(&self, newest: &Fix, first: usize, cfg: &EnrichConfig) -> usize {
+        if self.last_reported_speed.is_none_or(|i| i < self.kept_trimmed + first) {
+            return self.kept.len();
+        }
+        let span_ms = (cfg.speed_window_s * 1000.0 + 1e-6).floor() as i64;
+        let hint = self.speeds.summed.start;
+        let recent = self.partition_near(first, hint, |p| newest.ts_ms() - p.point.ts_ms > span_ms);
+        let reports = |i: &usize| !self.kept[*i].outlier && self.kept[*i].fix.has_speed();
+        let wanted = if newest.has_speed() { 1 } else { 2 };
+        let mut inside = (recent..self.kept.len()).filter(reports);
+        match inside.next() {
+            Some(start) if wanted == 1 || inside.next().is_some() => start,
+            // Fewer than two in the span: the last two of the window.
+            found => {
+                let before = (first..recent).rev().filter(reports);
+                let missing = wanted - usize::from(found.is_some());
+                before.take(missing).last().or(found).unwrap_or(self.kept.len())
+            }
+        }
+    }
+
+    /// Where the estimate's window for `point` starts in `kept` (from `lowest`): the confirmed
+    /// fixes of the trailing `kinematics_window_s`, and at least three (with `point`) within
+    /// `max_kinematics_gap_s`, none across a gap longer than that. `kept.len()` when none.
+    fn window_start(&self, point: &Point, lowest: usize, cfg: &EnrichConfig) -> usize {
         let max_gap_ms = (cfg.max_kinematics_gap_s * 1000.0) as i64;
         let window_ms = (cfg.kinematics_window_s * 1000.0) as i64;
+        // Held points are in time order: those inside the window are the last ones. With no gap
+        // inside the window too long and at least two confirmed fixes in it, those are the
+        // window (the common case, found without walking it).
+        let inside = self.partition_near(lowest, self.fit.summed.start, |p| point.ts_ms - p.point.ts_ms > window_ms);
+        if window_ms <= max_gap_ms {
+            let mut confirmed = (inside..self.kept.len()).filter(|&i| !self.kept[i].outlier);
+            if let (Some(first), Some(_)) = (confirmed.next(), confirmed.next()) {
+                return first;
+            }
+        }
         let mut first = self.kept.len();
         let (mut count, mut newer_ts) = (1usize, point.ts_ms);
         for i in (lowest..self.kept.len()).rev() {
@@ -554,19 +648,14 @@ impl Fold {
             count += 1;
             newer_ts = p.point.ts_ms;
         }
-        let held = self.kept[first..].iter().filter(|p| !p.outlier).map(|p| &p.point);
-        self.window.fill(held.chain(std::iter::once(point)), cos_lat, cfg.speed_window_s, MIN_HEADING_SPEED_MPS);
-        let origin_ms = self.kept.get(first).map_or(point.ts_ms, |p| p.point.ts_ms);
-        self.window.fit(origin_ms, MIN_HEADING_SPEED_MPS)
+        first
     }
 
     /// What `motion` (the estimate at `point`) stands for in the harsh episodes.
     fn estimate_at(&self, motion: Motion, point: &Point, step: Step, cfg: &EnrichConfig) -> Estimate {
         let support_s = if step.in_gap { 0.0 } else { step.dt_s.min(cfg.kinematics_window_s) };
-        // The held fix nearest the estimate's time (the window is held, so it is there, a few
-        // fixes back: a scan from the end stays in cache where a binary search over a long trip
-        // would not).
-        let after = self.kept.iter().rposition(|p| p.point.ts_ms < motion.at_ms).map_or(0, |i| i + 1);
+        // The held fix nearest the estimate's time (the window is held, so it is there).
+        let after = self.partition_from_end(0, |p| p.point.ts_ms < motion.at_ms);
         let nearest = [after.checked_sub(1), Some(after)]
             .into_iter()
             .flatten()
@@ -635,7 +724,7 @@ impl Fold {
         // Night time counts toward driving, or toward a halt not yet idle; an idle halt needs none.
         let night = if moving_share > 0.0 || !self.halt.idle {
             let tz = region.and_then(|id| engine.regions.get(id)).and_then(|r| r.timezone).unwrap_or(engine.default_tz);
-            if is_night(step.prev_ts_ms, tz, cfg.night_start_hour, cfg.night_end_hour) { step.dt_s } else { 0.0 }
+            if self.is_night(step.prev_ts_ms, tz, cfg) { step.dt_s } else { 0.0 }
         } else {
             0.0
         };
@@ -774,22 +863,80 @@ impl Fold {
         let speed_mps = point.speed_mps.unwrap_or(0.0);
         self.max_speed_mps = self.max_speed_mps.max(speed_mps);
         self.note_region(region);
-        self.kept.push(EnrichedPoint {
+        let fix = Fix::of(point, &mut self.headings, MIN_HEADING_SPEED_MPS);
+        self.keep(EnrichedPoint {
             speed_mps,
             speed_derived: point.speed_mps.is_none(),
             heading_deg: point.heading_deg.filter(|_| speed_mps >= MIN_HEADING_SPEED_MPS),
             region,
-            ..EnrichedPoint::incoming(point)
+            ..EnrichedPoint::incoming(point, fix)
         });
     }
 
     /// The latest point of this stretch at least `span_s` before `ts_ms` (within
     /// [`MAX_LOOKBACK`] held points), else the last point.
-    fn lookback(&self, ts_ms: i64, span_s: f64) -> usize {
+    fn lookback(&mut self, ts_ms: i64, span_s: f64) -> usize {
         let last = self.kept.len() - 1;
         let lowest = last.saturating_sub(MAX_LOOKBACK).max(self.stretch_index());
         let span_ms = (span_s * 1000.0).ceil() as i64;
-        (lowest..=last).rev().find(|&i| ts_ms - self.kept[i].point.ts_ms >= span_ms).unwrap_or(last)
+        // Held points are in time order: those at least `span_ms` before are the first ones.
+        let found = self.partition_near(lowest, self.stop_hint, |p| ts_ms - p.point.ts_ms >= span_ms);
+        self.stop_hint = self.kept_trimmed + found;
+        match found - lowest {
+            0 => last,
+            n => lowest + n - 1,
+        }
+    }
+
+    /// Whether `ts_ms` is at night in `tz`, remembered for the rest of its UTC minute where the
+    /// zone's offset is whole minutes and the same through the minute (so is the local hour).
+    fn is_night(&mut self, ts_ms: i64, tz: Tz, cfg: &EnrichConfig) -> bool {
+        let minute = ts_ms.div_euclid(60_000);
+        match self.night_minute {
+            Some((m, zone, night)) if m == minute && zone == tz => night,
+            _ => {
+                let night = is_night(ts_ms, tz, cfg.night_start_hour, cfg.night_end_hour);
+                let offset_s =
+                    |ms: i64| tz.offset_from_utc_datetime(&to_datetime(ms).naive_utc()).fix().local_minus_utc();
+                let offset = offset_s(minute * 60_000);
+                let steady = offset % 60 == 0 && offset_s(minute * 60_000 + 59_999) == offset;
+                self.night_minute = steady.then_some((minute, tz, night));
+                night
+            }
+        }
+    }
+
+    /// Where `pred`, true for a prefix of `kept[lowest..]` (held points are in time order),
+    /// turns false: searched from `hint` (counted from the trip's first kept point), where it
+    /// turned false for an earlier point. Windows move forward a point or two per point, so this
+    /// is a step or two, in cache and predictable.
+    fn partition_near(&self, lowest: usize, hint: usize, pred: impl Fn(&EnrichedPoint) -> bool) -> usize {
+        let len = self.kept.len();
+        let mut i = hint.saturating_sub(self.kept_trimmed).clamp(lowest, len);
+        while i < len && pred(&self.kept[i]) {
+            i += 1;
+        }
+        while i > lowest && !pred(&self.kept[i - 1]) {
+            i -= 1;
+        }
+        i
+    }
+
+    /// Where `pred`, true for a prefix of `kept[lowest..]` (held points are in time order),
+    /// turns false: searched from the end, galloping back, as the answer is usually a few points
+    /// back and a search from the end stays in cache.
+    fn partition_from_end(&self, lowest: usize, pred: impl Fn(&EnrichedPoint) -> bool) -> usize {
+        // Everything from `hi` on fails `pred`.
+        let (mut hi, mut step) = (self.kept.len(), 1);
+        while hi > lowest {
+            let probe = hi.saturating_sub(step).max(lowest);
+            if pred(&self.kept[probe]) {
+                return probe + 1 + self.kept[probe + 1..hi].partition_point(&pred);
+            }
+            hi = probe;
+            step *= 2;
+        }
+        lowest
     }
 
     /// Where the current stretch starts in the held points (0 when its start was trimmed).
@@ -860,7 +1007,7 @@ impl Fold {
 
 impl EnrichedPoint {
     /// A point as it arrives, before the pass derived anything.
-    fn incoming(point: &Point) -> Self {
+    fn incoming(point: &Point, fix: Fix) -> Self {
         EnrichedPoint {
             point: point.clone(),
             distance_m: 0.0,
@@ -873,6 +1020,7 @@ impl EnrichedPoint {
             moving: false,
             outlier: false,
             fit_speed: None,
+            fix,
         }
     }
 }
@@ -895,6 +1043,97 @@ pub(crate) struct Closing {
     pub(crate) night_s: f64,
 }
 
+/// Sums over the held points of a window that slide with it: as the window moves, the points
+/// that left are taken out and those that entered taken in. The sums are exact, so they are the
+/// same as if built afresh from the window.
+#[derive(Clone, Debug, Default)]
+struct Slide<S> {
+    sums: S,
+    /// The held points summed, counted from the trip's first kept point (outliers excepted).
+    summed: std::ops::Range<usize>,
+}
+
+/// Sums a [`Slide`] can hold.
+trait Sliding: Copy + Default {
+    /// No fixes, for a window starting with `first`.
+    fn empty(first: &Fix) -> Self;
+    fn add(&mut self, fix: &Fix);
+    fn remove(&mut self, fix: &Fix);
+    /// The window starts with `first` now.
+    fn rebase(&mut self, first: &Fix);
+}
+
+impl Sliding for FitSums {
+    fn empty(first: &Fix) -> Self {
+        FitSums::empty(first)
+    }
+    fn add(&mut self, fix: &Fix) {
+        FitSums::add(self, fix);
+    }
+    fn remove(&mut self, fix: &Fix) {
+        FitSums::remove(self, fix);
+    }
+    fn rebase(&mut self, first: &Fix) {
+        FitSums::rebase(self, first);
+    }
+}
+
+impl Sliding for ReportedSums {
+    fn empty(_: &Fix) -> Self {
+        ReportedSums::default()
+    }
+    fn add(&mut self, fix: &Fix) {
+        ReportedSums::add(self, fix);
+    }
+    fn remove(&mut self, fix: &Fix) {
+        ReportedSums::remove(self, fix);
+    }
+    fn rebase(&mut self, _: &Fix) {}
+}
+
+impl<S: Sliding> Slide<S> {
+    /// Slides to the points of `kept` (its first `trimmed` dropped) from `first` to the last.
+    fn slide(&mut self, kept: &[EnrichedPoint], trimmed: usize, first: usize) {
+        let end = trimmed + kept.len();
+        let Some(first_fix) = kept.get(first).map(|p| p.fix) else {
+            (self.sums, self.summed) = (S::default(), end..end);
+            return;
+        };
+        let from = trimmed + first;
+        let held = |i: usize| Some(&kept[i - trimmed]).filter(|p| !p.outlier).map(|p| &p.fix);
+        let (mut lo, mut hi) = (self.summed.start, self.summed.end);
+        if from > hi || lo < trimmed {
+            // Nothing summed is left in the window, or what left was trimmed: afresh.
+            (self.sums, lo, hi) = (S::empty(&first_fix), from, from);
+        }
+        (lo..from).filter_map(held).for_each(|fix| self.sums.remove(fix));
+        self.sums.rebase(&first_fix);
+        (from..lo).chain(hi..end).filter_map(held).for_each(|fix| self.sums.add(fix));
+        self.summed = from..end;
+    }
+
+    /// Point `at` (counted from the trip's first kept point), summed unless outside, turned out
+    /// an outlier.
+    fn forget(&mut self, at: usize, fix: &Fix) {
+        if self.summed.contains(&at) {
+            self.sums.remove(fix);
+        }
+    }
+}
+
+/// Mean Earth radius, metres (as the haversine distances use).
+const EARTH_RADIUS_M: f64 = 6_371_008.8;
+
+/// An upper bound of the great-circle distance from `a` to `b` (`cos_lat_b`: the cosine of
+/// `b`'s latitude), metres: along the meridian, then along the parallel where it is longest (the
+/// cosine of `a`'s latitude is within the latitudes' difference of `b`'s), with a margin for
+/// rounding.
+fn distance_bound_m(a: &Point, b: &Point, cos_lat_b: f64) -> f64 {
+    let d_lat = (a.lat - b.lat).abs().to_radians();
+    let d_lon = (a.lon - b.lon).abs().to_radians();
+    1.001 * EARTH_RADIUS_M * (d_lat + d_lon * (cos_lat_b + d_lat).min(1.0))
+}
+
 /// Whether `ts_ms` falls in the night window in zone `tz` (a window may wrap past midnight).
 fn is_night(ts_ms: i64, tz: Tz, start_hour: u32, end_hour: u32) -> bool {
     let hour = tz.from_utc_datetime(&to_datetime(ts_ms).naive_utc()).hour();
@@ -914,5 +1153,44 @@ mod tests {
         assert!(is_night(ts("2026-07-01T02:30:00Z"), berlin, 23, 5), "04:30 CEST");
         assert!(!is_night(ts("2026-07-01T03:30:00Z"), berlin, 23, 5), "05:30 CEST");
         assert!(is_night(ts("2026-07-01T10:00:00Z"), chrono_tz::UTC, 9, 11));
+    }
+
+    #[test]
+    fn the_distance_bound_is_never_below_the_great_circle_distance() {
+        let mut rng = crate::sim::Rng::new(7);
+        for _ in 0..100_000 {
+            let (lat, lon) = (rng.range(-89.9, 89.9), rng.range(-180.0, 180.0));
+            // Steps from centimetres to hundreds of kilometres.
+            let scale = 10f64.powf(rng.range(-7.0, 0.5));
+            let b = Point::new(
+                0,
+                (lat + rng.range(-1.0, 1.0) * scale).clamp(-90.0, 90.0),
+                lon + rng.range(-1.0, 1.0) * scale,
+            );
+            let a = Point::new(0, lat, lon);
+            let exact = Haversine.distance(geo(&a), geo(&b));
+            let bound = distance_bound_m(&a, &b, b.lat.to_radians().cos());
+            assert!(bound >= exact, "{a:?} {b:?}: {bound} < {exact}");
+            assert!(scale > 0.1 || bound <= 1.5 * exact + 1e-6, "a loose bound: {bound} against {exact}");
+        }
+    }
+
+    #[test]
+    fn night_remembered_per_minute_is_night_computed_per_fix() {
+        let mut fold = Fold::default();
+        let cfg = EnrichConfig { night_start_hour: 23, night_end_hour: 5, ..EnrichConfig::default() };
+        let start = tripline_model::time::parse_rfc3339_ms("2026-03-29T00:00:00Z").unwrap();
+        for tz in ["Europe/Berlin", "Asia/Kolkata", "Australia/Eucla", "America/St_Johns"] {
+            let tz: Tz = tz.parse().unwrap();
+            // Across a change to summer time, in steps of 7.3 s.
+            for ts in (start..start + 6 * 3_600_000).step_by(7_300) {
+                assert_eq!(fold.is_night(ts, tz, &cfg), is_night(ts, tz, 23, 5), "{tz} at {ts}");
+            }
+        }
+        let amsterdam_1930: Tz = "Europe/Amsterdam".parse().unwrap();
+        let ts = tripline_model::time::parse_rfc3339_ms("1930-01-01T04:40:00Z").unwrap();
+        for ts in (ts..ts + 3_600_000).step_by(1_000) {
+            assert_eq!(fold.is_night(ts, amsterdam_1930, &cfg), is_night(ts, amsterdam_1930, 23, 5), "at {ts}");
+        }
     }
 }

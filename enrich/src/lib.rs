@@ -86,6 +86,17 @@ impl Enricher {
                 return Err(EnrichError::Config { field, detail: format!("{value} must be a positive number") });
             }
         }
+        // A fit's window spans at most this gap, and its exact sums are bounded for that span.
+        if config.max_kinematics_gap_s > fold::MAX_KINEMATICS_GAP_S {
+            return Err(EnrichError::Config {
+                field: "max_kinematics_gap_s",
+                detail: format!(
+                    "{} must be at most {} seconds",
+                    config.max_kinematics_gap_s,
+                    fold::MAX_KINEMATICS_GAP_S
+                ),
+            });
+        }
         // The pass holds this much of a live trip's past; longer windows would need more.
         let windows = [
             ("kinematics_window_s", config.kinematics_window_s),

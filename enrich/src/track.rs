@@ -228,18 +228,7 @@ mod tests {
     use super::*;
 
     fn p(ts_ms: i64, seq: Option<u64>, lat: f64) -> Point {
-        Point {
-            seq,
-            ts_ms,
-            lat,
-            lon: 7.0,
-            speed_mps: None,
-            heading_deg: None,
-            accuracy_m: None,
-            alt_m: None,
-            ignition: None,
-            odometer_m: None,
-        }
+        Point { seq, ..Point::new(ts_ms, lat, 7.0) }
     }
 
     #[test]

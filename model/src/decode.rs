@@ -223,18 +223,7 @@ fn decode_marker(
     if let Some(now_ms) = now_ms {
         // A marker is judged by the same clock rules as a point; it has no position to check.
         let rules = config.point_rules(Some(now_ms));
-        let probe = Point {
-            seq: None,
-            ts_ms,
-            lat: 1.0,
-            lon: 1.0,
-            speed_mps: None,
-            heading_deg: None,
-            accuracy_m: None,
-            alt_m: None,
-            ignition: None,
-            odometer_m: None,
-        };
+        let probe = Point::new(ts_ms, 1.0, 1.0);
         if let Some((reason, detail)) = rules.check(&probe) {
             return Err(MessageRejection::new(reason, detail, Some(&vehicle_id)));
         }

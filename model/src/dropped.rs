@@ -50,18 +50,7 @@ mod tests {
     use super::*;
 
     fn point(ts_ms: i64, seq: Option<u64>, lat: f64) -> Point {
-        Point {
-            seq,
-            ts_ms,
-            lat,
-            lon: 13.4,
-            speed_mps: None,
-            heading_deg: None,
-            accuracy_m: None,
-            alt_m: None,
-            ignition: None,
-            odometer_m: None,
-        }
+        Point { seq, ..Point::new(ts_ms, lat, 13.4) }
     }
 
     #[test]

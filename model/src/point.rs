@@ -113,6 +113,22 @@ fn keep_if(value: Option<f64>, ok: impl Fn(f64) -> bool, repairs: &mut FieldRepa
 const MAX_REPORTED_SPEED_MPS: f64 = 300.0;
 
 impl Point {
+    /// A fix at `ts_ms` and a position, with no optional field.
+    pub fn new(ts_ms: i64, lat: f64, lon: f64) -> Point {
+        Point {
+            seq: None,
+            ts_ms,
+            lat,
+            lon,
+            speed_mps: None,
+            heading_deg: None,
+            accuracy_m: None,
+            alt_m: None,
+            ignition: None,
+            odometer_m: None,
+        }
+    }
+
     /// Checks the structure of a raw point: `ts` or `ts_ms` (equal when both are given), `lat` and
     /// `lon` present. Impossible optional values are cleared and counted in `repairs`.
     pub fn from_raw(raw: &RawPoint, repairs: &mut FieldRepairs) -> Result<Point, ModelError> {

@@ -160,18 +160,7 @@ fn go_track(root: &Path) -> GoTrack {
         }
         let local = NaiveDateTime::parse_from_str(&row[3], "%Y-%m-%d %H:%M:%S").unwrap();
         let ts_ms = tz.from_local_datetime(&local).single().unwrap().timestamp_millis();
-        tracks.entry(id).or_default().push(Point {
-            seq: None,
-            ts_ms,
-            lat: row[0].parse().unwrap(),
-            lon: row[1].parse().unwrap(),
-            speed_mps: None,
-            heading_deg: None,
-            accuracy_m: None,
-            alt_m: None,
-            ignition: None,
-            odometer_m: None,
-        });
+        tracks.entry(id).or_default().push(Point::new(ts_ms, row[0].parse().unwrap(), row[1].parse().unwrap()));
     }
     GoTrack { tracks, device_of, distance_km }
 }

@@ -972,15 +972,7 @@ mod tests {
             for i in 0..50i64 {
                 let point = tripline_model::Point {
                     seq: Some(i as u64),
-                    ts_ms: t0 + i * 1000,
-                    lat: 52.5,
-                    lon: 13.4 + i as f64 / 1e4,
-                    speed_mps: None,
-                    heading_deg: None,
-                    accuracy_m: None,
-                    alt_m: None,
-                    ignition: None,
-                    odometer_m: None,
+                    ..tripline_model::Point::new(t0 + i * 1000, 52.5, 13.4 + i as f64 / 1e4)
                 };
                 let key = crate::records::PointKey::of(&point);
                 let mut k = Vec::new();
