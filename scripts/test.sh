@@ -36,6 +36,16 @@ if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VER
 fi
 export TRIPLINE_TEST_SCHEMATHESIS="$PWD/$venv/bin/schemathesis"
 
+# Headless Chromium and its WebDriver server from Debian's packages, for the trip explorer's
+# browser test.
+if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
+  echo "test.sh: installing chromium and chromium-driver (Debian packages)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
+export TRIPLINE_TEST_CHROMEDRIVER="$(command -v chromedriver)"
+
 # Stop at the end only the services this run started.
 already_running=()
 for service in mosquitto cassandra; do

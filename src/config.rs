@@ -24,6 +24,7 @@ const KEYS: &[&str] = &[
     "indexer",
     "http",
     "push",
+    "ui",
 ];
 
 /// The MQTT side.
@@ -373,6 +374,9 @@ pub(crate) struct Config {
     /// Push to insurers.
     #[serde(default)]
     pub(crate) push: PushConfig,
+    /// The trip explorer page.
+    #[serde(default)]
+    pub(crate) ui: tripline_query_api::UiConfig,
 }
 
 fn default_store() -> StoreKind {
@@ -416,6 +420,7 @@ impl Default for Config {
             indexer: IndexerConfig::default(),
             http: HttpConfig::default(),
             push: PushConfig::default(),
+            ui: tripline_query_api::UiConfig::default(),
         }
     }
 }
@@ -436,7 +441,9 @@ pub(crate) fn load(file: Option<&Path>) -> Result<Config, String> {
             KEYS.contains(&first.as_str())
         })
         .split("__");
-    figment.merge(env).extract().map_err(|error| format!("configuration: {error}"))
+    let config: Config = figment.merge(env).extract().map_err(|error| format!("configuration: {error}"))?;
+    config.ui.validate().map_err(|error| format!("configuration: ui: {error}"))?;
+    Ok(config)
 }
 
 /// Creates `dir` (and its parents) if needed and makes it private to its owner (0700): it holds

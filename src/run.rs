@@ -164,8 +164,9 @@ pub(crate) fn run(config: &Config, roles: &[Role], engine: Enricher, demo: bool)
                 failed_auth_burst: config.http.failed_auth_burst,
             };
             tripline_query_api::metrics::describe();
-            let mut state =
-                ApiState::with_config(store.clone(), index.clone(), limits).with_stream(config.push.stream());
+            let mut state = ApiState::with_config(store.clone(), index.clone(), limits)
+                .with_stream(config.push.stream())
+                .with_ui(config.ui.clone());
             if roles.ingest {
                 let (health, status) = (health.clone(), ingest_status.clone());
                 state = state.with_readiness(Arc::new(move || {

@@ -18,6 +18,7 @@ mod openapi;
 pub mod params;
 mod routes;
 pub mod stream;
+mod ui;
 mod views;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use auth::api_key_hash;
 pub use error::ApiError;
 pub use limits::ApiConfig;
 pub use stream::{Hub, StreamConfig};
+pub use ui::UiConfig;
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -48,6 +50,8 @@ pub struct ApiState<S> {
     index_queries: tokio::sync::Semaphore,
     /// The live stream's follower of the change feed.
     hub: Arc<stream::Hub>,
+    /// The trip explorer page's settings.
+    ui: UiConfig,
 }
 
 /// [`Readiness`] in the state (a closure has no `Debug`).
@@ -94,12 +98,19 @@ impl<S> ApiState<S> {
             readiness: None,
             index_queries: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from)),
             hub: stream::Hub::new(StreamConfig::default()),
+            ui: UiConfig::default(),
         }
     }
 
     /// The live stream with `config`.
     pub fn with_stream(mut self, config: StreamConfig) -> Self {
         self.hub = stream::Hub::new(config);
+        self
+    }
+
+    /// The trip explorer page with `ui`'s settings.
+    pub fn with_ui(mut self, ui: UiConfig) -> Self {
+        self.ui = ui;
         self
     }
 
@@ -115,7 +126,7 @@ impl<S> ApiState<S> {
     }
 }
 
-/// The API's routes (`/v1/…`, `/readyz`); the binary adds `/healthz` and `/metrics`.
+/// The API's routes (`/v1/…`, `/readyz`, the trip explorer page at `/`); the binary adds `/healthz` and `/metrics`.
 pub fn router<S: Store>(state: ApiState<S>) -> Router {
     routes::router(Arc::new(state))
 }

@@ -27,6 +27,9 @@ pub enum Service {
     /// The schemathesis command (from PyPI, installed by `scripts/test.sh`):
     /// `TRIPLINE_TEST_SCHEMATHESIS`.
     Schemathesis,
+    /// Chromium's WebDriver server (Debian's `chromium-driver`, installed by `scripts/test.sh`):
+    /// `TRIPLINE_TEST_CHROMEDRIVER`.
+    Chromedriver,
 }
 
 impl Service {
@@ -38,6 +41,7 @@ impl Service {
             Service::MqttTls => "TRIPLINE_TEST_MQTT_TLS_URL",
             Service::Tls => "TRIPLINE_TEST_TLS_DIR",
             Service::Schemathesis => "TRIPLINE_TEST_SCHEMATHESIS",
+            Service::Chromedriver => "TRIPLINE_TEST_CHROMEDRIVER",
         }
     }
 

@@ -11,6 +11,7 @@ mod api_fuzz;
 mod cli;
 mod e2e;
 mod embedded;
+mod explorer;
 mod ingest;
 mod mosquitto_auth;
 mod smoke;
