@@ -139,6 +139,7 @@ fn announce(key: &str, http: std::net::SocketAddr) {
     #[allow(clippy::print_stdout)] // the demo's instructions are the command's output
     {
         println!();
+        println!("tripline demo: open the trip explorer at http://{http}/ and enter the API key");
         println!("tripline demo: tenant {TENANT:?}, API key (also in data_dir/demo-key):");
         println!("  {key}");
         println!("Search its trips, riskiest first:");

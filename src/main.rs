@@ -290,15 +290,23 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-fn enricher(config: &config::Config, regions_flag: Option<&PathBuf>) -> Result<Enricher, Failure> {
-    let regions = match regions_flag.or(config.regions.as_ref()) {
+/// The regions' GeoJSON: the file `regions_flag` or `[regions]` names, else the bundled sample.
+fn regions_geojson(config: &config::Config, regions_flag: Option<&PathBuf>) -> Result<String, Failure> {
+    match regions_flag.or(config.regions.as_ref()) {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Failure::Usage(format!("regions file {}: {e}", path.display())))?;
-            Regions::from_geojson(&text).map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?
+            std::fs::read_to_string(path).map_err(|e| Failure::Usage(format!("regions file {}: {e}", path.display())))
         }
-        None => Regions::from_geojson(BUNDLED_REGIONS).map_err(|e| Failure::Runtime(e.into()))?,
-    };
+        None => Ok(BUNDLED_REGIONS.to_owned()),
+    }
+}
+
+fn enricher(config: &config::Config, regions_flag: Option<&PathBuf>) -> Result<Enricher, Failure> {
+    let text = regions_geojson(config, regions_flag)?;
+    let regions = Regions::from_geojson(&text).map_err(|e| {
+        let source =
+            regions_flag.or(config.regions.as_ref()).map_or("bundled regions".into(), |p| p.display().to_string());
+        Failure::Usage(format!("{source}: {e}"))
+    })?;
     Enricher::new(config.enrich.clone(), regions).map_err(|e| Failure::Usage(e.to_string()))
 }
 

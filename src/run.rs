@@ -166,7 +166,7 @@ pub(crate) fn run(config: &Config, roles: &[Role], engine: Enricher, demo: bool)
             tripline_query_api::metrics::describe();
             let mut state = ApiState::with_config(store.clone(), index.clone(), limits)
                 .with_stream(config.push.stream())
-                .with_ui(config.ui.clone());
+                .with_ui(config.ui.clone(), crate::regions_geojson(config, None)?);
             if roles.ingest {
                 let (health, status) = (health.clone(), ingest_status.clone());
                 state = state.with_readiness(Arc::new(move || {
@@ -205,7 +205,7 @@ pub(crate) fn run(config: &Config, roles: &[Role], engine: Enricher, demo: bool)
         let _published = crate::admin::publish(&config.data_dir, &admin_file)?;
         eprintln!("tripline: health and metrics on http://{http}/healthz and http://{http}/metrics");
         if roles.api {
-            eprintln!("tripline: query API on http://{http}/v1/trips");
+            eprintln!("tripline: trip explorer on http://{http}/ and query API on http://{http}/v1/trips");
         }
         if roles.ingest && roles.indexer {
             // The indexer takes trips as ingest just wrote them instead of reading them back.

@@ -50,8 +50,8 @@ pub struct ApiState<S> {
     index_queries: tokio::sync::Semaphore,
     /// The live stream's follower of the change feed.
     hub: Arc<stream::Hub>,
-    /// The trip explorer page's settings.
-    ui: UiConfig,
+    /// The trip explorer page's settings and regions.
+    ui: ui::UiState,
 }
 
 /// [`Readiness`] in the state (a closure has no `Debug`).
@@ -98,7 +98,7 @@ impl<S> ApiState<S> {
             readiness: None,
             index_queries: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from)),
             hub: stream::Hub::new(StreamConfig::default()),
-            ui: UiConfig::default(),
+            ui: ui::UiState::default(),
         }
     }
 
@@ -108,9 +108,10 @@ impl<S> ApiState<S> {
         self
     }
 
-    /// The trip explorer page with `ui`'s settings.
-    pub fn with_ui(mut self, ui: UiConfig) -> Self {
-        self.ui = ui;
+    /// The trip explorer page with `ui`'s settings, drawing the outlines of the regions of
+    /// `regions_geojson` (the deployment's GeoJSON regions) on its maps.
+    pub fn with_ui(mut self, ui: UiConfig, regions_geojson: String) -> Self {
+        self.ui = ui::UiState { config: ui, regions_geojson: Arc::from(regions_geojson) };
         self
     }
 

@@ -42,6 +42,7 @@ pub(crate) fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/ui/app.js", get(|State(state): Shared<S>| async move { crate::ui::script(&state.ui) }))
         .route("/ui/style.css", get(|State(state): Shared<S>| async move { crate::ui::style(&state.ui) }))
         .route("/ui/config.json", get(|State(state): Shared<S>| async move { crate::ui::settings(&state.ui) }))
+        .route("/ui/regions.geojson", get(|State(state): Shared<S>| async move { crate::ui::regions(&state.ui) }))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), failed_auth_guard::<S>))
         .with_state(state)

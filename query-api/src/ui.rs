@@ -11,6 +11,14 @@ const INDEX_HTML: &str = include_str!("../ui/index.html");
 const APP_JS: &str = include_str!("../ui/app.js");
 const STYLE_CSS: &str = include_str!("../ui/style.css");
 
+/// What the page serves: its settings and the deployment's regions.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct UiState {
+    pub(crate) config: UiConfig,
+    /// GeoJSON of the regions (none: an empty collection).
+    pub(crate) regions_geojson: std::sync::Arc<str>,
+}
+
 /// The page's settings (`[ui]`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -48,8 +56,9 @@ fn tile_origin(url: &str) -> Option<&str> {
 /// A page file with the headers every one of them carries: what scripts, styles and images may
 /// load (this origin only, and the tile server), no framing, no sniffing, and revalidation so
 /// that an upgrade shows at once.
-fn page_file(content_type: &'static str, body: &'static str, ui: &UiConfig) -> Response {
-    let images = ui.tile_url.as_deref().and_then(tile_origin).map_or(String::new(), |origin| format!(" {origin}"));
+fn page_file(content_type: &'static str, body: &'static str, ui: &UiState) -> Response {
+    let images =
+        ui.config.tile_url.as_deref().and_then(tile_origin).map_or(String::new(), |origin| format!(" {origin}"));
     let policy = format!(
         "default-src 'self'; img-src 'self' data:{images}; style-src 'self'; script-src 'self'; \
          connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -67,23 +76,36 @@ fn page_file(content_type: &'static str, body: &'static str, ui: &UiConfig) -> R
 }
 
 /// `GET /`.
-pub(crate) fn index(ui: &UiConfig) -> Response {
+pub(crate) fn index(ui: &UiState) -> Response {
     page_file("text/html; charset=utf-8", INDEX_HTML, ui)
 }
 
 /// `GET /ui/app.js`.
-pub(crate) fn script(ui: &UiConfig) -> Response {
+pub(crate) fn script(ui: &UiState) -> Response {
     page_file("text/javascript; charset=utf-8", APP_JS, ui)
 }
 
 /// `GET /ui/style.css`.
-pub(crate) fn style(ui: &UiConfig) -> Response {
+pub(crate) fn style(ui: &UiState) -> Response {
     page_file("text/css; charset=utf-8", STYLE_CSS, ui)
 }
 
 /// `GET /ui/config.json`: what the page needs of the settings (nothing of any tenant).
-pub(crate) fn settings(ui: &UiConfig) -> Response {
-    Json(ui).into_response()
+pub(crate) fn settings(ui: &UiState) -> Response {
+    Json(&ui.config).into_response()
+}
+
+/// `GET /ui/regions.geojson`: the deployment's regions (configuration, not any tenant's data),
+/// for their outlines on the page's maps.
+pub(crate) fn regions(ui: &UiState) -> Response {
+    let body = if ui.regions_geojson.is_empty() {
+        r#"{"type":"FeatureCollection","features":[]}"#.to_owned()
+    } else {
+        ui.regions_geojson.to_string()
+    };
+    let mut response = ([(header::CONTENT_TYPE, "application/geo+json")], body).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
 }
 
 #[cfg(test)]

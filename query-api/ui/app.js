@@ -33,6 +33,8 @@ const main = document.getElementById("main");
 const notice = document.getElementById("notice");
 const statusLine = document.getElementById("status");
 let config = { tile_url: null, tile_attribution: null };
+// The deployment's regions: `{ name, rings: [[[lon, lat], …], …], bbox: [minLon, minLat, maxLon, maxLat] }`.
+let regions = [];
 // The view being shown: its cleanup (a live stream to close) runs when another replaces it.
 let current = { cleanup: () => {} };
 
@@ -395,6 +397,7 @@ async function drawBbox(container, input) {
   }
   const map = new MapView(boundsOf(starts, 0.2));
   map.drawTiles();
+  map.drawRegions();
   for (const [lon, lat] of starts) {
     const [x, y] = map.project(lon, lat);
     map.layer.append(h("circle", { cx: x, cy: y, r: 4, fill: "#0b5cad", opacity: 0.7 }));
@@ -511,6 +514,22 @@ class MapView {
     this.svg.dataset.metresPerPixel = perPixel.toFixed(3);
   }
 
+  /** The outlines of the regions on the map, named. */
+  drawRegions() {
+    const [west, north] = this.unproject(0, 0);
+    const [east, south] = this.unproject(this.width, this.height);
+    const group = h("g", { class: "regions", "aria-hidden": "true" });
+    for (const region of regions) {
+      const [minLon, minLat, maxLon, maxLat] = region.bbox;
+      if (maxLon < west || minLon > east || maxLat < south || minLat > north) continue;
+      const d = region.rings.map((ring) => `M${ring.map(([lon, lat]) => this.project(lon, lat).map((v) => v.toFixed(1)).join(",")).join("L")}Z`).join("");
+      const [x, y] = this.project((minLon + maxLon) / 2, maxLat);
+      group.append(h("path", { class: "region", d }),
+        h("text", { class: "region-name", x: Math.min(Math.max(x, 40), this.width - 40), y: Math.max(y + 16, 16), "text-anchor": "middle" }, region.name));
+    }
+    this.tiles.after(group);
+  }
+
   /** Raster tiles under the drawing, when the deployment names a tile server. */
   drawTiles() {
     if (!config.tile_url) return;
@@ -582,8 +601,9 @@ async function tripView(tripId, params) {
     return showError(error);
   }
   let points;
+  let rejected;
   try {
-    points = await allPoints(tripId);
+    [points, rejected] = await Promise.all([allPoints(tripId), rejectedPointsOf(trip)]);
   } catch (error) {
     return showError(error);
   }
@@ -599,7 +619,7 @@ async function tripView(tripId, params) {
     table);
   const render = () => {
     figures.replaceChildren(tripFigures(trip, zone));
-    mapBox.replaceChildren(tripMap(trip, points, zone, detail));
+    mapBox.replaceChildren(tripMap(trip, points, rejected, zone, detail));
   };
   render();
   await pointsTable(table, tripId, zone, null, []);
@@ -626,12 +646,46 @@ async function allPoints(tripId) {
   return points;
 }
 
+/**
+ * The trip's rejected points that can be placed: the tenant's rejections (newest first) of the
+ * trip's vehicle, for one point, received since the trip started, whose payload names a
+ * position within the trip's time. Looks through the most recent rejections only.
+ */
+async function rejectedPointsOf(trip) {
+  if (!trip.rejected_point_count) return [];
+  const [start, end] = [Date.parse(trip.start_time), Date.parse(trip.end_time ?? trip.updated_at)];
+  const found = [];
+  let cursor = null;
+  for (let page = 0; page < 5; page += 1) {
+    const answer = await api("/v1/rejections", { limit: 1000, cursor });
+    for (const r of answer.rejections) {
+      if (r.vehicle_id !== trip.vehicle_id || r.point_index === undefined) continue;
+      let point;
+      try {
+        point = JSON.parse(r.payload);
+      } catch {
+        continue;
+      }
+      const ts = point.ts ? Date.parse(point.ts) : point.ts_ms;
+      const placed = Number.isFinite(point.lat) && Number.isFinite(point.lon) && Math.abs(point.lat) <= 90 && Math.abs(point.lon) <= 180;
+      if (placed && ts >= start - 60000 && ts <= end + 60000) {
+        found.push({ lat: point.lat, lon: point.lon, ts: new Date(ts).toISOString(), reason: r.reason });
+      }
+    }
+    const oldest = answer.rejections.at(-1);
+    cursor = answer.next_cursor;
+    if (!cursor || !oldest || Date.parse(oldest.received_at) < start - 3600000) break;
+  }
+  return found;
+}
+
 function legend() {
   return h("ul", { class: "legend", "aria-label": "Track colours" },
     SPEED_BANDS.map((band) => h("li", {}, h("span", { class: "swatch", style: `background:${band.colour}` }), band.label)),
     EVENT_KINDS.map((kind) => h("li", {},
       h("span", { class: "swatch", style: `background:${EVENT_COLOURS[kind]};border-radius:50%;width:0.7rem;height:0.7rem` }),
-      EVENT_LABELS[kind])));
+      EVENT_LABELS[kind])),
+    h("li", {}, h("span", { class: "swatch", style: "border:2px solid #a4161a;border-radius:50%;width:0.7rem;height:0.7rem" }), "rejected point"));
 }
 
 function tripFigures(trip, zone) {
@@ -653,13 +707,19 @@ function tripFigures(trip, zone) {
     row("Times in", zone));
 }
 
-function tripMap(trip, points, zone, detail) {
+function tripMap(trip, points, rejectedPoints, zone, detail) {
   const coords = points.map((p) => [p.lon, p.lat]).concat((trip.event_list || []).map((e) => [e.lon, e.lat]));
   if (!coords.length) return h("p", { class: "empty" }, "No points yet.");
   const map = new MapView(boundsOf(coords));
   map.svg.setAttribute("aria-label", `Map of trip ${trip.trip_id}: its track coloured by speed and its events`);
   map.drawTiles();
+  map.drawRegions();
   drawTrack(map, points);
+  for (const rejected of rejectedPoints) {
+    const [x, y] = map.project(rejected.lon, rejected.lat);
+    const label = `rejected point at ${localTime(rejected.ts, zone)}: ${rejected.reason}`;
+    map.layer.append(h("circle", { class: "rejected", cx: x, cy: y, r: 6 }, h("title", {}, label)));
+  }
   (trip.event_list || []).forEach((event, i) => {
     const [x, y] = map.project(event.lon, event.lat);
     const label = `${EVENT_LABELS[event.kind] ?? event.kind} at ${localTime(event.ts, zone)}`;
@@ -734,6 +794,9 @@ function follow(trip, changed) {
         if (lastId) headers["Last-Event-ID"] = lastId;
         const response = await fetch(`/v1/stream?vehicle_id=${encodeURIComponent(trip.vehicle_id)}`, { headers, signal: controller.signal });
         if (!response.ok) throw new ApiError(response.status, "stream", `The live stream answered ${response.status}.`);
+        // What changed before the stream opened (or while it was down) shows now.
+        main.dataset.live = "following";
+        schedule();
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
         let buffer = "";
         for (;;) {
@@ -765,6 +828,7 @@ function follow(trip, changed) {
   return () => {
     controller.abort();
     clearTimeout(pending);
+    delete main.dataset.live;
   };
 }
 
@@ -864,6 +928,24 @@ function vehicleTable(buckets) {
       h("td", { class: "num" }, fmt(b.avg_score)))))));
 }
 
+/** The polygons of a GeoJSON FeatureCollection, with their names and bounds. */
+function regionsOf(collection) {
+  const out = [];
+  for (const feature of collection.features ?? []) {
+    const geometry = feature.geometry ?? {};
+    const polygons = geometry.type === "Polygon" ? [geometry.coordinates] : geometry.type === "MultiPolygon" ? geometry.coordinates : [];
+    const rings = polygons.flat().filter((ring) => Array.isArray(ring) && ring.length > 2);
+    if (!rings.length) continue;
+    const all = rings.flat();
+    out.push({
+      name: feature.properties?.name ?? "",
+      rings,
+      bbox: [Math.min(...all.map((c) => c[0])), Math.min(...all.map((c) => c[1])), Math.max(...all.map((c) => c[0])), Math.max(...all.map((c) => c[1]))],
+    });
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Start
 
@@ -891,10 +973,11 @@ async function start() {
   });
   reflect();
   try {
-    const response = await fetch("/ui/config.json");
-    if (response.ok) config = await response.json();
+    const [settings, outlines] = await Promise.all([fetch("/ui/config.json"), fetch("/ui/regions.geojson")]);
+    if (settings.ok) config = await settings.json();
+    if (outlines.ok) regions = regionsOf(await outlines.json());
   } catch {
-    // The page works without tiles.
+    // The page works without tiles and outlines.
   }
   window.addEventListener("hashchange", route);
   route();

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
+use tripline_model::{Point, TripId, encode_telemetry};
 use tripline_tests::{Service, unique_name};
 
 use crate::harness::*;
@@ -84,7 +85,8 @@ impl Browser {
             if Instant::now() > deadline {
                 self.screenshot("failed.png").await;
                 let page = self.client.source().await.unwrap_or_default();
-                panic!("{css} never said {text:?}; the page: {page}");
+                let console = self.console().await;
+                panic!("{css} never said {text:?}; the console: {console:#?}; the page: {page}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -115,6 +117,31 @@ impl Browser {
     }
 }
 
+/// Publishes `payloads` as `vehicle` (its secret) to tripline's own MQTT endpoint on `port`, and
+/// waits until each is acknowledged.
+async fn publish_as(port: u16, vehicle: &str, secret: &str, payloads: Vec<Vec<u8>>) {
+    let mut options = rumqttc::MqttOptions::new(unique_name("device"), "127.0.0.1", port);
+    options.set_credentials(vehicle, secret);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
+    let n = payloads.len();
+    for payload in payloads {
+        client
+            .publish(format!("vehicles/{vehicle}/telemetry"), rumqttc::QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+    let mut acked = 0;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while acked < n {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
+                acked += 1;
+            }
+        }
+    })
+    .await
+    .expect("every message acknowledged");
+}
+
 fn get_json(api: &str, path: &str, key: &str) -> Value {
     ureq::get(&format!("{api}{path}"))
         .header("Authorization", &format!("Bearer {key}"))
@@ -143,11 +170,13 @@ async fn an_insurer_searches_opens_a_trip_and_pages_its_points_in_a_real_browser
     let Some(chromedriver) = Service::Chromedriver.address() else { return };
     let dir = std::env::temp_dir().join(unique_name("explorer"));
     std::fs::create_dir_all(&dir).unwrap();
+    let mqtt_port = free_port();
     std::fs::write(
         dir.join("tripline.toml"),
         format!(
-            "[mqtt]\nlisten = \"127.0.0.1:{}\"\n[http]\nlisten = \"127.0.0.1:0\"\nrate_per_s = 100000\nburst = 100000\n",
-            free_port()
+            "[mqtt]\nlisten = \"127.0.0.1:{}\"\n[http]\nlisten = \"127.0.0.1:0\"\nrate_per_s = 100000\nburst = 100000\n\
+             [push]\ntrip_update_every_s = 1\n",
+            mqtt_port
         ),
     )
     .unwrap();
@@ -222,6 +251,10 @@ async fn an_insurer_searches_opens_a_trip_and_pages_its_points_in_a_real_browser
     assert!(browser.count("#trip-map .track").await >= 1);
     assert_eq!(browser.count("#trip-map .event-marker").await, events, "a marker per event");
     assert!(events > 0, "the trip found by harsh braking has events");
+    let rejected = browser.count("#trip-map .rejected").await;
+    let rejected_points = detail["rejected_point_count"].as_u64().unwrap() as usize;
+    eprintln!("trip {first}: {rejected} of its {rejected_points} rejected points placed on the map");
+    assert!(rejected <= rejected_points);
     browser.element("#trip-map .event-marker").await.click().await.unwrap();
     let kind = detail["event_list"][0]["kind"].as_str().unwrap().replace('_', " ");
     browser.text_at("#event-detail", &kind).await;
@@ -244,6 +277,12 @@ async fn an_insurer_searches_opens_a_trip_and_pages_its_points_in_a_real_browser
     browser.element("#points-prev").await.click().await.unwrap();
     browser.text_at("#points-table caption", "Points 1–50").await;
 
+    // Regions' outlines: the night drive runs through the bundled region "Chemnitz".
+    browser.client.goto(&format!("{api}/#trip/fx-night-1")).await.unwrap();
+    browser.element("#trip-map svg .track").await;
+    assert!(browser.count("#trip-map .region").await >= 1, "the region's outline is drawn");
+    browser.text_at("#trip-map .region-name", "Chemnitz").await;
+
     // Another tenant's trip: not found, like one that does not exist.
     browser.client.goto(&format!("{api}/#trip/{other_trip}")).await.unwrap();
     browser.text_at("#not-found", "There is no trip").await;
@@ -253,6 +292,33 @@ async fn an_insurer_searches_opens_a_trip_and_pages_its_points_in_a_real_browser
     browser.element("#day-chart rect.bar").await;
     assert!(browser.count("#vehicle-table tbody tr").await >= 1);
     browser.screenshot("fleet.png").await;
+
+    // A live trip: its figures follow the points as they arrive (through the live stream).
+    let live_car = unique_name("live").replace('_', "-");
+    std::fs::write(dir.join("live.csv"), ok_stdout(&dir, &["fleet", "add", "--tenant", "demo", &live_car])).unwrap();
+    let secret = secret_of(&std::fs::read_to_string(dir.join("live.csv")).unwrap(), &live_car);
+    let start_ms = t0() + 3_600_000 - 45_000;
+    // Straight from a device (a replay would end the trip after its file).
+    let part = |range: std::ops::Range<i64>| {
+        let points: Vec<Point> = range
+            .map(|i| Point {
+                speed_mps: Some(11.0),
+                accuracy_m: Some(5.0),
+                ..Point::new(start_ms + i * 1000, 51.67 + i as f64 * 1e-4, 7.80)
+            })
+            .collect();
+        let payloads: Vec<Vec<u8>> =
+            points.chunks(5).map(|chunk| encode_telemetry(Some(&TripId::parse("live-trip").unwrap()), chunk)).collect();
+        publish_as(mqtt_port, &live_car, &secret, payloads)
+    };
+    part(0..15).await;
+    trips_when_found(&api, &format!("/v1/trips?vehicle_id={live_car}"), &key);
+    browser.client.goto(&format!("{api}/#trip/live-trip")).await.unwrap();
+    browser.text_at("#trip-figures", "15 kept").await;
+    browser.element("#live-badge").await;
+    browser.element("main[data-live=following]").await;
+    part(15..40).await;
+    browser.text_at("#trip-figures", "40 kept").await;
 
     // A phone's width: the trip still fits, without sideways scrolling.
     browser.client.set_window_size(390, 844).await.unwrap();
