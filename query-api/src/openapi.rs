@@ -131,6 +131,7 @@ impl Modify for BearerKey {
         crate::routes::stream,
         crate::routes::deliveries,
         crate::routes::ready,
+        crate::routes::page,
     ),
     modifiers(&BearerKey)
 )]

@@ -38,7 +38,7 @@ pub(crate) fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/v1/webhooks/deliveries", get(deliveries::<S>))
         .route("/readyz", get(ready::<S>))
         .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
-        .route("/", get(|State(state): Shared<S>| async move { crate::ui::index(&state.ui) }))
+        .route("/", get(page::<S>))
         .route("/ui/app.js", get(|State(state): Shared<S>| async move { crate::ui::script(&state.ui) }))
         .route("/ui/style.css", get(|State(state): Shared<S>| async move { crate::ui::style(&state.ui) }))
         .route("/ui/config.json", get(|State(state): Shared<S>| async move { crate::ui::settings(&state.ui) }))
@@ -288,6 +288,12 @@ pub(crate) async fn stream<S: Store>(
         sse,
     )
         .into_response())
+}
+
+/// The trip explorer page (the key is entered in the page; its script and styles are at `/ui/`).
+#[utoipa::path(get, path = "/", responses((status = 200, description = "the trip explorer page", content_type = "text/html")))]
+pub(crate) async fn page<S: Store>(State(state): Shared<S>) -> axum::response::Response {
+    crate::ui::index(&state.ui)
 }
 
 /// Ready when the store answers, the index is open and (in a process with ingest) ingest is
