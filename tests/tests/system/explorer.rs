@@ -5,6 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use tripline_model::{Point, TripId, encode_telemetry};
@@ -241,7 +242,36 @@ async fn an_insurer_searches_opens_a_trip_and_pages_its_points_in_a_real_browser
             .is_some_and(|v| v == "true")
     );
 
+    // An area drawn on the map of the trips' starts becomes the search's bbox.
+    browser.client.goto(&format!("{api}/#trips")).await.unwrap();
+    browser.element("#trips-table").await;
+    let draw = browser.client.find(Locator::XPath("//button[text()='Draw area on map']")).await.unwrap();
+    draw.click().await.unwrap();
+    let map = browser.element(".bbox-map svg").await;
+    let target = serde_json::to_value(&map).unwrap();
+    browser.client.execute("arguments[0].scrollIntoView({block: 'center'});", vec![target]).await.unwrap();
+    let drag = MouseActions::new("mouse".to_owned())
+        .then(PointerAction::MoveToElement { element: map.clone(), duration: None, x: -150.0, y: -120.0 })
+        .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
+        .then(PointerAction::MoveToElement {
+            element: map,
+            duration: Some(Duration::from_millis(200)),
+            x: 150.0,
+            y: 120.0,
+        })
+        .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT });
+    browser.client.perform_actions(drag).await.unwrap();
+    let bbox = browser.element("input[name=bbox]").await.prop("value").await.unwrap().unwrap_or_default();
+    let corners: Vec<f64> = bbox.split(',').filter_map(|v| v.parse().ok()).collect();
+    assert!(corners.len() == 4 && corners[0] < corners[2] && corners[1] < corners[3], "a drawn box: {bbox:?}");
+    browser.element("#search button[type=submit]").await.click().await.unwrap();
+    browser.text_at("#status", "found").await;
+    let url = browser.client.current_url().await.unwrap();
+    assert!(url.as_str().contains("bbox="), "the drawn area is in the URL: {url}");
+
     // Open the first trip: its track, one marker per event, the event's figures on click.
+    browser.client.goto(&format!("{api}/#trips?event=harsh_braking")).await.unwrap();
+    browser.text_at(".pager span", &format!("{braking_total} trip")).await;
     let first = braking["trips"][0]["trip_id"].as_str().unwrap().to_owned();
     let detail = get_json(&api, &format!("/v1/trips/{first}"), &key);
     let events = detail["event_list"].as_array().unwrap().len();
