@@ -18,12 +18,18 @@ struct Browser {
     driver: Child,
     client: Client,
     port: u16,
+    /// The browser's profile folder, of this test alone.
+    profile: std::path::PathBuf,
 }
 
 impl Drop for Browser {
+    /// Ends chromedriver and the browser it started (found by its profile folder, which only
+    /// its processes name: a test that panics never closes its session).
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        let _ = Command::new("pkill").arg("-KILL").arg("-f").arg(self.profile.as_os_str()).status();
+        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
 
@@ -36,11 +42,13 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver starts");
+        let profile = std::env::temp_dir().join(unique_name("explorer-chromium"));
         let capabilities = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         format!("--window-size={width},{height}"), "--lang=en-GB"],
+                         format!("--window-size={width},{height}"), "--lang=en-GB",
+                         format!("--user-data-dir={}", profile.display())],
             },
             "goog:loggingPrefs": { "browser": "ALL" },
         });
@@ -60,7 +68,7 @@ impl Browser {
                 }
             }
         };
-        Browser { driver, client, port }
+        Browser { driver, client, port, profile }
     }
 
     /// Waits for the element at `css`.
@@ -375,6 +383,8 @@ async fn an_insurer_searches_opens_a_trip_and_pages_its_points_in_a_real_browser
         })
         .collect();
     assert!(problems.is_empty(), "the page logged problems: {problems:#?}");
+    browser.client.clone().close().await.unwrap();
+    drop(browser);
     drop(running);
     let _ = std::fs::remove_dir_all(&dir);
 }
