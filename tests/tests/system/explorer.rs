@@ -151,6 +151,39 @@ async fn publish_as(port: u16, vehicle: &str, secret: &str, payloads: Vec<Vec<u8
     .expect("every message acknowledged");
 }
 
+/// A 1×1 transparent PNG.
+const TILE_PNG: [u8; 68] = [
+    137, 80, 78, 71, 13, 10, 26, 10, 0, 0, 0, 13, 73, 72, 68, 82, 0, 0, 0, 1, 0, 0, 0, 1, 8, 4, 0, 0, 0, 181, 28, 12,
+    2, 0, 0, 0, 11, 73, 68, 65, 84, 120, 218, 99, 100, 96, 0, 0, 0, 6, 0, 2, 48, 129, 208, 47, 0, 0, 0, 0, 73, 69, 78,
+    68, 174, 66, 96, 130,
+];
+
+/// A tile server on a free port that answers every request with [`TILE_PNG`]; the number of
+/// requests it answered.
+fn tile_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&served);
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                TILE_PNG.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&TILE_PNG));
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (port, served)
+}
+
 fn get_json(api: &str, path: &str, key: &str) -> Value {
     ureq::get(&format!("{api}{path}"))
         .header("Authorization", &format!("Bearer {key}"))
@@ -180,11 +213,13 @@ async fn an_insurer_searches_opens_a_trip_and_pages_its_points_in_a_real_browser
     let dir = std::env::temp_dir().join(unique_name("explorer"));
     std::fs::create_dir_all(&dir).unwrap();
     let mqtt_port = free_port();
+    let (tile_port, tiles_served) = tile_server();
     std::fs::write(
         dir.join("tripline.toml"),
         format!(
             "[mqtt]\nlisten = \"127.0.0.1:{}\"\n[http]\nlisten = \"127.0.0.1:0\"\nrate_per_s = 100000\nburst = 100000\n\
-             [push]\ntrip_update_every_s = 1\n",
+             [push]\ntrip_update_every_s = 1\n\
+             [ui]\ntile_url = \"http://127.0.0.1:{tile_port}/{{z}}/{{x}}/{{y}}.png\"\ntile_attribution = \"test tiles\"\n",
             mqtt_port
         ),
     )
@@ -287,6 +322,14 @@ async fn an_insurer_searches_opens_a_trip_and_pages_its_points_in_a_real_browser
     browser.element("#trip-map svg .track").await;
     assert_eq!(browser.text_at("#trip-title", &first).await, format!("Trip {first}"));
     assert!(browser.count("#trip-map .track").await >= 1);
+    // Raster tiles from the configured server underneath, allowed by the page's policy.
+    assert!(browser.count("#trip-map .tiles image").await >= 1, "tiles drawn");
+    browser.text_at("#trip-map svg", "test tiles").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tiles_served.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the browser fetched no tile");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(browser.count("#trip-map .event-marker").await, events, "a marker per event");
     assert!(events > 0, "the trip found by harsh braking has events");
     let rejected = browser.count("#trip-map .rejected").await;
