@@ -131,6 +131,9 @@ mod tests {
                 for &acked in &released[before..] {
                     prop_assert!((0..=acked).all(|m| completed.contains(&m)), "{} released early", acked);
                 }
+                // And nothing is held back: what is released is exactly the completed prefix.
+                let prefix = (0..order.len()).take_while(|m| completed.contains(m)).count();
+                prop_assert_eq!(released.len(), prefix, "released {:?} with {:?} completed", released, completed);
             }
             prop_assert_eq!(released, (0..order.len()).collect::<Vec<_>>());
         }
