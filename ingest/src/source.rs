@@ -256,75 +256,21 @@ pub async fn run_source(
         Duration::from_millis(config.max_reconnect_backoff_ms.max(100)),
     ));
     let (done_tx, done) = flume::unbounded::<Ticket>();
-    let mut tracker: AckTracker<(Publish, Instant)> = AckTracker::default();
-    let mut backlog: VecDeque<Delivery> = VecDeque::new();
-    // Whether the backlog's head waits for room in the in-flight budget (counted once per wait).
-    let mut waiting_for_room = false;
-    let mut counters = SourceCounters::default();
-    let mut pipeline_gone = false;
-    let filters: Vec<String> = config
-        .topics
-        .iter()
-        .map(|topic| match &config.shared_group {
-            Some(group) => format!("$share/{group}/{topic}"),
-            None => topic.clone(),
-        })
-        .collect();
-
-    let ack = |publishes: Vec<(Publish, Instant)>, counters: &mut SourceCounters| -> Result<(), IngestError> {
-        for (publish, received_at) in publishes {
-            client.try_ack(&publish).map_err(|e| IngestError::Mqtt { detail: format!("acknowledge: {e}") })?;
-            counters.acknowledged += 1;
-            crate::metrics::acknowledged(received_at.elapsed().as_secs_f64());
-        }
-        Ok(())
-    };
-
+    let mut source = SourceTask::new(config, client, out, done_tx);
     loop {
         if *shutdown.borrow() {
             break;
         }
-        // Hand deliveries on without ever waiting on the pipeline inside `select!` (a cancelled
-        // send would drop its delivery): what does not fit waits in the backlog for the next turn.
-        while let Some(mut delivery) = backlog.pop_front() {
-            if delivery.permit.is_none() {
-                match config.budget.try_take(delivery.publish.payload.len()) {
-                    Some(permit) => {
-                        waiting_for_room = false;
-                        delivery = delivery.holding(permit);
-                    }
-                    None => {
-                        // The pipeline holds the whole budget: wait for completions.
-                        if !waiting_for_room {
-                            waiting_for_room = true;
-                            crate::metrics::budget_full("in_flight_bytes");
-                        }
-                        backlog.push_front(delivery);
-                        break;
-                    }
-                }
-            }
-            match out.try_send(delivery) {
-                Ok(()) => {}
-                Err(flume::TrySendError::Full(delivery)) => {
-                    backlog.push_front(delivery);
-                    break;
-                }
-                Err(flume::TrySendError::Disconnected(_)) => {
-                    pipeline_gone = true;
-                    break;
-                }
-            }
-        }
-        if pipeline_gone {
+        if source.hand_on() == HandOn::PipelineGone {
             // The pipeline is gone: nothing more can complete.
             break;
         }
+        let backlog_waits = !source.backlog.is_empty();
         let retry_forward = async {
-            if backlog.is_empty() {
-                std::future::pending::<()>().await;
-            } else {
+            if backlog_waits {
                 tokio::time::sleep(BACKLOG_RETRY).await;
+            } else {
+                std::future::pending::<()>().await;
             }
         };
         tokio::select! {
@@ -332,66 +278,192 @@ pub async fn run_source(
             _ = shutdown.changed() => {}
             ticket = done.recv_async() => {
                 if let Ok(ticket) = ticket {
-                    ack(tracker.complete(ticket), &mut counters)?;
+                    source.completed(ticket)?;
                 }
             }
             event = events.recv_async() => match event {
-                Ok(FromConnection::Connected { session_present }) => {
-                    counters.connections += 1;
-                    tracker.new_connection();
-                    counters.ready = session_present;
-                    let session_lost = !session_present && counters.connections > 1;
-                    crate::metrics::connection(session_present, counters.connections > 1, session_lost);
-                    if !session_present {
-                        if session_lost {
-                            counters.sessions_lost += 1;
-                            tracing::warn!(client_id = %config.client_id, "broker had no session for us: messages queued while we were away may be lost");
-                        }
-                        let subscriptions = filters.iter().map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-                        client.try_subscribe_many(subscriptions).map_err(|e| IngestError::Mqtt { detail: format!("subscribe: {e}") })?;
-                    }
-                }
-                Ok(FromConnection::Subscribed) => {
-                    counters.subscriptions_acked += 1;
-                    counters.ready = true;
-                    crate::metrics::connection(true, false, false);
-                }
-                Ok(FromConnection::Message(publish)) => {
-                    counters.received += 1;
-                    let ticket = tracker.register((publish.clone(), Instant::now()));
-                    backlog.push_back(Delivery::new(publish, ticket, done_tx.clone()));
-                }
-                Ok(FromConnection::Disconnected { error, resume }) => {
-                    counters.ready = false;
-                    crate::metrics::connection(false, false, false);
-                    let dropped = tracker.new_connection();
-                    backlog.clear();
-                    tracing::warn!(%error, dropped, "mqtt connection lost; reconnecting");
-                    let _ = resume.send(());
-                }
+                Ok(event) => source.on_event(event)?,
                 Err(_) => return Err(IngestError::Mqtt { detail: "the connection task stopped".to_owned() }),
             },
             () = retry_forward => {}
         }
-        crate::source::report(&status, &counters, tracker.in_flight());
+        report(&status, &source.counters, source.tracker.in_flight());
     }
-
-    // Graceful stop: take no new messages, acknowledge what completes within `drain`. Once every
-    // delivery still held elsewhere is completed or dropped, the completion channel closes.
-    backlog.clear();
-    drop(out);
-    drop(done_tx);
-    let deadline = tokio::time::Instant::now() + drain;
-    while tracker.in_flight() > 0 {
-        match tokio::time::timeout_at(deadline, done.recv_async()).await {
-            Ok(Ok(ticket)) => ack(tracker.complete(ticket), &mut counters)?,
-            _ => break,
-        }
-    }
+    let counters = source.drain(done, drain).await?;
     // Give rumqttc a moment to flush the acknowledgements, then disconnect cleanly.
-    let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_secs(2), connection).await;
-    counters.ready = false;
     status.send_replace(counters.clone());
     Ok(counters)
+}
+
+/// What handing the backlog on came to.
+#[derive(Debug, PartialEq, Eq)]
+enum HandOn {
+    /// All handed on, or the rest waits (for room in the budget or the pipeline's queue).
+    Done,
+    /// The pipeline hung up.
+    PipelineGone,
+}
+
+/// The source task's state between events.
+struct SourceTask {
+    config: MqttSourceConfig,
+    client: AsyncClient,
+    out: flume::Sender<Delivery>,
+    done_tx: flume::Sender<Ticket>,
+    tracker: AckTracker<(Publish, Instant)>,
+    /// Deliveries received and not yet taken by the pipeline.
+    backlog: VecDeque<Delivery>,
+    /// Whether the backlog's head waits for room in the in-flight budget (counted once per wait).
+    waiting_for_room: bool,
+    counters: SourceCounters,
+    /// The subscriptions' filters (shared ones under `$share/{group}/`).
+    filters: Vec<String>,
+}
+
+impl SourceTask {
+    fn new(
+        config: MqttSourceConfig,
+        client: AsyncClient,
+        out: flume::Sender<Delivery>,
+        done_tx: flume::Sender<Ticket>,
+    ) -> Self {
+        let filters = config
+            .topics
+            .iter()
+            .map(|topic| match &config.shared_group {
+                Some(group) => format!("$share/{group}/{topic}"),
+                None => topic.clone(),
+            })
+            .collect();
+        SourceTask {
+            config,
+            client,
+            out,
+            done_tx,
+            tracker: AckTracker::default(),
+            backlog: VecDeque::new(),
+            waiting_for_room: false,
+            counters: SourceCounters::default(),
+            filters,
+        }
+    }
+
+    /// Hands deliveries on without ever waiting on the pipeline (a send cancelled inside
+    /// `select!` would drop its delivery): what does not fit waits in the backlog for the next
+    /// turn.
+    fn hand_on(&mut self) -> HandOn {
+        while let Some(mut delivery) = self.backlog.pop_front() {
+            if delivery.permit.is_none() {
+                match self.config.budget.try_take(delivery.publish.payload.len()) {
+                    Some(permit) => {
+                        self.waiting_for_room = false;
+                        delivery = delivery.holding(permit);
+                    }
+                    None => {
+                        // The pipeline holds the whole budget: wait for completions.
+                        if !self.waiting_for_room {
+                            self.waiting_for_room = true;
+                            crate::metrics::budget_full("in_flight_bytes");
+                        }
+                        self.backlog.push_front(delivery);
+                        return HandOn::Done;
+                    }
+                }
+            }
+            match self.out.try_send(delivery) {
+                Ok(()) => {}
+                Err(flume::TrySendError::Full(delivery)) => {
+                    self.backlog.push_front(delivery);
+                    return HandOn::Done;
+                }
+                Err(flume::TrySendError::Disconnected(_)) => return HandOn::PipelineGone,
+            }
+        }
+        HandOn::Done
+    }
+
+    /// A delivery completed: acknowledges what the tracker releases, in receive order.
+    fn completed(&mut self, ticket: Ticket) -> Result<(), IngestError> {
+        acknowledge(&self.client, &mut self.counters, self.tracker.complete(ticket))
+    }
+
+    /// What the connection task reports.
+    fn on_event(&mut self, event: FromConnection) -> Result<(), IngestError> {
+        match event {
+            FromConnection::Connected { session_present } => self.connected(session_present)?,
+            FromConnection::Subscribed => {
+                self.counters.subscriptions_acked += 1;
+                self.counters.ready = true;
+                crate::metrics::connection(true, false, false);
+            }
+            FromConnection::Message(publish) => {
+                self.counters.received += 1;
+                let ticket = self.tracker.register((publish.clone(), Instant::now()));
+                self.backlog.push_back(Delivery::new(publish, ticket, self.done_tx.clone()));
+            }
+            FromConnection::Disconnected { error, resume } => {
+                self.counters.ready = false;
+                crate::metrics::connection(false, false, false);
+                let dropped = self.tracker.new_connection();
+                self.backlog.clear();
+                tracing::warn!(%error, dropped, "mqtt connection lost; reconnecting");
+                let _ = resume.send(());
+            }
+        }
+        Ok(())
+    }
+
+    /// A (re)connection: a new tracker epoch, and subscriptions when the broker kept no
+    /// session for us.
+    fn connected(&mut self, session_present: bool) -> Result<(), IngestError> {
+        self.counters.connections += 1;
+        self.tracker.new_connection();
+        self.counters.ready = session_present;
+        let session_lost = !session_present && self.counters.connections > 1;
+        crate::metrics::connection(session_present, self.counters.connections > 1, session_lost);
+        if session_present {
+            return Ok(());
+        }
+        if session_lost {
+            self.counters.sessions_lost += 1;
+            tracing::warn!(client_id = %self.config.client_id, "broker had no session for us: messages queued while we were away may be lost");
+        }
+        let subscriptions = self.filters.iter().map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+        self.client
+            .try_subscribe_many(subscriptions)
+            .map_err(|e| IngestError::Mqtt { detail: format!("subscribe: {e}") })
+    }
+
+    /// Graceful stop: takes no new messages and acknowledges what completes within `drain`
+    /// (once every delivery still held elsewhere is completed or dropped, the completion
+    /// channel closes), then disconnects. The final counters.
+    async fn drain(self, done: flume::Receiver<Ticket>, drain: Duration) -> Result<SourceCounters, IngestError> {
+        let SourceTask { client, out, done_tx, mut tracker, mut counters, backlog, .. } = self;
+        drop((backlog, out, done_tx));
+        let deadline = tokio::time::Instant::now() + drain;
+        while tracker.in_flight() > 0 {
+            match tokio::time::timeout_at(deadline, done.recv_async()).await {
+                Ok(Ok(ticket)) => acknowledge(&client, &mut counters, tracker.complete(ticket))?,
+                _ => break,
+            }
+        }
+        let _ = client.try_disconnect();
+        counters.ready = false;
+        Ok(counters)
+    }
+}
+
+/// Acknowledges `released` messages (in the order given) and counts them.
+fn acknowledge(
+    client: &AsyncClient,
+    counters: &mut SourceCounters,
+    released: Vec<(Publish, Instant)>,
+) -> Result<(), IngestError> {
+    for (publish, received_at) in released {
+        client.try_ack(&publish).map_err(|e| IngestError::Mqtt { detail: format!("acknowledge: {e}") })?;
+        counters.acknowledged += 1;
+        crate::metrics::acknowledged(received_at.elapsed().as_secs_f64());
+    }
+    Ok(())
 }
