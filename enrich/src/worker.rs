@@ -137,6 +137,108 @@ struct LiveTrip {
     last_activity_ms: i64,
 }
 
+impl LiveTrip {
+    /// The id an automatic trip's first point gives it, when that is no longer `trip_id` (a
+    /// late point moved its start).
+    fn moved_start(&self, vehicle: &VehicleId, trip_id: &TripId) -> Option<TripId> {
+        let first = self.engine.first_point().filter(|_| self.auto)?;
+        Some(auto_trip_id(vehicle, first.ts_ms)).filter(|expected| expected != trip_id)
+    }
+
+    /// Adds the cells of the enriched points from number `from` on (all of them again from 0).
+    fn note_cells(&mut self, from: usize) {
+        if from == 0 {
+            self.cells.clear();
+            self.last_cell = None;
+        }
+        for p in self.engine.enriched_from(from) {
+            let (lat, lon) = (p.point.lat, p.point.lon);
+            let inside = self.last_cell.is_some_and(|(x0, y0, x1, y1)| lon >= x0 && lon < x1 && lat >= y0 && lat < y1);
+            if !inside {
+                let cell = tripline_model::cell::geohash(lat, lon, tripline_model::cell::TRIP_CELL_PRECISION);
+                self.last_cell = tripline_model::cell::bounds(&cell);
+                self.cells.insert(cell);
+            }
+        }
+    }
+}
+
+/// One changed trip's part of a write set.
+struct TripWrite<'a> {
+    engine: &'a Enricher,
+    vehicle: &'a VehicleId,
+    trip_id: &'a TripId,
+    now: i64,
+    update_every_ms: i64,
+}
+
+impl TripWrite<'_> {
+    /// Adds the trip's new points, jumps, notices and record to `writes`; the trip to seal once
+    /// they are durable when it completed (vehicle, trip, first and last point time).
+    fn write(&self, live: &mut LiveTrip, writes: &mut WriteSet) -> Option<(VehicleId, TripId, i64, i64)> {
+        let status = if live.ended { TripStatus::Completed } else { TripStatus::Active };
+        let report = live.engine.report(self.engine, status, Some(self.now))?;
+        let from = if live.rewrite_all { 0 } else { live.written };
+        writes.points.extend(live.engine.enriched_from(from).iter().map(|p| self.stored(p)));
+        live.note_cells(from);
+        let seal = (status == TripStatus::Completed).then(|| {
+            let summary = &report.summary;
+            let (from, to) = (summary.start_time.timestamp_millis(), summary.end_time.timestamp_millis());
+            (self.vehicle.clone(), self.trip_id.clone(), from, to)
+        });
+        let jumps = self.new_jumps(live);
+        crate::metrics::points_rejected(RejectReason::ImplausibleJump, jumps.len());
+        writes.rejections.extend(jumps);
+        live.written = live.engine.kept_count();
+        live.rewrite_all = false;
+        // What this write set carries needs no memory any more: it is retried until durable
+        // before anything else happens on this worker.
+        live.engine.trim(live.written);
+        let notices = live.told.next(&report.summary, &report.events, self.now, self.update_every_ms);
+        if !notices.is_empty() {
+            writes.notices.insert(TripKey::new(&live.tenant, self.vehicle, self.trip_id), notices);
+        }
+        writes.trips.push(TripRecord {
+            tenant: live.tenant.clone(),
+            summary: report.summary,
+            events: report.events,
+            cells: live.cells.iter().cloned().collect(),
+            dropped: live.engine.dropped(),
+        });
+        seal
+    }
+
+    /// An enriched point as the store keeps it.
+    fn stored(&self, p: &crate::EnrichedPoint) -> StoredPoint {
+        StoredPoint {
+            vehicle_id: self.vehicle.clone(),
+            trip_id: self.trip_id.clone(),
+            point: p.point.clone(),
+            derived: Derived {
+                distance_m: p.distance_m,
+                speed_mps: p.speed_mps,
+                speed_derived: p.speed_derived,
+                heading_deg: p.heading_deg,
+                accel_mps2: p.accel_mps2,
+                lateral_accel_mps2: p.lateral_accel_mps2,
+                region: p.region.and_then(|id| self.engine.regions.get(id)).map(|r| r.name.clone()),
+                moving: p.moving,
+            },
+        }
+    }
+
+    /// The trip's jumps not stored before, as rejections.
+    fn new_jumps(&self, live: &mut LiveTrip) -> Vec<Rejection> {
+        let LiveTrip { engine, announced_jumps, tenant, .. } = live;
+        engine
+            .jumps()
+            .iter()
+            .filter(|p| announced_jumps.insert(point_key(p)))
+            .map(|p| jump_rejection(tenant, self.vehicle, self.trip_id, p, self.now, self.engine.config.max_speed_kmh))
+            .collect()
+    }
+}
+
 /// One worker: the trips of the vehicles routed to it.
 pub struct Worker<S> {
     engine: Arc<Enricher>,
@@ -453,75 +555,24 @@ impl<S: Store> Worker<S> {
                 continue;
             }
             live.dirty = false;
-            if live.auto
-                && let Some(first) = live.engine.first_point()
-            {
-                let expected = auto_trip_id(vehicle, first.ts_ms);
-                if &expected != trip_id {
-                    renames.push((vehicle.clone(), trip_id.clone(), expected));
-                    continue;
-                }
+            if let Some(expected) = live.moved_start(vehicle, trip_id) {
+                renames.push((vehicle.clone(), trip_id.clone(), expected));
+                continue;
             }
-            let status = if live.ended { TripStatus::Completed } else { TripStatus::Active };
-            let Some(report) = live.engine.report(&self.engine, status, Some(now)) else { continue };
-            let from = if live.rewrite_all { 0 } else { live.written };
-            writes.points.extend(live.engine.enriched_from(from).iter().map(|p| StoredPoint {
-                vehicle_id: vehicle.clone(),
-                trip_id: trip_id.clone(),
-                point: p.point.clone(),
-                derived: Derived {
-                    distance_m: p.distance_m,
-                    speed_mps: p.speed_mps,
-                    speed_derived: p.speed_derived,
-                    heading_deg: p.heading_deg,
-                    accel_mps2: p.accel_mps2,
-                    lateral_accel_mps2: p.lateral_accel_mps2,
-                    region: p.region.and_then(|id| self.engine.regions.get(id)).map(|r| r.name.clone()),
-                    moving: p.moving,
-                },
-            }));
-            if from == 0 {
-                live.cells.clear();
-                live.last_cell = None;
+            let trip = TripWrite { engine: &self.engine, vehicle, trip_id, now, update_every_ms };
+            if let Some(seal) = trip.write(live, writes) {
+                self.to_seal.push(seal);
             }
-            for p in live.engine.enriched_from(from) {
-                let (lat, lon) = (p.point.lat, p.point.lon);
-                let inside =
-                    live.last_cell.is_some_and(|(x0, y0, x1, y1)| lon >= x0 && lon < x1 && lat >= y0 && lat < y1);
-                if !inside {
-                    let cell = tripline_model::cell::geohash(lat, lon, tripline_model::cell::TRIP_CELL_PRECISION);
-                    live.last_cell = tripline_model::cell::bounds(&cell);
-                    live.cells.insert(cell);
-                }
-            }
-            if status == TripStatus::Completed {
-                let summary = &report.summary;
-                let (from, to) = (summary.start_time.timestamp_millis(), summary.end_time.timestamp_millis());
-                self.to_seal.push((vehicle.clone(), trip_id.clone(), from, to));
-            }
-            let new_jumps = live.engine.jumps().iter().filter(|p| live.announced_jumps.insert(point_key(p)));
-            let jumps: Vec<Rejection> = new_jumps
-                .map(|p| jump_rejection(&live.tenant, vehicle, trip_id, p, now, self.engine.config.max_speed_kmh))
-                .collect();
-            crate::metrics::points_rejected(RejectReason::ImplausibleJump, jumps.len());
-            writes.rejections.extend(jumps);
-            live.written = live.engine.kept_count();
-            live.rewrite_all = false;
-            // What this write set carries needs no memory any more: it is retried until durable
-            // before anything else happens on this worker.
-            live.engine.trim(live.written);
-            let notices = live.told.next(&report.summary, &report.events, now, update_every_ms);
-            if !notices.is_empty() {
-                writes.notices.insert(TripKey::new(&live.tenant, vehicle, trip_id), notices);
-            }
-            writes.trips.push(TripRecord {
-                tenant: live.tenant.clone(),
-                summary: report.summary,
-                events: report.events,
-                cells: live.cells.iter().cloned().collect(),
-                dropped: live.engine.dropped(),
-            });
         }
+        self.rename(renames, writes);
+        if self.trips.values().any(|l| l.dirty) {
+            self.collect(writes);
+        }
+    }
+
+    /// Moves automatic trips to the ids their first points give them now (`(vehicle, old,
+    /// new)`): the old record goes, and the trip is written and told afresh under the new id.
+    fn rename(&mut self, renames: Vec<(VehicleId, TripId, TripId)>, writes: &mut WriteSet) {
         for (vehicle, old, new) in renames {
             if let Some(mut live) = self.trips.remove(&(vehicle.clone(), old.clone())) {
                 writes.deletes.push(TripKey::new(&live.tenant, &vehicle, &old));
@@ -535,9 +586,6 @@ impl<S: Store> Worker<S> {
                 }
                 self.trips.insert((vehicle, new), live);
             }
-        }
-        if self.trips.values().any(|l| l.dirty) {
-            self.collect(writes);
         }
     }
 
