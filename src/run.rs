@@ -157,52 +157,16 @@ pub(crate) fn run(config: &Config, roles: &[Role], engine: Enricher, demo: bool)
         let mut routes = crate::ops::routes(metrics);
         let mut key_cache = None;
         if let (true, Some(index)) = (roles.api, &index) {
-            let limits = ApiConfig {
-                rate_per_s: config.http.rate_per_s,
-                burst: config.http.burst,
-                failed_auth_per_s: config.http.failed_auth_per_s,
-                failed_auth_burst: config.http.failed_auth_burst,
-            };
-            tripline_query_api::metrics::describe();
-            let mut state = ApiState::with_config(store.clone(), index.clone(), limits)
-                .with_stream(config.push.stream())
-                .with_ui(config.ui.clone(), crate::regions_geojson(config, None)?);
-            if roles.ingest {
-                let (health, status) = (health.clone(), ingest_status.clone());
-                state = state.with_readiness(Arc::new(move || {
-                    health
-                        .borrow()
-                        .clone()
-                        .or_else(|| (!status.borrow().ready).then(|| "ingest is not connected".to_owned()))
-                }));
-            }
+            let readiness = roles.ingest.then(|| ingest_readiness(health.clone(), ingest_status.clone()));
+            let state = api_state(config, &store, index, readiness)?;
             key_cache = Some(state.key_cache());
             routes = routes.merge(tripline_query_api::router(state));
             if !roles.indexer {
-                // Another process writes the index: pick up its commits, and its generation
-                // after a rebuild.
-                let index = index.clone();
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(INDEX_RELOAD);
-                    loop {
-                        tick.tick().await;
-                        if let Err(error) = index.refresh().and_then(|_| index.get().reload()) {
-                            tracing::warn!(%error, "reloading the index failed");
-                        }
-                    }
-                });
+                follow_index_commits(index.clone());
             }
         }
         let http = crate::ops::serve_router("[http] listen", config.http.listen, routes, &config.http).await?;
-        // The admin channel has a listener of its own on loopback, whatever `[http] listen` is.
-        let admin_token = crate::admin::random_hex()?;
-        let admin_routes = crate::admin::routes(store.clone(), home, admin_token.clone(), key_cache);
-        let admin_http =
-            crate::ops::serve_router("[http] admin_listen", config.http.admin_listen, admin_routes, &config.http)
-                .await?;
-        let admin_file =
-            crate::admin::AdminFile { http: admin_http.to_string(), token: admin_token, pid: std::process::id() };
-        let _published = crate::admin::publish(&config.data_dir, &admin_file)?;
+        let _published = serve_admin(config, &store, home, key_cache).await?;
         eprintln!("tripline: health and metrics on http://{http}/healthz and http://{http}/metrics");
         if roles.api {
             eprintln!("tripline: trip explorer on http://{http}/ and query API on http://{http}/v1/trips");
@@ -226,24 +190,13 @@ pub(crate) fn run(config: &Config, roles: &[Role], engine: Enricher, demo: bool)
             };
             crate::demo::start(demo, http, broker, ingest.status.clone());
         }
-        let mut indexer = None;
-        if let (true, Some(index)) = (roles.indexer, index) {
-            let dir = &index_dir;
-            let (stop, stopped) = watch::channel(false);
-            let (status, _) = watch::channel(IndexerCounters::default());
-            let task = tokio::spawn(Indexer::new(store.clone(), index, config.indexer.clone()).run(stopped, status));
-            eprintln!("tripline: indexer following the store's change feed into {}", dir.display());
-            indexer = Some((stop, task));
-        }
+        let indexer = match (roles.indexer, index) {
+            (true, Some(index)) => Some(start_indexer(config, &store, index, &index_dir)),
+            _ => None,
+        };
         // Webhooks go with the indexer role: one process per deployment follows the feed to
         // the receivers as it does into the index.
-        let mut webhooks = None;
-        if roles.indexer {
-            let hooks = config.push.webhooks().map_err(Failure::Usage)?;
-            let (stop, stopped) = watch::channel(false);
-            let task = tokio::spawn(tripline_push::Dispatcher::new(store.clone(), hooks).run(stopped));
-            webhooks = Some((stop, task));
-        }
+        let webhooks = if roles.indexer { Some(start_webhooks(config, &store)?) } else { None };
 
         let mut failed = health.clone();
         let failure = tokio::select! {
@@ -254,35 +207,7 @@ pub(crate) fn run(config: &Config, roles: &[Role], engine: Enricher, demo: bool)
             Some(reason) => tracing::error!(%reason, "ingest cannot go on; stopping"),
             None => tracing::info!("stopping"),
         }
-        // In the direction of the data: ingest first, then the indexer takes in what ingest wrote.
-        // A stop ends within drain_s + STOP_MARGIN even with the store down.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(config.ingest.drain_s) + STOP_MARGIN;
-        if let Some(ingest) = ingest {
-            ingest.stop(deadline - INDEXER_STOP).await?;
-        }
-        if let Some((stop, task)) = webhooks {
-            // What is in flight is sent again after a restart (at least once): no need to wait.
-            let _ = stop.send(true);
-            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
-        }
-        if let Some((stop, mut task)) = indexer {
-            let _ = stop.send(true);
-            match tokio::time::timeout_at(deadline, &mut task).await {
-                Ok(joined) => {
-                    let counters = joined.map_err(|e| Failure::Runtime(e.into()))?.context("indexer")?;
-                    eprintln!(
-                        "tripline: indexer stopped; {} changes applied, {} commits",
-                        counters.changes, counters.commits
-                    );
-                }
-                Err(_) => {
-                    task.abort();
-                    eprintln!(
-                        "tripline: the indexer was still working at the stop's deadline; it resumes from its checkpoint"
-                    );
-                }
-            }
-        }
+        stop_roles(config, ingest, webhooks, indexer).await?;
         if let Some(reason) = failure {
             return Err(Failure::Runtime(anyhow::anyhow!("ingest failed: {reason}")));
         }
@@ -292,6 +217,125 @@ pub(crate) fn run(config: &Config, roles: &[Role], engine: Enricher, demo: bool)
     // the process.
     rt.shutdown_timeout(Duration::from_millis(500));
     result
+}
+
+/// A role's task and the switch that stops it.
+type Stoppable<T> = (watch::Sender<bool>, tokio::task::JoinHandle<T>);
+
+/// The query API's state over `store` and `index`, with `readiness` asked by `/readyz`.
+fn api_state(
+    config: &Config,
+    store: &AnyStore,
+    index: &LiveIndex,
+    readiness: Option<tripline_query_api::Readiness>,
+) -> Result<ApiState<AnyStore>, Failure> {
+    let limits = ApiConfig {
+        rate_per_s: config.http.rate_per_s,
+        burst: config.http.burst,
+        failed_auth_per_s: config.http.failed_auth_per_s,
+        failed_auth_burst: config.http.failed_auth_burst,
+    };
+    tripline_query_api::metrics::describe();
+    let state = ApiState::with_config(store.clone(), index.clone(), limits)
+        .with_stream(config.push.stream())
+        .with_ui(config.ui.clone(), crate::regions_geojson(config, None)?);
+    Ok(match readiness {
+        Some(readiness) => state.with_readiness(readiness),
+        None => state,
+    })
+}
+
+/// Ingest's part of `/readyz`: why it cannot work (a task ended, the broker gone too long), or
+/// that it is not connected.
+fn ingest_readiness(
+    health: watch::Receiver<Option<String>>,
+    status: watch::Receiver<SourceCounters>,
+) -> tripline_query_api::Readiness {
+    Arc::new(move || {
+        health.borrow().clone().or_else(|| (!status.borrow().ready).then(|| "ingest is not connected".to_owned()))
+    })
+}
+
+/// Another process writes the index: picks up its commits, and its generation after a rebuild.
+fn follow_index_commits(index: LiveIndex) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(INDEX_RELOAD);
+        loop {
+            tick.tick().await;
+            if let Err(error) = index.refresh().and_then(|_| index.get().reload()) {
+                tracing::warn!(%error, "reloading the index failed");
+            }
+        }
+    });
+}
+
+/// The admin channel: a listener of its own on loopback, whatever `[http] listen` is, and its
+/// address and token published in the data directory (for as long as the guard lives).
+async fn serve_admin(
+    config: &Config,
+    store: &AnyStore,
+    home: IndexHome,
+    key_cache: Option<tripline_query_api::KeyCacheHandle>,
+) -> Result<crate::admin::Published, Failure> {
+    let token = crate::admin::random_hex()?;
+    let routes = crate::admin::routes(store.clone(), home, token.clone(), key_cache);
+    let http = crate::ops::serve_router("[http] admin_listen", config.http.admin_listen, routes, &config.http).await?;
+    let file = crate::admin::AdminFile { http: http.to_string(), token, pid: std::process::id() };
+    crate::admin::publish(&config.data_dir, &file)
+}
+
+/// The indexer role: follows the store's change feed into the index in `dir`.
+fn start_indexer(
+    config: &Config,
+    store: &AnyStore,
+    index: LiveIndex,
+    dir: &std::path::Path,
+) -> Stoppable<Result<IndexerCounters, tripline_indexer::IndexerError>> {
+    let (stop, stopped) = watch::channel(false);
+    let (status, _) = watch::channel(IndexerCounters::default());
+    let task = tokio::spawn(Indexer::new(store.clone(), index, config.indexer.clone()).run(stopped, status));
+    eprintln!("tripline: indexer following the store's change feed into {}", dir.display());
+    (stop, task)
+}
+
+/// Webhook delivery, which goes with the indexer role.
+fn start_webhooks(config: &Config, store: &AnyStore) -> Result<Stoppable<()>, Failure> {
+    let hooks = config.push.webhooks().map_err(Failure::Usage)?;
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(tripline_push::Dispatcher::new(store.clone(), hooks).run(stopped));
+    Ok((stop, task))
+}
+
+/// Stops the roles in the direction of the data: ingest first, then the indexer takes in what
+/// ingest wrote. A stop ends within `drain_s` + [`STOP_MARGIN`] even with the store down.
+async fn stop_roles(
+    config: &Config,
+    ingest: Option<Ingest>,
+    webhooks: Option<Stoppable<()>>,
+    indexer: Option<Stoppable<Result<IndexerCounters, tripline_indexer::IndexerError>>>,
+) -> Result<(), Failure> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(config.ingest.drain_s) + STOP_MARGIN;
+    if let Some(ingest) = ingest {
+        ingest.stop(deadline - INDEXER_STOP).await?;
+    }
+    if let Some((stop, task)) = webhooks {
+        // What is in flight is sent again after a restart (at least once): no need to wait.
+        let _ = stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+    }
+    let Some((stop, mut task)) = indexer else { return Ok(()) };
+    let _ = stop.send(true);
+    match tokio::time::timeout_at(deadline, &mut task).await {
+        Ok(joined) => {
+            let counters = joined.map_err(|e| Failure::Runtime(e.into()))?.context("indexer")?;
+            eprintln!("tripline: indexer stopped; {} changes applied, {} commits", counters.changes, counters.commits);
+        }
+        Err(_) => {
+            task.abort();
+            eprintln!("tripline: the indexer was still working at the stop's deadline; it resumes from its checkpoint");
+        }
+    }
+    Ok(())
 }
 
 /// The embedded store deletes what outlived its retention (and the change feed's 7 days) ten
