@@ -17,7 +17,7 @@ use geo::{Distance, Haversine, Point as GeoPoint};
 use tripline_model::time::to_datetime;
 use tripline_model::{Event, EventKind, Point};
 
-use crate::kinematics::{self, FitSums, Fix, Motion, ReportedSums, max_bend_m, off_track_m};
+use crate::kinematics::{self, FitSums, Fix, Motion, ReportedSums, Sliding, max_bend_m, off_track_m};
 use crate::regions::RegionId;
 use crate::{EnrichConfig, Enricher};
 
@@ -724,7 +724,7 @@ impl Fold {
         // Night time counts toward driving, or toward a halt not yet idle; an idle halt needs none.
         let night = if moving_share > 0.0 || !self.halt.idle {
             let tz = region.and_then(|id| engine.regions.get(id)).and_then(|r| r.timezone).unwrap_or(engine.default_tz);
-            if self.is_night(step.prev_ts_ms, tz, cfg) { step.dt_s } else { 0.0 }
+            if self.night_at(step.prev_ts_ms, tz, cfg) { step.dt_s } else { 0.0 }
         } else {
             0.0
         };
@@ -890,7 +890,7 @@ impl Fold {
 
     /// Whether `ts_ms` is at night in `tz`, remembered for the rest of its UTC minute where the
     /// zone's offset is whole minutes and the same through the minute (so is the local hour).
-    fn is_night(&mut self, ts_ms: i64, tz: Tz, cfg: &EnrichConfig) -> bool {
+    fn night_at(&mut self, ts_ms: i64, tz: Tz, cfg: &EnrichConfig) -> bool {
         let minute = ts_ms.div_euclid(60_000);
         match self.night_minute {
             Some((m, zone, night)) if m == minute && zone == tz => night,
@@ -1053,44 +1053,6 @@ struct Slide<S> {
     summed: std::ops::Range<usize>,
 }
 
-/// Sums a [`Slide`] can hold.
-trait Sliding: Copy + Default {
-    /// No fixes, for a window starting with `first`.
-    fn empty(first: &Fix) -> Self;
-    fn add(&mut self, fix: &Fix);
-    fn remove(&mut self, fix: &Fix);
-    /// The window starts with `first` now.
-    fn rebase(&mut self, first: &Fix);
-}
-
-impl Sliding for FitSums {
-    fn empty(first: &Fix) -> Self {
-        FitSums::empty(first)
-    }
-    fn add(&mut self, fix: &Fix) {
-        FitSums::add(self, fix);
-    }
-    fn remove(&mut self, fix: &Fix) {
-        FitSums::remove(self, fix);
-    }
-    fn rebase(&mut self, first: &Fix) {
-        FitSums::rebase(self, first);
-    }
-}
-
-impl Sliding for ReportedSums {
-    fn empty(_: &Fix) -> Self {
-        ReportedSums::default()
-    }
-    fn add(&mut self, fix: &Fix) {
-        ReportedSums::add(self, fix);
-    }
-    fn remove(&mut self, fix: &Fix) {
-        ReportedSums::remove(self, fix);
-    }
-    fn rebase(&mut self, _: &Fix) {}
-}
-
 impl<S: Sliding> Slide<S> {
     /// Slides to the points of `kept` (its first `trimmed` dropped) from `first` to the last.
     fn slide(&mut self, kept: &[EnrichedPoint], trimmed: usize, first: usize) {
@@ -1121,17 +1083,14 @@ impl<S: Sliding> Slide<S> {
     }
 }
 
-/// Mean Earth radius, metres (as the haversine distances use).
-const EARTH_RADIUS_M: f64 = 6_371_008.8;
-
 /// An upper bound of the great-circle distance from `a` to `b` (`cos_lat_b`: the cosine of
 /// `b`'s latitude), metres: along the meridian, then along the parallel where it is longest (the
 /// cosine of `a`'s latitude is within the latitudes' difference of `b`'s), with a margin for
-/// rounding.
+/// rounding (on the sphere the haversine distances use).
 fn distance_bound_m(a: &Point, b: &Point, cos_lat_b: f64) -> f64 {
     let d_lat = (a.lat - b.lat).abs().to_radians();
     let d_lon = (a.lon - b.lon).abs().to_radians();
-    1.001 * EARTH_RADIUS_M * (d_lat + d_lon * (cos_lat_b + d_lat).min(1.0))
+    1.001 * Haversine.radius() * (d_lat + d_lon * (cos_lat_b + d_lat).min(1.0))
 }
 
 /// Whether `ts_ms` falls in the night window in zone `tz` (a window may wrap past midnight).
@@ -1184,13 +1143,13 @@ mod tests {
             let tz: Tz = tz.parse().unwrap();
             // Across a change to summer time, in steps of 7.3 s.
             for ts in (start..start + 6 * 3_600_000).step_by(7_300) {
-                assert_eq!(fold.is_night(ts, tz, &cfg), is_night(ts, tz, 23, 5), "{tz} at {ts}");
+                assert_eq!(fold.night_at(ts, tz, &cfg), is_night(ts, tz, 23, 5), "{tz} at {ts}");
             }
         }
         let amsterdam_1930: Tz = "Europe/Amsterdam".parse().unwrap();
         let ts = tripline_model::time::parse_rfc3339_ms("1930-01-01T04:40:00Z").unwrap();
         for ts in (ts..ts + 3_600_000).step_by(1_000) {
-            assert_eq!(fold.is_night(ts, amsterdam_1930, &cfg), is_night(ts, amsterdam_1930, 23, 5), "at {ts}");
+            assert_eq!(fold.night_at(ts, amsterdam_1930, &cfg), is_night(ts, amsterdam_1930, 23, 5), "at {ts}");
         }
     }
 }

@@ -141,34 +141,25 @@ const ORIGIN_GRID_MS: i64 = 4096;
 /// The position grid of the sums' origin, nanodegrees (about 120 km).
 const ORIGIN_GRID_UNITS: i64 = 1 << 30;
 
-impl FitSums {
-    /// No fixes, for a window that starts with `first`.
-    pub(crate) fn empty(first: &Fix) -> Self {
+/// Sums over a window's fixes that slide with it: fixes are taken in as they enter and out as
+/// they leave, exactly, so the sums are those of the fixes held whatever came and went.
+pub(crate) trait Sliding: Copy + Default {
+    /// No fixes, for a window starting with `first`.
+    fn empty(first: &Fix) -> Self;
+    /// Takes `fix` in.
+    fn add(&mut self, fix: &Fix);
+    /// Takes `fix` (taken in before) out.
+    fn remove(&mut self, fix: &Fix);
+    /// The window starts with `first` now.
+    fn rebase(&mut self, first: &Fix);
+}
+
+impl Sliding for FitSums {
+    fn empty(first: &Fix) -> Self {
         FitSums { origin: Self::origin_for(first), ..FitSums::default() }
     }
 
-    /// The origin of the sums of a window that starts with `first`.
-    fn origin_for(first: &Fix) -> (i64, i64, i64) {
-        let corner = |value: i64, grid: i64| value.div_euclid(grid) * grid;
-        (
-            corner(first.ts_ms, ORIGIN_GRID_MS),
-            corner(first.lat, ORIGIN_GRID_UNITS),
-            corner(first.lon, ORIGIN_GRID_UNITS),
-        )
-    }
-
-    /// How many fixes the sums hold.
-    pub(crate) fn count(&self) -> usize {
-        self.count
-    }
-
-    /// The origin's time, Unix ms.
-    fn origin_ms(&self) -> i64 {
-        self.origin.0
-    }
-
-    /// Takes `fix` in.
-    pub(crate) fn add(&mut self, fix: &Fix) {
+    fn add(&mut self, fix: &Fix) {
         self.count += 1;
         let terms = self.terms(fix);
         self.time.iter_mut().zip(terms.time).for_each(|(sum, term)| *sum += term);
@@ -176,8 +167,7 @@ impl FitSums {
         self.north.iter_mut().zip(terms.north).for_each(|(sum, term)| *sum += term);
     }
 
-    /// Takes `fix` (taken in before) out.
-    pub(crate) fn remove(&mut self, fix: &Fix) {
+    fn remove(&mut self, fix: &Fix) {
         self.count -= 1;
         let terms = self.terms(fix);
         self.time.iter_mut().zip(terms.time).for_each(|(sum, term)| *sum -= term);
@@ -185,26 +175,9 @@ impl FitSums {
         self.north.iter_mut().zip(terms.north).for_each(|(sum, term)| *sum -= term);
     }
 
-    /// What `fix` adds to each sum. The products that fit 64 bits are taken in 64 bits (`w·t²`
-    /// is below 2⁵⁸, `w·z` below 2⁵⁶), the others widened.
-    fn terms(&self, fix: &Fix) -> FitSums {
-        let t = fix.ts_ms - self.origin.0;
-        let (x, y) = (fix.lon - self.origin.2, fix.lat - self.origin.1);
-        let w = fix.weight;
-        let (wt, wt2) = (w * t, w * t * t);
-        let wt3 = i128::from(wt2) * i128::from(t);
-        let wide = |a: i64, b: i64| i128::from(a) * i128::from(b);
-        FitSums {
-            time: [i128::from(w), i128::from(wt), i128::from(wt2), wt3, wt3 * i128::from(t)],
-            east: [i128::from(w * x), wide(wt, x), wide(wt2, x)],
-            north: [i128::from(w * y), wide(wt, y), wide(wt2, y)],
-            ..FitSums::default()
-        }
-    }
-
     /// Moves the origin to that of a window starting with `first` (the sums stay those of the
     /// same fixes).
-    pub(crate) fn rebase(&mut self, first: &Fix) {
+    fn rebase(&mut self, first: &Fix) {
         let origin = Self::origin_for(first);
         if self.count == 0 {
             *self = FitSums { origin, ..FitSums::default() };
@@ -240,6 +213,45 @@ impl FitSums {
             }
         }
         self.origin = origin;
+    }
+}
+
+impl FitSums {
+    /// The origin of the sums of a window that starts with `first`.
+    fn origin_for(first: &Fix) -> (i64, i64, i64) {
+        let corner = |value: i64, grid: i64| value.div_euclid(grid) * grid;
+        (
+            corner(first.ts_ms, ORIGIN_GRID_MS),
+            corner(first.lat, ORIGIN_GRID_UNITS),
+            corner(first.lon, ORIGIN_GRID_UNITS),
+        )
+    }
+
+    /// How many fixes the sums hold.
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The origin's time, Unix ms.
+    fn origin_ms(&self) -> i64 {
+        self.origin.0
+    }
+
+    /// What `fix` adds to each sum. The products that fit 64 bits are taken in 64 bits (`w·t²`
+    /// is below 2⁵⁸, `w·z` below 2⁵⁶), the others widened.
+    fn terms(&self, fix: &Fix) -> FitSums {
+        let t = fix.ts_ms - self.origin.0;
+        let (x, y) = (fix.lon - self.origin.2, fix.lat - self.origin.1);
+        let w = fix.weight;
+        let (wt, wt2) = (w * t, w * t * t);
+        let wt3 = i128::from(wt2) * i128::from(t);
+        let wide = |a: i64, b: i64| i128::from(a) * i128::from(b);
+        FitSums {
+            time: [i128::from(w), i128::from(wt), i128::from(wt2), wt3, wt3 * i128::from(t)],
+            east: [i128::from(w * x), wide(wt, x), wide(wt2, x)],
+            north: [i128::from(w * y), wide(wt, y), wide(wt2, y)],
+            ..FitSums::default()
+        }
     }
 
     /// The quadratic through the fixes: velocity (east, north, m/s) at their weighted mean time,
@@ -319,17 +331,25 @@ pub(crate) struct ReportedSums {
     heading_speeds: i128,
 }
 
-impl ReportedSums {
+impl Sliding for ReportedSums {
+    fn empty(_: &Fix) -> Self {
+        ReportedSums::default()
+    }
+
     /// Takes `fix` in (when it reports a speed).
-    pub(crate) fn add(&mut self, fix: &Fix) {
+    fn add(&mut self, fix: &Fix) {
         self.apply(fix, 1);
     }
 
-    /// Takes `fix` (taken in before) out.
-    pub(crate) fn remove(&mut self, fix: &Fix) {
+    fn remove(&mut self, fix: &Fix) {
         self.apply(fix, -1);
     }
 
+    /// Line slopes do not depend on where time starts.
+    fn rebase(&mut self, _: &Fix) {}
+}
+
+impl ReportedSums {
     fn apply(&mut self, fix: &Fix, sign: i64) {
         if fix.speed == NONE {
             return;
