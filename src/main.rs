@@ -301,8 +301,13 @@ fn regions_geojson(config: &config::Config, regions_flag: Option<&PathBuf>) -> R
 }
 
 fn enricher(config: &config::Config, regions_flag: Option<&PathBuf>) -> Result<Enricher, Failure> {
-    let text = regions_geojson(config, regions_flag)?;
-    let regions = Regions::from_geojson(&text).map_err(|e| {
+    enricher_over(config, regions_flag, &regions_geojson(config, regions_flag)?)
+}
+
+/// The engine over the regions of `text` (read from `regions_flag`, `[regions]` or the bundled
+/// sample: named in errors).
+fn enricher_over(config: &config::Config, regions_flag: Option<&PathBuf>, text: &str) -> Result<Enricher, Failure> {
+    let regions = Regions::from_geojson(text).map_err(|e| {
         let source =
             regions_flag.or(config.regions.as_ref()).map_or("bundled regions".into(), |p| p.display().to_string());
         Failure::Usage(format!("{source}: {e}"))
@@ -374,8 +379,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Webhook { command: WebhookCommand::Remove { id } } => webhook::remove(&config, &id),
         Command::Webhook { command: WebhookCommand::RotateSecret { id } } => webhook::rotate_secret(&config, &id),
         Command::Run { roles, demo } => {
-            let engine = enricher(&config, None)?;
-            run::run(&config, &roles, engine, demo)
+            // Read once: the engine cuts by the regions, the trip explorer draws them.
+            let regions = regions_geojson(&config, None)?;
+            let engine = enricher_over(&config, None, &regions)?;
+            run::run(&config, &roles, engine, regions, demo)
         }
     }
 }

@@ -125,7 +125,15 @@ pub(crate) async fn open_store(config: &Config) -> Result<AnyStore, Failure> {
     })
 }
 
-pub(crate) fn run(config: &Config, roles: &[Role], engine: Enricher, demo: bool) -> Result<(), Failure> {
+/// Runs `roles` until a stop signal (or ingest's failure); `regions_geojson`: the regions
+/// `engine` cuts by, for the trip explorer's maps.
+pub(crate) fn run(
+    config: &Config,
+    roles: &[Role],
+    engine: Enricher,
+    regions_geojson: String,
+    demo: bool,
+) -> Result<(), Failure> {
     let roles = Roles::of(roles)?;
     if demo && !(roles.ingest && roles.api) {
         return Err(Failure::Usage("--demo needs the ingest and api roles".to_owned()));
@@ -158,7 +166,7 @@ pub(crate) fn run(config: &Config, roles: &[Role], engine: Enricher, demo: bool)
         let mut key_cache = None;
         if let (true, Some(index)) = (roles.api, &index) {
             let readiness = roles.ingest.then(|| ingest_readiness(health.clone(), ingest_status.clone()));
-            let state = api_state(config, &store, index, readiness)?;
+            let state = api_state(config, &store, index, readiness, regions_geojson.clone());
             key_cache = Some(state.key_cache());
             routes = routes.merge(tripline_query_api::router(state));
             if !roles.indexer {
@@ -228,7 +236,8 @@ fn api_state(
     store: &AnyStore,
     index: &LiveIndex,
     readiness: Option<tripline_query_api::Readiness>,
-) -> Result<ApiState<AnyStore>, Failure> {
+    regions_geojson: String,
+) -> ApiState<AnyStore> {
     let limits = ApiConfig {
         rate_per_s: config.http.rate_per_s,
         burst: config.http.burst,
@@ -238,11 +247,11 @@ fn api_state(
     tripline_query_api::metrics::describe();
     let state = ApiState::with_config(store.clone(), index.clone(), limits)
         .with_stream(config.push.stream())
-        .with_ui(config.ui.clone(), crate::regions_geojson(config, None)?);
-    Ok(match readiness {
+        .with_ui(config.ui.clone(), regions_geojson);
+    match readiness {
         Some(readiness) => state.with_readiness(readiness),
         None => state,
-    })
+    }
 }
 
 /// Ingest's part of `/readyz`: why it cannot work (a task ended, the broker gone too long), or

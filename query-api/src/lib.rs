@@ -111,7 +111,7 @@ impl<S> ApiState<S> {
     /// The trip explorer page with `ui`'s settings, drawing the outlines of the regions of
     /// `regions_geojson` (the deployment's GeoJSON regions) on its maps.
     pub fn with_ui(mut self, ui: UiConfig, regions_geojson: String) -> Self {
-        self.ui = ui::UiState { config: ui, regions_geojson: Arc::from(regions_geojson) };
+        self.ui = ui::UiState::new(ui, regions_geojson);
         self
     }
 

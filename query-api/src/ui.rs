@@ -3,6 +3,7 @@
 //! the key the user enters, like any other client.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -11,12 +12,40 @@ const INDEX_HTML: &str = include_str!("../ui/index.html");
 const APP_JS: &str = include_str!("../ui/app.js");
 const STYLE_CSS: &str = include_str!("../ui/style.css");
 
-/// What the page serves: its settings and the deployment's regions.
-#[derive(Clone, Debug, Default)]
+/// What the page serves: its settings, the deployment's regions and the page's policy, made
+/// once.
+#[derive(Clone, Debug)]
 pub(crate) struct UiState {
-    pub(crate) config: UiConfig,
-    /// GeoJSON of the regions (none: an empty collection).
-    pub(crate) regions_geojson: std::sync::Arc<str>,
+    config: UiConfig,
+    /// GeoJSON of the regions.
+    regions_geojson: Bytes,
+    /// The Content-Security-Policy of the page's files.
+    policy: Option<HeaderValue>,
+}
+
+impl UiState {
+    /// The page with `config`'s settings over the regions of `regions_geojson` (none: an empty
+    /// collection).
+    pub(crate) fn new(config: UiConfig, regions_geojson: String) -> Self {
+        let images =
+            config.tile_url.as_deref().and_then(tile_origin).map_or(String::new(), |origin| format!(" {origin}"));
+        let policy = format!(
+            "default-src 'self'; img-src 'self' data:{images}; style-src 'self'; script-src 'self'; \
+             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        );
+        let regions_geojson = if regions_geojson.is_empty() {
+            Bytes::from_static(br#"{"type":"FeatureCollection","features":[]}"#)
+        } else {
+            Bytes::from(regions_geojson)
+        };
+        UiState { config, regions_geojson, policy: HeaderValue::from_str(&policy).ok() }
+    }
+}
+
+impl Default for UiState {
+    fn default() -> Self {
+        UiState::new(UiConfig::default(), String::new())
+    }
 }
 
 /// The page's settings (`[ui]`).
@@ -57,20 +86,14 @@ fn tile_origin(url: &str) -> Option<&str> {
 /// load (this origin only, and the tile server), no framing, no sniffing, and revalidation so
 /// that an upgrade shows at once.
 fn page_file(content_type: &'static str, body: &'static str, ui: &UiState) -> Response {
-    let images =
-        ui.config.tile_url.as_deref().and_then(tile_origin).map_or(String::new(), |origin| format!(" {origin}"));
-    let policy = format!(
-        "default-src 'self'; img-src 'self' data:{images}; style-src 'self'; script-src 'self'; \
-         connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-    );
     let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    if let Ok(value) = HeaderValue::from_str(&policy) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, value);
+    if let Some(policy) = &ui.policy {
+        headers.insert(header::CONTENT_SECURITY_POLICY, policy.clone());
     }
     response
 }
@@ -98,12 +121,7 @@ pub(crate) fn settings(ui: &UiState) -> Response {
 /// `GET /ui/regions.geojson`: the deployment's regions (configuration, not any tenant's data),
 /// for their outlines on the page's maps.
 pub(crate) fn regions(ui: &UiState) -> Response {
-    let body = if ui.regions_geojson.is_empty() {
-        r#"{"type":"FeatureCollection","features":[]}"#.to_owned()
-    } else {
-        ui.regions_geojson.to_string()
-    };
-    let mut response = ([(header::CONTENT_TYPE, "application/geo+json")], body).into_response();
+    let mut response = ([(header::CONTENT_TYPE, "application/geo+json")], ui.regions_geojson.clone()).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
