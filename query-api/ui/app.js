@@ -103,6 +103,18 @@ function validZone(zone) {
   }
 }
 
+/** The time zone a view's URL names, else the browser's. */
+function zoneOf(params) {
+  return validZone(params.get("tz") || "") ? params.get("tz") : browserZone();
+}
+
+/** Whether `zone` (entered in a form) is a zone this browser knows; says so when it is not. */
+function knownZone(zone) {
+  if (validZone(zone)) return true;
+  warn(`"${zone}" is not a time zone this browser knows (use an IANA name such as Europe/Berlin).`);
+  return false;
+}
+
 /** An RFC 3339 time shown in `zone`. */
 function localTime(rfc3339, zone) {
   if (!rfc3339) return "–";
@@ -242,7 +254,7 @@ async function route() {
 const SEARCH_FIELDS = ["q", "vehicle_id", "status", "min_score", "max_score", "bbox"];
 
 async function tripsView(params) {
-  const zone = validZone(params.get("tz") || "") ? params.get("tz") : browserZone();
+  const zone = zoneOf(params);
   const form = searchForm(params, zone);
   const results = h("section", { "aria-labelledby": "results-title" });
   main.replaceChildren(h("h2", { id: "results-title" }, "Trips"), form, results);
@@ -303,12 +315,9 @@ function searchForm(params, zone) {
     event.preventDefault();
     const data = new FormData(form);
     const tz = String(data.get("tz") || "").trim() || "UTC";
-    if (!validZone(tz)) {
-      warn(`"${tz}" is not a time zone this browser knows (use an IANA name such as Europe/Berlin).`);
-      return;
-    }
+    if (!knownZone(tz)) return;
     const next = new URLSearchParams();
-    for (const name of ["q", "vehicle_id", "status", "min_score", "max_score", "bbox"]) {
+    for (const name of SEARCH_FIELDS) {
       const value = String(data.get(name) || "").trim();
       if (value) next.set(name, value.replace(/\s+/g, name === "bbox" ? "" : " "));
     }
@@ -584,7 +593,7 @@ function drawTrack(map, points) {
 // One trip: map, figures, events, points table; live while it is active
 
 async function tripView(tripId, params) {
-  const zone = validZone(params.get("tz") || "") ? params.get("tz") : browserZone();
+  const zone = zoneOf(params);
   main.replaceChildren(h("p", { class: "hint" }, "Loading the trip…"));
   say("Loading the trip…");
   let trip;
@@ -838,7 +847,7 @@ function follow(trip, changed) {
 const METRICS = { distance_km: "Distance (km)", trips: "Trips", events: "Events", avg_score: "Average score" };
 
 async function fleetView(params) {
-  const zone = validZone(params.get("tz") || "") ? params.get("tz") : browserZone();
+  const zone = zoneOf(params);
   const metric = METRICS[params.get("metric")] ? params.get("metric") : "distance_km";
   const now = Date.now();
   const from = params.get("from") || new Date(now - 30 * 86400000).toISOString();
@@ -857,10 +866,7 @@ async function fleetView(params) {
     event.preventDefault();
     const data = new FormData(form);
     const tz = String(data.get("tz") || "UTC").trim();
-    if (!validZone(tz)) {
-      warn(`"${tz}" is not a time zone this browser knows (use an IANA name such as Europe/Berlin).`);
-      return;
-    }
+    if (!knownZone(tz)) return;
     const next = new URLSearchParams();
     for (const name of ["from", "to"]) if (data.get(name)) next.set(name, wallToUtc(String(data.get(name)), tz));
     if (String(data.get("vehicle_id") || "").trim()) next.set("vehicle_id", String(data.get("vehicle_id")).trim());
