@@ -14,6 +14,10 @@ pub(crate) struct Told {
     events: HashSet<(EventKind, i64)>,
     /// When `trip.updated` (or the start) was last told, Unix milliseconds.
     updated_at_ms: i64,
+    /// A write of the active trip was not told (it came within the interval of the last
+    /// update): an update is owed once the interval has passed, so the last state is told even
+    /// when nothing more arrives.
+    update_owed: bool,
 }
 
 impl Told {
@@ -25,12 +29,18 @@ impl Told {
             completed: status == TripStatus::Completed,
             events: events.iter().map(event_key).collect(),
             updated_at_ms: now_ms,
+            update_owed: false,
         }
+    }
+
+    /// Whether an update is owed at `now_ms`: a write was not told and the interval passed.
+    pub(crate) fn owes_update(&self, now_ms: i64, update_every_ms: i64) -> bool {
+        self.update_owed && now_ms - self.updated_at_ms >= update_every_ms
     }
 
     /// What writing `summary` with `events` at `now_ms` tells, in order: the start (first
     /// write), each event not told before (in time order), then the completion, or else an update
-    /// when `update_every_ms` has passed since the last one.
+    /// when `update_every_ms` has passed since the last one (if not, one is owed).
     pub(crate) fn next(
         &mut self,
         summary: &TripSummary,
@@ -52,15 +62,21 @@ impl Told {
         match summary.status {
             TripStatus::Completed if !self.completed => {
                 self.completed = true;
+                self.update_owed = false;
                 notices.push(Notice::Completed);
             }
             TripStatus::Completed => {}
             TripStatus::Active => {
                 // A completed trip that grows again (a late point) is active again.
                 self.completed = false;
-                if notices.first() != Some(&Notice::Started) && now_ms - self.updated_at_ms >= update_every_ms {
+                if notices.first() == Some(&Notice::Started) {
+                    self.update_owed = false;
+                } else if now_ms - self.updated_at_ms >= update_every_ms {
                     self.updated_at_ms = now_ms;
+                    self.update_owed = false;
                     notices.push(Notice::Updated);
+                } else {
+                    self.update_owed = true;
                 }
             }
         }
@@ -144,6 +160,24 @@ mod tests {
         let completed = summary(TripStatus::Completed);
         assert_eq!(kinds(&told.next(&completed, &both, 60_000, 30_000)), ["trip.completed"]);
         assert!(told.next(&completed, &both, 999_000, 30_000).is_empty(), "completed once");
+    }
+
+    #[test]
+    fn a_write_within_the_interval_is_owed_an_update_once_the_interval_passes() {
+        let mut told = Told::default();
+        let active = summary(TripStatus::Active);
+        assert_eq!(kinds(&told.next(&active, &[], 0, 30_000)), ["trip.started"]);
+        assert!(!told.owes_update(60_000, 30_000), "the start told everything written");
+        assert!(told.next(&active, &[], 10_000, 30_000).is_empty());
+        assert!(!told.owes_update(29_999, 30_000), "not before the interval");
+        assert!(told.owes_update(30_000, 30_000));
+        // Telling it (the worker writes the trip again) settles it.
+        assert_eq!(kinds(&told.next(&active, &[], 30_000, 30_000)), ["trip.updated"]);
+        assert!(!told.owes_update(90_000, 30_000));
+        // A completion owes nothing more.
+        assert!(told.next(&active, &[], 40_000, 30_000).is_empty());
+        assert_eq!(kinds(&told.next(&summary(TripStatus::Completed), &[], 41_000, 30_000)), ["trip.completed"]);
+        assert!(!told.owes_update(99_000, 30_000));
     }
 
     #[test]

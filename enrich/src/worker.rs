@@ -264,6 +264,11 @@ impl<S: Store> Worker<S> {
         let mut eviction = tokio::time::interval(
             self.config.idle_eviction.min(Duration::from_secs(60)).max(Duration::from_millis(50)),
         );
+        // Owed updates are told within a quarter of the interval after it passes.
+        let mut updates = tokio::time::interval(
+            (self.config.trip_update_every / 4).clamp(Duration::from_millis(50), Duration::from_secs(15)),
+        );
+        updates.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A message taken from the queue that did not fit the last batch's byte bound.
         let mut carried: Option<Work> = None;
         loop {
@@ -276,6 +281,10 @@ impl<S: Store> Worker<S> {
                     },
                     _ = eviction.tick() => {
                         self.evict_idle().await;
+                        continue;
+                    }
+                    _ = updates.tick() => {
+                        self.tell_owed_updates().await;
                         continue;
                     }
                 },
@@ -548,7 +557,7 @@ impl<S: Store> Worker<S> {
     /// Turns every changed trip into its writes; renames automatic trips whose start moved.
     fn collect(&mut self, writes: &mut WriteSet) {
         let now = now_ms();
-        let update_every_ms = i64::try_from(self.config.trip_update_every.as_millis()).unwrap_or(i64::MAX);
+        let update_every_ms = self.update_every_ms();
         let mut renames = Vec::new();
         for ((vehicle, trip_id), live) in &mut self.trips {
             if !live.dirty {
@@ -589,6 +598,35 @@ impl<S: Store> Worker<S> {
         }
     }
 
+    fn update_every_ms(&self) -> i64 {
+        i64::try_from(self.config.trip_update_every.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Writes every dirty trip (retrying until durable) and seals those that completed.
+    async fn flush(&mut self) {
+        let mut writes = WriteSet::default();
+        self.collect(&mut writes);
+        self.write(&writes).await;
+        self.seal_completed().await;
+    }
+
+    /// Tells the updates owed to active trips whose last writes came within the update
+    /// interval and nothing since: without this, a trip's last state before a pause would be
+    /// told only with its completion.
+    async fn tell_owed_updates(&mut self) {
+        let (now, every) = (now_ms(), self.update_every_ms());
+        let mut owed = false;
+        for live in self.trips.values_mut() {
+            if live.told.owes_update(now, every) {
+                live.dirty = true;
+                owed = true;
+            }
+        }
+        if owed {
+            self.flush().await;
+        }
+    }
+
     /// Completes and forgets trips that received nothing for `idle_eviction`.
     async fn evict_idle(&mut self) {
         let cutoff = now_ms() - i64::try_from(self.config.idle_eviction.as_millis()).unwrap_or(i64::MAX);
@@ -603,10 +641,7 @@ impl<S: Store> Worker<S> {
                 live.dirty = true;
             }
         }
-        let mut writes = WriteSet::default();
-        self.collect(&mut writes);
-        self.write(&writes).await;
-        self.seal_completed().await;
+        self.flush().await;
         for key in idle {
             self.trips.remove(&key);
             if self.open_auto.get(&key.0) == Some(&key.1) {

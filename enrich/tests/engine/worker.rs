@@ -413,3 +413,45 @@ async fn a_batch_is_cut_at_its_byte_bound_and_every_message_is_written() {
     let (batches, messages) = batches_of(1).await;
     assert_eq!(batches, messages, "each message over the bound: a batch each");
 }
+
+#[tokio::test]
+async fn a_write_within_the_update_interval_is_told_once_the_interval_passes() {
+    let (store, _dir) = EmbeddedStore::for_test(std::time::Duration::from_secs(3600)).unwrap();
+    let (completed, done) = counter();
+    let every = std::time::Duration::from_millis(300);
+    let config = WorkerConfig { trip_update_every: every, ..WorkerConfig::default() };
+    let (queue, received) = flume::bounded(64);
+    let running = tokio::spawn(Worker::new(Arc::new(engine()), store.clone(), config).run(received));
+    let points = drive_points(10);
+    let (first, rest) = points.split_at(20);
+    let send = |part: &[Point]| {
+        let telemetry = telemetry("car-10", Some("trip-10"), part.to_vec());
+        queue.send(Work::Telemetry { tenant: tenant(), telemetry, rejections: Vec::new(), done: done() }).unwrap();
+    };
+    send(first);
+    while completed.load(Ordering::SeqCst) < 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Right after the start: within the interval, this write tells nothing by itself.
+    send(rest);
+    let told = |store: EmbeddedStore| async move {
+        let changes = store.read_changes(&Checkpoint::default(), 10_000).await.unwrap().changes;
+        changes.iter().flat_map(|c| c.messages()).map(|m| (m.kind.as_str(), m.data)).collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let updated = loop {
+        let told = told(store.clone()).await;
+        if let Some((_, data)) = told.iter().find(|(kind, _)| *kind == "trip.updated") {
+            break data.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no trip.updated after the interval: {told:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let tripline_model::PushData::Trip(summary) = updated else { panic!("an update tells the trip: {updated:?}") };
+    assert_eq!(summary.point_count as usize, points.len(), "the update tells the last state");
+    tokio::time::sleep(3 * every).await;
+    let kinds: Vec<&str> = told(store.clone()).await.into_iter().map(|(kind, _)| kind).collect();
+    assert_eq!(kinds, ["trip.started", "trip.updated"], "told once, nothing more owed");
+    drop(queue);
+    running.await.unwrap();
+}
