@@ -11,10 +11,13 @@
 //! acknowledgements not yet sent) and reconnect. So no acknowledgement of the old connection can
 //! reach the new one, where its packet id may name another message.
 //!
-//! Backpressure: the source task never blocks the connection task. Deliveries the pipeline cannot
-//! take yet wait in a local queue whose length is bounded by the broker's in-flight window for
-//! this client (Mosquitto's `max_inflight_messages`): unacknowledged QoS 1 messages beyond it
-//! stay queued in the broker.
+//! Backpressure: deliveries the pipeline cannot take yet wait in a local queue, normally bounded
+//! by the broker's in-flight window for this client (Mosquitto's `max_inflight_messages`):
+//! unacknowledged QoS 1 messages beyond it stay queued in the broker. A broker without a window
+//! is held back at `MAX_BACKLOG_BYTES` of queued deliveries: the source task stops taking events, so the
+//! connection task stops reading and TCP pushes back. Acknowledgements rumqttc's request channel
+//! has no room for (it takes one request per batch of packets read, so a burst can outrun it)
+//! wait in order in the source task: a full channel never loses or fails one.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -32,8 +35,18 @@ use crate::ack::{AckTracker, Ticket};
 const EVENT_CHANNEL_CAPACITY: usize = 1024;
 /// While the pipeline is full, how often the source tries again to hand deliveries on.
 const BACKLOG_RETRY: Duration = Duration::from_millis(1);
-/// rumqttc's request channel: holds subscriptions and acknowledgements. Acknowledgements are
-/// bounded by the broker's in-flight window, which must stay below this.
+/// At most this many bytes of deliveries wait for the pipeline in the source: beyond it, the source
+/// takes no more from the connection, which stops reading, so a broker that sends without a
+/// window (or a large one) is held back by TCP instead of filling memory.
+const MAX_BACKLOG_BYTES: usize = 16 << 20;
+
+/// The memory a queued delivery holds, roughly: its payload and topic, and the delivery itself.
+fn held_bytes(publish: &Publish) -> usize {
+    publish.payload.len() + publish.topic.len() + 256
+}
+/// rumqttc's request channel: holds subscriptions and acknowledgements. rumqttc takes at most
+/// one request from it per batch of packets read, so under a burst of messages acknowledgements
+/// can outrun it: those that do not fit wait in the source (`SourceTask::unsent`), in order.
 const REQUEST_CHANNEL_CAPACITY: usize = 8192;
 
 /// How the source connects.
@@ -265,7 +278,9 @@ pub async fn run_source(
             // The pipeline is gone: nothing more can complete.
             break;
         }
-        let backlog_waits = !source.backlog.is_empty();
+        source.acks.send(&mut source.counters);
+        let backlog_waits = !source.backlog.is_empty() || !source.acks.unsent.is_empty();
+        let take_events = source.backlog_bytes < MAX_BACKLOG_BYTES;
         let retry_forward = async {
             if backlog_waits {
                 tokio::time::sleep(BACKLOG_RETRY).await;
@@ -278,10 +293,10 @@ pub async fn run_source(
             _ = shutdown.changed() => {}
             ticket = done.recv_async() => {
                 if let Ok(ticket) = ticket {
-                    source.completed(ticket)?;
+                    source.completed(ticket);
                 }
             }
-            event = events.recv_async() => match event {
+            event = events.recv_async(), if take_events => match event {
                 Ok(event) => source.on_event(event)?,
                 Err(_) => return Err(IngestError::Mqtt { detail: "the connection task stopped".to_owned() }),
             },
@@ -289,7 +304,7 @@ pub async fn run_source(
         }
         report(&status, &source.counters, source.tracker.in_flight());
     }
-    let counters = source.drain(done, drain).await?;
+    let counters = source.drain(done, &events, drain).await;
     // Give rumqttc a moment to flush the acknowledgements, then disconnect cleanly.
     let _ = tokio::time::timeout(Duration::from_secs(2), connection).await;
     status.send_replace(counters.clone());
@@ -308,12 +323,14 @@ enum HandOn {
 /// The source task's state between events.
 struct SourceTask {
     config: MqttSourceConfig,
-    client: AsyncClient,
+    acks: Acks,
     out: flume::Sender<Delivery>,
     done_tx: flume::Sender<Ticket>,
     tracker: AckTracker<(Publish, Instant)>,
     /// Deliveries received and not yet taken by the pipeline.
     backlog: VecDeque<Delivery>,
+    /// What `backlog` holds ([`held_bytes`]).
+    backlog_bytes: usize,
     /// Whether the backlog's head waits for room in the in-flight budget (counted once per wait).
     waiting_for_room: bool,
     counters: SourceCounters,
@@ -338,11 +355,12 @@ impl SourceTask {
             .collect();
         SourceTask {
             config,
-            client,
+            acks: Acks { client, unsent: VecDeque::new() },
             out,
             done_tx,
             tracker: AckTracker::default(),
             backlog: VecDeque::new(),
+            backlog_bytes: 0,
             waiting_for_room: false,
             counters: SourceCounters::default(),
             filters,
@@ -371,8 +389,9 @@ impl SourceTask {
                     }
                 }
             }
+            let bytes = held_bytes(&delivery.publish);
             match self.out.try_send(delivery) {
-                Ok(()) => {}
+                Ok(()) => self.backlog_bytes -= bytes,
                 Err(flume::TrySendError::Full(delivery)) => {
                     self.backlog.push_front(delivery);
                     return HandOn::Done;
@@ -384,8 +403,8 @@ impl SourceTask {
     }
 
     /// A delivery completed: acknowledges what the tracker releases, in receive order.
-    fn completed(&mut self, ticket: Ticket) -> Result<(), IngestError> {
-        acknowledge(&self.client, &mut self.counters, self.tracker.complete(ticket))
+    fn completed(&mut self, ticket: Ticket) {
+        self.acks.release(self.tracker.complete(ticket), &mut self.counters);
     }
 
     /// What the connection task reports.
@@ -400,6 +419,7 @@ impl SourceTask {
             FromConnection::Message(publish) => {
                 self.counters.received += 1;
                 let ticket = self.tracker.register((publish.clone(), Instant::now()));
+                self.backlog_bytes += held_bytes(&publish);
                 self.backlog.push_back(Delivery::new(publish, ticket, self.done_tx.clone()));
             }
             FromConnection::Disconnected { error, resume } => {
@@ -407,6 +427,9 @@ impl SourceTask {
                 crate::metrics::connection(false, false, false);
                 let dropped = self.tracker.new_connection();
                 self.backlog.clear();
+                self.backlog_bytes = 0;
+                // Acknowledgements of the old connection's messages: the broker sends them again.
+                self.acks.unsent.clear();
                 tracing::warn!(%error, dropped, "mqtt connection lost; reconnecting");
                 let _ = resume.send(());
             }
@@ -430,40 +453,118 @@ impl SourceTask {
             tracing::warn!(client_id = %self.config.client_id, "broker had no session for us: messages queued while we were away may be lost");
         }
         let subscriptions = self.filters.iter().map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-        self.client
+        self.acks
+            .client
             .try_subscribe_many(subscriptions)
             .map_err(|e| IngestError::Mqtt { detail: format!("subscribe: {e}") })
     }
 
     /// Graceful stop: takes no new messages and acknowledges what completes within `drain`
     /// (once every delivery still held elsewhere is completed or dropped, the completion
-    /// channel closes), then disconnects. The final counters.
-    async fn drain(self, done: flume::Receiver<Ticket>, drain: Duration) -> Result<SourceCounters, IngestError> {
-        let SourceTask { client, out, done_tx, mut tracker, mut counters, backlog, .. } = self;
+    /// channel closes), then disconnects. Messages arriving meanwhile are left unacknowledged
+    /// (the broker sends them again). The final counters.
+    async fn drain(
+        self,
+        done: flume::Receiver<Ticket>,
+        events: &flume::Receiver<FromConnection>,
+        drain: Duration,
+    ) -> SourceCounters {
+        let SourceTask { mut acks, out, done_tx, mut tracker, mut counters, backlog, .. } = self;
         drop((backlog, out, done_tx));
         let deadline = tokio::time::Instant::now() + drain;
-        while tracker.in_flight() > 0 {
-            match tokio::time::timeout_at(deadline, done.recv_async()).await {
-                Ok(Ok(ticket)) => acknowledge(&client, &mut counters, tracker.complete(ticket))?,
-                _ => break,
+        loop {
+            acks.send(&mut counters);
+            if tracker.in_flight() == 0 && acks.unsent.is_empty() {
+                break;
+            }
+            let retry = !acks.unsent.is_empty();
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => break,
+                ticket = done.recv_async(), if tracker.in_flight() > 0 => match ticket {
+                    Ok(ticket) => acks.release(tracker.complete(ticket), &mut counters),
+                    Err(_) => break,
+                },
+                event = events.recv_async() => match event {
+                    // What was released belonged to the lost connection.
+                    Ok(FromConnection::Disconnected { resume, .. }) => {
+                        let _ = resume.send(());
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                },
+                () = tokio::time::sleep(BACKLOG_RETRY), if retry => {}
             }
         }
-        let _ = client.try_disconnect();
+        let _ = acks.client.try_disconnect();
         counters.ready = false;
-        Ok(counters)
+        counters
     }
 }
 
-/// Acknowledges `released` messages (in the order given) and counts them.
-fn acknowledge(
-    client: &AsyncClient,
-    counters: &mut SourceCounters,
-    released: Vec<(Publish, Instant)>,
-) -> Result<(), IngestError> {
-    for (publish, received_at) in released {
-        client.try_ack(&publish).map_err(|e| IngestError::Mqtt { detail: format!("acknowledge: {e}") })?;
-        counters.acknowledged += 1;
-        crate::metrics::acknowledged(received_at.elapsed().as_secs_f64());
+/// The acknowledgements the tracker released, on their way to rumqttc.
+struct Acks {
+    client: AsyncClient,
+    /// Released (in receive order) and not yet taken by rumqttc's request channel, which takes
+    /// at most one request per batch of packets read and so can fall behind a burst.
+    unsent: VecDeque<Publish>,
+}
+
+impl Acks {
+    /// Queues `released` (in the order given) and sends what fits.
+    fn release(&mut self, released: Vec<(Publish, Instant)>, counters: &mut SourceCounters) {
+        for (publish, received_at) in released {
+            crate::metrics::acknowledged(received_at.elapsed().as_secs_f64());
+            self.unsent.push_back(publish);
+        }
+        self.send(counters);
     }
-    Ok(())
+
+    /// Hands queued acknowledgements to rumqttc, in order, as far as its channel has room; the
+    /// rest waits for the next turn. (Were the connection task gone, the events channel says so.)
+    fn send(&mut self, counters: &mut SourceCounters) {
+        while let Some(publish) = self.unsent.front() {
+            if self.client.try_ack(publish).is_err() {
+                return;
+            }
+            self.unsent.pop_front();
+            counters.acknowledged += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn publish(pkid: u16) -> (Publish, Instant) {
+        let mut publish = Publish::new("vehicles/car-1/telemetry", QoS::AtLeastOnce, Vec::new());
+        publish.pkid = pkid;
+        (publish, Instant::now())
+    }
+
+    fn waiting(acks: &Acks) -> Vec<u16> {
+        acks.unsent.iter().map(|p| p.pkid).collect()
+    }
+
+    #[test]
+    fn acknowledgements_beyond_a_full_request_channel_wait_in_order_and_go_once_it_has_room() {
+        // An event loop nobody polls: its request channel holds 4.
+        let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("test", "127.0.0.1", 1883), 4);
+        let mut acks = Acks { client, unsent: VecDeque::new() };
+        let mut counters = SourceCounters::default();
+        acks.release((1..=10).map(publish).collect(), &mut counters);
+        assert_eq!(counters.acknowledged, 4);
+        assert_eq!(waiting(&acks), [5, 6, 7, 8, 9, 10]);
+        acks.send(&mut counters);
+        assert_eq!(counters.acknowledged, 4, "still full: nothing more taken, nothing lost");
+        // The channel empties (here by rumqttc's clean, as at a reconnection): the next turn
+        // sends what fits, in order.
+        eventloop.clean();
+        acks.send(&mut counters);
+        assert_eq!(counters.acknowledged, 8);
+        assert_eq!(waiting(&acks), [9, 10]);
+    }
 }
