@@ -443,6 +443,20 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// Fails when the child has exited (gone, or a zombie not yet reaped): waiting on it would only
+/// run into a 10-minute deadline. Its errors were already printed from its log.
+fn check_alive(pid: u32) -> Result<(), Failure> {
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned)));
+    match state.as_deref() {
+        Some("Z" | "X") | None => Err(Failure::Runtime(anyhow::anyhow!(
+            "tripline run (pid {pid}) exited during the bench; its errors are above"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
 /// The child's peak resident memory, MB.
 fn peak_rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -981,7 +995,7 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
         // Freshness is measured on a caught-up system: first the indexer takes in the backlog
         // of the throughput phase (every trip searchable, nothing uncommitted).
         let trips: usize = fleet.iter().map(|v| v.trips).sum();
-        wait_caught_up(&child.http, &key, trips).await?;
+        wait_caught_up(&child, &key, trips).await?;
         // Push is measured during the same probes: live streams and a webhook follow the child.
         let pushed = match options.streams {
             0 => None,
@@ -1065,10 +1079,11 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
 }
 
 /// Waits until the search API finds `trips` trips and the indexer has nothing uncommitted.
-async fn wait_caught_up(http: &str, key: &str, trips: usize) -> Result<(), Failure> {
-    let agent = agent();
+async fn wait_caught_up(child: &RunningChild, key: &str, trips: usize) -> Result<(), Failure> {
+    let (http, agent) = (&child.http, agent());
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
+        check_alive(child.child.id())?;
         let found = search_total(&agent, http, key, "limit=1");
         let lag = scrape::<f64>(&agent, http, "tripline_indexer_lag_seconds");
         if found.is_some_and(|n| n as usize >= trips) && lag == Some(0.0) {
@@ -1097,6 +1112,7 @@ async fn throughput(
     let agent = agent();
     let deadline = Instant::now() + Duration::from_secs(600);
     while scrape::<u64>(&agent, &child.http, "tripline_ingest_acks_total").unwrap_or(0) < total {
+        check_alive(pid)?;
         if Instant::now() > deadline {
             return Err(Failure::Runtime(anyhow::anyhow!(
                 "tripline did not acknowledge every message within 10 minutes"
@@ -1130,4 +1146,28 @@ async fn forget_session(host: &str, port: u16, client_id: &str) {
     .await;
     let _ = client.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_child_that_exited_fails_the_bench_and_a_running_one_does_not() {
+        let mut running = Command::new("sleep").arg("30").spawn().unwrap();
+        assert!(check_alive(running.id()).is_ok());
+        let exited = Command::new("true").spawn().unwrap();
+        let pid = exited.id();
+        // Not reaped yet: a zombie, as the bench's child is until it is dropped.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while check_alive(pid).is_ok() {
+            assert!(Instant::now() < deadline, "pid {pid} still alive");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(exited);
+        running.kill().unwrap();
+        running.wait().unwrap();
+    }
 }
