@@ -1,6 +1,13 @@
 //! The `tripline` binary: command line, configuration, logging, and the wiring of the roles.
 //! Nothing else lives here; every stage is a library crate.
 
+/// jemalloc instead of glibc's malloc: the pipeline allocates and frees many small buffers per
+/// message on several threads; with glibc's arenas `tripline bench` (embedded) took a fifth
+/// fewer points per second at a fifth more peak memory (docs/benchmarks.md, "Allocator"). Its
+/// settings are in `.cargo/config.toml`.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod admin;
 mod bench;
 mod config;
