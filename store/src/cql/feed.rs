@@ -67,6 +67,31 @@ impl FeedState {
         FeedState { next_seq: 1, ..FeedState::default() }
     }
 
+    /// Numbers `count` entries: the first of them, all in flight until [`FeedState::settle`].
+    fn reserve(&mut self, count: u64) -> u64 {
+        let first = self.next_seq;
+        self.next_seq = first + count;
+        self.in_flight.extend(first..self.next_seq);
+        first
+    }
+
+    /// The entries numbered `seqs` are written (`kept`: those to serve from memory) or
+    /// abandoned (`None`; the caller retries and announces the trips again under new numbers):
+    /// either way they no longer hold the watermark back. In the same step as the watermark
+    /// moves, so a reader never takes a kept entry's number for an abandoned one.
+    fn settle(&mut self, seqs: std::ops::Range<u64>, kept: Option<Vec<Change>>) {
+        for seq in seqs {
+            self.in_flight.remove(&seq);
+        }
+        if let Some(kept) = kept {
+            self.recent.extend(kept.into_iter().map(|change| (change.seq, change)));
+            while self.recent.len() > LOCAL_ENTRIES {
+                let Some((seq, _)) = self.recent.pop_first() else { break };
+                self.forgotten = self.forgotten.max(seq);
+            }
+        }
+    }
+
     /// Keeps entries in memory from the next number on: those numbered so far are not kept.
     pub(super) fn keep_from_now(&mut self) {
         self.forgotten = self.forgotten.max(self.next_seq.saturating_sub(1));
@@ -98,48 +123,38 @@ impl ScyllaStore {
         writes: Vec<(TripKey, Option<TripRecord>)>,
     ) -> StoreResult<()> {
         // Before numbering: an error here leaves no number in flight.
-        let encoded = changes
+        let notices = changes
             .iter()
             .map(|c| c.notices.as_ref().map(|n| serde_json::to_vec(n).map_err(|e| corrupt("feed", e))).transpose())
             .collect::<StoreResult<Vec<_>>>()?;
-        let mut encoded = encoded.into_iter();
+        let count = changes.len() as u64;
         let (first, local) = {
             let mut feed = self.inner.feed_state();
-            let first = feed.next_seq;
-            let end = first + changes.len() as u64;
-            feed.next_seq = end;
-            feed.in_flight.extend(first..end);
-            (first, self.inner.written.is_enabled())
+            (feed.reserve(count), self.inner.written.is_enabled())
         };
-        let count = changes.len() as u64;
-        let writer = self.inner.writer.clone();
-        // Entries of one bucket share a partition: one unlogged batch per bucket and chunk.
-        let mut by_bucket: BTreeMap<u64, Vec<FeedRow>> = BTreeMap::new();
-        let mut kept = Vec::with_capacity(if local { changes.len() } else { 0 });
-        for (i, change) in changes.into_iter().enumerate() {
-            let seq = first + i as u64;
-            let notices = encoded.next().flatten();
-            by_bucket.entry(seq / FEED_BUCKET).or_default().push((
-                writer.clone(),
-                (seq / FEED_BUCKET) as i64,
-                seq as i64,
-                change.tenant.as_str().to_owned(),
-                change.vehicle_id.as_str().to_owned(),
-                change.trip_id.as_str().to_owned(),
-                change.at_ms,
-                notices,
-            ));
-            if local {
-                kept.push(Change { writer: writer.clone(), seq, ..change });
-            }
+        let (batches, kept) = feed_rows(&self.inner.writer, first, changes, notices, local);
+        let result = self.write_feed_batches(batches).await;
+        if result.is_ok() {
+            // Kept before the watermark lets a reader see the entries.
+            self.inner.written.keep_from(first, writes);
         }
-        let chunks: Vec<Vec<_>> = by_bucket
-            .into_values()
-            .flat_map(|rows| rows.chunks(MAX_BATCH_ROWS).map(<[_]>::to_vec).collect::<Vec<_>>())
-            .collect();
+        self.inner.feed_state().settle(first..first + count, result.is_ok().then_some(kept));
+        result?;
+        if local {
+            self.inner.signal.send_modify(|n| *n += 1);
+        }
+        self.publish_watermark().await?;
+        if !local {
+            self.inner.signal.send_modify(|n| *n += 1);
+        }
+        Ok(())
+    }
+
+    /// Writes the feed's rows, one unlogged batch each (rows of one partition), idempotently.
+    async fn write_feed_batches(&self, batches: Vec<Vec<FeedRow>>) -> StoreResult<()> {
         let session = &self.inner.session;
         let statement = &self.inner.statements.insert_feed;
-        let result = futures::stream::iter(chunks)
+        futures::stream::iter(batches)
             .map(|values| async move {
                 let mut batch = Batch::new(BatchType::Unlogged);
                 for _ in 0..values.len() {
@@ -155,38 +170,42 @@ impl ScyllaStore {
             })
             .buffer_unordered(MAX_CONCURRENT_REQUESTS)
             .try_collect::<Vec<()>>()
-            .await;
-        if result.is_ok() {
-            // Kept before the watermark lets a reader see the entries.
-            self.inner.written.keep_from(first, writes);
-        }
-        {
-            let mut feed = self.inner.feed_state();
-            // Done or abandoned: either way no longer holds the watermark back (on an error the
-            // caller retries and announces the trips again under new numbers).
-            for seq in first..first + count {
-                feed.in_flight.remove(&seq);
-            }
-            // In the same step as the watermark moves: a reader never takes a kept entry's
-            // number for an abandoned one.
-            if result.is_ok() {
-                feed.recent.extend(kept.into_iter().map(|change| (change.seq, change)));
-                while feed.recent.len() > LOCAL_ENTRIES {
-                    let Some((seq, _)) = feed.recent.pop_first() else { break };
-                    feed.forgotten = feed.forgotten.max(seq);
-                }
-            }
-        }
-        result?;
-        if local {
-            self.inner.signal.send_modify(|n| *n += 1);
-        }
-        self.publish_watermark().await?;
-        if !local {
-            self.inner.signal.send_modify(|n| *n += 1);
-        }
-        Ok(())
+            .await
+            .map(drop)
     }
+}
+
+/// The feed rows of `changes` numbered from `first`, grouped in batches of one bucket (one
+/// partition) and at most [`MAX_BATCH_ROWS`]; and, when `local`, the entries to keep in memory.
+fn feed_rows(
+    writer: &str,
+    first: u64,
+    changes: Vec<Change>,
+    notices: Vec<Option<Vec<u8>>>,
+    local: bool,
+) -> (Vec<Vec<FeedRow>>, Vec<Change>) {
+    let mut by_bucket: BTreeMap<u64, Vec<FeedRow>> = BTreeMap::new();
+    let mut kept = Vec::with_capacity(if local { changes.len() } else { 0 });
+    for ((seq, change), notices) in (first..).zip(changes).zip(notices) {
+        by_bucket.entry(seq / FEED_BUCKET).or_default().push((
+            writer.to_owned(),
+            (seq / FEED_BUCKET) as i64,
+            seq as i64,
+            change.tenant.as_str().to_owned(),
+            change.vehicle_id.as_str().to_owned(),
+            change.trip_id.as_str().to_owned(),
+            change.at_ms,
+            notices,
+        ));
+        if local {
+            kept.push(Change { writer: writer.to_owned(), seq, ..change });
+        }
+    }
+    let batches = by_bucket
+        .into_values()
+        .flat_map(|rows| rows.chunks(MAX_BATCH_ROWS).map(<[_]>::to_vec).collect::<Vec<_>>())
+        .collect();
+    (batches, kept)
 }
 
 impl ChangeFeed for ScyllaStore {
