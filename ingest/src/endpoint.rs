@@ -790,108 +790,150 @@ async fn session(
     let (done_tx, done) = flume::unbounded::<Ticket>();
     let mut tracker: AckTracker<Pending> = AckTracker::default();
     tracker.new_connection();
-    let mut doors = shared.doors.clone();
-    let mut deadline = tokio::time::Instant::now() + keep_alive;
-    let result = loop {
-        // Whole packets already buffered first; read more only with room in the window.
-        let incoming = match connection.parse() {
-            Err(closed) => break Err(closed),
-            Ok(Some(incoming)) => Some(incoming),
-            Ok(None) => None,
-        };
-        if let Some(incoming) = incoming {
-            deadline = tokio::time::Instant::now() + keep_alive;
-            match incoming {
-                Incoming::Publish(publish) => {
-                    let permit =
-                        room_for(publish.payload.len(), connection, shared, &done, &mut tracker, replies).await?;
-                    let pkid = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);
-                    let authorized = identity.may_publish(&publish.topic);
-                    let ticket = tracker.register(Pending { pkid, authorized, received_at: Instant::now() });
-                    shared.totals.in_flight.fetch_add(1, Ordering::Relaxed);
-                    if authorized {
-                        shared.totals.received.fetch_add(1, Ordering::Relaxed);
-                        let delivery = Delivery::new(publish, ticket, done_tx.clone()).holding(permit);
-                        hand_over(delivery, shared, &done, &mut tracker, replies).await?;
-                        continue;
+    let mut session = Session { connection, replies, shared, identity, tracker, done, done_tx };
+    let result = session.serve(keep_alive, kicked).await;
+    if result.as_ref().is_ok_and(|ended| *ended == Ended::TakenOver) {
+        return Ok(());
+    }
+    session.drain(drain).await;
+    result.map(drop)
+}
+
+/// How a session's connection ended without an error.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The client disconnected, or the doors closed: what was received is drained.
+    Closed,
+    /// Another connection of the same client took over: it is sent again what this one did
+    /// not acknowledge.
+    TakenOver,
+}
+
+/// One authenticated connection's state.
+struct Session<'a> {
+    connection: &'a mut Connection,
+    replies: &'a mut Replies,
+    shared: &'a Shared,
+    identity: &'a Identity,
+    tracker: AckTracker<Pending>,
+    /// Completions of this connection's deliveries.
+    done: flume::Receiver<Ticket>,
+    done_tx: flume::Sender<Ticket>,
+}
+
+impl Session<'_> {
+    /// Reads and answers packets until the connection ends.
+    async fn serve(&mut self, keep_alive: Duration, kicked: &mut watch::Receiver<bool>) -> Result<Ended, Closed> {
+        let mut doors = self.shared.doors.clone();
+        let mut deadline = tokio::time::Instant::now() + keep_alive;
+        loop {
+            // Whole packets already buffered first; read more only with room in the window.
+            if let Some(incoming) = self.connection.parse()? {
+                deadline = tokio::time::Instant::now() + keep_alive;
+                if let Some(ended) = self.on_packet(incoming).await? {
+                    return Ok(ended);
+                }
+                continue;
+            }
+            if !self.replies.out.is_empty() {
+                self.connection.send(&self.replies.out).await?;
+                self.replies.out.clear();
+            }
+            let room = self.tracker.in_flight() < self.shared.config.in_flight;
+            tokio::select! {
+                biased;
+                ticket = self.done.recv_async() => {
+                    if let Ok(ticket) = ticket {
+                        acknowledge(self.tracker.complete(ticket), self.replies, self.shared);
                     }
-                    crate::metrics::refused("topic_not_authorized");
-                    tracing::info!(topic = %publish.topic, ?identity, "mqtt endpoint: publish refused (not the vehicle's topic)");
-                    let topic = publish.topic.clone();
-                    // Stored as the publisher's rejection; on v5 its PUBACK ("not authorized")
-                    // leaves once that is durable, in its turn.
-                    let publisher = match identity {
-                        Identity::Vehicle(id) => VehicleId::parse(id).ok(),
-                        Identity::Anyone => None,
-                    };
-                    if let Some(publisher) = publisher {
-                        let delivery = Delivery::refused(publish, ticket, done_tx.clone(), publisher).holding(permit);
-                        hand_over(delivery, shared, &done, &mut tracker, replies).await?;
-                    } else {
-                        acknowledge(tracker.complete(ticket), replies, shared);
-                    }
-                    if replies.version == Version::V4 {
-                        // MQTT 3.1.1 has no way to refuse one PUBLISH.
-                        break Err(Closed::Protocol(format!("publish to {topic} is not authorized")));
-                    }
                 }
-                Incoming::Subscribe { pkid, filters } => {
-                    crate::metrics::refused("subscribe");
-                    replies.suback_refused(pkid, filters);
+                () = until(&mut doors, false) => {
+                    self.replies.disconnect(v5::DisconnectReasonCode::ServerShuttingDown);
+                    return Ok(Ended::Closed);
                 }
-                Incoming::Unsubscribe { pkid, filters } => replies.unsuback(pkid, filters),
-                Incoming::PingReq => replies.pingresp(),
-                Incoming::Disconnect => break Ok(()),
-                Incoming::Unexpected(what) => {
-                    replies.disconnect(v5::DisconnectReasonCode::ProtocolError);
-                    break Err(Closed::Protocol(format!("the client sent {what}")));
+                () = until(kicked, true) => {
+                    self.replies.disconnect(v5::DisconnectReasonCode::SessionTakenOver);
+                    self.shared.totals.in_flight.fetch_sub(self.tracker.in_flight() as u64, Ordering::Relaxed);
+                    let _ = self.connection.send(&self.replies.out).await;
+                    return Ok(Ended::TakenOver);
+                }
+                filled = self.connection.fill(), if room => filled?,
+                () = tokio::time::sleep_until(deadline) => {
+                    self.replies.disconnect(v5::DisconnectReasonCode::KeepAliveTimeout);
+                    return Err(Closed::Protocol("keep-alive expired".to_owned()));
                 }
             }
-            continue;
-        }
-        if !replies.out.is_empty() {
-            connection.send(&replies.out).await?;
-            replies.out.clear();
-        }
-        let room = tracker.in_flight() < shared.config.in_flight;
-        tokio::select! {
-            biased;
-            ticket = done.recv_async() => {
-                if let Ok(ticket) = ticket {
-                    acknowledge(tracker.complete(ticket), replies, shared);
-                }
-            }
-            () = until(&mut doors, false) => {
-                replies.disconnect(v5::DisconnectReasonCode::ServerShuttingDown);
-                break Ok(());
-            }
-            () = until(kicked, true) => {
-                replies.disconnect(v5::DisconnectReasonCode::SessionTakenOver);
-                // The new connection's client resends what this one did not acknowledge.
-                shared.totals.in_flight.fetch_sub(tracker.in_flight() as u64, Ordering::Relaxed);
-                let _ = connection.send(&replies.out).await;
-                return Ok(());
-            }
-            filled = connection.fill(), if room => filled?,
-            () = tokio::time::sleep_until(deadline) => {
-                replies.disconnect(v5::DisconnectReasonCode::KeepAliveTimeout);
-                break Err(Closed::Protocol("keep-alive expired".to_owned()));
-            }
-        }
-    };
-    // Whatever ended the connection, what was received may still become durable: acknowledge
-    // what does within the drain time (a client gone cannot read it; the write just fails).
-    let finish = tokio::time::Instant::now() + drain;
-    while tracker.in_flight() > 0 {
-        match tokio::time::timeout_at(finish, done.recv_async()).await {
-            Ok(Ok(ticket)) => acknowledge(tracker.complete(ticket), replies, shared),
-            _ => break,
         }
     }
-    shared.totals.in_flight.fetch_sub(tracker.in_flight() as u64, Ordering::Relaxed);
-    let _ = connection.send(&replies.out).await;
-    let _ = connection.writer.shutdown().await;
-    result
+
+    /// Answers one packet; `Some` when it ends the connection.
+    async fn on_packet(&mut self, incoming: Incoming) -> Result<Option<Ended>, Closed> {
+        match incoming {
+            Incoming::Publish(publish) => self.on_publish(publish).await?,
+            Incoming::Subscribe { pkid, filters } => {
+                crate::metrics::refused("subscribe");
+                self.replies.suback_refused(pkid, filters);
+            }
+            Incoming::Unsubscribe { pkid, filters } => self.replies.unsuback(pkid, filters),
+            Incoming::PingReq => self.replies.pingresp(),
+            Incoming::Disconnect => return Ok(Some(Ended::Closed)),
+            Incoming::Unexpected(what) => {
+                self.replies.disconnect(v5::DisconnectReasonCode::ProtocolError);
+                return Err(Closed::Protocol(format!("the client sent {what}")));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Hands a PUBLISH on once the budget has room for it: to the pipeline when the client may
+    /// publish there, else as the publisher's rejection (on v5, its PUBACK says "not authorized"
+    /// in its turn; MQTT 3.1.1 has no way to refuse one PUBLISH, so the connection closes).
+    async fn on_publish(&mut self, publish: Publish) -> Result<(), Closed> {
+        let Session { connection, replies, shared, identity, tracker, done, done_tx } = self;
+        let permit = room_for(publish.payload.len(), connection, shared, done, tracker, replies).await?;
+        let pkid = (publish.qos == QoS::AtLeastOnce).then_some(publish.pkid);
+        let authorized = identity.may_publish(&publish.topic);
+        let ticket = tracker.register(Pending { pkid, authorized, received_at: Instant::now() });
+        shared.totals.in_flight.fetch_add(1, Ordering::Relaxed);
+        if authorized {
+            shared.totals.received.fetch_add(1, Ordering::Relaxed);
+            let delivery = Delivery::new(publish, ticket, done_tx.clone()).holding(permit);
+            return hand_over(delivery, shared, done, tracker, replies).await;
+        }
+        crate::metrics::refused("topic_not_authorized");
+        tracing::info!(topic = %publish.topic, ?identity, "mqtt endpoint: publish refused (not the vehicle's topic)");
+        let topic = publish.topic.clone();
+        let publisher = match identity {
+            Identity::Vehicle(id) => VehicleId::parse(id).ok(),
+            Identity::Anyone => None,
+        };
+        if let Some(publisher) = publisher {
+            let delivery = Delivery::refused(publish, ticket, done_tx.clone(), publisher).holding(permit);
+            hand_over(delivery, shared, done, tracker, replies).await?;
+        } else {
+            acknowledge(tracker.complete(ticket), replies, shared);
+        }
+        if replies.version == Version::V4 {
+            return Err(Closed::Protocol(format!("publish to {topic} is not authorized")));
+        }
+        Ok(())
+    }
+
+    /// Whatever ended the connection, what was received may still become durable: acknowledges
+    /// what does within `drain` (a client gone cannot read it; the write just fails), then
+    /// closes.
+    async fn drain(&mut self, drain: Duration) {
+        let finish = tokio::time::Instant::now() + drain;
+        while self.tracker.in_flight() > 0 {
+            match tokio::time::timeout_at(finish, self.done.recv_async()).await {
+                Ok(Ok(ticket)) => acknowledge(self.tracker.complete(ticket), self.replies, self.shared),
+                _ => break,
+            }
+        }
+        self.shared.totals.in_flight.fetch_sub(self.tracker.in_flight() as u64, Ordering::Relaxed);
+        let _ = self.connection.send(&self.replies.out).await;
+        let _ = self.connection.writer.shutdown().await;
+    }
 }
 
 /// Room in the in-flight budget for a message of `bytes`, waiting while the pipeline holds the
