@@ -692,33 +692,40 @@ struct Pending {
     received_at: Instant,
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared, drain: Duration) {
+/// The connection's two halves, after the TLS handshake when the endpoint has TLS (with the
+/// common name of the client's certificate, if it presented one); `None` when it failed.
+async fn open_stream(
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: &EndpointConfig,
+) -> Option<(Reader, Writer, Option<String>)> {
     let _ = stream.set_nodelay(true);
+    let Some(tls) = &config.tls else {
+        let (reader, writer) = stream.into_split();
+        return Some((Box::new(reader), Box::new(writer), None));
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.0));
+    let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
+    match tokio::time::timeout(connect_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let presented = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first());
+            let certificate_cn = presented.and_then(crate::tls::common_name);
+            let (reader, writer) = tokio::io::split(stream);
+            Some((Box::new(reader), Box::new(writer), certificate_cn))
+        }
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "mqtt endpoint: TLS handshake failed");
+            crate::metrics::refused("tls");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared, drain: Duration) {
     let config = &shared.config;
     let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
-    let (reader, writer, certificate_cn): (Reader, Writer, Option<String>) = match &config.tls {
-        None => {
-            let (reader, writer) = stream.into_split();
-            (Box::new(reader), Box::new(writer), None)
-        }
-        Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.0));
-            match tokio::time::timeout(connect_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => {
-                    let presented = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first());
-                    let certificate_cn = presented.and_then(crate::tls::common_name);
-                    let (reader, writer) = tokio::io::split(stream);
-                    (Box::new(reader), Box::new(writer), certificate_cn)
-                }
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "mqtt endpoint: TLS handshake failed");
-                    crate::metrics::refused("tls");
-                    return;
-                }
-                Err(_) => return,
-            }
-        }
-    };
+    let Some((reader, writer, certificate_cn)) = open_stream(stream, peer, config).await else { return };
     let (mut connection, mut hello) = match tokio::time::timeout(connect_timeout, hello(reader, writer, config)).await {
         Ok(Ok(found)) => found,
         Ok(Err(Closed::Protocol(detail))) => {
