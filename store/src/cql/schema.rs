@@ -12,10 +12,59 @@ pub(super) fn checked_keyspace(config: &ScyllaConfig) -> StoreResult<&str> {
     Ok(ks)
 }
 
+/// The keyspace and tables, with placeholders (`schema.cql`).
+const SCHEMA_CQL: &str = include_str!("schema.cql");
+
+/// Columns added since a table was first created: schema 2 gave trips the binary `data`,
+/// schema 4 gave feed entries their time and notices (and added the webhook tables).
+const ADDED_COLUMNS: [(&str, &str, &str); 3] =
+    [("trips", "data", "blob"), ("feed", "at", "bigint"), ("feed", "push", "blob")];
+
+/// `schema.cql`'s statements for keyspace `ks` replicated `replication_factor` times in
+/// `datacenter`, comments left out.
+fn schema_statements(ks: &str, datacenter: &str, replication_factor: u32) -> Vec<String> {
+    let text: String =
+        SCHEMA_CQL.lines().filter(|line| !line.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+    text.split(';')
+        .map(|statement| statement.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|statement| !statement.is_empty())
+        .map(|statement| {
+            statement
+                .replace("{ks}", ks)
+                .replace("{datacenter}", datacenter)
+                .replace("{replication_factor}", &replication_factor.to_string())
+        })
+        .collect()
+}
+
 /// Creates or migrates the keyspace and tables (idempotent). Returns the schema version.
 pub(super) async fn apply_schema(session: &Session, config: &ScyllaConfig) -> StoreResult<i32> {
     let ks = checked_keyspace(config)?;
     let retry = config.retry_policy();
+    let datacenter = datacenter(session, config, &retry).await?;
+    let mut statements = schema_statements(ks, &datacenter, config.replication_factor);
+    statements.push(format!(
+        "INSERT INTO {ks}.schema_version (id, version, applied_at) VALUES (0, {SCHEMA_VERSION}, {})",
+        now_ms()
+    ));
+    for cql in statements {
+        retry
+            .run("schema", || async { session.query_unpaged(cql.clone(), &[]).await.map_err(|e| classify(&e)) })
+            .await?;
+    }
+    for (table, column, kind) in ADDED_COLUMNS {
+        add_column_if_missing(session, &retry, ks, table, column, kind).await?;
+    }
+    retry
+        .run("schema agreement", || async {
+            session.await_schema_agreement().await.map(|_| ()).map_err(|e| Attempt::Transient(e.to_string()))
+        })
+        .await?;
+    Ok(SCHEMA_VERSION)
+}
+
+/// The data center to replicate in: the configured one, else the contact node's.
+async fn datacenter(session: &Session, config: &ScyllaConfig, retry: &RetryPolicy) -> StoreResult<String> {
     let datacenter = match &config.datacenter {
         Some(dc) => dc.clone(),
         None => {
@@ -32,88 +81,60 @@ pub(super) async fn apply_schema(session: &Session, config: &ScyllaConfig) -> St
     if datacenter.contains('\'') {
         return Err(StoreError::Refused { detail: format!("data center name {datacenter:?}") });
     }
-    let statements = [
-        format!(
-            "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {{'class': 'NetworkTopologyStrategy', '{datacenter}': {}}}",
-            config.replication_factor
-        ),
-        format!("CREATE TABLE IF NOT EXISTS {ks}.schema_version (id int PRIMARY KEY, version int, applied_at bigint)"),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.tenants (tenant text PRIMARY KEY, api_key_hash text, created_at bigint)"
-        ),
-        format!("CREATE TABLE IF NOT EXISTS {ks}.api_keys (api_key_hash text PRIMARY KEY, tenant text)"),
-        format!("CREATE TABLE IF NOT EXISTS {ks}.vehicles (vehicle_id text PRIMARY KEY, tenant text)"),
-        format!("CREATE TABLE IF NOT EXISTS {ks}.vehicle_secrets (vehicle_id text PRIMARY KEY, secret_hash text)"),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.point_chunks (vehicle_id text, day int, start_ts bigint, stamp bigint, \
-             trip_id text, end_ts bigint, sealed boolean, points blob, PRIMARY KEY ((vehicle_id, day), start_ts, stamp)) \
-             WITH CLUSTERING ORDER BY (start_ts ASC, stamp ASC) \
-             AND compaction = {{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'DAYS', 'compaction_window_size': 1}}"
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.trips (tenant text, trip_id text, vehicle_id text, record text, data blob, updated_at bigint, \
-             PRIMARY KEY ((tenant, trip_id), vehicle_id))"
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.rejections (tenant text, day int, received_at bigint, id text, record text, \
-             PRIMARY KEY ((tenant, day), received_at, id)) WITH CLUSTERING ORDER BY (received_at DESC, id ASC)"
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.rejection_days (tenant text, day int, PRIMARY KEY (tenant, day)) \
-             WITH CLUSTERING ORDER BY (day DESC)"
-        ),
-        format!("CREATE TABLE IF NOT EXISTS {ks}.rejection_ids (id text PRIMARY KEY, received_at bigint)"),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.feed_writers (shard int, writer text, watermark bigint, PRIMARY KEY (shard, writer))"
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.feed (writer text, bucket bigint, seq bigint, tenant text, vehicle_id text, trip_id text, \
-             at bigint, push blob, PRIMARY KEY ((writer, bucket), seq))"
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.webhooks (shard int, id text, record text, cursor text, PRIMARY KEY (shard, id))"
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.webhook_outbox (webhook text, key text, record text, PRIMARY KEY (webhook, key))"
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.webhook_deliveries (tenant text, day int, at bigint, id text, record text, \
-             PRIMARY KEY ((tenant, day), at, id)) WITH CLUSTERING ORDER BY (at DESC, id ASC)"
-        ),
-        format!("INSERT INTO {ks}.schema_version (id, version, applied_at) VALUES (0, {SCHEMA_VERSION}, {})", now_ms()),
-    ];
-    for cql in statements {
-        retry
-            .run("schema", || async { session.query_unpaged(cql.clone(), &[]).await.map_err(|e| classify(&e)) })
-            .await?;
-    }
-    // Columns added since a table was first created: schema 2 gave trips the binary `data`,
-    // schema 4 gave feed entries their time and notices (and added the webhook tables).
-    for (table, column, kind) in [("trips", "data", "blob"), ("feed", "at", "bigint"), ("feed", "push", "blob")] {
-        let present = retry
-            .run("schema columns", || async {
-                let result = session
-                    .query_unpaged(
-                        "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? \
-                         AND column_name = ?",
-                        (ks, table, column),
-                    )
-                    .await
-                    .map_err(|e| classify(&e))?;
-                Ok(result.into_rows_result().map_err(|e| Attempt::Permanent(e.to_string()))?.rows_num() > 0)
-            })
-            .await?;
-        if !present {
-            let cql = format!("ALTER TABLE {ks}.{table} ADD {column} {kind}");
-            retry
-                .run("schema", || async { session.query_unpaged(cql.as_str(), &[]).await.map_err(|e| classify(&e)) })
-                .await?;
-        }
-    }
-    retry
-        .run("schema agreement", || async {
-            session.await_schema_agreement().await.map(|_| ()).map_err(|e| Attempt::Transient(e.to_string()))
+    Ok(datacenter)
+}
+
+/// Adds `table.column` of type `kind` unless the table has it (a keyspace created before it).
+async fn add_column_if_missing(
+    session: &Session,
+    retry: &RetryPolicy,
+    ks: &str,
+    table: &str,
+    column: &str,
+    kind: &str,
+) -> StoreResult<()> {
+    let present = retry
+        .run("schema columns", || async {
+            let result = session
+                .query_unpaged(
+                    "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? \
+                     AND column_name = ?",
+                    (ks, table, column),
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+            Ok(result.into_rows_result().map_err(|e| Attempt::Permanent(e.to_string()))?.rows_num() > 0)
         })
         .await?;
-    Ok(SCHEMA_VERSION)
+    if !present {
+        let cql = format!("ALTER TABLE {ks}.{table} ADD {column} {kind}");
+        retry
+            .run("schema", || async { session.query_unpaged(cql.as_str(), &[]).await.map_err(|e| classify(&e)) })
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_file_gives_the_keyspace_then_every_table_filled_in() {
+        let statements = schema_statements("fleet", "dc1", 3);
+        assert_eq!(statements.len(), 16, "{statements:#?}");
+        assert_eq!(
+            statements[0],
+            "CREATE KEYSPACE IF NOT EXISTS fleet WITH replication = {'class': 'NetworkTopologyStrategy', 'dc1': 3}"
+        );
+        for statement in &statements[1..] {
+            assert!(statement.starts_with("CREATE TABLE IF NOT EXISTS fleet."), "{statement}");
+            assert!(!statement.contains('{') || statement.contains("'class'"), "a placeholder left: {statement}");
+            assert!(!statement.contains("--"), "a comment left: {statement}");
+        }
+        for (table, column, _) in ADDED_COLUMNS {
+            let created = statements.iter().find(|s| s.contains(&format!("fleet.{table} ("))).expect(table);
+            assert!(created.contains(&format!(" {column} ")), "{table} is created with {column}");
+        }
+    }
 }
