@@ -11,7 +11,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::State;
@@ -19,34 +18,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 use tripline_index::IndexHome;
 use tripline_model::{TenantId, VehicleId};
 use tripline_store::{AnyStore, Registry, StoreError};
 
 use crate::Failure;
-
-/// What `run` publishes in `data_dir/admin.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct AdminFile {
-    /// `host:port` of the process's admin listener.
-    pub(crate) http: String,
-    /// The bearer token of `/admin/v1/…`.
-    pub(crate) token: String,
-    /// The process id, for operators.
-    pub(crate) pid: u32,
-}
-
-fn admin_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("admin.json")
-}
-
-/// A random token: 32 bytes in hex.
-pub(crate) fn random_hex() -> Result<String, Failure> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).context("no randomness")?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
+use crate::remote::{AdminFile, NewKey, NewSecrets, NewTenant, NewVehicles, RebuildState, RebuildStatus, admin_path};
 
 /// Removes `admin.json` when the running process stops (unless another process of the same
 /// data directory published its own since).
@@ -94,34 +71,6 @@ pub(crate) struct AdminState {
 struct Rebuild {
     trips: AtomicU64,
     status: Mutex<RebuildStatus>,
-}
-
-/// Where the last rebuild is.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum RebuildState {
-    /// None started since the process started.
-    #[default]
-    Idle,
-    Running,
-    Done,
-    Failed,
-}
-
-/// The state of the last rebuild, as `GET /admin/v1/reindex` answers it.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub(crate) struct RebuildStatus {
-    pub(crate) state: RebuildState,
-    /// Trips written into the new generation so far.
-    pub(crate) trips: u64,
-    /// Trips in the index in use when the rebuild started (for a progress estimate).
-    pub(crate) estimate: u64,
-    /// The generation built (when done).
-    pub(crate) generation: Option<String>,
-    /// Trips per second (when done).
-    pub(crate) rate: Option<f64>,
-    /// Why it failed.
-    pub(crate) error: Option<String>,
 }
 
 /// The admin routes, served beside the others on `[http] listen`.
@@ -176,13 +125,6 @@ fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), AdminError> 
     if same { Ok(()) } else { Err(AdminError(StatusCode::UNAUTHORIZED, "admin token required".to_owned())) }
 }
 
-/// `POST /admin/v1/tenants`.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct NewTenant {
-    pub(crate) name: String,
-    pub(crate) api_key_hash: String,
-}
-
 async fn create_tenant(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
@@ -195,13 +137,6 @@ async fn create_tenant(
     }
     state.store.create_tenant(&tenant, &body.api_key_hash).await?;
     Ok(StatusCode::CREATED)
-}
-
-/// `POST /admin/v1/tenant-keys`: a tenant's new key hash, or none (revoked).
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct NewKey {
-    pub(crate) tenant: String,
-    pub(crate) api_key_hash: Option<String>,
 }
 
 async fn replace_api_key(
@@ -223,13 +158,6 @@ async fn replace_api_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /admin/v1/vehicles`.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct NewVehicles {
-    pub(crate) tenant: String,
-    pub(crate) vehicle_ids: Vec<String>,
-}
-
 async fn add_vehicles(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
@@ -245,14 +173,6 @@ async fn add_vehicles(
         .collect::<Result<Vec<_>, _>>()?;
     state.store.add_vehicles(&tenant, &vehicles).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Secret hashes to store (`None` removes one); the vehicle ids are answered with those set.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct NewSecrets {
-    pub(crate) secrets: Vec<(String, Option<String>)>,
-    /// Set only where a vehicle has no secret yet.
-    pub(crate) only_missing: bool,
 }
 
 fn vehicle_ids(ids: &[String]) -> Result<Vec<VehicleId>, AdminError> {
@@ -366,121 +286,4 @@ async fn reindex_status(
 /// Trips in the generation in use: the likely size of a rebuild.
 pub(crate) fn estimate(home: &IndexHome) -> u64 {
     home.current().and_then(|name| home.open_generation(&name)).map(|index| index.document_count()).unwrap_or(0)
-}
-
-/// A running `tripline run` reached through its `admin.json`.
-#[derive(Debug)]
-pub(crate) struct Remote {
-    base: String,
-    token: String,
-    agent: ureq::Agent,
-}
-
-/// What a remote call answered that was not success.
-#[derive(Debug)]
-pub(crate) enum RemoteError {
-    /// Nobody answers there: the process is gone.
-    Unreachable,
-    /// The process refused: status and reason.
-    Refused(u16, String),
-}
-
-impl Remote {
-    /// The running process publishing `admin.json` in `data_dir`, if there is one.
-    pub(crate) fn find(data_dir: &Path) -> Option<Remote> {
-        let text = std::fs::read_to_string(admin_path(data_dir)).ok()?;
-        let file: AdminFile = serde_json::from_str(&text).ok()?;
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .new_agent();
-        Some(Remote { base: format!("http://{}", file.http), token: file.token, agent })
-    }
-
-    fn call<T: Serialize>(&self, method: &str, path: &str, body: Option<&T>) -> Result<String, RemoteError> {
-        let url = format!("{}{path}", self.base);
-        let auth = format!("Bearer {}", self.token);
-        let response = match (method, body) {
-            ("POST", Some(body)) => self.agent.post(&url).header("Authorization", &auth).send_json(body),
-            ("POST", None) => self.agent.post(&url).header("Authorization", &auth).send_empty(),
-            _ => self.agent.get(&url).header("Authorization", &auth).call(),
-        };
-        let mut response = response.map_err(|_| RemoteError::Unreachable)?;
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap_or_default();
-        if (200..300).contains(&status) {
-            return Ok(text);
-        }
-        if status == 401 || status == 404 {
-            // Another program on that port, or a process of an older run: not ours.
-            return Err(RemoteError::Unreachable);
-        }
-        let reason = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-            .unwrap_or(text);
-        Err(RemoteError::Refused(status, reason))
-    }
-
-    pub(crate) fn create_tenant(&self, name: &str, api_key_hash: &str) -> Result<(), RemoteError> {
-        let body = NewTenant { name: name.to_owned(), api_key_hash: api_key_hash.to_owned() };
-        self.call("POST", "/admin/v1/tenants", Some(&body)).map(drop)
-    }
-
-    pub(crate) fn replace_api_key(&self, tenant: &str, api_key_hash: Option<&str>) -> Result<(), RemoteError> {
-        let body = NewKey { tenant: tenant.to_owned(), api_key_hash: api_key_hash.map(str::to_owned) };
-        self.call("POST", "/admin/v1/tenant-keys", Some(&body)).map(drop)
-    }
-
-    pub(crate) fn add_vehicles(&self, tenant: &str, vehicles: &[String]) -> Result<(), RemoteError> {
-        let body = NewVehicles { tenant: tenant.to_owned(), vehicle_ids: vehicles.to_vec() };
-        self.call("POST", "/admin/v1/vehicles", Some(&body)).map(drop)
-    }
-
-    pub(crate) fn set_vehicle_secrets(&self, body: &NewSecrets) -> Result<Vec<String>, RemoteError> {
-        let text = self.call("POST", "/admin/v1/vehicle-secrets", Some(body))?;
-        serde_json::from_str(&text).map_err(|e| RemoteError::Refused(200, e.to_string()))
-    }
-
-    pub(crate) fn broker_hashes(&self) -> Result<Vec<(String, Option<String>)>, RemoteError> {
-        let text = self.call::<()>("GET", "/admin/v1/vehicle-secrets", None)?;
-        serde_json::from_str(&text).map_err(|e| RemoteError::Refused(200, e.to_string()))
-    }
-
-    pub(crate) fn vehicles_without_secret(&self, ids: &[String]) -> Result<Vec<String>, RemoteError> {
-        let text = self.call("POST", "/admin/v1/vehicle-secrets/missing", Some(&ids.to_vec()))?;
-        serde_json::from_str(&text).map_err(|e| RemoteError::Refused(200, e.to_string()))
-    }
-
-    pub(crate) fn webhook(&self, op: &crate::webhook::WebhookOp) -> Result<crate::webhook::WebhookAnswer, RemoteError> {
-        let text = self.call("POST", "/admin/v1/webhooks", Some(op))?;
-        serde_json::from_str(&text).map_err(|e| RemoteError::Refused(200, e.to_string()))
-    }
-
-    pub(crate) fn start_reindex(&self) -> Result<RebuildStatus, RemoteError> {
-        let text = self.call::<()>("POST", "/admin/v1/reindex", None)?;
-        serde_json::from_str(&text).map_err(|e| RemoteError::Refused(200, e.to_string()))
-    }
-
-    pub(crate) fn reindex_status(&self) -> Result<RebuildStatus, RemoteError> {
-        let text = self.call::<()>("GET", "/admin/v1/reindex", None)?;
-        serde_json::from_str(&text).map_err(|e| RemoteError::Refused(200, e.to_string()))
-    }
-}
-
-/// Runs `op` through the running process publishing `admin.json` in `data_dir`; `None` when no
-/// such process answers (the caller opens the store itself).
-pub(crate) fn through_running<T>(
-    data_dir: &Path,
-    op: impl FnOnce(&Remote) -> Result<T, RemoteError>,
-) -> Option<Result<T, Failure>> {
-    let remote = Remote::find(data_dir)?;
-    match op(&remote) {
-        Ok(value) => Some(Ok(value)),
-        Err(RemoteError::Unreachable) => None,
-        // Bad input is a usage error, as it is without a running process.
-        Err(RemoteError::Refused(400, reason)) => Some(Err(Failure::Usage(reason))),
-        Err(RemoteError::Refused(_, reason)) => Some(Err(Failure::Runtime(anyhow::anyhow!(reason)))),
-    }
 }

@@ -4,12 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use tripline_enrich::EnrichConfig;
 use tripline_indexer::IndexerConfig;
-use tripline_store::{DEFAULT_RETENTION_DAYS, ScyllaConfig};
+use tripline_store::{AnyStore, DEFAULT_RETENTION_DAYS, EmbeddedStore, ScyllaConfig, ScyllaStore};
+
+use crate::Failure;
 
 /// Top-level keys; environment variables naming anything else are not configuration.
 const KEYS: &[&str] = &[
@@ -472,4 +475,26 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     #[cfg(unix)]
     std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     std::fs::rename(&tmp, path)
+}
+
+/// The broker of an `mqtt://` or `mqtts://` url.
+pub(crate) fn mqtt_endpoint(url: &str) -> Result<BrokerUrl, Failure> {
+    BrokerUrl::parse(url).map_err(Failure::Usage)
+}
+
+/// Opens the configured write store.
+pub(crate) async fn open_store(config: &Config) -> Result<AnyStore, Failure> {
+    Ok(match config.store {
+        StoreKind::Embedded => {
+            private_dir(&config.data_dir).with_context(|| format!("data directory {}", config.data_dir.display()))?;
+            let embedded = config.embedded();
+            AnyStore::Embedded(EmbeddedStore::open(&embedded).map_err(|e| {
+                Failure::Runtime(anyhow::anyhow!(
+                    "embedded store in {}: {e} (only one process can open it: is `tripline run` using it?)",
+                    embedded.path.display()
+                ))
+            })?)
+        }
+        StoreKind::Scylla => AnyStore::Scylla(ScyllaStore::connect(&config.scylla()).await.context("scylla")?),
+    })
 }

@@ -13,13 +13,13 @@ use anyhow::Context;
 use tripline_model::{TenantId, VehicleId};
 use tripline_store::{AnyStore, Registry, StoreError, StoreResult};
 
-use crate::admin::{NewSecrets, through_running};
 use crate::config::Config;
+use crate::remote::{NewSecrets, through_running};
 use crate::{Failure, runtime};
 
 /// A new API key: `tl_` and 32 random bytes in hex.
 pub(crate) fn new_api_key() -> Result<String, Failure> {
-    Ok(format!("tl_{}", crate::admin::random_hex()?))
+    Ok(format!("tl_{}", crate::random_hex()?))
 }
 
 fn registry_failure(error: StoreError) -> Failure {
@@ -34,7 +34,7 @@ pub(crate) fn create_tenant(config: &Config, name: &str) -> Result<(), Failure> 
     match through_running(&config.data_dir, |remote| remote.create_tenant(tenant.as_str(), &hash)) {
         Some(outcome) => outcome?,
         None => runtime()?.block_on(async {
-            let store = crate::run::open_store(config).await?;
+            let store = crate::config::open_store(config).await?;
             store.create_tenant(&tenant, &hash).await.map_err(registry_failure)
         })?,
     }
@@ -60,7 +60,7 @@ pub(crate) fn replace_api_key(config: &Config, name: &str, rotate: bool) -> Resu
     match through_running(&config.data_dir, |remote| remote.replace_api_key(tenant.as_str(), hash.as_deref())) {
         Some(outcome) => outcome?,
         None => runtime()?.block_on(async {
-            let store = crate::run::open_store(config).await?;
+            let store = crate::config::open_store(config).await?;
             store.replace_api_key(&tenant, hash.as_deref()).await.map(drop).map_err(registry_failure)
         })?,
     }
@@ -131,7 +131,7 @@ pub(crate) fn export_mosquitto(config: &Config, dir: &Path) -> Result<(), Failur
     let hashes = match through_running(&config.data_dir, |remote| remote.broker_hashes()) {
         Some(outcome) => outcome?,
         None => runtime()?.block_on(async {
-            let store = crate::run::open_store(config).await?;
+            let store = crate::config::open_store(config).await?;
             broker_hashes(&store).await.map_err(registry_failure)
         })?,
     };
@@ -252,7 +252,7 @@ fn set_secrets(
             outcome?.iter().map(|v| VehicleId::parse(v).map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))).collect()
         }
         None => runtime()?.block_on(async {
-            let store = crate::run::open_store(config).await?;
+            let store = crate::config::open_store(config).await?;
             store_secrets(&store, secrets, only_missing).await.map_err(registry_failure)
         }),
     }
@@ -271,7 +271,7 @@ fn issue_secrets(config: &Config, vehicles: &[VehicleId], issue: Issue) -> Resul
                     vehicles.iter().filter(|v| missing.iter().any(|m| m == v.as_str())).cloned().collect()
                 }
                 None => runtime()?.block_on(async {
-                    let store = crate::run::open_store(config).await?;
+                    let store = crate::config::open_store(config).await?;
                     without_secret(&store, vehicles).await.map_err(registry_failure)
                 })?,
             }
@@ -342,7 +342,7 @@ fn register_all(config: &Config, fleets: &[(TenantId, Vec<VehicleId>)]) -> Resul
     match remote {
         Some(outcome) => outcome,
         None => runtime()?.block_on(async {
-            let store = crate::run::open_store(config).await?;
+            let store = crate::config::open_store(config).await?;
             for (tenant, vehicles) in fleets {
                 store.add_vehicles(tenant, vehicles).await.map_err(registry_failure)?;
                 registered(tenant, vehicles);

@@ -15,6 +15,7 @@ mod demo;
 mod fleet;
 mod ops;
 mod reindex;
+mod remote;
 mod replay;
 mod run;
 mod schema;
@@ -24,6 +25,7 @@ mod webhook;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tripline_enrich::{Enricher, Regions};
 
@@ -392,6 +394,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             run::run(&config, &roles, engine, regions, demo)
         }
     }
+}
+
+/// A random token: 32 bytes in hex.
+pub(crate) fn random_hex() -> Result<String, Failure> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).context("no randomness")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A runtime for the commands that talk to services.

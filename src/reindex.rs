@@ -8,8 +8,8 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use tripline_index::IndexHome;
 
-use crate::admin::{RebuildState, RebuildStatus, RemoteError, through_running};
 use crate::config::Config;
+use crate::remote::{RebuildState, RebuildStatus, RemoteError, through_running};
 use crate::{Failure, runtime};
 
 fn bar(estimate: u64) -> ProgressBar {
@@ -33,7 +33,7 @@ pub(crate) fn run(config: &Config) -> Result<(), Failure> {
     }
     let home = IndexHome::open(&config.data_dir.join("index")).context("index home")?;
     runtime()?.block_on(async {
-        let store = crate::run::open_store(config).await?;
+        let store = crate::config::open_store(config).await?;
         let progress = bar(crate::admin::estimate(&home));
         let shown = progress.clone();
         let report = tripline_indexer::reindex(store, home, move |n| shown.set_position(n)).await.context("reindex")?;
@@ -44,7 +44,7 @@ pub(crate) fn run(config: &Config) -> Result<(), Failure> {
 }
 
 /// Starts the rebuild in the running process and follows it to its end.
-fn follow_remote(remote: &crate::admin::Remote) -> Result<RebuildStatus, RemoteError> {
+fn follow_remote(remote: &crate::remote::Remote) -> Result<RebuildStatus, RemoteError> {
     let started = remote.start_reindex()?;
     eprintln!("tripline: reindex running in the `tripline run` process that holds the store");
     let progress = bar(started.estimate);

@@ -250,7 +250,7 @@ pub(crate) fn plan(records: Vec<FileRecord>, options: &ReplayOptions, now_ms: i6
 /// The broker to publish to: `--url`, else `[mqtt] url`, else the embedded endpoint's address.
 fn broker(config: &Config, url: Option<&str>) -> Result<BrokerUrl, Failure> {
     match url.or(config.mqtt.url.as_deref()) {
-        Some(url) => crate::run::mqtt_endpoint(url),
+        Some(url) => crate::config::mqtt_endpoint(url),
         None => {
             let listen = config.mqtt.listen.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 1883)));
             let host = if listen.ip().is_unspecified() { "127.0.0.1".to_owned() } else { listen.ip().to_string() };

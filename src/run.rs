@@ -23,9 +23,9 @@ use tripline_ingest::intake::{Decoded, IntakeCounters, Routed, run_intake};
 use tripline_ingest::source::{MqttSourceConfig, SourceCounters, run_source};
 use tripline_model::DecodeConfig;
 use tripline_query_api::{ApiConfig, ApiState};
-use tripline_store::{AnyStore, EmbeddedStore, ScyllaStore, TripStore};
+use tripline_store::{AnyStore, EmbeddedStore, TripStore};
 
-use crate::config::{BrokerUrl, Config, StoreKind};
+use crate::config::{BrokerUrl, Config, mqtt_endpoint, open_store};
 use crate::{Failure, runtime};
 
 /// Messages handed from the source to the intake, waiting to be decoded: small, because the
@@ -48,11 +48,6 @@ fn to_work(routed: Routed) -> Work {
         Decoded::Marker { tenant, vehicle_id, marker } => Work::Marker { tenant, vehicle_id, marker, done },
         Decoded::Rejected(rejection) => Work::Rejected { rejection, done },
     }
-}
-
-/// The broker of an `mqtt://` or `mqtts://` url.
-pub(crate) fn mqtt_endpoint(url: &str) -> Result<BrokerUrl, Failure> {
-    BrokerUrl::parse(url).map_err(Failure::Usage)
 }
 
 async fn shutdown_signal() {
@@ -106,24 +101,6 @@ impl Roles {
 
 /// How often an API without an indexer in its process looks for new index commits.
 const INDEX_RELOAD: Duration = Duration::from_millis(100);
-
-/// Opens the configured write store.
-pub(crate) async fn open_store(config: &Config) -> Result<AnyStore, Failure> {
-    Ok(match config.store {
-        StoreKind::Embedded => {
-            crate::config::private_dir(&config.data_dir)
-                .with_context(|| format!("data directory {}", config.data_dir.display()))?;
-            let embedded = config.embedded();
-            AnyStore::Embedded(EmbeddedStore::open(&embedded).map_err(|e| {
-                Failure::Runtime(anyhow::anyhow!(
-                    "embedded store in {}: {e} (only one process can open it: is `tripline run` using it?)",
-                    embedded.path.display()
-                ))
-            })?)
-        }
-        StoreKind::Scylla => AnyStore::Scylla(ScyllaStore::connect(&config.scylla()).await.context("scylla")?),
-    })
-}
 
 /// Runs `roles` until a stop signal (or ingest's failure); `regions_geojson`: the regions
 /// `engine` cuts by, for the trip explorer's maps.
@@ -286,10 +263,10 @@ async fn serve_admin(
     home: IndexHome,
     key_cache: Option<tripline_query_api::KeyCacheHandle>,
 ) -> Result<crate::admin::Published, Failure> {
-    let token = crate::admin::random_hex()?;
+    let token = crate::random_hex()?;
     let routes = crate::admin::routes(store.clone(), home, token.clone(), key_cache);
     let http = crate::ops::serve_router("[http] admin_listen", config.http.admin_listen, routes, &config.http).await?;
-    let file = crate::admin::AdminFile { http: http.to_string(), token, pid: std::process::id() };
+    let file = crate::remote::AdminFile { http: http.to_string(), token, pid: std::process::id() };
     crate::admin::publish(&config.data_dir, &file)
 }
 

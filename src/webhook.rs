@@ -9,8 +9,8 @@ use tripline_model::time::now_ms;
 use tripline_model::{NoticeKind, TenantId, VehicleId};
 use tripline_store::{AnyStore, ChangeFeed, Registry, StoreError, Webhook, WebhookStore};
 
-use crate::admin::through_running;
 use crate::config::Config;
+use crate::remote::through_running;
 use crate::{Failure, runtime};
 
 /// A webhook operation, as the command asks it (also over the admin channel).
@@ -167,7 +167,7 @@ fn execute(config: &Config, op: WebhookOp) -> Result<WebhookAnswer, Failure> {
     match through_running(&config.data_dir, |remote| remote.webhook(&op)) {
         Some(outcome) => outcome,
         None => runtime()?.block_on(async {
-            let store = crate::run::open_store(config).await?;
+            let store = crate::config::open_store(config).await?;
             apply(&store, op).await.map_err(Failure::from)
         }),
     }

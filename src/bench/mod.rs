@@ -851,7 +851,7 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     // Removed when the bench ends, however it ends.
     let temp = tempfile::Builder::new().prefix("tripline-bench-").tempdir().context("a temporary folder")?;
     let dir = temp.path().to_path_buf();
-    let run_id = &crate::admin::random_hex()?[..8];
+    let run_id = &crate::random_hex()?[..8];
     let prefix = format!("b{run_id}");
     let tenant = TenantId::parse(&format!("bench-{run_id}")).map_err(|e| Failure::Runtime(e.into()))?;
     let key = crate::fleet::new_api_key()?;
@@ -879,7 +879,7 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     let url = options.url.clone().or_else(|| config.mqtt.url.clone());
     let (host, port, broker) = match &url {
         Some(url) => {
-            let crate::config::BrokerUrl { host, port, tls } = crate::run::mqtt_endpoint(url)?;
+            let crate::config::BrokerUrl { host, port, tls } = crate::config::mqtt_endpoint(url)?;
             if tls {
                 return Err(Failure::Usage("bench publishes over plain MQTT: give it an mqtt:// broker".to_owned()));
             }
@@ -922,7 +922,7 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     let total_points: usize = messages.iter().map(|m| m.points).sum();
 
     // Registry and ceiling, in this process; then the store is closed for the child.
-    let store = crate::run::open_store(&store_config).await?;
+    let store = crate::config::open_store(&store_config).await?;
     let registry = |e: tripline_store::StoreError| Failure::Runtime(anyhow::anyhow!("registering the fleet: {e}"));
     store.create_tenant(&tenant, &tripline_query_api::api_key_hash(&key)).await.map_err(registry)?;
     let mut vehicles: Vec<VehicleId> = fleet.iter().map(|v| v.id.clone()).collect();
@@ -963,7 +963,7 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
             tripline_store::ScyllaStore::apply_schema(&ceiling_config.scylla()).await.context("scylla ceiling")?;
         }
     }
-    let ceiling_store = crate::run::open_store(&ceiling_config).await?;
+    let ceiling_store = crate::config::open_store(&ceiling_config).await?;
     let ceiling_rate = ceiling(&ceiling_store, &tenant, ceiling_rounds).await;
     drop(ceiling_store);
     match options.store {

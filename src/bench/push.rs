@@ -78,7 +78,7 @@ pub(super) async fn watch(
         types: vec!["trip.started".to_owned()],
         vehicles: Vec::new(),
     };
-    match crate::admin::through_running(data_dir, |remote| remote.webhook(&op)) {
+    match crate::remote::through_running(data_dir, |remote| remote.webhook::<_, crate::webhook::WebhookAnswer>(&op)) {
         Some(added) => {
             added?;
         }
