@@ -130,11 +130,13 @@ pub(crate) fn run(
         let store = open_store(config).await?;
         let demo = if demo { Some(crate::demo::prepare(&config.data_dir, &store).await?) } else { None };
         let index_dir = config.data_dir.join("index");
-        let index_failure =
-            |e: tripline_index::IndexError| Failure::Runtime(anyhow::anyhow!("index in {}: {e}", index_dir.display()));
-        let home = IndexHome::open(&index_dir).map_err(index_failure)?;
-        let index =
-            if roles.indexer || roles.api { Some(LiveIndex::open(home.clone()).map_err(index_failure)?) } else { None };
+        let index_context = || format!("index in {}", index_dir.display());
+        let home = IndexHome::open(&index_dir).with_context(index_context)?;
+        let index = if roles.indexer || roles.api {
+            Some(LiveIndex::open(home.clone()).with_context(index_context)?)
+        } else {
+            None
+        };
         // Ingest's health: why it cannot work (a task ended, the broker gone too long), and its
         // connection; `/readyz` answers 503 with the reason, and a failure stops the process.
         let (health_tx, health) = watch::channel(None::<String>);
@@ -580,7 +582,7 @@ impl Ingest {
                 let _ = shutdown.send(true);
                 match tokio::time::timeout_at(deadline, &mut source).await {
                     Ok(joined) => match joined.map_err(|e| Failure::Runtime(e.into()))? {
-                        Some(result) => result.map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?,
+                        Some(result) => result.context("ingest's MQTT source")?,
                         // It panicked: supervision said so; nothing more to count.
                         None => SourceCounters::default(),
                     },

@@ -923,8 +923,8 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
 
     // Registry and ceiling, in this process; then the store is closed for the child.
     let store = crate::config::open_store(&store_config).await?;
-    let registry = |e: tripline_store::StoreError| Failure::Runtime(anyhow::anyhow!("registering the fleet: {e}"));
-    store.create_tenant(&tenant, &tripline_query_api::api_key_hash(&key)).await.map_err(registry)?;
+    let registry = "registering the fleet";
+    store.create_tenant(&tenant, &tripline_query_api::api_key_hash(&key)).await.context(registry)?;
     let mut vehicles: Vec<VehicleId> = fleet.iter().map(|v| v.id.clone()).collect();
     vehicles.extend(probes.iter().cloned());
     let idle_ids: Vec<VehicleId> = (0..options.idle_vehicles)
@@ -932,11 +932,11 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
         .collect::<Result<_, _>>()
         .map_err(|e| Failure::Runtime(e.into()))?;
     vehicles.extend(idle_ids.iter().cloned());
-    store.add_vehicles(&tenant, &vehicles).await.map_err(registry)?;
-    let secret = tripline_ingest::credentials::new_secret().map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?;
+    store.add_vehicles(&tenant, &vehicles).await.context(registry)?;
+    let secret = tripline_ingest::credentials::new_secret().context("no randomness")?;
     let hash = tripline_ingest::credentials::hash_secret(&secret).map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
     let secrets: Vec<_> = vehicles.iter().map(|v| (v.clone(), Some(hash.clone()))).collect();
-    store.set_vehicle_secrets(&secrets).await.map_err(registry)?;
+    store.set_vehicle_secrets(&secrets).await.context(registry)?;
     let mqtt = Mqtt { host: host.clone(), port, secret };
     // The ceiling writes the same points under other vehicle ids, so ingest starts from an
     // empty trip set as a fresh fleet would.
