@@ -135,7 +135,7 @@ pub(crate) fn export_mosquitto(config: &Config, dir: &Path) -> Result<(), Failur
             broker_hashes(&store).await.map_err(registry_failure)
         })?,
     };
-    let own = tripline_ingest::credentials::broker_hash(&password).map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
+    let own = tripline_ingest::credentials::broker_hash(&password).context("hashing the broker password")?;
     let mut passwords = format!("{user}:{own}\n");
     let mut older = Vec::new();
     for (vehicle, hash) in &hashes {
@@ -313,8 +313,8 @@ pub(crate) fn new_secrets(vehicles: &[VehicleId]) -> Result<Vec<(VehicleId, Stri
                         .iter()
                         .map(|vehicle| {
                             let secret = tripline_ingest::credentials::new_secret().context("no randomness")?;
-                            let hash = tripline_ingest::credentials::hash_secret(&secret)
-                                .map_err(|e| Failure::Runtime(anyhow::anyhow!("hashing a secret: {e}")))?;
+                            let hash =
+                                tripline_ingest::credentials::hash_secret(&secret).context("hashing a secret")?;
                             Ok((vehicle.clone(), secret, hash))
                         })
                         .collect::<Result<Vec<_>, Failure>>()

@@ -48,25 +48,36 @@ pub fn new_secret() -> Result<String, getrandom::Error> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Why a secret could not be hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// The system gave no randomness for a salt.
+    #[error("no randomness: {0}")]
+    NoRandomness(#[from] getrandom::Error),
+    /// Argon2 refused (its own message).
+    #[error("argon2: {0}")]
+    Argon2(String),
+}
+
 /// PBKDF2 iterations of the broker hash (Mosquitto's own tool uses 101; the string carries it).
 pub const BROKER_HASH_ITERATIONS: u32 = 1000;
 
 /// The stored form of a secret: its Argon2id hash with a random salt (a PHC string), a space, and
 /// its broker hash ([`broker_hash`]). Neither contains a space.
-pub fn hash_secret(secret: &str) -> Result<String, String> {
+pub fn hash_secret(secret: &str) -> Result<String, HashError> {
     let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|e| format!("no randomness: {e}"))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-    let argon2 = hasher().hash_password(secret.as_bytes(), &salt).map_err(|e| e.to_string())?;
+    getrandom::fill(&mut salt)?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| HashError::Argon2(e.to_string()))?;
+    let argon2 = hasher().hash_password(secret.as_bytes(), &salt).map_err(|e| HashError::Argon2(e.to_string()))?;
     Ok(format!("{argon2} {}", broker_hash(secret)?))
 }
 
 /// Mosquitto's password-file form of a secret: `$7$<iterations>$<salt>$<hash>`, PBKDF2-HMAC-SHA512
 /// over a random 12-byte salt, both in standard base64.
-pub fn broker_hash(secret: &str) -> Result<String, String> {
+pub fn broker_hash(secret: &str) -> Result<String, HashError> {
     use base64::Engine as _;
     let mut salt = [0u8; 12];
-    getrandom::fill(&mut salt).map_err(|e| format!("no randomness: {e}"))?;
+    getrandom::fill(&mut salt)?;
     let mut hash = [0u8; 64];
     pbkdf2::pbkdf2_hmac::<sha2::Sha512>(secret.as_bytes(), &salt, BROKER_HASH_ITERATIONS, &mut hash);
     let b64 = base64::engine::general_purpose::STANDARD;

@@ -934,7 +934,7 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     vehicles.extend(idle_ids.iter().cloned());
     store.add_vehicles(&tenant, &vehicles).await.context(registry)?;
     let secret = tripline_ingest::credentials::new_secret().context("no randomness")?;
-    let hash = tripline_ingest::credentials::hash_secret(&secret).map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
+    let hash = tripline_ingest::credentials::hash_secret(&secret).context("hashing the fleet's secret")?;
     let secrets: Vec<_> = vehicles.iter().map(|v| (v.clone(), Some(hash.clone()))).collect();
     store.set_vehicle_secrets(&secrets).await.context(registry)?;
     let mqtt = Mqtt { host: host.clone(), port, secret };
