@@ -472,17 +472,22 @@ impl SourceTask {
         let SourceTask { mut acks, out, done_tx, mut tracker, mut counters, backlog, .. } = self;
         drop((backlog, out, done_tx));
         let deadline = tokio::time::Instant::now() + drain;
+        // Whether completions can still come (the channel closes once every delivery held
+        // elsewhere is completed or dropped).
+        let mut completing = true;
         loop {
             acks.send(&mut counters);
-            if tracker.in_flight() == 0 && acks.unsent.is_empty() {
+            let waiting = completing && tracker.in_flight() > 0;
+            if !waiting && acks.unsent.is_empty() {
                 break;
             }
             let retry = !acks.unsent.is_empty();
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => break,
-                ticket = done.recv_async(), if tracker.in_flight() > 0 => match ticket {
+                ticket = done.recv_async(), if waiting => match ticket {
                     Ok(ticket) => acks.release(tracker.complete(ticket), &mut counters),
-                    Err(_) => break,
+                    // Acknowledgements already released are still sent.
+                    Err(_) => completing = false,
                 },
                 event = events.recv_async() => match event {
                     // What was released belonged to the lost connection.
