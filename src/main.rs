@@ -396,11 +396,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-/// A random token: 32 bytes in hex.
+/// A random token: 32 bytes in hex (made as a vehicle secret is).
 pub(crate) fn random_hex() -> Result<String, Failure> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).context("no randomness")?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(tripline_ingest::credentials::new_secret().context("no randomness")?)
 }
 
 /// A runtime for the commands that talk to services.

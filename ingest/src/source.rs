@@ -14,10 +14,10 @@
 //! Backpressure: deliveries the pipeline cannot take yet wait in a local queue, normally bounded
 //! by the broker's in-flight window for this client (Mosquitto's `max_inflight_messages`):
 //! unacknowledged QoS 1 messages beyond it stay queued in the broker. A broker without a window
-//! is held back at `MAX_BACKLOG_BYTES` of queued deliveries: the source task stops taking events, so the
-//! connection task stops reading and TCP pushes back. Acknowledgements rumqttc's request channel
-//! has no room for (it takes one request per batch of packets read, so a burst can outrun it)
-//! wait in order in the source task: a full channel never loses or fails one.
+//! is held back at `MAX_BACKLOG_BYTES` of queued deliveries: the source task stops taking
+//! events, so the connection task stops reading and TCP pushes back. Acknowledgements rumqttc's
+//! request channel has no room for (it takes one request per batch of packets read, so a burst
+//! can outrun it) wait in order in the source task: a full channel never loses or fails one.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -35,18 +35,19 @@ use crate::ack::{AckTracker, Ticket};
 const EVENT_CHANNEL_CAPACITY: usize = 1024;
 /// While the pipeline is full, how often the source tries again to hand deliveries on.
 const BACKLOG_RETRY: Duration = Duration::from_millis(1);
-/// At most this many bytes of deliveries wait for the pipeline in the source: beyond it, the source
-/// takes no more from the connection, which stops reading, so a broker that sends without a
-/// window (or a large one) is held back by TCP instead of filling memory.
+/// At most this many bytes of deliveries wait for the pipeline in the source: beyond it, the
+/// source takes no more from the connection, which stops reading, so a broker that sends without
+/// a window (or a large one) is held back by TCP instead of filling memory.
 const MAX_BACKLOG_BYTES: usize = 16 << 20;
 
 /// The memory a queued delivery holds, roughly: its payload and topic, and the delivery itself.
 fn held_bytes(publish: &Publish) -> usize {
     publish.payload.len() + publish.topic.len() + 256
 }
+
 /// rumqttc's request channel: holds subscriptions and acknowledgements. rumqttc takes at most
 /// one request from it per batch of packets read, so under a burst of messages acknowledgements
-/// can outrun it: those that do not fit wait in the source (`SourceTask::unsent`), in order.
+/// can outrun it: those that do not fit wait in the source (`Acks::unsent`), in order.
 const REQUEST_CHANNEL_CAPACITY: usize = 8192;
 
 /// How the source connects.

@@ -435,10 +435,16 @@ fn search_total(agent: &ureq::Agent, http: &str, key: &str, query: &str) -> Opti
         .and_then(|v| v["total"].as_u64())
 }
 
+/// The fields of `/proc/{pid}/stat` after the command name (state first), or `None` when the
+/// process is gone.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(stat.rsplit_once(')')?.1.split_whitespace().map(str::to_owned).collect())
+}
+
 /// The child's CPU time so far (user + system), seconds.
 fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let fields = stat_fields(pid)?;
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     Some(ticks / 100.0)
 }
@@ -446,9 +452,7 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 /// Fails when the child has exited (gone, or a zombie not yet reaped): waiting on it would only
 /// run into a 10-minute deadline. Its errors were already printed from its log.
 fn check_alive(pid: u32) -> Result<(), Failure> {
-    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned)));
+    let state = stat_fields(pid).and_then(|fields| fields.into_iter().next());
     match state.as_deref() {
         Some("Z" | "X") | None => Err(Failure::Runtime(anyhow::anyhow!(
             "tripline run (pid {pid}) exited during the bench; its errors are above"
