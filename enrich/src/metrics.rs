@@ -27,7 +27,11 @@ pub fn describe() {
     describe_histogram!(SEAL_SECONDS, Unit::Seconds, "Sealing one completed trip's points");
     describe_counter!(SEALS_TOTAL, Unit::Count, "Completed trips whose points were sealed");
     describe_counter!(BATCHES_CUT_TOTAL, Unit::Count, "Worker batches cut short by their byte bound");
-    describe_counter!(TRIPS_EVICTED_TOTAL, Unit::Count, "Live trips that left memory at a worker's maximum");
+    describe_counter!(
+        TRIPS_EVICTED_TOTAL,
+        Unit::Count,
+        "Live trips that left memory: at a worker's maximum (cap), or parked once their vehicle was done with them (parked)"
+    );
 }
 
 pub(crate) fn trip_sealed(sealed: bool, seconds: f64) {
@@ -54,4 +58,10 @@ pub(crate) fn batch_cut(bound: &'static str) {
 
 pub(crate) fn trips_evicted_over_cap(trips: usize) {
     counter!(TRIPS_EVICTED_TOTAL, "reason" => "cap").increment(trips as u64);
+}
+
+pub(crate) fn trips_parked(trips: usize) {
+    if trips > 0 {
+        counter!(TRIPS_EVICTED_TOTAL, "reason" => "parked").increment(trips as u64);
+    }
 }

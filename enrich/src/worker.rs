@@ -11,6 +11,11 @@
 //! A trip not in memory (the process restarted, or the trip went quiet and was evicted) is
 //! reopened from the store when a point for it arrives: its stored points are loaded and the
 //! trip recomputed with the new ones.
+//!
+//! A trip its vehicle is done with for now (completed, or followed by another trip of the
+//! vehicle) is *parked* once it has been quiet for `park_after`: its points leave memory and a
+//! few hundred bytes stay (what it told, when it was last active), so that its idle completion
+//! and an update it owes still happen; either, or a message for it, reopens it from the store.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -98,6 +103,10 @@ pub struct WorkerConfig {
     pub max_live_trips: usize,
     /// `trip.updated` is told at most this often per trip (start, completion and events always).
     pub trip_update_every: Duration,
+    /// A written trip its vehicle is done with for now (completed, or followed by a more
+    /// recently active trip of the vehicle) leaves memory once it has been quiet this long
+    /// (see the module's doc).
+    pub park_after: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -109,6 +118,7 @@ impl Default for WorkerConfig {
             retry_backoff: Duration::from_millis(500),
             max_live_trips: 5_000,
             trip_update_every: Duration::from_secs(30),
+            park_after: Duration::from_secs(5),
         }
     }
 }
@@ -137,7 +147,47 @@ struct LiveTrip {
     last_activity_ms: i64,
 }
 
+/// A trip parked out of memory: what its idle completion, an owed update and a reopening need.
+struct Parked {
+    tenant: TenantId,
+    auto: bool,
+    told: Told,
+    ended: bool,
+    last_activity_ms: i64,
+}
+
 impl LiveTrip {
+    /// A trip opened with what the store holds of it (nothing for a new trip); everything is
+    /// rewritten at its first write.
+    fn opened(
+        tenant: TenantId,
+        vehicle: &VehicleId,
+        trip_id: &TripId,
+        auto: bool,
+        points: Vec<Point>,
+        dropped: DroppedPoints,
+        told: Told,
+    ) -> LiveTrip {
+        let mut engine = TripEngine::new(vehicle.clone(), trip_id.clone());
+        let announced_jumps = dropped.jumps.iter().map(point_key).collect();
+        engine.add_points(points);
+        engine.restore_dropped(dropped);
+        LiveTrip {
+            tenant,
+            engine,
+            auto,
+            written: 0,
+            rewrite_all: true,
+            cells: BTreeSet::new(),
+            last_cell: None,
+            announced_jumps,
+            told,
+            ended: false,
+            dirty: false,
+            last_activity_ms: now_ms(),
+        }
+    }
+
     /// The id an automatic trip's first point gives it, when that is no longer `trip_id` (a
     /// late point moved its start).
     fn moved_start(&self, vehicle: &VehicleId, trip_id: &TripId) -> Option<TripId> {
@@ -245,6 +295,10 @@ pub struct Worker<S> {
     store: S,
     config: WorkerConfig,
     trips: HashMap<(VehicleId, TripId), LiveTrip>,
+    /// Trips parked out of memory (see the module's doc), at most `max_live_trips`.
+    parked: HashMap<(VehicleId, TripId), Parked>,
+    /// When the next look for trips to park is due, Unix milliseconds.
+    next_park_ms: i64,
     /// The automatically cut trip each vehicle is on.
     open_auto: HashMap<VehicleId, TripId>,
     /// Trips completed by the write set being built, to seal once it is durable: vehicle,
@@ -255,14 +309,26 @@ pub struct Worker<S> {
 impl<S: Store> Worker<S> {
     /// A worker writing to `store`.
     pub fn new(engine: Arc<Enricher>, store: S, config: WorkerConfig) -> Self {
-        Worker { engine, store, config, trips: HashMap::new(), open_auto: HashMap::new(), to_seal: Vec::new() }
+        Worker {
+            engine,
+            store,
+            config,
+            trips: HashMap::new(),
+            parked: HashMap::new(),
+            next_park_ms: 0,
+            open_auto: HashMap::new(),
+            to_seal: Vec::new(),
+        }
     }
 
     /// Runs until the queue closes (every sender dropped) and is empty: what was queued is
     /// processed, so a graceful stop completes it.
     pub async fn run(mut self, queue: flume::Receiver<Work>) {
         let mut eviction = tokio::time::interval(
-            self.config.idle_eviction.min(Duration::from_secs(60)).max(Duration::from_millis(50)),
+            self.config
+                .idle_eviction
+                .min(self.config.park_after)
+                .clamp(Duration::from_millis(50), Duration::from_secs(60)),
         );
         // Owed updates are told within a quarter of the interval after it passes.
         let mut updates = tokio::time::interval(
@@ -280,7 +346,7 @@ impl<S: Store> Worker<S> {
                         Err(_) => break,
                     },
                     _ = eviction.tick() => {
-                        self.evict_idle().await;
+                        self.tidy().await;
                         continue;
                     }
                     _ = updates.tick() => {
@@ -335,6 +401,67 @@ impl<S: Store> Worker<S> {
         }
         self.seal_completed().await;
         self.evict_over_cap();
+        if now_ms() >= self.next_park_ms {
+            self.park_quiet();
+        }
+    }
+
+    /// Parks the written trips whose vehicles are done with them for now and that have been
+    /// quiet for `park_after` (see the module's doc). Looks again after a second at the soonest.
+    fn park_quiet(&mut self) {
+        let now = now_ms();
+        let quiet_before = now - i64::try_from(self.config.park_after.as_millis()).unwrap_or(i64::MAX);
+        self.next_park_ms = now + i64::try_from(self.config.park_after.as_millis()).unwrap_or(i64::MAX).min(1_000);
+        let mut latest: HashMap<&VehicleId, i64> = HashMap::new();
+        for ((vehicle, _), live) in &self.trips {
+            let at = latest.entry(vehicle).or_insert(live.last_activity_ms);
+            *at = (*at).max(live.last_activity_ms);
+        }
+        let done_with: Vec<(VehicleId, TripId)> = self
+            .trips
+            .iter()
+            .filter(|((vehicle, trip_id), live)| {
+                !live.dirty
+                    && live.last_activity_ms <= quiet_before
+                    && self.open_auto.get(vehicle) != Some(trip_id)
+                    && (live.ended || latest.get(vehicle).is_some_and(|&at| at > live.last_activity_ms))
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        crate::metrics::trips_parked(done_with.len());
+        for key in done_with {
+            let Some(live) = self.trips.remove(&key) else { continue };
+            let LiveTrip { tenant, auto, told, ended, last_activity_ms, .. } = live;
+            self.parked.insert(key, Parked { tenant, auto, told, ended, last_activity_ms });
+        }
+        // A flood of trip ids cannot grow the parked ones either: the oldest are forgotten
+        // (reopened from the store when a message comes, as a trip evicted at the maximum).
+        let over = self.parked.len().saturating_sub(self.config.max_live_trips.max(1));
+        if over > 0 {
+            let mut oldest: Vec<(i64, (VehicleId, TripId))> =
+                self.parked.iter().map(|(k, p)| (p.last_activity_ms, k.clone())).collect();
+            oldest.sort_unstable_by_key(|(at, _)| *at);
+            for (_, key) in oldest.into_iter().take(over) {
+                self.parked.remove(&key);
+            }
+            crate::metrics::trips_evicted_over_cap(over);
+        }
+    }
+
+    /// Brings a parked trip back into memory from the store, as it was when parked: its
+    /// points are all durable, so only what changes from now on is written.
+    async fn unpark(&mut self, vehicle: &VehicleId, trip_id: &TripId) -> Option<&mut LiveTrip> {
+        let key = (vehicle.clone(), trip_id.clone());
+        let parked = self.parked.remove(&key)?;
+        let StoredTrip { points, dropped, .. } = self.stored_trip(&parked.tenant, vehicle, trip_id).await;
+        let mut live = LiveTrip::opened(parked.tenant, vehicle, trip_id, parked.auto, points, dropped, parked.told);
+        live.engine.refresh(&self.engine);
+        live.written = live.engine.kept_count();
+        live.rewrite_all = false;
+        live.note_cells(0);
+        live.ended = parked.ended;
+        live.last_activity_ms = parked.last_activity_ms;
+        Some(self.trips.entry(key).or_insert(live))
     }
 
     /// Holds at most `max_live_trips` trips: the least recently active written ones leave
@@ -395,26 +522,9 @@ impl<S: Store> Worker<S> {
         auto: bool,
     ) -> &mut LiveTrip {
         let key = (vehicle.clone(), trip_id.clone());
-        if !self.trips.contains_key(&key) {
-            let mut engine = TripEngine::new(vehicle.clone(), trip_id.clone());
+        if !self.trips.contains_key(&key) && self.unpark(vehicle, trip_id).await.is_none() {
             let StoredTrip { points, dropped, told } = self.stored_trip(tenant, vehicle, trip_id).await;
-            let announced_jumps = dropped.jumps.iter().map(point_key).collect();
-            engine.add_points(points);
-            engine.restore_dropped(dropped);
-            let live = LiveTrip {
-                tenant: tenant.clone(),
-                engine,
-                auto,
-                written: 0,
-                rewrite_all: true,
-                cells: BTreeSet::new(),
-                last_cell: None,
-                announced_jumps,
-                told,
-                ended: false,
-                dirty: false,
-                last_activity_ms: now_ms(),
-            };
+            let live = LiveTrip::opened(tenant.clone(), vehicle, trip_id, auto, points, dropped, told);
             self.trips.insert(key.clone(), live);
         }
         let live = self.trips.get_mut(&key).expect("inserted above");
@@ -615,6 +725,11 @@ impl<S: Store> Worker<S> {
     /// told only with its completion.
     async fn tell_owed_updates(&mut self) {
         let (now, every) = (now_ms(), self.update_every_ms());
+        let owing: Vec<(VehicleId, TripId)> =
+            self.parked.iter().filter(|(_, p)| p.told.owes_update(now, every)).map(|(k, _)| k.clone()).collect();
+        for (vehicle, trip_id) in &owing {
+            self.unpark(vehicle, trip_id).await;
+        }
         let mut owed = false;
         for live in self.trips.values_mut() {
             if live.told.owes_update(now, every) {
@@ -627,9 +742,24 @@ impl<S: Store> Worker<S> {
         }
     }
 
+    /// Completes and forgets the trips that received nothing for `idle_eviction`, then parks
+    /// the quiet ones their vehicles are done with; [`Worker::run`] does this on a timer.
+    pub async fn tidy(&mut self) {
+        self.evict_idle().await;
+        self.park_quiet();
+    }
+
     /// Completes and forgets trips that received nothing for `idle_eviction`.
     async fn evict_idle(&mut self) {
         let cutoff = now_ms() - i64::try_from(self.config.idle_eviction.as_millis()).unwrap_or(i64::MAX);
+        // A parked trip completed before has nothing left to do; any other is reopened to be
+        // completed below.
+        self.parked.retain(|_, p| !(p.ended && p.last_activity_ms <= cutoff));
+        let idle_parked: Vec<(VehicleId, TripId)> =
+            self.parked.iter().filter(|(_, p)| p.last_activity_ms <= cutoff).map(|(k, _)| k.clone()).collect();
+        for (vehicle, trip_id) in &idle_parked {
+            self.unpark(vehicle, trip_id).await;
+        }
         let idle: Vec<(VehicleId, TripId)> =
             self.trips.iter().filter(|(_, l)| l.last_activity_ms <= cutoff).map(|(k, _)| k.clone()).collect();
         if idle.is_empty() {
@@ -653,6 +783,11 @@ impl<S: Store> Worker<S> {
     /// Trips in memory (for tests and metrics).
     pub fn trips_in_memory(&self) -> usize {
         self.trips.len()
+    }
+
+    /// Trips parked out of memory (for tests and metrics).
+    pub fn trips_parked(&self) -> usize {
+        self.parked.len()
     }
 
     /// Points held in memory over all live trips (for tests and metrics): bounded per trip

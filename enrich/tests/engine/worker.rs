@@ -455,3 +455,82 @@ async fn a_write_within_the_update_interval_is_told_once_the_interval_passes() {
     drop(queue);
     running.await.unwrap();
 }
+
+/// The drive of `seed`, an hour later than [`drive_points`] (a vehicle's next trip).
+fn later_drive(seed: u64) -> Vec<Point> {
+    let mut points = drive_points(seed);
+    for p in &mut points {
+        p.ts_ms += 3_600_000;
+    }
+    points
+}
+
+/// Trip `trip` of car-20 with `points`, as one message.
+fn car_20(trip: &str, points: &[Point], done: &impl Fn() -> Completion) -> Vec<Work> {
+    let telemetry = telemetry("car-20", Some(trip), points.to_vec());
+    vec![Work::Telemetry { tenant: tenant(), telemetry, rejections: Vec::new(), done: done() }]
+}
+
+/// What the engine makes of `points` all at once.
+fn offline(trip: &str, points: &[Point], status: TripStatus) -> tripline_model::TripSummary {
+    let mut offline = TripEngine::new(VehicleId::parse("car-20").unwrap(), TripId::parse(trip).unwrap());
+    offline.add_points(points.to_vec());
+    offline.report(&engine(), status, None).unwrap().summary
+}
+
+async fn assert_stored_as(store: &EmbeddedStore, trip: &str, points: &[Point], status: TripStatus) {
+    let stored = store.trip(&tenant(), &TripId::parse(trip).unwrap()).await.unwrap().unwrap().summary;
+    let expected = offline(trip, points, status);
+    assert_eq!(
+        (stored.status, stored.point_count, stored.distance_km, stored.events, stored.score),
+        (expected.status, expected.point_count, expected.distance_km, expected.events, expected.score),
+        "{trip}"
+    );
+    let vehicle = VehicleId::parse("car-20").unwrap();
+    let read = store.vehicle_points(&vehicle, T0_MS - 1, T0_MS + 7_200_000).await.unwrap();
+    let read = read.iter().filter(|p| p.trip_id.as_str() == trip).count();
+    assert_eq!(read, points.len(), "{trip}: every point read back once");
+}
+
+#[tokio::test]
+async fn a_trip_its_vehicle_moved_on_from_leaves_memory_and_a_late_message_reopens_it() {
+    let (store, _dir) = EmbeddedStore::for_test(std::time::Duration::from_secs(3600)).unwrap();
+    let (completed, done) = counter();
+    let config = WorkerConfig { park_after: std::time::Duration::ZERO, ..WorkerConfig::default() };
+    let mut w = Worker::new(Arc::new(engine()), store.clone(), config);
+    let (a, b) = (drive_points(20), later_drive(21));
+    let (a_first, a_late) = a.split_at(a.len() - 5);
+    w.process(car_20("trip-a", a_first, &done)).await;
+    assert_eq!((w.trips_in_memory(), w.trips_parked()), (1, 0), "the vehicle's only trip stays");
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    w.process(car_20("trip-b", &b, &done)).await;
+    assert_eq!((w.trips_in_memory(), w.trips_parked()), (1, 1), "trip-a parked once trip-b came");
+    // The rest of trip-a, and a point it had already: reopened from the store, nothing lost
+    // or doubled; now trip-b is the one left behind.
+    let mut late = a_late.to_vec();
+    late.push(a_first[7].clone());
+    w.process(car_20("trip-a", &late, &done)).await;
+    assert_eq!((w.trips_in_memory(), w.trips_parked()), (1, 1));
+    assert_eq!(completed.load(Ordering::SeqCst), 3);
+    assert_stored_as(&store, "trip-a", &a, TripStatus::Active).await;
+    assert_stored_as(&store, "trip-b", &b, TripStatus::Active).await;
+}
+
+#[tokio::test]
+async fn a_parked_trip_is_completed_when_idle_as_if_it_had_stayed() {
+    let (store, _dir) = EmbeddedStore::for_test(std::time::Duration::from_secs(3600)).unwrap();
+    let (_, done) = counter();
+    let idle = std::time::Duration::from_millis(300);
+    let config = WorkerConfig { park_after: std::time::Duration::ZERO, idle_eviction: idle, ..WorkerConfig::default() };
+    let mut w = Worker::new(Arc::new(engine()), store.clone(), config);
+    let (a, b) = (drive_points(22), later_drive(23));
+    w.process(car_20("trip-a", &a, &done)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    w.process(car_20("trip-b", &b, &done)).await;
+    assert_eq!(w.trips_parked(), 1);
+    tokio::time::sleep(idle + std::time::Duration::from_millis(50)).await;
+    w.tidy().await;
+    assert_eq!((w.trips_in_memory(), w.trips_parked()), (0, 0), "both completed and forgotten");
+    assert_stored_as(&store, "trip-a", &a, TripStatus::Completed).await;
+    assert_stored_as(&store, "trip-b", &b, TripStatus::Completed).await;
+}
