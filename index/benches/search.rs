@@ -4,7 +4,9 @@
 //! 1,000,000 trips). Generates trips for 20 tenants × 500 vehicles over 90 days with random scores,
 //! distances, events, regions and places; indexes them on disk in one writer (trip updates/s),
 //! then runs a mix of searches as tenants would (default listing, filters, free text, bbox,
-//! sorts, deep pages, stats) and reports p50/p99 per kind and overall.
+//! sorts, deep pages, stats) and reports p50/p99 per kind and overall. Between the two, the
+//! indexer's cycle: a live writer replacing 300 trips and committing, 60 times (commit p50/p99, CPU
+//! per cycle with merges).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark reports on stdout and fails loudly
 
@@ -87,6 +89,52 @@ fn trip(rng: &mut Rng, n: u64) -> TripRecord {
     }
 }
 
+/// The indexer's cycle: a live writer replaces a few hundred trips and commits, the reader
+/// reloads. Reports the commit (reload included) and a reload alone, which the commit's time
+/// holds once.
+fn live_commits(index: &TripIndex, rng: &mut Rng, trips: u64) {
+    const CYCLES: usize = 60;
+    const CHANGED: u64 = 300;
+    let mut writer = index.live_writer().unwrap();
+    let (mut commits, mut reloads) = (Vec::new(), Vec::new());
+    let (cpu, wall) = (cpu_seconds(), Instant::now());
+    for _ in 0..CYCLES {
+        for _ in 0..CHANGED {
+            let n = rng.below(trips);
+            index.upsert(&writer, &trip(rng, n)).unwrap();
+        }
+        let t = Instant::now();
+        index.commit(&mut writer, &Checkpoint::default()).unwrap();
+        commits.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        index.reload().unwrap();
+        reloads.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    // Merges started by these commits finish before the CPU is counted.
+    writer.wait_merging_threads().unwrap();
+    let (cpu, wall) = (cpu_seconds() - cpu, wall.elapsed().as_secs_f64());
+    commits.sort_by(f64::total_cmp);
+    reloads.sort_by(f64::total_cmp);
+    println!(
+        "live commit of {CHANGED} changed trips ({CYCLES} cycles): p50 {:.1} ms, p99 {:.1} ms; a reload alone p50 {:.1} ms; \
+         CPU {:.0} ms a cycle (merges included) in {:.0} ms",
+        percentile(&commits, 0.5),
+        percentile(&commits, 0.99),
+        percentile(&reloads, 0.5),
+        cpu * 1000.0 / CYCLES as f64,
+        wall * 1000.0 / CYCLES as f64,
+    );
+}
+
+/// CPU time of this process so far (user and system, all threads), from `/proc/self/stat`;
+/// 0 where there is none.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: f64 = after_name.split_whitespace().skip(11).take(2).filter_map(|t| t.parse::<f64>().ok()).sum();
+    ticks / 100.0
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -110,8 +158,8 @@ fn main() {
         "indexed {trips} trips in {indexing:.1} s: {:.0} trip updates/s (one writer, commit every 100k)",
         trips as f64 / indexing
     );
-    // Merge down to fewer segments as a long-running index would be.
     drop(writer);
+    live_commits(&index, &mut rng, trips);
 
     type Make = fn(&mut Rng) -> TripQuery;
     let kinds: Vec<(&str, Make)> = vec![

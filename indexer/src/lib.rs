@@ -65,7 +65,7 @@ pub struct IndexerConfig {
 
 impl Default for IndexerConfig {
     fn default() -> Self {
-        IndexerConfig { commit_interval_ms: 250, poll_interval_ms: 100, batch: 1000 }
+        IndexerConfig { commit_interval_ms: 100, poll_interval_ms: 100, batch: 1000 }
     }
 }
 
