@@ -20,7 +20,7 @@ use tripline_ingest::budget::ByteBudget;
 use tripline_ingest::credentials::VehicleAuth;
 use tripline_ingest::endpoint::{AllowAnyone, Authenticate, Endpoint, EndpointConfig};
 use tripline_ingest::intake::{Decoded, IntakeCounters, Routed, run_intake};
-use tripline_ingest::source::{MqttSourceConfig, SourceCounters, run_source};
+use tripline_ingest::source::{Delivery, MqttSourceConfig, SourceCounters, run_source};
 use tripline_model::DecodeConfig;
 use tripline_query_api::{ApiConfig, ApiState};
 use tripline_store::{AnyStore, EmbeddedStore, TripStore};
@@ -432,25 +432,7 @@ async fn start_ingest(
     let (shutdown_tx, shutdown) = watch::channel(false);
 
     let workers = config.ingest.workers.max(1);
-    let mut queues = Vec::with_capacity(workers);
-    let mut worker_tasks = Vec::with_capacity(workers);
-    // Receivers, only to sample queue depths: holding a sender would keep a worker's queue open
-    // and the worker running after a stop.
-    let mut depths = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let (tx, rx) = flume::bounded::<Work>(WORKER_QUEUE_CAPACITY);
-        queues.push(tx);
-        depths.push(rx.clone());
-        let worker_config = WorkerConfig {
-            max_live_trips: config.ingest.max_live_trips.max(1),
-            trip_update_every: Duration::from_secs(config.push.trip_update_every_s),
-            ..WorkerConfig::default()
-        };
-        let worker = Worker::new(Arc::clone(&engine), store.clone(), worker_config);
-        let task = tokio::spawn(worker.run(rx));
-        worker_tasks.push(supervise("an enrichment worker", task, &stopping, &health, |()| String::new()));
-    }
-
+    let Workers { queues, tasks: worker_tasks, depths } = spawn_workers(config, store, &engine, &stopping, &health);
     let budget = ByteBudget::new(config.ingest.max_in_flight_mb.max(1) * 1024 * 1024);
     let in_flight = budget.clone();
     let (deliveries_tx, deliveries_rx) = flume::bounded(DELIVERY_QUEUE_CAPACITY);
@@ -473,66 +455,15 @@ async fn start_ingest(
             eprintln!("tripline: ingest ready (connected and subscribed)");
         }
     });
-    // Progress once a second while it changes (never per message), and the queue depths.
-    let mut progress = status.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut last = SourceCounters::default();
-        loop {
-            tick.tick().await;
-            if progress.has_changed().is_err() {
-                break;
-            }
-            tripline_ingest::metrics::queue_depth("deliveries", deliveries_depth.len());
-            tripline_ingest::metrics::in_flight_bytes(in_flight.in_flight_bytes());
-            for (i, queue) in depths.iter().enumerate() {
-                tripline_ingest::metrics::queue_depth(format!("worker-{i}"), queue.len());
-            }
-            let now = progress.borrow_and_update().clone();
-            if now != last {
-                tracing::info!(
-                    received = now.received,
-                    acknowledged = now.acknowledged,
-                    connections = now.connections,
-                    "ingest progress"
-                );
-                last = now;
-            }
-        }
-    });
+    tokio::spawn(report_progress(status.clone(), deliveries_depth, in_flight, depths));
     let drain = Duration::from_secs(config.ingest.drain_s);
     let (source, endpoint) = match external {
-        None => {
-            let defaults = EndpointConfig::default();
-            let endpoint_config = EndpointConfig {
-                listen: config.mqtt.listen.unwrap_or(defaults.listen),
-                max_connections: config.mqtt.max_connections.unwrap_or(defaults.max_connections).max(1),
-                in_flight: config.mqtt.in_flight.unwrap_or(defaults.in_flight).max(1),
-                tls: config.mqtt.server_tls().map_err(Failure::Usage)?,
-                budget,
-                ..defaults
-            };
-            let scheme = if endpoint_config.tls.is_some() { "mqtts" } else { "mqtt" };
-            let auth: Arc<dyn Authenticate> = if config.mqtt.allow_anonymous {
-                tracing::warn!("[mqtt] allow_anonymous: any client may publish as any vehicle");
-                Arc::new(AllowAnyone)
-            } else {
-                VehicleAuth::new(store.clone()).shared()
-            };
-            let endpoint =
-                Endpoint::start(endpoint_config, auth, deliveries_tx, drain, status_tx).await.map_err(|e| match e {
-                    listen @ tripline_ingest::IngestError::Listen { .. } => Failure::Usage(listen.to_string()),
-                    other => Failure::Runtime(other.into()),
-                })?;
-            eprintln!("tripline: MQTT endpoint for vehicles on {scheme}://{}", endpoint.local_addr());
-            (None, Some(endpoint))
-        }
+        None => (None, Some(start_endpoint(config, store, budget, deliveries_tx, drain, status_tx).await?)),
         Some(url) => {
-            let tls = if url.tls { Some(config.mqtt.client_tls(true).map_err(Failure::Usage)?) } else { None };
             let source_config = MqttSourceConfig {
                 host: url.host,
                 port: url.port,
-                tls,
+                tls: if url.tls { Some(config.mqtt.client_tls(true).map_err(Failure::Usage)?) } else { None },
                 client_id: config.mqtt.client_id.clone().unwrap_or_else(|| "tripline-ingest".to_owned()),
                 shared_group: config.mqtt.shared_group.clone(),
                 credentials: config.mqtt.account().map_err(Failure::Usage)?,
@@ -554,6 +485,109 @@ async fn start_ingest(
         config.store
     );
     Ok(Ingest { endpoint, shutdown: shutdown_tx, stopping: stopping_tx, status, intake, workers: worker_tasks, source })
+}
+
+/// The enrichment workers as started.
+struct Workers {
+    queues: Vec<flume::Sender<Work>>,
+    tasks: Vec<tokio::task::JoinHandle<Option<()>>>,
+    /// Receivers of the queues, only to sample their depths: holding a sender would keep a
+    /// worker's queue open and the worker running after a stop.
+    depths: Vec<flume::Receiver<Work>>,
+}
+
+/// One enrichment worker per `[ingest] workers`, each under supervision.
+fn spawn_workers(
+    config: &Config,
+    store: &AnyStore,
+    engine: &Arc<Enricher>,
+    stopping: &watch::Receiver<bool>,
+    health: &watch::Sender<Option<String>>,
+) -> Workers {
+    let workers = config.ingest.workers.max(1);
+    let (mut queues, mut tasks, mut depths) =
+        (Vec::with_capacity(workers), Vec::with_capacity(workers), Vec::with_capacity(workers));
+    for _ in 0..workers {
+        let (tx, rx) = flume::bounded::<Work>(WORKER_QUEUE_CAPACITY);
+        queues.push(tx);
+        depths.push(rx.clone());
+        let worker_config = WorkerConfig {
+            max_live_trips: config.ingest.max_live_trips.max(1),
+            trip_update_every: Duration::from_secs(config.push.trip_update_every_s),
+            ..WorkerConfig::default()
+        };
+        let worker = Worker::new(Arc::clone(engine), store.clone(), worker_config);
+        let task = tokio::spawn(worker.run(rx));
+        tasks.push(supervise("an enrichment worker", task, stopping, health, |()| String::new()));
+    }
+    Workers { queues, tasks, depths }
+}
+
+/// Logs ingest's progress once a second while it changes (never per message), and samples the
+/// queue depths and the bytes in flight for `/metrics`; ends when the source's status goes.
+async fn report_progress(
+    mut progress: watch::Receiver<SourceCounters>,
+    deliveries: flume::Receiver<Delivery>,
+    in_flight: ByteBudget,
+    workers: Vec<flume::Receiver<Work>>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last = SourceCounters::default();
+    loop {
+        tick.tick().await;
+        if progress.has_changed().is_err() {
+            break;
+        }
+        tripline_ingest::metrics::queue_depth("deliveries", deliveries.len());
+        tripline_ingest::metrics::in_flight_bytes(in_flight.in_flight_bytes());
+        for (i, queue) in workers.iter().enumerate() {
+            tripline_ingest::metrics::queue_depth(format!("worker-{i}"), queue.len());
+        }
+        let now = progress.borrow_and_update().clone();
+        if now != last {
+            tracing::info!(
+                received = now.received,
+                acknowledged = now.acknowledged,
+                connections = now.connections,
+                "ingest progress"
+            );
+            last = now;
+        }
+    }
+}
+
+/// The embedded MQTT endpoint for vehicles, with `[mqtt]`'s settings; a listen address that
+/// cannot be bound is a usage error.
+async fn start_endpoint(
+    config: &Config,
+    store: &AnyStore,
+    budget: ByteBudget,
+    deliveries: flume::Sender<Delivery>,
+    drain: Duration,
+    status: watch::Sender<SourceCounters>,
+) -> Result<Endpoint, Failure> {
+    let defaults = EndpointConfig::default();
+    let endpoint_config = EndpointConfig {
+        listen: config.mqtt.listen.unwrap_or(defaults.listen),
+        max_connections: config.mqtt.max_connections.unwrap_or(defaults.max_connections).max(1),
+        in_flight: config.mqtt.in_flight.unwrap_or(defaults.in_flight).max(1),
+        tls: config.mqtt.server_tls().map_err(Failure::Usage)?,
+        budget,
+        ..defaults
+    };
+    let scheme = if endpoint_config.tls.is_some() { "mqtts" } else { "mqtt" };
+    let auth: Arc<dyn Authenticate> = if config.mqtt.allow_anonymous {
+        tracing::warn!("[mqtt] allow_anonymous: any client may publish as any vehicle");
+        Arc::new(AllowAnyone)
+    } else {
+        VehicleAuth::new(store.clone()).shared()
+    };
+    let endpoint = Endpoint::start(endpoint_config, auth, deliveries, drain, status).await.map_err(|e| match e {
+        listen @ tripline_ingest::IngestError::Listen { .. } => Failure::Usage(listen.to_string()),
+        other => Failure::Runtime(other.into()),
+    })?;
+    eprintln!("tripline: MQTT endpoint for vehicles on {scheme}://{}", endpoint.local_addr());
+    Ok(endpoint)
 }
 
 impl Ingest {
