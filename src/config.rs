@@ -203,8 +203,8 @@ impl Default for HttpConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct IngestConfig {
-    /// Enrichment workers; default two per core, at least 4 (each waits for its batch to be
-    /// durable, so more of them keep the cores busy while others wait for the disk).
+    /// Enrichment workers; default four per core, at least 8 (each waits for its batch to be
+    /// durable, so more of them keep more write sets in flight: docs/benchmarks.md, Decisions).
     pub(crate) workers: usize,
     /// On a graceful stop, how long to wait for in-flight messages to become durable, seconds.
     pub(crate) drain_s: u64,
@@ -224,7 +224,7 @@ impl Default for IngestConfig {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         let max_live_trips = tripline_enrich::worker::WorkerConfig::default().max_live_trips;
         let max_in_flight_mb = tripline_ingest::budget::DEFAULT_IN_FLIGHT_BYTES / (1024 * 1024);
-        IngestConfig { workers: (2 * cores).max(4), drain_s: 10, give_up_s: 300, max_live_trips, max_in_flight_mb }
+        IngestConfig { workers: (4 * cores).max(8), drain_s: 10, give_up_s: 300, max_live_trips, max_in_flight_mb }
     }
 }
 
