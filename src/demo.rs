@@ -49,7 +49,7 @@ fn fixture_records() -> Result<Vec<tripline_model::tripfile::FileRecord>, Failur
 }
 
 fn registry(error: StoreError) -> Failure {
-    Failure::Runtime(anyhow::anyhow!("demo tenant: {error}"))
+    Failure::Runtime(anyhow::Error::new(error).context("demo tenant"))
 }
 
 /// Creates (or finds) the demo tenant, its key and its vehicles.

@@ -23,7 +23,7 @@ pub(crate) fn new_api_key() -> Result<String, Failure> {
 }
 
 fn registry_failure(error: StoreError) -> Failure {
-    Failure::Runtime(anyhow::anyhow!("{error}"))
+    Failure::Runtime(error.into())
 }
 
 /// `tripline tenant create NAME`: prints the new key alone on stdout.
@@ -248,9 +248,7 @@ fn set_secrets(
         NewSecrets { secrets: secrets.iter().map(|(v, s)| (v.as_str().to_owned(), s.clone())).collect(), only_missing };
     let remote = through_running(&config.data_dir, |remote| remote.set_vehicle_secrets(&body));
     match remote {
-        Some(outcome) => {
-            outcome?.iter().map(|v| VehicleId::parse(v).map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))).collect()
-        }
+        Some(outcome) => outcome?.iter().map(|v| VehicleId::parse(v).map_err(|e| Failure::Runtime(e.into()))).collect(),
         None => runtime()?.block_on(async {
             let store = crate::config::open_store(config).await?;
             store_secrets(&store, secrets, only_missing).await.map_err(registry_failure)

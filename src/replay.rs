@@ -422,7 +422,9 @@ impl VehicleConnection {
                 Err(error) => {
                     failures += 1;
                     if failures > 10 {
-                        return Err(Failure::Runtime(anyhow::anyhow!("broker {}: {error}", target.url())));
+                        return Err(Failure::Runtime(
+                            anyhow::Error::new(error).context(format!("broker {}", target.url())),
+                        ));
                     }
                     tracing::warn!(%error, %vehicle, "broker connection failed; reconnecting");
                     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -76,7 +76,7 @@ impl From<OpError> for Failure {
     fn from(error: OpError) -> Self {
         match error {
             OpError::Usage(reason) | OpError::NotFound(reason) => Failure::Usage(reason),
-            OpError::Store(error) => Failure::Runtime(anyhow::anyhow!("{error}")),
+            OpError::Store(error) => Failure::Runtime(error.into()),
             OpError::Push(error) => Failure::Runtime(error.into()),
         }
     }

@@ -554,7 +554,11 @@ async fn publish_vehicle(
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => break Ok(()),
             Ok(_) => {}
-            Err(error) => break Err(Failure::Runtime(anyhow::anyhow!("vehicle {vehicle} could not connect: {error}"))),
+            Err(error) => {
+                break Err(Failure::Runtime(
+                    anyhow::Error::new(error).context(format!("vehicle {vehicle} could not connect")),
+                ));
+            }
         }
     };
     // Every vehicle arrives here, connected or not, so the fleet never waits for a failed one.
@@ -585,7 +589,7 @@ async fn publish_vehicle(
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
             Ok(_) => {}
-            Err(error) => return Err(Failure::Runtime(anyhow::anyhow!("fleet connection: {error}"))),
+            Err(error) => return Err(Failure::Runtime(anyhow::Error::new(error).context("fleet connection"))),
         }
     }
     if let Ok(Some(client)) = sender.await {
