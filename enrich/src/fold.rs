@@ -303,6 +303,7 @@ impl Fold {
             self.first_kept = self.kept.first().cloned();
         }
         self.kept.drain(..n);
+        crate::track::release_spare(&mut self.kept);
         self.kept_trimmed += n;
         self.kept.first().map(|p| &p.point)
     }

@@ -66,6 +66,19 @@ pub struct TripPoints {
     trimmed_order: VecDeque<u64>,
 }
 
+/// Below this many elements a trimmed container keeps its capacity (see [`release_spare`]).
+const SPARE_FLOOR: usize = 64;
+
+/// Gives back a vector's spare capacity once it holds less than a quarter of it: after a trim
+/// that let go of many points at once (a trip reopened or rebuilt from the store holds all its
+/// points until its first write), not in the steady trims of a live trip, whose capacity stays
+/// within that bound.
+pub(crate) fn release_spare<T>(v: &mut Vec<T>) {
+    if v.capacity() > 4 * v.len().max(SPARE_FLOOR) {
+        v.shrink_to(2 * v.len().max(SPARE_FLOOR));
+    }
+}
+
 /// Hashes of trimmed points a trip remembers at most (about 256 KiB with the set's overhead):
 /// 4.5 hours at 1 Hz, 27 minutes at 10 Hz. A redelivered point older than that is not known as a
 /// duplicate: it reads as a change before the points held, and the trip is rebuilt from the store
@@ -159,6 +172,19 @@ impl TripPoints {
             }
         }
         self.trimmed += n;
+        release_spare(&mut self.points);
+        if self.ts_by_seq.capacity() > 4 * self.ts_by_seq.len().max(SPARE_FLOOR) {
+            self.ts_by_seq.shrink_to(2 * self.ts_by_seq.len().max(SPARE_FLOOR));
+        }
+    }
+
+    /// Bytes its containers hold (from their capacities; what the points own beside them, such
+    /// as nothing for a plain [`Point`], is not counted).
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.points.capacity() * std::mem::size_of::<Point>()
+            + self.ts_by_seq.capacity() * (std::mem::size_of::<(u64, i64)>() + 1)
+            + self.trimmed_hashes.capacity() * (std::mem::size_of::<u64>() + 1)
+            + self.trimmed_order.capacity() * std::mem::size_of::<u64>()
     }
 
     /// Whether there are none.

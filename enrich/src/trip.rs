@@ -255,6 +255,12 @@ impl TripEngine {
         }
     }
 
+    /// Bytes the trip's point containers hold in memory, estimated from their capacities: the
+    /// points, their enriched copies and the hashes of trimmed points.
+    pub fn held_bytes(&self) -> usize {
+        self.points.held_bytes() + self.fold.kept.capacity() * std::mem::size_of::<EnrichedPoint>()
+    }
+
     /// The trip's report with the given status and update time; `None` while no point is kept.
     pub fn report(&mut self, engine: &Enricher, status: TripStatus, updated_at_ms: Option<i64>) -> Option<TripReport> {
         self.refresh(engine);

@@ -136,3 +136,20 @@ fn a_live_trip_updated_in_order_equals_a_full_recompute_and_late_points_recomput
     shifted.seq = Some(1_000_000);
     assert!(live.add_points([shifted]).recompute, "a point before the end restarts the pass");
 }
+
+#[test]
+fn a_trip_opened_with_all_its_points_lets_their_memory_go_at_its_first_trim() {
+    // Two hours at 1 Hz, as a trip reopened from the store holds them until its first write.
+    let points = drive(&[accelerate(60.0, 1.5), cruise(7_200.0), accelerate(0.0, 1.5)], &device(1.0, 2.0, true), 3);
+    let mut trip = tripline_enrich::TripEngine::new(vehicle("car-1"), trip("long"));
+    trip.add_points(points.clone());
+    let whole = trip.report(&engine(), tripline_model::TripStatus::Active, None).unwrap();
+    let before = trip.held_bytes();
+    trip.trim(trip.kept_count());
+    let after = trip.held_bytes();
+    assert!(before > 2_000_000, "all {} points held: {before} bytes", points.len());
+    // What stays: the points a live trip holds, and 8-byte hashes of the last 16,384 trimmed.
+    assert!(after < 400_000, "after the trim: {after} bytes");
+    let trimmed = trip.report(&engine(), tripline_model::TripStatus::Active, None).unwrap();
+    assert_eq!(trimmed, whole, "the trim changes nothing the trip reports");
+}
