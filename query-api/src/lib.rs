@@ -15,6 +15,7 @@ pub mod error;
 pub mod limits;
 pub mod metrics;
 mod openapi;
+mod param_docs;
 pub mod params;
 mod routes;
 pub mod stream;
@@ -129,5 +130,5 @@ impl<S> ApiState<S> {
 
 /// The API's routes (`/v1/…`, `/readyz`, the trip explorer page at `/`); the binary adds `/healthz` and `/metrics`.
 pub fn router<S: Store>(state: ApiState<S>) -> Router {
-    routes::router(Arc::new(state))
+    routes::router(Arc::new(state), openapi::document)
 }

@@ -12,7 +12,7 @@ use tripline_model::{TenantId, TripDetail, TripId, VehicleId};
 use tripline_store::Store;
 
 use crate::error::ApiError;
-use crate::openapi::{PageParams, SearchParams, StatsParams, StreamParams, VehicleFilter};
+use crate::param_docs::{PageParams, SearchParams, StatsParams, StreamParams, VehicleFilter};
 use crate::views::{
     BucketView, DeliveriesAnswer, DeliveryView, ErrorBody, PointView, PointsAnswer, RejectionView, RejectionsAnswer,
     SearchAnswer, StatsAnswer,
@@ -26,7 +26,9 @@ type Shared<S> = State<Arc<ApiState<S>>>;
 const REJECTIONS_BUDGET: usize = 1024 * 1024;
 type Pairs = Query<Vec<(String, String)>>;
 
-pub(crate) fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
+/// The routes; `/openapi.json` answers `openapi()` (the document describes these handlers, so
+/// it is handed in rather than imported).
+pub(crate) fn router<S: Store>(state: Arc<ApiState<S>>, openapi: fn() -> utoipa::openapi::OpenApi) -> Router {
     Router::new()
         .route("/v1/trips", get(search::<S>))
         .route("/v1/trips/:trip_id", get(trip::<S>))
@@ -37,7 +39,7 @@ pub(crate) fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/v1/stream", get(stream::<S>))
         .route("/v1/webhooks/deliveries", get(deliveries::<S>))
         .route("/readyz", get(ready::<S>))
-        .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
+        .route("/openapi.json", get(move || async move { Json(openapi()) }))
         .route("/", get(page::<S>))
         .route("/ui/app.js", get(|State(state): Shared<S>| async move { crate::ui::script(&state.ui) }))
         .route("/ui/style.css", get(|State(state): Shared<S>| async move { crate::ui::style(&state.ui) }))
