@@ -66,16 +66,21 @@ pub struct TripPoints {
     trimmed_order: VecDeque<u64>,
 }
 
-/// Below this many elements a trimmed container keeps its capacity (see [`release_spare`]).
+/// Below this many elements a trimmed container keeps its capacity (see [`spare_target`]).
 const SPARE_FLOOR: usize = 64;
 
-/// Gives back a vector's spare capacity once it holds less than a quarter of it: after a trim
-/// that let go of many points at once (a trip reopened or rebuilt from the store holds all its
-/// points until its first write), not in the steady trims of a live trip, whose capacity stays
-/// within that bound.
+/// The capacity a trimmed container of `len` elements shrinks to when it holds less than a
+/// quarter of its `capacity`: after a trim that let go of many points at once (a trip reopened or
+/// rebuilt from the store holds all its points until its first write), not in the steady trims
+/// of a live trip, whose capacity stays within that bound.
+fn spare_target(capacity: usize, len: usize) -> Option<usize> {
+    (capacity > 4 * len.max(SPARE_FLOOR)).then(|| 2 * len.max(SPARE_FLOOR))
+}
+
+/// Gives back a vector's spare capacity (see [`spare_target`]).
 pub(crate) fn release_spare<T>(v: &mut Vec<T>) {
-    if v.capacity() > 4 * v.len().max(SPARE_FLOOR) {
-        v.shrink_to(2 * v.len().max(SPARE_FLOOR));
+    if let Some(target) = spare_target(v.capacity(), v.len()) {
+        v.shrink_to(target);
     }
 }
 
@@ -173,8 +178,8 @@ impl TripPoints {
         }
         self.trimmed += n;
         release_spare(&mut self.points);
-        if self.ts_by_seq.capacity() > 4 * self.ts_by_seq.len().max(SPARE_FLOOR) {
-            self.ts_by_seq.shrink_to(2 * self.ts_by_seq.len().max(SPARE_FLOOR));
+        if let Some(target) = spare_target(self.ts_by_seq.capacity(), self.ts_by_seq.len()) {
+            self.ts_by_seq.shrink_to(target);
         }
     }
 

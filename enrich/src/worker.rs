@@ -410,8 +410,9 @@ impl<S: Store> Worker<S> {
     /// quiet for `park_after` (see the module's doc). Looks again after a second at the soonest.
     fn park_quiet(&mut self) {
         let now = now_ms();
-        let quiet_before = now - i64::try_from(self.config.park_after.as_millis()).unwrap_or(i64::MAX);
-        self.next_park_ms = now + i64::try_from(self.config.park_after.as_millis()).unwrap_or(i64::MAX).min(1_000);
+        let park_after = millis(self.config.park_after);
+        let quiet_before = now - park_after;
+        self.next_park_ms = now + park_after.min(1_000);
         let mut latest: HashMap<&VehicleId, i64> = HashMap::new();
         for ((vehicle, _), live) in &self.trips {
             let at = latest.entry(vehicle).or_insert(live.last_activity_ms);
@@ -438,10 +439,7 @@ impl<S: Store> Worker<S> {
         // (reopened from the store when a message comes, as a trip evicted at the maximum).
         let over = self.parked.len().saturating_sub(self.config.max_live_trips.max(1));
         if over > 0 {
-            let mut oldest: Vec<(i64, (VehicleId, TripId))> =
-                self.parked.iter().map(|(k, p)| (p.last_activity_ms, k.clone())).collect();
-            oldest.sort_unstable_by_key(|(at, _)| *at);
-            for (_, key) in oldest.into_iter().take(over) {
+            for key in least_recent(self.parked.iter().map(|(k, p)| (p.last_activity_ms, k)), over) {
                 self.parked.remove(&key);
             }
             crate::metrics::trips_evicted_over_cap(over);
@@ -471,17 +469,15 @@ impl<S: Store> Worker<S> {
         if over == 0 {
             return;
         }
-        let mut written: Vec<(i64, (VehicleId, TripId))> =
-            self.trips.iter().filter(|(_, l)| !l.dirty).map(|(k, l)| (l.last_activity_ms, k.clone())).collect();
-        written.sort_unstable_by_key(|(at, _)| *at);
-        let evicted = written.len().min(over);
-        for (_, key) in written.into_iter().take(over) {
+        let written = self.trips.iter().filter(|(_, l)| !l.dirty).map(|(k, l)| (l.last_activity_ms, k));
+        let evicted = least_recent(written, over);
+        crate::metrics::trips_evicted_over_cap(evicted.len());
+        for key in evicted {
             self.trips.remove(&key);
             if self.open_auto.get(&key.0) == Some(&key.1) {
                 self.open_auto.remove(&key.0);
             }
         }
-        crate::metrics::trips_evicted_over_cap(evicted);
     }
 
     /// Seals the trips the last write completed: their points rewritten as a few sealed
@@ -709,7 +705,7 @@ impl<S: Store> Worker<S> {
     }
 
     fn update_every_ms(&self) -> i64 {
-        i64::try_from(self.config.trip_update_every.as_millis()).unwrap_or(i64::MAX)
+        millis(self.config.trip_update_every)
     }
 
     /// Writes every dirty trip (retrying until durable) and seals those that completed.
@@ -751,7 +747,7 @@ impl<S: Store> Worker<S> {
 
     /// Completes and forgets trips that received nothing for `idle_eviction`.
     async fn evict_idle(&mut self) {
-        let cutoff = now_ms() - i64::try_from(self.config.idle_eviction.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = now_ms() - millis(self.config.idle_eviction);
         // A parked trip completed before has nothing left to do; any other is reopened to be
         // completed below.
         self.parked.retain(|_, p| !(p.ended && p.last_activity_ms <= cutoff));
@@ -795,6 +791,18 @@ impl<S: Store> Worker<S> {
     pub fn points_in_memory(&self) -> usize {
         self.trips.values().map(|l| l.engine.points().len()).sum()
     }
+}
+
+/// A duration in whole milliseconds (saturating).
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The keys of the `n` least recently active of `trips` (last activity, key).
+fn least_recent<'a>(trips: impl Iterator<Item = (i64, &'a (VehicleId, TripId))>, n: usize) -> Vec<(VehicleId, TripId)> {
+    let mut trips: Vec<_> = trips.collect();
+    trips.sort_unstable_by_key(|(at, _)| *at);
+    trips.into_iter().take(n).map(|(_, key)| key.clone()).collect()
 }
 
 /// A trip as the store has it, for reopening.

@@ -133,7 +133,8 @@ impl TripIndex {
     }
 
     /// The writer of an indexer that commits often, a few documents at a time (one thread,
-    /// [`LIVE_WRITER_MEMORY_BYTES`]).
+    /// [`LIVE_WRITER_MEMORY_BYTES`], small segments merged among themselves first:
+    /// [`LIVE_MIN_LAYER_DOCS`]).
     pub fn live_writer(&self) -> IndexResult<IndexWriter> {
         let writer: IndexWriter = self.index.writer_with_num_threads(1, LIVE_WRITER_MEMORY_BYTES)?;
         let mut merges = LogMergePolicy::default();
