@@ -237,6 +237,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::point::PointPrecision;
     use crate::wire::encode_telemetry;
 
     const NOW_MS: i64 = 1_795_000_000_000; // 2026-11-18
@@ -421,17 +422,22 @@ mod tests {
         )
             .prop_filter("not (0, 0)", |((_, _, lat, lon), _)| lat.abs() > 1e-6 || lon.abs() > 1e-6)
             .prop_map(
-                |((seq, ts_ms, lat, lon), (speed_mps, heading_deg, accuracy_m, alt_m, ignition, odometer_m))| Point {
-                    seq,
-                    ts_ms,
-                    lat,
-                    lon,
-                    speed_mps,
-                    heading_deg,
-                    accuracy_m,
-                    alt_m,
-                    ignition,
-                    odometer_m,
+                |((seq, ts_ms, lat, lon), (speed_mps, heading_deg, accuracy_m, alt_m, ignition, odometer_m))| {
+                    // Values as a device at the stored precision sends them.
+                    let at = |decimals: u8| move |v: f64| crate::point::quantise(v, decimals);
+                    let metres = at(PointPrecision::METRES);
+                    Point {
+                        seq,
+                        ts_ms,
+                        lat: at(PointPrecision::DEGREES)(lat),
+                        lon: at(PointPrecision::DEGREES)(lon),
+                        speed_mps: speed_mps.map(at(PointPrecision::SPEED_MPS)),
+                        heading_deg: heading_deg.map(at(PointPrecision::HEADING_DEG)),
+                        accuracy_m: accuracy_m.map(metres),
+                        alt_m: alt_m.map(metres),
+                        ignition,
+                        odometer_m: odometer_m.map(metres),
+                    }
                 },
             )
     }

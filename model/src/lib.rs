@@ -28,7 +28,7 @@ pub mod wire;
 pub use decode::{DecodeConfig, Message, MessageRejection, PointRejection, Telemetry, decode};
 pub use dropped::{DroppedPoints, point_key};
 pub use ids::{TenantId, TripId, VehicleId};
-pub use point::{Point, PointRules, RawPoint};
+pub use point::{Point, PointPrecision, PointRules, RawPoint, quantise};
 pub use push::{Notice, NoticeKind, PushData, PushMessage, TripNotices};
 pub use reject::{RejectReason, RejectScope};
 pub use summary::{Event, EventCounts, EventKind, Place, TripDetail, TripStatus, TripSummary};

@@ -112,6 +112,33 @@ fn keep_if(value: Option<f64>, ok: impl Fn(f64) -> bool, repairs: &mut FieldRepa
 /// Fastest speed a device may report before tripline treats the value as absent (~1080 km/h).
 const MAX_REPORTED_SPEED_MPS: f64 = 300.0;
 
+/// Decimals a device's values are kept to: finer than any receiver measures, so nothing real is
+/// lost, and coarse enough that the stored columns pack into a few bits
+/// (a phone reports 15–17 significant digits of noise). Applied once, by [`Point::from_raw`],
+/// so that live ingest, trips reloaded from the store and offline summaries see the same values.
+pub struct PointPrecision;
+
+impl PointPrecision {
+    /// Latitude and longitude: 1e-7° (1.1 cm at the equator), as GNSS receivers report them.
+    pub const DEGREES: u8 = 7;
+    /// Reported speed: 0.01 m/s (0.036 km/h).
+    pub const SPEED_MPS: u8 = 2;
+    /// Reported course: 0.1°.
+    pub const HEADING_DEG: u8 = 1;
+    /// Reported accuracy, altitude and odometer: 1 cm.
+    pub const METRES: u8 = 2;
+}
+
+/// Largest magnitude a fixed-point value may have and still be an exact integer in an `f64`.
+const MAX_EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+
+/// `v` rounded to `decimals` decimals; values too large to round stay as they are, and −0 is 0.
+pub fn quantise(v: f64, decimals: u8) -> f64 {
+    let scale = 10f64.powi(i32::from(decimals));
+    let scaled = (v * scale).round();
+    if v.is_finite() && scaled.abs() < MAX_EXACT { scaled / scale + 0.0 } else { v }
+}
+
 impl Point {
     /// A fix at `ts_ms` and a position, with no optional field.
     pub fn new(ts_ms: i64, lat: f64, lon: f64) -> Point {
@@ -130,7 +157,8 @@ impl Point {
     }
 
     /// Checks the structure of a raw point: `ts` or `ts_ms` (equal when both are given), `lat` and
-    /// `lon` present. Impossible optional values are cleared and counted in `repairs`.
+    /// `lon` present. Impossible optional values are cleared and counted in `repairs`; the rest
+    /// are kept to [`PointPrecision`].
     pub fn from_raw(raw: &RawPoint, repairs: &mut FieldRepairs) -> Result<Point, ModelError> {
         let ts_ms = match (&raw.ts, raw.ts_ms) {
             (Some(text), None) => parse_rfc3339_ms(text)?,
@@ -147,22 +175,25 @@ impl Point {
         let (Some(lat), Some(lon)) = (raw.lat, raw.lon) else {
             return Err(ModelError::Schema { detail: "point needs both `lat` and `lon`".to_owned() });
         };
+        let metres = |v: f64| quantise(v, PointPrecision::METRES);
         Ok(Point {
             seq: raw.seq,
             ts_ms,
-            lat,
-            lon,
+            lat: quantise(lat, PointPrecision::DEGREES),
+            lon: quantise(lon, PointPrecision::DEGREES),
             speed_mps: keep_if(
                 raw.speed_mps,
                 |v| v.is_finite() && (0.0..=MAX_REPORTED_SPEED_MPS).contains(&v),
                 repairs,
-            ),
+            )
+            .map(|v| quantise(v, PointPrecision::SPEED_MPS)),
             heading_deg: keep_if(raw.heading_deg, |v| v.is_finite() && (0.0..=360.0).contains(&v), repairs)
+                .map(|h| quantise(h, PointPrecision::HEADING_DEG))
                 .map(|h| if h >= 360.0 { 0.0 } else { h }),
-            accuracy_m: keep_if(raw.accuracy_m, |v| v.is_finite() && v >= 0.0, repairs),
-            alt_m: keep_if(raw.alt_m, f64::is_finite, repairs),
+            accuracy_m: keep_if(raw.accuracy_m, |v| v.is_finite() && v >= 0.0, repairs).map(metres),
+            alt_m: keep_if(raw.alt_m, f64::is_finite, repairs).map(metres),
             ignition: raw.ignition,
-            odometer_m: keep_if(raw.odometer_m, |v| v.is_finite() && v >= 0.0, repairs),
+            odometer_m: keep_if(raw.odometer_m, |v| v.is_finite() && v >= 0.0, repairs).map(metres),
         })
     }
 
@@ -375,6 +406,21 @@ mod tests {
         assert_eq!(point.accuracy_m, None);
         assert_eq!(point.heading_deg, Some(0.0));
         assert_eq!(repairs.cleared_fields, 2);
+    }
+
+    #[test]
+    fn a_phones_digits_are_kept_to_the_stored_precision() {
+        let p = raw(r#"{"ts_ms": 1, "lat": 51.681368224760234, "lon": -0.00000004, "speed_mps": 13.888888,
+                "heading_deg": 359.97, "accuracy_m": 3.9000000953674316, "alt_m": 102.123, "odometer_m": 5.5}"#);
+        let point = Point::from_raw(&p, &mut FieldRepairs::default()).unwrap();
+        assert_eq!(point.lat, 51.6813682);
+        // Rounded to zero, and to a positive zero (which a fixed-point column stores).
+        assert!(point.lon == 0.0 && point.lon.is_sign_positive());
+        assert_eq!(point.speed_mps, Some(13.89));
+        assert_eq!(point.heading_deg, Some(0.0));
+        assert_eq!((point.accuracy_m, point.alt_m, point.odometer_m), (Some(3.9), Some(102.12), Some(5.5)));
+        // Decoding what was decoded changes nothing.
+        assert_eq!(Point::from_raw(&point.to_raw(), &mut FieldRepairs::default()).unwrap(), point);
     }
 
     #[test]

@@ -30,8 +30,9 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde::Serialize;
 use tripline_enrich::sim::{Device, Rng, Start, everyday_legs, simulate};
 use tripline_enrich::{Enricher, TripEngine};
+use tripline_model::point::FieldRepairs;
 use tripline_model::{Point, TenantId, TripId, TripStatus, VehicleId, encode_telemetry};
-use tripline_store::{AnyStore, BatchWrite, Derived, Registry, StoredPoint, TripRecord, WriteSet};
+use tripline_store::{AnyStore, BatchWrite, Derived, EmbeddedStore, Registry, StoredPoint, TripRecord, WriteSet};
 
 use crate::config::{Config, StoreKind};
 use crate::{Failure, runtime};
@@ -65,6 +66,20 @@ pub(crate) struct IdleReport {
     pub(crate) rss_after_mb: f64,
     /// (after − before) / connections.
     pub(crate) rss_per_connection_kb: f64,
+}
+
+/// What the embedded store takes on disk at the end of a run, compacted
+/// ([`tripline_store::EmbeddedStore::compact`]), per point published.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct DiskReport {
+    /// Points published over the whole run (throughput, load and probes).
+    pub(crate) points: usize,
+    /// The point chunks' tables.
+    pub(crate) point_bytes_per_point: f64,
+    /// Every table: chunks, trip records, change feed, registry.
+    pub(crate) tables_bytes_per_point: f64,
+    /// What is left of the write-ahead journal.
+    pub(crate) journal_bytes_per_point: f64,
 }
 
 /// Freshness percentiles, milliseconds.
@@ -123,9 +138,15 @@ pub(crate) struct BenchReport {
     /// Messages per worker batch (one write set) during the throughput phase, on average.
     pub(crate) batch_messages_mean: f64,
     pub(crate) rss_mb_max: f64,
+    /// Points published over the whole run (throughput, load and probes).
+    #[serde(skip)]
+    pub(crate) points_published: usize,
     /// With `--idle-vehicles`: what many idle connections cost the process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) idle: Option<IdleReport>,
+    /// Embedded store only: bytes on disk per point after compaction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) disk: Option<DiskReport>,
     pub(crate) duration_s: f64,
 }
 
@@ -247,7 +268,12 @@ fn fleet_round(
                 points: pts.len(),
             };
             if let Some(kept) = kept.as_deref_mut() {
-                kept.push((vehicle.id.clone(), trip, pts));
+                // As ingest decodes them (kept to the stored precision).
+                let decoded = pts
+                    .iter()
+                    .filter_map(|p| Point::from_raw(&p.to_raw(), &mut FieldRepairs::default()).ok())
+                    .collect();
+                kept.push((vehicle.id.clone(), trip, decoded));
             }
             Ok(message)
         })
@@ -846,6 +872,12 @@ fn print_report(r: &BenchReport) {
         "  tripline run   {:.2} cores, peak RSS {:.0} MB; bench took {:.0} s",
         r.cpu_cores, r.rss_mb_max, r.duration_s
     );
+    if let Some(disk) = &r.disk {
+        println!(
+            "  on disk        {:.1} bytes per point in chunks, {:.1} in all tables, {:.1} in the journal (compacted, {} points)",
+            disk.point_bytes_per_point, disk.tables_bytes_per_point, disk.journal_bytes_per_point, disk.points
+        );
+    }
     if let Some(idle) = &r.idle {
         println!(
             "  idle vehicles  {} connected in {:.1} s: RSS {:.0} → {:.0} MB, {:.1} KB per connection",
@@ -1068,8 +1100,8 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
         if options.idle_vehicles > 0 && url.is_none() {
             report.idle = Some(idle(&mqtt, &idle_ids, child.child.id()).await?);
         }
-        let _ = Command::new("kill").args(["-TERM", &child.child.id().to_string()]).status();
-        drop(child);
+        stop_child(child);
+        report.points_published = total_points + load_points + published.len();
         Ok(report)
     }
     .await;
@@ -1077,6 +1109,9 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
         forget_session(&host, port, &format!("{prefix}-ingest")).await;
     }
     let mut report = measured?;
+    if options.store == StoreKind::Embedded {
+        report.disk = Some(disk_report(&store_config, report.points_published).await?);
+    }
     report.store = options.store;
     report.broker = broker;
     report.vehicles = options.vehicles;
@@ -1084,6 +1119,35 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     report.points = total_points;
     report.duration_s = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Stops the child as an operator would (SIGTERM), and kills it if it has not exited within
+/// [`STOP_GRACE`].
+fn stop_child(mut child: RunningChild) {
+    let _ = Command::new("kill").args(["-TERM", &child.child.id().to_string()]).status();
+    let deadline = Instant::now() + STOP_GRACE;
+    while Instant::now() < deadline {
+        if !matches!(child.child.try_wait(), Ok(None)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How long a stopped child may take to drain and exit.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// The stopped child's embedded store, compacted, per point published.
+async fn disk_report(store_config: &Config, points: usize) -> Result<DiskReport, Failure> {
+    let store = EmbeddedStore::open(&store_config.embedded()).context("opening the run's store")?;
+    let usage = store.compact().await.context("compacting the run's store")?;
+    let per_point = |bytes: u64| bytes as f64 / points.max(1) as f64;
+    Ok(DiskReport {
+        points,
+        point_bytes_per_point: per_point(usage.point_chunks_bytes),
+        tables_bytes_per_point: per_point(usage.tables_bytes),
+        journal_bytes_per_point: per_point(usage.journal_bytes),
+    })
 }
 
 /// Waits until the search API finds `trips` trips and the indexer has nothing uncommitted.

@@ -5,7 +5,8 @@
 //! `(vehicle, day)`, `(start_ts, stamp)` with its trip id, last timestamp and whether it is
 //! sealed. Its bytes ([`encode`]) are a version byte, the point count, then one column per field
 //! ([`crate::columns`]): time and position as delta-of-delta, the device's floats fixed-point at
-//! their own precision (lossless), the derived values at the fixed precision of
+//! their own precision (at most `tripline_model::PointPrecision`, to which decoding keeps them;
+//! lossless for what is given), the derived values at the fixed precision of
 //! [`DerivedPrecision`], flags as bitmaps, regions as runs over a dictionary.
 //!
 //! **Exactly once on read.** Every chunk has a stamp, larger for later writes
@@ -23,9 +24,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use tripline_model::hash::Fnv1a64;
 use tripline_model::time::now_ms;
-use tripline_model::{Point, TenantId, TripId, VehicleId};
+use tripline_model::{Point, TenantId, TripId, VehicleId, quantise};
 
-use crate::columns::{ColumnReader, ColumnWriter, Order, ReadResult, Truncated, quantise};
+use crate::columns::{ColumnReader, ColumnWriter, Order, ReadResult, Truncated};
 use crate::records::{DAY_MS, Derived, MAX_POINT_RANGE_DAYS, Page, PointKey, StoredPoint, TripRecord, day_of};
 use crate::{StoreError, StoreResult};
 

@@ -322,13 +322,6 @@ fn value_exponent(v: f64, from: u8) -> Option<u8> {
     })
 }
 
-/// `v` rounded to `exponent` decimals (derived values are stored at a fixed precision).
-pub(crate) fn quantise(v: f64, exponent: u8) -> f64 {
-    let scale = 10f64.powi(i32::from(exponent));
-    let scaled = (v * scale).round();
-    if v.is_finite() && scaled.abs() < MAX_EXACT { scaled / scale } else { v }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -32,7 +32,7 @@ use std::future::Future;
 pub use any::AnyStore;
 pub use chunk::{DerivedPrecision, MAX_CHUNK_POINTS, MAX_CHUNK_SPAN_MS};
 pub use cql::{CqlConsistency, SCHEMA_VERSION, ScyllaConfig, ScyllaStore};
-pub use embedded::{EmbeddedConfig, EmbeddedStore};
+pub use embedded::{DiskUsage, EmbeddedConfig, EmbeddedStore};
 pub use records::{
     Change, ChangeBatch, Checkpoint, DAY_MS, Derived, KeptWrite, MAX_KEPT_PAYLOAD, MAX_POINT_RANGE_DAYS, Page,
     PointKey, Rejection, StoredPoint, TripKey, TripRecord, day_of,

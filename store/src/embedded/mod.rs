@@ -289,7 +289,56 @@ impl EmbeddedStore {
     }
 }
 
+/// What an embedded store takes on disk once compacted ([`EmbeddedStore::compact`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// The point chunks' tables.
+    pub point_chunks_bytes: u64,
+    /// Every keyspace's tables, the point chunks' included.
+    pub tables_bytes: u64,
+    /// The write-ahead journal (what is left of it once every memtable is written out).
+    pub journal_bytes: u64,
+}
+
+impl EmbeddedStore {
+    /// Writes every memtable out and compacts each keyspace into one level, then measures what
+    /// the store takes on disk: the figure a benchmark reports as bytes per stored point. Slow
+    /// (it rewrites the whole store); for measurements, not for a store taking writes.
+    pub async fn compact(&self) -> StoreResult<DiskUsage> {
+        self.blocking(|inner| {
+            for keyspace in inner.keyspaces() {
+                keyspace.rotate_memtable_and_wait().map_err(db_error)?;
+                keyspace.major_compact().map_err(db_error)?;
+            }
+            Ok(DiskUsage {
+                point_chunks_bytes: inner.chunks.disk_space(),
+                tables_bytes: inner.keyspaces().iter().map(|k| k.disk_space()).sum(),
+                journal_bytes: inner.db.journal_disk_space().map_err(db_error)?,
+            })
+        })
+        .await
+    }
+}
+
 impl Inner {
+    fn keyspaces(&self) -> [&Keyspace; 13] {
+        [
+            &self.chunks,
+            &self.trips,
+            &self.rejections,
+            &self.rejection_ids,
+            &self.tenants,
+            &self.api_keys,
+            &self.vehicles,
+            &self.vehicle_secrets,
+            &self.feed,
+            &self.webhooks,
+            &self.webhook_cursors,
+            &self.outbox,
+            &self.deliveries,
+        ]
+    }
+
     /// After a commit that added feed entries from `first`: keeps their writes (from
     /// [`Written::writes`]) and wakes a follower.
     fn announced(&self, first: u64, writes: Vec<(TripKey, Option<TripRecord>)>) {
