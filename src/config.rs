@@ -222,7 +222,7 @@ pub(crate) struct IngestConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        let max_live_trips = tripline_enrich::worker::WorkerConfig::default().max_live_trips;
+        let max_live_trips = tripline_pipeline::WorkerConfig::default().max_live_trips;
         let max_in_flight_mb = tripline_ingest::budget::DEFAULT_IN_FLIGHT_BYTES / (1024 * 1024);
         IngestConfig { workers: (4 * cores).max(8), drain_s: 10, give_up_s: 300, max_live_trips, max_in_flight_mb }
     }
@@ -263,7 +263,7 @@ impl Default for PushConfig {
         let stream = tripline_query_api::StreamConfig::default();
         let hooks = tripline_push::WebhookConfig::default();
         PushConfig {
-            trip_update_every_s: tripline_enrich::worker::WorkerConfig::default().trip_update_every.as_secs(),
+            trip_update_every_s: tripline_pipeline::WorkerConfig::default().trip_update_every.as_secs(),
             max_streams_per_key: stream.max_per_key,
             heartbeat_s: stream.heartbeat.as_secs(),
             stream_buffer_mb: stream.ring_bytes / (1024 * 1024),

@@ -13,7 +13,6 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 use tripline_enrich::Enricher;
-use tripline_enrich::worker::{Work, Worker, WorkerConfig};
 use tripline_index::{IndexHome, LiveIndex};
 use tripline_indexer::{Indexer, IndexerCounters};
 use tripline_ingest::budget::ByteBudget;
@@ -22,6 +21,7 @@ use tripline_ingest::endpoint::{AllowAnyone, Authenticate, Endpoint, EndpointCon
 use tripline_ingest::intake::{Decoded, IntakeCounters, Routed, run_intake};
 use tripline_ingest::source::{Delivery, MqttSourceConfig, SourceCounters, run_source};
 use tripline_model::DecodeConfig;
+use tripline_pipeline::{Pool, Work, WorkerConfig};
 use tripline_query_api::{ApiConfig, ApiState};
 use tripline_store::{AnyStore, EmbeddedStore, TripStore};
 
@@ -31,9 +31,6 @@ use crate::{Failure, runtime};
 /// Messages handed from the source to the intake, waiting to be decoded: small, because the
 /// broker's in-flight window already bounds what is unacknowledged.
 const DELIVERY_QUEUE_CAPACITY: usize = 256;
-/// Messages queued per enrichment worker: enough for a full batch while the previous one is
-/// being written, small enough that a stop drains quickly.
-const WORKER_QUEUE_CAPACITY: usize = 512;
 /// A stop ends within `[ingest] drain_s` plus this, whatever the store does: the endpoint's own
 /// drain (up to drain_s + 2 s), then the pipeline, then the indexer.
 const STOP_MARGIN: Duration = Duration::from_secs(4);
@@ -423,7 +420,7 @@ async fn start_ingest(
     health: watch::Sender<Option<String>>,
 ) -> Result<Ingest, Failure> {
     tripline_ingest::metrics::describe();
-    tripline_enrich::metrics::describe();
+    tripline_pipeline::metrics::describe();
     if config.mqtt.buffer_mb.is_some() {
         tracing::warn!("[mqtt] buffer_mb is no longer used: the embedded endpoint holds no messages of its own");
     }
@@ -487,12 +484,11 @@ async fn start_ingest(
     Ok(Ingest { endpoint, shutdown: shutdown_tx, stopping: stopping_tx, status, intake, workers: worker_tasks, source })
 }
 
-/// The enrichment workers as started.
+/// The enrichment workers as started, each task under supervision.
 struct Workers {
     queues: Vec<flume::Sender<Work>>,
     tasks: Vec<tokio::task::JoinHandle<Option<()>>>,
-    /// Receivers of the queues, only to sample their depths: holding a sender would keep a
-    /// worker's queue open and the worker running after a stop.
+    /// Only to sample the queues' depths ([`Pool::depths`]).
     depths: Vec<flume::Receiver<Work>>,
 }
 
@@ -504,23 +500,14 @@ fn spawn_workers(
     stopping: &watch::Receiver<bool>,
     health: &watch::Sender<Option<String>>,
 ) -> Workers {
-    let workers = config.ingest.workers.max(1);
-    let (mut queues, mut tasks, mut depths) =
-        (Vec::with_capacity(workers), Vec::with_capacity(workers), Vec::with_capacity(workers));
-    for _ in 0..workers {
-        let (tx, rx) = flume::bounded::<Work>(WORKER_QUEUE_CAPACITY);
-        queues.push(tx);
-        depths.push(rx.clone());
-        let worker_config = WorkerConfig {
-            max_live_trips: config.ingest.max_live_trips.max(1),
-            trip_update_every: Duration::from_secs(config.push.trip_update_every_s),
-            ..WorkerConfig::default()
-        };
-        let worker = Worker::new(Arc::clone(engine), store.clone(), worker_config);
-        let task = tokio::spawn(worker.run(rx));
-        tasks.push(supervise("an enrichment worker", task, stopping, health, |()| String::new()));
-    }
-    Workers { queues, tasks, depths }
+    let worker_config = WorkerConfig {
+        max_live_trips: config.ingest.max_live_trips.max(1),
+        trip_update_every: Duration::from_secs(config.push.trip_update_every_s),
+        ..WorkerConfig::default()
+    };
+    let Pool { queues, tasks, depths } = Pool::start(config.ingest.workers, engine, store, &worker_config);
+    let supervised = |task| supervise("an enrichment worker", task, stopping, health, |()| String::new());
+    Workers { queues, tasks: tasks.into_iter().map(supervised).collect(), depths }
 }
 
 /// Logs ingest's progress once a second while it changes (never per message), and samples the

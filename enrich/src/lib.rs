@@ -17,14 +17,11 @@ pub mod config;
 pub mod cut;
 mod fold;
 mod kinematics;
-pub mod metrics;
 pub mod regions;
 pub mod score;
 pub mod sim;
-mod told;
 pub mod track;
 mod trip;
-pub mod worker;
 
 use chrono_tz::Tz;
 

@@ -1024,7 +1024,7 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
         let mut report = throughput(&child, &mqtt, &prefix, messages, total_points).await?;
         report.batch_messages_mean = {
             let agent = agent();
-            let name = tripline_enrich::metrics::BATCH_MESSAGES;
+            let name = tripline_pipeline::metrics::BATCH_MESSAGES;
             let sum = scrape::<f64>(&agent, &child.http, &format!("{name}_sum")).unwrap_or(f64::NAN);
             let count = scrape::<f64>(&agent, &child.http, &format!("{name}_count")).unwrap_or(f64::NAN);
             sum / count
@@ -1086,7 +1086,7 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
         };
         report.stages_ms = StageTimes {
             ack: quantiles(tripline_ingest::metrics::ACK_LATENCY),
-            write: quantiles(tripline_enrich::metrics::WRITE_SECONDS),
+            write: quantiles(tripline_pipeline::metrics::WRITE_SECONDS),
             index_read: quantiles(tripline_indexer::metrics::READ_SECONDS),
             index_commit: quantiles(tripline_indexer::metrics::COMMIT_SECONDS),
             index_delay: quantiles(tripline_indexer::metrics::DELAY_SECONDS),

@@ -8,4 +8,3 @@ mod rates;
 mod real_data;
 mod scenarios;
 mod support;
-mod worker;

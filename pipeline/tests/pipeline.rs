@@ -1,15 +1,39 @@
 //! The worker pool against the embedded store: durable before complete, idempotent, restartable.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tripline_enrich::sim::Leg;
-use tripline_enrich::worker::{Completion, Work, Worker, WorkerConfig};
-use tripline_enrich::{TripEngine, auto_trip_id};
+use tripline_enrich::sim::{Device, Leg, Start, simulate};
+use tripline_enrich::{Enricher, TripEngine, TripReport, auto_trip_id};
 use tripline_model::{Point, RejectReason, Telemetry, TenantId, TripId, TripStatus, VehicleId};
+use tripline_pipeline::{Completion, Work, Worker, WorkerConfig};
 use tripline_store::{ChangeFeed, Checkpoint, EmbeddedStore, PointStore, Rejection, RejectionStore, TripStore};
 
-use crate::support::*;
+/// 2026-11-25T10:00:00Z, a Wednesday morning (not night in UTC).
+const T0_MS: i64 = 1_795_600_800_000;
+
+fn trip(id: &str) -> TripId {
+    TripId::parse(id).unwrap()
+}
+
+fn engine() -> Enricher {
+    Enricher::for_test()
+}
+
+/// A drive outside every bundled region, sampled every `interval_s` with position noise.
+fn drive(legs: &[Leg], interval_s: f64, gps_noise_m: f64, seed: u64) -> Vec<Point> {
+    let device = Device { interval_s, gps_noise_m, reports_speed: true, reports_heading: true, first_seq: Some(1) };
+    simulate(Start { lat: 45.0, lon: 10.0, heading_deg: 90.0, ts_ms: T0_MS }, legs, &device, seed)
+}
+
+/// The engine's report of `points` as one completed trip, offline.
+fn report(points: Vec<Point>) -> TripReport {
+    let mut trip = TripEngine::new(VehicleId::parse("car-1").unwrap(), self::trip("trip-1"));
+    trip.add_points(points);
+    trip.report(&engine(), TripStatus::Completed, Some(T0_MS)).unwrap()
+}
 
 fn tenant() -> TenantId {
     TenantId::parse("acme").unwrap()
@@ -46,7 +70,7 @@ fn drive_points(seed: u64) -> Vec<Point> {
         Leg::Cruise { duration_s: 120.0 },
         Leg::Speed { to_kmh: 0.0, rate_mps2: 2.0 },
     ];
-    drive(&legs, &device(1.0, 2.0, true), seed)
+    drive(&legs, 1.0, 2.0, seed)
 }
 
 fn worker(store: &EmbeddedStore) -> Worker<EmbeddedStore> {

@@ -1,21 +1,21 @@
-//! The worker pool's Prometheus metrics, named once here (`tripline_enrich_<noun>_<unit|total>`).
+//! The worker pool's Prometheus metrics, named once here (`tripline_pipeline_<noun>_<unit|total>`).
 
 use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
 
 /// How long one worker's write of a batch took, until durable (retries included).
-pub const WRITE_SECONDS: &str = "tripline_enrich_write_seconds";
+pub const WRITE_SECONDS: &str = "tripline_pipeline_write_seconds";
 /// Messages in one worker batch (one write).
-pub const BATCH_MESSAGES: &str = "tripline_enrich_batch_messages";
+pub const BATCH_MESSAGES: &str = "tripline_pipeline_batch_messages";
 
 /// How long sealing one completed trip's points took.
-pub const SEAL_SECONDS: &str = "tripline_enrich_seal_seconds";
+pub const SEAL_SECONDS: &str = "tripline_pipeline_seal_seconds";
 /// Completed trips whose points were sealed (rewritten as a few sealed chunks).
-pub const SEALS_TOTAL: &str = "tripline_enrich_seals_total";
+pub const SEALS_TOTAL: &str = "tripline_pipeline_seals_total";
 /// Live trips that left memory before they went idle, because a worker held its maximum.
-pub const TRIPS_EVICTED_TOTAL: &str = "tripline_enrich_trips_evicted_total";
+pub const TRIPS_EVICTED_TOTAL: &str = "tripline_pipeline_trips_evicted_total";
 
 /// Worker batches cut short by a bound other than the message count, by `bound` (`bytes`).
-pub const BATCHES_CUT_TOTAL: &str = "tripline_enrich_batches_cut_total";
+pub const BATCHES_CUT_TOTAL: &str = "tripline_pipeline_batches_cut_total";
 /// Points the pass dropped, by `reason` (`implausible_jump`): the intake's counter of rejected
 /// messages and points, which the workers add to.
 pub const REJECTIONS: &str = "tripline_ingest_rejections_total";

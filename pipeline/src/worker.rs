@@ -29,9 +29,9 @@ use tripline_store::{
     DAY_MS, Derived, MAX_POINT_RANGE_DAYS, Rejection, Store, StoredPoint, TripKey, TripRecord, WriteSet,
 };
 
-use crate::cut::auto_trip_id;
 use crate::told::Told;
-use crate::{Enricher, TripEngine};
+use tripline_enrich::auto_trip_id;
+use tripline_enrich::{EnrichedPoint, Enricher, TripEngine};
 
 /// Called once the message's results are durable.
 pub type Completion = Box<dyn FnOnce() + Send>;
@@ -259,7 +259,7 @@ impl TripWrite<'_> {
     }
 
     /// An enriched point as the store keeps it.
-    fn stored(&self, p: &crate::EnrichedPoint) -> StoredPoint {
+    fn stored(&self, p: &EnrichedPoint) -> StoredPoint {
         StoredPoint {
             vehicle_id: self.vehicle.clone(),
             trip_id: self.trip_id.clone(),
@@ -569,7 +569,7 @@ impl<S: Store> Worker<S> {
             }
             None => {
                 let mut points = points;
-                points.sort_by(crate::track::canonical_cmp);
+                points.sort_by(tripline_enrich::track::canonical_cmp);
                 for point in points {
                     let trip_id = self.auto_trip_for(&vehicle_id, &point).await;
                     let auto = is_auto_id(&trip_id);
