@@ -18,7 +18,7 @@ use tripline_indexer::{Indexer, IndexerCounters};
 use tripline_ingest::budget::ByteBudget;
 use tripline_ingest::credentials::VehicleAuth;
 use tripline_ingest::endpoint::{AllowAnyone, Authenticate, Endpoint, EndpointConfig};
-use tripline_ingest::intake::{Decoded, IntakeCounters, Routed, run_intake};
+use tripline_ingest::intake::{IntakeCounters, Routed, run_intake};
 use tripline_ingest::source::{Delivery, MqttSourceConfig, SourceCounters, run_source};
 use tripline_model::DecodeConfig;
 use tripline_pipeline::{Pool, Work, WorkerConfig};
@@ -37,14 +37,8 @@ const STOP_MARGIN: Duration = Duration::from_secs(4);
 /// The last part of [`STOP_MARGIN`], for the indexer.
 const INDEXER_STOP: Duration = Duration::from_secs(1);
 
-fn to_work(routed: Routed) -> Work {
-    let Routed { item, delivery } = routed;
-    let done = Box::new(move || delivery.complete());
-    match item {
-        Decoded::Telemetry { tenant, telemetry, rejections } => Work::Telemetry { tenant, telemetry, rejections, done },
-        Decoded::Marker { tenant, vehicle_id, marker } => Work::Marker { tenant, vehicle_id, marker, done },
-        Decoded::Rejected(rejection) => Work::Rejected { rejection, done },
-    }
+fn to_work(Routed { item, delivery }: Routed) -> Work {
+    Work::new(item, Box::new(move || delivery.complete()))
 }
 
 async fn shutdown_signal() {

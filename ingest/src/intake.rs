@@ -7,37 +7,13 @@ use std::time::{Duration, Instant};
 use tripline_model::time::now_ms;
 
 use tokio::sync::watch;
-use tripline_model::{DecodeConfig, Message, RejectReason, Telemetry, TenantId, TripMarker, VehicleId, decode};
-use tripline_store::{Registry, Rejection};
+pub use tripline_model::Decoded;
+use tripline_model::{DecodeConfig, Message, RejectReason, Rejection, TenantId, VehicleId, decode};
+use tripline_store::Registry;
 
 use crate::route::worker_for;
 use crate::source::Delivery;
 use crate::tenants::{Lookup, Tenants};
-
-/// A decoded message, ready for the enrichment workers.
-#[derive(Debug)]
-pub enum Decoded {
-    /// Telemetry of a registered vehicle, and the rejections of the points the decoder dropped.
-    Telemetry {
-        /// The vehicle's tenant.
-        tenant: TenantId,
-        /// The message.
-        telemetry: Telemetry,
-        /// One record per dropped point.
-        rejections: Vec<Rejection>,
-    },
-    /// A trip marker of a registered vehicle.
-    Marker {
-        /// The vehicle's tenant.
-        tenant: TenantId,
-        /// The vehicle.
-        vehicle_id: VehicleId,
-        /// The marker.
-        marker: TripMarker,
-    },
-    /// A message that cannot be used.
-    Rejected(Rejection),
-}
 
 /// A decoded message and the delivery to complete once its results are durable.
 #[derive(Debug)]

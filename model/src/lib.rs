@@ -13,6 +13,7 @@
 
 pub mod cell;
 mod decode;
+mod decoded;
 pub mod dropped;
 pub mod hash;
 pub mod ids;
@@ -26,11 +27,12 @@ pub mod tripfile;
 pub mod wire;
 
 pub use decode::{DecodeConfig, Message, MessageRejection, PointRejection, Telemetry, decode};
+pub use decoded::Decoded;
 pub use dropped::{DroppedPoints, point_key};
 pub use ids::{TenantId, TripId, VehicleId};
 pub use point::{Point, PointPrecision, PointRules, RawPoint, quantise};
 pub use push::{Notice, NoticeKind, PushData, PushMessage, TripNotices};
-pub use reject::{RejectReason, RejectScope};
+pub use reject::{MAX_KEPT_PAYLOAD, RejectReason, RejectScope, Rejection};
 pub use summary::{Event, EventCounts, EventKind, Place, TripDetail, TripStatus, TripSummary};
 pub use topic::{Topic, TopicKind};
 pub use wire::{MarkerEvent, TripMarker, encode_marker, encode_telemetry};

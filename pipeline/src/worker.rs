@@ -23,7 +23,8 @@ use std::time::Duration;
 use tripline_model::time::now_ms;
 
 use tripline_model::{
-    DroppedPoints, Point, RejectReason, Telemetry, TenantId, TripId, TripMarker, TripStatus, VehicleId, point_key,
+    Decoded, DroppedPoints, Point, RejectReason, Telemetry, TenantId, TripId, TripMarker, TripStatus, VehicleId,
+    point_key,
 };
 use tripline_store::{
     DAY_MS, Derived, MAX_POINT_RANGE_DAYS, Rejection, Store, StoredPoint, TripKey, TripRecord, WriteSet,
@@ -36,53 +37,24 @@ use tripline_enrich::{EnrichedPoint, Enricher, TripEngine};
 /// Called once the message's results are durable.
 pub type Completion = Box<dyn FnOnce() + Send>;
 
-/// One message for a worker.
-pub enum Work {
-    /// Decoded telemetry of a registered vehicle, with the rejections of its dropped points.
-    Telemetry {
-        /// The vehicle's tenant.
-        tenant: TenantId,
-        /// The decoded message.
-        telemetry: Telemetry,
-        /// Rejection records of the points the decoder dropped.
-        rejections: Vec<Rejection>,
-        /// Completion.
-        done: Completion,
-    },
-    /// A trip marker of a registered vehicle.
-    Marker {
-        /// The vehicle's tenant.
-        tenant: TenantId,
-        /// The vehicle.
-        vehicle_id: VehicleId,
-        /// The marker.
-        marker: TripMarker,
-        /// Completion.
-        done: Completion,
-    },
-    /// A message that could not be used: only its rejection is stored.
-    Rejected {
-        /// The rejection.
-        rejection: Rejection,
-        /// Completion.
-        done: Completion,
-    },
+/// One message for a worker: what the intake decoded, and what to call once its results are
+/// durable.
+pub struct Work {
+    /// The message.
+    pub item: Decoded,
+    /// Called once the message's results are durable (lets the source acknowledge it).
+    pub done: Completion,
 }
 
 impl Work {
+    /// `item`, completed by `done`.
+    pub fn new(item: Decoded, done: Completion) -> Work {
+        Work { item, done }
+    }
+
     /// About how many bytes the work holds in memory: what a batch's byte bound counts.
     pub fn size_bytes(&self) -> usize {
-        let rejection = |r: &Rejection| std::mem::size_of::<Rejection>() + r.payload.len() + r.detail.len();
-        match self {
-            Work::Telemetry { telemetry, rejections, .. } => {
-                std::mem::size_of::<Work>()
-                    + telemetry.points.len() * std::mem::size_of::<Point>()
-                    + telemetry.rejected.len() * std::mem::size_of::<tripline_model::PointRejection>()
-                    + rejections.iter().map(rejection).sum::<usize>()
-            }
-            Work::Marker { .. } => std::mem::size_of::<Work>(),
-            Work::Rejected { rejection: r, .. } => std::mem::size_of::<Work>() + rejection(r),
-        }
+        self.item.size_bytes() + std::mem::size_of::<Completion>()
     }
 }
 
@@ -375,22 +347,18 @@ impl<S: Store> Worker<S> {
     pub async fn process(&mut self, batch: Vec<Work>) {
         let mut writes = WriteSet::default();
         let mut done = Vec::with_capacity(batch.len());
-        for work in batch {
-            match work {
-                Work::Telemetry { tenant, telemetry, rejections, done: d } => {
+        for Work { item, done: d } in batch {
+            match item {
+                Decoded::Telemetry { tenant, telemetry, rejections } => {
                     self.apply_telemetry(&tenant, telemetry).await;
                     writes.rejections.extend(rejections);
-                    done.push(d);
                 }
-                Work::Marker { tenant, vehicle_id, marker, done: d } => {
+                Decoded::Marker { tenant, vehicle_id, marker } => {
                     self.apply_marker(&tenant, &vehicle_id, &marker).await;
-                    done.push(d);
                 }
-                Work::Rejected { rejection, done: d } => {
-                    writes.rejections.push(rejection);
-                    done.push(d);
-                }
+                Decoded::Rejected(rejection) => writes.rejections.push(rejection),
             }
+            done.push(d);
         }
         self.collect(&mut writes);
         let writing = std::time::Instant::now();

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tripline_enrich::sim::{Device, Leg, Start, simulate};
 use tripline_enrich::{Enricher, TripEngine, TripReport, auto_trip_id};
-use tripline_model::{Point, RejectReason, Telemetry, TenantId, TripId, TripStatus, VehicleId};
+use tripline_model::{Decoded, Point, RejectReason, Telemetry, TenantId, TripId, TripStatus, VehicleId};
 use tripline_pipeline::{Completion, Work, Worker, WorkerConfig};
 use tripline_store::{ChangeFeed, Checkpoint, EmbeddedStore, PointStore, Rejection, RejectionStore, TripStore};
 
@@ -89,12 +89,14 @@ async fn results_are_durable_before_completion_and_redelivery_changes_nothing() 
     let points = drive_points(1);
     let messages: Vec<Vec<Point>> = points.chunks(20).map(<[Point]>::to_vec).collect();
     for message in &messages {
-        w.process(vec![Work::Telemetry {
-            tenant: tenant(),
-            telemetry: telemetry("car-1", Some("trip-1"), message.clone()),
-            rejections: Vec::new(),
-            done: done(),
-        }])
+        w.process(vec![Work::new(
+            Decoded::Telemetry {
+                tenant: tenant(),
+                telemetry: telemetry("car-1", Some("trip-1"), message.clone()),
+                rejections: Vec::new(),
+            },
+            done(),
+        )])
         .await;
     }
     assert_eq!(completed.load(Ordering::SeqCst), messages.len());
@@ -110,12 +112,14 @@ async fn results_are_durable_before_completion_and_redelivery_changes_nothing() 
 
     // The same messages again (a redelivery after a crash): nothing changes, not even a write.
     for message in &messages {
-        w.process(vec![Work::Telemetry {
-            tenant: tenant(),
-            telemetry: telemetry("car-1", Some("trip-1"), message.clone()),
-            rejections: Vec::new(),
-            done: done(),
-        }])
+        w.process(vec![Work::new(
+            Decoded::Telemetry {
+                tenant: tenant(),
+                telemetry: telemetry("car-1", Some("trip-1"), message.clone()),
+                rejections: Vec::new(),
+            },
+            done(),
+        )])
         .await;
     }
     assert_eq!(completed.load(Ordering::SeqCst), 2 * messages.len());
@@ -139,11 +143,15 @@ async fn a_long_trip_holds_few_points_and_a_late_point_rebuilds_it_from_the_stor
         }));
     }
     let late = points.remove(points.len() / 2);
-    let send = |message: Vec<Point>| Work::Telemetry {
-        tenant: tenant(),
-        telemetry: telemetry("car-long", Some("trip-long"), message),
-        rejections: Vec::new(),
-        done: done(),
+    let send = |message: Vec<Point>| {
+        Work::new(
+            Decoded::Telemetry {
+                tenant: tenant(),
+                telemetry: telemetry("car-long", Some("trip-long"), message),
+                rejections: Vec::new(),
+            },
+            done(),
+        )
     };
     for message in points.chunks(10) {
         w.process(vec![send(message.to_vec())]).await;
@@ -188,24 +196,28 @@ async fn a_restarted_worker_reopens_the_trip_from_the_store() {
     let points = drive_points(2);
     let (first, second) = points.split_at(points.len() / 2);
     worker(&store)
-        .process(vec![Work::Telemetry {
-            tenant: tenant(),
-            telemetry: telemetry("car-2", Some("trip-2"), first.to_vec()),
-            rejections: Vec::new(),
-            done: done(),
-        }])
+        .process(vec![Work::new(
+            Decoded::Telemetry {
+                tenant: tenant(),
+                telemetry: telemetry("car-2", Some("trip-2"), first.to_vec()),
+                rejections: Vec::new(),
+            },
+            done(),
+        )])
         .await;
     // A new worker (a process restart): it knows nothing of trip-2 until a point arrives.
     let mut restarted = worker(&store);
     let mut late_and_rest: Vec<Point> = second.to_vec();
     late_and_rest.push(first[3].clone()); // a duplicate of a stored point
     restarted
-        .process(vec![Work::Telemetry {
-            tenant: tenant(),
-            telemetry: telemetry("car-2", Some("trip-2"), late_and_rest),
-            rejections: Vec::new(),
-            done: done(),
-        }])
+        .process(vec![Work::new(
+            Decoded::Telemetry {
+                tenant: tenant(),
+                telemetry: telemetry("car-2", Some("trip-2"), late_and_rest),
+                rejections: Vec::new(),
+            },
+            done(),
+        )])
         .await;
     let stored = store.trip(&tenant(), &TripId::parse("trip-2").unwrap()).await.unwrap().unwrap();
     let mut offline = TripEngine::new(VehicleId::parse("car-2").unwrap(), TripId::parse("trip-2").unwrap());
@@ -232,12 +244,14 @@ async fn points_without_trip_ids_are_cut_and_an_earlier_point_renames_the_trip()
         })
         .collect();
     for chunk in first.chunks(25).chain(second.chunks(25)) {
-        w.process(vec![Work::Telemetry {
-            tenant: tenant(),
-            telemetry: telemetry("car-3", None, chunk.to_vec()),
-            rejections: Vec::new(),
-            done: done(),
-        }])
+        w.process(vec![Work::new(
+            Decoded::Telemetry {
+                tenant: tenant(),
+                telemetry: telemetry("car-3", None, chunk.to_vec()),
+                rejections: Vec::new(),
+            },
+            done(),
+        )])
         .await;
     }
     let vehicle = VehicleId::parse("car-3").unwrap();
@@ -253,12 +267,14 @@ async fn points_without_trip_ids_are_cut_and_an_earlier_point_renames_the_trip()
     let mut early = first[0].clone();
     early.ts_ms -= 120_000;
     early.seq = Some(999_999);
-    w.process(vec![Work::Telemetry {
-        tenant: tenant(),
-        telemetry: telemetry("car-3", None, vec![early.clone()]),
-        rejections: Vec::new(),
-        done: done(),
-    }])
+    w.process(vec![Work::new(
+        Decoded::Telemetry {
+            tenant: tenant(),
+            telemetry: telemetry("car-3", None, vec![early.clone()]),
+            rejections: Vec::new(),
+        },
+        done(),
+    )])
     .await;
     assert!(store.trip(&tenant(), &first_id).await.unwrap().is_none());
     let renamed = store.trip(&tenant(), &auto_trip_id(&vehicle, early.ts_ms)).await.unwrap().unwrap();
@@ -283,7 +299,7 @@ async fn rejections_are_stored_and_their_messages_completed() {
         payload_sha256: String::new(),
         payload,
     };
-    worker(&store).process(vec![Work::Rejected { rejection: rejection.clone(), done: done() }]).await;
+    worker(&store).process(vec![Work::new(Decoded::Rejected(rejection.clone()), done())]).await;
     assert_eq!(completed.load(Ordering::SeqCst), 1);
     assert_eq!(store.rejections(Some(&tenant()), None, 10).await.unwrap().items, vec![rejection]);
 }
@@ -293,24 +309,24 @@ async fn an_end_marker_completes_the_trip() {
     let (store, _dir) = EmbeddedStore::for_test(std::time::Duration::from_secs(3600)).unwrap();
     let (_, done) = counter();
     let mut w = worker(&store);
-    w.process(vec![Work::Telemetry {
-        tenant: tenant(),
-        telemetry: telemetry("car-5", Some("trip-5"), drive_points(5)),
-        rejections: Vec::new(),
-        done: done(),
-    }])
+    w.process(vec![Work::new(
+        Decoded::Telemetry {
+            tenant: tenant(),
+            telemetry: telemetry("car-5", Some("trip-5"), drive_points(5)),
+            rejections: Vec::new(),
+        },
+        done(),
+    )])
     .await;
     let marker = tripline_model::TripMarker {
         trip_id: TripId::parse("trip-5").unwrap(),
         event: tripline_model::MarkerEvent::End,
         ts_ms: T0_MS,
     };
-    w.process(vec![Work::Marker {
-        tenant: tenant(),
-        vehicle_id: VehicleId::parse("car-5").unwrap(),
-        marker,
-        done: done(),
-    }])
+    w.process(vec![Work::new(
+        Decoded::Marker { tenant: tenant(), vehicle_id: VehicleId::parse("car-5").unwrap(), marker },
+        done(),
+    )])
     .await;
     let trip = store.trip(&tenant(), &TripId::parse("trip-5").unwrap()).await.unwrap().unwrap();
     assert_eq!(trip.summary.status, TripStatus::Completed);
@@ -325,26 +341,32 @@ async fn a_flood_of_trip_ids_holds_no_more_than_the_live_trip_maximum() {
     // End markers of 200 trips nobody drove, then a real trip: memory stays at the maximum.
     for batch in 0..20 {
         let markers = (0..10)
-            .map(|n| Work::Marker {
-                tenant: tenant(),
-                vehicle_id: VehicleId::parse("car-7").unwrap(),
-                marker: tripline_model::TripMarker {
-                    trip_id: TripId::parse(&format!("random-{batch}-{n}")).unwrap(),
-                    event: tripline_model::MarkerEvent::End,
-                    ts_ms: T0_MS,
-                },
-                done: done(),
+            .map(|n| {
+                Work::new(
+                    Decoded::Marker {
+                        tenant: tenant(),
+                        vehicle_id: VehicleId::parse("car-7").unwrap(),
+                        marker: tripline_model::TripMarker {
+                            trip_id: TripId::parse(&format!("random-{batch}-{n}")).unwrap(),
+                            event: tripline_model::MarkerEvent::End,
+                            ts_ms: T0_MS,
+                        },
+                    },
+                    done(),
+                )
             })
             .collect();
         w.process(markers).await;
         assert!(w.trips_in_memory() <= 10, "{} trips held", w.trips_in_memory());
     }
-    w.process(vec![Work::Telemetry {
-        tenant: tenant(),
-        telemetry: telemetry("car-7", Some("real"), drive_points(5)),
-        rejections: Vec::new(),
-        done: done(),
-    }])
+    w.process(vec![Work::new(
+        Decoded::Telemetry {
+            tenant: tenant(),
+            telemetry: telemetry("car-7", Some("real"), drive_points(5)),
+            rejections: Vec::new(),
+        },
+        done(),
+    )])
     .await;
     assert!(w.trips_in_memory() <= 10);
     assert_eq!(completed.load(Ordering::SeqCst), 201, "every message completed");
@@ -375,7 +397,7 @@ async fn a_jump_is_a_stored_rejection_and_a_reopened_trip_counts_its_dropped_poi
             detail: "latitude 95 is outside [-90, 90]".to_owned(),
             point: off_globe.clone(),
         }];
-        Work::Telemetry { tenant: tenant(), telemetry: t, rejections: Vec::new(), done: done() }
+        Work::new(Decoded::Telemetry { tenant: tenant(), telemetry: t, rejections: Vec::new() }, done())
     };
     worker(&store).process(vec![first_message()]).await;
     let trip_id = TripId::parse("trip-8").unwrap();
@@ -391,12 +413,14 @@ async fn a_jump_is_a_stored_rejection_and_a_reopened_trip_counts_its_dropped_poi
     // A restarted worker: the trip reopens from the store with the second half.
     let mut restarted = worker(&store);
     restarted
-        .process(vec![Work::Telemetry {
-            tenant: tenant(),
-            telemetry: telemetry("car-8", Some("trip-8"), second.to_vec()),
-            rejections: Vec::new(),
-            done: done(),
-        }])
+        .process(vec![Work::new(
+            Decoded::Telemetry {
+                tenant: tenant(),
+                telemetry: telemetry("car-8", Some("trip-8"), second.to_vec()),
+                rejections: Vec::new(),
+            },
+            done(),
+        )])
         .await;
     let after = store.trip(&tenant(), &trip_id).await.unwrap().unwrap();
     assert_eq!(after.summary.rejected_point_count, 2, "the count survives the reopen");
@@ -421,7 +445,9 @@ async fn a_batch_is_cut_at_its_byte_bound_and_every_message_is_written() {
         let messages: Vec<&[Point]> = points.chunks(20).collect();
         for message in &messages {
             let telemetry = telemetry("car-9", Some("trip-9"), message.to_vec());
-            queue.send(Work::Telemetry { tenant: tenant(), telemetry, rejections: Vec::new(), done: done() }).unwrap();
+            queue
+                .send(Work::new(Decoded::Telemetry { tenant: tenant(), telemetry, rejections: Vec::new() }, done()))
+                .unwrap();
         }
         drop(queue);
         Worker::new(Arc::new(engine()), store.clone(), config).run(received).await;
@@ -450,7 +476,9 @@ async fn a_write_within_the_update_interval_is_told_once_the_interval_passes() {
     let (first, rest) = points.split_at(20);
     let send = |part: &[Point]| {
         let telemetry = telemetry("car-10", Some("trip-10"), part.to_vec());
-        queue.send(Work::Telemetry { tenant: tenant(), telemetry, rejections: Vec::new(), done: done() }).unwrap();
+        queue
+            .send(Work::new(Decoded::Telemetry { tenant: tenant(), telemetry, rejections: Vec::new() }, done()))
+            .unwrap();
     };
     send(first);
     while completed.load(Ordering::SeqCst) < 1 {
@@ -492,7 +520,7 @@ fn later_drive(seed: u64) -> Vec<Point> {
 /// Trip `trip` of car-20 with `points`, as one message.
 fn car_20(trip: &str, points: &[Point], done: &impl Fn() -> Completion) -> Vec<Work> {
     let telemetry = telemetry("car-20", Some(trip), points.to_vec());
-    vec![Work::Telemetry { tenant: tenant(), telemetry, rejections: Vec::new(), done: done() }]
+    vec![Work::new(Decoded::Telemetry { tenant: tenant(), telemetry, rejections: Vec::new() }, done())]
 }
 
 /// What the engine makes of `points` all at once.

@@ -216,7 +216,7 @@ pub(crate) async fn rejections<S: Store>(
     let count = page.items.len();
     for (n, rejection) in page.items.into_iter().enumerate() {
         bytes += rejection.payload.len() + rejection.detail.len();
-        let cursor = rejection.cursor();
+        let cursor = tripline_store::rejection_cursor(&rejection);
         rejections.push(RejectionView::from(rejection));
         if bytes >= REJECTIONS_BUDGET && n + 1 < count {
             next_cursor = Some(cursor);

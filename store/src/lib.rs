@@ -35,7 +35,7 @@ pub use cql::{CqlConsistency, SCHEMA_VERSION, ScyllaConfig, ScyllaStore};
 pub use embedded::{DiskUsage, EmbeddedConfig, EmbeddedStore};
 pub use records::{
     Change, ChangeBatch, Checkpoint, DAY_MS, Derived, KeptWrite, MAX_KEPT_PAYLOAD, MAX_POINT_RANGE_DAYS, Page,
-    PointKey, Rejection, StoredPoint, TripKey, TripRecord, day_of,
+    PointKey, Rejection, StoredPoint, TripKey, TripRecord, day_of, rejection_cursor,
 };
 pub use retry::RetryPolicy;
 /// A temporary directory removed on drop, as [`EmbeddedStore::for_test`] returns it.
