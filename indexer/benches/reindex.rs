@@ -18,7 +18,7 @@ fn trips(n: usize) -> Vec<TripRecord> {
         .map(|i| {
             let tenant = format!("tenant-{}", i % 20);
             let vehicle = format!("car-{}", i % 5000);
-            let mut trip = tripline_tests::trip_record(
+            let mut trip = tripline_testkit::trip_record(
                 &tenant,
                 &vehicle,
                 &format!("trip-{i}"),
@@ -36,7 +36,7 @@ async fn measure<S: Store>(name: &str, store: S, all: &[TripRecord]) {
     for chunk in all.chunks(500) {
         store.upsert_trips(chunk).await.unwrap();
     }
-    let dir = std::env::temp_dir().join(tripline_tests::unique_name("reindex-bench"));
+    let dir = std::env::temp_dir().join(tripline_testkit::unique_name("reindex-bench"));
     let home = IndexHome::open(&dir).unwrap();
     let report = tripline_indexer::reindex(store, home, |_| {}).await.unwrap();
     assert_eq!(report.trips, all.len() as u64);
@@ -55,7 +55,7 @@ async fn main() {
     let all = trips(n);
     let (store, _dir) = EmbeddedStore::for_test(Duration::from_secs(86_400)).unwrap();
     measure("embedded", store, &all).await;
-    if let Some(config) = tripline_tests::cql_config(tripline_tests::unique_name("rdxbench"), 86_400) {
+    if let Some(config) = tripline_testkit::cql_config(tripline_testkit::unique_name("rdxbench"), 86_400) {
         ScyllaStore::apply_schema(&config).await.unwrap();
         measure("cassandra", ScyllaStore::connect(&config).await.unwrap(), &all).await;
     }

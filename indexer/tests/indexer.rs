@@ -11,12 +11,12 @@ use tripline_index::{IndexHome, LiveIndex, TripIndex, TripQuery};
 use tripline_indexer::{Indexer, IndexerConfig, IndexerCounters, reindex};
 use tripline_model::{TenantId, TripId, VehicleId};
 use tripline_store::{EmbeddedStore, ScyllaStore, Store, TripRecord, TripStore};
-use tripline_tests::unique_name;
+use tripline_testkit::unique_name;
 
 const T0: i64 = 1_795_600_800_000;
 
 fn trip(tenant: &str, vehicle: &str, id: &str, score: f64) -> TripRecord {
-    tripline_tests::trip_record(tenant, vehicle, id, T0, 10, score)
+    tripline_testkit::trip_record(tenant, vehicle, id, T0, 10, score)
 }
 
 struct Running {
@@ -54,7 +54,7 @@ async fn wait_until(index: &TripIndex, what: &str, done: impl Fn(&TripIndex) -> 
 
 /// A store in a fresh keyspace of the test Cassandra (`None`: not configured, outside CI).
 async fn cassandra(prefix: &str) -> Option<ScyllaStore> {
-    let config = tripline_tests::cql_config(unique_name(prefix), 3600)?;
+    let config = tripline_testkit::cql_config(unique_name(prefix), 3600)?;
     ScyllaStore::apply_schema(&config).await.unwrap();
     Some(ScyllaStore::connect(&config).await.unwrap())
 }

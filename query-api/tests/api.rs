@@ -18,7 +18,7 @@ use tripline_store::{
 const T0: i64 = 1_795_600_800_000;
 
 fn record(tenant: &str, vehicle: &str, id: &str, score: f64) -> TripRecord {
-    tripline_tests::trip_record(tenant, vehicle, id, T0, 1, score)
+    tripline_testkit::trip_record(tenant, vehicle, id, T0, 1, score)
 }
 
 /// `GET path` with an optional bearer key: (status, JSON body).

@@ -130,7 +130,7 @@ fn main() {
         );
         let (embedded, _dir) = EmbeddedStore::for_test(Duration::from_secs(86_400)).unwrap();
         measure("embedded", &embedded).await;
-        if let Some(config) = tripline_tests::cql_config(format!("bench_{}", std::process::id()), 86_400) {
+        if let Some(config) = tripline_testkit::cql_config(format!("bench_{}", std::process::id()), 86_400) {
             ScyllaStore::apply_schema(&config).await.unwrap();
             let store = ScyllaStore::connect(&config).await.unwrap();
             measure("cassandra", &store).await;

@@ -10,7 +10,7 @@ use tripline_model::{Point, TenantId, TripId, TripStatus, VehicleId};
 use tripline_store::{
     ChangeFeed, Checkpoint, Derived, PointStore, ScyllaConfig, ScyllaStore, StoredPoint, TripRecord, TripStore,
 };
-use tripline_tests::unique_name;
+use tripline_testkit::unique_name;
 
 fn services_script() -> Option<String> {
     match std::env::var("TRIPLINE_SERVICES_SCRIPT") {
@@ -91,7 +91,7 @@ fn batch(n: i64) -> (Vec<StoredPoint>, TripRecord) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_resume_after_cassandra_restarts_with_nothing_lost() {
-    let Some(config) = tripline_tests::cql_config(unique_name("faults"), 86_400) else { return };
+    let Some(config) = tripline_testkit::cql_config(unique_name("faults"), 86_400) else { return };
     let Some(script) = services_script() else { return };
     let config = ScyllaConfig { request_timeout_ms: 2_000, retry_budget_ms: 180_000, ..config };
     ScyllaStore::apply_schema(&config).await.unwrap();

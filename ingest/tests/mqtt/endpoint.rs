@@ -274,9 +274,9 @@ async fn a_second_connection_of_the_same_client_takes_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_tls_a_vehicle_connects_with_its_certificate_or_its_password() {
     use tripline_ingest::tls;
-    let Some(tls_dir) = tripline_tests::Service::Tls.address() else { return };
+    let Some(tls_dir) = tripline_testkit::Service::Tls.address() else { return };
     let tls_dir = std::path::PathBuf::from(tls_dir);
-    let out = std::env::temp_dir().join(tripline_tests::unique_name("tls"));
+    let out = std::env::temp_dir().join(tripline_testkit::unique_name("tls"));
     std::fs::create_dir_all(&out).unwrap();
     let ca = tls_dir.join("ca.pem");
     let server = tls::server_config(&tls_dir.join("server.pem"), &tls_dir.join("server.key"), Some(&ca)).unwrap();
@@ -289,7 +289,7 @@ async fn over_tls_a_vehicle_connects_with_its_certificate_or_its_password() {
     };
 
     // A certificate whose common name is the vehicle id, no password: car-7 publishes as itself.
-    let (cert, key) = tripline_tests::signed_certificate(&tls_dir, &out, "car-7");
+    let (cert, key) = tripline_testkit::signed_certificate(&tls_dir, &out, "car-7");
     let options = over_tls("tls-car-7", tls::client_config(&ca, Some((&cert, &key))).unwrap());
     let (client, mut eventloop) = AsyncClient::new(options, 8);
     client.publish("vehicles/car-7/telemetry", QoS::AtLeastOnce, false, vec![7]).await.unwrap();

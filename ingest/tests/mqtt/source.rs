@@ -7,7 +7,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::watch;
 use tripline_ingest::source::{Delivery, MqttSourceConfig, SourceCounters, run_source};
-use tripline_tests::{Service, mqtt_host_port, unique_name};
+use tripline_testkit::{Service, mqtt_host_port, unique_name};
 
 struct Running {
     deliveries: flume::Receiver<Delivery>,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use tripline_store::{EmbeddedStore, ScyllaConfig, ScyllaStore};
-use tripline_tests::unique_name;
+use tripline_testkit::unique_name;
 
 pub(crate) fn embedded(retention: Duration) -> (EmbeddedStore, tripline_store::TempDir) {
     EmbeddedStore::for_test(retention).unwrap()
@@ -15,7 +15,7 @@ pub(crate) struct ScyllaBackend {
 }
 
 pub(crate) async fn scylla(retention: Duration) -> Option<ScyllaBackend> {
-    let config = tripline_tests::cql_config(unique_name("conf"), retention.as_secs())?;
+    let config = tripline_testkit::cql_config(unique_name("conf"), retention.as_secs())?;
     ScyllaStore::apply_schema(&config).await.unwrap();
     let store = ScyllaStore::connect(&config).await.unwrap();
     Some(ScyllaBackend { store, config })

@@ -59,7 +59,7 @@ async fn embedded_retention_expires_records() {
 async fn embedded_feed_entries_older_than_the_feed_keeps_are_purged() {
     use tripline_store::{ChangeFeed, Checkpoint, TripStore};
     let (store, _dir) = backends::embedded(std::time::Duration::from_secs(30 * 86_400));
-    let trip = tripline_tests::trip_record("acme", "car-1", "t1", 1_795_564_740_000, 3, 80.0);
+    let trip = tripline_testkit::trip_record("acme", "car-1", "t1", 1_795_564_740_000, 3, 80.0);
     store.upsert_trips(std::slice::from_ref(&trip)).await.unwrap();
     store.upsert_trips(&[trip]).await.unwrap();
     let now = tripline_model::time::now_ms();

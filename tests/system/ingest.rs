@@ -7,7 +7,7 @@ use std::time::Duration;
 use tripline_model::{TenantId, TripId, encode_telemetry};
 use tripline_store::{RejectionStore, TripStore};
 
-use crate::harness::*;
+use tripline_testkit::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_stores_every_point_once_survives_kill_9_and_stops_gracefully() {

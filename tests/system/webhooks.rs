@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
-use tripline_tests::unique_name;
+use tripline_testkit::unique_name;
 
-use crate::harness::{free_port, http_get_with_key, ok_stdout, start_until};
+use tripline_testkit::harness::{free_port, http_get_with_key, ok_stdout, start_until};
 
 /// How long the receiver answers 500.
 const FAILING: Duration = Duration::from_secs(30);
@@ -155,7 +155,7 @@ async fn every_message_arrives_signed_once_through_a_failing_receiver_and_a_kill
     let replay = std::process::Command::new(env!("CARGO_BIN_EXE_tripline"))
         .args(["replay", "--url", &format!("mqtt://127.0.0.1:{mqtt_port}"), "--credentials", "secrets.csv"])
         .args(["--vehicles", "4", "--rebase-time", "--speed", "max"])
-        .arg(tripline_tests::workspace_root().join("fixtures/trips/harsh-events.csv"))
+        .arg(tripline_testkit::workspace_root().join("fixtures/trips/harsh-events.csv"))
         .current_dir(&dir)
         .output()
         .unwrap();
@@ -243,7 +243,7 @@ async fn every_message_arrives_signed_once_through_a_failing_receiver_and_a_kill
     assert!(listed.iter().any(|d| d["status"] == 200 && d["outcome"] == "delivered"));
     let of_b = get(&http_after, "/v1/webhooks/deliveries?limit=1000", &key_b)["deliveries"].as_array().unwrap().clone();
     assert!(!of_b.is_empty() && of_b.iter().all(|d| d["webhook_id"] == id_b));
-    let metrics = crate::harness::metrics(&http_after);
+    let metrics = tripline_testkit::harness::metrics(&http_after);
     assert!(metrics.contains("tripline_push_deliveries_total{outcome=\"delivered\"}"), "{metrics}");
 
     // A rotated secret: the new one signs, the old one beside it; a removed webhook gets nothing.

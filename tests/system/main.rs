@@ -3,9 +3,6 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-#[path = "../common/ingest_harness.rs"]
-mod harness;
-
 mod abuse;
 mod api_fuzz;
 mod cli;

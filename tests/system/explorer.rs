@@ -9,9 +9,9 @@ use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerA
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use tripline_model::{Point, TripId, encode_telemetry};
-use tripline_tests::{Service, unique_name};
+use tripline_testkit::{Service, unique_name};
 
-use crate::harness::*;
+use tripline_testkit::harness::*;
 
 /// A chromedriver of our own and a session in it; both end with the test.
 struct Browser {

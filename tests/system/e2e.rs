@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tripline_model::time::{now_ms, to_datetime};
-use tripline_tests::{Service, mqtt_host_port, unique_name, workspace_root};
+use tripline_testkit::{Service, mqtt_host_port, unique_name, workspace_root};
 
-use crate::harness::{Running, sigterm, start_roles, start_roles_until};
 use crate::sse;
+use tripline_testkit::harness::{Running, sigterm, start_roles, start_roles_until};
 
 const TENANT_A: &str = "insurer-a";
 const TENANT_B: &str = "insurer-b";
@@ -609,7 +609,8 @@ async fn whole_system(deployment: Deployment, dir: &Path, mqtt_url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_trips_through_separate_roles_on_mosquitto_and_cassandra() {
     let keyspace = unique_name("e2e");
-    let (Some(cql), Some(mqtt_url)) = (tripline_tests::cql_config(keyspace.clone(), 0), Service::Mqtt.address()) else {
+    let (Some(cql), Some(mqtt_url)) = (tripline_testkit::cql_config(keyspace.clone(), 0), Service::Mqtt.address())
+    else {
         return;
     };
     let dir = std::env::temp_dir().join(unique_name("e2e-sep"));
@@ -619,13 +620,13 @@ async fn real_trips_through_separate_roles_on_mosquitto_and_cassandra() {
         dir.join("tripline.toml"),
         format!(
             "store = \"scylla\"\n{}[mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"{client_id}\"\n[ingest]\ndrain_s = 10\n[http]\nlisten = \"127.0.0.1:0\"\nrate_per_s = 10000\nburst = 10000\n",
-            tripline_tests::scylla_section(&cql)
+            tripline_testkit::scylla_section(&cql)
         ),
     )
     .unwrap();
     ok(&tripline(&dir, &["schema", "apply"]));
     whole_system(Deployment::Separate, &dir, &mqtt_url).await;
-    tripline_tests::forget_mqtt_session(&mqtt_url, &client_id);
+    tripline_testkit::forget_mqtt_session(&mqtt_url, &client_id);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -5,9 +5,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use tripline_store::RejectionStore;
-use tripline_tests::unique_name;
+use tripline_testkit::unique_name;
 
-use crate::harness::*;
+use tripline_testkit::harness::*;
 
 /// `GET /healthz` on a fresh connection: whether it answered 200 within `wait`.
 fn healthz(http: &str, wait: Duration) -> bool {
@@ -191,7 +191,7 @@ async fn heavy_concurrent_stats_do_not_delay_acknowledgements() {
     let t0 = t0();
     let mut latencies = Vec::new();
     for m in 0..100 {
-        let points = tripline_tests::fleet_message_points(t0, 0, m, 10);
+        let points = tripline_testkit::fleet_message_points(t0, 0, m, 10);
         let payload = tripline_model::encode_telemetry(Some(&trip), &points);
         let sent = Instant::now();
         client

@@ -1,12 +1,12 @@
 //! schemathesis (from PyPI) against `/openapi.json` with the demo tenant's key, on the demo's
 //! trips: no 5xx, and every response as the document says (status, content type, body schema).
-//! Its settings, and why one check is off, are in `tests/schemathesis.toml`.
+//! Its settings, and why one check is off, are in `testkit/schemathesis.toml`.
 
 use std::process::Command;
 
-use tripline_tests::{Service, unique_name, workspace_root};
+use tripline_testkit::{Service, unique_name, workspace_root};
 
-use crate::harness::*;
+use tripline_testkit::harness::*;
 
 /// Seconds of generated requests: enough for every operation's coverage and fuzzing phases.
 const MAX_TIME_S: &str = "60";
@@ -29,7 +29,7 @@ fn every_generated_request_is_answered_as_the_openapi_document_says() {
     let api = format!("http://{}", running.http());
     let output = Command::new(&schemathesis)
         .arg("--config-file")
-        .arg(workspace_root().join("tests/schemathesis.toml"))
+        .arg(workspace_root().join("testkit/schemathesis.toml"))
         .args(["run", &format!("{api}/openapi.json"), "--max-time", MAX_TIME_S, "--seed", "20261203"])
         .args(["--header", &format!("Authorization: Bearer {key}")])
         .env("NO_COLOR", "1")

@@ -7,10 +7,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-#[path = "../common/ingest_harness.rs"]
-mod harness;
-
-use harness::*;
+use tripline_testkit::harness::*;
 
 /// The services script, or `None` after a loud notice (a failure under `CI=true`).
 fn services_script() -> Option<String> {

@@ -1,11 +1,15 @@
-//! # tripline-tests
+//! # tripline-testkit
 //!
-//! Scenarios through the real services (Mosquitto, Cassandra) that `scripts/services.sh` starts,
-//! and later through the real `tripline` binary. This library holds what every scenario shares:
-//! where the services are, and unique names so tests never share a keyspace, topic or client id.
+//! What tripline's tests share: where the real services (Mosquitto, Cassandra) that
+//! `scripts/services.sh` starts are, unique names so tests never share a keyspace, topic or
+//! client id, and ([`harness`]) the real `tripline` binary started and driven. The scenarios
+//! themselves are the `tripline` package's integration tests (`tests/system/`, `tests/faults/`)
+//! and each crate's own tests.
 //!
 //! **Promise.** A test that cannot reach its service does not pass quietly: outside CI it says
 //! loudly that it skipped; under `CI=true` it fails.
+
+pub mod harness;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

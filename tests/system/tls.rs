@@ -8,9 +8,9 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS};
 use tripline_model::{TenantId, TripId, VehicleId};
 use tripline_store::{EmbeddedConfig, EmbeddedStore, TripStore};
-use tripline_tests::{Service, mqtt_host_port, unique_name};
+use tripline_testkit::{Service, mqtt_host_port, unique_name};
 
-use crate::harness::*;
+use tripline_testkit::harness::*;
 
 /// Connects over TLS trusting the test authority, presenting `certificate` (files) and/or
 /// `login`: the client once the CONNACK came, or the error.
@@ -41,7 +41,7 @@ async fn connect_tls(
 /// Publishes a 5-point message of trip `trip` for `vehicle` and waits for its PUBACK.
 async fn publish_trip(connected: (AsyncClient, EventLoop), vehicle: &str, trip: &str, v: usize) {
     let (client, mut eventloop) = connected;
-    let points = tripline_tests::fleet_message_points(t0(), v, 0, 5);
+    let points = tripline_testkit::fleet_message_points(t0(), v, 0, 5);
     let payload = tripline_model::encode_telemetry(Some(&TripId::parse(trip).unwrap()), &points);
     client.publish(format!("vehicles/{vehicle}/telemetry"), QoS::AtLeastOnce, false, payload).await.unwrap();
     tokio::time::timeout(Duration::from_secs(20), async {
@@ -90,8 +90,8 @@ async fn vehicles_reach_the_embedded_endpoint_over_tls_with_a_certificate_or_the
     ok_stdout(&dir, &["tenant", "create", "acme"]);
     let secrets = ok_stdout(&dir, &["fleet", "add", "--tenant", "acme", &a, &b]);
     let secret_b = secret_of(&secrets, &b);
-    let cert_a = tripline_tests::signed_certificate(&tls_dir, &dir, &a);
-    let cert_stranger = tripline_tests::signed_certificate(&tls_dir, &dir, &stranger);
+    let cert_a = tripline_testkit::signed_certificate(&tls_dir, &dir, &a);
+    let cert_stranger = tripline_testkit::signed_certificate(&tls_dir, &dir, &stranger);
     let mut running = start(&dir);
     assert!(running.stderr_contains(&format!("mqtts://127.0.0.1:{port}")), "the endpoint says it serves TLS");
     let url = format!("mqtts://127.0.0.1:{port}");
@@ -142,7 +142,7 @@ async fn tripline_ingests_from_mosquitto_over_tls_with_its_client_certificate() 
     ok_stdout(&dir, &["fleet", "add", "--tenant", "acme", &vehicle]);
     let mut running = start(&dir);
     // Mosquitto's TLS listener takes a vehicle by its certificate (its common name).
-    let cert = tripline_tests::signed_certificate(&tls_dir, &dir, &vehicle);
+    let cert = tripline_testkit::signed_certificate(&tls_dir, &dir, &vehicle);
     publish_trip(connect_tls(&url, &tls_dir, Some(&cert), None).await.unwrap(), &vehicle, "over-tls", 2).await;
     wait_for_acks(&running, 1).await;
     sigterm(&mut running);

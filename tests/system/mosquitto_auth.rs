@@ -8,9 +8,9 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS};
 use tripline_model::{TenantId, TripId, VehicleId};
 use tripline_store::{EmbeddedConfig, EmbeddedStore, TripStore};
-use tripline_tests::{Service, mqtt_host_port, unique_name};
+use tripline_testkit::{Service, mqtt_host_port, unique_name};
 
-use crate::harness::*;
+use tripline_testkit::harness::*;
 
 async fn connect(
     url: &str,
@@ -82,7 +82,7 @@ async fn a_mosquitto_with_the_exported_files_enforces_the_endpoints_rules() {
     // (denied) and to its own (lands): tripline kept its session throughout.
     let (client, mut eventloop) = connect(&url, &account, Some((&a, &secret_a))).await.unwrap();
     let t0 = t0();
-    let points = |v| tripline_tests::fleet_message_points(t0, v, 0, 5);
+    let points = |v| tripline_testkit::fleet_message_points(t0, v, 0, 5);
     let into_b = tripline_model::encode_telemetry(Some(&TripId::parse("into-b").unwrap()), &points(0));
     publish_one(&client, &mut eventloop, format!("vehicles/{b}/telemetry"), into_b).await;
     let own = tripline_model::encode_telemetry(Some(&TripId::parse("own-a").unwrap()), &points(1));

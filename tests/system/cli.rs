@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use tripline_model::TripSummary;
 use tripline_store::ScyllaConfig;
-use tripline_tests::workspace_root;
+use tripline_testkit::workspace_root;
 
 fn tripline(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tripline"))
@@ -45,7 +45,7 @@ fn summarize_prints_the_golden_summaries_of_the_fixtures() {
 
 #[test]
 fn summarize_reports_bad_records_and_keeps_the_good_ones() {
-    let dir = std::env::temp_dir().join(tripline_tests::unique_name("cli"));
+    let dir = std::env::temp_dir().join(tripline_testkit::unique_name("cli"));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("trip.csv"),
@@ -83,7 +83,7 @@ fn usage_and_runtime_failures_have_their_exit_codes() {
 
 #[test]
 fn configuration_comes_from_file_then_environment() {
-    let dir = std::env::temp_dir().join(tripline_tests::unique_name("cfg"));
+    let dir = std::env::temp_dir().join(tripline_testkit::unique_name("cfg"));
     std::fs::create_dir_all(&dir).unwrap();
     let fixture = workspace_root().join("fixtures/trips/harsh-events.csv");
     std::fs::write(dir.join("tripline.toml"), "[enrich]\ndefault_speed_limit_kmh = 200.0\n").unwrap();
@@ -103,12 +103,12 @@ fn configuration_comes_from_file_then_environment() {
 
 #[test]
 fn schema_apply_creates_the_keyspace_and_is_idempotent() {
-    let keyspace = tripline_tests::unique_name("cli");
-    let Some(cql) = tripline_tests::cql_config(keyspace.clone(), 0) else { return };
-    let dir = std::env::temp_dir().join(tripline_tests::unique_name("schema"));
+    let keyspace = tripline_testkit::unique_name("cli");
+    let Some(cql) = tripline_testkit::cql_config(keyspace.clone(), 0) else { return };
+    let dir = std::env::temp_dir().join(tripline_testkit::unique_name("schema"));
     std::fs::create_dir_all(&dir).unwrap();
     let write_config = |config: &tripline_store::ScyllaConfig| {
-        let section = tripline_tests::scylla_section(config);
+        let section = tripline_testkit::scylla_section(config);
         std::fs::write(dir.join("tripline.toml"), format!("store = \"scylla\"\n{section}")).unwrap();
     };
     // The test Cassandra requires a password: without one, or with a wrong one, a clear refusal
@@ -128,7 +128,7 @@ fn schema_apply_creates_the_keyspace_and_is_idempotent() {
     }
     // TLS (the test Cassandra offers it beside plain connections): with the authority that signed
     // the node's certificate it works; with another one, a clear refusal at once.
-    if let Some(tls_dir) = tripline_tests::Service::Tls.address().map(std::path::PathBuf::from) {
+    if let Some(tls_dir) = tripline_testkit::Service::Tls.address().map(std::path::PathBuf::from) {
         write_config(&ScyllaConfig { tls_ca_file: Some(tls_dir.join("ca.pem")), ..cql.clone() });
         let output = tripline(&["schema", "apply"], &dir);
         assert!(output.status.success(), "over TLS: {}", String::from_utf8_lossy(&output.stderr));
@@ -159,7 +159,7 @@ fn schema_apply_creates_the_keyspace_and_is_idempotent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_and_fleets_are_registered_from_the_command_line() {
     use tripline_store::{EmbeddedConfig, EmbeddedStore, Registry};
-    let dir = std::env::temp_dir().join(tripline_tests::unique_name("fleet"));
+    let dir = std::env::temp_dir().join(tripline_testkit::unique_name("fleet"));
     std::fs::create_dir_all(&dir).unwrap();
     let created = tripline(&["tenant", "create", "acme"], &dir);
     assert_eq!(created.status.code(), Some(0), "{}", String::from_utf8_lossy(&created.stderr));

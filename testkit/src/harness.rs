@@ -1,41 +1,55 @@
-//! Shared by the `system` and `faults` test binaries (included with `#[path]`): a keyspace with a
-//! registered fleet, the `tripline run --roles ingest` process, and a simulated fleet publishing.
-#![allow(dead_code)] // each binary uses part of it
+//! The real `tripline` binary started and driven: a keyspace with a registered fleet, a
+//! `tripline run` process read until it is ready, a simulated fleet publishing, and the HTTP and
+//! metrics reads the `system` and `faults` test binaries share.
+
+#![allow(clippy::unwrap_used)] // a test helper fails the test loudly by design
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use std::time::{Duration, Instant};
 
+use crate::{Service, mqtt_host_port, unique_name};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tripline_model::{Point, TenantId, TripId, VehicleId, encode_telemetry};
 use tripline_store::{PointStore, Registry, ScyllaStore};
-use tripline_tests::{Service, mqtt_host_port, unique_name};
 
-pub(crate) const VEHICLES: usize = 50;
-pub(crate) const MESSAGES: usize = 10;
-pub(crate) const POINTS: usize = 10;
+/// The `tripline` binary of this build: where cargo says (`CARGO_BIN_EXE_tripline`, set for the
+/// root package's integration tests) or beside the running test binary's folder (`target/<profile>/`,
+/// test binaries run from `target/<profile>/deps/`).
+pub fn tripline_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("CARGO_BIN_EXE_tripline") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().and_then(Path::parent).unwrap();
+    profile.join(format!("tripline{}", std::env::consts::EXE_SUFFIX))
+}
 
-pub(crate) struct Setup {
-    pub(crate) dir: PathBuf,
-    pub(crate) store: ScyllaStore,
-    pub(crate) mqtt_url: String,
-    pub(crate) prefix: String,
-    pub(crate) client_id: String,
+pub const VEHICLES: usize = 50;
+pub const MESSAGES: usize = 10;
+pub const POINTS: usize = 10;
+
+pub struct Setup {
+    pub dir: PathBuf,
+    pub store: ScyllaStore,
+    pub mqtt_url: String,
+    pub prefix: String,
+    pub client_id: String,
 }
 
 impl Drop for Setup {
     fn drop(&mut self) {
-        tripline_tests::forget_mqtt_session(&self.mqtt_url, &self.client_id);
+        crate::forget_mqtt_session(&self.mqtt_url, &self.client_id);
     }
 }
 
-pub(crate) async fn setup() -> Option<Setup> {
+pub async fn setup() -> Option<Setup> {
     let mqtt_url = Service::Mqtt.address()?;
     let dir = std::env::temp_dir().join(unique_name("ingest"));
     std::fs::create_dir_all(&dir).unwrap();
     let keyspace = unique_name("ing");
-    let config = tripline_tests::cql_config(keyspace.clone(), 86_400 * 30)?;
+    let config = crate::cql_config(keyspace.clone(), 86_400 * 30)?;
     ScyllaStore::apply_schema(&config).await.unwrap();
     let store = ScyllaStore::connect(&config).await.unwrap();
     let prefix = unique_name("v");
@@ -48,7 +62,7 @@ pub(crate) async fn setup() -> Option<Setup> {
         dir.join("tripline.toml"),
         format!(
             "store = \"scylla\"\n{}[mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"{client_id}\"\n[ingest]\nworkers = 2\ndrain_s = 5\n[http]\nlisten = \"127.0.0.1:0\"\n",
-            tripline_tests::scylla_section(&config),
+            crate::scylla_section(&config),
         ),
     )
     .unwrap();
@@ -56,9 +70,9 @@ pub(crate) async fn setup() -> Option<Setup> {
 }
 
 /// A running `tripline run --roles ingest`; killed when dropped (a failing test leaves nothing).
-pub(crate) struct Running {
-    pub(crate) child: Child,
-    pub(crate) stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+pub struct Running {
+    pub child: Child,
+    pub stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Running {
@@ -69,12 +83,12 @@ impl Drop for Running {
 }
 
 impl Running {
-    pub(crate) fn stderr_contains(&self, text: &str) -> bool {
+    pub fn stderr_contains(&self, text: &str) -> bool {
         self.stderr.lock().unwrap().iter().any(|line| line.contains(text))
     }
 
     /// The address of its HTTP listener, as it printed it.
-    pub(crate) fn http(&self) -> String {
+    pub fn http(&self) -> String {
         let lines = self.stderr.lock().unwrap();
         let line = lines.iter().find(|l| l.contains("health and metrics on http://")).expect("address printed");
         line.split("http://").nth(1).unwrap().split('/').next().unwrap().to_owned()
@@ -82,23 +96,23 @@ impl Running {
 }
 
 /// Starts the ingest role and waits until it is connected and subscribed.
-pub(crate) fn start(dir: &Path) -> Running {
+pub fn start(dir: &Path) -> Running {
     start_roles(dir, "ingest")
 }
 
 /// Starts `tripline run --roles {roles}` (ingest among them) and waits until ingest is ready.
-pub(crate) fn start_roles(dir: &Path, roles: &str) -> Running {
+pub fn start_roles(dir: &Path, roles: &str) -> Running {
     start_roles_until(dir, roles, "ingest ready")
 }
 
 /// Starts `tripline run --roles {roles}` and waits until its stderr says `ready`.
-pub(crate) fn start_roles_until(dir: &Path, roles: &str, ready: &str) -> Running {
+pub fn start_roles_until(dir: &Path, roles: &str, ready: &str) -> Running {
     start_until(dir, &["run", "--roles", roles], ready)
 }
 
 /// Starts `tripline {args}` and waits until its stderr says `ready`.
-pub(crate) fn start_until(dir: &Path, args: &[&str], ready: &str) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tripline"))
+pub fn start_until(dir: &Path, args: &[&str], ready: &str) -> Running {
+    let mut child = Command::new(tripline_binary())
         .args(args)
         .current_dir(dir)
         .stdout(Stdio::null())
@@ -123,15 +137,15 @@ pub(crate) fn start_until(dir: &Path, args: &[&str], ready: &str) -> Running {
 }
 
 /// Now, so points pass the late-window rule.
-pub(crate) fn t0() -> i64 {
+pub fn t0() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 - 3_600_000
 }
 
-pub(crate) fn message_points(t0: i64, v: usize, m: usize) -> Vec<Point> {
-    tripline_tests::fleet_message_points(t0, v, m, POINTS)
+pub fn message_points(t0: i64, v: usize, m: usize) -> Vec<Point> {
+    crate::fleet_message_points(t0, v, m, POINTS)
 }
 
-pub(crate) async fn publish(url: &str, messages: Vec<(String, Vec<u8>)>) {
+pub async fn publish(url: &str, messages: Vec<(String, Vec<u8>)>) {
     let (host, port) = mqtt_host_port(url);
     let mut options = MqttOptions::new(unique_name("car"), host, port);
     options.set_max_packet_size(1024 * 1024, 1024 * 1024);
@@ -157,7 +171,7 @@ pub(crate) async fn publish(url: &str, messages: Vec<(String, Vec<u8>)>) {
     sender.await.unwrap();
 }
 
-pub(crate) fn messages(prefix: &str, t0: i64, range: std::ops::Range<usize>) -> Vec<(String, Vec<u8>)> {
+pub fn messages(prefix: &str, t0: i64, range: std::ops::Range<usize>) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for m in range {
         for v in 0..VEHICLES {
@@ -171,7 +185,7 @@ pub(crate) fn messages(prefix: &str, t0: i64, range: std::ops::Range<usize>) -> 
     out
 }
 
-pub(crate) async fn stored_points(setup: &Setup, t0: i64) -> usize {
+pub async fn stored_points(setup: &Setup, t0: i64) -> usize {
     let mut total = 0;
     for v in 0..VEHICLES {
         let vehicle = VehicleId::parse(&format!("{}-{v}", setup.prefix)).unwrap();
@@ -180,7 +194,7 @@ pub(crate) async fn stored_points(setup: &Setup, t0: i64) -> usize {
     total
 }
 
-pub(crate) async fn wait_for_points(setup: &Setup, t0: i64, expected: usize) -> usize {
+pub async fn wait_for_points(setup: &Setup, t0: i64, expected: usize) -> usize {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let n = stored_points(setup, t0).await;
@@ -192,7 +206,7 @@ pub(crate) async fn wait_for_points(setup: &Setup, t0: i64, expected: usize) -> 
 }
 
 /// The process's `/metrics` text.
-pub(crate) fn metrics(http: &str) -> String {
+pub fn metrics(http: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(http).unwrap();
     write!(stream, "GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n").unwrap();
@@ -202,7 +216,7 @@ pub(crate) fn metrics(http: &str) -> String {
 }
 
 /// Waits (30 s at most) until the process has acknowledged `n` messages.
-pub(crate) async fn wait_for_acks(running: &Running, n: u64) {
+pub async fn wait_for_acks(running: &Running, n: u64) {
     let http = running.http();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !metrics(&http).contains(&format!("tripline_ingest_acks_total {n}")) {
@@ -211,7 +225,7 @@ pub(crate) async fn wait_for_acks(running: &Running, n: u64) {
     }
 }
 
-pub(crate) fn sigterm(running: &mut Running) {
+pub fn sigterm(running: &mut Running) {
     let status = Command::new("kill").args(["-TERM", &running.child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -227,31 +241,31 @@ pub(crate) fn sigterm(running: &mut Running) {
 }
 
 /// Runs a `tripline` command in `dir`; its stdout, after asserting success.
-pub(crate) fn ok_stdout(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_tripline")).args(args).current_dir(dir).output().unwrap();
+pub fn ok_stdout(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new(tripline_binary()).args(args).current_dir(dir).output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap()
 }
 
 /// The secret printed for `vehicle` in `fleet add|rotate-secret`'s CSV.
-pub(crate) fn secret_of(csv: &str, vehicle: &str) -> String {
+pub fn secret_of(csv: &str, vehicle: &str) -> String {
     assert!(csv.starts_with("vehicle_id,secret\n"), "{csv}");
     csv.lines().find_map(|line| line.strip_prefix(&format!("{vehicle},"))).unwrap().to_owned()
 }
 
 /// A loopback port free now.
-pub(crate) fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A plain HTTP/1.1 GET on a fresh connection (with a bearer key if given): status code (0 when
 /// no answer came within 10 s) and body.
-pub(crate) fn http_get_with_key(addr: &str, path: &str, key: Option<&str>) -> (u16, String) {
+pub fn http_get_with_key(addr: &str, path: &str, key: Option<&str>) -> (u16, String) {
     http_get_within(addr, path, key, Duration::from_secs(10))
 }
 
 /// [`http_get_with_key`], waiting at most `wait` for the answer (status 0 without one).
-pub(crate) fn http_get_within(addr: &str, path: &str, key: Option<&str>, wait: Duration) -> (u16, String) {
+pub fn http_get_within(addr: &str, path: &str, key: Option<&str>, wait: Duration) -> (u16, String) {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return (0, String::new()) };
     let _ = stream.set_read_timeout(Some(wait));
@@ -267,7 +281,7 @@ pub(crate) fn http_get_within(addr: &str, path: &str, key: Option<&str>, wait: D
 }
 
 /// A process's resident memory, MB (0 when it cannot be read).
-pub(crate) fn rss_mb(pid: u32) -> f64 {
+pub fn rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()

@@ -6,7 +6,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
-use tripline_tests::{Service, mqtt_host_port, unique_name};
+use tripline_testkit::{Service, mqtt_host_port, unique_name};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -9,9 +9,9 @@ use std::path::Path;
 
 use tripline_model::{RejectReason, TenantId, TripId, VehicleId};
 use tripline_store::{EmbeddedConfig, EmbeddedStore, Registry, RejectionStore, TripStore};
-use tripline_tests::unique_name;
+use tripline_testkit::unique_name;
 
-use crate::harness::*;
+use tripline_testkit::harness::*;
 
 /// The secret the test fleets share (hashed once: each hash takes tens of milliseconds).
 const FLEET_SECRET: &str = "fleet-secret";
@@ -64,7 +64,7 @@ async fn publish_as_vehicles(url: &str, messages: Vec<(String, Vec<u8>)>) {
 }
 
 fn vehicle_client(url: &str, vehicle: &str, secret: &str) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
-    let (host, port) = tripline_tests::mqtt_host_port(url);
+    let (host, port) = tripline_testkit::mqtt_host_port(url);
     let mut options = rumqttc::MqttOptions::new(unique_name(vehicle), host, port);
     options.set_credentials(vehicle, secret);
     options.set_inflight(20);
@@ -191,7 +191,7 @@ async fn publish_unacknowledged(url: String, prefix: String, t0: i64, v: usize, 
     if todo.is_empty() {
         return;
     }
-    let (host, port) = tripline_tests::mqtt_host_port(&url);
+    let (host, port) = tripline_testkit::mqtt_host_port(&url);
     let mut options = MqttOptions::new(format!("{prefix}-{v}"), host, port);
     options.set_credentials(format!("{prefix}-{v}"), FLEET_SECRET);
     options.set_clean_session(false);
@@ -202,7 +202,10 @@ async fn publish_unacknowledged(url: String, prefix: String, t0: i64, v: usize, 
     let payloads: Vec<Vec<u8>> = todo
         .iter()
         .map(|&m| {
-            tripline_model::encode_telemetry(Some(&trip), &tripline_tests::fleet_message_points(t0, v, m, KILL_POINTS))
+            tripline_model::encode_telemetry(
+                Some(&trip),
+                &tripline_testkit::fleet_message_points(t0, v, m, KILL_POINTS),
+            )
         })
         .collect();
     let sender = tokio::spawn(async move {
@@ -333,7 +336,7 @@ async fn connect(
     let (client, mut eventloop) = match secret {
         Some(secret) => vehicle_client(url, vehicle, secret),
         None => {
-            let (host, port) = tripline_tests::mqtt_host_port(url);
+            let (host, port) = tripline_testkit::mqtt_host_port(url);
             rumqttc::AsyncClient::new(rumqttc::MqttOptions::new(unique_name("anon"), host, port), 8)
         }
     };
@@ -389,7 +392,7 @@ async fn only_a_vehicle_with_its_secret_publishes_and_only_as_itself() {
     let (client, mut eventloop) = connect(&url, &a, Some(&secret_a)).await.unwrap();
     let t0 = t0();
     let trip = TripId::parse("t-b").unwrap();
-    let payload = tripline_model::encode_telemetry(Some(&trip), &tripline_tests::fleet_message_points(t0, 0, 0, 5));
+    let payload = tripline_model::encode_telemetry(Some(&trip), &tripline_testkit::fleet_message_points(t0, 0, 0, 5));
     client.publish(format!("vehicles/{b}/telemetry"), rumqttc::QoS::AtLeastOnce, false, payload.clone()).await.unwrap();
     let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         loop {
@@ -407,7 +410,7 @@ async fn only_a_vehicle_with_its_secret_publishes_and_only_as_itself() {
     let (client, mut eventloop) = connect(&url, &b, Some(&secret_b)).await.unwrap();
     let own = tripline_model::encode_telemetry(
         Some(&TripId::parse("t-own").unwrap()),
-        &tripline_tests::fleet_message_points(t0, 1, 0, 5),
+        &tripline_testkit::fleet_message_points(t0, 1, 0, 5),
     );
     client.publish(format!("vehicles/{b}/telemetry"), rumqttc::QoS::AtLeastOnce, false, own).await.unwrap();
     loop {
