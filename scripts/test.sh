@@ -9,6 +9,9 @@ started=$SECONDS
 # Build artefacts of dependencies are shared between clones on the same machine (the CI clone
 # included); our own crates are rebuilt per checkout by cargo's fingerprints anyway.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tripline/target}"
+# Incremental caches are kept per checkout path and never reused by the next clone: in the shared
+# target directory they grew to 35 GB and filled the disk. A run from a clone gains nothing by them.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 for component in rustfmt clippy; do
