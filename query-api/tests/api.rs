@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tripline_index::TripIndex;
 use tripline_model::{Point, RejectReason, TenantId, TripId, VehicleId};
 use tripline_query_api::{ApiConfig, ApiState, StreamConfig, api_key_hash, router};
@@ -21,18 +20,44 @@ fn record(tenant: &str, vehicle: &str, id: &str, score: f64) -> TripRecord {
     tripline_testkit::trip_record(tenant, vehicle, id, T0, 1, score)
 }
 
+/// An HTTP client that hands every status back instead of failing on 4xx and 5xx; no request
+/// (a live stream included) outlives 30 s.
+fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// `GET path` with an optional bearer key (and `Last-Event-ID`), as the blocking response.
+fn request(
+    addr: std::net::SocketAddr,
+    path: &str,
+    key: Option<&str>,
+    last_event_id: Option<&str>,
+) -> ureq::http::Response<ureq::Body> {
+    let mut request = client().get(format!("http://{addr}{path}"));
+    if let Some(key) = key {
+        request = request.header("Authorization", format!("Bearer {key}"));
+    }
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id);
+    }
+    request.call().unwrap()
+}
+
 /// `GET path` with an optional bearer key: (status, JSON body).
 async fn get(addr: std::net::SocketAddr, path: &str, key: Option<&str>) -> (u16, Value) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{auth}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8_lossy(&response);
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let (path, key) = (path.to_owned(), key.map(str::to_owned));
+    tokio::task::spawn_blocking(move || {
+        let mut response = request(addr, &path, key.as_deref(), None);
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    })
+    .await
+    .unwrap()
 }
 
 struct App {
@@ -280,17 +305,19 @@ async fn stream_events(
     last_event_id: Option<&str>,
     count: usize,
 ) -> Vec<(String, String, Value)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let resume = last_event_id.map(|id| format!("Last-Event-ID: {id}\r\n")).unwrap_or_default();
-    let request =
-        format!("GET /v1/stream{query} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {key}\r\n{resume}\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut text = String::new();
-    let mut buffer = vec![0; 64 * 1024];
-    let parse = |text: &str| -> Vec<(String, String, Value)> {
-        let (mut events, mut event, mut id) = (Vec::new(), String::new(), String::new());
-        for line in text.lines() {
-            if let Some(v) = line.strip_prefix("event: ") {
+    let (path, key, resume) = (format!("/v1/stream{query}"), key.to_owned(), last_event_id.map(str::to_owned));
+    let read = tokio::task::spawn_blocking(move || {
+        let response = request(addr, &path, Some(&key), resume.as_deref());
+        assert_eq!(response.status().as_u16(), 200);
+        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+        assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(response.into_body().into_reader()));
+        let (mut events, mut event, mut id, mut open) = (Vec::new(), String::new(), String::new(), false);
+        while !open || events.len() < count {
+            let line = lines.next().expect("the stream ended").unwrap();
+            if line.starts_with(": stream open") {
+                open = true;
+            } else if let Some(v) = line.strip_prefix("event: ") {
                 event = v.to_owned();
             } else if let Some(v) = line.strip_prefix("id: ") {
                 id = v.to_owned();
@@ -299,19 +326,11 @@ async fn stream_events(
             }
         }
         events
-    };
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while !text.contains(": stream open") || parse(&text).len() < count {
-            let n = stream.read(&mut buffer).await.unwrap();
-            assert!(n > 0, "the stream ended: {text}");
-            text.push_str(&String::from_utf8_lossy(&buffer[..n]));
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{count} events within 10 s: {text}"));
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(text.to_ascii_lowercase().contains("content-type: text/event-stream"), "{text}");
-    parse(&text)
+    });
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .unwrap_or_else(|_| panic!("{count} events within 10 s"))
+        .unwrap()
 }
 
 /// Writes trip `id` of `vehicle` of `tenant` with `notices`, as the workers do.
@@ -366,14 +385,10 @@ async fn a_key_holds_at_most_its_share_of_streams() {
     write_told(&app.store, "acme", "car-a", "s1", vec![tripline_model::Notice::Started]).await;
     let open = {
         let addr = app.addr;
-        tokio::spawn(async move {
-            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let request = "GET /v1/stream HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer key-a\r\n\r\n";
-            stream.write_all(request.as_bytes()).await.unwrap();
-            let mut buffer = vec![0; 4096];
-            let n = stream.read(&mut buffer).await.unwrap();
-            assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 200"));
-            stream
+        tokio::task::spawn_blocking(move || {
+            let response = request(addr, "/v1/stream", Some("key-a"), None);
+            assert_eq!(response.status().as_u16(), 200);
+            response
         })
     };
     let held = open.await.unwrap();

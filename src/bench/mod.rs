@@ -897,36 +897,12 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     let key = crate::fleet::new_api_key()?;
     let t0 = tripline_model::time::now_ms() - 2 * 86_400_000;
 
-    // The child's configuration: a fresh data dir; the chosen store and broker.
-    let mut toml = String::from("data_dir = \"./tripline-data\"\n");
-    let store_config = match options.store {
-        StoreKind::Embedded => {
-            let mut c = config.clone();
-            c.data_dir = dir.join("tripline-data");
-            c
-        }
-        StoreKind::Scylla => {
-            let scylla = config.scylla();
-            // The whole section, credentials included.
-            let section = toml::to_string(&scylla).map_err(|e| Failure::Runtime(e.into()))?;
-            toml.push_str(&format!("store = \"scylla\"\n[scylla]\n{section}"));
-            tripline_store::ScyllaStore::apply_schema(&scylla).await.context("scylla")?;
-            let mut c = config.clone();
-            c.store = StoreKind::Scylla;
-            c
-        }
-    };
     let url = options.url.clone().or_else(|| config.mqtt.url.clone());
     let (host, port, broker) = match &url {
         Some(url) => {
             let crate::config::BrokerUrl { host, port, tls } = crate::config::mqtt_endpoint(url)?;
             if tls {
                 return Err(Failure::Usage("bench publishes over plain MQTT: give it an mqtt:// broker".to_owned()));
-            }
-            toml.push_str(&format!("[mqtt]\nurl = \"{url}\"\nclient_id = \"{prefix}-ingest\"\n"));
-            if let Some((user, password)) = config.mqtt.account().map_err(Failure::Usage)? {
-                let quoted = |text: String| toml::Value::String(text).to_string();
-                toml.push_str(&format!("username = {}\npassword = {}\n", quoted(user), quoted(password)));
             }
             (host, port, url.clone())
         }
@@ -935,36 +911,23 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
                 .and_then(|l| l.local_addr())
                 .map_err(|e| Failure::Runtime(e.into()))?
                 .port();
-            toml.push_str(&format!("[mqtt]\nlisten = \"127.0.0.1:{port}\"\n"));
             ("127.0.0.1".to_owned(), port, "embedded".to_owned())
         }
     };
-    toml.push_str("[http]\nlisten = \"127.0.0.1:0\"\nrate_per_s = 1000000\nburst = 1000000\nmax_connections = 4096\n");
-    // The push measurement's streams (one key) and webhook receiver (this process).
-    toml.push_str("[push]\nmax_streams_per_key = 4096\nwebhook_allowed_networks = [\"127.0.0.1/32\"]\n");
-    std::fs::write(dir.join("tripline.toml"), toml).map_err(|e| Failure::Runtime(e.into()))?;
+    let store_config = child_config(config, options.store, &dir, &prefix, url.as_deref(), port)?;
+    if options.store == StoreKind::Scylla {
+        tripline_store::ScyllaStore::apply_schema(&store_config.scylla()).await.context("scylla")?;
+    }
+    let toml = toml::to_string(&store_config).context("writing the child's configuration")?;
+    std::fs::write(dir.join("tripline.toml"), toml).context("writing the child's configuration")?;
 
     // The fleet: throughput messages generated up front (kept for the ceiling too).
-    let mut fleet: Vec<VehicleSim> =
-        (0..options.vehicles).map(|v| VehicleSim::new(&prefix, v, options.seed, t0)).collect::<Result<_, _>>()?;
-    let probes: Vec<VehicleId> = (0..1000)
-        .map(|k| VehicleId::parse(&format!("{prefix}-probe-{k}")))
-        .collect::<Result<_, _>>()
-        .map_err(|e| Failure::Runtime(e.into()))?;
-    let mut rounds = Vec::with_capacity(options.messages);
-    let mut messages = Vec::with_capacity(options.messages * options.vehicles);
-    for _ in 0..options.messages {
-        let mut round = Vec::new();
-        messages.extend(fleet_round(&mut fleet, options.points, Some(&mut round))?);
-        rounds.push(round);
-    }
+    let Fleet { vehicles: mut fleet, probes, rounds, messages } = Fleet::new(&prefix, options, t0)?;
     let total_messages = messages.len();
     let total_points: usize = messages.iter().map(|m| m.points).sum();
 
     // Registry and ceiling, in this process; then the store is closed for the child.
     let store = crate::config::open_store(&store_config).await?;
-    let registry = "registering the fleet";
-    store.create_tenant(&tenant, &tripline_query_api::api_key_hash(&key)).await.context(registry)?;
     let mut vehicles: Vec<VehicleId> = fleet.iter().map(|v| v.id.clone()).collect();
     vehicles.extend(probes.iter().cloned());
     let idle_ids: Vec<VehicleId> = (0..options.idle_vehicles)
@@ -972,48 +935,9 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
         .collect::<Result<_, _>>()
         .map_err(|e| Failure::Runtime(e.into()))?;
     vehicles.extend(idle_ids.iter().cloned());
-    store.add_vehicles(&tenant, &vehicles).await.context(registry)?;
-    let secret = tripline_ingest::credentials::new_secret().context("no randomness")?;
-    let hash = tripline_ingest::credentials::hash_secret(&secret).context("hashing the fleet's secret")?;
-    let secrets: Vec<_> = vehicles.iter().map(|v| (v.clone(), Some(hash.clone()))).collect();
-    store.set_vehicle_secrets(&secrets).await.context(registry)?;
+    let secret = register_fleet(&store, &tenant, &key, &vehicles).await?;
     let mqtt = Mqtt { host: host.clone(), port, secret };
-    // The ceiling writes the same points under other vehicle ids, so ingest starts from an
-    // empty trip set as a fresh fleet would.
-    let ceiling_rounds = rounds
-        .into_iter()
-        .map(|round| {
-            round
-                .into_iter()
-                .map(|(v, t, p)| {
-                    let id = VehicleId::parse(&format!("c{v}")).unwrap_or(v);
-                    (id, t, p)
-                })
-                .collect()
-        })
-        .collect();
-    // The ceiling gets a store of its own, removed afterwards, so that ingest starts on an
-    // empty store as the ceiling did (and does not pay for compacting the ceiling's data):
-    // embedded, a data dir beside the child's; ScyllaDB, a keyspace `<keyspace>_ceiling`.
-    let mut ceiling_config = store_config.clone();
-    match options.store {
-        StoreKind::Embedded => ceiling_config.data_dir = dir.join("ceiling-data"),
-        StoreKind::Scylla => {
-            ceiling_config.scylla.keyspace = ceiling_keyspace(&store_config.scylla.keyspace);
-            tripline_store::ScyllaStore::apply_schema(&ceiling_config.scylla()).await.context("scylla ceiling")?;
-        }
-    }
-    let ceiling_store = crate::config::open_store(&ceiling_config).await?;
-    let ceiling_rate = ceiling(&ceiling_store, &tenant, ceiling_rounds).await;
-    drop(ceiling_store);
-    match options.store {
-        StoreKind::Embedded => {
-            let _ = std::fs::remove_dir_all(&ceiling_config.data_dir);
-        }
-        StoreKind::Scylla => {
-            tripline_store::ScyllaStore::drop_keyspace(&ceiling_config.scylla()).await.context("scylla ceiling")?
-        }
-    }
+    let ceiling_rate = measure_ceiling(&store_config, options.store, &dir, &tenant, rounds).await?;
     eprintln!("tripline bench: store ceiling {ceiling_rate:.0} points/s ({total_points} points)");
     drop(store);
     // Everything with the child running; whatever happens there, the broker then forgets the
@@ -1022,13 +946,7 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
         let child = start_child(&dir)?;
         eprintln!("tripline bench: tripline run started; publishing {total_messages} messages as fast as acknowledged");
         let mut report = throughput(&child, &mqtt, &prefix, messages, total_points).await?;
-        report.batch_messages_mean = {
-            let agent = agent();
-            let name = tripline_pipeline::metrics::BATCH_MESSAGES;
-            let sum = scrape::<f64>(&agent, &child.http, &format!("{name}_sum")).unwrap_or(f64::NAN);
-            let count = scrape::<f64>(&agent, &child.http, &format!("{name}_count")).unwrap_or(f64::NAN);
-            sum / count
-        };
+        report.batch_messages_mean = batch_messages_mean(&child.http);
         report.store_ceiling_points_per_s = ceiling_rate;
         report.ratio_to_ceiling = report.points_per_s / ceiling_rate;
 
@@ -1037,71 +955,17 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
         let trips: usize = fleet.iter().map(|v| v.trips).sum();
         wait_caught_up(&child, &key, trips).await?;
         // Push is measured during the same probes: live streams and a webhook follow the child.
-        let pushed = match options.streams {
-            0 => None,
-            streams => {
-                let data_dir = dir.join("tripline-data");
-                let watch = push::watch(&child.http, &key, &data_dir, tenant.as_str(), "-probe-", streams).await?;
-                eprintln!("tripline bench: {streams} live streams and a webhook follow the child");
-                Some(watch)
-            }
-        };
+        let pushed = follow_push(&child, &key, &dir, &tenant, options.streams).await?;
 
-        // Freshness at half the measured load (or the given rate).
-        let rate = options.rate.unwrap_or(report.points_per_s / 2.0).max(1.0);
-        let seconds = options.probe_seconds.max(1) as f64;
-        let rounds_needed = ((rate * seconds) / (options.points * options.vehicles).max(1) as f64).ceil() as usize;
-        let mut load = Vec::new();
-        for _ in 0..rounds_needed.max(1) {
-            load.extend(fleet_round(&mut fleet, options.points, None)?);
-        }
-        let interval = Duration::from_secs_f64(options.points as f64 / rate);
-        let load_points: usize = load.iter().map(|m| m.points).sum();
-        eprintln!("tripline bench: freshness at {rate:.0} points/s for {seconds:.0} s");
-        let until = Instant::now() + Duration::from_secs_f64(seconds);
-        let load_task = {
-            let (mqtt, id) = (mqtt.clone(), format!("{prefix}-fleet2"));
-            tokio::spawn(async move { publish(&mqtt, &id, load, interval).await })
-        };
-        // Probes start once the load runs at its pace.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let (delays, published) = probe(&mqtt, &child.http, &key, &probes, until).await;
-        let load_elapsed = load_task.await.map_err(|e| Failure::Runtime(e.into()))??;
-        if let Some(pushed) = pushed {
-            // Stragglers of the last probes arrive.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            (report.push_ms, report.webhook_ms) = pushed.delays(&published, PROBE_GIVE_UP);
-            report.push_streams = options.streams;
-        }
-        report.freshness_ms = Freshness::of(delays.iter().map(|d| d.0).collect());
-        report.durable_ms = Freshness::of(delays.iter().map(|d| d.1).collect());
-        report.after_durable_ms = Freshness::of(delays.iter().map(|d| (d.0 - d.1).max(0.0)).collect());
-        // The load as achieved (the target when the publisher kept up).
-        report.freshness_load_points_per_s = load_points as f64 / load_elapsed.as_secs_f64().max(1e-3);
+        let published =
+            freshness(&child, &mqtt, &key, &prefix, &probes, &mut fleet, options, pushed, &mut report).await?;
         report.rss_mb_max = peak_rss_mb(child.child.id());
-        let metrics_agent = agent();
-        let quantiles = |name: &str| Quantiles {
-            p50: scrape_quantile_ms(&metrics_agent, &child.http, name, "0.5"),
-            p99: scrape_quantile_ms(&metrics_agent, &child.http, name, "0.99"),
-        };
-        report.stages_ms = StageTimes {
-            ack: quantiles(tripline_ingest::metrics::ACK_LATENCY),
-            write: quantiles(tripline_pipeline::metrics::WRITE_SECONDS),
-            index_read: quantiles(tripline_indexer::metrics::READ_SECONDS),
-            index_commit: quantiles(tripline_indexer::metrics::COMMIT_SECONDS),
-            index_delay: quantiles(tripline_indexer::metrics::DELAY_SECONDS),
-            index_reused_share: {
-                let count = |name| scrape::<f64>(&metrics_agent, &child.http, name).unwrap_or(0.0);
-                let (reused, reads) =
-                    (count(tripline_indexer::metrics::REUSED), count(tripline_indexer::metrics::READS));
-                if reused + reads > 0.0 { reused / (reused + reads) } else { f64::NAN }
-            },
-        };
+        report.stages_ms = stage_times(&child.http);
         if options.idle_vehicles > 0 && url.is_none() {
             report.idle = Some(idle(&mqtt, &idle_ids, child.child.id()).await?);
         }
         stop_child(child);
-        report.points_published = total_points + load_points + published.len();
+        report.points_published = total_points + published;
         Ok(report)
     }
     .await;
@@ -1119,6 +983,99 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     report.points = total_points;
     report.duration_s = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Messages per worker batch, on average over the run so far, from the child's `/metrics`.
+fn batch_messages_mean(http: &str) -> f64 {
+    let agent = agent();
+    let name = tripline_pipeline::metrics::BATCH_MESSAGES;
+    let sum = scrape::<f64>(&agent, http, &format!("{name}_sum")).unwrap_or(f64::NAN);
+    let count = scrape::<f64>(&agent, http, &format!("{name}_count")).unwrap_or(f64::NAN);
+    sum / count
+}
+
+/// The child's own stage times from its `/metrics`.
+fn stage_times(http: &str) -> StageTimes {
+    let agent = agent();
+    let quantiles = |name: &str| Quantiles {
+        p50: scrape_quantile_ms(&agent, http, name, "0.5"),
+        p99: scrape_quantile_ms(&agent, http, name, "0.99"),
+    };
+    let count = |name| scrape::<f64>(&agent, http, name).unwrap_or(0.0);
+    let (reused, reads) = (count(tripline_indexer::metrics::REUSED), count(tripline_indexer::metrics::READS));
+    StageTimes {
+        ack: quantiles(tripline_ingest::metrics::ACK_LATENCY),
+        write: quantiles(tripline_pipeline::metrics::WRITE_SECONDS),
+        index_read: quantiles(tripline_indexer::metrics::READ_SECONDS),
+        index_commit: quantiles(tripline_indexer::metrics::COMMIT_SECONDS),
+        index_delay: quantiles(tripline_indexer::metrics::DELAY_SECONDS),
+        index_reused_share: if reused + reads > 0.0 { reused / (reused + reads) } else { f64::NAN },
+    }
+}
+
+/// `streams` live streams and a webhook following the child's probes (none for 0).
+async fn follow_push(
+    child: &RunningChild,
+    key: &str,
+    dir: &Path,
+    tenant: &TenantId,
+    streams: usize,
+) -> Result<Option<push::PushWatch>, Failure> {
+    if streams == 0 {
+        return Ok(None);
+    }
+    let data_dir = dir.join("tripline-data");
+    let watch = push::watch(&child.http, key, &data_dir, tenant.as_str(), "-probe-", streams).await?;
+    eprintln!("tripline bench: {streams} live streams and a webhook follow the child");
+    Ok(Some(watch))
+}
+
+/// The freshness phase: the fleet publishes at half the measured load (or `--rate`) while the
+/// probes run, and `pushed` (if any) times each probe's `trip.started`. Fills the report's
+/// freshness, durable, push and load figures; returns the points it published.
+#[allow(clippy::too_many_arguments)] // the phase's inputs, each used once
+async fn freshness(
+    child: &RunningChild,
+    mqtt: &Mqtt,
+    key: &str,
+    prefix: &str,
+    probes: &[VehicleId],
+    fleet: &mut [VehicleSim],
+    options: &BenchOptions,
+    pushed: Option<push::PushWatch>,
+    report: &mut BenchReport,
+) -> Result<usize, Failure> {
+    let rate = options.rate.unwrap_or(report.points_per_s / 2.0).max(1.0);
+    let seconds = options.probe_seconds.max(1) as f64;
+    let rounds_needed = ((rate * seconds) / (options.points * options.vehicles).max(1) as f64).ceil() as usize;
+    let mut load = Vec::new();
+    for _ in 0..rounds_needed.max(1) {
+        load.extend(fleet_round(fleet, options.points, None)?);
+    }
+    let interval = Duration::from_secs_f64(options.points as f64 / rate);
+    let load_points: usize = load.iter().map(|m| m.points).sum();
+    eprintln!("tripline bench: freshness at {rate:.0} points/s for {seconds:.0} s");
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let load_task = {
+        let (mqtt, id) = (mqtt.clone(), format!("{prefix}-fleet2"));
+        tokio::spawn(async move { publish(&mqtt, &id, load, interval).await })
+    };
+    // Probes start once the load runs at its pace.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (delays, published) = probe(mqtt, &child.http, key, probes, until).await;
+    let load_elapsed = load_task.await.map_err(|e| Failure::Runtime(e.into()))??;
+    if let Some(pushed) = pushed {
+        // Stragglers of the last probes arrive.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        (report.push_ms, report.webhook_ms) = pushed.delays(&published, PROBE_GIVE_UP);
+        report.push_streams = options.streams;
+    }
+    report.freshness_ms = Freshness::of(delays.iter().map(|d| d.0).collect());
+    report.durable_ms = Freshness::of(delays.iter().map(|d| d.1).collect());
+    report.after_durable_ms = Freshness::of(delays.iter().map(|d| (d.0 - d.1).max(0.0)).collect());
+    // The load as achieved (the target when the publisher kept up).
+    report.freshness_load_points_per_s = load_points as f64 / load_elapsed.as_secs_f64().max(1e-3);
+    Ok(load_points + published.len())
 }
 
 /// Stops the child as an operator would (SIGTERM), and kills it if it has not exited within
@@ -1148,6 +1105,130 @@ async fn disk_report(store_config: &Config, points: usize) -> Result<DiskReport,
         tables_bytes_per_point: per_point(usage.tables_bytes),
         journal_bytes_per_point: per_point(usage.journal_bytes),
     })
+}
+
+/// The simulated fleet and its throughput messages, generated up front.
+struct Fleet {
+    vehicles: Vec<VehicleSim>,
+    /// The probe vehicles (each probe trip on a vehicle not seen before).
+    probes: Vec<VehicleId>,
+    /// The throughput messages' points, round by round (for the ceiling).
+    rounds: Vec<Vec<(VehicleId, TripId, Vec<Point>)>>,
+    /// The throughput messages.
+    messages: Vec<FleetMessage>,
+}
+
+impl Fleet {
+    fn new(prefix: &str, options: &BenchOptions, t0: i64) -> Result<Fleet, Failure> {
+        let mut vehicles: Vec<VehicleSim> =
+            (0..options.vehicles).map(|v| VehicleSim::new(prefix, v, options.seed, t0)).collect::<Result<_, _>>()?;
+        let probes: Vec<VehicleId> = (0..1000)
+            .map(|k| VehicleId::parse(&format!("{prefix}-probe-{k}")))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Failure::Runtime(e.into()))?;
+        let mut rounds = Vec::with_capacity(options.messages);
+        let mut messages = Vec::with_capacity(options.messages * options.vehicles);
+        for _ in 0..options.messages {
+            let mut round = Vec::new();
+            messages.extend(fleet_round(&mut vehicles, options.points, Some(&mut round))?);
+            rounds.push(round);
+        }
+        Ok(Fleet { vehicles, probes, rounds, messages })
+    }
+}
+
+/// Registers `vehicles` to a new `tenant` with API key `key`, all with one new secret (one hash
+/// to compute, for thousands of vehicles); returns the secret.
+async fn register_fleet(
+    store: &AnyStore,
+    tenant: &TenantId,
+    key: &str,
+    vehicles: &[VehicleId],
+) -> Result<String, Failure> {
+    let registry = "registering the fleet";
+    store.create_tenant(tenant, &tripline_query_api::api_key_hash(key)).await.context(registry)?;
+    store.add_vehicles(tenant, vehicles).await.context(registry)?;
+    let secret = tripline_ingest::credentials::new_secret().context("no randomness")?;
+    let hash = tripline_ingest::credentials::hash_secret(&secret).context("hashing the fleet's secret")?;
+    let secrets: Vec<_> = vehicles.iter().map(|v| (v.clone(), Some(hash.clone()))).collect();
+    store.set_vehicle_secrets(&secrets).await.context(registry)?;
+    Ok(secret)
+}
+
+/// The store-only ceiling of the fleet's `rounds`, in a store of its own, removed afterwards, so
+/// that ingest starts on an empty store as the ceiling did (and does not pay for compacting the
+/// ceiling's data): embedded, a data dir beside the child's; ScyllaDB, a keyspace
+/// `<keyspace>_ceiling`. The points go under other vehicle ids, so ingest also starts from an
+/// empty trip set as a fresh fleet would.
+async fn measure_ceiling(
+    store_config: &Config,
+    store: StoreKind,
+    dir: &Path,
+    tenant: &TenantId,
+    rounds: Vec<Vec<(VehicleId, TripId, Vec<Point>)>>,
+) -> Result<f64, Failure> {
+    let renamed = |(v, t, p): (VehicleId, TripId, Vec<Point>)| (VehicleId::parse(&format!("c{v}")).unwrap_or(v), t, p);
+    let rounds = rounds.into_iter().map(|round| round.into_iter().map(renamed).collect()).collect();
+    let mut ceiling_config = store_config.clone();
+    match store {
+        StoreKind::Embedded => ceiling_config.data_dir = dir.join("ceiling-data"),
+        StoreKind::Scylla => {
+            ceiling_config.scylla.keyspace = ceiling_keyspace(&store_config.scylla.keyspace);
+            tripline_store::ScyllaStore::apply_schema(&ceiling_config.scylla()).await.context("scylla ceiling")?;
+        }
+    }
+    let ceiling_store = crate::config::open_store(&ceiling_config).await?;
+    let rate = ceiling(&ceiling_store, tenant, rounds).await;
+    drop(ceiling_store);
+    match store {
+        StoreKind::Embedded => {
+            let _ = std::fs::remove_dir_all(&ceiling_config.data_dir);
+        }
+        StoreKind::Scylla => {
+            tripline_store::ScyllaStore::drop_keyspace(&ceiling_config.scylla()).await.context("scylla ceiling")?
+        }
+    }
+    Ok(rate)
+}
+
+/// The child's configuration: the operator's, with a data directory in `dir`, the chosen store,
+/// the broker at `url` (with a client id of its own) or the embedded endpoint on `port` over
+/// plain MQTT (the fleet publishes plain), and the API's limits lifted for the measurement.
+fn child_config(
+    config: &Config,
+    store: StoreKind,
+    dir: &Path,
+    prefix: &str,
+    url: Option<&str>,
+    port: u16,
+) -> Result<Config, Failure> {
+    let mut child = config.clone();
+    child.data_dir = dir.join("tripline-data");
+    child.store = store;
+    // The child runs in `dir`: files named relative to here are found from there too.
+    for path in [&mut child.regions, &mut child.mqtt.password_file] {
+        if let Some(file) = path.as_mut() {
+            *file = std::path::absolute(&*file).with_context(|| file.display().to_string())?;
+        }
+    }
+    let mqtt = &mut child.mqtt;
+    match url {
+        Some(url) => {
+            mqtt.url = Some(url.to_owned());
+            mqtt.client_id = Some(format!("{prefix}-ingest"));
+        }
+        None => {
+            mqtt.url = None;
+            mqtt.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+            (mqtt.tls_cert_file, mqtt.tls_key_file, mqtt.tls_client_ca_file) = (None, None, None);
+        }
+    }
+    child.http.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    (child.http.rate_per_s, child.http.burst, child.http.max_connections) = (1e6, 1e6, 4096);
+    // The push measurement's streams (one key) and webhook receiver (this process).
+    child.push.max_streams_per_key = 4096;
+    child.push.webhook_allowed_networks = vec!["127.0.0.1/32".to_owned()];
+    Ok(child)
 }
 
 /// Waits until the search API finds `trips` trips and the indexer has nothing uncommitted.
@@ -1225,6 +1306,28 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn the_childs_configuration_is_the_operators_with_the_benchs_settings_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut operator = Config::default();
+        operator.ingest.workers = 3;
+        operator.mqtt.tls_cert_file = Some("server.pem".into());
+        let child = child_config(&operator, StoreKind::Embedded, dir.path(), "b1", None, 18830).unwrap();
+        let file = dir.path().join("tripline.toml");
+        std::fs::write(&file, toml::to_string(&child).unwrap()).unwrap();
+        let read = crate::config::load(Some(&file)).unwrap();
+        assert_eq!(read.ingest.workers, 3, "the operator's settings go to the child");
+        assert_eq!(read.data_dir, dir.path().join("tripline-data"));
+        assert_eq!(read.mqtt.listen, Some("127.0.0.1:18830".parse().unwrap()));
+        assert_eq!(read.mqtt.tls_cert_file, None, "the fleet publishes plain MQTT");
+        assert_eq!((read.http.rate_per_s, read.push.max_streams_per_key), (1e6, 4096));
+        let external = child_config(&operator, StoreKind::Scylla, dir.path(), "b1", Some("mqtt://h:1883"), 0).unwrap();
+        assert_eq!(
+            (external.mqtt.url.as_deref(), external.mqtt.client_id.as_deref(), external.store),
+            (Some("mqtt://h:1883"), Some("b1-ingest"), StoreKind::Scylla)
+        );
+    }
 
     #[test]
     fn a_child_that_exited_fails_the_bench_and_a_running_one_does_not() {
