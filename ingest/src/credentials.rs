@@ -14,7 +14,6 @@
 //! changes or removes the stored hash, so the remembered answer no longer applies. At most
 //! [`VERIFYING_AT_ONCE`] hashes are verified at a time.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -38,7 +37,7 @@ fn hasher() -> Argon2<'static> {
     let params = argon2::Params::new(memory_kib, passes, lanes, None).unwrap_or_default();
     Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
 }
-/// Verified secrets remembered at most (then the memory starts over).
+/// Verified secrets remembered at most (beyond it the least used are forgotten).
 const REMEMBERED: usize = 200_000;
 
 /// A new vehicle secret: 32 random bytes in hex.
@@ -135,7 +134,7 @@ pub struct VehicleAuth<R> {
     /// Argon2 working memory, one per verification at once, reused.
     memory: Mutex<Vec<Vec<argon2::Block>>>,
     /// Vehicle → (the stored hash a secret was verified against, that secret's SHA-256).
-    verified: Mutex<HashMap<String, (String, [u8; 32])>>,
+    verified: quick_cache::sync::Cache<String, (String, [u8; 32])>,
 }
 
 impl<R> VehicleAuth<R> {
@@ -145,21 +144,16 @@ impl<R> VehicleAuth<R> {
             registry,
             verifying: Semaphore::new(VERIFYING_AT_ONCE),
             memory: Mutex::default(),
-            verified: Mutex::default(),
+            verified: quick_cache::sync::Cache::new(REMEMBERED),
         }
     }
 
     fn remembered(&self, vehicle: &str, stored: &str, secret: &[u8; 32]) -> bool {
-        let verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
-        verified.get(vehicle).is_some_and(|(hash, digest)| hash == stored && digest == secret)
+        self.verified.get(vehicle).is_some_and(|(hash, digest)| hash == stored && &digest == secret)
     }
 
     fn remember(&self, vehicle: String, stored: String, secret: [u8; 32]) {
-        let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
-        if verified.len() >= REMEMBERED {
-            verified.clear();
-        }
-        verified.insert(vehicle, (stored, secret));
+        self.verified.insert(vehicle, (stored, secret));
     }
 }
 

@@ -1,7 +1,5 @@
 //! API keys: `Authorization: Bearer <key>` → SHA-256 hash → tenant.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
@@ -13,7 +11,7 @@ use crate::error::ApiError;
 
 /// How long a known key's tenant is remembered without asking the store.
 const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
-/// Keys remembered at most (the cache is cleared when full).
+/// Keys remembered at most (beyond it the cache evicts the least used).
 const KEY_CACHE_ENTRIES: usize = 10_000;
 
 /// The stored form of an API key: lowercase hex SHA-256.
@@ -30,16 +28,20 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Known keys' tenants, for a while.
-#[derive(Debug, Default)]
-pub(crate) struct KeyCache(Mutex<HashMap<String, (TenantId, Instant)>>);
+/// Known keys' tenants, for a while: key hash → (tenant, when looked up).
+#[derive(Debug)]
+pub(crate) struct KeyCache(quick_cache::sync::Cache<String, (TenantId, Instant)>);
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        KeyCache(quick_cache::sync::Cache::new(KEY_CACHE_ENTRIES))
+    }
+}
 
 impl KeyCache {
     /// Forgets a key (replaced or revoked).
     pub(crate) fn forget(&self, hash: &str) {
-        if let Ok(mut cache) = self.0.lock() {
-            cache.remove(hash);
-        }
+        self.0.remove(hash);
     }
 
     /// The tenant of the request's key and the key's hash, or 401.
@@ -50,19 +52,13 @@ impl KeyCache {
     ) -> Result<(TenantId, String), ApiError> {
         let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
         let hash = api_key_hash(token);
-        if let Ok(cache) = self.0.lock()
-            && let Some((tenant, at)) = cache.get(&hash)
+        if let Some((tenant, at)) = self.0.get(&hash)
             && at.elapsed() < KEY_CACHE_TTL
         {
-            return Ok((tenant.clone(), hash));
+            return Ok((tenant, hash));
         }
         let tenant = registry.tenant_for_key(&hash).await?.ok_or_else(ApiError::unauthorized)?;
-        if let Ok(mut cache) = self.0.lock() {
-            if cache.len() >= KEY_CACHE_ENTRIES {
-                cache.clear();
-            }
-            cache.insert(hash.clone(), (tenant.clone(), Instant::now()));
-        }
+        self.0.insert(hash.clone(), (tenant.clone(), Instant::now()));
         Ok((tenant, hash))
     }
 }

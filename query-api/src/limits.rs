@@ -1,4 +1,9 @@
 //! Per-key rate limits: a token bucket per API key (by its hash).
+//!
+//! Hand-written rather than `governor`: the failed-authentication guard asks whether an address
+//! has a token left without taking one (it takes one only when the key turns out wrong), which
+//! `governor`'s keyed limiter cannot answer, and the limits are fractional (`rate_per_s = 0.5`,
+//! `burst = 2.5`) where `governor` counts whole cells.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
