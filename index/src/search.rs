@@ -268,3 +268,38 @@ pub(crate) fn run(
     let next = if trips.len() == limit { last.map(|position| Cursor { sort, position }) } else { None };
     Ok(SearchPage { total: total as u64, trips, next })
 }
+
+#[cfg(test)]
+mod cursor_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const SORTS: [SortOrder; 6] = [
+        SortOrder::StartTimeDesc,
+        SortOrder::StartTimeAsc,
+        SortOrder::ScoreAsc,
+        SortOrder::ScoreDesc,
+        SortOrder::DistanceAsc,
+        SortOrder::DistanceDesc,
+    ];
+
+    proptest! {
+        #[test]
+        fn a_cursor_reads_back_for_its_sort_and_only_for_it(
+            primary in any::<i64>(), tie in any::<u64>(), sort in 0..6usize, other in 0..6usize,
+        ) {
+            let cursor = Cursor { sort: SORTS[sort], position: (primary, tie) };
+            let text = cursor.encode();
+            prop_assert_eq!(Cursor::decode(&text, SORTS[sort]).unwrap(), cursor);
+            prop_assert_eq!(Cursor::decode(&text, SORTS[other]).is_ok(), sort == other);
+        }
+
+        #[test]
+        fn any_text_is_a_cursor_or_refused_without_panicking(text in "\\PC{0,40}", sort in 0..6usize) {
+            let _ = Cursor::decode(&text, SORTS[sort]);
+        }
+    }
+}

@@ -425,4 +425,87 @@ mod tests {
         pending.reset(at("w", 2));
         assert!(!pending.add(first, vec![change("a")], at("w", 3), now), "begun between the two resets");
     }
+
+    /// One step of the follower or the applier.
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// A feed read with changes of these trips (indices into a few trip ids).
+        Read(Vec<u8>),
+        /// The applier takes a cut.
+        Take,
+        /// The newest cut taken could not be read: it goes back.
+        PutBack,
+        /// The oldest cut taken is committed.
+        Commit,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => proptest::collection::vec(0u8..6, 0..5).prop_map(Step::Read),
+            2 => Just(Step::Take),
+            1 => Just(Step::PutBack),
+            2 => Just(Step::Commit),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the interleaving of reads, cuts, cuts given back and commits: checkpoints
+        /// only move forward, and a committed checkpoint never passes a change whose trip was
+        /// not in a cut taken after the change was read (this one or an earlier committed one).
+        #[test]
+        fn a_committed_checkpoint_never_skips_a_change(steps in proptest::collection::vec(step(), 1..60)) {
+            let now = Instant::now();
+            let mut pending = Pending::new(Checkpoint::default());
+            let mut seq = 0u64;
+            // (trip, seq, the step that read it)
+            let mut read: Vec<(String, u64, usize)> = Vec::new();
+            // Taken and not yet committed or given back: (cut, the step that took it).
+            let mut taken: VecDeque<(Cut, usize)> = VecDeque::new();
+            // Committed: (trips, checkpoint seq, the step that took it).
+            let mut committed: Vec<(Vec<String>, u64, usize)> = Vec::new();
+            let drain = [Step::Commit, Step::Commit, Step::Take, Step::Commit];
+            for (i, step) in steps.into_iter().chain(drain).enumerate() {
+                match step {
+                    Step::Read(trips) => {
+                        let (_, epoch) = pending.read_from();
+                        let changes: Vec<Change> = trips
+                            .iter()
+                            .map(|t| {
+                                seq += 1;
+                                read.push((format!("t{t}"), seq, i));
+                                by("w", seq, &format!("t{t}"))
+                            })
+                            .collect();
+                        proptest::prop_assert!(pending.add(epoch, changes, at("w", seq), now));
+                    }
+                    Step::Take => {
+                        if let Some(cut) = pending.take_cut(now) {
+                            taken.push_back((cut, i));
+                        }
+                    }
+                    Step::PutBack => {
+                        if let Some((cut, _)) = taken.pop_back() {
+                            pending.put_back(cut);
+                        }
+                    }
+                    Step::Commit => {
+                        let Some((cut, taken_at)) = taken.pop_front() else { continue };
+                        let checkpoint = cut.checkpoint.positions.get("w").copied().unwrap_or(0);
+                        if let Some((_, last, _)) = committed.last() {
+                            proptest::prop_assert!(checkpoint >= *last, "checkpoint went back: {} after {}", checkpoint, last);
+                        }
+                        pending.committed(cut.since);
+                        committed.push((ids(&cut), checkpoint, taken_at));
+                        for (trip, s, read_at) in read.iter().filter(|(_, s, _)| *s <= checkpoint) {
+                            let covered = committed
+                                .iter()
+                                .any(|(trips, cp, took)| *cp >= *s && took > read_at && trips.contains(trip));
+                            proptest::prop_assert!(covered, "change {} of {} skipped by checkpoint {}", s, trip, checkpoint);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -256,4 +256,35 @@ mod tests {
         assert_eq!(unhex(&hex(&[0, 1, 255])).unwrap(), vec![0, 1, 255]);
         assert!(unhex("abc").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn chunk_keys_sort_as_their_vehicle_start_and_stamp(
+            a in ("[A-Za-z0-9._:-]{1,8}", proptest::prelude::any::<i64>(), proptest::prelude::any::<i64>()),
+            b in ("[A-Za-z0-9._:-]{1,8}", proptest::prelude::any::<i64>(), proptest::prelude::any::<i64>()),
+        ) {
+            let key = |(v, start, stamp): &(String, i64, i64)| chunk_key(v, *start, *stamp);
+            // Vehicle first (its bytes, then the 0 that ends it), then start, then stamp.
+            let tuple = |(v, start, stamp): &(String, i64, i64)| (v.as_bytes().to_vec(), *start, *stamp);
+            proptest::prop_assert_eq!(key(&a).cmp(&key(&b)), tuple(&a).cmp(&tuple(&b)));
+            // A bound at a start sorts before every chunk of that vehicle starting there or later.
+            let bound = point_bound(&a.0, a.1);
+            proptest::prop_assert!(bound <= key(&a));
+            if b.0 == a.0 {
+                proptest::prop_assert_eq!(bound <= key(&b), b.1 >= a.1);
+            }
+        }
+
+        #[test]
+        fn cursors_read_back_what_they_hold(ts in proptest::prelude::any::<i64>(), id in "[0-9a-f]{1,32}", bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            proptest::prop_assert_eq!(parse_rejection_cursor(&rejection_cursor(ts, &id)).unwrap(), (ts, id));
+            proptest::prop_assert_eq!(unhex(&hex(&bytes)).unwrap(), bytes);
+        }
+
+        #[test]
+        fn any_cursor_text_is_read_or_refused_without_panicking(text in "\\PC{0,40}") {
+            let _ = parse_rejection_cursor(&text);
+            let _ = unhex(&text);
+        }
+    }
 }
