@@ -138,8 +138,8 @@ pub(crate) struct BenchReport {
     /// Messages per worker batch (one write set) during the throughput phase, on average.
     pub(crate) batch_messages_mean: f64,
     pub(crate) rss_mb_max: f64,
-    /// Points published over the whole run (throughput, load and probes).
-    #[serde(skip)]
+    /// Points published over the whole run (throughput, load and probes): what a store's size
+    /// is divided by for bytes per point.
     pub(crate) points_published: usize,
     /// With `--idle-vehicles`: what many idle connections cost the process.
     #[serde(skip_serializing_if = "Option::is_none")]
