@@ -63,6 +63,17 @@ impl SortOrder {
         }
     }
 
+    /// Every order (for tests over all of them).
+    #[cfg(test)]
+    pub(crate) const ALL: [SortOrder; 6] = [
+        SortOrder::StartTimeDesc,
+        SortOrder::StartTimeAsc,
+        SortOrder::ScoreAsc,
+        SortOrder::ScoreDesc,
+        SortOrder::DistanceAsc,
+        SortOrder::DistanceDesc,
+    ];
+
     fn field(self) -> &'static str {
         match self {
             SortOrder::StartTimeDesc | SortOrder::StartTimeAsc => "start_ms",
@@ -277,14 +288,7 @@ mod cursor_tests {
 
     use super::*;
 
-    const SORTS: [SortOrder; 6] = [
-        SortOrder::StartTimeDesc,
-        SortOrder::StartTimeAsc,
-        SortOrder::ScoreAsc,
-        SortOrder::ScoreDesc,
-        SortOrder::DistanceAsc,
-        SortOrder::DistanceDesc,
-    ];
+    const SORTS: [SortOrder; 6] = SortOrder::ALL;
 
     proptest! {
         #[test]

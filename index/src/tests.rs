@@ -198,14 +198,7 @@ fn sort_orders_are_total_and_pages_return_every_trip_once() {
         })
         .collect();
     let index = index_of(&specs);
-    for sort in [
-        SortOrder::StartTimeDesc,
-        SortOrder::StartTimeAsc,
-        SortOrder::ScoreAsc,
-        SortOrder::ScoreDesc,
-        SortOrder::DistanceAsc,
-        SortOrder::DistanceDesc,
-    ] {
+    for sort in SortOrder::ALL {
         let mut seen = Vec::new();
         let mut values = Vec::new();
         let mut cursor = None;
