@@ -36,7 +36,8 @@ async fn measure<S: Store>(name: &str, store: S, all: &[TripRecord]) {
     for chunk in all.chunks(500) {
         store.upsert_trips(chunk).await.unwrap();
     }
-    let dir = std::env::temp_dir().join(tripline_testkit::unique_name("reindex-bench"));
+    let scratch = tripline_testkit::scratch_dir("reindex-bench");
+    let dir = scratch.path().to_path_buf();
     let home = IndexHome::open(&dir).unwrap();
     let report = tripline_indexer::reindex(store, home, |_| {}).await.unwrap();
     assert_eq!(report.trips, all.len() as u64);
@@ -46,7 +47,6 @@ async fn measure<S: Store>(name: &str, store: S, all: &[TripRecord]) {
         report.elapsed.as_secs_f64(),
         report.rate()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

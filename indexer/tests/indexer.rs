@@ -74,10 +74,10 @@ async fn the_index_follows_trips_written_in_this_process_without_reading_them_ba
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_follows_cassandra_and_resumes_exactly_after_a_crash() {
     let Some(store) = cassandra("idx").await else { return };
-    let dir = std::env::temp_dir().join(unique_name("index"));
+    let scratch = tripline_testkit::scratch_dir("index");
+    let dir = scratch.path().to_path_buf();
     // As `tripline run` with ingest and the indexer in one process.
     follows_and_resumes("cassandra, kept writes", store, &dir, true).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,9 +201,9 @@ async fn a_rebuild_on_the_embedded_store_switches_over_while_writes_continue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_on_cassandra_switches_over_while_writes_continue() {
     let Some(store) = cassandra("rdx").await else { return };
-    let dir = std::env::temp_dir().join(unique_name("index"));
+    let scratch = tripline_testkit::scratch_dir("index");
+    let dir = scratch.path().to_path_buf();
     rebuild_while_writing("cassandra, kept writes", store, &dir, true).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An indexer runs on the index home; a rebuild runs while trips keep changing and a reader (as

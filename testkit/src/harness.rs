@@ -31,7 +31,9 @@ pub const MESSAGES: usize = 10;
 pub const POINTS: usize = 10;
 
 pub struct Setup {
+    /// The run's folder (removed when the setup drops).
     pub dir: PathBuf,
+    _scratch: tempfile::TempDir,
     pub store: ScyllaStore,
     pub mqtt_url: String,
     pub prefix: String,
@@ -46,8 +48,8 @@ impl Drop for Setup {
 
 pub async fn setup() -> Option<Setup> {
     let mqtt_url = Service::Mqtt.address()?;
-    let dir = std::env::temp_dir().join(unique_name("ingest"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = crate::scratch_dir("ingest");
+    let dir = scratch.path().to_path_buf();
     let keyspace = unique_name("ing");
     let config = crate::cql_config(keyspace.clone(), 86_400 * 30)?;
     ScyllaStore::apply_schema(&config).await.unwrap();
@@ -66,7 +68,7 @@ pub async fn setup() -> Option<Setup> {
         ),
     )
     .unwrap();
-    Some(Setup { dir, store, mqtt_url, prefix, client_id })
+    Some(Setup { dir, _scratch: scratch, store, mqtt_url, prefix, client_id })
 }
 
 /// A running `tripline run --roles ingest`; killed when dropped (a failing test leaves nothing).

@@ -152,6 +152,13 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}_{seconds}_{}_{n}", std::process::id())
 }
 
+/// A new folder of its own for one test (`tripline-{prefix}-…` in the system's temporary
+/// folder), removed when the returned guard drops — also when the test fails.
+#[allow(clippy::expect_used)] // a test without a folder cannot run
+pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("tripline-{prefix}-")).tempdir().expect("a temporary folder")
+}
+
 /// Message `message` of simulated vehicle `vehicle` in the ingest scenarios and benchmark:
 /// `points` fixes 1 s apart from `t0`, numbered by `seq`, driving north at 11 m/s (each vehicle
 /// on its own parallel track).

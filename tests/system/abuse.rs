@@ -18,6 +18,8 @@ fn healthz(http: &str, wait: Duration) -> bool {
 /// configured for the embedded endpoint on a free port with two workers; `ingest` and `http`
 /// are more lines of those sections.
 struct OneVehicle {
+    /// The run's folder, removed when dropped.
+    _scratch: tempfile::TempDir,
     dir: std::path::PathBuf,
     port: u16,
     vehicle: String,
@@ -26,8 +28,8 @@ struct OneVehicle {
 }
 
 fn one_vehicle(prefix: &str, ingest: &str, http: &str) -> OneVehicle {
-    let dir = std::env::temp_dir().join(unique_name(prefix));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tripline_testkit::scratch_dir(prefix);
+    let dir = scratch.path().to_path_buf();
     let port = free_port();
     std::fs::write(
         dir.join("tripline.toml"),
@@ -40,13 +42,13 @@ fn one_vehicle(prefix: &str, ingest: &str, http: &str) -> OneVehicle {
     let key = ok_stdout(&dir, &["tenant", "create", "acme"]).trim().to_owned();
     let vehicle = unique_name(prefix);
     let secret = secret_of(&ok_stdout(&dir, &["fleet", "add", "--tenant", "acme", &vehicle]), &vehicle);
-    OneVehicle { dir, port, vehicle, secret, key }
+    OneVehicle { _scratch: scratch, dir, port, vehicle, secret, key }
 }
 
 #[test]
 fn a_slow_loris_ties_up_the_http_listener_for_no_longer_than_the_header_timeout() {
-    let dir = std::env::temp_dir().join(unique_name("loris"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tripline_testkit::scratch_dir("loris");
+    let dir = scratch.path().to_path_buf();
     std::fs::write(
         dir.join("tripline.toml"),
         "[http]\nlisten = \"127.0.0.1:0\"\nmax_connections = 200\nheader_timeout_ms = 1000\n",
@@ -79,7 +81,6 @@ fn a_slow_loris_ties_up_the_http_listener_for_no_longer_than_the_header_timeout(
     assert!(closed, "a slow client's connection is closed");
     assert!(answered_after < Duration::from_secs(3), "within the header timeout and a margin: {answered_after:?}");
     drop(running);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `GET path` with a bearer key on a fresh connection: the status code.
@@ -89,8 +90,8 @@ fn status_with_key(http: &str, path: &str, key: &str) -> u16 {
 
 #[test]
 fn an_address_guessing_keys_is_answered_429_after_its_burst_of_failures() {
-    let dir = std::env::temp_dir().join(unique_name("guess"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tripline_testkit::scratch_dir("guess");
+    let dir = scratch.path().to_path_buf();
     std::fs::write(dir.join("tripline.toml"), "[http]\nlisten = \"127.0.0.1:0\"\n").unwrap();
     let running = start_roles_until(&dir, "api", "query API on");
     let http = running.http();
@@ -103,12 +104,11 @@ fn an_address_guessing_keys_is_answered_429_after_its_burst_of_failures() {
     assert!(unauthorized <= 22 && statuses[24] == 429, "{statuses:?}");
     assert_eq!(status_with_key(&http, "/healthz", "anything"), 200, "health is not behind the key");
     drop(running);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_megabyte_payloads_cost_16_kib_each_and_little_memory() {
-    let OneVehicle { dir, port, vehicle, secret, key: _ } = one_vehicle("junk", "", "");
+    let OneVehicle { _scratch, dir, port, vehicle, secret, key: _ } = one_vehicle("junk", "", "");
     let mut running = start_roles(&dir, "ingest");
     let pid = running.child.id();
     let before = rss_mb(pid);
@@ -156,13 +156,12 @@ async fn junk_megabyte_payloads_cost_16_kib_each_and_little_memory() {
         assert_eq!(rejection.payload_size, 1_000_000);
     }
     assert!(grew < 100.0, "RSS grew {grew:.0} MB");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// PUBACK latency of messages published one at a time while other clients hammer `/v1/stats`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heavy_concurrent_stats_do_not_delay_acknowledgements() {
-    let OneVehicle { dir, port, vehicle, secret, key } =
+    let OneVehicle { _scratch, dir, port, vehicle, secret, key } =
         one_vehicle("stats-load", "", "rate_per_s = 100000\nburst = 100000\n");
     let mut running = start_roles_until(&dir, "ingest,indexer,api", "query API on");
     let http = running.http();
@@ -213,12 +212,11 @@ async fn heavy_concurrent_stats_do_not_delay_acknowledgements() {
     assert!(answered > 0, "the stats clients were answered");
     assert!(p99 < Duration::from_secs(1), "acknowledgement p99 {p99:?}");
     sigterm(&mut running);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_loris_on_the_mqtt_endpoint_does_not_keep_vehicles_out() {
-    let OneVehicle { dir, port, vehicle, secret, key: _ } = one_vehicle("mqtt-loris", "", "");
+    let OneVehicle { _scratch, dir, port, vehicle, secret, key: _ } = one_vehicle("mqtt-loris", "", "");
     let mut running = start_roles(&dir, "ingest");
 
     // 2,000 connections that send the first byte of a CONNECT and then nothing.
@@ -241,13 +239,13 @@ async fn a_slow_loris_on_the_mqtt_endpoint_does_not_keep_vehicles_out() {
     assert!(took < Duration::from_secs(1), "{took:?}");
     drop(sockets);
     sigterm(&mut running);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_markers_of_random_trips_do_not_grow_memory_without_bound() {
     const MARKERS: usize = 200_000;
-    let OneVehicle { dir, port, vehicle, secret, key: _ } = one_vehicle("markers", "max_live_trips = 1000\n", "");
+    let OneVehicle { _scratch, dir, port, vehicle, secret, key: _ } =
+        one_vehicle("markers", "max_live_trips = 1000\n", "");
     let mut running = start_roles(&dir, "ingest");
     let pid = running.child.id();
     let before = rss_mb(pid);
@@ -290,5 +288,4 @@ async fn end_markers_of_random_trips_do_not_grow_memory_without_bound() {
     eprintln!("{MARKERS} end markers of random trips in {:?}: RSS {before:.0} -> peak {peak:.0} MB", started.elapsed());
     assert!(peak - before < 150.0, "RSS grew {:.0} MB", peak - before);
     sigterm(&mut running);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use tripline_testkit::{Service, unique_name, workspace_root};
+use tripline_testkit::{Service, workspace_root};
 
 use tripline_testkit::harness::*;
 
@@ -14,8 +14,8 @@ const MAX_TIME_S: &str = "60";
 #[test]
 fn every_generated_request_is_answered_as_the_openapi_document_says() {
     let Some(schemathesis) = Service::Schemathesis.address() else { return };
-    let dir = std::env::temp_dir().join(unique_name("schemathesis"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tripline_testkit::scratch_dir("schemathesis");
+    let dir = scratch.path().to_path_buf();
     std::fs::write(
         dir.join("tripline.toml"),
         format!(
@@ -41,5 +41,4 @@ fn every_generated_request_is_answered_as_the_openapi_document_says() {
     assert!(output.status.success(), "{report}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(running.stderr_contains("query API on"), "the API served throughout");
     drop(running);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -45,8 +45,8 @@ fn summarize_prints_the_golden_summaries_of_the_fixtures() {
 
 #[test]
 fn summarize_reports_bad_records_and_keeps_the_good_ones() {
-    let dir = std::env::temp_dir().join(tripline_testkit::unique_name("cli"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tripline_testkit::scratch_dir("cli");
+    let dir = scratch.path().to_path_buf();
     std::fs::write(
         dir.join("trip.csv"),
         "vehicle_id,ts,lat,lon,speed_mps\n\
@@ -63,7 +63,6 @@ fn summarize_reports_bad_records_and_keeps_the_good_ones() {
     assert_eq!(trips[0].point_count, 2);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("trip.csv:3: skipped") && stderr.contains("trip.csv:5: skipped"), "{stderr}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -83,8 +82,8 @@ fn usage_and_runtime_failures_have_their_exit_codes() {
 
 #[test]
 fn configuration_comes_from_file_then_environment() {
-    let dir = std::env::temp_dir().join(tripline_testkit::unique_name("cfg"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tripline_testkit::scratch_dir("cfg");
+    let dir = scratch.path().to_path_buf();
     let fixture = workspace_root().join("fixtures/trips/harsh-events.csv");
     std::fs::write(dir.join("tripline.toml"), "[enrich]\ndefault_speed_limit_kmh = 200.0\n").unwrap();
     let file_only = summaries(&tripline(&["summarize", fixture.to_str().unwrap()], &dir));
@@ -98,15 +97,14 @@ fn configuration_comes_from_file_then_environment() {
     assert!(summaries(&output)[0].events.speeding >= 1, "limit 100 from the environment wins");
     std::fs::write(dir.join("tripline.toml"), "[enrich]\nno_such_key = 1\n").unwrap();
     assert_eq!(tripline(&["summarize", fixture.to_str().unwrap()], &dir).status.code(), Some(2));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn schema_apply_creates_the_keyspace_and_is_idempotent() {
     let keyspace = tripline_testkit::unique_name("cli");
     let Some(cql) = tripline_testkit::cql_config(keyspace.clone(), 0) else { return };
-    let dir = std::env::temp_dir().join(tripline_testkit::unique_name("schema"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tripline_testkit::scratch_dir("schema");
+    let dir = scratch.path().to_path_buf();
     let write_config = |config: &tripline_store::ScyllaConfig| {
         let section = tripline_testkit::scylla_section(config);
         std::fs::write(dir.join("tripline.toml"), format!("store = \"scylla\"\n{section}")).unwrap();
@@ -153,14 +151,13 @@ fn schema_apply_creates_the_keyspace_and_is_idempotent() {
     let refused = tripline(&["schema", "apply"], &dir);
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not a CQL identifier"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_and_fleets_are_registered_from_the_command_line() {
     use tripline_store::{EmbeddedConfig, EmbeddedStore, Registry};
-    let dir = std::env::temp_dir().join(tripline_testkit::unique_name("fleet"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tripline_testkit::scratch_dir("fleet");
+    let dir = scratch.path().to_path_buf();
     let created = tripline(&["tenant", "create", "acme"], &dir);
     assert_eq!(created.status.code(), Some(0), "{}", String::from_utf8_lossy(&created.stderr));
     let key = String::from_utf8(created.stdout).unwrap();
@@ -196,5 +193,4 @@ async fn tenants_and_fleets_are_registered_from_the_command_line() {
     assert_eq!(store.vehicle_tenant(&tenant_of("car-8")).await.unwrap().unwrap().as_str(), "globex");
     assert_eq!(store.vehicle_tenant(&tenant_of("car-11")).await.unwrap(), None, "a bad file registers nothing");
     drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -613,8 +613,8 @@ async fn real_trips_through_separate_roles_on_mosquitto_and_cassandra() {
     else {
         return;
     };
-    let dir = std::env::temp_dir().join(unique_name("e2e-sep"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tripline_testkit::scratch_dir("e2e-sep");
+    let dir = scratch.path().to_path_buf();
     let client_id = unique_name("e2e-ingest");
     std::fs::write(
         dir.join("tripline.toml"),
@@ -627,13 +627,12 @@ async fn real_trips_through_separate_roles_on_mosquitto_and_cassandra() {
     ok(&tripline(&dir, &["schema", "apply"]));
     whole_system(Deployment::Separate, &dir, &mqtt_url).await;
     tripline_testkit::forget_mqtt_session(&mqtt_url, &client_id);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_trips_through_one_process_on_embedded_defaults() {
-    let dir = std::env::temp_dir().join(unique_name("e2e-emb"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tripline_testkit::scratch_dir("e2e-emb");
+    let dir = scratch.path().to_path_buf();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     std::fs::write(
         dir.join("tripline.toml"),
@@ -641,5 +640,4 @@ async fn real_trips_through_one_process_on_embedded_defaults() {
     )
     .unwrap();
     whole_system(Deployment::Embedded, &dir, &format!("mqtt://127.0.0.1:{port}")).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

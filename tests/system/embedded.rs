@@ -101,8 +101,8 @@ async fn trips_complete(dir: &Path, prefix: &str) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_endpoint_and_store_keep_everything_acknowledged_through_a_graceful_stop() {
-    let dir = std::env::temp_dir().join(unique_name("embedded"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tripline_testkit::scratch_dir("embedded");
+    let dir = scratch.path().to_path_buf();
     let prefix = unique_name("e");
     let vehicles: Vec<VehicleId> = (0..VEHICLES).map(|v| VehicleId::parse(&format!("{prefix}-{v}")).unwrap()).collect();
     register_fleet(&dir, &vehicles).await;
@@ -180,7 +180,6 @@ async fn embedded_endpoint_and_store_keep_everything_acknowledged_through_a_grac
     // Without a running process, the commands open the store themselves.
     assert_eq!(tripline(&["fleet", "add", "--tenant", "globex", "g-car-2"], &dir).status.code(), Some(0));
     assert_eq!(trips_complete(&dir, &prefix).await, expected, "a re-publish changes nothing");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Publishes vehicle `v`'s messages not yet in `acked` on one connection until all are
@@ -263,8 +262,9 @@ async fn kill_9_of_the_embedded_set_up_loses_no_acknowledged_point() {
     use std::collections::BTreeSet;
     use std::sync::Arc;
 
-    let dir = std::env::temp_dir().join(unique_name("kill9"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tripline_testkit::scratch_dir("kill9");
+
+    let dir = scratch.path().to_path_buf();
     let prefix = unique_name("k");
     let vehicles: Vec<VehicleId> =
         (0..KILL_VEHICLES).map(|v| VehicleId::parse(&format!("{prefix}-{v}")).unwrap()).collect();
@@ -324,7 +324,6 @@ async fn kill_9_of_the_embedded_set_up_loses_no_acknowledged_point() {
     for (v, seqs) in stored_seqs(&dir, &prefix, t0).await.into_iter().enumerate() {
         assert_eq!(seqs, all, "vehicle {v}: every point exactly once, in order");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Connects as `vehicle`: `Ok(client, eventloop)` once accepted, `Err` with the refusal.
@@ -353,8 +352,8 @@ fn refused(result: Result<(rumqttc::AsyncClient, rumqttc::EventLoop), rumqttc::C
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_vehicle_with_its_secret_publishes_and_only_as_itself() {
-    let dir = std::env::temp_dir().join(unique_name("auth"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tripline_testkit::scratch_dir("auth");
+    let dir = scratch.path().to_path_buf();
     let port = free_port();
     std::fs::write(
         dir.join("tripline.toml"),
@@ -442,13 +441,12 @@ async fn only_a_vehicle_with_its_secret_publishes_and_only_as_itself() {
     assert_eq!(refusal.vehicle_id.as_ref().map(|v| v.as_str()), Some(a.as_str()), "stored as the publisher's");
     assert_eq!(refusal.topic, format!("vehicles/{b}/telemetry"));
     assert_eq!(refusal.payload, payload, "with its bytes");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_without_its_broker_turns_not_ready_and_exits_non_zero() {
-    let dir = std::env::temp_dir().join(unique_name("gone"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tripline_testkit::scratch_dir("gone");
+    let dir = scratch.path().to_path_buf();
     // A port nothing listens on: the broker is gone for good.
     let port = free_port();
     std::fs::write(
@@ -476,13 +474,12 @@ async fn ingest_without_its_broker_turns_not_ready_and_exits_non_zero() {
         "{:?}",
         running.stderr.lock().unwrap()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_channel_has_its_own_listener_and_keys_rotate_at_once() {
-    let dir = std::env::temp_dir().join(unique_name("keys"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tripline_testkit::scratch_dir("keys");
+    let dir = scratch.path().to_path_buf();
     let port = free_port();
     std::fs::write(
         dir.join("tripline.toml"),
@@ -511,5 +508,4 @@ async fn the_admin_channel_has_its_own_listener_and_keys_rotate_at_once() {
     ok_stdout(&dir, &["tenant", "revoke-key", "acme"]);
     assert_eq!(http_get_with_key(&http, "/v1/trips", Some(&new_key)).0, 401);
     drop(running);
-    let _ = std::fs::remove_dir_all(&dir);
 }

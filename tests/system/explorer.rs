@@ -210,8 +210,8 @@ fn trips_when_found(api: &str, path: &str, key: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_insurer_searches_opens_a_trip_and_pages_its_points_in_a_real_browser() {
     let Some(chromedriver) = Service::Chromedriver.address() else { return };
-    let dir = std::env::temp_dir().join(unique_name("explorer"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tripline_testkit::scratch_dir("explorer");
+    let dir = scratch.path().to_path_buf();
     let mqtt_port = free_port();
     let (tile_port, tiles_served) = tile_server();
     std::fs::write(
@@ -429,5 +429,4 @@ async fn an_insurer_searches_opens_a_trip_and_pages_its_points_in_a_real_browser
     browser.client.clone().close().await.unwrap();
     drop(browser);
     drop(running);
-    let _ = std::fs::remove_dir_all(&dir);
 }

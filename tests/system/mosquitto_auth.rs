@@ -50,8 +50,8 @@ async fn a_mosquitto_with_the_exported_files_enforces_the_endpoints_rules() {
     let Some(url) = Service::MqttAuth.address() else { return };
     let auth_dir = std::env::var("TRIPLINE_TEST_MQTT_AUTH_DIR").expect("set with TRIPLINE_TEST_MQTT_AUTH_URL");
     let script = std::env::var("TRIPLINE_SERVICES_SCRIPT").expect("set with the services");
-    let dir = std::env::temp_dir().join(unique_name("mosq-auth"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tripline_testkit::scratch_dir("mosq-auth");
+    let dir = scratch.path().to_path_buf();
     let account = unique_name("tl");
     std::fs::write(dir.join("mqtt-password"), format!("{}\n", unique_name("pw"))).unwrap();
     std::fs::write(
@@ -108,5 +108,4 @@ async fn a_mosquitto_with_the_exported_files_enforces_the_endpoints_rules() {
     assert_eq!(count(&b, "own-b").await, Some(5), "B's own message landed");
     assert_eq!(count(&a, "own-a").await, Some(5), "A's own message landed: tripline's session was not taken over");
     assert_eq!(count(&b, "into-b").await, None, "A's publish to B's topic landed nothing");
-    let _ = std::fs::remove_dir_all(&dir);
 }

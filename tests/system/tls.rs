@@ -71,8 +71,8 @@ fn refused(result: Result<(AsyncClient, EventLoop), ConnectionError>) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vehicles_reach_the_embedded_endpoint_over_tls_with_a_certificate_or_their_secret() {
     let Some(tls_dir) = Service::Tls.address().map(PathBuf::from) else { return };
-    let dir = std::env::temp_dir().join(unique_name("tls-endpoint"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tripline_testkit::scratch_dir("tls-endpoint");
+    let dir = scratch.path().to_path_buf();
     let port = free_port();
     let file = |name: &str| tls_dir.join(name).display().to_string();
     std::fs::write(
@@ -115,7 +115,6 @@ async fn vehicles_reach_the_embedded_endpoint_over_tls_with_a_certificate_or_the
 
     assert_eq!(points_of(&dir, &a, "cert-a").await, Some(5));
     assert_eq!(points_of(&dir, &b, "secret-b").await, Some(5));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,8 +122,8 @@ async fn tripline_ingests_from_mosquitto_over_tls_with_its_client_certificate() 
     let (Some(url), Some(tls_dir)) = (Service::MqttTls.address(), Service::Tls.address().map(PathBuf::from)) else {
         return;
     };
-    let dir = std::env::temp_dir().join(unique_name("tls-mosquitto"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tripline_testkit::scratch_dir("tls-mosquitto");
+    let dir = scratch.path().to_path_buf();
     let file = |name: &str| tls_dir.join(name).display().to_string();
     let config = |cert: &str| {
         format!(
@@ -147,5 +146,4 @@ async fn tripline_ingests_from_mosquitto_over_tls_with_its_client_certificate() 
     wait_for_acks(&running, 1).await;
     sigterm(&mut running);
     assert_eq!(points_of(&dir, &vehicle, "over-tls").await, Some(5), "the message came through TLS");
-    let _ = std::fs::remove_dir_all(&dir);
 }

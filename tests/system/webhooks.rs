@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
-use tripline_testkit::unique_name;
 
 use tripline_testkit::harness::{free_port, http_get_with_key, ok_stdout, start_until};
 
@@ -115,8 +114,8 @@ fn config(dir: &Path, mqtt_port: u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_arrives_signed_once_through_a_failing_receiver_and_a_kill_9() {
-    let dir = std::env::temp_dir().join(unique_name("webhooks"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tripline_testkit::scratch_dir("webhooks");
+    let dir = scratch.path().to_path_buf();
     let mqtt_port = free_port();
     config(&dir, mqtt_port);
     let key_a = ok_stdout(&dir, &["tenant", "create", "insurer-a"]).trim().to_owned();
@@ -253,5 +252,4 @@ async fn every_message_arrives_signed_once_through_a_failing_receiver_and_a_kill
     assert_eq!(ok_stdout(&dir, &["webhook", "list"]).lines().count(), 1);
     drop(running);
     let _ = http;
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -276,8 +276,8 @@ async fn over_tls_a_vehicle_connects_with_its_certificate_or_its_password() {
     use tripline_ingest::tls;
     let Some(tls_dir) = tripline_testkit::Service::Tls.address() else { return };
     let tls_dir = std::path::PathBuf::from(tls_dir);
-    let out = std::env::temp_dir().join(tripline_testkit::unique_name("tls"));
-    std::fs::create_dir_all(&out).unwrap();
+    let scratch = tripline_testkit::scratch_dir("tls");
+    let out = scratch.path().to_path_buf();
     let ca = tls_dir.join("ca.pem");
     let server = tls::server_config(&tls_dir.join("server.pem"), &tls_dir.join("server.key"), Some(&ca)).unwrap();
     let running = start_with(Some(tls::Tls(server))).await;
@@ -315,7 +315,6 @@ async fn over_tls_a_vehicle_connects_with_its_certificate_or_its_password() {
     let plain = tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await;
     assert!(!matches!(plain, Ok(Ok(Event::Incoming(Packet::ConnAck(_))))), "{plain:?}");
     running.endpoint.close().await.unwrap();
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
