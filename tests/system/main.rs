@@ -11,6 +11,7 @@ mod embedded;
 mod explorer;
 mod ingest;
 mod mosquitto_auth;
+mod pipeline;
 mod smoke;
 mod sse;
 mod tls;
