@@ -30,7 +30,7 @@ pub fn describe() {
     describe_counter!(
         TRIPS_EVICTED_TOTAL,
         Unit::Count,
-        "Live trips that left memory: at a worker's maximum (cap), or parked once their vehicle was done with them (parked)"
+        "Trips that left memory: parked at a worker's maximum of live trips (cap), parked once their vehicle was done with them (parked), parked ones forgotten at the maximum (forgotten)"
     );
 }
 
@@ -58,6 +58,12 @@ pub(crate) fn batch_cut(bound: &'static str) {
 
 pub(crate) fn trips_evicted_over_cap(trips: usize) {
     counter!(TRIPS_EVICTED_TOTAL, "reason" => "cap").increment(trips as u64);
+}
+
+/// Parked trips forgotten because a worker held its maximum of them (reopened from the store
+/// only when a message for them comes).
+pub(crate) fn parked_trips_forgotten(trips: usize) {
+    counter!(TRIPS_EVICTED_TOTAL, "reason" => "forgotten").increment(trips as u64);
 }
 
 pub(crate) fn trips_parked(trips: usize) {

@@ -398,19 +398,28 @@ impl<S: Store> Worker<S> {
             .map(|(key, _)| key.clone())
             .collect();
         crate::metrics::trips_parked(done_with.len());
-        for key in done_with {
+        self.park(done_with);
+    }
+
+    /// Parks written trips: their engines leave memory, what they told and when they were last
+    /// active stays (see the module's doc). A flood of trip ids cannot grow the parked ones
+    /// either: beyond `max_live_trips` the oldest are forgotten (reopened from the store when a
+    /// message comes).
+    fn park(&mut self, keys: Vec<(VehicleId, TripId)>) {
+        for key in keys {
             let Some(live) = self.trips.remove(&key) else { continue };
+            if self.open_auto.get(&key.0) == Some(&key.1) {
+                self.open_auto.remove(&key.0);
+            }
             let LiveTrip { tenant, auto, told, ended, last_activity_ms, .. } = live;
             self.parked.insert(key, Parked { tenant, auto, told, ended, last_activity_ms });
         }
-        // A flood of trip ids cannot grow the parked ones either: the oldest are forgotten
-        // (reopened from the store when a message comes, as a trip evicted at the maximum).
         let over = self.parked.len().saturating_sub(self.config.max_live_trips.max(1));
         if over > 0 {
             for key in least_recent(self.parked.iter().map(|(k, p)| (p.last_activity_ms, k)), over) {
                 self.parked.remove(&key);
             }
-            crate::metrics::trips_evicted_over_cap(over);
+            crate::metrics::parked_trips_forgotten(over);
         }
     }
 
@@ -430,8 +439,9 @@ impl<S: Store> Worker<S> {
         Some(self.trips.entry(key).or_insert(live))
     }
 
-    /// Holds at most `max_live_trips` trips: the least recently active written ones leave
-    /// memory (a flood of trip ids, e.g. end markers of random trips, cannot grow it).
+    /// Holds at most `max_live_trips` trips: the least recently active written ones are parked
+    /// (a flood of trip ids, e.g. end markers of random trips, cannot grow memory), so their
+    /// idle completion still happens.
     fn evict_over_cap(&mut self) {
         let over = self.trips.len().saturating_sub(self.config.max_live_trips.max(1));
         if over == 0 {
@@ -440,12 +450,8 @@ impl<S: Store> Worker<S> {
         let written = self.trips.iter().filter(|(_, l)| !l.dirty).map(|(k, l)| (l.last_activity_ms, k));
         let evicted = least_recent(written, over);
         crate::metrics::trips_evicted_over_cap(evicted.len());
-        for key in evicted {
-            self.trips.remove(&key);
-            if self.open_auto.get(&key.0) == Some(&key.1) {
-                self.open_auto.remove(&key.0);
-            }
-        }
+        // Parked, not forgotten: their idle completion and owed updates still happen.
+        self.park(evicted);
     }
 
     /// Seals the trips the last write completed: their points rewritten as a few sealed

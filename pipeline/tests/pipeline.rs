@@ -586,3 +586,32 @@ async fn a_parked_trip_is_completed_when_idle_as_if_it_had_stayed() {
     assert_stored_as(&store, "trip-a", &a, TripStatus::Completed).await;
     assert_stored_as(&store, "trip-b", &b, TripStatus::Completed).await;
 }
+
+#[tokio::test]
+async fn a_trip_parked_at_the_live_maximum_is_still_completed_when_idle() {
+    let (store, _dir) = EmbeddedStore::for_test(std::time::Duration::from_secs(3600)).unwrap();
+    let (_, done) = counter();
+    let idle = std::time::Duration::from_millis(300);
+    // One live trip at most, and nothing parks on its own (the vehicles do not move on).
+    let config = WorkerConfig {
+        max_live_trips: 1,
+        park_after: std::time::Duration::from_secs(3600),
+        idle_eviction: idle,
+        ..WorkerConfig::default()
+    };
+    let mut w = Worker::new(Arc::new(engine()), store.clone(), config);
+    let a = drive_points(24);
+    w.process(car_20("trip-a", &a, &done)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let other = telemetry("car-21", Some("trip-c"), drive_points(25));
+    w.process(vec![Work::new(
+        Decoded::Telemetry { tenant: tenant(), telemetry: other, rejections: Vec::new() },
+        done(),
+    )])
+    .await;
+    assert_eq!((w.trips_in_memory(), w.trips_parked()), (1, 1), "the older trip left memory, parked");
+    tokio::time::sleep(idle + std::time::Duration::from_millis(50)).await;
+    w.tidy().await;
+    assert_eq!((w.trips_in_memory(), w.trips_parked()), (0, 0));
+    assert_stored_as(&store, "trip-a", &a, TripStatus::Completed).await;
+}
