@@ -423,7 +423,9 @@ async fn start_ingest(
     let (shutdown_tx, shutdown) = watch::channel(false);
 
     let workers = config.ingest.workers.max(1);
-    let Workers { queues, tasks: worker_tasks, depths } = spawn_workers(config, store, &engine, &stopping, &health);
+    let Pool { queues, tasks, depths } = Pool::start(workers, &engine, store, &worker_config(config));
+    let supervised = |task| supervise("an enrichment worker", task, &stopping, &health, |()| String::new());
+    let worker_tasks: Vec<_> = tasks.into_iter().map(supervised).collect();
     let budget = ByteBudget::new(config.ingest.max_in_flight_mb.max(1) * 1024 * 1024);
     let in_flight = budget.clone();
     let (deliveries_tx, deliveries_rx) = flume::bounded(DELIVERY_QUEUE_CAPACITY);
@@ -478,30 +480,13 @@ async fn start_ingest(
     Ok(Ingest { endpoint, shutdown: shutdown_tx, stopping: stopping_tx, status, intake, workers: worker_tasks, source })
 }
 
-/// The enrichment workers as started, each task under supervision.
-struct Workers {
-    queues: Vec<flume::Sender<Work>>,
-    tasks: Vec<tokio::task::JoinHandle<Option<()>>>,
-    /// Only to sample the queues' depths ([`Pool::depths`]).
-    depths: Vec<flume::Receiver<Work>>,
-}
-
-/// One enrichment worker per `[ingest] workers`, each under supervision.
-fn spawn_workers(
-    config: &Config,
-    store: &AnyStore,
-    engine: &Arc<Enricher>,
-    stopping: &watch::Receiver<bool>,
-    health: &watch::Sender<Option<String>>,
-) -> Workers {
-    let worker_config = WorkerConfig {
+/// The enrichment workers' settings from `[ingest]` and `[push]`.
+fn worker_config(config: &Config) -> WorkerConfig {
+    WorkerConfig {
         max_live_trips: config.ingest.max_live_trips.max(1),
         trip_update_every: Duration::from_secs(config.push.trip_update_every_s),
         ..WorkerConfig::default()
-    };
-    let Pool { queues, tasks, depths } = Pool::start(config.ingest.workers, engine, store, &worker_config);
-    let supervised = |task| supervise("an enrichment worker", task, stopping, health, |()| String::new());
-    Workers { queues, tasks: tasks.into_iter().map(supervised).collect(), depths }
+    }
 }
 
 /// Logs ingest's progress once a second while it changes (never per message), and samples the

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 use tripline_model::time::now_ms;
 
 use tokio::sync::watch;
-pub use tripline_model::Decoded;
-use tripline_model::{DecodeConfig, Message, RejectReason, Rejection, TenantId, VehicleId, decode};
+use tripline_model::{DecodeConfig, Decoded, Message, RejectReason, Rejection, TenantId, VehicleId, decode};
 use tripline_store::Registry;
 
 use crate::route::worker_for;

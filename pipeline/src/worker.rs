@@ -30,9 +30,9 @@ use tripline_store::{
     DAY_MS, Derived, MAX_POINT_RANGE_DAYS, Rejection, Store, StoredPoint, TripKey, TripRecord, WriteSet,
 };
 
+use tripline_enrich::{EnrichedPoint, Enricher, TripEngine, auto_trip_id};
+
 use crate::told::Told;
-use tripline_enrich::auto_trip_id;
-use tripline_enrich::{EnrichedPoint, Enricher, TripEngine};
 
 /// Called once the message's results are durable.
 pub type Completion = Box<dyn FnOnce() + Send>;
@@ -71,7 +71,8 @@ pub struct WorkerConfig {
     /// Wait between attempts of a failed write.
     pub retry_backoff: Duration,
     /// Trips held in memory at most: beyond it, after each write set, the least recently active
-    /// ones (all written by then) leave memory; a later message reopens one from the store.
+    /// ones (all written by then) are parked (see the module's doc). Parked trips are held at
+    /// most as many; beyond that the oldest are forgotten until a message reopens one.
     pub max_live_trips: usize,
     /// `trip.updated` is told at most this often per trip (start, completion and events always).
     pub trip_update_every: Duration,

@@ -72,8 +72,6 @@ pub(crate) struct IdleReport {
 /// ([`tripline_store::EmbeddedStore::compact`]), per point published.
 #[derive(Clone, Debug, Default, Serialize)]
 pub(crate) struct DiskReport {
-    /// Points published over the whole run (throughput, load and probes).
-    pub(crate) points: usize,
     /// The point chunks' tables.
     pub(crate) point_bytes_per_point: f64,
     /// Every table: chunks, trip records, change feed, registry.
@@ -875,7 +873,7 @@ fn print_report(r: &BenchReport) {
     if let Some(disk) = &r.disk {
         println!(
             "  on disk        {:.1} bytes per point in chunks, {:.1} in all tables, {:.1} in the journal (compacted, {} points)",
-            disk.point_bytes_per_point, disk.tables_bytes_per_point, disk.journal_bytes_per_point, disk.points
+            disk.point_bytes_per_point, disk.tables_bytes_per_point, disk.journal_bytes_per_point, r.points_published
         );
     }
     if let Some(idle) = &r.idle {
@@ -964,7 +962,7 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
         if options.idle_vehicles > 0 && url.is_none() {
             report.idle = Some(idle(&mqtt, &idle_ids, child.child.id()).await?);
         }
-        stop_child(child);
+        stop_child(child).await;
         report.points_published = total_points + published;
         Ok(report)
     }
@@ -1080,14 +1078,14 @@ async fn freshness(
 
 /// Stops the child as an operator would (SIGTERM), and kills it if it has not exited within
 /// [`STOP_GRACE`].
-fn stop_child(mut child: RunningChild) {
+async fn stop_child(mut child: RunningChild) {
     let _ = Command::new("kill").args(["-TERM", &child.child.id().to_string()]).status();
     let deadline = Instant::now() + STOP_GRACE;
     while Instant::now() < deadline {
         if !matches!(child.child.try_wait(), Ok(None)) {
             return;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -1100,7 +1098,6 @@ async fn disk_report(store_config: &Config, points: usize) -> Result<DiskReport,
     let usage = store.compact().await.context("compacting the run's store")?;
     let per_point = |bytes: u64| bytes as f64 / points.max(1) as f64;
     Ok(DiskReport {
-        points,
         point_bytes_per_point: per_point(usage.point_chunks_bytes),
         tables_bytes_per_point: per_point(usage.tables_bytes),
         journal_bytes_per_point: per_point(usage.journal_bytes),

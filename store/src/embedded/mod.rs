@@ -106,7 +106,7 @@ impl std::fmt::Debug for EmbeddedStore {
 /// per message) filled 64 MiB every few seconds under load; 16 MiB memtables flush in a quarter
 /// of the time. `tripline bench`, five runs each: freshness p99 1.10 -> 0.94 s and durable p99
 /// 0.71 -> 0.61 s at the median, peak RSS 1,058 -> 896 MB. 8 MiB (2026-12-03, five pairs): peak
-/// RSS 299-324 -> 256-305 MB, throughput and freshness within noise (docs/benchmarks.md,
+/// RSS 296-324 -> 256-305 MB, throughput and freshness within noise (docs/benchmarks.md,
 /// "Decisions"). Applies to keyspaces created after the change (fjall keeps a keyspace's first
 /// setting).
 const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
