@@ -18,7 +18,7 @@ use tripline_indexer::{Indexer, IndexerCounters};
 use tripline_ingest::budget::ByteBudget;
 use tripline_ingest::credentials::VehicleAuth;
 use tripline_ingest::endpoint::{AllowAnyone, Authenticate, Endpoint, EndpointConfig};
-use tripline_ingest::intake::{IntakeCounters, Routed, run_intake};
+use tripline_ingest::intake::{IntakeCounters, run_intake};
 use tripline_ingest::source::{Delivery, MqttSourceConfig, SourceCounters, run_source};
 use tripline_model::DecodeConfig;
 use tripline_pipeline::{Pool, Work, WorkerConfig};
@@ -36,10 +36,6 @@ const DELIVERY_QUEUE_CAPACITY: usize = 256;
 const STOP_MARGIN: Duration = Duration::from_secs(4);
 /// The last part of [`STOP_MARGIN`], for the indexer.
 const INDEXER_STOP: Duration = Duration::from_secs(1);
-
-fn to_work(Routed { item, delivery }: Routed) -> Work {
-    Work::new(item, Box::new(move || delivery.complete()))
-}
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -436,7 +432,6 @@ async fn start_ingest(
         DecodeConfig::default(),
         deliveries_rx,
         queues,
-        to_work,
         shutdown.clone(),
         intake_counters,
     ));

@@ -1,5 +1,5 @@
 //! From a delivery to a routed item: decode and validate, find the vehicle's tenant, build the
-//! rejection records, and route by vehicle to a worker queue.
+//! rejection records, and hand the item on ([`Handoff`]: the pipeline's worker queues).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -10,7 +10,6 @@ use tokio::sync::watch;
 use tripline_model::{DecodeConfig, Decoded, Message, RejectReason, Rejection, TenantId, VehicleId, decode};
 use tripline_store::Registry;
 
-use crate::route::worker_for;
 use crate::source::Delivery;
 use crate::tenants::{Lookup, Tenants};
 
@@ -21,6 +20,22 @@ pub struct Routed {
     pub item: Decoded,
     /// Complete after the item's writes are durable.
     pub delivery: Delivery,
+}
+
+/// Where the intake hands each routed delivery: in the binary, the pipeline's worker queues
+/// (`tripline_pipeline::Queues`, which pick a vehicle's worker).
+pub trait Handoff: Send {
+    /// Hands `routed` on. `vehicle` is the vehicle its topic names (none for a topic naming no
+    /// vehicle); one vehicle's deliveries come in receive order and must stay in it. False when
+    /// no one receives any more.
+    fn hand(&self, vehicle: Option<&VehicleId>, routed: Routed) -> impl Future<Output = bool> + Send;
+}
+
+/// One queue receiving everything, in receive order.
+impl Handoff for flume::Sender<Routed> {
+    async fn hand(&self, _vehicle: Option<&VehicleId>, routed: Routed) -> bool {
+        self.send_async(routed).await.is_ok()
+    }
 }
 
 /// Turns one delivery into a routed item. Pure apart from the registry lookup.
@@ -130,27 +145,25 @@ pub const MAX_LOOKUPS: usize = 32;
 /// more deliveries until lookups answer (the broker's in-flight window usually binds first).
 pub const MAX_PARKED: usize = 10_000;
 
-/// Runs the intake: deliveries in, routed items (mapped by `into_work`) out to
-/// `workers[worker_for(vehicle)]`, until the deliveries end or `shutdown` turns true. Returning
-/// drops the worker queues' senders, so the workers finish what is queued and stop.
+/// Runs the intake: deliveries in, routed items out to `handoff`, until the deliveries end or
+/// `shutdown` turns true. Returning drops `handoff` (the worker queues' senders), so the workers
+/// finish what is queued and stop.
 ///
 /// A vehicle the intake knows nothing usable about is looked up beside the loop: its messages
 /// wait (in order) for the answer while every other vehicle's go on, so a fleet coming online
 /// after a restart is not looked up one vehicle after another. When the deliveries end, the
 /// messages still waiting for an answer are routed once it comes; on `shutdown` they are left
 /// unacknowledged, for the broker to deliver again.
-pub async fn run_intake<R: Registry + Clone + Send + Sync + 'static, W>(
+pub async fn run_intake<R: Registry + Clone + Send + Sync + 'static>(
     registry: R,
     config: DecodeConfig,
     deliveries: flume::Receiver<Delivery>,
-    workers: Vec<flume::Sender<W>>,
-    into_work: impl Fn(Routed) -> W,
+    handoff: impl Handoff,
     mut shutdown: watch::Receiver<bool>,
     counters: watch::Sender<IntakeCounters>,
 ) {
     let tenants = Arc::new(Mutex::new(Tenants::default()));
-    let mut router =
-        Router { config, workers, into_work, counters, rejected: HashMap::new(), totals: IntakeCounters::default() };
+    let mut router = Router { config, handoff, counters, rejected: HashMap::new(), totals: IntakeCounters::default() };
     let (answer_tx, answers) = flume::unbounded::<(VehicleId, Option<TenantId>)>();
     let mut lookups = Lookups::default();
     let (mut source_open, mut watch_shutdown) = (true, true);
@@ -273,17 +286,16 @@ impl Lookups {
     }
 }
 
-/// Classifies deliveries and hands them to the workers, counting what it saw.
-struct Router<W, F> {
+/// Classifies deliveries and hands them on, counting what it saw.
+struct Router<H> {
     config: DecodeConfig,
-    workers: Vec<flume::Sender<W>>,
-    into_work: F,
+    handoff: H,
     counters: watch::Sender<IntakeCounters>,
     rejected: HashMap<RejectReason, u64>,
     totals: IntakeCounters,
 }
 
-impl<W, F: Fn(Routed) -> W> Router<W, F> {
+impl<H: Handoff> Router<H> {
     /// Routes one delivery (`vehicle`: as its topic names it) with the tenants known now.
     /// Returns false when the workers are gone.
     async fn route(&mut self, delivery: Delivery, vehicle: Option<&VehicleId>, tenants: &Mutex<Tenants>) -> bool {
@@ -315,9 +327,7 @@ impl<W, F: Fn(Routed) -> W> Router<W, F> {
             }
             Decoded::Marker { .. } => crate::metrics::message_received(0),
         }
-        let index = vehicle.map_or(0, |v| worker_for(v, self.workers.len()));
-        let Some(queue) = self.workers.get(index) else { return false };
-        if queue.send_async((self.into_work)(Routed { item, delivery })).await.is_err() {
+        if !self.handoff.hand(vehicle, Routed { item, delivery }).await {
             return false;
         }
         let mut by_reason: Vec<(RejectReason, u64)> = self.rejected.iter().map(|(r, n)| (*r, *n)).collect();
@@ -444,8 +454,7 @@ mod tests {
                 registry,
                 DecodeConfig::default(),
                 deliveries_rx,
-                vec![worker],
-                |routed| routed,
+                worker,
                 shutdown_rx,
                 counters,
             ));

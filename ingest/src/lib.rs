@@ -1,8 +1,10 @@
 //! # tripline-ingest
 //!
-//! The MQTT source: subscribes to the contract's topics, decodes and validates each message,
-//! routes points by vehicle to the enrichment workers, writes the results and acknowledges each
-//! message to the broker in receive order once everything derived from it is durable.
+//! Where messages come in: the embedded MQTT endpoint ([`endpoint`]) or a subscription to an
+//! external broker ([`source`]); the intake ([`intake`]) decodes and validates each message, finds
+//! its vehicle's tenant and hands it to the pipeline (`tripline-pipeline`, which routes it by
+//! vehicle to a worker and completes it once its results are durable); each message is
+//! acknowledged to its publisher in receive order once completed.
 //!
 //! **Promises** (see ARCHITECTURE.md): nothing acknowledged before it is durable;
 //! acknowledgements leave in receive order and never across connections ([`ack`]); redelivered
@@ -14,7 +16,6 @@ pub mod credentials;
 pub mod endpoint;
 pub mod intake;
 pub mod metrics;
-pub mod route;
 pub mod source;
 pub mod tenants;
 pub mod tls;

@@ -10,10 +10,10 @@ use tokio::sync::watch;
 use tripline_enrich::Enricher;
 use tripline_ingest::credentials::{VehicleAuth, hash_secret};
 use tripline_ingest::endpoint::{Endpoint, EndpointConfig};
-use tripline_ingest::intake::{IntakeCounters, Routed, run_intake};
+use tripline_ingest::intake::{IntakeCounters, run_intake};
 use tripline_ingest::source::SourceCounters;
 use tripline_model::{DecodeConfig, RejectReason, TenantId, TripId, VehicleId, encode_telemetry};
-use tripline_pipeline::{Pool, Work, WorkerConfig};
+use tripline_pipeline::{Pool, WorkerConfig};
 use tripline_store::{EmbeddedStore, PointStore, Registry, RejectionStore, TripStore};
 use tripline_testkit::fleet_message_points;
 
@@ -46,16 +46,7 @@ async fn spawn_pipeline(vehicles: &[&str]) -> SpawnedPipeline {
     // No one asks for a stop: the intake runs until its deliveries end (the endpoint drops).
     let (_, shutdown) = watch::channel(false);
     let (counters_tx, intake_counters) = watch::channel(IntakeCounters::default());
-    let to_work = |Routed { item, delivery }: Routed| Work::new(item, Box::new(move || delivery.complete()));
-    tokio::spawn(run_intake(
-        store.clone(),
-        DecodeConfig::default(),
-        deliveries,
-        pool.queues,
-        to_work,
-        shutdown,
-        counters_tx,
-    ));
+    tokio::spawn(run_intake(store.clone(), DecodeConfig::default(), deliveries, pool.queues, shutdown, counters_tx));
     let (status_tx, status) = watch::channel(SourceCounters::default());
     let config = EndpointConfig { listen: "127.0.0.1:0".parse().unwrap(), ..EndpointConfig::default() };
     let auth = VehicleAuth::new(store.clone()).shared();
