@@ -3,174 +3,107 @@
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 
-use super::{DELIVERY_TTL_S, FEED_TTL_S, OUTBOX_TTL_S};
-use crate::StoreResult;
-use crate::retry::{Attempt, RetryPolicy};
+use futures::{StreamExt, TryStreamExt};
 
-/// The prepared statements, by what they do.
-pub(super) struct Statements {
-    pub(super) insert_chunk: PreparedStatement,
-    pub(super) select_chunks: PreparedStatement,
-    pub(super) delete_chunk: PreparedStatement,
-    pub(super) insert_trip: PreparedStatement,
-    pub(super) delete_trip: PreparedStatement,
-    pub(super) select_trips_by_id: PreparedStatement,
-    pub(super) select_trip: PreparedStatement,
-    pub(super) scan_trips: PreparedStatement,
-    pub(super) insert_feed: PreparedStatement,
-    pub(super) upsert_watermark: PreparedStatement,
-    pub(super) select_writers: PreparedStatement,
-    pub(super) select_feed: PreparedStatement,
-    pub(super) insert_rejection: PreparedStatement,
-    pub(super) insert_rejection_day: PreparedStatement,
-    pub(super) insert_rejection_id: PreparedStatement,
-    pub(super) select_rejection_id: PreparedStatement,
-    pub(super) select_rejection_days: PreparedStatement,
-    pub(super) select_rejections: PreparedStatement,
-    pub(super) select_rejections_before: PreparedStatement,
-    pub(super) select_rejections_same_ms_after: PreparedStatement,
-    pub(super) insert_tenant: PreparedStatement,
-    pub(super) select_tenant: PreparedStatement,
-    pub(super) insert_api_key: PreparedStatement,
-    pub(super) select_api_key: PreparedStatement,
-    pub(super) select_tenant_key: PreparedStatement,
-    pub(super) update_tenant_key: PreparedStatement,
-    pub(super) delete_api_key: PreparedStatement,
-    pub(super) insert_vehicle: PreparedStatement,
-    pub(super) select_vehicle: PreparedStatement,
-    pub(super) insert_vehicle_secret: PreparedStatement,
-    pub(super) delete_vehicle_secret: PreparedStatement,
-    pub(super) select_vehicle_secret: PreparedStatement,
-    pub(super) select_all_vehicle_secrets: PreparedStatement,
-    pub(super) insert_webhook: PreparedStatement,
-    pub(super) update_webhook: PreparedStatement,
-    pub(super) update_webhook_cursor: PreparedStatement,
-    pub(super) select_webhook: PreparedStatement,
-    pub(super) select_webhooks: PreparedStatement,
-    pub(super) delete_webhook: PreparedStatement,
-    pub(super) insert_outbox: PreparedStatement,
-    pub(super) select_outbox: PreparedStatement,
-    pub(super) delete_outbox_item: PreparedStatement,
-    pub(super) delete_outbox: PreparedStatement,
-    pub(super) insert_delivery: PreparedStatement,
-    pub(super) select_deliveries: PreparedStatement,
-    pub(super) select_deliveries_same_ms_after: PreparedStatement,
-    pub(super) select_deliveries_before: PreparedStatement,
+use super::{DELIVERY_TTL_S, FEED_TTL_S, OUTBOX_TTL_S};
+use crate::retry::{Attempt, RetryPolicy};
+use crate::{StoreError, StoreResult};
+
+/// The statements as (field, CQL) in one table: `{ks}` stands for the keyspace, `{FEED_TTL_S}`,
+/// `{OUTBOX_TTL_S}` and `{DELIVERY_TTL_S}` for those retention constants.
+macro_rules! statements {
+    ($($(#[$doc:meta])* $name:ident: $cql:literal,)*) => {
+        /// The prepared statements, by what they do.
+        pub(super) struct Statements {
+            $($(#[$doc])* pub(super) $name: PreparedStatement,)*
+        }
+
+        /// Every statement's template, in the fields' order.
+        const TEMPLATES: &[&str] = &[$($cql,)*];
+
+        impl Statements {
+            /// Builds the statements from the prepared ones, in [`TEMPLATES`] order.
+            fn from_prepared(prepared: Vec<PreparedStatement>) -> Option<Statements> {
+                let mut prepared = prepared.into_iter();
+                Some(Statements { $($name: prepared.next()?,)* })
+            }
+        }
+    };
+}
+
+statements! {
+    insert_chunk: "INSERT INTO {ks}.point_chunks (vehicle_id, day, start_ts, stamp, trip_id, end_ts, sealed, points) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+    select_chunks: "SELECT start_ts, stamp, trip_id, end_ts, sealed, points FROM {ks}.point_chunks WHERE vehicle_id = ? AND day = ? AND start_ts >= ? AND start_ts < ?",
+    delete_chunk: "DELETE FROM {ks}.point_chunks WHERE vehicle_id = ? AND day = ? AND start_ts = ? AND stamp = ?",
+    insert_trip: "INSERT INTO {ks}.trips (tenant, trip_id, vehicle_id, data, updated_at) VALUES (?, ?, ?, ?, ?) USING TTL ?",
+    delete_trip: "DELETE FROM {ks}.trips WHERE tenant = ? AND trip_id = ? AND vehicle_id = ?",
+    select_trips_by_id: "SELECT record, data FROM {ks}.trips WHERE tenant = ? AND trip_id = ?",
+    select_trip: "SELECT record, data FROM {ks}.trips WHERE tenant = ? AND trip_id = ? AND vehicle_id = ?",
+    scan_trips: "SELECT record, data FROM {ks}.trips",
+    insert_feed: "INSERT INTO {ks}.feed (writer, bucket, seq, tenant, vehicle_id, trip_id, at, push) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL {FEED_TTL_S}",
+    upsert_watermark: "INSERT INTO {ks}.feed_writers (shard, writer, watermark) VALUES (0, ?, ?) USING TTL {FEED_TTL_S}",
+    select_writers: "SELECT writer, watermark FROM {ks}.feed_writers WHERE shard = 0",
+    select_feed: "SELECT seq, tenant, vehicle_id, trip_id, at, push FROM {ks}.feed WHERE writer = ? AND bucket = ? AND seq > ? AND seq <= ? LIMIT ?",
+    insert_rejection: "INSERT INTO {ks}.rejections (tenant, day, received_at, id, record) VALUES (?, ?, ?, ?, ?) USING TTL ?",
+    insert_rejection_day: "INSERT INTO {ks}.rejection_days (tenant, day) VALUES (?, ?) USING TTL ?",
+    insert_rejection_id: "INSERT INTO {ks}.rejection_ids (id, received_at) VALUES (?, ?) USING TTL ?",
+    select_rejection_id: "SELECT received_at FROM {ks}.rejection_ids WHERE id = ?",
+    select_rejection_days: "SELECT day FROM {ks}.rejection_days WHERE tenant = ? AND day <= ?",
+    select_rejections: "SELECT record FROM {ks}.rejections WHERE tenant = ? AND day = ? LIMIT ?",
+    // Rows sort by received_at descending, then id ascending: after a cursor (at, id) come
+    // the same millisecond's larger ids, then the older milliseconds.
+    select_rejections_same_ms_after: "SELECT record FROM {ks}.rejections WHERE tenant = ? AND day = ? AND received_at = ? AND id > ? LIMIT ?",
+    select_rejections_before: "SELECT record FROM {ks}.rejections WHERE tenant = ? AND day = ? AND received_at < ? LIMIT ?",
+    insert_tenant: "INSERT INTO {ks}.tenants (tenant, api_key_hash, created_at) VALUES (?, ?, ?) IF NOT EXISTS",
+    select_tenant: "SELECT tenant FROM {ks}.tenants WHERE tenant = ?",
+    insert_api_key: "INSERT INTO {ks}.api_keys (api_key_hash, tenant) VALUES (?, ?)",
+    select_api_key: "SELECT tenant FROM {ks}.api_keys WHERE api_key_hash = ?",
+    select_tenant_key: "SELECT api_key_hash FROM {ks}.tenants WHERE tenant = ?",
+    update_tenant_key: "UPDATE {ks}.tenants SET api_key_hash = ? WHERE tenant = ?",
+    delete_api_key: "DELETE FROM {ks}.api_keys WHERE api_key_hash = ?",
+    insert_vehicle: "INSERT INTO {ks}.vehicles (vehicle_id, tenant) VALUES (?, ?) IF NOT EXISTS",
+    select_vehicle: "SELECT tenant FROM {ks}.vehicles WHERE vehicle_id = ?",
+    insert_vehicle_secret: "INSERT INTO {ks}.vehicle_secrets (vehicle_id, secret_hash) VALUES (?, ?)",
+    delete_vehicle_secret: "DELETE FROM {ks}.vehicle_secrets WHERE vehicle_id = ?",
+    select_vehicle_secret: "SELECT secret_hash FROM {ks}.vehicle_secrets WHERE vehicle_id = ?",
+    select_all_vehicle_secrets: "SELECT vehicle_id, secret_hash FROM {ks}.vehicle_secrets",
+    insert_webhook: "INSERT INTO {ks}.webhooks (shard, id, record, cursor) VALUES (0, ?, ?, ?)",
+    update_webhook: "UPDATE {ks}.webhooks SET record = ? WHERE shard = 0 AND id = ?",
+    update_webhook_cursor: "UPDATE {ks}.webhooks SET cursor = ? WHERE shard = 0 AND id = ?",
+    select_webhook: "SELECT record, cursor FROM {ks}.webhooks WHERE shard = 0 AND id = ?",
+    select_webhooks: "SELECT record FROM {ks}.webhooks WHERE shard = 0",
+    delete_webhook: "DELETE FROM {ks}.webhooks WHERE shard = 0 AND id = ?",
+    insert_outbox: "INSERT INTO {ks}.webhook_outbox (webhook, key, record) VALUES (?, ?, ?) USING TTL {OUTBOX_TTL_S}",
+    select_outbox: "SELECT record FROM {ks}.webhook_outbox WHERE webhook = ?",
+    delete_outbox_item: "DELETE FROM {ks}.webhook_outbox WHERE webhook = ? AND key = ?",
+    delete_outbox: "DELETE FROM {ks}.webhook_outbox WHERE webhook = ?",
+    insert_delivery: "INSERT INTO {ks}.webhook_deliveries (tenant, day, at, id, record) VALUES (?, ?, ?, ?, ?) USING TTL {DELIVERY_TTL_S}",
+    select_deliveries: "SELECT record FROM {ks}.webhook_deliveries WHERE tenant = ? AND day = ? LIMIT ?",
+    select_deliveries_same_ms_after: "SELECT record FROM {ks}.webhook_deliveries WHERE tenant = ? AND day = ? AND at = ? AND id > ? LIMIT ?",
+    select_deliveries_before: "SELECT record FROM {ks}.webhook_deliveries WHERE tenant = ? AND day = ? AND at < ? LIMIT ?",
 }
 
 impl Statements {
-    /// Prepares every statement on keyspace `ks` (refused, naming `tripline schema apply`, when
-    /// a table is missing).
+    /// Prepares every statement on keyspace `ks`, at most 8 at once (refused, naming `tripline
+    /// schema apply`, when a table is missing).
     pub(super) async fn prepare_all(session: &Session, retry: &RetryPolicy, ks: &str) -> StoreResult<Self> {
-        let p = |cql: String| prepare(session, retry, cql);
-        let statements = Statements {
-            insert_chunk: p(format!(
-                "INSERT INTO {ks}.point_chunks (vehicle_id, day, start_ts, stamp, trip_id, end_ts, sealed, points) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"
-            ))
-            .await?,
-            select_chunks: p(format!(
-                "SELECT start_ts, stamp, trip_id, end_ts, sealed, points FROM {ks}.point_chunks \
-                 WHERE vehicle_id = ? AND day = ? AND start_ts >= ? AND start_ts < ?"
-            ))
-            .await?,
-            delete_chunk: p(format!(
-                "DELETE FROM {ks}.point_chunks WHERE vehicle_id = ? AND day = ? AND start_ts = ? AND stamp = ?"
-            ))
-            .await?,
-            insert_trip: p(format!(
-                "INSERT INTO {ks}.trips (tenant, trip_id, vehicle_id, data, updated_at) VALUES (?, ?, ?, ?, ?) USING TTL ?"
-            ))
-            .await?,
-            delete_trip: p(format!("DELETE FROM {ks}.trips WHERE tenant = ? AND trip_id = ? AND vehicle_id = ?")).await?,
-            select_trips_by_id: p(format!("SELECT record, data FROM {ks}.trips WHERE tenant = ? AND trip_id = ?")).await?,
-            select_trip: p(format!("SELECT record, data FROM {ks}.trips WHERE tenant = ? AND trip_id = ? AND vehicle_id = ?")).await?,
-            scan_trips: p(format!("SELECT record, data FROM {ks}.trips")).await?,
-            insert_feed: p(format!(
-                "INSERT INTO {ks}.feed (writer, bucket, seq, tenant, vehicle_id, trip_id, at, push) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-                 USING TTL {FEED_TTL_S}"
-            ))
-            .await?,
-            upsert_watermark: p(format!(
-                "INSERT INTO {ks}.feed_writers (shard, writer, watermark) VALUES (0, ?, ?) USING TTL {FEED_TTL_S}"
-            ))
-            .await?,
-            select_writers: p(format!("SELECT writer, watermark FROM {ks}.feed_writers WHERE shard = 0")).await?,
-            select_feed: p(format!(
-                "SELECT seq, tenant, vehicle_id, trip_id, at, push FROM {ks}.feed WHERE writer = ? AND bucket = ? AND seq > ? AND seq <= ? LIMIT ?"
-            ))
-            .await?,
-            insert_rejection: p(format!(
-                "INSERT INTO {ks}.rejections (tenant, day, received_at, id, record) VALUES (?, ?, ?, ?, ?) USING TTL ?"
-            ))
-            .await?,
-            insert_rejection_day: p(format!("INSERT INTO {ks}.rejection_days (tenant, day) VALUES (?, ?) USING TTL ?")).await?,
-            insert_rejection_id: p(format!("INSERT INTO {ks}.rejection_ids (id, received_at) VALUES (?, ?) USING TTL ?")).await?,
-            select_rejection_id: p(format!("SELECT received_at FROM {ks}.rejection_ids WHERE id = ?")).await?,
-            select_rejection_days: p(format!("SELECT day FROM {ks}.rejection_days WHERE tenant = ? AND day <= ?")).await?,
-            select_rejections: p(format!("SELECT record FROM {ks}.rejections WHERE tenant = ? AND day = ? LIMIT ?")).await?,
-            // Rows sort by received_at descending, then id ascending: after a cursor (at, id) come
-            // the same millisecond's larger ids, then the older milliseconds.
-            select_rejections_same_ms_after: p(format!(
-                "SELECT record FROM {ks}.rejections WHERE tenant = ? AND day = ? AND received_at = ? AND id > ? LIMIT ?"
-            ))
-            .await?,
-            select_rejections_before: p(format!(
-                "SELECT record FROM {ks}.rejections WHERE tenant = ? AND day = ? AND received_at < ? LIMIT ?"
-            ))
-            .await?,
-            insert_tenant: p(format!(
-                "INSERT INTO {ks}.tenants (tenant, api_key_hash, created_at) VALUES (?, ?, ?) IF NOT EXISTS"
-            ))
-            .await?,
-            select_tenant: p(format!("SELECT tenant FROM {ks}.tenants WHERE tenant = ?")).await?,
-            insert_api_key: p(format!("INSERT INTO {ks}.api_keys (api_key_hash, tenant) VALUES (?, ?)")).await?,
-            select_api_key: p(format!("SELECT tenant FROM {ks}.api_keys WHERE api_key_hash = ?")).await?,
-            select_tenant_key: p(format!("SELECT api_key_hash FROM {ks}.tenants WHERE tenant = ?")).await?,
-            update_tenant_key: p(format!("UPDATE {ks}.tenants SET api_key_hash = ? WHERE tenant = ?")).await?,
-            delete_api_key: p(format!("DELETE FROM {ks}.api_keys WHERE api_key_hash = ?")).await?,
-            insert_vehicle: p(format!("INSERT INTO {ks}.vehicles (vehicle_id, tenant) VALUES (?, ?) IF NOT EXISTS"))
-                .await?,
-            select_vehicle: p(format!("SELECT tenant FROM {ks}.vehicles WHERE vehicle_id = ?")).await?,
-            insert_vehicle_secret: p(format!("INSERT INTO {ks}.vehicle_secrets (vehicle_id, secret_hash) VALUES (?, ?)"))
-                .await?,
-            delete_vehicle_secret: p(format!("DELETE FROM {ks}.vehicle_secrets WHERE vehicle_id = ?")).await?,
-            select_vehicle_secret: p(format!("SELECT secret_hash FROM {ks}.vehicle_secrets WHERE vehicle_id = ?"))
-                .await?,
-            select_all_vehicle_secrets: p(format!("SELECT vehicle_id, secret_hash FROM {ks}.vehicle_secrets")).await?,
-            insert_webhook: p(format!("INSERT INTO {ks}.webhooks (shard, id, record, cursor) VALUES (0, ?, ?, ?)")).await?,
-            update_webhook: p(format!("UPDATE {ks}.webhooks SET record = ? WHERE shard = 0 AND id = ?")).await?,
-            update_webhook_cursor: p(format!("UPDATE {ks}.webhooks SET cursor = ? WHERE shard = 0 AND id = ?")).await?,
-            select_webhook: p(format!("SELECT record, cursor FROM {ks}.webhooks WHERE shard = 0 AND id = ?")).await?,
-            select_webhooks: p(format!("SELECT record FROM {ks}.webhooks WHERE shard = 0")).await?,
-            delete_webhook: p(format!("DELETE FROM {ks}.webhooks WHERE shard = 0 AND id = ?")).await?,
-            insert_outbox: p(format!(
-                "INSERT INTO {ks}.webhook_outbox (webhook, key, record) VALUES (?, ?, ?) USING TTL {OUTBOX_TTL_S}"
-            ))
-            .await?,
-            select_outbox: p(format!("SELECT record FROM {ks}.webhook_outbox WHERE webhook = ?")).await?,
-            delete_outbox_item: p(format!("DELETE FROM {ks}.webhook_outbox WHERE webhook = ? AND key = ?")).await?,
-            delete_outbox: p(format!("DELETE FROM {ks}.webhook_outbox WHERE webhook = ?")).await?,
-            insert_delivery: p(format!(
-                "INSERT INTO {ks}.webhook_deliveries (tenant, day, at, id, record) VALUES (?, ?, ?, ?, ?) \
-                 USING TTL {DELIVERY_TTL_S}"
-            ))
-            .await?,
-            select_deliveries: p(format!(
-                "SELECT record FROM {ks}.webhook_deliveries WHERE tenant = ? AND day = ? LIMIT ?"
-            ))
-            .await?,
-            select_deliveries_same_ms_after: p(format!(
-                "SELECT record FROM {ks}.webhook_deliveries WHERE tenant = ? AND day = ? AND at = ? AND id > ? LIMIT ?"
-            ))
-            .await?,
-            select_deliveries_before: p(format!(
-                "SELECT record FROM {ks}.webhook_deliveries WHERE tenant = ? AND day = ? AND at < ? LIMIT ?"
-            ))
-            .await?,
-        };
-        Ok(statements)
+        let prepared: Vec<PreparedStatement> = futures::stream::iter(TEMPLATES)
+            .map(|template| prepare(session, retry, cql(template, ks)))
+            .buffered(8)
+            .try_collect()
+            .await?;
+        Statements::from_prepared(prepared)
+            .ok_or_else(|| StoreError::Refused { detail: "a statement was not prepared".to_owned() })
     }
+}
+
+/// A template's CQL on keyspace `ks`.
+fn cql(template: &str, ks: &str) -> String {
+    template
+        .replace("{ks}", ks)
+        .replace("{FEED_TTL_S}", &FEED_TTL_S.to_string())
+        .replace("{OUTBOX_TTL_S}", &OUTBOX_TTL_S.to_string())
+        .replace("{DELIVERY_TTL_S}", &DELIVERY_TTL_S.to_string())
 }
 
 async fn prepare(session: &Session, retry: &RetryPolicy, cql: String) -> StoreResult<PreparedStatement> {
@@ -188,4 +121,19 @@ async fn prepare(session: &Session, retry: &RetryPolicy, cql: String) -> StoreRe
         .await?;
     statement.set_is_idempotent(true);
     Ok(statement)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_names_its_keyspace_and_leaves_no_placeholder() {
+        for template in TEMPLATES {
+            let cql = cql(template, "tripline_x");
+            assert!(cql.contains("tripline_x."), "{cql}");
+            assert!(!cql.contains('{') && !cql.contains('}'), "{cql}");
+        }
+        assert_eq!(TEMPLATES.len(), 47);
+    }
 }
