@@ -110,87 +110,114 @@ pub(crate) fn run(
         ));
     }
     let rt = runtime()?;
-    let result = rt.block_on(async {
-        let metrics = crate::ops::install_metrics()?;
-        crate::config::private_dir(&config.data_dir)
-            .with_context(|| format!("data directory {}", config.data_dir.display()))?;
-        let store = open_store(config).await?;
-        let demo = if demo { Some(crate::demo::prepare(&config.data_dir, &store).await?) } else { None };
-        let index_dir = config.data_dir.join("index");
-        let index_context = || format!("index in {}", index_dir.display());
-        let home = IndexHome::open(&index_dir).with_context(index_context)?;
-        let index = if roles.indexer || roles.api {
-            Some(LiveIndex::open(home.clone()).with_context(index_context)?)
-        } else {
-            None
-        };
-        // Ingest's health: why it cannot work (a task ended, the broker gone too long), and its
-        // connection; `/readyz` answers 503 with the reason, and a failure stops the process.
-        let (health_tx, health) = watch::channel(None::<String>);
-        let (ingest_status_tx, ingest_status) = watch::channel(SourceCounters::default());
-        let mut routes = crate::ops::routes(metrics);
-        let mut key_cache = None;
-        if let (true, Some(index)) = (roles.api, &index) {
-            let readiness = roles.ingest.then(|| ingest_readiness(health.clone(), ingest_status.clone()));
-            let state = api_state(config, &store, index, readiness, regions_geojson.clone());
-            key_cache = Some(state.key_cache());
-            routes = routes.merge(tripline_query_api::router(state));
-            if !roles.indexer {
-                follow_index_commits(index.clone());
-            }
-        }
-        let http = crate::ops::serve_router("[http] listen", config.http.listen, routes, &config.http).await?;
-        let _published = serve_admin(config, &store, home, key_cache).await?;
-        eprintln!("tripline: health and metrics on http://{http}/healthz and http://{http}/metrics");
-        if roles.api {
-            eprintln!("tripline: trip explorer on http://{http}/ and query API on http://{http}/v1/trips");
-        }
-        if roles.ingest && roles.indexer {
-            // The indexer takes trips as ingest just wrote them instead of reading them back.
-            store.keep_written();
-        }
-        if let AnyStore::Embedded(embedded) = &store {
-            purge_periodically(embedded.clone());
-        }
-        let mut ingest = None;
-        if roles.ingest {
-            ingest = Some(start_ingest(config, &store, engine, external.clone(), ingest_status_tx, health_tx).await?);
-        }
-        if let (Some(demo), Some(ingest)) = (demo, &ingest) {
-            let broker = match (ingest.endpoint_addr(), external) {
-                (Some(addr), _) => (addr.ip().to_string(), addr.port()),
-                (None, Some(url)) => (url.host, url.port),
-                (None, None) => return Err(Failure::Runtime(anyhow::anyhow!("no broker for the demo"))),
-            };
-            crate::demo::start(demo, http, broker, ingest.status.clone());
-        }
-        let indexer = match (roles.indexer, index) {
-            (true, Some(index)) => Some(start_indexer(config, &store, index, &index_dir)),
-            _ => None,
-        };
-        // Webhooks go with the indexer role: one process per deployment follows the feed to
-        // the receivers as it does into the index.
-        let webhooks = if roles.indexer { Some(start_webhooks(config, &store)?) } else { None };
-
-        let mut failed = health.clone();
-        let failure = tokio::select! {
-            () = shutdown_signal() => None,
-            reason = failed.wait_for(Option::is_some), if ingest.is_some() => reason.ok().and_then(|r| r.clone()),
-        };
-        match &failure {
-            Some(reason) => tracing::error!(%reason, "ingest cannot go on; stopping"),
-            None => tracing::info!("stopping"),
-        }
-        stop_roles(config, ingest, webhooks, indexer).await?;
-        if let Some(reason) = failure {
-            return Err(Failure::Runtime(anyhow::anyhow!("ingest failed: {reason}")));
-        }
-        Ok(())
-    });
+    let result = rt.block_on(run_roles(config, roles, engine, regions_geojson, demo, external));
     // Whatever was abandoned at the stop's deadline (a write blocked on a store) does not hold
     // the process.
     rt.shutdown_timeout(Duration::from_millis(500));
     result
+}
+
+/// The roles' life in the runtime: the store, the HTTP listeners, each role started, then a stop
+/// signal (or ingest's failure) and the roles stopped in the direction of the data.
+async fn run_roles(
+    config: &Config,
+    roles: Roles,
+    engine: Enricher,
+    regions_geojson: String,
+    demo: bool,
+    external: Option<BrokerUrl>,
+) -> Result<(), Failure> {
+    let metrics = crate::ops::install_metrics()?;
+    crate::config::private_dir(&config.data_dir)
+        .with_context(|| format!("data directory {}", config.data_dir.display()))?;
+    let store = open_store(config).await?;
+    let demo = if demo { Some(crate::demo::prepare(&config.data_dir, &store).await?) } else { None };
+    let index_dir = config.data_dir.join("index");
+    let index_context = || format!("index in {}", index_dir.display());
+    let home = IndexHome::open(&index_dir).with_context(index_context)?;
+    let index = if roles.indexer || roles.api {
+        Some(LiveIndex::open(home.clone()).with_context(index_context)?)
+    } else {
+        None
+    };
+    // Ingest's health: why it cannot work (a task ended, the broker gone too long), and its
+    // connection; `/readyz` answers 503 with the reason, and a failure stops the process.
+    let (health_tx, health) = watch::channel(None::<String>);
+    let (ingest_status_tx, ingest_status) = watch::channel(SourceCounters::default());
+    let readiness = roles.ingest.then(|| ingest_readiness(health.clone(), ingest_status));
+    let api = match (roles.api, &index) {
+        (true, Some(index)) => Some(api_state(config, &store, index, readiness, regions_geojson)),
+        _ => None,
+    };
+    if let (true, false, Some(index)) = (roles.api, roles.indexer, &index) {
+        follow_index_commits(index.clone());
+    }
+    let (http, _published) = serve_http(config, &store, home, metrics, api).await?;
+    if roles.ingest && roles.indexer {
+        // The indexer takes trips as ingest just wrote them instead of reading them back.
+        store.keep_written();
+    }
+    if let AnyStore::Embedded(embedded) = &store {
+        purge_periodically(embedded.clone());
+    }
+    let mut ingest = None;
+    if roles.ingest {
+        ingest = Some(start_ingest(config, &store, engine, external.clone(), ingest_status_tx, health_tx).await?);
+    }
+    if let (Some(demo), Some(ingest)) = (demo, &ingest) {
+        let broker = match (ingest.endpoint_addr(), external) {
+            (Some(addr), _) => (addr.ip().to_string(), addr.port()),
+            (None, Some(url)) => (url.host, url.port),
+            (None, None) => return Err(Failure::Runtime(anyhow::anyhow!("no broker for the demo"))),
+        };
+        crate::demo::start(demo, http, broker, ingest.status.clone());
+    }
+    let indexer = match (roles.indexer, index) {
+        (true, Some(index)) => Some(start_indexer(config, &store, index, &index_dir)),
+        _ => None,
+    };
+    // Webhooks go with the indexer role: one process per deployment follows the feed to the
+    // receivers as it does into the index.
+    let webhooks = if roles.indexer { Some(start_webhooks(config, &store)?) } else { None };
+
+    let mut failed = health.clone();
+    let failure = tokio::select! {
+        () = shutdown_signal() => None,
+        reason = failed.wait_for(Option::is_some), if ingest.is_some() => reason.ok().and_then(|r| r.clone()),
+    };
+    match &failure {
+        Some(reason) => tracing::error!(%reason, "ingest cannot go on; stopping"),
+        None => tracing::info!("stopping"),
+    }
+    stop_roles(config, ingest, webhooks, indexer).await?;
+    match failure {
+        Some(reason) => Err(Failure::Runtime(anyhow::anyhow!("ingest failed: {reason}"))),
+        None => Ok(()),
+    }
+}
+
+/// The HTTP listener (health, metrics, and the query API when `api` is given) and the admin
+/// channel, whose published address lasts as long as the returned guard.
+async fn serve_http(
+    config: &Config,
+    store: &AnyStore,
+    home: IndexHome,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    api: Option<ApiState<AnyStore>>,
+) -> Result<(std::net::SocketAddr, crate::admin::Published), Failure> {
+    let mut routes = crate::ops::routes(metrics);
+    let key_cache = api.as_ref().map(ApiState::key_cache);
+    let serves_api = api.is_some();
+    if let Some(state) = api {
+        routes = routes.merge(tripline_query_api::router(state));
+    }
+    let http = crate::ops::serve_router("[http] listen", config.http.listen, routes, &config.http).await?;
+    let published = serve_admin(config, store, home, key_cache).await?;
+    eprintln!("tripline: health and metrics on http://{http}/healthz and http://{http}/metrics");
+    if serves_api {
+        eprintln!("tripline: trip explorer on http://{http}/ and query API on http://{http}/v1/trips");
+    }
+    Ok((http, published))
 }
 
 /// A role's task and the switch that stops it.
