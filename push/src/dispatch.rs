@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tripline_model::time::now_ms;
 use tripline_model::{PushMessage, VehicleId};
-use tripline_store::{Change, DeliveryAttempt, DeliveryOutcome, OutboxItem, Store, Webhook};
+use tripline_store::{Change, Checkpoint, DeliveryAttempt, DeliveryOutcome, OutboxItem, Store, Webhook};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 
 use crate::guard::AddressPolicy;
@@ -147,6 +147,16 @@ struct Sent {
     retry_after: Option<Duration>,
 }
 
+/// What a webhook's task holds: its feed cursor, the messages waiting (by outbox key, so in
+/// feed order), the vehicles with an attempt running and the attempts.
+struct Outbox {
+    cursor: Checkpoint,
+    pending: BTreeMap<String, OutboxItem>,
+    busy: HashSet<VehicleId>,
+    sends: JoinSet<Sent>,
+    cursor_written: Instant,
+}
+
 /// One webhook's task.
 struct Follower<S> {
     store: S,
@@ -188,63 +198,22 @@ impl<S: Store> Follower<S> {
     async fn run(mut self) {
         let id = self.id();
         let store = self.store.clone();
-        let Some(Some((mut cursor, items))) = self.persist("reading the outbox", || store.outbox(&id)).await else {
+        let Some(Some((cursor, items))) = self.persist("reading the outbox", || store.outbox(&id)).await else {
             return;
         };
-        let mut pending: BTreeMap<String, OutboxItem> = items.into_iter().map(|i| (i.key.clone(), i)).collect();
-        let mut busy: HashSet<VehicleId> = HashSet::new();
-        let mut sends: JoinSet<Sent> = JoinSet::new();
+        let mut outbox = Outbox {
+            cursor,
+            pending: items.into_iter().map(|i| (i.key.clone(), i)).collect(),
+            busy: HashSet::new(),
+            sends: JoinSet::new(),
+            cursor_written: Instant::now(),
+        };
         let mut signal = self.store.feed_signal();
-        let mut cursor_written = Instant::now();
-        loop {
-            if *self.stop.borrow() {
-                return;
-            }
-            // Fill the outbox from the feed while there is room.
-            let mut read_more = false;
-            if pending.len() < self.config.max_pending {
-                if let Some(signal) = &mut signal {
-                    signal.borrow_and_update();
-                }
-                match self.store.read_changes(&cursor, READ_BATCH).await {
-                    Ok(batch) if batch.checkpoint != cursor => {
-                        let webhook = self.webhook.borrow().clone();
-                        let items: Vec<OutboxItem> =
-                            batch.changes.iter().flat_map(|c| outbox_items(&webhook, c)).collect();
-                        let checkpoint = batch.checkpoint.clone();
-                        if !items.is_empty() || cursor_written.elapsed() >= CURSOR_EVERY {
-                            let Some(()) =
-                                self.persist("writing the outbox", || store.enqueue(&id, &items, &checkpoint)).await
-                            else {
-                                return;
-                            };
-                            cursor_written = Instant::now();
-                        }
-                        read_more = !batch.changes.is_empty();
-                        pending.extend(items.into_iter().map(|i| (i.key.clone(), i)));
-                        cursor = batch.checkpoint;
-                    }
-                    Ok(_) => {}
-                    Err(error) => tracing::warn!(%error, webhook = %id, "webhooks: reading the change feed failed"),
-                }
-            }
-            crate::metrics::outbox(&id, pending.len(), pending.values().map(|i| i.written_at_ms).min());
-            // Start each vehicle's first message when it is due.
+        while !*self.stop.borrow() {
+            let Some(read_more) = self.fill(&mut outbox, &mut signal).await else { return };
+            crate::metrics::outbox(&id, outbox.pending.len(), outbox.pending.values().map(|i| i.written_at_ms).min());
             let now = now_ms();
-            let mut heads: HashSet<&VehicleId> = HashSet::new();
-            let mut next_due: Option<i64> = None;
-            for item in pending.values() {
-                if busy.contains(&item.vehicle_id) || !heads.insert(&item.vehicle_id) {
-                    continue;
-                }
-                if item.next_at_ms > now {
-                    next_due = Some(next_due.map_or(item.next_at_ms, |due| due.min(item.next_at_ms)));
-                } else if sends.len() < self.config.concurrency.max(1) {
-                    busy.insert(item.vehicle_id.clone());
-                    let (agent, webhook, item) = (self.agent.clone(), self.webhook.borrow().clone(), item.clone());
-                    sends.spawn_blocking(move || post(&agent, &webhook, item));
-                }
-            }
+            let next_due = self.start_due(&mut outbox, now);
             let wait = if read_more {
                 Duration::ZERO
             } else {
@@ -253,24 +222,14 @@ impl<S: Store> Follower<S> {
                 due.min(self.config.poll)
             };
             tokio::select! {
-                Some(done) = sends.join_next(), if !sends.is_empty() => {
+                Some(done) = outbox.sends.join_next(), if !outbox.sends.is_empty() => {
                     let mut finished = vec![done];
-                    while let Some(more) = sends.try_join_next() {
+                    while let Some(more) = outbox.sends.try_join_next() {
                         finished.push(more);
                     }
-                    // Every attempt that finished, recorded in one write.
-                    let settled: Vec<(OutboxItem, DeliveryAttempt)> =
-                        finished.into_iter().filter_map(Result::ok).map(|sent| self.outcome(sent)).collect();
-                    let Some(()) = self.persist("recording deliveries", || store.settle(&id, &settled)).await else {
+                    let sent = finished.into_iter().filter_map(Result::ok).collect();
+                    if self.settle(&mut outbox, sent).await.is_none() {
                         return;
-                    };
-                    for (item, attempt) in settled {
-                        busy.remove(&item.vehicle_id);
-                        if attempt.outcome == DeliveryOutcome::Retrying {
-                            pending.insert(item.key.clone(), item);
-                        } else {
-                            pending.remove(&item.key);
-                        }
                     }
                 }
                 () = tokio::time::sleep(wait) => {}
@@ -279,6 +238,74 @@ impl<S: Store> Follower<S> {
                 changed = self.webhook.changed() => if changed.is_err() { return },
             }
         }
+    }
+
+    /// Fills the outbox from the change feed while it has room: the messages the webhook asks
+    /// for are written with the cursor after them. Whether more may be waiting in the feed;
+    /// `None` when the task should end.
+    async fn fill(&mut self, outbox: &mut Outbox, signal: &mut Option<watch::Receiver<u64>>) -> Option<bool> {
+        if outbox.pending.len() >= self.config.max_pending {
+            return Some(false);
+        }
+        if let Some(signal) = signal {
+            signal.borrow_and_update();
+        }
+        let batch = match self.store.read_changes(&outbox.cursor, READ_BATCH).await {
+            Ok(batch) if batch.checkpoint != outbox.cursor => batch,
+            Ok(_) => return Some(false),
+            Err(error) => {
+                tracing::warn!(%error, webhook = %self.id(), "webhooks: reading the change feed failed");
+                return Some(false);
+            }
+        };
+        let webhook = self.webhook.borrow().clone();
+        let items: Vec<OutboxItem> = batch.changes.iter().flat_map(|c| outbox_items(&webhook, c)).collect();
+        if !items.is_empty() || outbox.cursor_written.elapsed() >= CURSOR_EVERY {
+            let store = self.store.clone();
+            let checkpoint = &batch.checkpoint;
+            self.persist("writing the outbox", || store.enqueue(&webhook.id, &items, checkpoint)).await?;
+            outbox.cursor_written = Instant::now();
+        }
+        outbox.pending.extend(items.into_iter().map(|i| (i.key.clone(), i)));
+        outbox.cursor = batch.checkpoint;
+        Some(!batch.changes.is_empty())
+    }
+
+    /// Starts each vehicle's first waiting message that is due, while sends are free; the time
+    /// the next one falls due, if one waits.
+    fn start_due(&self, outbox: &mut Outbox, now: i64) -> Option<i64> {
+        let mut heads: HashSet<&VehicleId> = HashSet::new();
+        let mut next_due: Option<i64> = None;
+        for item in outbox.pending.values() {
+            if outbox.busy.contains(&item.vehicle_id) || !heads.insert(&item.vehicle_id) {
+                continue;
+            }
+            if item.next_at_ms > now {
+                next_due = Some(next_due.map_or(item.next_at_ms, |due| due.min(item.next_at_ms)));
+            } else if outbox.sends.len() < self.config.concurrency.max(1) {
+                outbox.busy.insert(item.vehicle_id.clone());
+                let (agent, webhook, item) = (self.agent.clone(), self.webhook.borrow().clone(), item.clone());
+                outbox.sends.spawn_blocking(move || post_or_report_panic(&agent, &webhook, item));
+            }
+        }
+        next_due
+    }
+
+    /// Records every attempt that finished in one write; each item then leaves the outbox or
+    /// waits for its retry. `None` when the task should end.
+    async fn settle(&mut self, outbox: &mut Outbox, sent: Vec<Sent>) -> Option<()> {
+        let settled: Vec<(OutboxItem, DeliveryAttempt)> = sent.into_iter().map(|sent| self.outcome(sent)).collect();
+        let (store, id) = (self.store.clone(), self.id());
+        self.persist("recording deliveries", || store.settle(&id, &settled)).await?;
+        for (item, attempt) in settled {
+            outbox.busy.remove(&item.vehicle_id);
+            if attempt.outcome == DeliveryOutcome::Retrying {
+                outbox.pending.insert(item.key.clone(), item);
+            } else {
+                outbox.pending.remove(&item.key);
+            }
+        }
+        Some(())
     }
 
     /// What an attempt gave: the item as it now waits (if it is retried) and the attempt's
@@ -361,6 +388,20 @@ fn outbox_items(webhook: &Webhook, change: &Change) -> Vec<OutboxItem> {
             })
         })
         .collect()
+}
+
+/// [`post`], and a panic in it reported as a failed attempt (so its vehicle's messages go on).
+fn post_or_report_panic(agent: &ureq::Agent, webhook: &Webhook, item: OutboxItem) -> Sent {
+    let at_ms = now_ms();
+    let kept = item.clone();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| post(agent, webhook, item))).unwrap_or_else(|_| Sent {
+        item: kept,
+        at_ms,
+        status: None,
+        error: Some("the delivery attempt panicked".to_owned()),
+        latency: Duration::ZERO,
+        retry_after: None,
+    })
 }
 
 /// One delivery attempt (blocking): the message POSTed with its Standard Webhooks headers.
