@@ -884,6 +884,34 @@ fn print_report(r: &BenchReport) {
     }
 }
 
+/// Where the bench publishes: an external broker (`--url`, else `[mqtt] url`), or the child's
+/// embedded endpoint on a free port.
+struct BenchBroker {
+    url: Option<String>,
+    host: String,
+    port: u16,
+    /// The broker as the report names it.
+    label: String,
+}
+
+impl BenchBroker {
+    fn of(config: &Config, options: &BenchOptions) -> Result<BenchBroker, Failure> {
+        let url = options.url.clone().or_else(|| config.mqtt.url.clone());
+        let Some(url) = url else {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| Failure::Runtime(e.into()))?
+                .port();
+            return Ok(BenchBroker { url: None, host: "127.0.0.1".to_owned(), port, label: "embedded".to_owned() });
+        };
+        let crate::config::BrokerUrl { host, port, tls } = crate::config::mqtt_endpoint(&url)?;
+        if tls {
+            return Err(Failure::Usage("bench publishes over plain MQTT: give it an mqtt:// broker".to_owned()));
+        }
+        Ok(BenchBroker { url: Some(url.clone()), host, port, label: url })
+    }
+}
+
 async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, Failure> {
     let started = Instant::now();
     // Removed when the bench ends, however it ends.
@@ -895,23 +923,7 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     let key = crate::fleet::new_api_key()?;
     let t0 = tripline_model::time::now_ms() - 2 * 86_400_000;
 
-    let url = options.url.clone().or_else(|| config.mqtt.url.clone());
-    let (host, port, broker) = match &url {
-        Some(url) => {
-            let crate::config::BrokerUrl { host, port, tls } = crate::config::mqtt_endpoint(url)?;
-            if tls {
-                return Err(Failure::Usage("bench publishes over plain MQTT: give it an mqtt:// broker".to_owned()));
-            }
-            (host, port, url.clone())
-        }
-        None => {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map_err(|e| Failure::Runtime(e.into()))?
-                .port();
-            ("127.0.0.1".to_owned(), port, "embedded".to_owned())
-        }
-    };
+    let BenchBroker { url, host, port, label: broker } = BenchBroker::of(config, options)?;
     let store_config = child_config(config, options.store, &dir, &prefix, url.as_deref(), port)?;
     if options.store == StoreKind::Scylla {
         tripline_store::ScyllaStore::apply_schema(&store_config.scylla()).await.context("scylla")?;

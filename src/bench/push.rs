@@ -36,6 +36,11 @@ fn probe_start(line: &str, marker: &str) -> Option<String> {
     message["data"]["trip_id"].as_str().map(str::to_owned)
 }
 
+/// Notes that `trip`'s `trip.started` arrived now.
+fn arrived(arrivals: &Arrivals, trip: String) {
+    arrivals.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(trip).or_default().push(Instant::now());
+}
+
 /// Opens `streams` streams on `http` with `key` and adds a webhook (through the child's admin
 /// channel, `data_dir`) to a receiver in this process; returns once every stream is open.
 pub(super) async fn watch(
@@ -47,31 +52,7 @@ pub(super) async fn watch(
     streams: usize,
 ) -> Result<PushWatch, Failure> {
     let watch = PushWatch { streamed: Arrivals::default(), hooked: Arrivals::default(), open: Arc::default() };
-    // The receiver.
-    let hooked = Arc::clone(&watch.hooked);
-    let marker_owned = marker.to_owned();
-    let app = axum::Router::new().route(
-        "/hooks",
-        axum::routing::post(move |body: String| {
-            let (hooked, marker) = (Arc::clone(&hooked), marker_owned.clone());
-            async move {
-                if let Some(trip) = probe_start(&body, &marker) {
-                    hooked
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .entry(trip)
-                        .or_default()
-                        .push(Instant::now());
-                }
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("a webhook receiver")?;
-    let receiver = listener.local_addr().context("a webhook receiver")?;
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let receiver = start_receiver(Arc::clone(&watch.hooked), marker.to_owned()).await?;
     let op = crate::webhook::WebhookOp::Add {
         tenant: tenant.to_owned(),
         url: format!("http://{receiver}/hooks"),
@@ -84,35 +65,9 @@ pub(super) async fn watch(
         }
         None => return Err(Failure::Runtime(anyhow::anyhow!("the child's admin channel does not answer"))),
     }
-    // The streams.
     for _ in 0..streams {
-        let (http, key, marker) = (http.to_owned(), key.to_owned(), marker.to_owned());
         let (streamed, open) = (Arc::clone(&watch.streamed), Arc::clone(&watch.open));
-        tokio::spawn(async move {
-            let Ok(mut socket) = tokio::net::TcpStream::connect(&http).await else { return };
-            // Each asks for trip starts, as the webhook does: a stream of every message of a
-            // simulated fleet (a trip every second or two per vehicle) to each of 1,000 clients
-            // would measure this machine's two cores more than tripline.
-            let request = format!(
-                "GET /v1/stream?type=trip.started HTTP/1.1\r\nHost: {http}\r\nAuthorization: Bearer {key}\r\n\r\n"
-            );
-            if socket.write_all(request.as_bytes()).await.is_err() {
-                return;
-            }
-            let mut lines = tokio::io::BufReader::new(socket).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line == ": stream open" {
-                    open.fetch_add(1, Ordering::Relaxed);
-                } else if let Some(trip) = probe_start(&line, &marker) {
-                    streamed
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .entry(trip)
-                        .or_default()
-                        .push(Instant::now());
-                }
-            }
-        });
+        tokio::spawn(follow_stream(http.to_owned(), key.to_owned(), marker.to_owned(), streamed, open));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     while watch.open.load(Ordering::Relaxed) < streams {
@@ -125,6 +80,50 @@ pub(super) async fn watch(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(watch)
+}
+
+/// The webhook receiver, on a free loopback port: notes each probe's `trip.started` in `hooked`.
+async fn start_receiver(hooked: Arrivals, marker: String) -> Result<std::net::SocketAddr, Failure> {
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |body: String| {
+            let (hooked, marker) = (Arc::clone(&hooked), marker.clone());
+            async move {
+                if let Some(trip) = probe_start(&body, &marker) {
+                    arrived(&hooked, trip);
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("a webhook receiver")?;
+    let receiver = listener.local_addr().context("a webhook receiver")?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(receiver)
+}
+
+/// One live stream: counted in `open` once open, each probe's `trip.started` noted in
+/// `streamed`, until the child closes it.
+async fn follow_stream(http: String, key: String, marker: String, streamed: Arrivals, open: Arc<AtomicUsize>) {
+    let Ok(mut socket) = tokio::net::TcpStream::connect(&http).await else { return };
+    // Each asks for trip starts, as the webhook does: a stream of every message of a simulated
+    // fleet (a trip every second or two per vehicle) to each of 1,000 clients would measure this
+    // machine's two cores more than tripline.
+    let request =
+        format!("GET /v1/stream?type=trip.started HTTP/1.1\r\nHost: {http}\r\nAuthorization: Bearer {key}\r\n\r\n");
+    if socket.write_all(request.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut lines = tokio::io::BufReader::new(socket).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line == ": stream open" {
+            open.fetch_add(1, Ordering::Relaxed);
+        } else if let Some(trip) = probe_start(&line, &marker) {
+            arrived(&streamed, trip);
+        }
+    }
 }
 
 impl PushWatch {
