@@ -15,7 +15,6 @@ pub mod error;
 pub mod limits;
 pub mod metrics;
 mod openapi;
-mod param_docs;
 pub mod params;
 mod routes;
 pub mod stream;

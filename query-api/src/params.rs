@@ -1,8 +1,14 @@
-//! Query-string parameters to validated queries: pure functions, every bad value a 400 that
-//! names its parameter, unknown parameters refused.
+//! The query parameters: described once, as the structs below (which `/openapi.json` shows
+//! through the handlers' annotations in `routes.rs`, and whose names are the parameters each
+//! route accepts), and read by pure functions into validated queries — every bad value a 400
+//! that names its parameter, unknown parameters refused, every value at most
+//! [`MAX_VALUE_BYTES`], single-valued ones given once.
+
+use std::sync::LazyLock;
 
 use tripline_index::{Cursor, SortOrder, TripQuery};
 use tripline_model::{EventKind, NoticeKind, TripStatus, VehicleId};
+use utoipa::IntoParams;
 
 use crate::error::ApiError;
 
@@ -13,28 +19,121 @@ pub const DEFAULT_LIMIT: usize = 50;
 /// Longest accepted parameter value, bytes.
 pub const MAX_VALUE_BYTES: usize = 1024;
 
-/// The search parameters, in the contract's order.
-pub const SEARCH_KEYS: &[&str] = &[
-    "q",
-    "vehicle_id",
-    "from",
-    "to",
-    "status",
-    "min_score",
-    "max_score",
-    "min_distance_km",
-    "max_distance_km",
-    "event",
-    "region",
-    "bbox",
-    "sort",
-    "limit",
-    "cursor",
-];
+// The structs' fields are read by the OpenAPI derive and their names by `names`, not by code.
+#[allow(dead_code)]
+mod described {
+    use super::IntoParams;
 
-fn check_keys(pairs: &[(String, String)], allowed: &[&str]) -> Result<(), ApiError> {
+    /// The vehicle filter of `/v1/trips` and `/v1/stats` (`/v1/vehicles/{id}/trips` names it in its
+    /// path instead).
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub(crate) struct VehicleFilter {
+        /// Only this vehicle's trips.
+        #[param(pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
+        vehicle_id: Option<String>,
+    }
+
+    /// Search parameters (`/v1/trips`, `/v1/vehicles/{id}/trips`, `/v1/stats`), after
+    /// [`VehicleFilter`] and before [`PageParams`].
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub(crate) struct SearchParams {
+        /// Free text: every word must occur among the vehicle id, region names and event kinds.
+        #[param(max_length = 1024)]
+        q: Option<String>,
+        /// RFC 3339 with an offset: trips overlapping [from, to); before `to`.
+        #[param(format = DateTime)]
+        from: Option<String>,
+        /// RFC 3339 with an offset: trips overlapping [from, to); after `from`.
+        #[param(format = DateTime)]
+        to: Option<String>,
+        /// Only trips in this state.
+        #[param(inline)]
+        status: Option<tripline_model::TripStatus>,
+        /// Lowest score, inclusive.
+        min_score: Option<f64>,
+        /// Highest score, inclusive.
+        max_score: Option<f64>,
+        /// Shortest distance, km, inclusive.
+        min_distance_km: Option<f64>,
+        /// Longest distance, km, inclusive.
+        max_distance_km: Option<f64>,
+        /// Repeatable: the trip has at least one event of each kind given.
+        #[param(inline)]
+        event: Option<Vec<tripline_model::EventKind>>,
+        /// Repeatable: the trip passed through each region given.
+        #[param(max_length = 1024)]
+        region: Option<Vec<String>>,
+        /// `min_lon,min_lat,max_lon,max_lat` (longitudes in [-180, 180], latitudes in [-90, 90],
+        /// each minimum at most its maximum): the trip passed through the box (to geohash-cell
+        /// precision).
+        #[param(pattern = r"^-?[0-9]+(\.[0-9]+)?(,-?[0-9]+(\.[0-9]+)?){3}$")]
+        bbox: Option<String>,
+        /// Order of the trips (default `-start_time`, newest first).
+        #[param(pattern = r"^-?(start_time|score|distance_km)$")]
+        sort: Option<String>,
+    }
+
+    /// Grouping of `/v1/stats`.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub(crate) struct StatsParams {
+        /// What a bucket is.
+        #[param(pattern = "^(event_kind|region|vehicle_id|day)$")]
+        group_by: String,
+        /// IANA zone of `day` buckets (default UTC), e.g. `Europe/Berlin`; a trip counts on the local
+        /// day it starts.
+        #[param(max_length = 64)]
+        tz: Option<String>,
+    }
+
+    /// Paging of searches and listings.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub(crate) struct PageParams {
+        /// Page size, default 50.
+        #[param(minimum = 1, maximum = 1000)]
+        limit: Option<u32>,
+        /// `next_cursor` of the previous page (opaque; a search's only for the same search).
+        #[param(max_length = 1024)]
+        cursor: Option<String>,
+    }
+
+    /// Filters of `/v1/stream` (none: every message of the tenant).
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub(crate) struct StreamParams {
+        /// Repeatable: only these vehicles' messages.
+        #[param(pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
+        vehicle_id: Option<Vec<String>>,
+        /// Repeatable: only messages of these types.
+        #[param(pattern = r"^(trip\.started|trip\.updated|trip\.completed|event\.detected)$")]
+        r#type: Option<Vec<String>>,
+        /// Repeatable: `event.detected` only for these event kinds (other types unaffected).
+        #[param(inline)]
+        event: Option<Vec<tripline_model::EventKind>>,
+    }
+}
+
+pub(crate) use described::{PageParams, SearchParams, StatsParams, StreamParams, VehicleFilter};
+
+/// The parameter names a struct above describes.
+fn names<P: IntoParams>() -> Vec<String> {
+    P::into_params(|| None).into_iter().map(|p| p.name).collect()
+}
+
+/// What a search accepts: the vehicle filter, the search's own parameters and paging.
+pub(crate) static SEARCH: LazyLock<Vec<String>> =
+    LazyLock::new(|| [names::<VehicleFilter>(), names::<SearchParams>(), names::<PageParams>()].concat());
+/// What stats accept: a search's and the grouping.
+static STATS: LazyLock<Vec<String>> = LazyLock::new(|| [SEARCH.clone(), names::<StatsParams>()].concat());
+static PAGE: LazyLock<Vec<String>> = LazyLock::new(names::<PageParams>);
+static STREAM: LazyLock<Vec<String>> = LazyLock::new(names::<StreamParams>);
+
+fn check_keys(pairs: &[(String, String)], allowed: &[String]) -> Result<(), ApiError> {
     for (key, value) in pairs {
-        if !allowed.contains(&key.as_str()) {
+        if !allowed.contains(key) {
             return Err(ApiError::bad_parameter(key, "unknown parameter"));
         }
         if value.len() > MAX_VALUE_BYTES {
@@ -83,11 +182,14 @@ pub fn limit(pairs: &[(String, String)]) -> Result<usize, ApiError> {
     }
 }
 
-/// A search (`/v1/trips`, `/v1/vehicles/{id}/trips`, and the selection of `/v1/stats` when
-/// `extra` names its own keys).
-pub fn search(pairs: &[(String, String)], extra: &[&str]) -> Result<TripQuery, ApiError> {
-    let allowed: Vec<&str> = SEARCH_KEYS.iter().chain(extra).copied().collect();
-    check_keys(pairs, &allowed)?;
+/// A search (`/v1/trips`, `/v1/vehicles/{id}/trips`).
+pub fn search(pairs: &[(String, String)]) -> Result<TripQuery, ApiError> {
+    check_keys(pairs, &SEARCH)?;
+    read_search(pairs)
+}
+
+/// A search's query from `pairs`, whose keys were checked.
+fn read_search(pairs: &[(String, String)]) -> Result<TripQuery, ApiError> {
     let vehicle_id = single(pairs, "vehicle_id")?
         .map(|v| VehicleId::parse(v).map_err(|e| ApiError::bad_parameter("vehicle_id", e)))
         .transpose()?;
@@ -155,7 +257,7 @@ fn event_kinds(pairs: &[(String, String)]) -> Result<Vec<EventKind>, ApiError> {
 /// `/v1/stream`: `vehicle_id`, `type` (message types) and `event` (event kinds of
 /// `event.detected`), each repeatable.
 pub(crate) fn stream(pairs: &[(String, String)]) -> Result<crate::stream::StreamFilter, ApiError> {
-    check_keys(pairs, &["vehicle_id", "type", "event"])?;
+    check_keys(pairs, &STREAM)?;
     let mut filter = crate::stream::StreamFilter { events: event_kinds(pairs)?, ..Default::default() };
     for (key, v) in pairs {
         match key.as_str() {
@@ -190,7 +292,8 @@ fn parse_bbox(v: &str) -> Result<(f64, f64, f64, f64), ApiError> {
 
 /// `/v1/stats`: the search's selection, `group_by` (required) and `tz` (IANA, default UTC).
 pub fn stats(pairs: &[(String, String)]) -> Result<(TripQuery, tripline_index::GroupBy), ApiError> {
-    let query = search(pairs, &["group_by", "tz"])?;
+    check_keys(pairs, &STATS)?;
+    let query = read_search(pairs)?;
     let tz = single(pairs, "tz")?;
     if let Some(name) = tz
         && name.parse::<chrono_tz::Tz>().is_err()
@@ -208,7 +311,7 @@ pub fn stats(pairs: &[(String, String)]) -> Result<(TripQuery, tripline_index::G
 
 /// A listing that takes only `cursor` and `limit` (points, rejections).
 pub fn paging(pairs: &[(String, String)]) -> Result<(Option<String>, usize), ApiError> {
-    check_keys(pairs, &["cursor", "limit"])?;
+    check_keys(pairs, &PAGE)?;
     Ok((single(pairs, "cursor")?.map(str::to_owned), limit(pairs)?))
 }
 
@@ -224,27 +327,24 @@ mod tests {
 
     #[test]
     fn every_search_parameter_is_read() {
-        let query = search(
-            &pairs(&[
-                ("q", "berlin"),
-                ("vehicle_id", "car-1"),
-                ("from", "2026-11-01T00:00:00Z"),
-                ("to", "2026-11-02T00:00:00+01:00"),
-                ("status", "active"),
-                ("min_score", "50"),
-                ("max_score", "90.5"),
-                ("min_distance_km", "1"),
-                ("max_distance_km", "100"),
-                ("event", "harsh_braking"),
-                ("event", "speeding"),
-                ("region", "Berlin"),
-                ("region", "Brandenburg"),
-                ("bbox", "13.0,52.0,14.0,53.0"),
-                ("sort", "-score"),
-                ("limit", "1000"),
-            ]),
-            &[],
-        )
+        let query = search(&pairs(&[
+            ("q", "berlin"),
+            ("vehicle_id", "car-1"),
+            ("from", "2026-11-01T00:00:00Z"),
+            ("to", "2026-11-02T00:00:00+01:00"),
+            ("status", "active"),
+            ("min_score", "50"),
+            ("max_score", "90.5"),
+            ("min_distance_km", "1"),
+            ("max_distance_km", "100"),
+            ("event", "harsh_braking"),
+            ("event", "speeding"),
+            ("region", "Berlin"),
+            ("region", "Brandenburg"),
+            ("bbox", "13.0,52.0,14.0,53.0"),
+            ("sort", "-score"),
+            ("limit", "1000"),
+        ]))
         .unwrap();
         assert_eq!(query.q.as_deref(), Some("berlin"));
         assert_eq!(query.vehicle_id.unwrap().as_str(), "car-1");
@@ -255,7 +355,7 @@ mod tests {
         assert_eq!(query.regions.len(), 2);
         assert_eq!(query.bbox, Some((13.0, 52.0, 14.0, 53.0)));
         assert_eq!((query.sort, query.limit), (SortOrder::ScoreDesc, 1000));
-        assert_eq!(search(&[], &[]).unwrap().limit, DEFAULT_LIMIT);
+        assert_eq!(search(&[]).unwrap().limit, DEFAULT_LIMIT);
     }
 
     #[test]
@@ -278,16 +378,16 @@ mod tests {
             ("tenant", "globex"),
         ];
         for (key, value) in cases {
-            let error = search(&pairs(&[(key, value)]), &[]).unwrap_err();
+            let error = search(&pairs(&[(key, value)])).unwrap_err();
             assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST, "{key}={value}");
             assert!(error.message.contains(key), "{key}={value}: {}", error.message);
         }
-        let twice = search(&pairs(&[("limit", "5"), ("limit", "6")]), &[]).unwrap_err();
+        let twice = search(&pairs(&[("limit", "5"), ("limit", "6")])).unwrap_err();
         assert!(twice.message.contains("more than once"));
-        let backwards = search(&pairs(&[("from", "2026-11-02T00:00:00Z"), ("to", "2026-11-01T00:00:00Z")]), &[]);
+        let backwards = search(&pairs(&[("from", "2026-11-02T00:00:00Z"), ("to", "2026-11-01T00:00:00Z")]));
         assert!(backwards.is_err());
         let long = "x".repeat(MAX_VALUE_BYTES + 1);
-        assert!(search(&pairs(&[("q", &long)]), &[]).is_err());
+        assert!(search(&pairs(&[("q", &long)])).is_err());
     }
 
     #[test]
@@ -303,7 +403,7 @@ mod tests {
             let error = stats(&pairs(&bad)).unwrap_err();
             assert!(error.message.contains(name), "{bad:?}");
         }
-        assert!(search(&pairs(&[("group_by", "day")]), &[]).is_err(), "only stats take group_by");
+        assert!(search(&pairs(&[("group_by", "day")])).is_err(), "only stats take group_by");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tripline_model::{TenantId, TripDetail, TripId, VehicleId};
 use tripline_store::Store;
 
 use crate::error::ApiError;
-use crate::param_docs::{PageParams, SearchParams, StatsParams, StreamParams, VehicleFilter};
+use crate::params::{PageParams, SearchParams, StatsParams, StreamParams, VehicleFilter};
 use crate::views::{
     BucketView, DeliveriesAnswer, DeliveryView, ErrorBody, PointView, PointsAnswer, RejectionView, RejectionsAnswer,
     SearchAnswer, StatsAnswer,
@@ -110,7 +110,7 @@ async fn run_search<S: Store>(
 }
 
 /// Search the tenant's trips.
-#[utoipa::path(get, path = "/v1/trips", params(VehicleFilter, SearchParams),
+#[utoipa::path(get, path = "/v1/trips", params(VehicleFilter, SearchParams, PageParams),
     responses((status = 200, body = SearchAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 414, description = "request line longer than the server reads (64 KiB)"), (status = 429, body = ErrorBody)),
     security(("api_key" = [])))]
 pub(crate) async fn search<S: Store>(
@@ -119,12 +119,12 @@ pub(crate) async fn search<S: Store>(
     Query(pairs): Pairs,
 ) -> Result<Json<SearchAnswer>, ApiError> {
     let tenant = tenant(&state, &headers).await?;
-    let query = params::search(&pairs, &[])?;
+    let query = params::search(&pairs)?;
     run_search(&state, tenant, query).await
 }
 
 /// Aggregations over the trips a search selects.
-#[utoipa::path(get, path = "/v1/stats", params(VehicleFilter, SearchParams, StatsParams),
+#[utoipa::path(get, path = "/v1/stats", params(VehicleFilter, SearchParams, PageParams, StatsParams),
     responses((status = 200, body = StatsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 414, description = "request line longer than the server reads (64 KiB)"), (status = 429, body = ErrorBody)),
     security(("api_key" = [])))]
 pub(crate) async fn stats<S: Store>(
@@ -139,7 +139,7 @@ pub(crate) async fn stats<S: Store>(
 }
 
 /// Search one vehicle's trips (404 for another tenant's vehicle).
-#[utoipa::path(get, path = "/v1/vehicles/{vehicle_id}/trips", params(("vehicle_id" = String, Path, pattern = r"^[A-Za-z0-9._:-]{1,64}$"), SearchParams),
+#[utoipa::path(get, path = "/v1/vehicles/{vehicle_id}/trips", params(("vehicle_id" = String, Path, pattern = r"^[A-Za-z0-9._:-]{1,64}$"), SearchParams, PageParams),
     responses((status = 200, body = SearchAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 414, description = "request line longer than the server reads (64 KiB)"), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("api_key" = [])))]
 pub(crate) async fn vehicle_trips<S: Store>(
@@ -156,7 +156,7 @@ pub(crate) async fn vehicle_trips<S: Store>(
     if pairs.iter().any(|(k, _)| k == "vehicle_id") {
         return Err(ApiError::bad_parameter("vehicle_id", "the path names the vehicle"));
     }
-    let query = TripQuery { vehicle_id: Some(vehicle), ..params::search(&pairs, &[])? };
+    let query = TripQuery { vehicle_id: Some(vehicle), ..params::search(&pairs)? };
     run_search(&state, tenant, query).await
 }
 
