@@ -48,10 +48,6 @@ fn fixture_records() -> Result<Vec<tripline_model::tripfile::FileRecord>, Failur
     Ok(records)
 }
 
-fn registry(error: StoreError) -> Failure {
-    Failure::Runtime(anyhow::Error::new(error).context("demo tenant"))
-}
-
 /// Creates (or finds) the demo tenant, its key and its vehicles.
 pub(crate) async fn prepare(data_dir: &Path, store: &AnyStore) -> Result<Demo, Failure> {
     let tenant = TenantId::parse(TENANT).map_err(|e| Failure::Runtime(e.into()))?;
@@ -59,7 +55,7 @@ pub(crate) async fn prepare(data_dir: &Path, store: &AnyStore) -> Result<Demo, F
     let known = std::fs::read_to_string(&key_file).ok().map(|k| k.trim().to_owned());
     let (key, fresh) = match known {
         Some(key)
-            if store.tenant_for_key(&tripline_query_api::api_key_hash(&key)).await.map_err(registry)?.as_ref()
+            if store.tenant_for_key(&tripline_query_api::api_key_hash(&key)).await.context("demo tenant")?.as_ref()
                 == Some(&tenant) =>
         {
             (key, false)
@@ -71,7 +67,7 @@ pub(crate) async fn prepare(data_dir: &Path, store: &AnyStore) -> Result<Demo, F
                     "a tenant named {TENANT:?} exists but its key is not in {}: use another data_dir for the demo",
                     key_file.display()
                 )),
-                other => registry(other),
+                other => anyhow::Error::new(other).context("demo tenant").into(),
             })?;
             write_private(&key_file, &key)?;
             (key, true)
@@ -81,17 +77,17 @@ pub(crate) async fn prepare(data_dir: &Path, store: &AnyStore) -> Result<Demo, F
     let mut vehicles: Vec<VehicleId> = records.iter().map(|r| r.vehicle_id.clone()).collect();
     vehicles.sort();
     vehicles.dedup();
-    store.add_vehicles(&tenant, &vehicles).await.map_err(registry)?;
+    store.add_vehicles(&tenant, &vehicles).await.context("demo tenant")?;
     let mut secrets = crate::replay::Secrets::new();
     let replay = if fresh {
         // The demo's vehicles get secrets of their own, used by its replay only.
         let issued = tokio::task::block_in_place(|| crate::fleet::new_secrets(&vehicles))?;
         let hashes: Vec<_> = issued.iter().map(|(v, _, hash)| (v.clone(), Some(hash.clone()))).collect();
-        store.set_vehicle_secrets(&hashes).await.map_err(registry)?;
+        store.set_vehicle_secrets(&hashes).await.context("demo tenant")?;
         secrets = issued.into_iter().map(|(v, secret, _)| (v.as_str().to_owned(), secret)).collect();
         let options = ReplayOptions { rebase_time: true, ..ReplayOptions::default() };
         let plan = crate::replay::plan(records, &options, tripline_model::time::now_ms())
-            .map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
+            .map_err(|e| anyhow::anyhow!("the demo's trips: {e}"))?;
         Some(plan)
     } else {
         None

@@ -610,10 +610,8 @@ async fn publish_vehicle(
     });
     let mut acked = 0;
     while acked < total {
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
-            Ok(_) => {}
-            Err(error) => return Err(Failure::Runtime(anyhow::Error::new(error).context("fleet connection"))),
+        if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.context("fleet connection")? {
+            acked += 1;
         }
     }
     if let Ok(Some(client)) = sender.await {
