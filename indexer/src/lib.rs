@@ -37,7 +37,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tripline_index::{IndexError, IndexWriter, LiveIndex, TripIndex};
-use tripline_store::{ChangeFeed, Checkpoint, StoreError, TripKey, TripRecord, TripStore};
+use tripline_store::{Backoff, ChangeFeed, Checkpoint, StoreError, TripKey, TripRecord, TripStore};
 
 use crate::pending::{Cut, Pending, Source};
 
@@ -195,7 +195,7 @@ impl<S: ChangeFeed + TripStore + Clone + Send + Sync + 'static> Indexer<S> {
 /// The follower: reads the feed from where `Pending` says, adds what it finds, until `stop`.
 async fn follow<S: ChangeFeed>(store: S, shared: Arc<Shared>, config: IndexerConfig, mut stop: watch::Receiver<bool>) {
     let poll = Duration::from_millis(config.poll_interval_ms);
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     // Entries written in this process wake the follower at once; others wait for the poll.
     let mut signal = store.feed_signal();
     while !*stop.borrow() {
@@ -219,12 +219,11 @@ async fn follow<S: ChangeFeed>(store: S, shared: Arc<Shared>, config: IndexerCon
             Ok(batch) => batch,
             Err(error) => {
                 tracing::warn!(%error, "reading the change feed failed; retrying");
-                wait(&mut stop, backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                wait(&mut stop, backoff.failed()).await;
                 continue;
             }
         };
-        backoff = FIRST_BACKOFF;
+        backoff.succeeded();
         let (count, idle) = (batch.changes.len(), batch.changes.is_empty());
         {
             let mut pending = shared.lock();
@@ -280,7 +279,7 @@ impl<S: TripStore> Applier<S> {
     /// Cuts are `spacing` apart at least.
     async fn run(&mut self, spacing: Duration, shutdown: &mut watch::Receiver<bool>) -> Result<(), IndexerError> {
         let mut last_cut: Option<Instant> = None;
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         loop {
             let not_before = last_cut.map_or_else(Instant::now, |at| at + spacing);
             let next = tokio::select! {
@@ -308,7 +307,7 @@ impl<S: TripStore> Applier<S> {
                     let read = read_trips(&self.store, &cut.trips).await;
                     match read {
                         Ok(read) => {
-                            backoff = FIRST_BACKOFF;
+                            backoff.succeeded();
                             self.finish_commit().await?;
                             if self.switch_if_rebuilt()? {
                                 // The rebuilt generation has these changes, or the follower
@@ -321,8 +320,7 @@ impl<S: TripStore> Applier<S> {
                             // Nothing of it is applied: its trips are pending again.
                             tracing::warn!(%error, "reading changed trips failed; retrying");
                             self.shared.lock().put_back(cut);
-                            wait(shutdown, backoff).await;
-                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                            wait(shutdown, backoff.failed()).await;
                         }
                     }
                 }

@@ -26,6 +26,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 use tripline_model::VehicleId;
+use tripline_store::Backoff;
 
 use crate::IngestError;
 use crate::ack::{AckTracker, Ticket};
@@ -213,11 +214,11 @@ fn mqtt_options(config: &MqttSourceConfig) -> MqttOptions {
 }
 
 async fn connection_task(mut eventloop: EventLoop, events: flume::Sender<FromConnection>, max_backoff: Duration) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), max_backoff);
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                backoff = Duration::from_millis(100);
+                backoff.succeeded();
                 if events.send_async(FromConnection::Connected { session_present: ack.session_present }).await.is_err()
                 {
                     return;
@@ -242,8 +243,7 @@ async fn connection_task(mut eventloop: EventLoop, events: flume::Sender<FromCon
                 }
                 // Drops acknowledgements queued for the old connection (rumqttc keeps no PubAck).
                 eventloop.clean();
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(max_backoff);
+                tokio::time::sleep(backoff.failed()).await;
             }
         }
     }

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tripline_model::time::now_ms;
 use tripline_model::{PushMessage, VehicleId};
-use tripline_store::{Change, Checkpoint, DeliveryAttempt, DeliveryOutcome, OutboxItem, Store, Webhook};
+use tripline_store::{Backoff, Change, Checkpoint, DeliveryAttempt, DeliveryOutcome, OutboxItem, Store, Webhook};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 
 use crate::guard::AddressPolicy;
@@ -176,20 +176,19 @@ impl<S: Store> Follower<S> {
     where
         F: std::future::Future<Output = tripline_store::StoreResult<T>>,
     {
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         loop {
             match call().await {
                 Ok(value) => return Some(value),
                 Err(error) => {
                     tracing::warn!(%error, webhook = %self.id(), "webhooks: {what} failed; retrying");
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(backoff.failed()) => {}
                         _ = self.stop.changed() => {}
                     }
                     if *self.stop.borrow() || self.webhook.has_changed().is_err() {
                         return None;
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }

@@ -23,7 +23,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tripline_model::{EventKind, NoticeKind, PushData, TenantId, VehicleId};
-use tripline_store::{Change, ChangeFeed, Checkpoint};
+use tripline_store::{Backoff, Change, ChangeFeed, Checkpoint};
 
 use crate::error::ApiError;
 
@@ -336,15 +336,14 @@ impl Hub {
 
 /// The follower: reads the feed from its head into the ring while the hub lives.
 async fn follow<S: ChangeFeed>(store: S, hub: Weak<Hub>) {
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     let mut signal = store.feed_signal();
     let head = loop {
         match store.feed_head().await {
             Ok(head) => break head,
             Err(error) => {
                 tracing::warn!(%error, "live stream: reading the change feed's head failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::time::sleep(backoff.failed()).await;
             }
         }
     };
@@ -367,12 +366,11 @@ async fn follow<S: ChangeFeed>(store: S, hub: Weak<Hub>) {
             Ok(batch) => batch,
             Err(error) => {
                 tracing::warn!(%error, "live stream: reading the change feed failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::time::sleep(backoff.failed()).await;
                 continue;
             }
         };
-        backoff = FIRST_BACKOFF;
+        backoff.succeeded();
         let idle = batch.changes.is_empty();
         let Some(hub) = hub.upgrade() else { return };
         let mut gained = HashSet::new();
@@ -558,7 +556,7 @@ impl Producer {
     /// Reads the store from the cursor until it reaches the ring's start; then the ring index to
     /// go on from (`None`: the client went away).
     async fn catch_up<S: ChangeFeed>(&mut self, hub: &Hub, store: &S) -> Option<u64> {
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         loop {
             let start = {
                 let ring = hub.ring();
@@ -574,12 +572,11 @@ impl Producer {
                     if self.events.is_closed() {
                         return None;
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::time::sleep(backoff.failed()).await;
                     continue;
                 }
             };
-            backoff = FIRST_BACKOFF;
+            backoff.succeeded();
             for entry in batch.changes.iter().filter_map(Entry::of) {
                 if !self.send_entry(&entry).await {
                     return None;

@@ -37,7 +37,7 @@ pub use records::{
     Change, ChangeBatch, Checkpoint, DAY_MS, Derived, KeptWrite, MAX_KEPT_PAYLOAD, MAX_POINT_RANGE_DAYS, Page,
     PointKey, Rejection, StoredPoint, TripKey, TripRecord, day_of, rejection_cursor,
 };
-pub use retry::RetryPolicy;
+pub use retry::{Backoff, RetryPolicy};
 /// A temporary directory removed on drop, as [`EmbeddedStore::for_test`] returns it.
 pub use tempfile::TempDir;
 use tripline_model::{TenantId, TripId, VehicleId};

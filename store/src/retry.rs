@@ -18,6 +18,40 @@ pub(crate) enum Attempt {
     Permanent(String),
 }
 
+/// Waits between attempts that double after each failure, up to a maximum, and start over after
+/// a success: every retry loop in tripline waits by one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// Waits from `first`, doubling up to `max`.
+    pub const fn new(first: Duration, max: Duration) -> Backoff {
+        Backoff { first, max, next: first }
+    }
+
+    /// The wait after a failure; the one after the next failure is twice as long, up to the
+    /// maximum.
+    pub fn failed(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+
+    /// The wait the next failure would get, without counting a failure.
+    pub fn peek(&self) -> Duration {
+        self.next
+    }
+
+    /// An attempt succeeded: the next failure waits the first wait again.
+    pub fn succeeded(&mut self) {
+        self.next = self.first;
+    }
+}
+
 /// Backoff and budget for retries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -47,7 +81,7 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, Attempt>>,
     {
         let started = Instant::now();
-        let mut backoff = self.first_backoff;
+        let mut backoff = Backoff::new(self.first_backoff, self.max_backoff);
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -58,7 +92,7 @@ impl RetryPolicy {
                 }
                 Err(Attempt::Transient(detail)) => {
                     let elapsed = started.elapsed();
-                    if elapsed + backoff > self.budget {
+                    if elapsed + backoff.peek() > self.budget {
                         return Err(StoreError::Unavailable {
                             attempts,
                             elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
@@ -66,8 +100,7 @@ impl RetryPolicy {
                         });
                     }
                     tracing::debug!(what, attempts, error = %detail, "store request failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.max_backoff);
+                    tokio::time::sleep(backoff.failed()).await;
                 }
             }
         }
@@ -113,5 +146,15 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         let unavailable = quick().run("test", || async { Err::<(), _>(Attempt::Transient("down".into())) }).await;
         assert!(matches!(unavailable, Err(StoreError::Unavailable { attempts, .. }) if attempts > 3));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_maximum_and_starts_over_after_a_success() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        let waits: Vec<u128> = (0..4).map(|_| backoff.failed().as_millis()).collect();
+        assert_eq!(waits, [100, 200, 350, 350]);
+        backoff.succeeded();
+        assert_eq!(backoff.peek(), Duration::from_millis(100));
+        assert_eq!(backoff.failed(), Duration::from_millis(100));
     }
 }
