@@ -6,6 +6,10 @@ use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
 pub const WRITE_SECONDS: &str = "tripline_pipeline_write_seconds";
 /// Messages in one worker batch (one write).
 pub const BATCH_MESSAGES: &str = "tripline_pipeline_batch_messages";
+/// How long a batch's oldest message waited in its worker's queue before the batch began.
+pub const QUEUE_WAIT_SECONDS: &str = "tripline_pipeline_queue_wait_seconds";
+/// How long applying one batch to its trips and building its write set took (before the write).
+pub const APPLY_SECONDS: &str = "tripline_pipeline_apply_seconds";
 
 /// How long sealing one completed trip's points took.
 pub const SEAL_SECONDS: &str = "tripline_pipeline_seal_seconds";
@@ -24,6 +28,12 @@ pub const REJECTIONS: &str = "tripline_ingest_rejections_total";
 pub fn describe() {
     describe_histogram!(WRITE_SECONDS, Unit::Seconds, "One worker batch's write until durable, retries included");
     describe_histogram!(BATCH_MESSAGES, Unit::Count, "Messages in one worker batch");
+    describe_histogram!(
+        QUEUE_WAIT_SECONDS,
+        Unit::Seconds,
+        "How long a worker batch's oldest message waited in the worker's queue"
+    );
+    describe_histogram!(APPLY_SECONDS, Unit::Seconds, "Applying one worker batch to its trips, before its write");
     describe_histogram!(SEAL_SECONDS, Unit::Seconds, "Sealing one completed trip's points");
     describe_counter!(SEALS_TOTAL, Unit::Count, "Completed trips whose points were sealed");
     describe_counter!(BATCHES_CUT_TOTAL, Unit::Count, "Worker batches cut short by their byte bound");
@@ -44,6 +54,14 @@ pub(crate) fn trip_sealed(sealed: bool, seconds: f64) {
 pub(crate) fn batch_written(messages: usize, seconds: f64) {
     histogram!(BATCH_MESSAGES).record(messages as f64);
     histogram!(WRITE_SECONDS).record(seconds);
+}
+
+pub(crate) fn batch_started(oldest_waited_seconds: f64) {
+    histogram!(QUEUE_WAIT_SECONDS).record(oldest_waited_seconds);
+}
+
+pub(crate) fn batch_applied(seconds: f64) {
+    histogram!(APPLY_SECONDS).record(seconds);
 }
 
 pub(crate) fn points_rejected(reason: tripline_model::RejectReason, points: usize) {

@@ -44,12 +44,14 @@ pub struct Work {
     pub item: Decoded,
     /// Called once the message's results are durable (lets the source acknowledge it).
     pub done: Completion,
+    /// When it was queued for its worker.
+    pub queued_at: std::time::Instant,
 }
 
 impl Work {
-    /// `item`, completed by `done`.
+    /// `item`, completed by `done`, queued now.
     pub fn new(item: Decoded, done: Completion) -> Work {
-        Work { item, done }
+        Work { item, done, queued_at: std::time::Instant::now() }
     }
 
     /// About how many bytes the work holds in memory: what a batch's byte bound counts.
@@ -346,9 +348,13 @@ impl<S: Store> Worker<S> {
 
     /// Applies a batch of messages, writes the results (retrying until durable), completes them.
     pub async fn process(&mut self, batch: Vec<Work>) {
+        let started = std::time::Instant::now();
+        if let Some(oldest) = batch.iter().map(|work| work.queued_at).min() {
+            crate::metrics::batch_started(started.saturating_duration_since(oldest).as_secs_f64());
+        }
         let mut writes = WriteSet::default();
         let mut done = Vec::with_capacity(batch.len());
-        for Work { item, done: d } in batch {
+        for Work { item, done: d, .. } in batch {
             match item {
                 Decoded::Telemetry { tenant, telemetry, rejections } => {
                     self.apply_telemetry(&tenant, telemetry).await;
@@ -363,6 +369,7 @@ impl<S: Store> Worker<S> {
         }
         self.collect(&mut writes);
         let writing = std::time::Instant::now();
+        crate::metrics::batch_applied(writing.saturating_duration_since(started).as_secs_f64());
         self.write(&writes).await;
         crate::metrics::batch_written(done.len(), writing.elapsed().as_secs_f64());
         for d in done {

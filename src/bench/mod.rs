@@ -160,6 +160,10 @@ pub(crate) struct Quantiles {
 pub(crate) struct StageTimes {
     /// Ingest: from receipt of a message to its acknowledgement (durable).
     pub(crate) ack: Quantiles,
+    /// Ingest: how long a worker batch's oldest message waited in its worker's queue.
+    pub(crate) queue_wait: Quantiles,
+    /// Ingest: applying one worker batch to its trips, before its write.
+    pub(crate) apply: Quantiles,
     /// Ingest: one worker batch's write to the store.
     pub(crate) write: Quantiles,
     /// Indexer: reading a commit's changed trips from the store.
@@ -852,9 +856,13 @@ fn print_report(r: &BenchReport) {
     );
     let stages = &r.stages_ms;
     println!(
-        "  stages (p50/p99 ms)  ack {:.0}/{:.0}, batch write {:.0}/{:.0}; index: read trips {:.0}/{:.0}, commit {:.0}/{:.0}, feed to searchable {:.0}/{:.0}",
+        "  stages (p50/p99 ms)  ack {:.0}/{:.0}: worker queue {:.0}/{:.0}, batch apply {:.0}/{:.0}, batch write {:.0}/{:.0}; index: read trips {:.0}/{:.0}, commit {:.0}/{:.0}, feed to searchable {:.0}/{:.0}",
         stages.ack.p50,
         stages.ack.p99,
+        stages.queue_wait.p50,
+        stages.queue_wait.p99,
+        stages.apply.p50,
+        stages.apply.p99,
         stages.write.p50,
         stages.write.p99,
         stages.index_read.p50,
@@ -1013,6 +1021,8 @@ fn stage_times(http: &str) -> StageTimes {
     let (reused, reads) = (count(tripline_indexer::metrics::REUSED), count(tripline_indexer::metrics::READS));
     StageTimes {
         ack: quantiles(tripline_ingest::metrics::ACK_LATENCY),
+        queue_wait: quantiles(tripline_pipeline::metrics::QUEUE_WAIT_SECONDS),
+        apply: quantiles(tripline_pipeline::metrics::APPLY_SECONDS),
         write: quantiles(tripline_pipeline::metrics::WRITE_SECONDS),
         index_read: quantiles(tripline_indexer::metrics::READ_SECONDS),
         index_commit: quantiles(tripline_indexer::metrics::COMMIT_SECONDS),
