@@ -327,9 +327,11 @@ impl<H: Handoff> Router<H> {
             }
             Decoded::Marker { .. } => crate::metrics::message_received(0),
         }
+        let received_at = delivery.received_at();
         if !self.handoff.hand(vehicle, Routed { item, delivery }).await {
             return false;
         }
+        crate::metrics::handed_off(received_at.elapsed().as_secs_f64());
         let mut by_reason: Vec<(RejectReason, u64)> = self.rejected.iter().map(|(r, n)| (*r, *n)).collect();
         by_reason.sort();
         self.totals.rejections = by_reason;
@@ -345,9 +347,11 @@ async fn fetch<R: Registry>(
     answers: flume::Sender<(VehicleId, Option<TenantId>)>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let started = Instant::now();
     loop {
         match registry.vehicle_tenant(&vehicle).await {
             Ok(tenant) => {
+                crate::metrics::looked_up(started.elapsed().as_secs_f64());
                 let _ = answers.send((vehicle, tenant));
                 return;
             }

@@ -16,6 +16,11 @@ pub const REJECTIONS: &str = "tripline_ingest_rejections_total";
 pub const ACKS: &str = "tripline_ingest_acks_total";
 /// From receipt of a message to its acknowledgement.
 pub const ACK_LATENCY: &str = "tripline_ingest_ack_latency_seconds";
+/// How long the registry took to answer which tenant a vehicle the intake did not know
+/// belongs to (retries included); its messages wait meanwhile.
+pub const LOOKUP_SECONDS: &str = "tripline_ingest_registry_lookup_seconds";
+/// From receipt of a message until the intake handed it to its worker's queue.
+pub const HANDOFF_SECONDS: &str = "tripline_ingest_handoff_seconds";
 /// Messages received and not yet acknowledged.
 pub const IN_FLIGHT: &str = "tripline_ingest_in_flight_messages";
 /// Items waiting in a queue, by `queue`.
@@ -43,6 +48,16 @@ pub fn describe() {
     describe_counter!(REJECTIONS, "Rejected messages and points, by reason");
     describe_counter!(ACKS, "Acknowledgements sent to the broker (each after its message was durable)");
     describe_histogram!(ACK_LATENCY, Unit::Seconds, "From receipt of a message to its acknowledgement");
+    describe_histogram!(
+        LOOKUP_SECONDS,
+        Unit::Seconds,
+        "A registry lookup of a vehicle the intake did not know, while its messages wait"
+    );
+    describe_histogram!(
+        HANDOFF_SECONDS,
+        Unit::Seconds,
+        "From receipt of a message until the intake handed it to its worker's queue"
+    );
     describe_gauge!(IN_FLIGHT, "Messages received and not yet acknowledged");
     describe_gauge!(QUEUE_DEPTH, "Items waiting in a pipeline queue, by queue");
     describe_counter!(RECONNECTS, "Connections to the broker after the first");
@@ -70,6 +85,14 @@ pub(crate) fn message_received(points: usize) {
 
 pub(crate) fn rejected(reason: RejectReason) {
     counter!(REJECTIONS, "reason" => reason.as_str()).increment(1);
+}
+
+pub(crate) fn looked_up(seconds: f64) {
+    histogram!(LOOKUP_SECONDS).record(seconds);
+}
+
+pub(crate) fn handed_off(seconds: f64) {
+    histogram!(HANDOFF_SECONDS).record(seconds);
 }
 
 pub(crate) fn acknowledged(latency_s: f64) {

@@ -117,11 +117,13 @@ pub struct Delivery {
     refused_publisher: Option<VehicleId>,
     /// Its room in the in-flight budget, given back when the delivery completes or is dropped.
     permit: Option<crate::budget::BytePermit>,
+    /// When it was received.
+    received_at: Instant,
 }
 
 impl Delivery {
     pub(crate) fn new(publish: Publish, ticket: Ticket, done: flume::Sender<Ticket>) -> Delivery {
-        Delivery { publish, ticket, done, refused_publisher: None, permit: None }
+        Delivery { publish, ticket, done, refused_publisher: None, permit: None, received_at: Instant::now() }
     }
 
     /// The delivery holding `permit` (its room in the in-flight budget) until it completes.
@@ -136,7 +138,19 @@ impl Delivery {
         done: flume::Sender<Ticket>,
         publisher: VehicleId,
     ) -> Delivery {
-        Delivery { publish, ticket, done, refused_publisher: Some(publisher), permit: None }
+        Delivery {
+            publish,
+            ticket,
+            done,
+            refused_publisher: Some(publisher),
+            permit: None,
+            received_at: Instant::now(),
+        }
+    }
+
+    /// When the message was received.
+    pub fn received_at(&self) -> Instant {
+        self.received_at
     }
 
     /// The vehicle that published a refused message, if this one was refused.

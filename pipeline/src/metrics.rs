@@ -8,6 +8,9 @@ pub const WRITE_SECONDS: &str = "tripline_pipeline_write_seconds";
 pub const BATCH_MESSAGES: &str = "tripline_pipeline_batch_messages";
 /// How long a batch's oldest message waited in its worker's queue before the batch began.
 pub const QUEUE_WAIT_SECONDS: &str = "tripline_pipeline_queue_wait_seconds";
+/// How long reading a trip that was not in memory from the store took (a new trip id is looked
+/// for too), within a batch's apply.
+pub const TRIP_READ_SECONDS: &str = "tripline_pipeline_trip_read_seconds";
 /// How long applying one batch to its trips and building its write set took (before the write).
 pub const APPLY_SECONDS: &str = "tripline_pipeline_apply_seconds";
 
@@ -32,6 +35,11 @@ pub fn describe() {
         QUEUE_WAIT_SECONDS,
         Unit::Seconds,
         "How long a worker batch's oldest message waited in the worker's queue"
+    );
+    describe_histogram!(
+        TRIP_READ_SECONDS,
+        Unit::Seconds,
+        "Reading a trip not in memory from the store (new trip ids too), within a batch's apply"
     );
     describe_histogram!(APPLY_SECONDS, Unit::Seconds, "Applying one worker batch to its trips, before its write");
     describe_histogram!(SEAL_SECONDS, Unit::Seconds, "Sealing one completed trip's points");
@@ -58,6 +66,10 @@ pub(crate) fn batch_written(messages: usize, seconds: f64) {
 
 pub(crate) fn batch_started(oldest_waited_seconds: f64) {
     histogram!(QUEUE_WAIT_SECONDS).record(oldest_waited_seconds);
+}
+
+pub(crate) fn trip_read(seconds: f64) {
+    histogram!(TRIP_READ_SECONDS).record(seconds);
 }
 
 pub(crate) fn batch_applied(seconds: f64) {

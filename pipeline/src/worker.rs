@@ -501,7 +501,9 @@ impl<S: Store> Worker<S> {
     ) -> &mut LiveTrip {
         let key = (vehicle.clone(), trip_id.clone());
         if !self.trips.contains_key(&key) && self.unpark(vehicle, trip_id).await.is_none() {
+            let reading = std::time::Instant::now();
             let StoredTrip { points, dropped, told } = self.stored_trip(tenant, vehicle, trip_id).await;
+            crate::metrics::trip_read(reading.elapsed().as_secs_f64());
             let live = LiveTrip::opened(tenant.clone(), vehicle, trip_id, auto, points, dropped, told);
             self.trips.insert(key.clone(), live);
         }

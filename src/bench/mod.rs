@@ -160,6 +160,13 @@ pub(crate) struct Quantiles {
 pub(crate) struct StageTimes {
     /// Ingest: from receipt of a message to its acknowledgement (durable).
     pub(crate) ack: Quantiles,
+    /// Ingest: from receipt of a message until the intake handed it to its worker's queue.
+    pub(crate) handoff: Quantiles,
+    /// Ingest: a registry lookup of a vehicle not known yet (each probe's vehicle is new).
+    pub(crate) lookup: Quantiles,
+    /// Ingest: reading a trip not in memory from the store, within a batch's apply (each
+    /// probe's trip is new).
+    pub(crate) trip_read: Quantiles,
     /// Ingest: how long a worker batch's oldest message waited in its worker's queue.
     pub(crate) queue_wait: Quantiles,
     /// Ingest: applying one worker batch to its trips, before its write.
@@ -856,9 +863,11 @@ fn print_report(r: &BenchReport) {
     );
     let stages = &r.stages_ms;
     println!(
-        "  stages (p50/p99 ms)  ack {:.0}/{:.0}: worker queue {:.0}/{:.0}, batch apply {:.0}/{:.0}, batch write {:.0}/{:.0}; index: read trips {:.0}/{:.0}, commit {:.0}/{:.0}, feed to searchable {:.0}/{:.0}",
+        "  stages (p50/p99 ms)  ack {:.0}/{:.0}: to the worker {:.0}/{:.0}, in its queue {:.0}/{:.0}, batch apply {:.0}/{:.0}, batch write {:.0}/{:.0}; index: read trips {:.0}/{:.0}, commit {:.0}/{:.0}, feed to searchable {:.0}/{:.0}",
         stages.ack.p50,
         stages.ack.p99,
+        stages.handoff.p50,
+        stages.handoff.p99,
         stages.queue_wait.p50,
         stages.queue_wait.p99,
         stages.apply.p50,
@@ -1021,6 +1030,9 @@ fn stage_times(http: &str) -> StageTimes {
     let (reused, reads) = (count(tripline_indexer::metrics::REUSED), count(tripline_indexer::metrics::READS));
     StageTimes {
         ack: quantiles(tripline_ingest::metrics::ACK_LATENCY),
+        handoff: quantiles(tripline_ingest::metrics::HANDOFF_SECONDS),
+        lookup: quantiles(tripline_ingest::metrics::LOOKUP_SECONDS),
+        trip_read: quantiles(tripline_pipeline::metrics::TRIP_READ_SECONDS),
         queue_wait: quantiles(tripline_pipeline::metrics::QUEUE_WAIT_SECONDS),
         apply: quantiles(tripline_pipeline::metrics::APPLY_SECONDS),
         write: quantiles(tripline_pipeline::metrics::WRITE_SECONDS),
