@@ -19,6 +19,8 @@ use tripline_model::{Event, EventKind, Point};
 
 use crate::kinematics::{self, FitSums, Fix, Motion, ReportedSums, Sliding, max_bend_m, off_track_m};
 use crate::regions::RegionId;
+use crate::track::canonical_cmp;
+use crate::trip::MAX_STORED_JUMPS;
 use crate::{EnrichConfig, Enricher};
 
 const KMH_PER_MPS: f64 = 3.6;
@@ -220,9 +222,18 @@ pub(crate) struct Fold {
     pub(crate) kept_trimmed: usize,
     /// The first kept point, once the front was trimmed.
     first_kept: Option<EnrichedPoint>,
-    /// Points dropped as implausible jumps, all of them (never trimmed: they are rare, and not
-    /// in the store, so a rebuild of a trimmed trip needs them from here).
+    /// Points dropped as implausible jumps: the first [`MAX_STORED_JUMPS`] in time order, as
+    /// many as a trip record keeps (never trimmed: they are not in the store, so a rebuild of a
+    /// trimmed trip needs them from here).
     pub(crate) jumps: Vec<Point>,
+    /// Jumps beyond those that are still among the trip's held points (a rebuild finds them
+    /// there again), in time order.
+    jumps_over_held: Vec<Point>,
+    /// Jumps beyond those that a trim let go: only counted, so a device sending wild fixes
+    /// cannot grow a live trip's memory.
+    pub(crate) jumps_over_trimmed: usize,
+    /// The latest jump: three agreeing ones in a row start a new stretch.
+    last_jump: Option<Point>,
     jump_streak: u32,
     /// Kept point (counted from the trip's first, trimmed or not) where the current continuous
     /// stretch began (after a re-anchoring jump).
@@ -282,7 +293,20 @@ impl Fold {
 
     /// Jumps in all.
     pub(crate) fn jump_count(&self) -> usize {
-        self.jumps.len()
+        self.jumps.len() + self.jumps_over_held.len() + self.jumps_over_trimmed
+    }
+
+    /// Jumps beyond the first [`MAX_STORED_JUMPS`], held or let go.
+    pub(crate) fn jumps_over(&self) -> usize {
+        self.jumps_over_held.len() + self.jumps_over_trimmed
+    }
+
+    /// The trip's held points before `oldest` were let go: the jumps beyond the first
+    /// [`MAX_STORED_JUMPS`] among them are only counted from now on.
+    pub(crate) fn let_go_jumps_before(&mut self, oldest: &Point) {
+        let n = self.jumps_over_held.partition_point(|p| canonical_cmp(p, oldest) == std::cmp::Ordering::Less);
+        self.jumps_over_held.drain(..n);
+        self.jumps_over_trimmed += n;
     }
 
     /// Drops the kept points before number `upto` (counted from the trip's first), leaving at
@@ -412,7 +436,7 @@ impl Fold {
             return Jump::None;
         }
         let restart = self.jump_streak >= 2
-            && self.jumps.last().is_some_and(|last| {
+            && self.last_jump.as_ref().is_some_and(|last| {
                 let dt = (point.ts_ms - last.ts_ms) as f64 / 1000.0;
                 Haversine.distance(geo(last), geo(point)) / dt.max(1.0) <= max_speed_mps
             });
@@ -420,7 +444,12 @@ impl Fold {
             return Jump::Restart;
         }
         self.jump_streak += 1;
-        self.jumps.push(point.clone());
+        if self.jumps.len() < MAX_STORED_JUMPS {
+            self.jumps.push(point.clone());
+        } else {
+            self.jumps_over_held.push(point.clone());
+        }
+        self.last_jump = Some(point.clone());
         Jump::Dropped
     }
 

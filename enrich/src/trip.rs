@@ -139,7 +139,7 @@ impl TripEngine {
         let stored = jumps.len().min(MAX_STORED_JUMPS);
         DroppedPoints {
             jumps: jumps[..stored].to_vec(),
-            jumps_beyond: self.jumps_beyond + (jumps.len() - stored) as u64,
+            jumps_beyond: self.jumps_beyond + (jumps.len() - stored + self.fold.jumps_over()) as u64,
             rejected_keys: self.rejected.iter().copied().collect(),
             rejected_beyond: self.rejected_beyond,
         }
@@ -198,8 +198,9 @@ impl TripEngine {
         self.fold.kept_count()
     }
 
-    /// Points the pass dropped as implausible jumps (after [`TripEngine::refresh`]); kept
-    /// through trims.
+    /// Points the pass dropped as implausible jumps (after [`TripEngine::refresh`]): the first
+    /// [`MAX_STORED_JUMPS`] in time order, kept through trims ([`TripEngine::jump_count`]
+    /// counts the rest).
     pub fn jumps(&self) -> &[Point] {
         &self.fold.jumps
     }
@@ -231,7 +232,8 @@ impl TripEngine {
         rebuilt.add_points(self.points.as_slice().iter().cloned());
         rebuilt.rejected = std::mem::take(&mut self.rejected);
         rebuilt.rejected_beyond = self.rejected_beyond;
-        rebuilt.jumps_beyond = self.jumps_beyond;
+        // Jumps beyond the kept ones that are still held come back with the held points.
+        rebuilt.jumps_beyond = self.jumps_beyond + self.fold.jumps_over_trimmed as u64;
         *self = rebuilt;
     }
 
@@ -251,6 +253,7 @@ impl TripEngine {
         if let Some(oldest) = self.fold.trim(upto) {
             let oldest = oldest.clone();
             self.points.trim_before(&oldest);
+            self.fold.let_go_jumps_before(&oldest);
             self.folded = Some(self.points.trimmed() + self.points.len());
         }
     }

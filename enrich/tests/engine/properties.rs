@@ -140,3 +140,54 @@ proptest! {
         }
     }
 }
+
+/// A drive of `n` fixes at 1 Hz (about 15 m apart) where every other fix is 100 km off: each
+/// wild fix is an implausible jump, and the next good one carries on (`n / 2` jumps).
+fn half_wild(n: usize) -> Vec<Point> {
+    (0..n)
+        .map(|i| {
+            let lat = 51.0 + i as f64 * 0.000_135;
+            let lon = if i % 2 == 1 { 9.0 } else { 7.6 };
+            Point::new(T0_MS + i as i64 * 1000, lat, lon)
+        })
+        .collect()
+}
+
+#[test]
+fn a_trip_of_wild_fixes_holds_a_bounded_number_of_jumps_and_counts_every_one() {
+    let points = half_wild(6_000);
+    let expected = report(points.clone());
+    assert_eq!(expected.summary.rejected_point_count, 3_000, "every wild fix is a dropped point");
+    // Live, as the worker goes: chunks, a report, a trim once durable.
+    let eng = engine();
+    let mut live = TripEngine::new(vehicle("car-1"), trip("trip-1"));
+    for part in points.chunks(100) {
+        live.add_points(part.to_vec());
+        live.report(&eng, TripStatus::Active, Some(T0_MS));
+        live.trim(live.kept_count());
+    }
+    assert_eq!(live.jumps().len(), tripline_enrich::MAX_STORED_JUMPS, "the jumps held are bounded");
+    assert!(live.points().len() <= 2 * 64 + 100 + 20, "{} points held", live.points().len());
+    assert_eq!(live.jump_count(), 3_000);
+    assert_eq!(live.report(&eng, TripStatus::Completed, Some(T0_MS)).unwrap(), expected);
+    // What the record keeps: the first jumps whole, the rest counted.
+    let dropped = live.dropped();
+    assert_eq!((dropped.jumps.len(), dropped.jumps_beyond), (1_024, 3_000 - 1_024));
+    // Reopened from the store (its kept points and the record), and rebuilt after a late point
+    // among points let go: still every jump counted once.
+    let mut full = TripEngine::new(vehicle("car-1"), trip("trip-1"));
+    full.add_points(points.clone());
+    full.refresh(&eng);
+    let stored: Vec<Point> = full.enriched().iter().map(|p| p.point.clone()).collect();
+    let mut reopened = TripEngine::new(vehicle("car-1"), trip("trip-1"));
+    reopened.add_points(stored.clone());
+    reopened.restore_dropped(dropped);
+    assert_eq!(reopened.report(&eng, TripStatus::Completed, Some(T0_MS)).unwrap(), expected);
+    live.add_points(vec![points[10].clone()]);
+    live.add_points(vec![Point::new(T0_MS + 20_500, 51.0 + 20.5 * 0.000_135, 7.6)]);
+    assert!(live.needs_history());
+    live.rebuild(stored);
+    let rebuilt = live.report(&eng, TripStatus::Completed, Some(T0_MS)).unwrap();
+    assert_eq!(rebuilt.summary.rejected_point_count, 3_000);
+    assert_eq!(rebuilt.summary.point_count, expected.summary.point_count + 1);
+}
