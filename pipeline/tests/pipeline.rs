@@ -89,15 +89,7 @@ async fn results_are_durable_before_completion_and_redelivery_changes_nothing() 
     let points = drive_points(1);
     let messages: Vec<Vec<Point>> = points.chunks(20).map(<[Point]>::to_vec).collect();
     for message in &messages {
-        w.process(vec![Work::new(
-            Decoded::Telemetry {
-                tenant: tenant(),
-                telemetry: telemetry("car-1", Some("trip-1"), message.clone()),
-                rejections: Vec::new(),
-            },
-            done(),
-        )])
-        .await;
+        w.process(vec![telemetry_work(telemetry("car-1", Some("trip-1"), message.clone()), done())]).await;
     }
     assert_eq!(completed.load(Ordering::SeqCst), messages.len());
     let stored = store.trip(&tenant(), &TripId::parse("trip-1").unwrap()).await.unwrap().unwrap();
@@ -112,15 +104,7 @@ async fn results_are_durable_before_completion_and_redelivery_changes_nothing() 
 
     // The same messages again (a redelivery after a crash): nothing changes, not even a write.
     for message in &messages {
-        w.process(vec![Work::new(
-            Decoded::Telemetry {
-                tenant: tenant(),
-                telemetry: telemetry("car-1", Some("trip-1"), message.clone()),
-                rejections: Vec::new(),
-            },
-            done(),
-        )])
-        .await;
+        w.process(vec![telemetry_work(telemetry("car-1", Some("trip-1"), message.clone()), done())]).await;
     }
     assert_eq!(completed.load(Ordering::SeqCst), 2 * messages.len());
     assert_eq!(store.trip(&tenant(), &TripId::parse("trip-1").unwrap()).await.unwrap().unwrap(), stored);
@@ -143,16 +127,7 @@ async fn a_long_trip_holds_few_points_and_a_late_point_rebuilds_it_from_the_stor
         }));
     }
     let late = points.remove(points.len() / 2);
-    let send = |message: Vec<Point>| {
-        Work::new(
-            Decoded::Telemetry {
-                tenant: tenant(),
-                telemetry: telemetry("car-long", Some("trip-long"), message),
-                rejections: Vec::new(),
-            },
-            done(),
-        )
-    };
+    let send = |message: Vec<Point>| telemetry_work(telemetry("car-long", Some("trip-long"), message), done());
     for message in points.chunks(10) {
         w.process(vec![send(message.to_vec())]).await;
     }
@@ -195,30 +170,12 @@ async fn a_restarted_worker_reopens_the_trip_from_the_store() {
     let (_, done) = counter();
     let points = drive_points(2);
     let (first, second) = points.split_at(points.len() / 2);
-    worker(&store)
-        .process(vec![Work::new(
-            Decoded::Telemetry {
-                tenant: tenant(),
-                telemetry: telemetry("car-2", Some("trip-2"), first.to_vec()),
-                rejections: Vec::new(),
-            },
-            done(),
-        )])
-        .await;
+    worker(&store).process(vec![telemetry_work(telemetry("car-2", Some("trip-2"), first.to_vec()), done())]).await;
     // A new worker (a process restart): it knows nothing of trip-2 until a point arrives.
     let mut restarted = worker(&store);
     let mut late_and_rest: Vec<Point> = second.to_vec();
     late_and_rest.push(first[3].clone()); // a duplicate of a stored point
-    restarted
-        .process(vec![Work::new(
-            Decoded::Telemetry {
-                tenant: tenant(),
-                telemetry: telemetry("car-2", Some("trip-2"), late_and_rest),
-                rejections: Vec::new(),
-            },
-            done(),
-        )])
-        .await;
+    restarted.process(vec![telemetry_work(telemetry("car-2", Some("trip-2"), late_and_rest), done())]).await;
     let stored = store.trip(&tenant(), &TripId::parse("trip-2").unwrap()).await.unwrap().unwrap();
     let mut offline = TripEngine::new(VehicleId::parse("car-2").unwrap(), TripId::parse("trip-2").unwrap());
     offline.add_points(points.clone());
@@ -244,15 +201,7 @@ async fn points_without_trip_ids_are_cut_and_an_earlier_point_renames_the_trip()
         })
         .collect();
     for chunk in first.chunks(25).chain(second.chunks(25)) {
-        w.process(vec![Work::new(
-            Decoded::Telemetry {
-                tenant: tenant(),
-                telemetry: telemetry("car-3", None, chunk.to_vec()),
-                rejections: Vec::new(),
-            },
-            done(),
-        )])
-        .await;
+        w.process(vec![telemetry_work(telemetry("car-3", None, chunk.to_vec()), done())]).await;
     }
     let vehicle = VehicleId::parse("car-3").unwrap();
     let first_id = auto_trip_id(&vehicle, first[0].ts_ms);
@@ -267,15 +216,7 @@ async fn points_without_trip_ids_are_cut_and_an_earlier_point_renames_the_trip()
     let mut early = first[0].clone();
     early.ts_ms -= 120_000;
     early.seq = Some(999_999);
-    w.process(vec![Work::new(
-        Decoded::Telemetry {
-            tenant: tenant(),
-            telemetry: telemetry("car-3", None, vec![early.clone()]),
-            rejections: Vec::new(),
-        },
-        done(),
-    )])
-    .await;
+    w.process(vec![telemetry_work(telemetry("car-3", None, vec![early.clone()]), done())]).await;
     assert!(store.trip(&tenant(), &first_id).await.unwrap().is_none());
     let renamed = store.trip(&tenant(), &auto_trip_id(&vehicle, early.ts_ms)).await.unwrap().unwrap();
     assert_eq!(renamed.summary.point_count as usize, first.len() + 1);
@@ -309,15 +250,7 @@ async fn an_end_marker_completes_the_trip() {
     let (store, _dir) = EmbeddedStore::for_test(std::time::Duration::from_secs(3600)).unwrap();
     let (_, done) = counter();
     let mut w = worker(&store);
-    w.process(vec![Work::new(
-        Decoded::Telemetry {
-            tenant: tenant(),
-            telemetry: telemetry("car-5", Some("trip-5"), drive_points(5)),
-            rejections: Vec::new(),
-        },
-        done(),
-    )])
-    .await;
+    w.process(vec![telemetry_work(telemetry("car-5", Some("trip-5"), drive_points(5)), done())]).await;
     let marker = tripline_model::TripMarker {
         trip_id: TripId::parse("trip-5").unwrap(),
         event: tripline_model::MarkerEvent::End,
@@ -359,15 +292,7 @@ async fn a_flood_of_trip_ids_holds_no_more_than_the_live_trip_maximum() {
         w.process(markers).await;
         assert!(w.trips_in_memory() <= 10, "{} trips held", w.trips_in_memory());
     }
-    w.process(vec![Work::new(
-        Decoded::Telemetry {
-            tenant: tenant(),
-            telemetry: telemetry("car-7", Some("real"), drive_points(5)),
-            rejections: Vec::new(),
-        },
-        done(),
-    )])
-    .await;
+    w.process(vec![telemetry_work(telemetry("car-7", Some("real"), drive_points(5)), done())]).await;
     assert!(w.trips_in_memory() <= 10);
     assert_eq!(completed.load(Ordering::SeqCst), 201, "every message completed");
     let trip = store.trip(&tenant(), &TripId::parse("real").unwrap()).await.unwrap().unwrap();
@@ -397,7 +322,7 @@ async fn a_jump_is_a_stored_rejection_and_a_reopened_trip_counts_its_dropped_poi
             detail: "latitude 95 is outside [-90, 90]".to_owned(),
             point: off_globe.clone(),
         }];
-        Work::new(Decoded::Telemetry { tenant: tenant(), telemetry: t, rejections: Vec::new() }, done())
+        telemetry_work(t, done())
     };
     worker(&store).process(vec![first_message()]).await;
     let trip_id = TripId::parse("trip-8").unwrap();
@@ -412,16 +337,7 @@ async fn a_jump_is_a_stored_rejection_and_a_reopened_trip_counts_its_dropped_poi
 
     // A restarted worker: the trip reopens from the store with the second half.
     let mut restarted = worker(&store);
-    restarted
-        .process(vec![Work::new(
-            Decoded::Telemetry {
-                tenant: tenant(),
-                telemetry: telemetry("car-8", Some("trip-8"), second.to_vec()),
-                rejections: Vec::new(),
-            },
-            done(),
-        )])
-        .await;
+    restarted.process(vec![telemetry_work(telemetry("car-8", Some("trip-8"), second.to_vec()), done())]).await;
     let after = store.trip(&tenant(), &trip_id).await.unwrap().unwrap();
     assert_eq!(after.summary.rejected_point_count, 2, "the count survives the reopen");
     assert_eq!(after.summary.point_count as usize, points.len());
@@ -445,9 +361,7 @@ async fn a_batch_is_cut_at_its_byte_bound_and_every_message_is_written() {
         let messages: Vec<&[Point]> = points.chunks(20).collect();
         for message in &messages {
             let telemetry = telemetry("car-9", Some("trip-9"), message.to_vec());
-            queue
-                .send(Work::new(Decoded::Telemetry { tenant: tenant(), telemetry, rejections: Vec::new() }, done()))
-                .unwrap();
+            queue.send(telemetry_work(telemetry, done())).unwrap();
         }
         drop(queue);
         Worker::new(Arc::new(engine()), store.clone(), config).run(received).await;
@@ -476,9 +390,7 @@ async fn a_write_within_the_update_interval_is_told_once_the_interval_passes() {
     let (first, rest) = points.split_at(20);
     let send = |part: &[Point]| {
         let telemetry = telemetry("car-10", Some("trip-10"), part.to_vec());
-        queue
-            .send(Work::new(Decoded::Telemetry { tenant: tenant(), telemetry, rejections: Vec::new() }, done()))
-            .unwrap();
+        queue.send(telemetry_work(telemetry, done())).unwrap();
     };
     send(first);
     while completed.load(Ordering::SeqCst) < 1 {
@@ -517,10 +429,15 @@ fn later_drive(seed: u64) -> Vec<Point> {
     points
 }
 
+/// `telemetry` of acme's vehicle as one message, completed by `done`.
+fn telemetry_work(telemetry: Telemetry, done: Completion) -> Work {
+    Work::new(Decoded::Telemetry { tenant: tenant(), telemetry, rejections: Vec::new() }, done)
+}
+
 /// Trip `trip` of car-20 with `points`, as one message.
 fn car_20(trip: &str, points: &[Point], done: &impl Fn() -> Completion) -> Vec<Work> {
     let telemetry = telemetry("car-20", Some(trip), points.to_vec());
-    vec![Work::new(Decoded::Telemetry { tenant: tenant(), telemetry, rejections: Vec::new() }, done())]
+    vec![telemetry_work(telemetry, done())]
 }
 
 /// What the engine makes of `points` all at once.
@@ -604,11 +521,7 @@ async fn a_trip_parked_at_the_live_maximum_is_still_completed_when_idle() {
     w.process(car_20("trip-a", &a, &done)).await;
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let other = telemetry("car-21", Some("trip-c"), drive_points(25));
-    w.process(vec![Work::new(
-        Decoded::Telemetry { tenant: tenant(), telemetry: other, rejections: Vec::new() },
-        done(),
-    )])
-    .await;
+    w.process(vec![telemetry_work(other, done())]).await;
     assert_eq!((w.trips_in_memory(), w.trips_parked()), (1, 1), "the older trip left memory, parked");
     tokio::time::sleep(idle + std::time::Duration::from_millis(50)).await;
     w.tidy().await;
