@@ -135,11 +135,10 @@ impl TripEngine {
 
     /// What the trip dropped, to store with it (after [`TripEngine::refresh`]).
     pub fn dropped(&self) -> DroppedPoints {
-        let jumps = &self.fold.jumps;
-        let stored = jumps.len().min(MAX_STORED_JUMPS);
+        // The fold holds at most `MAX_STORED_JUMPS` jumps and counts the rest.
         DroppedPoints {
-            jumps: jumps[..stored].to_vec(),
-            jumps_beyond: self.jumps_beyond + (jumps.len() - stored + self.fold.jumps_over()) as u64,
+            jumps: self.fold.jumps.clone(),
+            jumps_beyond: self.jumps_beyond + self.fold.jumps_over() as u64,
             rejected_keys: self.rejected.iter().copied().collect(),
             rejected_beyond: self.rejected_beyond,
         }
