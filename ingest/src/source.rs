@@ -138,14 +138,7 @@ impl Delivery {
         done: flume::Sender<Ticket>,
         publisher: VehicleId,
     ) -> Delivery {
-        Delivery {
-            publish,
-            ticket,
-            done,
-            refused_publisher: Some(publisher),
-            permit: None,
-            received_at: Instant::now(),
-        }
+        Delivery { refused_publisher: Some(publisher), ..Delivery::new(publish, ticket, done) }
     }
 
     /// When the message was received.
