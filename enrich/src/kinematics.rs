@@ -134,6 +134,9 @@ pub(crate) struct FitSums {
     time: [i128; 5],
     east: [i128; 3],
     north: [i128; 3],
+    /// The reported headings of the same fixes (see [`Headings`]): the turn over the span the
+    /// positions measure, so that the two measure the same stretch of road.
+    headings: Headings,
 }
 
 /// The time grid of the sums' origin, ms.
@@ -161,18 +164,20 @@ impl Sliding for FitSums {
 
     fn add(&mut self, fix: &Fix) {
         self.count += 1;
-        let terms = self.terms(fix);
-        self.time.iter_mut().zip(terms.time).for_each(|(sum, term)| *sum += term);
-        self.east.iter_mut().zip(terms.east).for_each(|(sum, term)| *sum += term);
-        self.north.iter_mut().zip(terms.north).for_each(|(sum, term)| *sum += term);
+        self.headings.apply(fix, 1);
+        let (time, east, north) = self.terms(fix);
+        self.time.iter_mut().zip(time).for_each(|(sum, term)| *sum += term);
+        self.east.iter_mut().zip(east).for_each(|(sum, term)| *sum += term);
+        self.north.iter_mut().zip(north).for_each(|(sum, term)| *sum += term);
     }
 
     fn remove(&mut self, fix: &Fix) {
         self.count -= 1;
-        let terms = self.terms(fix);
-        self.time.iter_mut().zip(terms.time).for_each(|(sum, term)| *sum -= term);
-        self.east.iter_mut().zip(terms.east).for_each(|(sum, term)| *sum -= term);
-        self.north.iter_mut().zip(terms.north).for_each(|(sum, term)| *sum -= term);
+        self.headings.apply(fix, -1);
+        let (time, east, north) = self.terms(fix);
+        self.time.iter_mut().zip(time).for_each(|(sum, term)| *sum -= term);
+        self.east.iter_mut().zip(east).for_each(|(sum, term)| *sum -= term);
+        self.north.iter_mut().zip(north).for_each(|(sum, term)| *sum -= term);
     }
 
     /// Moves the origin to that of a window starting with `first` (the sums stay those of the
@@ -237,21 +242,20 @@ impl FitSums {
         self.origin.0
     }
 
-    /// What `fix` adds to each sum. The products that fit 64 bits are taken in 64 bits (`w·t²`
-    /// is below 2⁵⁸, `w·z` below 2⁵⁶), the others widened.
-    fn terms(&self, fix: &Fix) -> FitSums {
+    /// What `fix` adds to each sum of the fit: `(time, east, north)`. The products that fit 64
+    /// bits are taken in 64 bits (`w·t²` is below 2⁵⁸, `w·z` below 2⁵⁶), the others widened.
+    fn terms(&self, fix: &Fix) -> ([i128; 5], [i128; 3], [i128; 3]) {
         let t = fix.ts_ms - self.origin.0;
         let (x, y) = (fix.lon - self.origin.2, fix.lat - self.origin.1);
         let w = fix.weight;
         let (wt, wt2) = (w * t, w * t * t);
         let wt3 = i128::from(wt2) * i128::from(t);
         let wide = |a: i64, b: i64| i128::from(a) * i128::from(b);
-        FitSums {
-            time: [i128::from(w), i128::from(wt), i128::from(wt2), wt3, wt3 * i128::from(t)],
-            east: [i128::from(w * x), wide(wt, x), wide(wt2, x)],
-            north: [i128::from(w * y), wide(wt, y), wide(wt2, y)],
-            ..FitSums::default()
-        }
+        (
+            [i128::from(w), i128::from(wt), i128::from(wt2), wt3, wt3 * i128::from(t)],
+            [i128::from(w * x), wide(wt, x), wide(wt2, x)],
+            [i128::from(w * y), wide(wt, y), wide(wt2, y)],
+        )
     }
 
     /// The quadratic through the fixes: velocity (east, north, m/s) at their weighted mean time,
@@ -319,16 +323,14 @@ struct Moments {
     s4: f64,
 }
 
-/// The reported speeds and headings of the newest fixes of a window, as the sums of the straight
-/// lines through them (exact integers, like [`FitSums`]).
+/// The reported speeds and headings of the newest fixes of a window, as the sums of the
+/// straight lines through them (exact integers, like [`FitSums`]).
 #[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ReportedSums {
     /// Reported speeds (mm/s) against time (ms).
     speeds: LineSums,
-    /// Unwrapped headings (microdegrees) against time, of the fixes that have one.
-    headings: LineSums,
-    /// The sum of those fixes' speeds, mm/s.
-    heading_speeds: i128,
+    /// Reported headings of the same fixes.
+    headings: Headings,
 }
 
 impl Sliding for ReportedSums {
@@ -351,14 +353,36 @@ impl Sliding for ReportedSums {
 
 impl ReportedSums {
     fn apply(&mut self, fix: &Fix, sign: i64) {
-        if fix.speed == NONE {
-            return;
+        if fix.speed != NONE {
+            self.speeds.apply(fix.ts_ms, fix.speed, sign);
+            self.headings.apply(fix, sign);
         }
-        self.speeds.apply(fix.ts_ms, fix.speed, sign);
+    }
+}
+
+/// The reported headings of a window's fixes that have one, as the sums of the straight line
+/// through them (unwrapped microdegrees against ms), and the sum of those fixes' speeds (mm/s):
+/// speed × turn rate is the lateral acceleration.
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
+struct Headings {
+    line: LineSums,
+    speeds: i128,
+}
+
+impl Headings {
+    fn apply(&mut self, fix: &Fix, sign: i64) {
         if fix.heading != NONE {
-            self.headings.apply(fix.ts_ms, fix.heading, sign);
-            self.heading_speeds += i128::from(sign * fix.speed);
+            self.line.apply(fix.ts_ms, fix.heading, sign);
+            self.speeds += i128::from(sign * fix.speed);
         }
+    }
+
+    /// The lateral acceleration they give, m/s² (positive to the right).
+    fn lateral_mps2(&self) -> Option<f64> {
+        self.line.slope().map(|microdegrees_per_ms| {
+            let rate = (microdegrees_per_ms * 1000.0 / MICRODEGREES).to_radians();
+            rate * to_f64(self.speeds) / 1000.0 / self.line.n as f64
+        })
     }
 }
 
@@ -392,7 +416,8 @@ impl LineSums {
 }
 
 /// The motion of a window: the quadratic through `sums` (the window's fixes, the newest
-/// included, which is at `newest_ms`), with `reported` speeds and headings of its newest fixes.
+/// included, which is at `newest_ms`, and their reported headings), with `reported` speeds and
+/// headings of its newest fixes.
 /// `None` when the window is too short or too degenerate to say anything.
 /// `min_heading_speed_mps`: below this the course (and so the split of the acceleration) is
 /// noise.
@@ -422,13 +447,16 @@ pub(crate) fn motion(
     let across = has_course.then(|| (vy * ax - vx * ay) / speed_mps);
     // (mm/s per ms is m/s².)
     let longitudinal_mps2 = reported.speeds.slope().or(along);
-    // Reported headings give the lateral acceleration as speed × turn rate. With the
-    // positions' own, the two independent measurements must agree: the smaller counts, and
-    // none when they turn opposite ways (noise in either alone is no turn).
-    let turning = reported.headings.slope().map(|microdegrees_per_ms| {
-        let rate = (microdegrees_per_ms * 1000.0 / MICRODEGREES).to_radians();
-        rate * to_f64(reported.heading_speeds) / 1000.0 / reported.headings.n as f64
-    });
+    // Reported headings give the lateral acceleration as speed × turn rate: over the fixes the
+    // positions span, or over the newest second where that turns harder the same way (where
+    // fixes are sparse, a line through the window's headings spreads a short turn over all of
+    // it, while the positions' quadratic weighs its middle). With the positions' own, the two
+    // independent measurements must agree: the smaller counts, and none when they turn
+    // opposite ways (noise in either alone is no turn).
+    let turning = match (sums.headings.lateral_mps2(), reported.headings.lateral_mps2()) {
+        (Some(window), Some(newest)) if window * newest > 0.0 && newest.abs() > window.abs() => Some(newest),
+        (window, newest) => window.or(newest),
+    };
     let lateral_mps2 = match (turning, across) {
         (Some(a), Some(b)) => Some(if a * b <= 0.0 {
             0.0
@@ -561,11 +589,32 @@ mod tests {
         let motion = fit(&points).unwrap();
         // The positions go straight: they do not agree on a turn, so (next to) none.
         assert!(motion.lateral_mps2.unwrap().abs() < 1e-6, "{motion:?}");
-        let mut reported = ReportedSums::default();
         let mut headings = None;
-        points.iter().for_each(|p| reported.add(&Fix::of(p, &mut headings, 2.0)));
-        let rate = reported.headings.slope().unwrap() * 1000.0 / MICRODEGREES;
+        let fixes: Vec<_> = points.iter().map(|p| Fix::of(p, &mut headings, 2.0)).collect();
+        let mut sums = FitSums::empty(&fixes[0]);
+        fixes.iter().for_each(|f| sums.add(f));
+        let rate = sums.headings.line.slope().unwrap() * 1000.0 / MICRODEGREES;
         assert!((rate - 10.0).abs() < 1e-6, "{rate} °/s");
+    }
+
+    #[test]
+    fn a_turn_in_the_newest_second_counts_at_its_own_rate_where_fixes_are_sparse() {
+        // 1 Hz, east at 20 m/s while the positions curve north at 6 m/s²; the reported heading
+        // turns 14° in the last second only. A line through all three headings says 7°/s; the
+        // newest second's 14°/s (4.9 m/s² at 20 m/s) agrees with the positions, and counts.
+        let points: Vec<_> = [90.0, 90.0, 76.0]
+            .into_iter()
+            .enumerate()
+            .map(|(i, heading)| {
+                let t = i as f64;
+                let mut p = fix(i as i64 * 1000, 3.0 * t * t, 20.0 * t, Some(20.0));
+                p.heading_deg = Some(heading);
+                p
+            })
+            .collect();
+        let lateral = fit(&points).unwrap().lateral_mps2.unwrap();
+        let expected = -14f64.to_radians() * 20.0;
+        assert!((lateral - expected).abs() < 1e-6, "{lateral} m/s², {expected} expected");
     }
 
     #[test]
