@@ -82,6 +82,13 @@ pub struct WorkerConfig {
     /// recently active trip of the vehicle) leaves memory once it has been quiet this long
     /// (see the module's doc).
     pub park_after: Duration,
+    /// Points of parked trips reopened at once for owed updates or idle completions (and one
+    /// trip beyond): a reopened trip holds all its points from the store until it is written,
+    /// so reopening every trip due at once held them all — without bound in the number or length
+    /// of the trips (`heaptrack` of the embedded bench's probe phase: ~160–185 MB of points live
+    /// at once); rounds of about this many points, each written before the next, bound it
+    /// (50,000 points: ~25 MB).
+    pub reopen_points: usize,
 }
 
 impl Default for WorkerConfig {
@@ -94,6 +101,7 @@ impl Default for WorkerConfig {
             max_live_trips: 5_000,
             trip_update_every: Duration::from_secs(30),
             park_after: Duration::from_secs(5),
+            reopen_points: 50_000,
         }
     }
 }
@@ -707,9 +715,22 @@ impl<S: Store> Worker<S> {
         let (now, every) = (now_ms(), self.update_every_ms());
         let owing: Vec<(VehicleId, TripId)> =
             self.parked.iter().filter(|(_, p)| p.told.owes_update(now, every)).map(|(k, _)| k.clone()).collect();
-        for (vehicle, trip_id) in &owing {
-            self.unpark(vehicle, trip_id).await;
+        // A round at a time, each back to parked once told.
+        let mut pending = owing.iter();
+        while !pending.as_slice().is_empty() {
+            let round = self.reopen_round(&mut pending).await;
+            if self.mark_owed(now, every) {
+                self.flush().await;
+            }
+            self.park(round);
         }
+        if self.mark_owed(now, every) {
+            self.flush().await;
+        }
+    }
+
+    /// Marks the live trips that owe an update at `now` for the next write; whether any does.
+    fn mark_owed(&mut self, now: i64, every: i64) -> bool {
         let mut owed = false;
         for live in self.trips.values_mut() {
             if live.told.owes_update(now, every) {
@@ -717,9 +738,7 @@ impl<S: Store> Worker<S> {
                 owed = true;
             }
         }
-        if owed {
-            self.flush().await;
-        }
+        owed
     }
 
     /// Completes and forgets the trips that received nothing for `idle_eviction`, then parks
@@ -737,22 +756,46 @@ impl<S: Store> Worker<S> {
         self.parked.retain(|_, p| !(p.ended && p.last_activity_ms <= cutoff));
         let idle_parked: Vec<(VehicleId, TripId)> =
             self.parked.iter().filter(|(_, p)| p.last_activity_ms <= cutoff).map(|(k, _)| k.clone()).collect();
-        for (vehicle, trip_id) in &idle_parked {
-            self.unpark(vehicle, trip_id).await;
+        let mut pending = idle_parked.iter();
+        while !pending.as_slice().is_empty() {
+            let round = self.reopen_round(&mut pending).await;
+            self.complete(round).await;
         }
         let idle: Vec<(VehicleId, TripId)> =
             self.trips.iter().filter(|(_, l)| l.last_activity_ms <= cutoff).map(|(k, _)| k.clone()).collect();
-        if idle.is_empty() {
+        self.complete(idle).await;
+    }
+
+    /// Brings the next parked trips of `pending` back into memory ([`Worker::unpark`]) until
+    /// their points reach `reopen_points`; returns those reopened.
+    async fn reopen_round(
+        &mut self,
+        pending: &mut std::slice::Iter<'_, (VehicleId, TripId)>,
+    ) -> Vec<(VehicleId, TripId)> {
+        let (mut round, mut points) = (Vec::new(), 0);
+        while points < self.config.reopen_points.max(1) {
+            let Some((vehicle, trip_id)) = pending.next() else { break };
+            if let Some(live) = self.unpark(vehicle, trip_id).await {
+                points += live.engine.kept_count();
+                round.push((vehicle.clone(), trip_id.clone()));
+            }
+        }
+        round
+    }
+
+    /// Completes the live trips `keys`, writes them, and forgets them.
+    async fn complete(&mut self, keys: Vec<(VehicleId, TripId)>) {
+        if keys.is_empty() {
             return;
         }
-        for key in &idle {
+        for key in &keys {
             if let Some(live) = self.trips.get_mut(key) {
                 live.ended = true;
                 live.dirty = true;
             }
         }
         self.flush().await;
-        for key in idle {
+        for key in keys {
             self.trips.remove(&key);
             if self.open_auto.get(&key.0) == Some(&key.1) {
                 self.open_auto.remove(&key.0);

@@ -528,3 +528,83 @@ async fn a_trip_parked_at_the_live_maximum_is_still_completed_when_idle() {
     assert_eq!((w.trips_in_memory(), w.trips_parked()), (0, 0));
     assert_stored_as(&store, "trip-a", &a, TripStatus::Completed).await;
 }
+
+#[tokio::test]
+async fn many_parked_trips_due_at_once_are_all_told_and_completed_a_few_at_a_time() {
+    let (store, _dir) = EmbeddedStore::for_test(std::time::Duration::from_secs(3600)).unwrap();
+    let (completed, done) = counter();
+    let config = WorkerConfig {
+        trip_update_every: std::time::Duration::from_millis(300),
+        park_after: std::time::Duration::ZERO,
+        idle_eviction: std::time::Duration::from_secs(2),
+        // A few trips a round.
+        reopen_points: 500,
+        ..WorkerConfig::default()
+    };
+    let (queue, received) = flume::bounded(1024);
+    let running = tokio::spawn(Worker::new(Arc::new(engine()), store.clone(), config).run(received));
+    // Many more parked trips than are reopened at once, each owing an update and then due for
+    // completion.
+    let vehicles = 101;
+    let send = |i: usize, trip: &str, points: &[Point]| {
+        let telemetry = telemetry(&format!("fleet-{i}"), Some(&format!("{trip}-{i}")), points.to_vec());
+        queue.send(telemetry_work(telemetry, done())).unwrap();
+    };
+    let drives: Vec<Vec<Point>> = (0..vehicles).map(|i| drive_points(100 + i as u64)).collect();
+    for (i, points) in drives.iter().enumerate() {
+        send(i, "a", &points[..20]);
+    }
+    while completed.load(Ordering::SeqCst) < vehicles {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Within the update interval: each rest owes an update, and each vehicle moves on.
+    for (i, points) in drives.iter().enumerate() {
+        send(i, "a", &points[20..]);
+        send(i, "b", &later_drive(100 + i as u64));
+    }
+    let status_of = |trip: String| {
+        let store = store.clone();
+        async move { store.trip(&tenant(), &TripId::parse(&trip).unwrap()).await.unwrap().map(|t| t.summary) }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let updated = loop {
+        let changes = store.read_changes(&Checkpoint::default(), 100_000).await.unwrap().changes;
+        let updated: std::collections::HashSet<String> = changes
+            .iter()
+            .flat_map(|c| c.messages())
+            .filter(|m| m.kind.as_str() == "trip.updated")
+            .filter_map(|m| match m.data {
+                tripline_model::PushData::Trip(summary) => Some(summary),
+                _ => None,
+            })
+            .filter(|s| s.trip_id.as_str().starts_with("a-"))
+            .map(|s| (s.trip_id.as_str().to_owned(), s.point_count as usize))
+            .filter(|(trip, count)| *count == drives[trip[2..].parse::<usize>().unwrap()].len())
+            .map(|(trip, _)| trip)
+            .collect();
+        if updated.len() == vehicles || std::time::Instant::now() > deadline {
+            break updated;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(updated.len(), vehicles, "every parked trip told its last state");
+    loop {
+        let mut open = Vec::new();
+        for i in 0..vehicles {
+            for trip in [format!("a-{i}"), format!("b-{i}")] {
+                if status_of(trip.clone()).await.is_none_or(|s| s.status != TripStatus::Completed) {
+                    open.push(trip);
+                }
+            }
+        }
+        if open.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not completed: {open:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let a0 = status_of("a-0".to_owned()).await.unwrap();
+    assert_eq!(a0.point_count as usize, drives[0].len(), "completed with all its points");
+    drop(queue);
+    running.await.unwrap();
+}
