@@ -31,7 +31,9 @@ pub struct EnrichConfig {
     #[serde(alias = "min_derivation_baseline_s")]
     pub kinematics_window_s: f64,
     /// Where the device reports speed, the longitudinal acceleration is the slope of the
-    /// reported speeds over this trailing span (at least two samples). At most 10 s.
+    /// reported speeds over this trailing span (at least two samples); reported headings give
+    /// their turn rate over it too, where that turns harder than over the position fit's
+    /// fixes. At most 10 s.
     pub speed_window_s: f64,
     /// No estimate spans a gap between fixes longer than this (nor three fixes further apart).
     pub max_kinematics_gap_s: f64,
