@@ -57,8 +57,13 @@ impl Inner {
     /// feed: every change to the state is a single step, so the state is whole and is used as
     /// it is (refusing it would leave numbers in flight and the watermark stalled for good).
     pub(super) fn feed_state(&self) -> std::sync::MutexGuard<'_, FeedState> {
-        self.feed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.feed)
     }
+}
+
+/// The feed's state, poisoned or not ([`Inner::feed_state`]).
+fn lock(feed: &Mutex<FeedState>) -> std::sync::MutexGuard<'_, FeedState> {
+    feed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl FeedState {
@@ -98,29 +103,86 @@ impl FeedState {
     }
 }
 
-impl ScyllaStore {
-    async fn publish_watermark(&self) -> StoreResult<()> {
-        let _serial = self.inner.watermark_write.lock().await;
-        let (watermark, published) = {
-            let feed = self.inner.feed_state();
-            (feed.watermark(), feed.published)
-        };
-        if watermark <= published {
-            return Ok(());
-        }
-        let writer = self.inner.writer.clone();
-        self.execute("feed watermark", &self.inner.statements.upsert_watermark, (writer, watermark as i64)).await?;
-        let mut feed = self.inner.feed_state();
-        feed.published = feed.published.max(watermark);
-        Ok(())
+/// Numbers reserved for entries being written. Settled by [`Reserved::settle`]; dropped unsettled
+/// (the write's future cancelled), they are released as abandoned, so they never hold the
+/// watermark back for good.
+struct Reserved<'a> {
+    feed: &'a Mutex<FeedState>,
+    settled: &'a tokio::sync::Notify,
+    seqs: std::ops::Range<u64>,
+    done: bool,
+}
+
+impl<'a> Reserved<'a> {
+    fn new(feed: &'a Mutex<FeedState>, settled: &'a tokio::sync::Notify, count: u64) -> Self {
+        let first = lock(feed).reserve(count);
+        Reserved { feed, settled, seqs: first..first + count, done: false }
     }
 
-    /// Appends `changes` to the feed; `writes` (from [`Written::writes`], one per change or
-    /// none) are kept once their entries are durable.
+    /// The entries are written (`kept`: those to serve from memory) or abandoned (`None`).
+    fn settle(mut self, kept: Option<Vec<Change>>) {
+        self.done = true;
+        lock(self.feed).settle(self.seqs.clone(), kept);
+        self.settled.notify_waiters();
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            lock(self.feed).settle(self.seqs.clone(), None);
+            self.settled.notify_waiters();
+        }
+    }
+}
+
+impl ScyllaStore {
+    /// Returns once the published watermark is at least `last`: this writer's entries up to
+    /// `last` are readable by any reader, and stay so after a crash. Waits while an earlier
+    /// number is still being written (its write settles it either way). Watermark writes are
+    /// serialised, so a smaller one never lands after a larger one, and one write covers every
+    /// entry settled by then: the writers waiting behind it usually find theirs published.
+    async fn publish_watermark_through(&self, last: u64) -> StoreResult<()> {
+        loop {
+            let settled = self.inner.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            let (watermark, published) = {
+                let feed = self.inner.feed_state();
+                (feed.watermark(), feed.published)
+            };
+            if published >= last {
+                return Ok(());
+            }
+            if watermark < last {
+                settled.await;
+                continue;
+            }
+            let _serial = self.inner.watermark_write.lock().await;
+            let (watermark, published) = {
+                let feed = self.inner.feed_state();
+                (feed.watermark(), feed.published)
+            };
+            if published >= last {
+                return Ok(());
+            }
+            let writer = self.inner.writer.clone();
+            self.execute("feed watermark", &self.inner.statements.upsert_watermark, (writer, watermark as i64)).await?;
+            let mut feed = self.inner.feed_state();
+            feed.published = feed.published.max(watermark);
+            return Ok(());
+        }
+    }
+
+    /// Appends `changes` to the feed while `rows` (the writes they announce) runs: the entries
+    /// become readable only once both are durable, so no reader sees an entry before its trip.
+    /// `writes` (from [`Written::writes`], one per change or none) are kept once that is so.
+    /// Returns once the entries are under the published watermark.
     pub(super) async fn announce(
         &self,
         changes: Vec<Change>,
         writes: Vec<(TripKey, Option<TripRecord>)>,
+        rows: impl Future<Output = StoreResult<()>>,
     ) -> StoreResult<()> {
         // Before numbering: an error here leaves no number in flight.
         let notices = changes
@@ -128,22 +190,22 @@ impl ScyllaStore {
             .map(|c| c.notices.as_ref().map(|n| serde_json::to_vec(n).map_err(|e| corrupt("feed", e))).transpose())
             .collect::<StoreResult<Vec<_>>>()?;
         let count = changes.len() as u64;
-        let (first, local) = {
-            let mut feed = self.inner.feed_state();
-            (feed.reserve(count), self.inner.written.is_enabled())
-        };
+        let local = self.inner.written.is_enabled();
+        let reserved = Reserved::new(&self.inner.feed, &self.inner.settled, count);
+        let (first, last) = (reserved.seqs.start, reserved.seqs.end.saturating_sub(1));
         let (batches, kept) = feed_rows(&self.inner.writer, first, changes, notices, local);
-        let result = self.write_feed_batches(batches).await;
+        let (rows, feed) = tokio::join!(rows, self.write_feed_batches(batches));
+        let result = rows.and(feed);
         if result.is_ok() {
             // Kept before the watermark lets a reader see the entries.
             self.inner.written.keep_from(first, writes);
         }
-        self.inner.feed_state().settle(first..first + count, result.is_ok().then_some(kept));
+        reserved.settle(result.is_ok().then_some(kept));
         result?;
         if local {
             self.inner.signal.send_modify(|n| *n += 1);
         }
-        self.publish_watermark().await?;
+        self.publish_watermark_through(last).await?;
         if !local {
             self.inner.signal.send_modify(|n| *n += 1);
         }
@@ -286,6 +348,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use futures::FutureExt;
 
     fn change(seq: u64) -> Change {
         Change {
@@ -337,6 +400,22 @@ mod tests {
         let feed = state(8, &[1, 2, 4, 5, 6, 7], &[], 0);
         assert_eq!(seqs(feed.local_after(0, 3)), Some((vec![1, 2, 4], 4)));
         assert_eq!(seqs(feed.local_after(4, 3)), Some((vec![5, 6, 7], 7)));
+    }
+
+    #[test]
+    fn numbers_of_a_cancelled_write_stop_holding_the_watermark_back() {
+        let (feed, settled) = (Mutex::new(FeedState::new()), tokio::sync::Notify::new());
+        let first = Reserved::new(&feed, &settled, 2);
+        let second = Reserved::new(&feed, &settled, 3);
+        assert_eq!((first.seqs.clone(), second.seqs.clone()), (1..3, 3..6));
+        let woken = settled.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        second.settle(Some(Vec::new()));
+        assert_eq!(lock(&feed).watermark(), 0, "1 and 2 are still being written");
+        drop(first);
+        assert_eq!(lock(&feed).watermark(), 5, "the cancelled write's numbers are passed over");
+        assert!(woken.now_or_never().is_some(), "a writer waiting for the watermark is woken");
     }
 
     #[test]

@@ -5,10 +5,13 @@
 //! application retries timeouts and unavailability with backoff ([`RetryPolicy`]).
 //!
 //! The change feed: each process writes under its own writer id with increasing sequence
-//! numbers, into `feed((writer, bucket), seq)`, after the trip rows it announces. Writes may
-//! complete out of order, so each writer also publishes a watermark in `feed_writers`: every
-//! sequence number at or below it is durable (or was abandoned after an error, in which case the
-//! caller retries and the trip is announced again). Readers never read past a watermark.
+//! numbers, into `feed((writer, bucket), seq)`, beside the trip rows it announces (an entry
+//! counts only once both are durable). Writes may complete out of order, so each writer also
+//! publishes a watermark in `feed_writers`: every sequence number at or below it is durable (or
+//! was abandoned after an error, in which case the caller retries and the trip is announced
+//! again). Readers never read past a watermark, and a write returns only once the published
+//! watermark covers its entries, so an acknowledged message's entries stay readable after a
+//! crash of their writer.
 //!
 //! While trips are kept for an indexer in the same process ([`TripStore::keep_written`]), the
 //! store also keeps its own latest durable entries in memory (at most [`LOCAL_ENTRIES`]), and
@@ -41,7 +44,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tripline_model::time::now_ms;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{StreamExt, TryFutureExt, TryStreamExt};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -281,6 +284,8 @@ struct Inner {
     written: Written,
     /// Serialises watermark writes so a smaller one never lands after a larger one.
     watermark_write: tokio::sync::Mutex<()>,
+    /// Woken whenever entries stop being in flight (the watermark may move).
+    settled: tokio::sync::Notify,
     /// Bumped when this writer's entries became readable ([`ChangeFeed::feed_signal`]).
     signal: watch::Sender<u64>,
 }
@@ -411,6 +416,7 @@ impl ScyllaStore {
                 feed: Mutex::new(FeedState::new()),
                 written,
                 watermark_write: tokio::sync::Mutex::new(()),
+                settled: tokio::sync::Notify::new(),
                 signal: watch::Sender::new(0),
             }),
         })

@@ -1,4 +1,5 @@
-//! Trip rows on ScyllaDB, each write announced on the change feed; a write set in its order.
+//! Trip rows on ScyllaDB, each write announced on the change feed (the entries written beside the
+//! rows, readable once both are durable); a write set in its order.
 
 use super::*;
 use std::collections::HashMap;
@@ -40,14 +41,14 @@ impl ScyllaStore {
                 ))
             })
             .collect::<StoreResult<Vec<_>>>()?;
-        futures::stream::iter(rows)
+        let rows = futures::stream::iter(rows)
             .map(|values| self.execute("upsert trip", &s.insert_trip, values))
             .buffer_unordered(MAX_CONCURRENT_REQUESTS)
             .try_collect::<Vec<_>>()
-            .await?;
+            .map_ok(drop);
         let at_ms = now_ms();
         let changes = trips.iter().map(|t| Change::of_write(t, notices.get(&TripKey::of(t)), at_ms)).collect();
-        self.announce(changes, self.inner.written.writes(&[], trips)).await
+        self.announce(changes, self.inner.written.writes(&[], trips), rows).await
     }
 }
 
@@ -58,10 +59,10 @@ impl TripStore for ScyllaStore {
 
     async fn delete_trip(&self, tenant: &TenantId, vehicle: &VehicleId, trip_id: &TripId) -> StoreResult<()> {
         let values = (tenant.as_str().to_owned(), trip_id.as_str().to_owned(), vehicle.as_str().to_owned());
-        self.execute("delete trip", &self.inner.statements.delete_trip, values).await?;
+        let row = self.execute("delete trip", &self.inner.statements.delete_trip, values).map_ok(drop);
         let change = Change { at_ms: now_ms(), ..Change::of(tenant, vehicle, trip_id) };
         let writes = self.inner.written.writes(&[change.key()], &[]);
-        self.announce(vec![change], writes).await
+        self.announce(vec![change], writes, row).await
     }
 
     async fn trip(&self, tenant: &TenantId, trip_id: &TripId) -> StoreResult<Option<TripRecord>> {
