@@ -852,6 +852,11 @@ impl Session<'_> {
                 ticket = self.done.recv_async() => {
                     if let Ok(ticket) = ticket {
                         acknowledge(self.tracker.complete(ticket), self.replies, self.shared);
+                        // A worker completes its batch's messages together: their PUBACKs
+                        // leave in one write instead of one each.
+                        while let Ok(ticket) = self.done.try_recv() {
+                            acknowledge(self.tracker.complete(ticket), self.replies, self.shared);
+                        }
                     }
                 }
                 () = until(&mut doors, false) => {
