@@ -476,7 +476,12 @@ impl Fold {
             return;
         }
         // Most fixes are on the line: the second test only runs for those off it.
-        if off(b, m, point) && earlier.is_none_or(|e| off(&self.kept[e].point, m, b)) {
+        if off(b, m, point)
+            && earlier.is_none_or(|e| {
+                let e = &self.kept[e].point;
+                off(e, m, b) || history_prefers_next(e, b, m, point, cos_lat, cfg.outlier_margin_m)
+            })
+        {
             self.flag_outlier(mid, before);
         }
     }
@@ -1053,6 +1058,19 @@ impl EnrichedPoint {
             fix,
         }
     }
+}
+
+/// Whether the line through the confirmed fixes `e` and `b` (in that order) predicts `next` better
+/// than `mid` (between `b` and `next`), each measured against what 0.7 g of manoeuvre (plus
+/// `margin_m`) explains at its distance from them. The test of `mid` against that line alone
+/// must allow for a manoeuvre that began after `b`; at 1 Hz that is 10 m, as much as a
+/// multipath outlier along the road. A real manoeuvre continues into `next`; an outlier
+/// does not, and `next` is back on the line `mid` left.
+fn history_prefers_next(e: &Point, b: &Point, mid: &Point, next: &Point, cos_lat: f64, margin_m: f64) -> bool {
+    let share = |p: &Point| {
+        off_track_m(e, p, b, cos_lat) / (max_bend_m(e.ts_ms, p.ts_ms, b.ts_ms, MAX_PLAUSIBLE_ACCEL_MPS2) + margin_m)
+    };
+    2.0 * share(next) < share(mid)
 }
 
 /// What jump rejection made of a point.

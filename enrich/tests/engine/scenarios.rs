@@ -107,6 +107,30 @@ fn a_gps_jump_is_dropped_and_changes_nothing_else() {
 }
 
 #[test]
+fn a_multipath_fix_along_the_road_at_1_hz_is_no_harsh_event() {
+    // At 1 Hz a fix 10 m ahead along the road is within what a 0.7 g manoeuvre begun after the
+    // fix before it explains; the fix after it, back on the road's line, tells them apart.
+    let legs = [accelerate(50.0, 2.0), cruise(60.0)];
+    let clean = drive(&legs, &device(1.0, 0.5, false), 11);
+    for ahead_m in [-10.0, 10.0, 12.0] {
+        let mut outlier = clean.clone();
+        let (before, after) = (&clean[29], &clean[31]);
+        let (north, east) = (after.lat - before.lat, after.lon - before.lon);
+        let scale = ahead_m / (north.hypot(east) * 111_195.0);
+        outlier[30].lat += north * scale;
+        outlier[30].lon += east * scale;
+        let (a, b) = (report(clean.clone()).summary, report(outlier).summary);
+        assert_eq!(b.events, a.events, "{ahead_m} m along the road");
+        assert!(
+            (a.distance_km - b.distance_km).abs() < 0.005,
+            "{ahead_m} m: {} vs {} km",
+            a.distance_km,
+            b.distance_km
+        );
+    }
+}
+
+#[test]
 fn a_bad_first_point_does_not_lose_the_trip() {
     let legs = [accelerate(50.0, 2.0), cruise(120.0)];
     let mut points = drive(&legs, &device(1.0, 2.0, true), 9);
