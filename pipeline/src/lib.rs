@@ -12,6 +12,7 @@
 
 pub mod metrics;
 mod route;
+pub mod sweep;
 mod told;
 pub mod worker;
 
@@ -51,13 +52,20 @@ impl Pool {
             tasks: Vec::with_capacity(workers),
             depths: Vec::with_capacity(workers),
         };
+        let forgotten = Arc::default();
+        let mut adopt = Vec::with_capacity(workers);
         for _ in 0..workers {
             let (tx, rx) = flume::bounded::<Work>(WORKER_QUEUE_CAPACITY);
             pool.queues.senders.push(tx);
             pool.depths.push(rx.clone());
-            let worker = Worker::new(Arc::clone(engine), store.clone(), config.clone());
-            pool.tasks.push(tokio::spawn(worker.run(rx)));
+            let (adopt_tx, adopt_rx) = flume::bounded(1);
+            adopt.push(adopt_tx);
+            let worker = Worker::new(Arc::clone(engine), store.clone(), config.clone())
+                .counting_forgotten(Arc::clone(&forgotten));
+            pool.tasks.push(tokio::spawn(worker.run_adopting(rx, adopt_rx)));
         }
+        // Not among the tasks a stop waits for: it ends once the workers are gone.
+        tokio::spawn(sweep::run(store.clone(), adopt, forgotten));
         pool
     }
 }

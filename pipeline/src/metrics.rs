@@ -20,6 +20,9 @@ pub const SEAL_SECONDS: &str = "tripline_pipeline_seal_seconds";
 pub const SEALS_TOTAL: &str = "tripline_pipeline_seals_total";
 /// Live trips that left memory before they went idle, because a worker held its maximum.
 pub const TRIPS_EVICTED_TOTAL: &str = "tripline_pipeline_trips_evicted_total";
+/// Open trips of the store taken as parked by a worker that did not hold them (after a restart,
+/// or forgotten over the cap), so that their idle completion happens.
+pub const TRIPS_ADOPTED_TOTAL: &str = "tripline_pipeline_trips_adopted_total";
 
 /// Worker batches cut short by a bound other than the message count, by `bound` (`bytes`).
 pub const BATCHES_CUT_TOTAL: &str = "tripline_pipeline_batches_cut_total";
@@ -45,6 +48,11 @@ pub fn describe() {
     describe_histogram!(SEAL_SECONDS, Unit::Seconds, "Sealing one completed trip's points");
     describe_counter!(SEALS_TOTAL, Unit::Count, "Completed trips whose points were sealed");
     describe_counter!(BATCHES_CUT_TOTAL, Unit::Count, "Worker batches cut short by their byte bound");
+    describe_counter!(
+        TRIPS_ADOPTED_TOTAL,
+        Unit::Count,
+        "Open trips of the store a worker took as parked (after a restart, or forgotten over the cap)"
+    );
     describe_counter!(
         TRIPS_EVICTED_TOTAL,
         Unit::Count,
@@ -99,5 +107,12 @@ pub(crate) fn parked_trips_forgotten(trips: usize) {
 pub(crate) fn trips_parked(trips: usize) {
     if trips > 0 {
         counter!(TRIPS_EVICTED_TOTAL, "reason" => "parked").increment(trips as u64);
+    }
+}
+
+/// Open trips taken from the store by a worker ([`crate::sweep`]).
+pub(crate) fn trips_adopted(trips: usize) {
+    if trips > 0 {
+        counter!(TRIPS_ADOPTED_TOTAL).increment(trips as u64);
     }
 }

@@ -287,6 +287,9 @@ pub struct Worker<S> {
     /// Trips completed by the write set being built, to seal once it is durable: vehicle,
     /// trip, first and last point time.
     to_seal: Vec<(VehicleId, TripId, i64, i64)>,
+    /// Parked trips forgotten over the cap, counted for [`crate::sweep`] (shared by a pool's
+    /// workers).
+    forgotten: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl<S: Store> Worker<S> {
@@ -301,12 +304,24 @@ impl<S: Store> Worker<S> {
             next_park_ms: 0,
             open_auto: HashMap::new(),
             to_seal: Vec::new(),
+            forgotten: Arc::default(),
         }
+    }
+
+    /// Counts the parked trips it forgets over the cap into `forgotten`.
+    pub fn counting_forgotten(self, forgotten: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        Worker { forgotten, ..self }
     }
 
     /// Runs until the queue closes (every sender dropped) and is empty: what was queued is
     /// processed, so a graceful stop completes it.
-    pub async fn run(mut self, queue: flume::Receiver<Work>) {
+    pub async fn run(self, queue: flume::Receiver<Work>) {
+        self.run_adopting(queue, flume::bounded(0).1).await;
+    }
+
+    /// [`Worker::run`], also taking open trips the store holds that no worker has in memory
+    /// (found by [`crate::sweep`]) as parked ones ([`Worker::adopt`]).
+    pub async fn run_adopting(mut self, queue: flume::Receiver<Work>, adopt: flume::Receiver<Vec<TripRecord>>) {
         let mut eviction = tokio::time::interval(
             self.config
                 .idle_eviction
@@ -334,6 +349,10 @@ impl<S: Store> Worker<S> {
                     }
                     _ = updates.tick() => {
                         self.tell_owed_updates().await;
+                        continue;
+                    }
+                    Ok(records) = adopt.recv_async() => {
+                        self.adopt(records);
                         continue;
                     }
                 },
@@ -430,13 +449,50 @@ impl<S: Store> Worker<S> {
             let LiveTrip { tenant, auto, told, ended, last_activity_ms, .. } = live;
             self.parked.insert(key, Parked { tenant, auto, told, ended, last_activity_ms });
         }
+        self.forget_over_cap();
+    }
+
+    /// Beyond `max_live_trips` parked trips, forgets the least recently active: a message
+    /// reopens one, and the next [`crate::sweep`] (which such a loss asks for) finds it again.
+    fn forget_over_cap(&mut self) {
         let over = self.parked.len().saturating_sub(self.config.max_live_trips.max(1));
         if over > 0 {
             for key in least_recent(self.parked.iter().map(|(k, p)| (p.last_activity_ms, k)), over) {
                 self.parked.remove(&key);
             }
             crate::metrics::parked_trips_forgotten(over);
+            self.forgotten.fetch_add(over as u64, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// Takes open trips of the store that this worker holds neither live nor parked (the
+    /// process restarted, or they were forgotten over the cap) as parked trips, active when
+    /// their record was last written: like any parked trip, one quiet for `idle_eviction` is
+    /// completed by the next [`Worker::tidy`], and a message reopens one. Their starts and
+    /// events were told when written.
+    pub fn adopt(&mut self, records: Vec<TripRecord>) {
+        let now = now_ms();
+        let mut adopted = 0;
+        for TripRecord { tenant, summary, events, .. } in records {
+            if summary.status == TripStatus::Completed {
+                continue;
+            }
+            let key = (summary.vehicle_id.clone(), summary.trip_id.clone());
+            if self.trips.contains_key(&key) || self.parked.contains_key(&key) {
+                continue;
+            }
+            let parked = Parked {
+                tenant,
+                auto: is_auto_id(&summary.trip_id),
+                told: Told::written(summary.status, &events, now),
+                ended: false,
+                last_activity_ms: summary.updated_at.timestamp_millis(),
+            };
+            self.parked.insert(key, parked);
+            adopted += 1;
+        }
+        crate::metrics::trips_adopted(adopted);
+        self.forget_over_cap();
     }
 
     /// Brings a parked trip back into memory from the store, as it was when parked: its

@@ -608,3 +608,62 @@ async fn many_parked_trips_due_at_once_are_all_told_and_completed_a_few_at_a_tim
     drop(queue);
     running.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trips_left_open_by_a_stopped_process_are_completed_once_idle_by_the_next() {
+    let (store, _dir) = EmbeddedStore::for_test(std::time::Duration::from_secs(3600)).unwrap();
+    // A process takes part of two trips and stops before they go idle (no end marker).
+    let (completed, done) = counter();
+    let (queue, received) = flume::bounded(16);
+    let first = tokio::spawn(worker(&store).run(received));
+    let drives: Vec<Vec<Point>> = (0..2).map(|i| drive_points(300 + i)).collect();
+    for (i, points) in drives.iter().enumerate() {
+        let telemetry = telemetry(&format!("left-{i}"), Some(&format!("open-{i}")), points[..40].to_vec());
+        queue.send(telemetry_work(telemetry, done())).unwrap();
+    }
+    // And one that ended properly.
+    queue.send(telemetry_work(telemetry("left-2", Some("ended"), drive_points(302)), done())).unwrap();
+    queue.send(Work::new(end_marker("left-2", "ended"), done())).unwrap();
+    while completed.load(Ordering::SeqCst) < 4 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    first.abort();
+    let status = |trip: &'static str| {
+        let store = store.clone();
+        async move { store.trip(&tenant(), &TripId::parse(trip).unwrap()).await.unwrap().map(|t| t.summary) }
+    };
+    assert_eq!(status("open-0").await.unwrap().status, TripStatus::Active);
+    let ended_before = status("ended").await.unwrap();
+
+    // The next process never hears of them again: it finds them and completes them once idle.
+    let config = WorkerConfig { idle_eviction: std::time::Duration::from_secs(1), ..WorkerConfig::default() };
+    let pool = tripline_pipeline::Pool::start(2, &Arc::new(engine()), &store, &config);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for (i, points) in drives.iter().enumerate() {
+        let trip = ["open-0", "open-1"][i];
+        let summary = loop {
+            let summary = status(trip).await.unwrap();
+            if summary.status == TripStatus::Completed || std::time::Instant::now() > deadline {
+                break summary;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(summary.status, TripStatus::Completed, "{trip}");
+        assert_eq!(summary.point_count as usize, 40, "{trip}: every stored point, once");
+        assert_eq!(summary.end_time.timestamp_millis(), points[39].ts_ms, "{trip}");
+    }
+    assert_eq!(status("ended").await.unwrap(), ended_before, "a completed trip is left as it was");
+    drop(pool.queues);
+    for task in pool.tasks {
+        task.await.unwrap();
+    }
+}
+
+fn end_marker(vehicle: &str, trip: &str) -> Decoded {
+    let marker = tripline_model::TripMarker {
+        trip_id: TripId::parse(trip).unwrap(),
+        event: tripline_model::MarkerEvent::End,
+        ts_ms: T0_MS,
+    };
+    Decoded::Marker { tenant: tenant(), vehicle_id: VehicleId::parse(vehicle).unwrap(), marker }
+}
