@@ -114,9 +114,19 @@ struct Reserved<'a> {
 }
 
 impl<'a> Reserved<'a> {
-    fn new(feed: &'a Mutex<FeedState>, settled: &'a tokio::sync::Notify, count: u64) -> Self {
-        let first = lock(feed).reserve(count);
-        Reserved { feed, settled, seqs: first..first + count, done: false }
+    /// Numbers `count` entries, and says what `under_lock` says in the same step (whether they
+    /// are kept in memory: [`TripStore::keep_written`] switches that under the same lock).
+    fn new(
+        feed: &'a Mutex<FeedState>,
+        settled: &'a tokio::sync::Notify,
+        count: u64,
+        under_lock: impl FnOnce() -> bool,
+    ) -> (Self, bool) {
+        let (first, said) = {
+            let mut state = lock(feed);
+            (state.reserve(count), under_lock())
+        };
+        (Reserved { feed, settled, seqs: first..first + count, done: false }, said)
     }
 
     /// The entries are written (`kept`: those to serve from memory) or abandoned (`None`).
@@ -190,8 +200,8 @@ impl ScyllaStore {
             .map(|c| c.notices.as_ref().map(|n| serde_json::to_vec(n).map_err(|e| corrupt("feed", e))).transpose())
             .collect::<StoreResult<Vec<_>>>()?;
         let count = changes.len() as u64;
-        let local = self.inner.written.is_enabled();
-        let reserved = Reserved::new(&self.inner.feed, &self.inner.settled, count);
+        let (reserved, local) =
+            Reserved::new(&self.inner.feed, &self.inner.settled, count, || self.inner.written.is_enabled());
         let (first, last) = (reserved.seqs.start, reserved.seqs.end.saturating_sub(1));
         let (batches, kept) = feed_rows(&self.inner.writer, first, changes, notices, local);
         let (rows, feed) = tokio::join!(rows, self.write_feed_batches(batches));
@@ -405,8 +415,8 @@ mod tests {
     #[test]
     fn numbers_of_a_cancelled_write_stop_holding_the_watermark_back() {
         let (feed, settled) = (Mutex::new(FeedState::new()), tokio::sync::Notify::new());
-        let first = Reserved::new(&feed, &settled, 2);
-        let second = Reserved::new(&feed, &settled, 3);
+        let (first, _) = Reserved::new(&feed, &settled, 2, || false);
+        let (second, _) = Reserved::new(&feed, &settled, 3, || false);
         assert_eq!((first.seqs.clone(), second.seqs.clone()), (1..3, 3..6));
         let woken = settled.notified();
         tokio::pin!(woken);
