@@ -632,16 +632,26 @@ async function tripView(tripId, params) {
   };
   render();
   await pointsTable(table, tripId, zone, null, []);
-  if (trip.status === "active") current.cleanup = follow(trip, async () => {
+  if (trip.status !== "active") return;
+  const view = current;
+  const stop = follow(trip, async () => {
     try {
       trip = await api(`/v1/trips/${encodeURIComponent(tripId)}`);
       points = await allPoints(tripId);
       render();
-      say(`Updated ${new Date().toLocaleTimeString()}.`);
+      if (trip.status === "active") {
+        say(`Updated ${new Date().toLocaleTimeString()}.`);
+      } else {
+        // Nothing more will come: the stream is closed.
+        stop();
+        view.cleanup = () => {};
+        say(`The trip was completed at ${new Date().toLocaleTimeString()}.`);
+      }
     } catch (error) {
       showError(error);
     }
   });
+  view.cleanup = stop;
 }
 
 async function allPoints(tripId) {

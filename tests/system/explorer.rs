@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use tripline_model::{Point, TripId, encode_telemetry};
+use tripline_model::{MarkerEvent, Point, TripId, TripMarker, encode_marker, encode_telemetry};
 use tripline_testkit::{Service, unique_name};
 
 use tripline_testkit::harness::*;
@@ -129,15 +129,17 @@ impl Browser {
 /// Publishes `payloads` as `vehicle` (its secret) to tripline's own MQTT endpoint on `port`, and
 /// waits until each is acknowledged.
 async fn publish_as(port: u16, vehicle: &str, secret: &str, payloads: Vec<Vec<u8>>) {
+    publish_to(port, vehicle, secret, "telemetry", payloads).await;
+}
+
+/// Publishes `payloads` as `vehicle` on its topic `vehicles/{vehicle}/{kind}`, each acknowledged.
+async fn publish_to(port: u16, vehicle: &str, secret: &str, kind: &str, payloads: Vec<Vec<u8>>) {
     let mut options = rumqttc::MqttOptions::new(unique_name("device"), "127.0.0.1", port);
     options.set_credentials(vehicle, secret);
     let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
     let n = payloads.len();
     for payload in payloads {
-        client
-            .publish(format!("vehicles/{vehicle}/telemetry"), rumqttc::QoS::AtLeastOnce, false, payload)
-            .await
-            .unwrap();
+        client.publish(format!("vehicles/{vehicle}/{kind}"), rumqttc::QoS::AtLeastOnce, false, payload).await.unwrap();
     }
     let mut acked = 0;
     tokio::time::timeout(Duration::from_secs(30), async {
@@ -400,6 +402,13 @@ async fn an_insurer_searches_opens_a_trip_and_pages_its_points_in_a_real_browser
     browser.element("main[data-live=following]").await;
     part(15..40).await;
     browser.text_at("#trip-figures", "40 kept").await;
+    // Its end: the page says so and stops following (the stream is closed).
+    let end =
+        TripMarker { trip_id: TripId::parse("live-trip").unwrap(), event: MarkerEvent::End, ts_ms: start_ms + 40_000 };
+    publish_to(mqtt_port, &live_car, &secret, "trips", vec![encode_marker(&end)]).await;
+    browser.text_at("#trip-figures", "completed").await;
+    browser.element("main:not([data-live])").await;
+    assert_eq!(browser.count("#live-badge").await, 0, "no live badge on a completed trip");
 
     // A phone's width: the trip still fits, without sideways scrolling.
     browser.client.set_window_size(390, 844).await.unwrap();
