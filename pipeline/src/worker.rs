@@ -128,6 +128,8 @@ struct LiveTrip {
     ended: bool,
     dirty: bool,
     last_activity_ms: i64,
+    /// When this worker last wrote its record (the record's `updated_at`), Unix ms; 0: never.
+    written_at_ms: i64,
 }
 
 /// A trip parked out of memory: what its idle completion, an owed update and a reopening need.
@@ -137,6 +139,9 @@ struct Parked {
     told: Told,
     ended: bool,
     last_activity_ms: i64,
+    /// The record's `updated_at` as this worker last wrote it (or found it, when adopted): a
+    /// later one was written by another ingest process.
+    written_at_ms: i64,
 }
 
 impl LiveTrip {
@@ -168,6 +173,7 @@ impl LiveTrip {
             ended: false,
             dirty: false,
             last_activity_ms: now_ms(),
+            written_at_ms: 0,
         }
     }
 
@@ -211,6 +217,7 @@ impl TripWrite<'_> {
     fn write(&self, live: &mut LiveTrip, writes: &mut WriteSet) -> Option<(VehicleId, TripId, i64, i64)> {
         let status = if live.ended { TripStatus::Completed } else { TripStatus::Active };
         let report = live.engine.report(self.engine, status, Some(self.now))?;
+        live.written_at_ms = self.now;
         let from = if live.rewrite_all { 0 } else { live.written };
         writes.points.extend(live.engine.enriched_from(from).iter().map(|p| self.stored(p)));
         live.note_cells(from);
@@ -446,8 +453,8 @@ impl<S: Store> Worker<S> {
             if self.open_auto.get(&key.0) == Some(&key.1) {
                 self.open_auto.remove(&key.0);
             }
-            let LiveTrip { tenant, auto, told, ended, last_activity_ms, .. } = live;
-            self.parked.insert(key, Parked { tenant, auto, told, ended, last_activity_ms });
+            let LiveTrip { tenant, auto, told, ended, last_activity_ms, written_at_ms, .. } = live;
+            self.parked.insert(key, Parked { tenant, auto, told, ended, last_activity_ms, written_at_ms });
         }
         self.forget_over_cap();
     }
@@ -487,6 +494,7 @@ impl<S: Store> Worker<S> {
                 told: Told::written(summary.status, &events, now),
                 ended: false,
                 last_activity_ms: summary.updated_at.timestamp_millis(),
+                written_at_ms: summary.updated_at.timestamp_millis(),
             };
             self.parked.insert(key, parked);
             adopted += 1;
@@ -500,14 +508,22 @@ impl<S: Store> Worker<S> {
     async fn unpark(&mut self, vehicle: &VehicleId, trip_id: &TripId) -> Option<&mut LiveTrip> {
         let key = (vehicle.clone(), trip_id.clone());
         let parked = self.parked.remove(&key)?;
-        let StoredTrip { points, dropped, .. } = self.stored_trip(&parked.tenant, vehicle, trip_id).await;
-        let mut live = LiveTrip::opened(parked.tenant, vehicle, trip_id, parked.auto, points, dropped, parked.told);
+        let StoredTrip { points, dropped, told, written } = self.stored_trip(&parked.tenant, vehicle, trip_id).await;
+        // Written since this worker last wrote it means written by another ingest process (an
+        // adopted trip, [`Worker::adopt`]): active then, and completed if that process did so.
+        let (completed_elsewhere, written_at) = match written {
+            Some((status, at)) if at > parked.written_at_ms => (status == TripStatus::Completed && !parked.ended, at),
+            _ => (false, i64::MIN),
+        };
+        let told = if completed_elsewhere { told } else { parked.told };
+        let mut live = LiveTrip::opened(parked.tenant, vehicle, trip_id, parked.auto, points, dropped, told);
         live.engine.refresh(&self.engine);
         live.written = live.engine.kept_count();
         live.rewrite_all = false;
         live.note_cells(0);
-        live.ended = parked.ended;
-        live.last_activity_ms = parked.last_activity_ms;
+        live.ended = parked.ended || completed_elsewhere;
+        live.last_activity_ms = parked.last_activity_ms.max(written_at);
+        live.written_at_ms = parked.written_at_ms.max(written_at);
         Some(self.trips.entry(key).or_insert(live))
     }
 
@@ -566,7 +582,7 @@ impl<S: Store> Worker<S> {
         let key = (vehicle.clone(), trip_id.clone());
         if !self.trips.contains_key(&key) && self.unpark(vehicle, trip_id).await.is_none() {
             let reading = std::time::Instant::now();
-            let StoredTrip { points, dropped, told } = self.stored_trip(tenant, vehicle, trip_id).await;
+            let StoredTrip { points, dropped, told, .. } = self.stored_trip(tenant, vehicle, trip_id).await;
             crate::metrics::trip_read(reading.elapsed().as_secs_f64());
             let live = LiveTrip::opened(tenant.clone(), vehicle, trip_id, auto, points, dropped, told);
             self.trips.insert(key.clone(), live);
@@ -590,7 +606,8 @@ impl<S: Store> Worker<S> {
                 let points = self.store.vehicle_points(vehicle, start, end).await?;
                 let points = points.into_iter().filter(|p| &p.trip_id == trip_id).map(|p| p.point).collect();
                 let told = Told::written(trip.summary.status, &trip.events, now_ms());
-                Ok::<_, tripline_store::StoreError>(StoredTrip { points, dropped: trip.dropped, told })
+                let written = Some((trip.summary.status, trip.summary.updated_at.timestamp_millis()));
+                Ok::<_, tripline_store::StoreError>(StoredTrip { points, dropped: trip.dropped, told, written })
             }
             .await;
             match result {
@@ -815,7 +832,13 @@ impl<S: Store> Worker<S> {
         let mut pending = idle_parked.iter();
         while !pending.as_slice().is_empty() {
             let round = self.reopen_round(&mut pending).await;
-            self.complete(round).await;
+            // One another process wrote since (an adopted trip it holds) is not idle: parked
+            // again as active then.
+            let (idle, written_since): (Vec<_>, Vec<_>) = round
+                .into_iter()
+                .partition(|key| self.trips.get(key).is_none_or(|live| live.last_activity_ms <= cutoff));
+            self.complete(idle).await;
+            self.park(written_since);
         }
         let idle: Vec<(VehicleId, TripId)> =
             self.trips.iter().filter(|(_, l)| l.last_activity_ms <= cutoff).map(|(k, _)| k.clone()).collect();
@@ -894,6 +917,8 @@ struct StoredTrip {
     points: Vec<Point>,
     dropped: DroppedPoints,
     told: Told,
+    /// The record's status and when it was written (Unix ms); none for a trip not stored.
+    written: Option<(TripStatus, i64)>,
 }
 
 /// The rejection of a point the pass dropped as an implausible jump: its id follows the vehicle

@@ -667,3 +667,48 @@ fn end_marker(vehicle: &str, trip: &str) -> Decoded {
     };
     Decoded::Marker { tenant: tenant(), vehicle_id: VehicleId::parse(vehicle).unwrap(), marker }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_trip_another_process_keeps_writing_is_not_completed_until_idle() {
+    let (store, _dir) = EmbeddedStore::for_test(std::time::Duration::from_secs(3600)).unwrap();
+    let points = drive_points(310);
+    // Another ingest process (default settings) holds the trip and keeps writing it.
+    let (completed, done) = counter();
+    let mut other = worker(&store);
+    let send = |range: std::ops::Range<usize>| {
+        telemetry_work(telemetry("shared-car", Some("shared-trip"), points[range].to_vec()), done())
+    };
+    other.process(vec![send(0..10)]).await;
+    // This process starts, adopts the open trip, and would complete it after 1 s of quiet.
+    let config = WorkerConfig { idle_eviction: std::time::Duration::from_secs(1), ..WorkerConfig::default() };
+    let pool = tripline_pipeline::Pool::start(1, &Arc::new(engine()), &store, &config);
+    let status = || {
+        let store = store.clone();
+        async move { store.trip(&tenant(), &TripId::parse("shared-trip").unwrap()).await.unwrap().unwrap().summary }
+    };
+    for part in 1..10 {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        other.process(vec![send(part * 10..part * 10 + 10)]).await;
+        assert_eq!(status().await.status, TripStatus::Active, "written 400 ms ago by the other process");
+    }
+    assert_eq!(completed.load(Ordering::SeqCst), 10);
+    // Once the other process is quiet for longer, this one completes it, with every point.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let summary = loop {
+        let summary = status().await;
+        if summary.status == TripStatus::Completed || std::time::Instant::now() > deadline {
+            break summary;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(summary.status, TripStatus::Completed);
+    assert_eq!(summary.point_count, 100);
+    let changes = store.read_changes(&Checkpoint::default(), 100_000).await.unwrap().changes;
+    let told_completed =
+        changes.iter().flat_map(|c| c.messages()).filter(|m| m.kind.as_str() == "trip.completed").count();
+    assert_eq!(told_completed, 1, "completed once, at the end");
+    drop(pool.queues);
+    for task in pool.tasks {
+        task.await.unwrap();
+    }
+}
