@@ -425,8 +425,10 @@ fn start_child(dir: &Path) -> Result<RunningChild, Failure> {
             }
         }
     });
+    // Killed on the way out if it never gets ready.
+    let mut running = RunningChild { child, http: String::new() };
     let (mut http, mut ready) = (None, false);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + CHILD_READY_WITHIN;
     while !(ready && http.is_some()) {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
@@ -434,11 +436,21 @@ fn start_child(dir: &Path) -> Result<RunningChild, Failure> {
                 http = http.or(address);
                 ready |= is_ready;
             }
-            Err(_) => return Err(Failure::Runtime(anyhow::anyhow!("tripline run did not get ready within 60 s"))),
+            Err(_) => {
+                return Err(Failure::Runtime(anyhow::anyhow!(
+                    "tripline run did not get ready within {} s (its warnings, if any, are above)",
+                    CHILD_READY_WITHIN.as_secs()
+                )));
+            }
         }
     }
-    Ok(RunningChild { child, http: http.unwrap_or_default() })
+    running.http = http.unwrap_or_default();
+    Ok(running)
 }
+
+/// How long the `tripline run` under test may take to get ready: connecting to a busy cluster
+/// (a Cassandra still compacting the previous run's keyspace took more than a minute once).
+const CHILD_READY_WITHIN: Duration = Duration::from_secs(180);
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
