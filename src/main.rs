@@ -31,8 +31,11 @@ use tripline_enrich::{Enricher, Regions};
 
 /// Log filter without `TRIPLINE_LOG`: tripline at info; the embedded store only when something is
 /// wrong (it logs its background work); the index's segment manager warns when a merge finishes
-/// for segments a commit already replaced, which is harmless.
-const DEFAULT_LOG: &str = "info,lsm_tree=warn,fjall=warn,tantivy::indexer::segment_manager=error";
+/// for segments a commit already replaced, which is harmless; the ScyllaDB driver's connections
+/// only when something is wrong (on Cassandra each one says at info that it got no shard
+/// information), its cluster's changes (nodes added, removed) at info.
+const DEFAULT_LOG: &str =
+    "info,lsm_tree=warn,fjall=warn,tantivy::indexer::segment_manager=error,scylla::network::connection=warn";
 
 /// The sample regions bundled with tripline, used when no `regions` file is configured.
 const BUNDLED_REGIONS: &str = include_str!("../fixtures/regions.geojson");
