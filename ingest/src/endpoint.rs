@@ -851,12 +851,7 @@ impl Session<'_> {
                 biased;
                 ticket = self.done.recv_async() => {
                     if let Ok(ticket) = ticket {
-                        acknowledge(self.tracker.complete(ticket), self.replies, self.shared);
-                        // A worker completes its batch's messages together: their PUBACKs
-                        // leave in one write instead of one each.
-                        while let Ok(ticket) = self.done.try_recv() {
-                            acknowledge(self.tracker.complete(ticket), self.replies, self.shared);
-                        }
+                        acknowledge_ready(ticket, &self.done, &mut self.tracker, self.replies, self.shared);
                     }
                 }
                 () = until(&mut doors, false) => {
@@ -972,7 +967,7 @@ async fn room_for(
         }
         tokio::select! {
             permit = &mut take => return Ok(permit),
-            Ok(ticket) = done.recv_async() => acknowledge(tracker.complete(ticket), replies, shared),
+            Ok(ticket) = done.recv_async() => acknowledge_ready(ticket, done, tracker, replies, shared),
         }
     }
 }
@@ -1000,6 +995,22 @@ async fn hand_over(
 /// Resolves once the flag is `want` (or its sender is gone).
 async fn until(flag: &mut watch::Receiver<bool>, want: bool) {
     let _ = flag.wait_for(|value| *value == want).await;
+}
+
+/// Acknowledges the completion `ticket` and every one already waiting behind it: a worker
+/// completes its batch's messages together, and their PUBACKs then leave in one write instead of
+/// one each.
+fn acknowledge_ready(
+    ticket: Ticket,
+    done: &flume::Receiver<Ticket>,
+    tracker: &mut AckTracker<Pending>,
+    replies: &mut Replies,
+    shared: &Shared,
+) {
+    acknowledge(tracker.complete(ticket), replies, shared);
+    while let Ok(ticket) = done.try_recv() {
+        acknowledge(tracker.complete(ticket), replies, shared);
+    }
 }
 
 fn acknowledge(released: Vec<Pending>, replies: &mut Replies, shared: &Shared) {

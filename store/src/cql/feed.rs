@@ -24,6 +24,11 @@ impl FeedState {
         self.in_flight.first().map_or(self.next_seq.saturating_sub(1), |first| first - 1)
     }
 
+    /// The watermark in memory and the one last published.
+    fn marks(&self) -> (u64, u64) {
+        (self.watermark(), self.published)
+    }
+
     /// This writer's entries after `position`, at most `limit`, and the position after them;
     /// `None` when some of them are not in memory.
     fn local_after(&self, position: u64, limit: usize) -> Option<(Vec<Change>, u64)> {
@@ -157,10 +162,7 @@ impl ScyllaStore {
             let settled = self.inner.settled.notified();
             tokio::pin!(settled);
             settled.as_mut().enable();
-            let (watermark, published) = {
-                let feed = self.inner.feed_state();
-                (feed.watermark(), feed.published)
-            };
+            let (watermark, published) = self.inner.feed_state().marks();
             if published >= last {
                 return Ok(());
             }
@@ -169,10 +171,7 @@ impl ScyllaStore {
                 continue;
             }
             let _serial = self.inner.watermark_write.lock().await;
-            let (watermark, published) = {
-                let feed = self.inner.feed_state();
-                (feed.watermark(), feed.published)
-            };
+            let (watermark, published) = self.inner.feed_state().marks();
             if published >= last {
                 return Ok(());
             }
