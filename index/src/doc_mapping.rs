@@ -1,7 +1,7 @@
 //! From a stored trip to its Tantivy document: which fields exist, how each is indexed, and why.
 
 use tantivy::TantivyDocument;
-use tantivy::schema::{FAST, Field, INDEXED, STORED, STRING, Schema, TEXT};
+use tantivy::schema::{FAST, Field, FieldType, IndexRecordOption, STORED, Schema, TextFieldIndexing, TextOptions};
 use tripline_model::{EventKind, TenantId, TripId, TripStatus, VehicleId};
 use tripline_store::TripRecord;
 
@@ -16,8 +16,6 @@ pub struct Fields {
     pub tenant: Field,
     /// The vehicle id (filter, stats by vehicle).
     pub vehicle_id: Field,
-    /// The trip id.
-    pub trip_id: Field,
     /// `active` or `completed`.
     pub status: Field,
     /// Start, Unix ms (range, sort, day buckets).
@@ -44,28 +42,76 @@ pub struct Fields {
     pub summary: Field,
 }
 
-/// The schema.
+/// The schema. Only what a query looks up by term is indexed, and no field keeps what no query
+/// reads: term filters match without scores (searches order by fast fields), so no field norms,
+/// frequencies or positions; ranges run on fast fields (tantivy's range query uses the fast
+/// column of a fast field whether or not the field is also indexed). Each indexed field costs
+/// every commit a term dictionary, so the live indexer's commit time follows their number.
 pub(crate) fn schema() -> Schema {
     let mut b = Schema::builder();
-    b.add_text_field("key", STRING);
-    b.add_text_field("tenant", STRING | FAST);
-    b.add_text_field("vehicle_id", STRING | FAST);
-    b.add_text_field("trip_id", STRING);
-    b.add_text_field("status", STRING);
-    b.add_i64_field("start_ms", INDEXED | FAST);
-    b.add_i64_field("end_ms", INDEXED | FAST);
-    b.add_i64_field("score_milli", INDEXED | FAST);
-    b.add_i64_field("distance_m", INDEXED | FAST);
-    b.add_text_field("event_kind", STRING | FAST);
+    b.add_text_field("key", keyword());
+    b.add_text_field("tenant", keyword() | FAST);
+    b.add_text_field("vehicle_id", keyword() | FAST);
+    b.add_text_field("status", keyword());
+    b.add_i64_field("start_ms", FAST);
+    b.add_i64_field("end_ms", FAST);
+    b.add_i64_field("score_milli", FAST);
+    b.add_i64_field("distance_m", FAST);
+    b.add_text_field("event_kind", keyword() | FAST);
     for kind in EventKind::ALL {
         b.add_u64_field(&format!("events_{}", kind.as_str()), FAST);
     }
-    b.add_text_field("region", STRING | FAST);
-    b.add_text_field("cell", STRING);
-    b.add_text_field("text", TEXT);
+    b.add_text_field("region", keyword() | FAST);
+    b.add_text_field("cell", keyword());
+    b.add_text_field("text", words());
     b.add_u64_field("tiebreak", FAST);
     b.add_text_field("summary", STORED);
     b.build()
+}
+
+/// Whether an index built with `existing` (by this version or an earlier one) serves this
+/// version: every field of [`schema`] is there with the same type, as fast and as stored, and
+/// indexed (with the same tokenizer) where this version's is. Otherwise, what is missing.
+pub(crate) fn serves(existing: &Schema) -> Result<(), String> {
+    for (_, wanted) in schema().fields() {
+        let name = wanted.name();
+        let Ok(field) = existing.get_field(name) else { return Err(format!("it has no field {name}")) };
+        let (have, want) = (existing.get_field_entry(field).field_type(), wanted.field_type());
+        let same = have.value_type() == want.value_type()
+            && have.is_fast() == want.is_fast()
+            && existing.get_field_entry(field).is_stored() == wanted.is_stored()
+            && (!want.is_indexed() || tokenizer(have) == tokenizer(want));
+        if !same {
+            return Err(format!("its field {name} is {have:?}, this version needs {want:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// How a field's text becomes terms (`None`: not indexed; `Some("")`: not text).
+fn tokenizer(field: &FieldType) -> Option<&str> {
+    match field {
+        FieldType::Str(options) => options.get_indexing_options().map(|i| i.tokenizer()),
+        other => other.is_indexed().then_some(""),
+    }
+}
+
+/// A field matched whole (identifiers, codes, names).
+fn keyword() -> TextOptions {
+    indexed("raw")
+}
+
+/// A field matched word by word (the free-text field).
+fn words() -> TextOptions {
+    indexed("default")
+}
+
+fn indexed(tokenizer: &str) -> TextOptions {
+    let indexing = TextFieldIndexing::default()
+        .set_tokenizer(tokenizer)
+        .set_index_option(IndexRecordOption::Basic)
+        .set_fieldnorms(false);
+    TextOptions::default().set_indexing_options(indexing)
 }
 
 impl Fields {
@@ -83,7 +129,6 @@ impl Fields {
             key: field("key")?,
             tenant: field("tenant")?,
             vehicle_id: field("vehicle_id")?,
-            trip_id: field("trip_id")?,
             status: field("status")?,
             start_ms: field("start_ms")?,
             end_ms: field("end_ms")?,
@@ -128,7 +173,6 @@ pub fn document(fields: &Fields, trip: &TripRecord) -> IndexResult<TantivyDocume
     doc.add_text(fields.key, &key);
     doc.add_text(fields.tenant, trip.tenant.as_str());
     doc.add_text(fields.vehicle_id, s.vehicle_id.as_str());
-    doc.add_text(fields.trip_id, s.trip_id.as_str());
     doc.add_text(
         fields.status,
         match s.status {

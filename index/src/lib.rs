@@ -100,13 +100,24 @@ impl std::fmt::Debug for TripIndex {
 }
 
 impl TripIndex {
-    /// Opens the index in `dir`, creating it (and the folder) when missing.
+    /// Opens the index in `dir`, creating it (and the folder) when missing. An index an earlier
+    /// version created keeps its own schema when it serves this version's documents and queries
+    /// (the same fields and types; it may index more than this version does, and hold fields
+    /// this version no longer fills); `tripline reindex` moves it to this version's schema.
     pub fn open_or_create(dir: &Path) -> IndexResult<TripIndex> {
         std::fs::create_dir_all(dir)
             .map_err(|e| IndexError::Tantivy { detail: format!("creating {}: {e}", dir.display()) })?;
-        let schema = doc_mapping::schema();
         let directory = MmapDirectory::open(dir).map_err(|e| IndexError::Tantivy { detail: e.to_string() })?;
-        let index = Index::open_or_create(directory, schema)?;
+        let exists = Index::exists(&directory).map_err(|e| IndexError::Tantivy { detail: e.to_string() })?;
+        let index = if exists {
+            let index = Index::open(directory)?;
+            doc_mapping::serves(&index.schema()).map_err(|detail| IndexError::Tantivy {
+                detail: format!("the index in {} was built by another version: {detail}", dir.display()),
+            })?;
+            index
+        } else {
+            Index::create(directory, doc_mapping::schema(), tantivy::IndexSettings::default())?
+        };
         TripIndex::from_index(index)
     }
 

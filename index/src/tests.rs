@@ -139,41 +139,110 @@ fn an_upsert_replaces_the_document_and_a_delete_removes_it() {
 
 #[test]
 fn each_parameter_filters_as_the_contract_says() {
-    let index = index_of(&fleet());
+    every_parameter_filters(&index_of(&fleet()));
+}
+
+/// The schema of the indexes the first version built (2026-11): more indexed than today.
+fn first_schema() -> tantivy::schema::Schema {
+    use tantivy::schema::{FAST, INDEXED, STORED, STRING, TEXT};
+    let mut b = tantivy::schema::Schema::builder();
+    b.add_text_field("key", STRING);
+    b.add_text_field("tenant", STRING | FAST);
+    b.add_text_field("vehicle_id", STRING | FAST);
+    b.add_text_field("trip_id", STRING);
+    b.add_text_field("status", STRING);
+    for name in ["start_ms", "end_ms", "score_milli", "distance_m"] {
+        b.add_i64_field(name, INDEXED | FAST);
+    }
+    b.add_text_field("event_kind", STRING | FAST);
+    for kind in EventKind::ALL {
+        b.add_u64_field(&format!("events_{}", kind.as_str()), FAST);
+    }
+    b.add_text_field("region", STRING | FAST);
+    b.add_text_field("cell", STRING);
+    b.add_text_field("text", TEXT);
+    b.add_u64_field("tiebreak", FAST);
+    b.add_text_field("summary", STORED);
+    b.build()
+}
+
+/// A folder holding an empty index of `schema`, as another version left it.
+fn index_folder_with(schema: tantivy::schema::Schema, name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tripline-index-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    tantivy::Index::create_in_dir(&dir, schema).unwrap();
+    dir
+}
+
+#[test]
+fn an_index_the_first_version_built_keeps_working() {
+    let dir = index_folder_with(first_schema(), "first");
+    let index = TripIndex::open_or_create(&dir).unwrap();
+    assert_eq!(index.schema(), first_schema(), "an existing index keeps its schema");
+    let mut writer = index.live_writer().unwrap();
+    for s in fleet() {
+        index.upsert(&writer, &record(&s)).unwrap();
+    }
+    index.commit(&mut writer, &Checkpoint::default()).unwrap();
+    every_parameter_filters(&index);
+    drop(writer);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_index_this_version_cannot_fill_is_refused_with_the_field_named() {
+    use tantivy::schema::{FAST, STRING};
+    // Today's schema, but the score a text field.
+    let mut b = tantivy::schema::Schema::builder();
+    for (_, entry) in crate::doc_mapping::schema().fields() {
+        if entry.name() == "score_milli" {
+            b.add_text_field("score_milli", STRING | FAST);
+        } else {
+            b.add_field(entry.clone());
+        }
+    }
+    let dir = index_folder_with(b.build(), "foreign");
+    let error = TripIndex::open_or_create(&dir).unwrap_err().to_string();
+    assert!(error.contains("another version") && error.contains("field score_milli"), "{error}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn every_parameter_filters(index: &TripIndex) {
     let q = query;
-    assert_eq!(ids(&index, "acme", &q()), ["a3", "a2", "a1"], "newest first by default");
+    assert_eq!(ids(index, "acme", &q()), ["a3", "a2", "a1"], "newest first by default");
     let car1 = TripQuery { vehicle_id: Some(VehicleId::parse("car-1").unwrap()), ..q() };
-    assert_eq!(ids(&index, "acme", &car1), ["a2", "a1"]);
+    assert_eq!(ids(index, "acme", &car1), ["a2", "a1"]);
     // Trips overlapping [1:30, 2:30): a2 (2:00–3:00) only; a1 ends at 1:00.
     let window = TripQuery { from_ms: Some(T0 + 3 * HOUR / 2), to_ms: Some(T0 + 5 * HOUR / 2), ..q() };
-    assert_eq!(ids(&index, "acme", &window), ["a2"]);
+    assert_eq!(ids(index, "acme", &window), ["a2"]);
     let edge = TripQuery { from_ms: Some(T0 + HOUR), to_ms: Some(T0 + 2 * HOUR), ..q() };
-    assert_eq!(ids(&index, "acme", &edge), ["a1"], "[from, to): a trip starting at `to` is out");
-    assert_eq!(ids(&index, "acme", &TripQuery { status: Some(TripStatus::Active), ..q() }), ["a3"]);
-    assert_eq!(ids(&index, "acme", &TripQuery { min_score: Some(75.0), ..q() }), ["a3", "a1"]);
-    assert_eq!(ids(&index, "acme", &TripQuery { max_score: Some(60.0), ..q() }), ["a2"]);
+    assert_eq!(ids(index, "acme", &edge), ["a1"], "[from, to): a trip starting at `to` is out");
+    assert_eq!(ids(index, "acme", &TripQuery { status: Some(TripStatus::Active), ..q() }), ["a3"]);
+    assert_eq!(ids(index, "acme", &TripQuery { min_score: Some(75.0), ..q() }), ["a3", "a1"]);
+    assert_eq!(ids(index, "acme", &TripQuery { max_score: Some(60.0), ..q() }), ["a2"]);
     assert_eq!(
-        ids(&index, "acme", &TripQuery { min_distance_km: Some(12.0), max_distance_km: Some(30.0), ..q() }),
+        ids(index, "acme", &TripQuery { min_distance_km: Some(12.0), max_distance_km: Some(30.0), ..q() }),
         ["a3", "a2"]
     );
     let braking = TripQuery { events: vec![EventKind::HarshBraking], ..q() };
-    assert_eq!(ids(&index, "acme", &braking), ["a3", "a2"]);
+    assert_eq!(ids(index, "acme", &braking), ["a3", "a2"]);
     let both = TripQuery { events: vec![EventKind::HarshBraking, EventKind::Speeding], ..q() };
-    assert_eq!(ids(&index, "acme", &both), ["a3"]);
-    assert_eq!(ids(&index, "acme", &TripQuery { regions: vec!["Brandenburg".to_owned()], ..q() }), ["a2"]);
+    assert_eq!(ids(index, "acme", &both), ["a3"]);
+    assert_eq!(ids(index, "acme", &TripQuery { regions: vec!["Brandenburg".to_owned()], ..q() }), ["a2"]);
     let munich = TripQuery { bbox: Some((11.5, 48.1, 11.6, 48.2)), ..q() };
-    assert_eq!(ids(&index, "acme", &munich), ["a3"]);
+    assert_eq!(ids(index, "acme", &munich), ["a3"]);
     let europe = TripQuery { bbox: Some((-10.0, 35.0, 30.0, 60.0)), ..q() };
-    assert_eq!(ids(&index, "acme", &europe).len(), 3, "a large box matches at a coarse precision");
-    assert_eq!(ids(&index, "acme", &TripQuery { q: Some("Brandenburg".to_owned()), ..q() }), ["a2"]);
-    assert_eq!(ids(&index, "acme", &TripQuery { q: Some("car-2 speeding".to_owned()), ..q() }), ["a3"]);
+    assert_eq!(ids(index, "acme", &europe).len(), 3, "a large box matches at a coarse precision");
+    assert_eq!(ids(index, "acme", &TripQuery { q: Some("Brandenburg".to_owned()), ..q() }), ["a2"]);
+    assert_eq!(ids(index, "acme", &TripQuery { q: Some("car-2 speeding".to_owned()), ..q() }), ["a3"]);
     let combined = TripQuery {
         vehicle_id: Some(VehicleId::parse("car-1").unwrap()),
         regions: vec!["Berlin".to_owned()],
         min_score: Some(90.0),
         ..q()
     };
-    assert_eq!(ids(&index, "acme", &combined), ["a1"]);
+    assert_eq!(ids(index, "acme", &combined), ["a1"]);
 }
 
 #[test]
