@@ -45,19 +45,21 @@ pub struct Fields {
 /// The schema. Only what a query looks up by term is indexed, and no field keeps what no query
 /// reads: term filters match without scores (searches order by fast fields), so no field norms,
 /// frequencies or positions; ranges run on fast fields (tantivy's range query uses the fast
-/// column of a fast field whether or not the field is also indexed). Each indexed field costs
-/// every commit a term dictionary, so the live indexer's commit time follows their number.
+/// column of a fast field whether or not the field is also indexed); only what stats group or
+/// sum by, sorts and ranges read is fast. Each indexed field costs every commit a term
+/// dictionary, and each fast text field a dictionary of its own, so the live indexer's commit
+/// time follows their number.
 pub(crate) fn schema() -> Schema {
     let mut b = Schema::builder();
     b.add_text_field("key", keyword());
-    b.add_text_field("tenant", keyword() | FAST);
+    b.add_text_field("tenant", keyword());
     b.add_text_field("vehicle_id", keyword() | FAST);
     b.add_text_field("status", keyword());
     b.add_i64_field("start_ms", FAST);
     b.add_i64_field("end_ms", FAST);
     b.add_i64_field("score_milli", FAST);
     b.add_i64_field("distance_m", FAST);
-    b.add_text_field("event_kind", keyword() | FAST);
+    b.add_text_field("event_kind", keyword());
     for kind in EventKind::ALL {
         b.add_u64_field(&format!("events_{}", kind.as_str()), FAST);
     }
@@ -70,16 +72,17 @@ pub(crate) fn schema() -> Schema {
 }
 
 /// Whether an index built with `existing` (by this version or an earlier one) serves this
-/// version: every field of [`schema`] is there with the same type, as fast and as stored, and
-/// indexed (with the same tokenizer) where this version's is. Otherwise, what is missing.
+/// version: every field of [`schema`] is there with the same type, and fast, stored and indexed
+/// (with the same tokenizer) where this version's is; it may keep more than this version needs.
+/// Otherwise, what is missing.
 pub(crate) fn serves(existing: &Schema) -> Result<(), String> {
     for (_, wanted) in schema().fields() {
         let name = wanted.name();
         let Ok(field) = existing.get_field(name) else { return Err(format!("it has no field {name}")) };
         let (have, want) = (existing.get_field_entry(field).field_type(), wanted.field_type());
         let same = have.value_type() == want.value_type()
-            && have.is_fast() == want.is_fast()
-            && existing.get_field_entry(field).is_stored() == wanted.is_stored()
+            && (!want.is_fast() || have.is_fast())
+            && (!wanted.is_stored() || existing.get_field_entry(field).is_stored())
             && (!want.is_indexed() || tokenizer(have) == tokenizer(want));
         if !same {
             return Err(format!("its field {name} is {have:?}, this version needs {want:?}"));
