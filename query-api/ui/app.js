@@ -609,10 +609,10 @@ async function tripView(tripId, params) {
     }
     return showError(error);
   }
-  let points;
+  let read;
   let rejected;
   try {
-    [points, rejected] = await Promise.all([allPoints(tripId), rejectedPointsOf(trip)]);
+    [read, rejected] = await Promise.all([readPoints(tripId), rejectedPointsOf(trip)]);
   } catch (error) {
     return showError(error);
   }
@@ -637,7 +637,8 @@ async function tripView(tripId, params) {
   const stop = follow(trip, async () => {
     try {
       trip = await api(`/v1/trips/${encodeURIComponent(tripId)}`);
-      points = await allPoints(tripId);
+      // Once completed, the whole trip once more (a late point may have landed anywhere).
+      read = await readPoints(tripId, trip.status === "active" ? read : null);
       render();
       if (trip.status === "active") {
         say(`Updated ${new Date().toLocaleTimeString()}.`);
@@ -654,15 +655,22 @@ async function tripView(tripId, params) {
   view.cleanup = stop;
 }
 
-async function allPoints(tripId) {
-  const points = [];
-  let cursor = null;
+/**
+ * The trip's points for its map (at most MAP_POINTS_MAX), a page at a time. With `earlier` (what
+ * an earlier call returned) the pages before its last one are kept and the reading goes on from
+ * that page, so a live trip's update reads what is new rather than the whole trip again.
+ */
+async function readPoints(tripId, earlier = null) {
+  const points = earlier ? earlier.points.slice(0, earlier.kept) : [];
+  let cursor = earlier ? earlier.cursor : null;
+  let last;
   do {
+    last = { cursor, kept: points.length };
     const page = await api(`/v1/trips/${encodeURIComponent(tripId)}/points`, { limit: 1000, cursor });
     points.push(...page.points);
     cursor = page.next_cursor;
   } while (cursor && points.length < MAP_POINTS_MAX);
-  return points;
+  return { points, cursor: last.cursor, kept: last.kept };
 }
 
 /**
@@ -731,6 +739,7 @@ function tripMap(trip, points, rejectedPoints, zone, detail) {
   if (!coords.length) return h("p", { class: "empty" }, "No points yet.");
   const map = new MapView(boundsOf(coords));
   map.svg.setAttribute("aria-label", `Map of trip ${trip.trip_id}: its track coloured by speed and its events`);
+  map.svg.dataset.points = String(points.length);
   map.drawTiles();
   map.drawRegions();
   drawTrack(map, points);

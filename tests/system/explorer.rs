@@ -376,13 +376,14 @@ async fn an_insurer_searches_opens_a_trip_and_pages_its_points_in_a_real_browser
     assert!(browser.count("#vehicle-table tbody tr").await >= 1);
     browser.screenshot("fleet.png").await;
 
-    // A live trip: its figures follow the points as they arrive (through the live stream).
+    // A live trip: its figures and its map follow the points as they arrive (through the live
+    // stream); past a page of points (1,000), an update reads on from the last page only.
     let live_car = unique_name("live").replace('_', "-");
     std::fs::write(dir.join("live.csv"), ok_stdout(&dir, &["fleet", "add", "--tenant", "demo", &live_car])).unwrap();
     let secret = secret_of(&std::fs::read_to_string(dir.join("live.csv")).unwrap(), &live_car);
-    let start_ms = t0() + 3_600_000 - 45_000;
+    let start_ms = t0() + 3_600_000 - 1_200_000;
     // Straight from a device (a replay would end the trip after its file).
-    let part = |range: std::ops::Range<i64>| {
+    let part = |range: std::ops::Range<i64>, per_message: usize| {
         let points: Vec<Point> = range
             .map(|i| Point {
                 speed_mps: Some(11.0),
@@ -390,21 +391,34 @@ async fn an_insurer_searches_opens_a_trip_and_pages_its_points_in_a_real_browser
                 ..Point::new(start_ms + i * 1000, 51.67 + i as f64 * 1e-4, 7.80)
             })
             .collect();
-        let payloads: Vec<Vec<u8>> =
-            points.chunks(5).map(|chunk| encode_telemetry(Some(&TripId::parse("live-trip").unwrap()), chunk)).collect();
+        let payloads: Vec<Vec<u8>> = points
+            .chunks(per_message)
+            .map(|chunk| encode_telemetry(Some(&TripId::parse("live-trip").unwrap()), chunk))
+            .collect();
         publish_as(mqtt_port, &live_car, &secret, payloads)
     };
-    part(0..15).await;
+    part(0..15, 5).await;
     trips_when_found(&api, &format!("/v1/trips?vehicle_id={live_car}"), &key);
     browser.client.goto(&format!("{api}/#trip/live-trip")).await.unwrap();
     browser.text_at("#trip-figures", "15 kept").await;
+    browser.element("#trip-map svg[data-points='15']").await;
     browser.element("#live-badge").await;
     browser.element("main[data-live=following]").await;
-    part(15..40).await;
+    part(15..40, 5).await;
     browser.text_at("#trip-figures", "40 kept").await;
+    browser.element("#trip-map svg[data-points='40']").await;
+    part(40..1040, 50).await;
+    browser.text_at("#trip-figures", "1040 kept").await;
+    browser.element("#trip-map svg[data-points='1040']").await;
+    part(1040..1060, 5).await;
+    browser.text_at("#trip-figures", "1060 kept").await;
+    browser.element("#trip-map svg[data-points='1060']").await;
     // Its end: the page says so and stops following (the stream is closed).
-    let end =
-        TripMarker { trip_id: TripId::parse("live-trip").unwrap(), event: MarkerEvent::End, ts_ms: start_ms + 40_000 };
+    let end = TripMarker {
+        trip_id: TripId::parse("live-trip").unwrap(),
+        event: MarkerEvent::End,
+        ts_ms: start_ms + 1_060_000,
+    };
     publish_to(mqtt_port, &live_car, &secret, "trips", vec![encode_marker(&end)]).await;
     browser.text_at("#trip-figures", "completed").await;
     browser.element("main:not([data-live])").await;
