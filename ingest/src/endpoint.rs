@@ -72,8 +72,8 @@ pub struct EndpointConfig {
     /// Messages per connection received and not yet acknowledged at most (MQTT 5's receive
     /// maximum); the connection is not read while it has this many.
     pub in_flight: usize,
-    /// How long a new connection may take to send its CONNECT (after its TLS handshake),
-    /// milliseconds.
+    /// How long a new connection may take to complete its TLS handshake (with TLS) and send its
+    /// CONNECT, both together, milliseconds.
     pub connect_timeout_ms: u64,
     /// TLS on the listener (and, with a client CA, vehicles' client certificates); none: TCP.
     #[serde(skip)]
@@ -693,11 +693,13 @@ struct Pending {
 }
 
 /// The connection's two halves, after the TLS handshake when the endpoint has TLS (with the
-/// common name of the client's certificate, if it presented one); `None` when it failed.
+/// common name of the client's certificate, if it presented one); `None` when it failed or was
+/// not done by `deadline`.
 async fn open_stream(
     stream: TcpStream,
     peer: SocketAddr,
     config: &EndpointConfig,
+    deadline: tokio::time::Instant,
 ) -> Option<(Reader, Writer, Option<String>)> {
     let _ = stream.set_nodelay(true);
     let Some(tls) = &config.tls else {
@@ -705,8 +707,7 @@ async fn open_stream(
         return Some((Box::new(reader), Box::new(writer), None));
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.0));
-    let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
-    match tokio::time::timeout(connect_timeout, acceptor.accept(stream)).await {
+    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
             let presented = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first());
             let certificate_cn = presented.and_then(crate::tls::common_name);
@@ -724,9 +725,10 @@ async fn open_stream(
 
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared, drain: Duration) {
     let config = &shared.config;
-    let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
-    let Some((reader, writer, certificate_cn)) = open_stream(stream, peer, config).await else { return };
-    let (mut connection, mut hello) = match tokio::time::timeout(connect_timeout, hello(reader, writer, config)).await {
+    // The TLS handshake and CONNECT together have `connect_timeout_ms`.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(config.connect_timeout_ms);
+    let Some((reader, writer, certificate_cn)) = open_stream(stream, peer, config, deadline).await else { return };
+    let (mut connection, mut hello) = match tokio::time::timeout_at(deadline, hello(reader, writer, config)).await {
         Ok(Ok(found)) => found,
         Ok(Err(Closed::Protocol(detail))) => {
             tracing::debug!(%peer, %detail, "mqtt endpoint: connection refused before CONNECT");

@@ -317,6 +317,49 @@ async fn over_tls_a_vehicle_connects_with_its_certificate_or_its_password() {
     running.endpoint.close().await.unwrap();
 }
 
+#[tokio::test]
+async fn the_tls_handshake_and_the_connect_share_one_connect_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tripline_ingest::tls;
+    let Some(tls_dir) = tripline_testkit::Service::Tls.address() else { return };
+    let tls_dir = std::path::PathBuf::from(tls_dir);
+    let ca = tls_dir.join("ca.pem");
+    let server = tls::server_config(&tls_dir.join("server.pem"), &tls_dir.join("server.key"), Some(&ca)).unwrap();
+    let config = EndpointConfig { tls: Some(tls::Tls(server)), connect_timeout_ms: 2_000, ..EndpointConfig::default() };
+    let running = start_configured(config).await;
+    let addr = running.endpoint.local_addr();
+    let connector = tokio_rustls::TlsConnector::from(tls::client_config(&ca, None).unwrap());
+    // MQTT 3.1.1 CONNECT of car-1 with its password, written by hand to time it.
+    let mut connect = vec![0x10, 37, 0, 4, b'M', b'Q', b'T', b'T', 4, 0xC2, 0, 60, 0, 4];
+    connect.extend_from_slice(b"slow");
+    connect.extend_from_slice(&[0, 5]);
+    connect.extend_from_slice(b"car-1");
+    connect.extend_from_slice(&[0, 12]);
+    connect.extend_from_slice(b"secret-car-1");
+    // Returns the first byte of the endpoint's answer to CONNECT (None: the connection closed),
+    // with `pause` before the handshake and again before CONNECT.
+    let answer = |pause: Duration| {
+        let (connector, connect) = (connector.clone(), connect.clone());
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tokio::time::sleep(pause).await;
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            let mut stream = connector.connect(name, tcp).await.ok()?;
+            tokio::time::sleep(pause).await;
+            stream.write_all(&connect).await.ok()?;
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut first)).await {
+                Ok(Ok(1)) => Some(first[0]),
+                _ => None,
+            }
+        }
+    };
+    assert_eq!(answer(Duration::ZERO).await, Some(0x20), "a CONNACK at once");
+    // Each step within the timeout, both together beyond it.
+    assert_eq!(answer(Duration::from_millis(1_300)).await, None, "closed");
+    running.endpoint.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_not_read_while_the_pipeline_holds_the_whole_byte_budget() {
     // 8 KiB for everything in flight: two vehicles of 3 KiB messages get two through, then wait.
