@@ -1,8 +1,10 @@
 //! The embedded backend: an LSM store on local disk (`fjall`), for a single machine.
 //!
-//! **Durability.** Every write call commits one atomic batch with `fdatasync` before it returns
-//! (`PersistMode::SyncData`), so a write that returned survives a crash of the process or the
-//! machine. Callers batch (many points, trips or rejections per call) to share the fsync.
+//! **Durability.** Every write call commits one atomic batch and returns once an `fdatasync` of
+//! the journal covered it (`PersistMode::SyncData`), so a write that returned survives a crash of
+//! the process or the machine. Callers batch (many points, trips or rejections per call), and
+//! writers committing at the same time share one sync ([`sync`]: group commit); the change feed
+//! is read only as far as it is durable.
 //!
 //! **One process.** The database directory is locked by the process that opened it; other
 //! `tripline` commands reach an embedded store through that process.
@@ -53,6 +55,7 @@ impl Default for EmbeddedConfig {
     }
 }
 
+mod sync;
 mod webhooks;
 
 /// The writer id of the embedded change feed (one process writes it).
@@ -87,6 +90,8 @@ struct Inner {
     written: Written,
     /// Bumped when feed entries became durable ([`ChangeFeed::feed_signal`]).
     signal: tokio::sync::watch::Sender<u64>,
+    /// Writers share `fdatasync`s ([`sync`]).
+    group: sync::GroupSync,
 }
 
 /// The embedded backend. Cheap to clone (shared handle).
@@ -211,6 +216,7 @@ impl EmbeddedStore {
             outbox: open("outbox")?,
             deliveries: open("deliveries")?,
             feed_next: Mutex::new(next),
+            group: sync::GroupSync::new(next),
             registry_lock: Mutex::new(()),
             written: Written::new(WRITER),
             signal: tokio::sync::watch::Sender::new(0),
@@ -341,23 +347,47 @@ impl Inner {
         ]
     }
 
-    /// After a commit that added feed entries from `first`: keeps their writes (from
-    /// [`Written::writes`]) and wakes a follower.
-    fn announced(&self, first: u64, writes: Vec<(TripKey, Option<TripRecord>)>) {
-        self.written.keep_from(first, writes);
-        self.signal.send_modify(|n| *n += 1);
-    }
-
     fn expires_at(&self) -> i64 {
         now_ms().saturating_add(self.retention_ms)
     }
 
+    /// Commits `batch` and returns once it is durable.
     fn commit(&self, batch: fjall::OwnedWriteBatch) -> StoreResult<()> {
-        batch.commit().map_err(db_error)
+        let ticket = self.commit_unsynced(batch, None)?;
+        self.sync(ticket)
     }
 
+    /// Commits `batch` to the journal without syncing it (readable, not yet durable; feed
+    /// entries stay unread until durable): call while holding what orders the batch, then
+    /// [`Inner::sync`] after letting go of it, so other writers can commit meanwhile.
+    fn commit_unsynced(
+        &self,
+        batch: fjall::OwnedWriteBatch,
+        feed: Option<sync::FeedEntries>,
+    ) -> StoreResult<sync::Ticket> {
+        batch.commit().map_err(db_error)?;
+        Ok(self.group.committed(feed))
+    }
+
+    /// Returns once the batch of `ticket` is durable: one `fdatasync` covers every batch
+    /// committed before it began. Feed entries that became durable are kept as written (for an
+    /// indexer in this process), in sequence order, and followers are woken.
+    fn sync(&self, ticket: sync::Ticket) -> StoreResult<()> {
+        self.group.wait(
+            ticket,
+            || self.db.persist(PersistMode::SyncData).map_err(db_error),
+            |synced| {
+                for entries in synced.entries {
+                    self.written.keep_from(entries.first, entries.writes);
+                }
+                self.signal.send_modify(|n| *n += 1);
+            },
+        )
+    }
+
+    /// A batch for [`Inner::commit`] (synced by the group, not by the batch itself).
     fn batch(&self) -> fjall::OwnedWriteBatch {
-        self.db.batch().durability(Some(PersistMode::SyncData))
+        self.db.batch().durability(None)
     }
 
     /// `vehicle`'s unexpired chunks that may hold points in `[from_ms, to_ms)`, in key order
@@ -731,13 +761,16 @@ impl TripStore for EmbeddedStore {
         let rows = trip_rows(trips, &HashMap::new(), self.inner.expires_at())?;
         let writes = self.inner.written.writes(&[], trips);
         self.blocking(move |inner| {
-            let mut next = inner.feed_next.lock().map_err(db_error)?;
-            let mut batch = inner.batch();
-            let seq = add_trip_rows(inner, &mut batch, rows, *next);
-            inner.commit(batch)?;
-            inner.announced(*next, writes);
-            *next = seq;
-            Ok(())
+            let ticket = {
+                let mut next = inner.feed_next.lock().map_err(db_error)?;
+                let mut batch = inner.batch();
+                let seq = add_trip_rows(inner, &mut batch, rows, *next);
+                let ticket =
+                    inner.commit_unsynced(batch, Some(sync::FeedEntries { first: *next, next: seq, writes }))?;
+                *next = seq;
+                ticket
+            };
+            inner.sync(ticket)
         })
         .await
     }
@@ -748,16 +781,19 @@ impl TripStore for EmbeddedStore {
         let writes = self.inner.written.writes(&[change.key()], &[]);
         let change = encode_json(&change, "feed")?;
         self.blocking(move |inner| {
-            let mut next = inner.feed_next.lock().map_err(db_error)?;
-            let mut batch = inner.batch();
-            batch.remove(&inner.trips, key);
-            let mut feed_key = Vec::with_capacity(8);
-            push_i64(&mut feed_key, *next as i64);
-            batch.insert(&inner.feed, feed_key, change);
-            inner.commit(batch)?;
-            inner.announced(*next, writes);
-            *next += 1;
-            Ok(())
+            let ticket = {
+                let mut next = inner.feed_next.lock().map_err(db_error)?;
+                let mut batch = inner.batch();
+                batch.remove(&inner.trips, key);
+                let mut feed_key = Vec::with_capacity(8);
+                push_i64(&mut feed_key, *next as i64);
+                batch.insert(&inner.feed, feed_key, change);
+                let entries = sync::FeedEntries { first: *next, next: *next + 1, writes };
+                let ticket = inner.commit_unsynced(batch, Some(entries))?;
+                *next += 1;
+                ticket
+            };
+            inner.sync(ticket)
         })
         .await
     }
@@ -894,28 +930,29 @@ impl BatchWrite for EmbeddedStore {
         let rejections = set.rejections.clone();
         let writes = self.inner.written.writes(&set.deletes, &set.trips);
         self.blocking(move |inner| {
-            let _guard = inner.registry_lock.lock().map_err(db_error)?;
-            let mut next = inner.feed_next.lock().map_err(db_error)?;
-            let mut batch = inner.batch();
-            for (key, value) in points {
-                batch.insert(&inner.chunks, key, value);
-            }
-            add_rejections(inner, &mut batch, rejections, expires)?;
-            let mut seq = *next;
-            for (key, change) in deletes {
-                batch.remove(&inner.trips, key);
-                let mut feed_key = Vec::with_capacity(8);
-                push_i64(&mut feed_key, seq as i64);
-                batch.insert(&inner.feed, feed_key, change);
-                seq += 1;
-            }
-            let seq = add_trip_rows(inner, &mut batch, trips, seq);
-            inner.commit(batch)?;
-            if seq > *next {
-                inner.announced(*next, writes);
-            }
-            *next = seq;
-            Ok(())
+            let ticket = {
+                let _guard = inner.registry_lock.lock().map_err(db_error)?;
+                let mut next = inner.feed_next.lock().map_err(db_error)?;
+                let mut batch = inner.batch();
+                for (key, value) in points {
+                    batch.insert(&inner.chunks, key, value);
+                }
+                add_rejections(inner, &mut batch, rejections, expires)?;
+                let mut seq = *next;
+                for (key, change) in deletes {
+                    batch.remove(&inner.trips, key);
+                    let mut feed_key = Vec::with_capacity(8);
+                    push_i64(&mut feed_key, seq as i64);
+                    batch.insert(&inner.feed, feed_key, change);
+                    seq += 1;
+                }
+                let seq = add_trip_rows(inner, &mut batch, trips, seq);
+                let ticket =
+                    inner.commit_unsynced(batch, Some(sync::FeedEntries { first: *next, next: seq, writes }))?;
+                *next = seq;
+                ticket
+            };
+            inner.sync(ticket)
         })
         .await
     }
@@ -966,9 +1003,12 @@ impl ChangeFeed for EmbeddedStore {
         self.blocking(move |inner| {
             let mut lo = Vec::with_capacity(8);
             push_i64(&mut lo, from as i64 + 1);
+            // Only what is durable: a committed batch is readable before its sync.
+            let mut hi = Vec::with_capacity(8);
+            push_i64(&mut hi, inner.group.feed_durable() as i64);
             let mut changes = Vec::new();
             let mut last = from;
-            for guard in inner.feed.range(lo..).take(limit) {
+            for guard in inner.feed.range(lo..hi).take(limit) {
                 let (key, value) = guard.into_inner().map_err(db_error)?;
                 last = read_i64(&key).map_or(last, |seq| seq as u64);
                 let change = decode_json::<Change>(&value, "feed")?;
@@ -985,7 +1025,9 @@ impl ChangeFeed for EmbeddedStore {
     async fn feed_head(&self) -> StoreResult<Checkpoint> {
         self.blocking(|inner| {
             let mut head = Checkpoint::default();
-            if let Some(guard) = inner.feed.last_key_value() {
+            let mut hi = Vec::with_capacity(8);
+            push_i64(&mut hi, inner.group.feed_durable() as i64);
+            if let Some(guard) = inner.feed.range(..hi).next_back() {
                 let (key, _) = guard.into_inner().map_err(db_error)?;
                 if let Some(seq) = read_i64(&key) {
                     head.positions.insert(WRITER.to_owned(), seq as u64);
