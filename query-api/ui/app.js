@@ -628,7 +628,7 @@ async function tripView(tripId, params) {
     table);
   const render = () => {
     figures.replaceChildren(tripFigures(trip, zone));
-    mapBox.replaceChildren(tripMap(trip, points, rejected, zone, detail));
+    mapBox.replaceChildren(tripMap(trip, read.points, rejected, zone, detail));
   };
   render();
   await pointsTable(table, tripId, zone, null, []);

@@ -73,12 +73,15 @@ impl Browser {
 
     /// Waits for the element at `css`.
     async fn element(&self, css: &str) -> fantoccini::elements::Element {
-        self.client
-            .wait()
-            .at_most(Duration::from_secs(20))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|error| panic!("no {css} on the page: {error}"))
+        match self.client.wait().at_most(Duration::from_secs(20)).for_element(Locator::Css(css)).await {
+            Ok(element) => element,
+            Err(error) => {
+                self.screenshot("failed.png").await;
+                let page = self.client.source().await.unwrap_or_default();
+                let console = self.console().await;
+                panic!("no {css} on the page ({error}); the console: {console:#?}; the page: {page}");
+            }
+        }
     }
 
     /// Waits until the element at `css` says `text`.
