@@ -8,8 +8,8 @@ pub const WRITE_SECONDS: &str = "tripline_pipeline_write_seconds";
 pub const BATCH_MESSAGES: &str = "tripline_pipeline_batch_messages";
 /// How long a batch's oldest message waited in its worker's queue before the batch began.
 pub const QUEUE_WAIT_SECONDS: &str = "tripline_pipeline_queue_wait_seconds";
-/// How long reading a trip that was not in memory from the store took (a new trip id is looked
-/// for too), within a batch's apply.
+/// How long reading a trip from the store took: one not in memory (a new trip id is looked for
+/// too), a parked one reopened, or one rebuilt after a late point.
 pub const TRIP_READ_SECONDS: &str = "tripline_pipeline_trip_read_seconds";
 /// How long applying one batch to its trips and building its write set took (before the write).
 pub const APPLY_SECONDS: &str = "tripline_pipeline_apply_seconds";

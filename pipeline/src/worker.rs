@@ -581,9 +581,7 @@ impl<S: Store> Worker<S> {
     ) -> &mut LiveTrip {
         let key = (vehicle.clone(), trip_id.clone());
         if !self.trips.contains_key(&key) && self.unpark(vehicle, trip_id).await.is_none() {
-            let reading = std::time::Instant::now();
             let StoredTrip { points, dropped, told, .. } = self.stored_trip(tenant, vehicle, trip_id).await;
-            crate::metrics::trip_read(reading.elapsed().as_secs_f64());
             let live = LiveTrip::opened(tenant.clone(), vehicle, trip_id, auto, points, dropped, told);
             self.trips.insert(key.clone(), live);
         }
@@ -593,8 +591,15 @@ impl<S: Store> Worker<S> {
     }
 
     /// A trip's points already in the store, what it dropped and what its writes told (nothing
-    /// for a new trip). Retried until the store answers.
+    /// for a new trip). Retried until the store answers; timed (`trip_read_seconds`).
     async fn stored_trip(&self, tenant: &TenantId, vehicle: &VehicleId, trip_id: &TripId) -> StoredTrip {
+        let reading = std::time::Instant::now();
+        let stored = self.read_stored_trip(tenant, vehicle, trip_id).await;
+        crate::metrics::trip_read(reading.elapsed().as_secs_f64());
+        stored
+    }
+
+    async fn read_stored_trip(&self, tenant: &TenantId, vehicle: &VehicleId, trip_id: &TripId) -> StoredTrip {
         loop {
             let result = async {
                 let Some(trip) = self.store.trip_of_vehicle(tenant, vehicle, trip_id).await? else {
