@@ -353,20 +353,33 @@ impl Inner {
 
     /// Commits `batch` and returns once it is durable.
     fn commit(&self, batch: fjall::OwnedWriteBatch) -> StoreResult<()> {
-        let ticket = self.commit_unsynced(batch, None)?;
-        self.sync(ticket)
+        batch.commit().map_err(db_error)?;
+        self.sync(self.group.committed(None))
     }
 
-    /// Commits `batch` to the journal without syncing it (readable, not yet durable; feed
-    /// entries stay unread until durable): call while holding what orders the batch, then
-    /// [`Inner::sync`] after letting go of it, so other writers can commit meanwhile.
-    fn commit_unsynced(
+    /// Commits the batch `fill` makes, whose change-feed entries it numbers from the number it
+    /// is given on (it returns the number after its last), and returns once it is durable. The
+    /// batch is filled, numbered and committed (readable, its entries not yet read by the feed)
+    /// under the feed's numbering lock, and `also` first where the batch reads what it writes,
+    /// so entries are committed in sequence order; the sync waits after letting go of both, so
+    /// writers committing meanwhile share it.
+    fn commit_numbered(
         &self,
-        batch: fjall::OwnedWriteBatch,
-        feed: Option<sync::FeedEntries>,
-    ) -> StoreResult<sync::Ticket> {
-        batch.commit().map_err(db_error)?;
-        Ok(self.group.committed(feed))
+        also: Option<&Mutex<()>>,
+        writes: Vec<(TripKey, Option<TripRecord>)>,
+        fill: impl FnOnce(&mut fjall::OwnedWriteBatch, u64) -> StoreResult<u64>,
+    ) -> StoreResult<()> {
+        let ticket = {
+            let _also = also.map(Mutex::lock).transpose().map_err(db_error)?;
+            let mut next = self.feed_next.lock().map_err(db_error)?;
+            let mut batch = self.batch();
+            let seq = fill(&mut batch, *next)?;
+            batch.commit().map_err(db_error)?;
+            let ticket = self.group.committed(Some(sync::FeedEntries { first: *next, next: seq, writes }));
+            *next = seq;
+            ticket
+        };
+        self.sync(ticket)
     }
 
     /// Returns once the batch of `ticket` is durable: one `fdatasync` covers every batch
@@ -761,16 +774,7 @@ impl TripStore for EmbeddedStore {
         let rows = trip_rows(trips, &HashMap::new(), self.inner.expires_at())?;
         let writes = self.inner.written.writes(&[], trips);
         self.blocking(move |inner| {
-            let ticket = {
-                let mut next = inner.feed_next.lock().map_err(db_error)?;
-                let mut batch = inner.batch();
-                let seq = add_trip_rows(inner, &mut batch, rows, *next);
-                let ticket =
-                    inner.commit_unsynced(batch, Some(sync::FeedEntries { first: *next, next: seq, writes }))?;
-                *next = seq;
-                ticket
-            };
-            inner.sync(ticket)
+            inner.commit_numbered(None, writes, |batch, first| Ok(add_trip_rows(inner, batch, rows, first)))
         })
         .await
     }
@@ -781,19 +785,13 @@ impl TripStore for EmbeddedStore {
         let writes = self.inner.written.writes(&[change.key()], &[]);
         let change = encode_json(&change, "feed")?;
         self.blocking(move |inner| {
-            let ticket = {
-                let mut next = inner.feed_next.lock().map_err(db_error)?;
-                let mut batch = inner.batch();
+            inner.commit_numbered(None, writes, |batch, seq| {
                 batch.remove(&inner.trips, key);
                 let mut feed_key = Vec::with_capacity(8);
-                push_i64(&mut feed_key, *next as i64);
+                push_i64(&mut feed_key, seq as i64);
                 batch.insert(&inner.feed, feed_key, change);
-                let entries = sync::FeedEntries { first: *next, next: *next + 1, writes };
-                let ticket = inner.commit_unsynced(batch, Some(entries))?;
-                *next += 1;
-                ticket
-            };
-            inner.sync(ticket)
+                Ok(seq + 1)
+            })
         })
         .await
     }
@@ -930,15 +928,12 @@ impl BatchWrite for EmbeddedStore {
         let rejections = set.rejections.clone();
         let writes = self.inner.written.writes(&set.deletes, &set.trips);
         self.blocking(move |inner| {
-            let ticket = {
-                let _guard = inner.registry_lock.lock().map_err(db_error)?;
-                let mut next = inner.feed_next.lock().map_err(db_error)?;
-                let mut batch = inner.batch();
+            // Rejections are read before they are written (the first receipt of an id stays).
+            inner.commit_numbered(Some(&inner.registry_lock), writes, |batch, mut seq| {
                 for (key, value) in points {
                     batch.insert(&inner.chunks, key, value);
                 }
-                add_rejections(inner, &mut batch, rejections, expires)?;
-                let mut seq = *next;
+                add_rejections(inner, batch, rejections, expires)?;
                 for (key, change) in deletes {
                     batch.remove(&inner.trips, key);
                     let mut feed_key = Vec::with_capacity(8);
@@ -946,13 +941,8 @@ impl BatchWrite for EmbeddedStore {
                     batch.insert(&inner.feed, feed_key, change);
                     seq += 1;
                 }
-                let seq = add_trip_rows(inner, &mut batch, trips, seq);
-                let ticket =
-                    inner.commit_unsynced(batch, Some(sync::FeedEntries { first: *next, next: seq, writes }))?;
-                *next = seq;
-                ticket
-            };
-            inner.sync(ticket)
+                Ok(add_trip_rows(inner, batch, trips, seq))
+            })
         })
         .await
     }
