@@ -785,13 +785,7 @@ impl TripStore for EmbeddedStore {
         let writes = self.inner.written.writes(&[change.key()], &[]);
         let change = encode_json(&change, "feed")?;
         self.blocking(move |inner| {
-            inner.commit_numbered(None, writes, |batch, seq| {
-                batch.remove(&inner.trips, key);
-                let mut feed_key = Vec::with_capacity(8);
-                push_i64(&mut feed_key, seq as i64);
-                batch.insert(&inner.feed, feed_key, change);
-                Ok(seq + 1)
-            })
+            inner.commit_numbered(None, writes, |batch, seq| Ok(add_deletes(inner, batch, vec![(key, change)], seq)))
         })
         .await
     }
@@ -879,12 +873,32 @@ fn trip_rows(trips: &[TripRecord], notices: &HashMap<TripKey, Vec<Notice>>, expi
 fn add_trip_rows(inner: &Inner, batch: &mut fjall::OwnedWriteBatch, rows: Vec<TripRow>, mut seq: u64) -> u64 {
     for (key, value, change) in rows {
         batch.insert(&inner.trips, key, value);
-        let mut feed_key = Vec::with_capacity(8);
-        push_i64(&mut feed_key, seq as i64);
-        batch.insert(&inner.feed, feed_key, change);
+        add_feed_entry(inner, batch, seq, change);
         seq += 1;
     }
     seq
+}
+
+/// Removes trips (key, the feed entry saying so) with change-feed entries numbered from `seq`
+/// on; returns the number after the last.
+fn add_deletes(
+    inner: &Inner,
+    batch: &mut fjall::OwnedWriteBatch,
+    deletes: Vec<(Vec<u8>, Vec<u8>)>,
+    mut seq: u64,
+) -> u64 {
+    for (key, change) in deletes {
+        batch.remove(&inner.trips, key);
+        add_feed_entry(inner, batch, seq, change);
+        seq += 1;
+    }
+    seq
+}
+
+fn add_feed_entry(inner: &Inner, batch: &mut fjall::OwnedWriteBatch, seq: u64, change: Vec<u8>) {
+    let mut key = Vec::with_capacity(8);
+    push_i64(&mut key, seq as i64);
+    batch.insert(&inner.feed, key, change);
 }
 
 /// Adds rejections, keeping the first `received_at_ms` of a known id. Call with the registry
@@ -929,18 +943,12 @@ impl BatchWrite for EmbeddedStore {
         let writes = self.inner.written.writes(&set.deletes, &set.trips);
         self.blocking(move |inner| {
             // Rejections are read before they are written (the first receipt of an id stays).
-            inner.commit_numbered(Some(&inner.registry_lock), writes, |batch, mut seq| {
+            inner.commit_numbered(Some(&inner.registry_lock), writes, |batch, seq| {
                 for (key, value) in points {
                     batch.insert(&inner.chunks, key, value);
                 }
                 add_rejections(inner, batch, rejections, expires)?;
-                for (key, change) in deletes {
-                    batch.remove(&inner.trips, key);
-                    let mut feed_key = Vec::with_capacity(8);
-                    push_i64(&mut feed_key, seq as i64);
-                    batch.insert(&inner.feed, feed_key, change);
-                    seq += 1;
-                }
+                let seq = add_deletes(inner, batch, deletes, seq);
                 Ok(add_trip_rows(inner, batch, trips, seq))
             })
         })
