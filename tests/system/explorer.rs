@@ -75,13 +75,16 @@ impl Browser {
     async fn element(&self, css: &str) -> fantoccini::elements::Element {
         match self.client.wait().at_most(Duration::from_secs(20)).for_element(Locator::Css(css)).await {
             Ok(element) => element,
-            Err(error) => {
-                self.screenshot("failed.png").await;
-                let page = self.client.source().await.unwrap_or_default();
-                let console = self.console().await;
-                panic!("no {css} on the page ({error}); the console: {console:#?}; the page: {page}");
-            }
+            Err(error) => panic!("no {css} on the page ({error}); {}", self.failure().await),
         }
+    }
+
+    /// What a failed wait reports: a screenshot (`failed.png`), the console and the page.
+    async fn failure(&self) -> String {
+        self.screenshot("failed.png").await;
+        let page = self.client.source().await.unwrap_or_default();
+        let console = self.console().await;
+        format!("the console: {console:#?}; the page: {page}")
     }
 
     /// Waits until the element at `css` says `text`.
@@ -95,10 +98,7 @@ impl Browser {
                 return shown;
             }
             if Instant::now() > deadline {
-                self.screenshot("failed.png").await;
-                let page = self.client.source().await.unwrap_or_default();
-                let console = self.console().await;
-                panic!("{css} never said {text:?}; the console: {console:#?}; the page: {page}");
+                panic!("{css} never said {text:?}; {}", self.failure().await);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
