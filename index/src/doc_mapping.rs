@@ -79,10 +79,11 @@ pub(crate) fn serves(existing: &Schema) -> Result<(), String> {
     for (_, wanted) in schema().fields() {
         let name = wanted.name();
         let Ok(field) = existing.get_field(name) else { return Err(format!("it has no field {name}")) };
-        let (have, want) = (existing.get_field_entry(field).field_type(), wanted.field_type());
+        let entry = existing.get_field_entry(field);
+        let (have, want) = (entry.field_type(), wanted.field_type());
         let same = have.value_type() == want.value_type()
             && (!want.is_fast() || have.is_fast())
-            && (!wanted.is_stored() || existing.get_field_entry(field).is_stored())
+            && (!wanted.is_stored() || entry.is_stored())
             && (!want.is_indexed() || tokenizer(have) == tokenizer(want));
         if !same {
             return Err(format!("its field {name} is {have:?}, this version needs {want:?}"));
