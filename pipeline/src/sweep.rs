@@ -1,10 +1,12 @@
 //! Open trips nobody holds: after a restart, the trips that were live or parked in the workers
 //! are only in the store, and one whose vehicle never sends for it again (a device that starts
 //! its next trip under a new id, or stops for good) would stay open for ever. A sweep pages
-//! through the store's trips and hands each open one to its vehicle's worker, which adopts it
+//! through the store's open trips and hands each to its vehicle's worker, which adopts it
 //! as parked ([`crate::Worker::adopt`]): completed once quiet for `idle_eviction`, reopened by a
 //! message. It runs when the pool starts, and again at most every [`SWEEP_AGAIN_AFTER`] while
 //! workers forgot parked trips over their cap since the last one (which loses them the same way).
+//! It reads the store's list of open trips ([`tripline_store::TripStore::scan_open_trips`]), so its work follows the
+//! trips still open, not every trip the store holds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +20,7 @@ use crate::worker_for;
 /// Trips read per page of the sweep.
 const PAGE: usize = 500;
 /// Another sweep, if workers forgot trips since the last, at most this often: each one reads
-/// every trip the store holds.
+/// every open trip.
 pub const SWEEP_AGAIN_AFTER: Duration = Duration::from_secs(3600);
 /// Wait before reading a page again after the store failed.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -43,12 +45,12 @@ pub(crate) async fn run<S: Store>(store: S, workers: Vec<flume::Sender<Vec<TripR
     }
 }
 
-/// One pass over the store's trips; false once the workers are gone.
+/// One pass over the store's open trips; false once the workers are gone.
 async fn sweep<S: Store>(store: &S, workers: &[flume::Sender<Vec<TripRecord>>]) -> bool {
     let mut cursor: Option<String> = None;
     let mut found = 0usize;
     loop {
-        let page = match store.scan_trips(cursor.as_deref(), PAGE).await {
+        let page = match store.scan_open_trips(cursor.as_deref(), PAGE).await {
             Ok(page) => page,
             Err(error) => {
                 tracing::warn!(%error, "sweep of open trips: reading the store failed; trying again");

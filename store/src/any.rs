@@ -113,6 +113,10 @@ impl TripStore for AnyStore {
     async fn scan_trips(&self, cursor: Option<&str>, limit: usize) -> StoreResult<Page<TripRecord>> {
         delegate!(self, s => s.scan_trips(cursor, limit))
     }
+
+    async fn scan_open_trips(&self, cursor: Option<&str>, limit: usize) -> StoreResult<Page<TripRecord>> {
+        delegate!(self, s => s.scan_open_trips(cursor, limit))
+    }
     fn keep_written(&self) {
         delegate!(sync self, s => s.keep_written())
     }

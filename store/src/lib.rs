@@ -220,6 +220,15 @@ pub trait TripStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> impl Future<Output = StoreResult<Page<TripRecord>>> + Send;
+    /// The trips not completed, of every tenant, a page at a time (for the pipeline's sweep
+    /// after a restart): read from a list of open trips the writes keep, so the work follows the
+    /// open trips, not every trip the store holds. A page may hold fewer than `limit` records
+    /// (and none) while `next` says there are more.
+    fn scan_open_trips(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Page<TripRecord>>> + Send;
     /// From now on, keep each trip this handle (and its clones) writes for a moment, for
     /// [`TripStore::take_written`]: for an indexer in the same process. A backend that cannot
     /// keep them ignores it.

@@ -23,10 +23,11 @@
 //!
 //! The files: `schema.rs` (the tables, `schema apply`), `statements.rs` (every statement,
 //! prepared once), `points.rs` (chunks, [`crate::chunk`]), `trips.rs`, `feed.rs` (the change
-//! feed and its watermark), `registry.rs`, `rejections.rs`, `migrate.rs` (schema 1 → 2).
+//! feed and its watermark), `open_trips.rs` (the list the sweep reads), `registry.rs`, `rejections.rs`, `migrate.rs` (schema 1 → 2).
 
 mod feed;
 mod migrate;
+mod open_trips;
 mod points;
 mod registry;
 mod rejections;
@@ -68,7 +69,7 @@ use crate::{
 };
 
 /// Version of the schema `tripline schema apply` creates.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 /// Change-feed entries per partition of a writer.
 const FEED_BUCKET: u64 = 10_000;
 /// Change-feed entries and writer watermarks live this long (the indexer must keep up within it).
@@ -288,6 +289,8 @@ struct Inner {
     settled: tokio::sync::Notify,
     /// Bumped when this writer's entries became readable ([`ChangeFeed::feed_signal`]).
     signal: watch::Sender<u64>,
+    /// Trips this process marked open lately ([`open_trips`]).
+    marked: Mutex<open_trips::Marked>,
 }
 
 /// The ScyllaDB / Cassandra backend. Cheap to clone (shared session).
@@ -370,17 +373,27 @@ fn classify_connect(text: String) -> Attempt {
 }
 
 impl ScyllaStore {
-    /// Creates or migrates the schema described by `config` (idempotent).
-    /// A keyspace of schema 1 has its point rows moved into chunks ([`migrate`]).
+    /// Creates or migrates the schema described by `config` (idempotent), and records its
+    /// version once the data is migrated (an interrupted migration runs again at the next
+    /// apply). A keyspace of schema 1 has its point rows moved into chunks ([`migrate`]); one
+    /// of schema 4 or older has its open trips listed ([`open_trips`]).
     pub async fn apply_schema(config: &ScyllaConfig) -> StoreResult<i32> {
         let ks = checked_keyspace(config)?;
         let session = connect(config).await?;
-        let version = apply_schema(&session, config).await?;
-        let moved = Self::connect(config).await?.move_points_to_chunks(ks).await?;
+        let retry = config.retry_policy();
+        apply_schema(&session, config).await?;
+        let before = schema::recorded_version(&session, &retry, ks).await?;
+        let store = Self::connect(config).await?;
+        let moved = store.move_points_to_chunks(ks).await?;
         if moved > 0 {
             tracing::info!(points = moved, keyspace = ks, "points moved to chunks");
         }
-        Ok(version)
+        if before.is_some_and(|v| v < open_trips::LISTED_SINCE) {
+            let listed = store.list_stored_open_trips().await?;
+            tracing::info!(trips = listed, keyspace = ks, "open trips listed");
+        }
+        schema::record_version(&session, &retry, ks).await?;
+        Ok(SCHEMA_VERSION)
     }
 
     /// Drops the keyspace named by `config` and everything in it (`IF EXISTS`, so a retry is
@@ -418,6 +431,7 @@ impl ScyllaStore {
                 watermark_write: tokio::sync::Mutex::new(()),
                 settled: tokio::sync::Notify::new(),
                 signal: watch::Sender::new(0),
+                marked: open_trips::Marked::new(),
             }),
         })
     }

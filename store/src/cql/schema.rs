@@ -37,17 +37,13 @@ fn schema_statements(ks: &str, datacenter: &str, replication_factor: u32) -> Vec
         .collect()
 }
 
-/// Creates or migrates the keyspace and tables (idempotent). Returns the schema version.
-pub(super) async fn apply_schema(session: &Session, config: &ScyllaConfig) -> StoreResult<i32> {
+/// Creates the keyspace and tables, and adds missing columns (idempotent). The version is
+/// recorded apart ([`record_version`]), once the data is migrated too.
+pub(super) async fn apply_schema(session: &Session, config: &ScyllaConfig) -> StoreResult<()> {
     let ks = checked_keyspace(config)?;
     let retry = config.retry_policy();
     let datacenter = datacenter(session, config, &retry).await?;
-    let mut statements = schema_statements(ks, &datacenter, config.replication_factor);
-    statements.push(format!(
-        "INSERT INTO {ks}.schema_version (id, version, applied_at) VALUES (0, {SCHEMA_VERSION}, {})",
-        now_ms()
-    ));
-    for cql in statements {
+    for cql in schema_statements(ks, &datacenter, config.replication_factor) {
         retry
             .run("schema", || async { session.query_unpaged(cql.clone(), &[]).await.map_err(|e| classify(&e)) })
             .await?;
@@ -60,7 +56,28 @@ pub(super) async fn apply_schema(session: &Session, config: &ScyllaConfig) -> St
             session.await_schema_agreement().await.map(|_| ()).map_err(|e| Attempt::Transient(e.to_string()))
         })
         .await?;
-    Ok(SCHEMA_VERSION)
+    Ok(())
+}
+
+/// The schema version recorded in keyspace `ks`; `None` for a keyspace just created.
+pub(super) async fn recorded_version(session: &Session, retry: &RetryPolicy, ks: &str) -> StoreResult<Option<i32>> {
+    let cql = format!("SELECT version FROM {ks}.schema_version WHERE id = 0");
+    let result = retry
+        .run("schema version", || async { session.query_unpaged(cql.as_str(), &[]).await.map_err(|e| classify(&e)) })
+        .await?;
+    let rows = result.into_rows_result().map_err(|e| corrupt("schema_version", e))?;
+    let version = rows.maybe_first_row::<(Option<i32>,)>().map_err(|e| corrupt("schema_version", e))?;
+    Ok(version.and_then(|(v,)| v))
+}
+
+/// Records [`SCHEMA_VERSION`] in keyspace `ks`.
+pub(super) async fn record_version(session: &Session, retry: &RetryPolicy, ks: &str) -> StoreResult<()> {
+    let cql =
+        format!("INSERT INTO {ks}.schema_version (id, version, applied_at) VALUES (0, {SCHEMA_VERSION}, {})", now_ms());
+    retry
+        .run("schema version", || async { session.query_unpaged(cql.as_str(), &[]).await.map_err(|e| classify(&e)) })
+        .await?;
+    Ok(())
 }
 
 /// The data center to replicate in: the configured one, else the contact node's.
@@ -122,7 +139,7 @@ mod tests {
     #[test]
     fn the_schema_file_gives_the_keyspace_then_every_table_filled_in() {
         let statements = schema_statements("fleet", "dc1", 3);
-        assert_eq!(statements.len(), 16, "{statements:#?}");
+        assert_eq!(statements.len(), 17, "{statements:#?}");
         assert_eq!(
             statements[0],
             "CREATE KEYSPACE IF NOT EXISTS fleet WITH replication = {'class': 'NetworkTopologyStrategy', 'dc1': 3}"

@@ -40,6 +40,9 @@ statements! {
     select_trips_by_id: "SELECT record, data FROM {ks}.trips WHERE tenant = ? AND trip_id = ?",
     select_trip: "SELECT record, data FROM {ks}.trips WHERE tenant = ? AND trip_id = ? AND vehicle_id = ?",
     scan_trips: "SELECT record, data FROM {ks}.trips",
+    insert_open_trip: "INSERT INTO {ks}.open_trips (shard, tenant, trip_id, vehicle_id) VALUES (?, ?, ?, ?) USING TTL ?",
+    delete_open_trip: "DELETE FROM {ks}.open_trips WHERE shard = ? AND tenant = ? AND trip_id = ? AND vehicle_id = ?",
+    select_open_trips: "SELECT tenant, trip_id, vehicle_id FROM {ks}.open_trips WHERE shard = ?",
     insert_feed: "INSERT INTO {ks}.feed (writer, bucket, seq, tenant, vehicle_id, trip_id, at, push) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL {FEED_TTL_S}",
     upsert_watermark: "INSERT INTO {ks}.feed_writers (shard, writer, watermark) VALUES (0, ?, ?) USING TTL {FEED_TTL_S}",
     select_writers: "SELECT writer, watermark FROM {ks}.feed_writers WHERE shard = 0",
@@ -134,6 +137,6 @@ mod tests {
             assert!(cql.contains("tripline_x."), "{cql}");
             assert!(!cql.contains('{') && !cql.contains('}'), "{cql}");
         }
-        assert_eq!(TEMPLATES.len(), 47);
+        assert_eq!(TEMPLATES.len(), 50);
     }
 }

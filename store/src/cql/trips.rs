@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use tripline_model::Notice;
 
+use super::open_trips;
 use crate::records::KeptWrite;
 
 /// A trip row's `record` (JSON, schema 1) and `data` (binary, [`crate::trip_encoding`]).
@@ -46,9 +47,27 @@ impl ScyllaStore {
             .buffer_unordered(MAX_CONCURRENT_REQUESTS)
             .try_collect::<Vec<_>>()
             .map_ok(drop);
+        let marks = open_trips::changes(&self.inner.marked, trips.iter().map(|t| (TripKey::of(t), t.summary.status)));
+        let rows = futures::future::try_join(rows, self.write_marks(&marks)).map_ok(drop);
         let at_ms = now_ms();
         let changes = trips.iter().map(|t| Change::of_write(t, notices.get(&TripKey::of(t)), at_ms)).collect();
-        self.announce(changes, self.inner.written.writes(&[], trips), rows).await
+        self.announce(changes, self.inner.written.writes(&[], trips), rows).await?;
+        open_trips::written(&self.inner.marked, marks);
+        Ok(())
+    }
+}
+
+impl ScyllaStore {
+    /// A trip by its row's key columns.
+    pub(super) async fn trip_by_columns(
+        &self,
+        tenant: String,
+        trip_id: String,
+        vehicle: String,
+    ) -> StoreResult<Option<TripRecord>> {
+        let rows: Vec<TripColumns> =
+            self.rows("trip", &self.inner.statements.select_trip, (tenant, trip_id, vehicle)).await?;
+        rows.into_iter().next().map(trip_from_row).transpose()
     }
 }
 
@@ -59,10 +78,15 @@ impl TripStore for ScyllaStore {
 
     async fn delete_trip(&self, tenant: &TenantId, vehicle: &VehicleId, trip_id: &TripId) -> StoreResult<()> {
         let values = (tenant.as_str().to_owned(), trip_id.as_str().to_owned(), vehicle.as_str().to_owned());
-        let row = self.execute("delete trip", &self.inner.statements.delete_trip, values).map_ok(drop);
         let change = Change { at_ms: now_ms(), ..Change::of(tenant, vehicle, trip_id) };
-        let writes = self.inner.written.writes(&[change.key()], &[]);
-        self.announce(vec![change], writes, row).await
+        let key = change.key();
+        let mark = open_trips::MarkChanges { open: Vec::new(), closed: vec![key.clone()] };
+        let row = self.execute("delete trip", &self.inner.statements.delete_trip, values);
+        let row = futures::future::try_join(row, self.write_marks(&mark)).map_ok(drop);
+        let writes = self.inner.written.writes(std::slice::from_ref(&key), &[]);
+        self.announce(vec![change], writes, row).await?;
+        open_trips::forget(&self.inner.marked, &key);
+        Ok(())
     }
 
     async fn trip(&self, tenant: &TenantId, trip_id: &TripId) -> StoreResult<Option<TripRecord>> {
@@ -82,9 +106,7 @@ impl TripStore for ScyllaStore {
         vehicle: &VehicleId,
         trip_id: &TripId,
     ) -> StoreResult<Option<TripRecord>> {
-        let values = (tenant.as_str().to_owned(), trip_id.as_str().to_owned(), vehicle.as_str().to_owned());
-        let rows: Vec<TripColumns> = self.rows("trip", &self.inner.statements.select_trip, values).await?;
-        rows.into_iter().next().map(trip_from_row).transpose()
+        self.trip_by_columns(tenant.as_str().to_owned(), trip_id.as_str().to_owned(), vehicle.as_str().to_owned()).await
     }
 
     async fn scan_trips(&self, cursor: Option<&str>, limit: usize) -> StoreResult<Page<TripRecord>> {
@@ -115,6 +137,10 @@ impl TripStore for ScyllaStore {
             PagingStateResponse::NoMorePages => None,
         };
         Ok(Page { items, next })
+    }
+
+    async fn scan_open_trips(&self, cursor: Option<&str>, limit: usize) -> StoreResult<Page<TripRecord>> {
+        self.open_trips_page(cursor, limit).await
     }
 
     fn keep_written(&self) {

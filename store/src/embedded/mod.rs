@@ -55,6 +55,7 @@ impl Default for EmbeddedConfig {
     }
 }
 
+mod open_trips;
 mod sync;
 mod webhooks;
 
@@ -65,6 +66,8 @@ struct Inner {
     db: Database,
     chunks: Keyspace,
     trips: Keyspace,
+    /// Trip key → expiry, for each trip not completed ([`open_trips`]).
+    open_trips: Keyspace,
     rejections: Keyspace,
     rejection_ids: Keyspace,
     tenants: Keyspace,
@@ -201,9 +204,15 @@ impl EmbeddedStore {
         if moved > 0 {
             tracing::info!(points = moved, "embedded store: points moved to chunks");
         }
+        let (trips, open_trips) = (open("trips")?, open("open_trips")?);
+        let marked = open_trips::fill_once(&db, &trips, &open_trips)?;
+        if marked > 0 {
+            tracing::info!(trips = marked, "embedded store: open trips listed");
+        }
         let inner = Inner {
             chunks,
-            trips: open("trips")?,
+            trips,
+            open_trips,
             rejections: open("rejections")?,
             rejection_ids: open("rejection_ids")?,
             tenants: open("tenants")?,
@@ -255,9 +264,10 @@ impl EmbeddedStore {
         self.blocking(move |inner| {
             let mut batch = inner.db.batch().durability(Some(PersistMode::SyncData));
             let mut purged = 0u64;
-            let kinds: [(&Keyspace, Expiry); 4] = [
+            let kinds: [(&Keyspace, Expiry); 5] = [
                 (&inner.chunks, chunk_expiry),
                 (&inner.trips, trip_value_expiry),
+                (&inner.open_trips, open_trips::expiry),
                 (&inner.rejections, rejection_expiry),
                 (&inner.deliveries, rejection_expiry),
             ];
@@ -329,10 +339,11 @@ impl EmbeddedStore {
 }
 
 impl Inner {
-    fn keyspaces(&self) -> [&Keyspace; 13] {
+    fn keyspaces(&self) -> [&Keyspace; 14] {
         [
             &self.chunks,
             &self.trips,
+            &self.open_trips,
             &self.rejections,
             &self.rejection_ids,
             &self.tenants,
@@ -771,10 +782,11 @@ impl TripStore for EmbeddedStore {
         if trips.is_empty() {
             return Ok(());
         }
-        let rows = trip_rows(trips, &HashMap::new(), self.inner.expires_at())?;
+        let expires = self.inner.expires_at();
+        let rows = trip_rows(trips, &HashMap::new(), expires)?;
         let writes = self.inner.written.writes(&[], trips);
         self.blocking(move |inner| {
-            inner.commit_numbered(None, writes, |batch, first| Ok(add_trip_rows(inner, batch, rows, first)))
+            inner.commit_numbered(None, writes, |batch, first| Ok(add_trip_rows(inner, batch, rows, expires, first)))
         })
         .await
     }
@@ -833,6 +845,11 @@ impl TripStore for EmbeddedStore {
         .await
     }
 
+    async fn scan_open_trips(&self, cursor: Option<&str>, limit: usize) -> StoreResult<Page<TripRecord>> {
+        let cursor = cursor.map(str::to_owned);
+        self.blocking(move |inner| open_trips::page(inner, cursor.as_deref(), limit)).await
+    }
+
     fn keep_written(&self) {
         self.inner.written.enable();
     }
@@ -842,7 +859,8 @@ impl TripStore for EmbeddedStore {
     }
 }
 
-type TripRow = (Vec<u8>, Vec<u8>, Vec<u8>);
+/// A trip row: key, value, the change-feed entry announcing it, and whether the trip is open.
+type TripRow = (Vec<u8>, Vec<u8>, Vec<u8>, bool);
 
 /// Chunk rows of `points` as embedded keys and values.
 fn chunk_entries(points: &[StoredPoint], sealed: bool, expires: i64) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -855,7 +873,7 @@ fn chunk_entries(points: &[StoredPoint], sealed: bool, expires: i64) -> StoreRes
         .collect()
 }
 
-/// Trip rows: key, value and the change-feed entry announcing it (with the trip's `notices`).
+/// Trip rows (the feed entry with the trip's `notices`).
 fn trip_rows(trips: &[TripRecord], notices: &HashMap<TripKey, Vec<Notice>>, expires: i64) -> StoreResult<Vec<TripRow>> {
     let at_ms = now_ms();
     trips
@@ -864,14 +882,23 @@ fn trip_rows(trips: &[TripRecord], notices: &HashMap<TripKey, Vec<Notice>>, expi
             let key = trip_key(t.tenant.as_str(), t.summary.trip_id.as_str(), t.summary.vehicle_id.as_str());
             let change = Change::of_write(t, notices.get(&TripKey::of(t)), at_ms);
             let value = encode_trip_value(expires, t)?;
-            Ok((key, value, encode_json(&change, "feed")?))
+            let open = t.summary.status == tripline_model::TripStatus::Active;
+            Ok((key, value, encode_json(&change, "feed")?, open))
         })
         .collect()
 }
 
-/// Adds trip rows and their feed entries from sequence number `seq`; returns the next one.
-fn add_trip_rows(inner: &Inner, batch: &mut fjall::OwnedWriteBatch, rows: Vec<TripRow>, mut seq: u64) -> u64 {
-    for (key, value, change) in rows {
+/// Adds trip rows, their marks on the list of open trips and their feed entries from sequence
+/// number `seq`; returns the next one.
+fn add_trip_rows(
+    inner: &Inner,
+    batch: &mut fjall::OwnedWriteBatch,
+    rows: Vec<TripRow>,
+    expires: i64,
+    mut seq: u64,
+) -> u64 {
+    for (key, value, change, open) in rows {
+        open_trips::mark(inner, batch, &key, open, expires);
         batch.insert(&inner.trips, key, value);
         add_feed_entry(inner, batch, seq, change);
         seq += 1;
@@ -888,6 +915,7 @@ fn add_deletes(
     mut seq: u64,
 ) -> u64 {
     for (key, change) in deletes {
+        open_trips::mark(inner, batch, &key, false, 0);
         batch.remove(&inner.trips, key);
         add_feed_entry(inner, batch, seq, change);
         seq += 1;
@@ -949,7 +977,7 @@ impl BatchWrite for EmbeddedStore {
                 }
                 add_rejections(inner, batch, rejections, expires)?;
                 let seq = add_deletes(inner, batch, deletes, seq);
-                Ok(add_trip_rows(inner, batch, trips, seq))
+                Ok(add_trip_rows(inner, batch, trips, expires, seq))
             })
         })
         .await

@@ -39,6 +39,7 @@ conformance!(
     concurrent_writers_lose_nothing,
     registry_rules_hold,
     deleted_trips_are_gone_and_announced,
+    open_trips_are_listed_until_completed_or_deleted,
     foreign_cursors_are_refused,
     a_write_set_lands_whole_with_its_trips_announced,
     written_trips_are_handed_over_once_for_their_own_entry,
@@ -193,5 +194,87 @@ async fn scylla_schema_apply_moves_point_rows_to_chunks() {
         .unwrap();
     assert_eq!(tables.into_rows_result().unwrap().rows_num(), 0, "the old table is gone");
     assert_eq!(ScyllaStore::apply_schema(&backend.config).await.unwrap(), tripline_store::SCHEMA_VERSION);
+    backend.drop_keyspace().await;
+}
+
+/// Trips written before the list of open trips existed.
+fn trips_of_before() -> Vec<tripline_store::TripRecord> {
+    let mut trips: Vec<_> = (0..3)
+        .map(|i| {
+            tripline_testkit::trip_record("acme", &format!("car-{i}"), &format!("t{i}"), 1_795_564_740_000, 3, 80.0)
+        })
+        .collect();
+    for trip in &mut trips {
+        trip.summary.status = tripline_model::TripStatus::Active;
+    }
+    trips[2].summary.status = tripline_model::TripStatus::Completed;
+    trips
+}
+
+/// An embedded store written before the list of open trips existed lists its open trips when
+/// first opened by this version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_open_trips_of_a_store_from_before_the_list_are_listed_on_open() {
+    use tripline_store::{EmbeddedConfig, EmbeddedStore, TripStore};
+    let (store, dir) = backends::embedded(std::time::Duration::from_secs(3600));
+    store.upsert_trips(&trips_of_before()).await.unwrap();
+    drop(store);
+    {
+        // The store as an earlier version left it: no list.
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let list = db.keyspace("open_trips", fjall::KeyspaceCreateOptions::default).unwrap();
+        db.delete_keyspace(list).unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let config = EmbeddedConfig { path: dir.path().to_path_buf(), retention_s: 3600 };
+    let store = EmbeddedStore::open(&config).unwrap();
+    assert_eq!(suite::open_trip_ids(&store, 10).await, ["t0", "t1"]);
+    store
+        .upsert_trips(
+            &trips_of_before()[..1]
+                .iter()
+                .cloned()
+                .map(|mut t| {
+                    t.summary.status = tripline_model::TripStatus::Completed;
+                    t
+                })
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    drop(store);
+    let store = EmbeddedStore::open(&config).unwrap();
+    assert_eq!(suite::open_trip_ids(&store, 10).await, ["t1"], "a later open keeps the list as written");
+}
+
+/// A keyspace of schema 4 (no list of open trips) has its open trips listed by `schema apply`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_schema_apply_lists_the_open_trips_of_a_keyspace_from_before_the_list() {
+    use ::scylla::client::session_builder::SessionBuilder;
+    use tripline_store::{ScyllaStore, TripStore};
+
+    let Some(backend) = backends::scylla(std::time::Duration::from_secs(3600)).await else { return };
+    backend.store.upsert_trips(&trips_of_before()).await.unwrap();
+    let ks = &backend.config.keyspace;
+    let mut builder = SessionBuilder::new().known_nodes(&backend.config.nodes);
+    if let Some((user, password)) = backend.config.credentials().unwrap() {
+        builder = builder.user(user, password);
+    }
+    let session = builder.build().await.unwrap();
+    // The keyspace as schema 4 left it: no list, version 4.
+    session.query_unpaged(format!("DROP TABLE {ks}.open_trips"), &[]).await.unwrap();
+    session.query_unpaged(format!("UPDATE {ks}.schema_version SET version = 4 WHERE id = 0"), &[]).await.unwrap();
+    assert_eq!(ScyllaStore::apply_schema(&backend.config).await.unwrap(), tripline_store::SCHEMA_VERSION);
+    let store = ScyllaStore::connect(&backend.config).await.unwrap();
+    assert_eq!(suite::open_trip_ids(&store, 10).await, ["t0", "t1"]);
+    let version = session
+        .query_unpaged(format!("SELECT version FROM {ks}.schema_version WHERE id = 0"), &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .first_row::<(i32,)>()
+        .unwrap();
+    assert_eq!(version, (tripline_store::SCHEMA_VERSION,));
     backend.drop_keyspace().await;
 }

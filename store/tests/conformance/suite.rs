@@ -372,6 +372,57 @@ pub(crate) async fn deleted_trips_are_gone_and_announced<S: Store>(store: &S) {
     assert_eq!(changes, vec!["d1".to_owned()]);
 }
 
+/// Every open trip's id, read through pages of `limit`.
+pub(crate) async fn open_trip_ids<S: Store>(store: &S, limit: usize) -> Vec<String> {
+    let (mut cursor, mut ids) = (None::<String>, Vec::new());
+    loop {
+        let page = store.scan_open_trips(cursor.as_deref(), limit).await.unwrap();
+        assert!(page.items.len() <= limit);
+        ids.extend(page.items.iter().map(|t| {
+            assert_eq!(t.summary.status, TripStatus::Active);
+            t.summary.trip_id.as_str().to_owned()
+        }));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    ids.sort();
+    ids
+}
+
+pub(crate) async fn open_trips_are_listed_until_completed_or_deleted<S: Store>(store: &S) {
+    let completed = |t: &str, v: &str, id: &str| {
+        let mut record = trip(t, v, id, 0, 5);
+        record.summary.status = TripStatus::Completed;
+        record
+    };
+    let open: Vec<TripRecord> =
+        (0..7).map(|i| trip(["acme", "globex"][i % 2], &format!("car-o{i}"), &format!("o{i}"), 0, 5)).collect();
+    store.upsert_trips(&open).await.unwrap();
+    store.upsert_trips(&[completed("acme", "car-c", "c1")]).await.unwrap();
+    // Rewritten while live (the same mark), as a worker does on every write set.
+    store.upsert_trips(&open[..2]).await.unwrap();
+    let all: Vec<String> = (0..7).map(|i| format!("o{i}")).collect();
+    assert_eq!(open_trip_ids(store, 2).await, all, "each open trip once, through pages of two");
+    assert_eq!(open_trip_ids(store, 100).await, all);
+
+    // Completed in a write set, deleted (a renamed cut), completed alone.
+    let set = WriteSet { trips: vec![completed("acme", "car-o0", "o0")], ..WriteSet::default() };
+    store.write_batch(&set).await.unwrap();
+    let set = WriteSet { deletes: vec![TripKey::of(&open[1])], ..WriteSet::default() };
+    store.write_batch(&set).await.unwrap();
+    store.upsert_trips(&[completed("acme", "car-o2", "o2")]).await.unwrap();
+    assert_eq!(open_trip_ids(store, 3).await, all[3..].to_vec());
+
+    // A late point reopens a completed trip: listed again.
+    store.upsert_trips(&open[..1]).await.unwrap();
+    let mut reopened = all[3..].to_vec();
+    reopened.insert(0, "o0".to_owned());
+    assert_eq!(open_trip_ids(store, 3).await, reopened);
+    assert!(matches!(store.scan_open_trips(Some("xyz"), 5).await, Err(StoreError::BadCursor)));
+}
+
 pub(crate) async fn foreign_cursors_are_refused<S: Store>(store: &S) {
     store.upsert_trips(&[trip("acme", "car-x", "x1", 0, 5)]).await.unwrap();
     assert!(matches!(
