@@ -786,7 +786,7 @@ impl TripStore for EmbeddedStore {
         let rows = trip_rows(trips, &HashMap::new(), expires)?;
         let writes = self.inner.written.writes(&[], trips);
         self.blocking(move |inner| {
-            inner.commit_numbered(None, writes, |batch, first| Ok(add_trip_rows(inner, batch, rows, expires, first)))
+            inner.commit_numbered(None, writes, |batch, first| add_trip_rows(inner, batch, rows, expires, first))
         })
         .await
     }
@@ -797,7 +797,7 @@ impl TripStore for EmbeddedStore {
         let writes = self.inner.written.writes(&[change.key()], &[]);
         let change = encode_json(&change, "feed")?;
         self.blocking(move |inner| {
-            inner.commit_numbered(None, writes, |batch, seq| Ok(add_deletes(inner, batch, vec![(key, change)], seq)))
+            inner.commit_numbered(None, writes, |batch, seq| add_deletes(inner, batch, vec![(key, change)], seq))
         })
         .await
     }
@@ -896,14 +896,14 @@ fn add_trip_rows(
     rows: Vec<TripRow>,
     expires: i64,
     mut seq: u64,
-) -> u64 {
+) -> StoreResult<u64> {
     for (key, value, change, open) in rows {
-        open_trips::mark(inner, batch, &key, open, expires);
+        open_trips::mark(inner, batch, &key, open, expires)?;
         batch.insert(&inner.trips, key, value);
         add_feed_entry(inner, batch, seq, change);
         seq += 1;
     }
-    seq
+    Ok(seq)
 }
 
 /// Removes trips (key, the feed entry saying so) with change-feed entries numbered from `seq`
@@ -913,14 +913,14 @@ fn add_deletes(
     batch: &mut fjall::OwnedWriteBatch,
     deletes: Vec<(Vec<u8>, Vec<u8>)>,
     mut seq: u64,
-) -> u64 {
+) -> StoreResult<u64> {
     for (key, change) in deletes {
-        open_trips::mark(inner, batch, &key, false, 0);
+        open_trips::mark(inner, batch, &key, false, 0)?;
         batch.remove(&inner.trips, key);
         add_feed_entry(inner, batch, seq, change);
         seq += 1;
     }
-    seq
+    Ok(seq)
 }
 
 fn add_feed_entry(inner: &Inner, batch: &mut fjall::OwnedWriteBatch, seq: u64, change: Vec<u8>) {
@@ -976,8 +976,8 @@ impl BatchWrite for EmbeddedStore {
                     batch.insert(&inner.chunks, key, value);
                 }
                 add_rejections(inner, batch, rejections, expires)?;
-                let seq = add_deletes(inner, batch, deletes, seq);
-                Ok(add_trip_rows(inner, batch, trips, expires, seq))
+                let seq = add_deletes(inner, batch, deletes, seq)?;
+                add_trip_rows(inner, batch, trips, expires, seq)
             })
         })
         .await

@@ -15,15 +15,26 @@ use crate::{StoreError, StoreResult};
 /// with a tenant name (ASCII), so this key sorts after every one of them.
 const FILLED: &[u8] = &[0xff];
 
-/// Marks open the trip of `key` (expiring with it) when `open`, else takes the mark away.
-pub(super) fn mark(inner: &Inner, batch: &mut fjall::OwnedWriteBatch, key: &[u8], open: bool, expires: i64) {
+/// Marks open the trip of `key` (expiring with it) when `open`, else takes its mark away if it
+/// has one (a removal leaves a tombstone that scans step over until compaction drops it; a
+/// completed trip written again, or written completed at once, has no mark to remove). Call
+/// under the feed's numbering lock, so no other write of the trip comes between the look and
+/// the commit.
+pub(super) fn mark(
+    inner: &Inner,
+    batch: &mut fjall::OwnedWriteBatch,
+    key: &[u8],
+    open: bool,
+    expires: i64,
+) -> StoreResult<()> {
     if open {
         let mut value = Vec::with_capacity(8);
         push_i64(&mut value, expires);
         batch.insert(&inner.open_trips, key, value);
-    } else {
+    } else if inner.open_trips.contains_key(key).map_err(db_error)? {
         batch.remove(&inner.open_trips, key);
     }
+    Ok(())
 }
 
 /// The expiry of a mark (that of [`FILLED`] never comes).
