@@ -452,6 +452,28 @@ impl ScyllaStore {
             .await
     }
 
+    /// One page of `statement`'s rows (at most `limit`) from `paging` on, and where the next
+    /// page starts.
+    async fn single_page(
+        &self,
+        what: &'static str,
+        statement: &PreparedStatement,
+        values: impl SerializeRow + Clone,
+        paging: scylla::response::PagingState,
+        limit: usize,
+    ) -> StoreResult<(QueryResult, scylla::response::PagingStateResponse)> {
+        let mut statement = statement.clone();
+        statement.set_page_size(i32::try_from(limit.max(1)).unwrap_or(i32::MAX));
+        let session = &self.inner.session;
+        self.inner
+            .retry
+            .run(what, || {
+                let (statement, paging, values) = (statement.clone(), paging.clone(), values.clone());
+                async move { session.execute_single_page(&statement, values, paging).await.map_err(|e| classify(&e)) }
+            })
+            .await
+    }
+
     async fn rows<R>(
         &self,
         what: &'static str,

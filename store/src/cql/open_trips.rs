@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use tripline_model::TripStatus;
 
-use super::{MAX_CONCURRENT_REQUESTS, ScyllaStore, classify, corrupt};
+use super::{MAX_CONCURRENT_REQUESTS, ScyllaStore, corrupt};
 use crate::StoreResult;
 use crate::codec::{hex, unhex};
 use crate::records::{Page, TripKey, TripRecord};
@@ -166,17 +166,8 @@ impl ScyllaStore {
             None => (0, Vec::new()),
         };
         let paging = if paging.is_empty() { PagingState::start() } else { PagingState::new_from_raw_bytes(paging) };
-        let mut statement = self.inner.statements.select_open_trips.clone();
-        statement.set_page_size(i32::try_from(limit.max(1)).unwrap_or(i32::MAX));
-        let session = &self.inner.session;
-        let (result, response) = self
-            .inner
-            .retry
-            .run("scan open trips", || {
-                let (statement, paging) = (statement.clone(), paging.clone());
-                async move { session.execute_single_page(&statement, (shard,), paging).await.map_err(|e| classify(&e)) }
-            })
-            .await?;
+        let statement = &self.inner.statements.select_open_trips;
+        let (result, response) = self.single_page("scan open trips", statement, (shard,), paging, limit).await?;
         let rows = result.into_rows_result().map_err(|e| corrupt("open_trips", e))?;
         let marks = rows
             .rows::<(String, String, String)>()

@@ -115,17 +115,8 @@ impl TripStore for ScyllaStore {
             Some(text) => PagingState::new_from_raw_bytes(crate::codec::unhex(text)?),
             None => PagingState::start(),
         };
-        let mut statement = self.inner.statements.scan_trips.clone();
-        statement.set_page_size(i32::try_from(limit.max(1)).unwrap_or(i32::MAX));
-        let session = &self.inner.session;
-        let (result, response) = self
-            .inner
-            .retry
-            .run("scan trips", || {
-                let (statement, paging) = (statement.clone(), paging.clone());
-                async move { session.execute_single_page(&statement, (), paging).await.map_err(|e| classify(&e)) }
-            })
-            .await?;
+        let (result, response) =
+            self.single_page("scan trips", &self.inner.statements.scan_trips, (), paging, limit).await?;
         let rows = result.into_rows_result().map_err(|e| corrupt("trips", e))?;
         let items = rows
             .rows::<TripColumns>()

@@ -26,6 +26,16 @@ impl ScyllaBackend {
         ScyllaStore::connect(&self.config).await.unwrap()
     }
 
+    /// A plain driver session on the backend's cluster, for statements the store never runs
+    /// (a keyspace laid out as an earlier version left it).
+    pub(crate) async fn session(&self) -> ::scylla::client::session::Session {
+        let mut builder = ::scylla::client::session_builder::SessionBuilder::new().known_nodes(&self.config.nodes);
+        if let Some((user, password)) = self.config.credentials().unwrap() {
+            builder = builder.user(user, password);
+        }
+        builder.build().await.unwrap()
+    }
+
     pub(crate) async fn drop_keyspace(&self) {
         ScyllaStore::drop_keyspace(&self.config).await.unwrap();
     }

@@ -108,16 +108,11 @@ async fn scylla_schema_apply_is_idempotent() {
 /// A keyspace written by schema 1 (one row per point) reads the same after `schema apply`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scylla_schema_apply_moves_point_rows_to_chunks() {
-    use ::scylla::client::session_builder::SessionBuilder;
     use tripline_store::{PointStore, ScyllaStore};
 
     let Some(backend) = backends::scylla(std::time::Duration::from_secs(3600)).await else { return };
     let ks = &backend.config.keyspace;
-    let mut builder = SessionBuilder::new().known_nodes(&backend.config.nodes);
-    if let Some((user, password)) = backend.config.credentials().unwrap() {
-        builder = builder.user(user, password);
-    }
-    let session = builder.build().await.unwrap();
+    let session = backend.session().await;
     // Schema 1's tables and rows, as its code wrote them.
     session.query_unpaged(format!("DROP TABLE {ks}.trips"), &[]).await.unwrap();
     session
@@ -250,17 +245,12 @@ async fn embedded_open_trips_of_a_store_from_before_the_list_are_listed_on_open(
 /// A keyspace of schema 4 (no list of open trips) has its open trips listed by `schema apply`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scylla_schema_apply_lists_the_open_trips_of_a_keyspace_from_before_the_list() {
-    use ::scylla::client::session_builder::SessionBuilder;
     use tripline_store::{ScyllaStore, TripStore};
 
     let Some(backend) = backends::scylla(std::time::Duration::from_secs(3600)).await else { return };
     backend.store.upsert_trips(&trips_of_before()).await.unwrap();
     let ks = &backend.config.keyspace;
-    let mut builder = SessionBuilder::new().known_nodes(&backend.config.nodes);
-    if let Some((user, password)) = backend.config.credentials().unwrap() {
-        builder = builder.user(user, password);
-    }
-    let session = builder.build().await.unwrap();
+    let session = backend.session().await;
     // The keyspace as schema 4 left it: no list, version 4.
     session.query_unpaged(format!("DROP TABLE {ks}.open_trips"), &[]).await.unwrap();
     session.query_unpaged(format!("UPDATE {ks}.schema_version SET version = 4 WHERE id = 0"), &[]).await.unwrap();
