@@ -375,8 +375,8 @@ fn classify_connect(text: String) -> Attempt {
 impl ScyllaStore {
     /// Creates or migrates the schema described by `config` (idempotent), and records its
     /// version once the data is migrated (an interrupted migration runs again at the next
-    /// apply). A keyspace of schema 1 has its point rows moved into chunks ([`migrate`]); one
-    /// of schema 4 or older has its open trips listed ([`open_trips`]).
+    /// apply). A keyspace of schema 1 has its point rows moved into chunks (`cql/migrate.rs`); one
+    /// of schema 4 or older has its open trips listed (`cql/open_trips.rs`).
     pub async fn apply_schema(config: &ScyllaConfig) -> StoreResult<i32> {
         let ks = checked_keyspace(config)?;
         let session = connect(config).await?;
