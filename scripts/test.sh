@@ -68,6 +68,8 @@ eval "$(scripts/services.sh env)"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The crate docs' links resolve (a renamed or private item is an error, not a dead link).
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 test_log="$(mktemp)"
 cargo test --workspace 2>&1 | tee "$test_log"
 # Coverage-guided fuzzing of the decoder and the trip-file readers, briefly (scripts/fuzz.sh).

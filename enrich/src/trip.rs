@@ -236,7 +236,7 @@ impl TripEngine {
         *self = rebuilt;
     }
 
-    /// Forgets all but the last [`HELD_POINTS`] kept points, and never any of the first
+    /// Forgets all but the last `HELD_POINTS` (64) kept points, and never any of the first
     /// `durable` (counted from the trip's first): those must be in the store, since a point
     /// landing among them makes the engine [need history](TripEngine::needs_history). Bounds a
     /// live trip's memory whatever its length. Call after [`TripEngine::refresh`].

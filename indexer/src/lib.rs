@@ -4,7 +4,7 @@
 //! with the change-feed checkpoint in the commit payload so data and progress commit together.
 //!
 //! **Shape.** Two tasks. The *follower* reads the feed without pause and gathers the changed
-//! trips ([`pending`]); when the feed is idle it asks again after `poll_interval_ms`, or as soon
+//! trips (`pending.rs`); when the feed is idle it asks again after `poll_interval_ms`, or as soon
 //! as the store signals an entry written in this process ([`ChangeFeed::feed_signal`]). The
 //! *applier* owns the `IndexWriter`: it takes everything gathered as one cut, reads the cut's
 //! trips from the store while the previous cut's commit is still running on a blocking thread,

@@ -1,8 +1,8 @@
 //! `GET /v1/stream`: Server-Sent Events of the key's tenant, fed by the change feed.
 //!
-//! A trip write's change-feed entry carries what it tells insurers ([`TripNotices`]); reading
+//! A trip write's change-feed entry carries what it tells insurers ([`tripline_model::push::TripNotices`]); reading
 //! the feed from a position therefore tells the same messages in the same order. Each event's
-//! `id` is a [`Cursor`]: the feed position after it (per writer, plus how many messages of a
+//! `id` is a cursor (`Cursor` below): the feed position after it (per writer, plus how many messages of a
 //! partly sent entry went out). A client that reconnects with `Last-Event-ID` gets exactly what
 //! it missed.
 //!
