@@ -54,7 +54,9 @@ pub enum IndexerError {
 #[serde(deny_unknown_fields, default)]
 pub struct IndexerConfig {
     /// Least time between two commits, milliseconds (each commit writes a segment; this bounds
-    /// how many a second). A commit that takes longer is followed at once.
+    /// how many a second). A commit that takes longer is followed at once. A change waits half
+    /// of it on average before its commit starts; each commit costs tantivy's fixed work per
+    /// segment (docs/benchmarks.md, "Decisions": 75 against 100 ms).
     pub commit_interval_ms: u64,
     /// How often an idle follower asks the feed for changes, milliseconds (entries written in
     /// this process wake it at once).
@@ -65,7 +67,7 @@ pub struct IndexerConfig {
 
 impl Default for IndexerConfig {
     fn default() -> Self {
-        IndexerConfig { commit_interval_ms: 100, poll_interval_ms: 100, batch: 1000 }
+        IndexerConfig { commit_interval_ms: 75, poll_interval_ms: 100, batch: 1000 }
     }
 }
 
