@@ -74,11 +74,19 @@ pub enum IndexError {
     /// A paging cursor this index did not issue.
     #[error("invalid cursor")]
     BadCursor,
+    /// Another writer holds the index's lock (in this process or another); it may let go.
+    #[error("index: another writer holds the index")]
+    WriterBusy,
 }
 
 impl From<tantivy::TantivyError> for IndexError {
     fn from(error: tantivy::TantivyError) -> Self {
-        IndexError::Tantivy { detail: error.to_string() }
+        match error {
+            tantivy::TantivyError::LockFailure(tantivy::directory::error::LockError::LockBusy, _) => {
+                IndexError::WriterBusy
+            }
+            error => IndexError::Tantivy { detail: error.to_string() },
+        }
     }
 }
 

@@ -106,6 +106,10 @@ const CONCURRENT_READS: usize = 32;
 /// First wait after a failed store read; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long the applier waits for the index's writer lock another writer holds (one left
+/// committing by an indexer of this process that was stopped, or a process shutting down)
+/// before it gives up.
+const WRITER_WAIT: Duration = Duration::from_secs(30);
 
 /// What the follower and the applier share.
 struct Shared {
@@ -160,9 +164,16 @@ impl<S: ChangeFeed + TripStore + Clone + Send + Sync + 'static> Indexer<S> {
         });
         let (stop_follower, follower_stopped) = watch::channel(false);
         let follower = tokio::spawn(follow(store.clone(), shared.clone(), config.clone(), follower_stopped));
+        // Another writer may hold the lock a moment longer (an indexer of this process that was
+        // stopped, its last commit still running): the applier waits for it at its first cut.
+        let writer = match index.live_writer() {
+            Ok(writer) => Some(writer),
+            Err(IndexError::WriterBusy) => None,
+            Err(error) => return Err(error.into()),
+        };
         let mut applier = Applier {
             store,
-            writer: Some(index.live_writer()?),
+            writer,
             index,
             live,
             committing: None,
@@ -316,6 +327,7 @@ impl<S: TripStore> Applier<S> {
                                 // reads them again from its checkpoint.
                                 continue;
                             }
+                            self.take_writer(shutdown).await?;
                             self.start_commit(cut, read)?;
                         }
                         Err(error) => {
@@ -328,6 +340,25 @@ impl<S: TripStore> Applier<S> {
                 }
             }
         }
+    }
+
+    /// Holds the index's writer, waiting up to [`WRITER_WAIT`] while another writer holds its
+    /// lock (an aborted indexer's commit still running on its blocking thread lets go when it
+    /// ends).
+    async fn take_writer(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), IndexerError> {
+        let started = Instant::now();
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
+        while self.writer.is_none() {
+            match self.index.live_writer() {
+                Ok(writer) => self.writer = Some(writer),
+                Err(IndexError::WriterBusy) if started.elapsed() < WRITER_WAIT && !*shutdown.borrow() => {
+                    tracing::warn!("the index's writer lock is held; waiting for it");
+                    wait(shutdown, backoff.failed()).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Replaces the cut's documents by its trips as read, and starts committing them.
@@ -408,7 +439,6 @@ impl<S: TripStore> Applier<S> {
                 // checkpoint.
                 drop(self.writer.take());
                 self.index = self.live.get();
-                self.writer = Some(self.index.live_writer()?);
                 self.counters.committed = self.index.checkpoint()?;
                 self.shared.lock().reset(self.counters.committed.clone());
                 tracing::info!(generation = %self.live.generation(), "indexer moved to the rebuilt index");

@@ -175,6 +175,24 @@ async fn follows_and_resumes<S: Store>(name: &str, store: S, index_dir: &std::pa
 }
 
 /// Every trip of a tenant as the store has it: id → score.
+/// An indexer started while another writer still holds the index (an indexer of this process
+/// that was stopped, its last commit still running) waits for the lock instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_indexer_waits_for_a_writer_that_still_holds_the_index() {
+    let (store, dir) = EmbeddedStore::for_test(Duration::from_secs(3600)).unwrap();
+    let index = TripIndex::open_or_create(&dir.path().join("index")).unwrap();
+    let held = index.live_writer().unwrap();
+    store.upsert_trips(&[trip("acme", "car-1", "a1", 80.0)]).await.unwrap();
+    let running = start(&store, &index);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!running.task.is_finished(), "the indexer gave up on the held lock");
+    assert!(indexed(&index, "acme").is_empty());
+    drop(held);
+    wait_until(&index, "the trip indexed once the lock is free", |i| indexed(i, "acme").len() == 1).await;
+    running.shutdown.send(true).unwrap();
+    running.task.await.unwrap();
+}
+
 async fn stored<S: Store>(store: &S, tenant: &str) -> BTreeMap<String, f64> {
     let mut trips = BTreeMap::new();
     let mut cursor = None;
