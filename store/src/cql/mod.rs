@@ -452,6 +452,21 @@ impl ScyllaStore {
             .await
     }
 
+    /// Runs `statement` once for each of `rows`, at most [`MAX_CONCURRENT_REQUESTS`] at once, in
+    /// no particular order; `Ok` once every one succeeded.
+    async fn execute_each<V: SerializeRow + Clone>(
+        &self,
+        what: &'static str,
+        statement: &PreparedStatement,
+        rows: Vec<V>,
+    ) -> StoreResult<()> {
+        futures::stream::iter(rows)
+            .map(|values| self.execute(what, statement, values))
+            .buffer_unordered(MAX_CONCURRENT_REQUESTS)
+            .try_for_each(|_| async { Ok(()) })
+            .await
+    }
+
     /// One page of `statement`'s rows (at most `limit`) from `paging` on, and where the next
     /// page starts.
     async fn single_page(

@@ -117,7 +117,7 @@ fn parse_cursor(text: &str) -> StoreResult<(i32, Vec<u8>)> {
 }
 
 impl ScyllaStore {
-    /// Writes and removes marks, at most [`MAX_CONCURRENT_REQUESTS`] of each at once.
+    /// Writes and removes marks ([`ScyllaStore::execute_each`]: a bounded number at once).
     pub(super) async fn write_marks(&self, changes: &MarkChanges) -> StoreResult<()> {
         let s = &self.inner.statements;
         let ttl = self.inner.ttl_s;
@@ -127,14 +127,8 @@ impl ScyllaStore {
         };
         let opened: Vec<_> = changes.open.iter().map(row).map(|(a, b, c, d)| (a, b, c, d, ttl)).collect();
         let closed: Vec<_> = changes.closed.iter().map(row).collect();
-        let opened = futures::stream::iter(opened)
-            .map(|values| self.execute("mark open trip", &s.insert_open_trip, values))
-            .buffer_unordered(MAX_CONCURRENT_REQUESTS)
-            .try_for_each(|_| async { Ok(()) });
-        let closed = futures::stream::iter(closed)
-            .map(|values| self.execute("unmark open trip", &s.delete_open_trip, values))
-            .buffer_unordered(MAX_CONCURRENT_REQUESTS)
-            .try_for_each(|_| async { Ok(()) });
+        let opened = self.execute_each("mark open trip", &s.insert_open_trip, opened);
+        let closed = self.execute_each("unmark open trip", &s.delete_open_trip, closed);
         futures::future::try_join(opened, closed).await.map(drop)
     }
 

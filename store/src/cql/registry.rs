@@ -101,17 +101,8 @@ impl Registry for ScyllaStore {
             .filter_map(|(v, secret)| secret.clone().map(|hash| (v.as_str().to_owned(), hash)))
             .collect();
         let removed: Vec<(String,)> = removed.into_iter().map(|(v, _)| (v.as_str().to_owned(),)).collect();
-        futures::stream::iter(set)
-            .map(|row| self.execute("set vehicle secret", &s.insert_vehicle_secret, row))
-            .buffer_unordered(MAX_CONCURRENT_REQUESTS)
-            .try_collect::<Vec<_>>()
-            .await?;
-        futures::stream::iter(removed)
-            .map(|row| self.execute("remove vehicle secret", &s.delete_vehicle_secret, row))
-            .buffer_unordered(MAX_CONCURRENT_REQUESTS)
-            .try_collect::<Vec<_>>()
-            .await?;
-        Ok(())
+        self.execute_each("set vehicle secret", &s.insert_vehicle_secret, set).await?;
+        self.execute_each("remove vehicle secret", &s.delete_vehicle_secret, removed).await
     }
 
     async fn all_vehicle_secrets(&self) -> StoreResult<Vec<(VehicleId, String)>> {

@@ -42,11 +42,7 @@ impl ScyllaStore {
                 ))
             })
             .collect::<StoreResult<Vec<_>>>()?;
-        let rows = futures::stream::iter(rows)
-            .map(|values| self.execute("upsert trip", &s.insert_trip, values))
-            .buffer_unordered(MAX_CONCURRENT_REQUESTS)
-            .try_collect::<Vec<_>>()
-            .map_ok(drop);
+        let rows = self.execute_each("upsert trip", &s.insert_trip, rows);
         let marks = open_trips::changes(&self.inner.marked, trips.iter().map(|t| (TripKey::of(t), t.summary.status)));
         let rows = futures::future::try_join(rows, self.write_marks(&marks)).map_ok(drop);
         let at_ms = now_ms();
@@ -55,9 +51,7 @@ impl ScyllaStore {
         open_trips::written(&self.inner.marked, marks);
         Ok(())
     }
-}
 
-impl ScyllaStore {
     /// A trip by its row's key columns.
     pub(super) async fn trip_by_columns(
         &self,

@@ -87,11 +87,7 @@ impl WebhookStore for ScyllaStore {
             .iter()
             .map(|i| Ok((id.to_owned(), i.key.clone(), json(i, "webhook_outbox")?)))
             .collect::<StoreResult<Vec<_>>>()?;
-        futures::stream::iter(rows)
-            .map(|values| self.execute("webhook outbox", &s.insert_outbox, values))
-            .buffer_unordered(MAX_CONCURRENT_REQUESTS)
-            .try_collect::<Vec<_>>()
-            .await?;
+        self.execute_each("webhook outbox", &s.insert_outbox, rows).await?;
         // After the items: a cursor past a message never lands before the message is kept.
         self.execute("webhook cursor", &s.update_webhook_cursor, (json(cursor, "webhooks")?, id.to_owned())).await?;
         Ok(())
