@@ -9,7 +9,7 @@
 use futures::TryStreamExt;
 use tripline_model::{Point, TripId, VehicleId};
 
-use super::{ScyllaStore, classify, classify_text, corrupt};
+use super::{ScyllaStore, classify, classify_text, corrupt, run_cql};
 use crate::records::{Derived, StoredPoint};
 use crate::retry::Attempt;
 use crate::{PointStore, StoreResult};
@@ -109,12 +109,7 @@ impl ScyllaStore {
             })
             .await?;
         let drop = format!("DROP TABLE IF EXISTS {keyspace}.{LEGACY_TABLE}");
-        self.inner
-            .retry
-            .run("drop old points", || async {
-                session.query_unpaged(drop.as_str(), ()).await.map_err(|e| classify(&e))
-            })
-            .await?;
+        run_cql(session, &self.inner.retry, "drop old points", &drop).await?;
         Ok(moved)
     }
 

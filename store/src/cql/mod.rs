@@ -270,6 +270,12 @@ fn classify_text(text: String) -> Attempt {
     if PERMANENT.iter().any(|word| lower.contains(word)) { Attempt::Permanent(text) } else { Attempt::Transient(text) }
 }
 
+/// Runs `cql`, a statement without values that is not prepared (schema changes, the schema's
+/// own rows), retried by `retry`.
+async fn run_cql(session: &Session, retry: &RetryPolicy, what: &'static str, cql: &str) -> StoreResult<QueryResult> {
+    retry.run(what, || async { session.query_unpaged(cql, &[]).await.map_err(|e| classify(&e)) }).await
+}
+
 fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt { table, detail: detail.to_string() }
 }
@@ -403,10 +409,7 @@ impl ScyllaStore {
         let ks = checked_keyspace(config)?;
         let session = connect(config).await?;
         let retry = config.retry_policy();
-        let cql = format!("DROP KEYSPACE IF EXISTS {ks}");
-        retry
-            .run("drop keyspace", || async { session.query_unpaged(cql.as_str(), &[]).await.map_err(|e| classify(&e)) })
-            .await?;
+        run_cql(&session, &retry, "drop keyspace", &format!("DROP KEYSPACE IF EXISTS {ks}")).await?;
         Ok(())
     }
 

@@ -44,9 +44,7 @@ pub(super) async fn apply_schema(session: &Session, config: &ScyllaConfig) -> St
     let retry = config.retry_policy();
     let datacenter = datacenter(session, config, &retry).await?;
     for cql in schema_statements(ks, &datacenter, config.replication_factor) {
-        retry
-            .run("schema", || async { session.query_unpaged(cql.clone(), &[]).await.map_err(|e| classify(&e)) })
-            .await?;
+        run_cql(session, &retry, "schema", &cql).await?;
     }
     for (table, column, kind) in ADDED_COLUMNS {
         add_column_if_missing(session, &retry, ks, table, column, kind).await?;
@@ -62,9 +60,7 @@ pub(super) async fn apply_schema(session: &Session, config: &ScyllaConfig) -> St
 /// The schema version recorded in keyspace `ks`; `None` for a keyspace just created.
 pub(super) async fn recorded_version(session: &Session, retry: &RetryPolicy, ks: &str) -> StoreResult<Option<i32>> {
     let cql = format!("SELECT version FROM {ks}.schema_version WHERE id = 0");
-    let result = retry
-        .run("schema version", || async { session.query_unpaged(cql.as_str(), &[]).await.map_err(|e| classify(&e)) })
-        .await?;
+    let result = run_cql(session, retry, "schema version", &cql).await?;
     let rows = result.into_rows_result().map_err(|e| corrupt("schema_version", e))?;
     let version = rows.maybe_first_row::<(Option<i32>,)>().map_err(|e| corrupt("schema_version", e))?;
     Ok(version.and_then(|(v,)| v))
@@ -74,9 +70,7 @@ pub(super) async fn recorded_version(session: &Session, retry: &RetryPolicy, ks:
 pub(super) async fn record_version(session: &Session, retry: &RetryPolicy, ks: &str) -> StoreResult<()> {
     let cql =
         format!("INSERT INTO {ks}.schema_version (id, version, applied_at) VALUES (0, {SCHEMA_VERSION}, {})", now_ms());
-    retry
-        .run("schema version", || async { session.query_unpaged(cql.as_str(), &[]).await.map_err(|e| classify(&e)) })
-        .await?;
+    run_cql(session, retry, "schema version", &cql).await?;
     Ok(())
 }
 
@@ -85,11 +79,7 @@ async fn datacenter(session: &Session, config: &ScyllaConfig, retry: &RetryPolic
     let datacenter = match &config.datacenter {
         Some(dc) => dc.clone(),
         None => {
-            let result = retry
-                .run("read data center", || async {
-                    session.query_unpaged("SELECT data_center FROM system.local", &[]).await.map_err(|e| classify(&e))
-                })
-                .await?;
+            let result = run_cql(session, retry, "read data center", "SELECT data_center FROM system.local").await?;
             let rows = result.into_rows_result().map_err(|e| corrupt("system.local", e))?;
             let (dc,): (String,) = rows.first_row().map_err(|e| corrupt("system.local", e))?;
             dc
@@ -124,10 +114,7 @@ async fn add_column_if_missing(
         })
         .await?;
     if !present {
-        let cql = format!("ALTER TABLE {ks}.{table} ADD {column} {kind}");
-        retry
-            .run("schema", || async { session.query_unpaged(cql.as_str(), &[]).await.map_err(|e| classify(&e)) })
-            .await?;
+        run_cql(session, retry, "schema", &format!("ALTER TABLE {ks}.{table} ADD {column} {kind}")).await?;
     }
     Ok(())
 }
