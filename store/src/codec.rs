@@ -17,6 +17,13 @@ pub(crate) fn push_i64(key: &mut Vec<u8>, v: i64) {
     key.extend_from_slice(&((v as u64) ^ (1 << 63)).to_be_bytes());
 }
 
+/// `v` alone, as [`push_i64`] writes it (a key or value of one number).
+pub(crate) fn i64_bytes(v: i64) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(8);
+    push_i64(&mut bytes, v);
+    bytes
+}
+
 pub(crate) fn read_i64(bytes: &[u8]) -> Option<i64> {
     let array: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
     Some((u64::from_be_bytes(array) ^ (1 << 63)) as i64)

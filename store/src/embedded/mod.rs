@@ -26,8 +26,8 @@ use tripline_model::{Notice, TenantId, TripId, VehicleId};
 use crate::chunk::{ChunkRow, MAX_CHUNK_SPAN_MS, Resolved, SealPlan, TripPage, check_point_range, chunk_rows, decode};
 use crate::codec::{
     ChunkValue, Expiring, PointRow, chunk_key, decode_json, decode_postcard, decode_trip_value, encode_json,
-    encode_postcard, encode_trip_value, hex, parse_rejection_cursor, point_bound, push_i64, push_text, read_i64,
-    rejection_cursor, trip_value_expiry, unhex,
+    encode_postcard, encode_trip_value, hex, i64_bytes, parse_rejection_cursor, point_bound, push_i64, push_text,
+    read_i64, rejection_cursor, trip_value_expiry, unhex,
 };
 use crate::records::{Change, ChangeBatch, Checkpoint, KeptWrite, Page, Rejection, StoredPoint, TripKey, TripRecord};
 use crate::written::Written;
@@ -407,6 +407,12 @@ impl Inner {
                 self.signal.send_modify(|n| *n += 1);
             },
         )
+    }
+
+    /// The feed key below which entries are durable, the end of what the feed reads: a
+    /// committed batch is readable before its sync.
+    fn feed_durable_bound(&self) -> Vec<u8> {
+        i64_bytes(self.group.feed_durable() as i64)
     }
 
     /// A batch for [`Inner::commit`] (synced by the group, not by the batch itself).
@@ -924,9 +930,7 @@ fn add_deletes(
 }
 
 fn add_feed_entry(inner: &Inner, batch: &mut fjall::OwnedWriteBatch, seq: u64, change: Vec<u8>) {
-    let mut key = Vec::with_capacity(8);
-    push_i64(&mut key, seq as i64);
-    batch.insert(&inner.feed, key, change);
+    batch.insert(&inner.feed, i64_bytes(seq as i64), change);
 }
 
 /// Adds rejections, keeping the first `received_at_ms` of a known id. Call with the registry
@@ -941,9 +945,7 @@ fn add_rejections(
         if let Some(first) = inner.rejection_ids.get(rejection.id.as_str()).map_err(db_error)? {
             rejection.received_at_ms = read_i64(&first).unwrap_or(rejection.received_at_ms);
         } else {
-            let mut at = Vec::with_capacity(8);
-            push_i64(&mut at, rejection.received_at_ms);
-            batch.insert(&inner.rejection_ids, rejection.id.as_str(), at);
+            batch.insert(&inner.rejection_ids, rejection.id.as_str(), i64_bytes(rejection.received_at_ms));
         }
         let key = rejection_key(rejection.tenant.as_ref(), rejection.received_at_ms, &rejection.id);
         batch.insert(
@@ -1027,14 +1029,9 @@ impl ChangeFeed for EmbeddedStore {
         let from = checkpoint.position(WRITER);
         let mut checkpoint = checkpoint.clone();
         self.blocking(move |inner| {
-            let mut lo = Vec::with_capacity(8);
-            push_i64(&mut lo, from as i64 + 1);
-            // Only what is durable: a committed batch is readable before its sync.
-            let mut hi = Vec::with_capacity(8);
-            push_i64(&mut hi, inner.group.feed_durable() as i64);
             let mut changes = Vec::new();
             let mut last = from;
-            for guard in inner.feed.range(lo..hi).take(limit) {
+            for guard in inner.feed.range(i64_bytes(from as i64 + 1)..inner.feed_durable_bound()).take(limit) {
                 let (key, value) = guard.into_inner().map_err(db_error)?;
                 last = read_i64(&key).map_or(last, |seq| seq as u64);
                 let change = decode_json::<Change>(&value, "feed")?;
@@ -1051,9 +1048,7 @@ impl ChangeFeed for EmbeddedStore {
     async fn feed_head(&self) -> StoreResult<Checkpoint> {
         self.blocking(|inner| {
             let mut head = Checkpoint::default();
-            let mut hi = Vec::with_capacity(8);
-            push_i64(&mut hi, inner.group.feed_durable() as i64);
-            if let Some(guard) = inner.feed.range(..hi).next_back() {
+            if let Some(guard) = inner.feed.range(..inner.feed_durable_bound()).next_back() {
                 let (key, _) = guard.into_inner().map_err(db_error)?;
                 if let Some(seq) = read_i64(&key) {
                     head.positions.insert(WRITER.to_owned(), seq as u64);

@@ -7,7 +7,7 @@ use tripline_model::TripStatus;
 use tripline_model::time::now_ms;
 
 use super::{Inner, db_error};
-use crate::codec::{decode_trip_value, hex, push_i64, read_i64, unhex};
+use crate::codec::{decode_trip_value, hex, i64_bytes, read_i64, trip_value_expiry, unhex};
 use crate::records::{Page, TripRecord};
 use crate::{StoreError, StoreResult};
 
@@ -28,9 +28,7 @@ pub(super) fn mark(
     expires: i64,
 ) -> StoreResult<()> {
     if open {
-        let mut value = Vec::with_capacity(8);
-        push_i64(&mut value, expires);
-        batch.insert(&inner.open_trips, key, value);
+        batch.insert(&inner.open_trips, key, i64_bytes(expires));
     } else if inner.open_trips.contains_key(key).map_err(db_error)? {
         batch.remove(&inner.open_trips, key);
     }
@@ -57,15 +55,11 @@ pub(super) fn fill_once(db: &Database, trips: &Keyspace, open_trips: &Keyspace) 
         if let Some(record) = decode_trip_value(&value, now)?
             && record.summary.status == TripStatus::Active
         {
-            let mut expires = Vec::with_capacity(8);
-            push_i64(&mut expires, crate::codec::trip_value_expiry(&value)?);
-            batch.insert(open_trips, key, expires);
+            batch.insert(open_trips, key, i64_bytes(trip_value_expiry(&value)?));
             marked += 1;
         }
     }
-    let mut never = Vec::with_capacity(8);
-    push_i64(&mut never, i64::MAX);
-    batch.insert(open_trips, FILLED, never);
+    batch.insert(open_trips, FILLED, i64_bytes(i64::MAX));
     batch.commit().map_err(db_error)?;
     Ok(marked)
 }
@@ -81,10 +75,11 @@ pub(super) fn page(inner: &Inner, cursor: Option<&str>, limit: usize) -> StoreRe
         }
         None => Vec::new(),
     };
+    let limit = limit.max(1);
     let mut items = Vec::new();
     let (mut seen, mut last) = (0usize, None);
     for guard in inner.open_trips.range(lo..FILLED.to_vec()) {
-        if seen == limit.max(1) {
+        if seen == limit {
             break;
         }
         let (key, _) = guard.into_inner().map_err(db_error)?;
@@ -96,6 +91,6 @@ pub(super) fn page(inner: &Inner, cursor: Option<&str>, limit: usize) -> StoreRe
         }
         last = Some(key);
     }
-    let next = (seen == limit.max(1)).then(|| last.map(|k| hex(&k))).flatten();
+    let next = (seen == limit).then(|| last.map(|k| hex(&k))).flatten();
     Ok(Page { items, next })
 }
