@@ -1,12 +1,12 @@
 //! Open trips nobody holds: after a restart, the trips that were live or parked in the workers
 //! are only in the store, and one whose vehicle never sends for it again (a device that starts
 //! its next trip under a new id, or stops for good) would stay open for ever. A sweep pages
-//! through the store's open trips and hands each to its vehicle's worker, which adopts it
-//! as parked ([`crate::Worker::adopt`]): completed once quiet for `idle_eviction`, reopened by a
-//! message. It runs when the pool starts, and again at most every [`SWEEP_AGAIN_AFTER`] while
-//! workers forgot parked trips over their cap since the last one (which loses them the same way).
-//! It reads the store's list of open trips ([`tripline_store::TripStore::scan_open_trips`]), so its work follows the
-//! trips still open, not every trip the store holds.
+//! through the store's list of open trips ([`tripline_store::TripStore::scan_open_trips`]: its
+//! work follows the trips still open, not every trip the store holds) and hands each to its
+//! vehicle's worker, which adopts it as parked ([`crate::Worker::adopt`]): completed once quiet
+//! for `idle_eviction`, reopened by a message. It runs when the pool starts, and again at most
+//! every [`SWEEP_AGAIN_AFTER`] while workers forgot parked trips over their cap since the last
+//! one (which loses them the same way).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -23,7 +23,8 @@
 //!
 //! The files: `schema.rs` (the tables, `schema apply`), `statements.rs` (every statement,
 //! prepared once), `points.rs` (chunks, [`crate::chunk`]), `trips.rs`, `feed.rs` (the change
-//! feed and its watermark), `open_trips.rs` (the list the sweep reads), `registry.rs`, `rejections.rs`, `migrate.rs` (schema 1 → 2).
+//! feed and its watermark), `open_trips.rs` (the list the sweep reads), `registry.rs`,
+//! `rejections.rs`, `migrate.rs` (schema 1 → 2).
 
 mod feed;
 mod migrate;
