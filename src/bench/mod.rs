@@ -139,6 +139,9 @@ pub(crate) struct BenchReport {
     /// Points published over the whole run (throughput, load and probes): what a store's size
     /// is divided by for bytes per point.
     pub(crate) points_published: usize,
+    /// Messages and points the child rejected over the run (its
+    /// `tripline_ingest_rejections_total`, all reasons): 0 unless the load itself is bad.
+    pub(crate) rejections: u64,
     /// With `--idle-vehicles`: what many idle connections cost the process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) idle: Option<IdleReport>,
@@ -184,6 +187,12 @@ pub(crate) struct StageTimes {
     pub(crate) index_reused_share: f64,
 }
 
+/// How far back the simulated fleet's time starts: a day inside the late window, beyond which
+/// tripline rejects points as too old. The fleet's trips are replayed far faster than driven, so
+/// its time runs towards the present; [`VehicleSim::next_message`] refuses to pass it (points
+/// from the future are rejected too, and the bench would measure rejections instead of ingest).
+const SIMULATED_FROM_MS: i64 = tripline_model::point::DEFAULT_LATE_WINDOW_MS - 86_400_000;
+
 /// One vehicle's endless sequence of simulated trips, a message at a time.
 struct VehicleSim {
     id: VehicleId,
@@ -218,8 +227,22 @@ impl VehicleSim {
     }
 
     /// The next message: up to `points` points of the current trip (a message never spans two
-    /// trips).
+    /// trips). An error once the simulated time would pass the present.
     fn next_message(&mut self, points: usize) -> Result<(TripId, Vec<Point>), Failure> {
+        let message = self.next_points(points)?;
+        match message.1.last() {
+            Some(last) if last.ts_ms > tripline_model::time::now_ms() => Err(Failure::Usage(format!(
+                "the simulated fleet reached the present after {} points a vehicle (its trips start {} days back, \
+                 within tripline's late window, and are replayed faster than driven): ask for fewer points a \
+                 vehicle (--messages, or --rate times --probe-seconds) or more --vehicles",
+                self.next_seq - 1 - self.pending.len() as u64,
+                SIMULATED_FROM_MS / 86_400_000
+            ))),
+            _ => Ok(message),
+        }
+    }
+
+    fn next_points(&mut self, points: usize) -> Result<(TripId, Vec<Point>), Failure> {
         if self.pending.is_empty() {
             let minutes = self.rng.range(10.0, 40.0);
             let legs = everyday_legs(&mut self.rng, minutes);
@@ -462,8 +485,31 @@ fn agent() -> ureq::Agent {
 
 /// A value from the child's `/metrics`.
 fn scrape<T: std::str::FromStr>(agent: &ureq::Agent, http: &str, name: &str) -> Option<T> {
-    let text = agent.get(format!("http://{http}/metrics")).call().ok()?.body_mut().read_to_string().ok()?;
-    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    metrics_text(agent, http)?.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The sum of a counter in the child's `/metrics` over all its labels (0 when it has none yet).
+fn scrape_sum(agent: &ureq::Agent, http: &str, name: &str) -> Option<f64> {
+    Some(sum_over_labels(&metrics_text(agent, http)?, name))
+}
+
+/// The child's `/metrics` page.
+fn metrics_text(agent: &ureq::Agent, http: &str) -> Option<String> {
+    agent.get(format!("http://{http}/metrics")).call().ok()?.body_mut().read_to_string().ok()
+}
+
+/// The sum of the samples of `name` in Prometheus text, whatever their labels.
+fn sum_over_labels(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once("} ")?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            value.trim().parse::<f64>().ok()
+        })
+        .sum()
 }
 
 /// A quantile of a summary in the child's `/metrics`, in milliseconds (the summary is in seconds).
@@ -894,8 +940,8 @@ fn print_report(r: &BenchReport) {
         stages.index_delay.p99
     );
     println!(
-        "  tripline run   {:.2} cores, peak RSS {:.0} MB; bench took {:.0} s",
-        r.cpu_cores, r.rss_mb_max, r.duration_s
+        "  tripline run   {:.2} cores, peak RSS {:.0} MB, {} messages or points rejected; bench took {:.0} s",
+        r.cpu_cores, r.rss_mb_max, r.rejections, r.duration_s
     );
     if let Some(disk) = &r.disk {
         println!(
@@ -948,7 +994,7 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
     let prefix = format!("b{run_id}");
     let tenant = TenantId::parse(&format!("bench-{run_id}")).map_err(|e| Failure::Runtime(e.into()))?;
     let key = crate::fleet::new_api_key()?;
-    let t0 = tripline_model::time::now_ms() - 2 * 86_400_000;
+    let t0 = tripline_model::time::now_ms() - SIMULATED_FROM_MS;
 
     let BenchBroker { url, host, port, label: broker } = BenchBroker::of(config, options)?;
     let store_config = child_config(config, options.store, &dir, &prefix, url.as_deref(), port)?;
@@ -998,6 +1044,14 @@ async fn bench(config: &Config, options: &BenchOptions) -> Result<BenchReport, F
             freshness(&child, &mqtt, &key, &prefix, &probes, &mut fleet, options, pushed, &mut report).await?;
         report.rss_mb_max = peak_rss_mb(child.child.id());
         report.stages_ms = stage_times(&child.http);
+        let rejections = scrape_sum(&agent(), &child.http, tripline_ingest::metrics::REJECTIONS);
+        report.rejections = rejections.map_or(0, |n| n as u64);
+        if report.rejections > 0 {
+            eprintln!(
+                "tripline bench: the child rejected {} messages or points of the load: the figures measure those rejections too",
+                report.rejections
+            );
+        }
         if options.idle_vehicles > 0 && url.is_none() {
             report.idle = Some(idle(&mqtt, &idle_ids, child.child.id()).await?);
         }
@@ -1368,6 +1422,39 @@ mod tests {
             (external.mqtt.url.as_deref(), external.mqtt.client_id.as_deref(), external.store),
             (Some("mqtt://h:1883"), Some("b1-ingest"), StoreKind::Scylla)
         );
+    }
+
+    #[test]
+    fn a_simulated_vehicle_refuses_to_pass_the_present() {
+        let now = tripline_model::time::now_ms();
+        let mut vehicle = VehicleSim::new("sim", 0, 7, now - 3_600_000).unwrap();
+        let mut sent = 0;
+        // An hour at 1 Hz is 3,600 points and the pauses between trips: far below this bound.
+        let refused = (0..10_000)
+            .find_map(|_| match vehicle.next_message(10) {
+                Ok((_, points)) => {
+                    let now = tripline_model::time::now_ms();
+                    assert!(points.iter().all(|p| p.ts_ms <= now), "no point from the future");
+                    sent += points.len();
+                    None
+                }
+                Err(failure) => Some(failure),
+            })
+            .expect("the simulation stops at the present");
+        assert!(sent > 0, "the hour before now was simulated");
+        assert!(matches!(&refused, Failure::Usage(reason) if reason.contains("reached the present")), "{refused:?}");
+    }
+
+    #[test]
+    fn a_counter_is_summed_over_its_labels() {
+        let text = "# TYPE tripline_ingest_rejections_total counter\n\
+                    tripline_ingest_rejections_total{reason=\"timestamp_future\"} 12\n\
+                    tripline_ingest_rejections_total{reason=\"schema\"} 3\n\
+                    tripline_ingest_rejections_total_other 100\n\
+                    tripline_ingest_acks_total 9\n";
+        assert_eq!(sum_over_labels(text, "tripline_ingest_rejections_total"), 15.0);
+        assert_eq!(sum_over_labels(text, "tripline_ingest_acks_total"), 9.0);
+        assert_eq!(sum_over_labels(text, "tripline_missing_total"), 0.0);
     }
 
     #[test]
