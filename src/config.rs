@@ -10,7 +10,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use tripline_enrich::EnrichConfig;
 use tripline_indexer::IndexerConfig;
-use tripline_store::{AnyStore, DEFAULT_RETENTION_DAYS, EmbeddedStore, ScyllaConfig, ScyllaStore};
+use tripline_store::{
+    AnyStore, DEFAULT_REJECTION_RETENTION_DAYS, DEFAULT_RETENTION_DAYS, EmbeddedStore, ScyllaConfig, ScyllaStore,
+};
 
 use crate::Failure;
 
@@ -22,6 +24,7 @@ const KEYS: &[&str] = &[
     "store",
     "scylla",
     "retention_days",
+    "rejection_retention_days",
     "mqtt",
     "ingest",
     "indexer",
@@ -359,9 +362,12 @@ pub(crate) struct Config {
     /// ScyllaDB connection and schema.
     #[serde(default)]
     pub(crate) scylla: ScyllaConfig,
-    /// How long points, trips and rejections are kept.
+    /// How long points and trips are kept.
     #[serde(default = "default_retention_days")]
     pub(crate) retention_days: u32,
+    /// How long rejections are kept.
+    #[serde(default = "default_rejection_retention_days")]
+    pub(crate) rejection_retention_days: u32,
     /// MQTT.
     #[serde(default)]
     pub(crate) mqtt: MqttConfig,
@@ -390,18 +396,27 @@ fn default_retention_days() -> u32 {
     DEFAULT_RETENTION_DAYS
 }
 
+fn default_rejection_retention_days() -> u32 {
+    DEFAULT_REJECTION_RETENTION_DAYS
+}
+
 impl Config {
     /// The embedded store's settings: `{data_dir}/store`.
     pub(crate) fn embedded(&self) -> tripline_store::EmbeddedConfig {
         tripline_store::EmbeddedConfig {
             path: self.data_dir.join("store"),
             retention_s: u64::from(self.retention_days) * 86_400,
+            rejection_retention_s: u64::from(self.rejection_retention_days) * 86_400,
         }
     }
 
-    /// The ScyllaDB settings with the retention applied.
+    /// The ScyllaDB settings with the retentions applied.
     pub(crate) fn scylla(&self) -> ScyllaConfig {
-        ScyllaConfig { retention_s: u64::from(self.retention_days) * 86_400, ..self.scylla.clone() }
+        ScyllaConfig {
+            retention_s: u64::from(self.retention_days) * 86_400,
+            rejection_retention_s: u64::from(self.rejection_retention_days) * 86_400,
+            ..self.scylla.clone()
+        }
     }
 }
 
@@ -418,6 +433,7 @@ impl Default for Config {
             store: default_store(),
             scylla: ScyllaConfig::default(),
             retention_days: default_retention_days(),
+            rejection_retention_days: default_rejection_retention_days(),
             mqtt: MqttConfig::default(),
             ingest: IngestConfig::default(),
             indexer: IndexerConfig::default(),

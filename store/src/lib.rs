@@ -48,8 +48,14 @@ pub use written::MAX_AGE as WRITTEN_MAX_AGE;
 /// webhook) must keep up within it.
 pub const FEED_RETENTION_S: u64 = 7 * 86_400;
 
-/// Default retention of points, trips and rejections: 400 days.
+/// Default retention of points and trips: 400 days.
 pub const DEFAULT_RETENTION_DAYS: u32 = 400;
+
+/// Default retention of rejections: 30 days. They are for finding a device or an integration
+/// that sends bad data, and each rejected point is kept whole: a device whose clock runs ahead,
+/// sampling at 1 Hz, leaves ~26 MB of rejections a day (~300 bytes a point on disk, compacted;
+/// docs/benchmarks.md), which the points' 400 days would keep for over a year.
+pub const DEFAULT_REJECTION_RETENTION_DAYS: u32 = 30;
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]

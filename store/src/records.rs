@@ -1,6 +1,6 @@
 //! What the store keeps: enriched points, trips, rejections, the registry and the change feed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use tripline_model::{Event, Notice, Point, PushMessage, TenantId, TripId, TripNotices, TripSummary, VehicleId};
@@ -122,6 +122,24 @@ impl From<Option<TripRecord>> for KeptWrite {
     fn from(record: Option<TripRecord>) -> Self {
         record.map_or(KeptWrite::Deleted, |record| KeptWrite::Written(Box::new(record)))
     }
+}
+
+/// One rejection per id, the earliest receipt of each, in their order otherwise: a write may
+/// hold a message and its redelivery, and a rejection id is stored once, at its first receipt.
+pub(crate) fn first_receipts(rejections: &[Rejection]) -> Vec<Rejection> {
+    let mut first: HashMap<&str, usize> = HashMap::with_capacity(rejections.len());
+    let mut kept: Vec<Rejection> = Vec::with_capacity(rejections.len());
+    for rejection in rejections {
+        match first.get(rejection.id.as_str()) {
+            Some(&at) if kept[at].received_at_ms <= rejection.received_at_ms => {}
+            Some(&at) => kept[at] = rejection.clone(),
+            None => {
+                first.insert(&rejection.id, kept.len());
+                kept.push(rejection.clone());
+            }
+        }
+    }
+    kept
 }
 
 /// The page cursor that continues after `rejection` (in `/v1/rejections`).

@@ -70,7 +70,8 @@ impl Service {
     }
 }
 
-/// A store configuration for keyspace `keyspace` of the test Cassandra, with its credentials
+/// A store configuration for keyspace `keyspace` of the test Cassandra keeping everything
+/// (rejections too) `retention_s` seconds, with its credentials
 /// (`TRIPLINE_TEST_CQL_USERNAME`/`_PASSWORD`: the test Cassandra requires a password), or `None`
 /// when the service is not configured (outside CI).
 pub fn cql_config(keyspace: String, retention_s: u64) -> Option<tripline_store::ScyllaConfig> {
@@ -80,6 +81,7 @@ pub fn cql_config(keyspace: String, retention_s: u64) -> Option<tripline_store::
         nodes: nodes.split(',').map(|n| n.trim().to_owned()).collect(),
         keyspace,
         retention_s,
+        rejection_retention_s: retention_s,
         username: var("TRIPLINE_TEST_CQL_USERNAME"),
         password: var("TRIPLINE_TEST_CQL_PASSWORD"),
         ..tripline_store::ScyllaConfig::default()

@@ -144,6 +144,7 @@ async fn junk_megabyte_payloads_cost_16_kib_each_and_little_memory() {
     let store = tripline_store::EmbeddedStore::open(&tripline_store::EmbeddedConfig {
         path: dir.join("tripline-data/store"),
         retention_s: 86_400,
+        ..tripline_store::EmbeddedConfig::default()
     })
     .unwrap();
     let tenant = tripline_model::TenantId::parse("acme").unwrap();

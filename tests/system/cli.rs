@@ -184,8 +184,12 @@ async fn tenants_and_fleets_are_registered_from_the_command_line() {
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("line 2") && stderr.contains("line 3"), "{stderr}");
 
-    let store =
-        EmbeddedStore::open(&EmbeddedConfig { path: dir.join("tripline-data/store"), retention_s: 3600 }).unwrap();
+    let store = EmbeddedStore::open(&EmbeddedConfig {
+        path: dir.join("tripline-data/store"),
+        retention_s: 3600,
+        ..EmbeddedConfig::default()
+    })
+    .unwrap();
     let acme = tripline_model::TenantId::parse("acme").unwrap();
     assert_eq!(store.tenant_for_key(&tripline_query_api::api_key_hash(key)).await.unwrap(), Some(acme.clone()));
     let tenant_of = |v: &str| tripline_model::VehicleId::parse(v).unwrap();

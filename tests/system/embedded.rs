@@ -75,7 +75,12 @@ fn vehicle_client(url: &str, vehicle: &str, secret: &str) -> (rumqttc::AsyncClie
 }
 
 fn open_store(dir: &Path) -> EmbeddedStore {
-    EmbeddedStore::open(&EmbeddedConfig { path: dir.join("tripline-data/store"), retention_s: 86_400 * 30 }).unwrap()
+    EmbeddedStore::open(&EmbeddedConfig {
+        path: dir.join("tripline-data/store"),
+        retention_s: 86_400 * 30,
+        ..EmbeddedConfig::default()
+    })
+    .unwrap()
 }
 
 fn tripline(args: &[&str], dir: &Path) -> std::process::Output {

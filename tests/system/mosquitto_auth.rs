@@ -97,7 +97,8 @@ async fn a_mosquitto_with_the_exported_files_enforces_the_endpoints_rules() {
         let (vehicle, trip, tenant, path) =
             (VehicleId::parse(vehicle).unwrap(), TripId::parse(trip).unwrap(), tenant.clone(), store_path.clone());
         async move {
-            let store = EmbeddedStore::open(&EmbeddedConfig { path, retention_s: 86_400 }).unwrap();
+            let store = EmbeddedStore::open(&EmbeddedConfig { path, retention_s: 86_400, ..EmbeddedConfig::default() })
+                .unwrap();
             store.trip_of_vehicle(&tenant, &vehicle, &trip).await.unwrap().map(|t| t.summary.point_count)
         }
     };

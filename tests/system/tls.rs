@@ -57,8 +57,12 @@ async fn publish_trip(connected: (AsyncClient, EventLoop), vehicle: &str, trip: 
 
 /// Points of `vehicle`'s trip `trip` in the embedded store of `dir` (after the process stopped).
 async fn points_of(dir: &Path, vehicle: &str, trip: &str) -> Option<u64> {
-    let store =
-        EmbeddedStore::open(&EmbeddedConfig { path: dir.join("tripline-data/store"), retention_s: 86_400 }).unwrap();
+    let store = EmbeddedStore::open(&EmbeddedConfig {
+        path: dir.join("tripline-data/store"),
+        retention_s: 86_400,
+        ..EmbeddedConfig::default()
+    })
+    .unwrap();
     let (tenant, vehicle, trip) =
         (TenantId::parse("acme").unwrap(), VehicleId::parse(vehicle).unwrap(), TripId::parse(trip).unwrap());
     store.trip_of_vehicle(&tenant, &vehicle, &trip).await.unwrap().map(|t| t.summary.point_count)

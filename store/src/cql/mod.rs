@@ -65,8 +65,8 @@ use crate::records::{Change, ChangeBatch, Checkpoint, Page, Rejection, TripKey, 
 use crate::retry::{Attempt, RetryPolicy};
 use crate::written::Written;
 use crate::{
-    BatchWrite, ChangeFeed, DEFAULT_RETENTION_DAYS, PointStore, Registry, RejectionStore, StoreError, StoreResult,
-    TripStore, WriteSet,
+    BatchWrite, ChangeFeed, DEFAULT_REJECTION_RETENTION_DAYS, DEFAULT_RETENTION_DAYS, PointStore, Registry,
+    RejectionStore, StoreError, StoreResult, TripStore, WriteSet,
 };
 
 /// Version of the schema `tripline schema apply` creates.
@@ -107,10 +107,14 @@ pub struct ScyllaConfig {
     pub replication_factor: u32,
     /// Data center for `NetworkTopologyStrategy`; default: the contact node's own.
     pub datacenter: Option<String>,
-    /// How long points, trips and rejections are kept, in seconds (CQL TTL). Set from the
-    /// top-level `retention_days`, not from the `[scylla]` section.
+    /// How long points and trips are kept, in seconds (CQL TTL). Set from the top-level
+    /// `retention_days`, not from the `[scylla]` section.
     #[serde(skip)]
     pub retention_s: u64,
+    /// How long rejections are kept, in seconds (CQL TTL). Set from the top-level
+    /// `rejection_retention_days`.
+    #[serde(skip)]
+    pub rejection_retention_s: u64,
     /// Consistency of reads and writes.
     pub consistency: CqlConsistency,
     /// Per-request timeout, milliseconds.
@@ -141,6 +145,7 @@ impl std::fmt::Debug for ScyllaConfig {
             .field("replication_factor", &self.replication_factor)
             .field("datacenter", &self.datacenter)
             .field("retention_s", &self.retention_s)
+            .field("rejection_retention_s", &self.rejection_retention_s)
             .field("consistency", &self.consistency)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("retry_budget_ms", &self.retry_budget_ms)
@@ -162,6 +167,7 @@ impl Default for ScyllaConfig {
             replication_factor: 1,
             datacenter: None,
             retention_s: u64::from(DEFAULT_RETENTION_DAYS) * 86_400,
+            rejection_retention_s: u64::from(DEFAULT_REJECTION_RETENTION_DAYS) * 86_400,
             consistency: CqlConsistency::LocalQuorum,
             request_timeout_ms: 5_000,
             retry_budget_ms: 30_000,
@@ -286,6 +292,8 @@ struct Inner {
     statements: Statements,
     retry: RetryPolicy,
     ttl_s: i32,
+    /// The TTL of rejections.
+    rejection_ttl_s: i32,
     writer: String,
     feed: Mutex<FeedState>,
     /// Trips just written, for an indexer in this process.
@@ -421,7 +429,8 @@ impl ScyllaStore {
         let retry = config.retry_policy();
         let statements = Statements::prepare_all(&session, &retry, ks).await?;
         let writer = format!("w{}-{}-{:08x}", now_ms(), std::process::id(), rand_u32());
-        let ttl_s = i32::try_from(config.retention_s).unwrap_or(i32::MAX).max(1);
+        let ttl = |seconds: u64| i32::try_from(seconds).unwrap_or(i32::MAX).max(1);
+        let (ttl_s, rejection_ttl_s) = (ttl(config.retention_s), ttl(config.rejection_retention_s));
         let written = Written::new(&writer);
         Ok(ScyllaStore {
             inner: Arc::new(Inner {
@@ -429,6 +438,7 @@ impl ScyllaStore {
                 statements,
                 retry,
                 ttl_s,
+                rejection_ttl_s,
                 writer,
                 feed: Mutex::new(FeedState::new()),
                 written,

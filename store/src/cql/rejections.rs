@@ -1,40 +1,43 @@
 //! Rejected messages and points on ScyllaDB, newest first per tenant.
 
+use std::collections::BTreeSet;
+
+use futures::{StreamExt, TryStreamExt};
+
 use super::*;
+use crate::records::first_receipts;
 
 impl RejectionStore for ScyllaStore {
+    /// `MAX_CONCURRENT_REQUESTS` rejections at a time (one after another, a message of a device
+    /// whose clock runs ahead, every point rejected, held its worker for a thousand round
+    /// trips): each id's first receipt looked up, then the partitions' days, then the rows, so
+    /// that every rejection stored is on a listed day.
     async fn append_rejections(&self, rejections: &[Rejection]) -> StoreResult<()> {
-        let s = &self.inner.statements;
-        let ttl = self.inner.ttl_s;
-        for rejection in rejections {
-            let mut rejection = rejection.clone();
-            let first: Vec<(i64,)> = self.rows("rejection id", &s.select_rejection_id, (rejection.id.clone(),)).await?;
-            match first.first() {
-                Some((at,)) => rejection.received_at_ms = *at,
-                None => {
-                    self.execute(
-                        "rejection id",
-                        &s.insert_rejection_id,
-                        (rejection.id.clone(), rejection.received_at_ms, ttl),
-                    )
-                    .await?;
-                }
-            }
-            let tenant = match &rejection.tenant {
-                Some(tenant) => tenant.as_str().to_owned(),
-                None => unowned_partition(&rejection.id),
-            };
-            let day = day_of(rejection.received_at_ms);
-            let json = serde_json::to_string(&rejection).map_err(|e| corrupt("rejections", e))?;
-            self.execute(
-                "rejection",
-                &s.insert_rejection,
-                (tenant.clone(), day, rejection.received_at_ms, rejection.id.clone(), json, ttl),
-            )
+        let first: Vec<(Rejection, bool)> = futures::stream::iter(first_receipts(rejections))
+            .map(|rejection| self.first_receipt(rejection))
+            .buffer_unordered(MAX_CONCURRENT_REQUESTS)
+            .try_collect()
             .await?;
-            self.execute("rejection day", &s.insert_rejection_day, (tenant, day, ttl)).await?;
-        }
-        Ok(())
+        let ttl = self.inner.rejection_ttl_s;
+        let s = &self.inner.statements;
+        let days: BTreeSet<(String, i32)> =
+            first.iter().map(|(rejection, _)| (partition_of(rejection), day_of(rejection.received_at_ms))).collect();
+        let days = days.into_iter().map(|(partition, day)| (partition, day, ttl)).collect();
+        self.execute_each("rejection day", &s.insert_rejection_day, days).await?;
+        futures::stream::iter(first)
+            .map(|(rejection, new)| async move {
+                if new {
+                    let id = (rejection.id.clone(), rejection.received_at_ms, ttl);
+                    self.execute("rejection id", &s.insert_rejection_id, id).await?;
+                }
+                let json = serde_json::to_string(&rejection).map_err(|e| corrupt("rejections", e))?;
+                let (partition, day) = (partition_of(&rejection), day_of(rejection.received_at_ms));
+                let row = (partition, day, rejection.received_at_ms, rejection.id, json, ttl);
+                self.execute("rejection", &s.insert_rejection, row).await
+            })
+            .buffer_unordered(MAX_CONCURRENT_REQUESTS)
+            .try_for_each(|_| async { Ok(()) })
+            .await
     }
 
     async fn rejections(
@@ -70,6 +73,15 @@ impl RejectionStore for ScyllaStore {
 /// flood of unknown vehicles' messages does not pile into one.
 const UNOWNED_BUCKETS: u32 = 16;
 
+/// The partition key of a rejection: its tenant, or for one no tenant owns [`UNOWNED`] and a
+/// bucket.
+fn partition_of(rejection: &Rejection) -> String {
+    match &rejection.tenant {
+        Some(tenant) => tenant.as_str().to_owned(),
+        None => unowned_partition(&rejection.id),
+    }
+}
+
 /// The partition key of an unowned rejection: [`UNOWNED`] and its bucket.
 fn unowned_partition(id: &str) -> String {
     let bucket = id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % UNOWNED_BUCKETS;
@@ -77,6 +89,20 @@ fn unowned_partition(id: &str) -> String {
 }
 
 impl ScyllaStore {
+    /// `rejection` at its id's first receipt (an earlier one stored before, or its own), and
+    /// whether the id is new.
+    async fn first_receipt(&self, mut rejection: Rejection) -> StoreResult<(Rejection, bool)> {
+        let select = &self.inner.statements.select_rejection_id;
+        let first: Vec<(i64,)> = self.rows("rejection id", select, (rejection.id.clone(),)).await?;
+        match first.first() {
+            Some((at,)) => {
+                rejection.received_at_ms = *at;
+                Ok((rejection, false))
+            }
+            None => Ok((rejection, true)),
+        }
+    }
+
     /// One partition key's rejections after `after`, newest first, `limit` at most.
     async fn rejections_of(
         &self,

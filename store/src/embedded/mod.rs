@@ -9,7 +9,8 @@
 //! **One process.** The database directory is locked by the process that opened it; other
 //! `tripline` commands reach an embedded store through that process.
 //!
-//! **Retention.** Points, trips and rejections carry an expiry (`retention`); reads skip expired
+//! **Retention.** Points, trips and rejections carry an expiry (`retention`, and a shorter
+//! `rejection_retention` for rejections); reads skip expired
 //! records and [`EmbeddedStore::purge_expired`] deletes them (`tripline run` calls it every six
 //! hours), with change-feed entries older than the feed's 7 days.
 
@@ -29,11 +30,13 @@ use crate::codec::{
     encode_postcard, encode_trip_value, hex, i64_bytes, parse_rejection_cursor, point_bound, push_i64, push_text,
     read_i64, rejection_cursor, trip_value_expiry, unhex,
 };
-use crate::records::{Change, ChangeBatch, Checkpoint, KeptWrite, Page, Rejection, StoredPoint, TripKey, TripRecord};
+use crate::records::{
+    Change, ChangeBatch, Checkpoint, KeptWrite, Page, Rejection, StoredPoint, TripKey, TripRecord, first_receipts,
+};
 use crate::written::Written;
 use crate::{
-    BatchWrite, ChangeFeed, DEFAULT_RETENTION_DAYS, PointStore, Registry, RejectionStore, StoreError, StoreResult,
-    TripStore, WriteSet,
+    BatchWrite, ChangeFeed, DEFAULT_REJECTION_RETENTION_DAYS, DEFAULT_RETENTION_DAYS, PointStore, Registry,
+    RejectionStore, StoreError, StoreResult, TripStore, WriteSet,
 };
 
 /// The embedded store's settings.
@@ -42,8 +45,10 @@ use crate::{
 pub struct EmbeddedConfig {
     /// Directory of the database (created when missing).
     pub path: PathBuf,
-    /// How long points, trips and rejections are kept, in seconds.
+    /// How long points and trips are kept, in seconds.
     pub retention_s: u64,
+    /// How long rejections are kept, in seconds.
+    pub rejection_retention_s: u64,
 }
 
 impl Default for EmbeddedConfig {
@@ -51,6 +56,7 @@ impl Default for EmbeddedConfig {
         EmbeddedConfig {
             path: PathBuf::from("./tripline-data/store"),
             retention_s: u64::from(DEFAULT_RETENTION_DAYS) * 86_400,
+            rejection_retention_s: u64::from(DEFAULT_REJECTION_RETENTION_DAYS) * 86_400,
         }
     }
 }
@@ -89,6 +95,7 @@ struct Inner {
     /// Serialises registry read-modify-writes.
     registry_lock: Mutex<()>,
     retention_ms: i64,
+    rejection_retention_ms: i64,
     /// Trips just written, for an indexer in this process.
     written: Written,
     /// Bumped when feed entries became durable ([`ChangeFeed::feed_signal`]).
@@ -230,6 +237,8 @@ impl EmbeddedStore {
             written: Written::new(WRITER),
             signal: tokio::sync::watch::Sender::new(0),
             retention_ms: i64::try_from(config.retention_s.saturating_mul(1000)).unwrap_or(i64::MAX),
+            rejection_retention_ms: i64::try_from(config.rejection_retention_s.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
             db,
         };
         Ok(EmbeddedStore { inner: Arc::new(inner) })
@@ -238,8 +247,12 @@ impl EmbeddedStore {
     /// A store in a fresh temporary directory, deleted on drop of the returned guard.
     pub fn for_test(retention: Duration) -> StoreResult<(Self, tempfile::TempDir)> {
         let dir = tempfile::Builder::new().prefix("tripline-store-").tempdir().map_err(db_error)?;
-        let store =
-            Self::open(&EmbeddedConfig { path: dir.path().to_path_buf(), retention_s: retention.as_secs().max(1) })?;
+        let retention_s = retention.as_secs().max(1);
+        let store = Self::open(&EmbeddedConfig {
+            path: dir.path().to_path_buf(),
+            retention_s,
+            rejection_retention_s: retention_s,
+        })?;
         Ok((store, dir))
     }
 
@@ -360,6 +373,10 @@ impl Inner {
 
     fn expires_at(&self) -> i64 {
         now_ms().saturating_add(self.retention_ms)
+    }
+
+    fn rejections_expire_at(&self) -> i64 {
+        now_ms().saturating_add(self.rejection_retention_ms)
     }
 
     /// Commits `batch` and returns once it is durable.
@@ -941,7 +958,7 @@ fn add_rejections(
     rejections: Vec<Rejection>,
     expires: i64,
 ) -> StoreResult<()> {
-    for mut rejection in rejections {
+    for mut rejection in first_receipts(&rejections) {
         if let Some(first) = inner.rejection_ids.get(rejection.id.as_str()).map_err(db_error)? {
             rejection.received_at_ms = read_i64(&first).unwrap_or(rejection.received_at_ms);
         } else {
@@ -969,7 +986,7 @@ impl BatchWrite for EmbeddedStore {
             deletes
                 .push((trip_key(tenant.as_str(), trip_id.as_str(), vehicle.as_str()), encode_json(&change, "feed")?));
         }
-        let rejections = set.rejections.clone();
+        let (rejections, rejections_expire) = (set.rejections.clone(), self.inner.rejections_expire_at());
         let writes = self.inner.written.writes(&set.deletes, &set.trips);
         self.blocking(move |inner| {
             // Rejections are read before they are written (the first receipt of an id stays).
@@ -977,7 +994,7 @@ impl BatchWrite for EmbeddedStore {
                 for (key, value) in points {
                     batch.insert(&inner.chunks, key, value);
                 }
-                add_rejections(inner, batch, rejections, expires)?;
+                add_rejections(inner, batch, rejections, rejections_expire)?;
                 let seq = add_deletes(inner, batch, deletes, seq)?;
                 add_trip_rows(inner, batch, trips, expires, seq)
             })
@@ -992,7 +1009,7 @@ impl RejectionStore for EmbeddedStore {
             return Ok(());
         }
         let rejections = rejections.to_vec();
-        let expires = self.inner.expires_at();
+        let expires = self.inner.rejections_expire_at();
         self.blocking(move |inner| {
             let _guard = inner.registry_lock.lock().map_err(db_error)?;
             let mut batch = inner.batch();
@@ -1098,8 +1115,12 @@ mod tests {
             }
             db.persist(PersistMode::SyncAll).unwrap();
         }
-        let store =
-            EmbeddedStore::open(&EmbeddedConfig { path: dir.path().to_path_buf(), retention_s: 86_400 }).unwrap();
+        let store = EmbeddedStore::open(&EmbeddedConfig {
+            path: dir.path().to_path_buf(),
+            retention_s: 86_400,
+            ..EmbeddedConfig::default()
+        })
+        .unwrap();
         let points = store.vehicle_points(&vehicle, t0, t0 + 60_000).await.unwrap();
         assert_eq!(points.len(), 50);
         assert!(points.iter().all(|p| p.trip_id == trip && p.derived.distance_m == 1.5));

@@ -81,6 +81,24 @@ async fn embedded_feed_entries_older_than_the_feed_keeps_are_purged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_rejections_expire_after_their_own_retention() {
+    use tripline_store::{EmbeddedConfig, EmbeddedStore};
+    let dir = tripline_store::TempDir::new().unwrap();
+    let config = EmbeddedConfig { path: dir.path().to_path_buf(), retention_s: 3600, rejection_retention_s: 2 };
+    suite::rejections_expire_after_their_own_retention(&EmbeddedStore::open(&config).unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_rejections_expire_after_their_own_retention() {
+    let Some(config) = tripline_testkit::cql_config(tripline_testkit::unique_name("rejret"), 3600) else { return };
+    let config = tripline_store::ScyllaConfig { rejection_retention_s: 2, ..config };
+    tripline_store::ScyllaStore::apply_schema(&config).await.unwrap();
+    let store = tripline_store::ScyllaStore::connect(&config).await.unwrap();
+    suite::rejections_expire_after_their_own_retention(&store).await;
+    tripline_store::ScyllaStore::drop_keyspace(&config).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scylla_retention_expires_records() {
     let Some(backend) = backends::scylla(std::time::Duration::from_secs(2)).await else { return };
     suite::retention_expires_records(&backend.store).await;
@@ -221,7 +239,7 @@ async fn embedded_open_trips_of_a_store_from_before_the_list_are_listed_on_open(
         db.delete_keyspace(list).unwrap();
         db.persist(fjall::PersistMode::SyncAll).unwrap();
     }
-    let config = EmbeddedConfig { path: dir.path().to_path_buf(), retention_s: 3600 };
+    let config = EmbeddedConfig { path: dir.path().to_path_buf(), retention_s: 3600, ..EmbeddedConfig::default() };
     let store = EmbeddedStore::open(&config).unwrap();
     assert_eq!(suite::open_trip_ids(&store, 10).await, ["t0", "t1"]);
     store

@@ -446,6 +446,21 @@ pub(crate) async fn retention_expires_records<S: Store>(store: &S) {
     assert!(store.rejections(Some(&tenant("acme")), None, 10).await.unwrap().items.is_empty());
 }
 
+/// For a store keeping points and trips an hour and rejections 2 s.
+pub(crate) async fn rejections_expire_after_their_own_retention<S: Store>(store: &S) {
+    store.upsert_trips(&[trip("acme", "car-q", "q1", 0, 2)]).await.unwrap();
+    let rejected = rejection(Some("acme"), 8, T0);
+    // A message and its redelivery in one write: one rejection, at the first receipt.
+    let redelivered = Rejection { received_at_ms: rejected.received_at_ms + 5, ..rejected.clone() };
+    let set = WriteSet { rejections: vec![redelivered, rejected.clone()], ..WriteSet::default() };
+    store.write_batch(&set).await.unwrap();
+    let listed = store.rejections(Some(&tenant("acme")), None, 10).await.unwrap().items;
+    assert_eq!(listed.iter().map(|r| r.received_at_ms).collect::<Vec<_>>(), [rejected.received_at_ms]);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(store.rejections(Some(&tenant("acme")), None, 10).await.unwrap().items.is_empty());
+    assert!(store.trip(&tenant("acme"), &trip_id("q1")).await.unwrap().is_some(), "the trip is kept longer");
+}
+
 pub(crate) async fn several_writers_are_merged<S: Store>(first: &S, second: &S) {
     for n in 0..10 {
         let store = if n % 2 == 0 { first } else { second };
