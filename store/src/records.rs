@@ -126,16 +126,16 @@ impl From<Option<TripRecord>> for KeptWrite {
 
 /// One rejection per id, the earliest receipt of each, in their order otherwise: a write may
 /// hold a message and its redelivery, and a rejection id is stored once, at its first receipt.
-pub(crate) fn first_receipts(rejections: &[Rejection]) -> Vec<Rejection> {
-    let mut first: HashMap<&str, usize> = HashMap::with_capacity(rejections.len());
+pub(crate) fn first_receipts(rejections: Vec<Rejection>) -> Vec<Rejection> {
+    let mut first: HashMap<String, usize> = HashMap::with_capacity(rejections.len());
     let mut kept: Vec<Rejection> = Vec::with_capacity(rejections.len());
     for rejection in rejections {
         match first.get(rejection.id.as_str()) {
             Some(&at) if kept[at].received_at_ms <= rejection.received_at_ms => {}
-            Some(&at) => kept[at] = rejection.clone(),
+            Some(&at) => kept[at] = rejection,
             None => {
-                first.insert(&rejection.id, kept.len());
-                kept.push(rejection.clone());
+                first.insert(rejection.id.clone(), kept.len());
+                kept.push(rejection);
             }
         }
     }

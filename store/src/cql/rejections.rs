@@ -10,10 +10,11 @@ use crate::records::first_receipts;
 impl RejectionStore for ScyllaStore {
     /// `MAX_CONCURRENT_REQUESTS` rejections at a time (one after another, a message of a device
     /// whose clock runs ahead, every point rejected, held its worker for a thousand round
-    /// trips): each id's first receipt looked up, then the partitions' days, then the rows, so
-    /// that every rejection stored is on a listed day.
+    /// trips): each id's first receipt looked up, then the partitions' days, the new ids and
+    /// the rows, in that order, so that every rejection stored is on a listed day and a
+    /// redelivery finds its first receipt.
     async fn append_rejections(&self, rejections: &[Rejection]) -> StoreResult<()> {
-        let first: Vec<(Rejection, bool)> = futures::stream::iter(first_receipts(rejections))
+        let first: Vec<(Rejection, bool)> = futures::stream::iter(first_receipts(rejections.to_vec()))
             .map(|rejection| self.first_receipt(rejection))
             .buffer_unordered(MAX_CONCURRENT_REQUESTS)
             .try_collect()
@@ -24,20 +25,17 @@ impl RejectionStore for ScyllaStore {
             first.iter().map(|(rejection, _)| (partition_of(rejection), day_of(rejection.received_at_ms))).collect();
         let days = days.into_iter().map(|(partition, day)| (partition, day, ttl)).collect();
         self.execute_each("rejection day", &s.insert_rejection_day, days).await?;
-        futures::stream::iter(first)
-            .map(|(rejection, new)| async move {
-                if new {
-                    let id = (rejection.id.clone(), rejection.received_at_ms, ttl);
-                    self.execute("rejection id", &s.insert_rejection_id, id).await?;
-                }
+        let ids = first.iter().filter(|(_, new)| *new).map(|(r, _)| (r.id.clone(), r.received_at_ms, ttl)).collect();
+        self.execute_each("rejection id", &s.insert_rejection_id, ids).await?;
+        let rows = first
+            .into_iter()
+            .map(|(rejection, _)| {
                 let json = serde_json::to_string(&rejection).map_err(|e| corrupt("rejections", e))?;
                 let (partition, day) = (partition_of(&rejection), day_of(rejection.received_at_ms));
-                let row = (partition, day, rejection.received_at_ms, rejection.id, json, ttl);
-                self.execute("rejection", &s.insert_rejection, row).await
+                Ok((partition, day, rejection.received_at_ms, rejection.id, json, ttl))
             })
-            .buffer_unordered(MAX_CONCURRENT_REQUESTS)
-            .try_for_each(|_| async { Ok(()) })
-            .await
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.execute_each("rejection", &s.insert_rejection, rows).await
     }
 
     async fn rejections(

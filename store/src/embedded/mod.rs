@@ -187,6 +187,11 @@ fn move_points_to_chunks(db: &Database, chunks: &Keyspace) -> StoreResult<u64> {
     Ok(moved)
 }
 
+/// `seconds` in milliseconds, at most `i64::MAX`.
+fn millis(seconds: u64) -> i64 {
+    i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
 #[derive(Serialize, Deserialize)]
 struct TenantRow {
     api_key_hash: String,
@@ -236,9 +241,8 @@ impl EmbeddedStore {
             registry_lock: Mutex::new(()),
             written: Written::new(WRITER),
             signal: tokio::sync::watch::Sender::new(0),
-            retention_ms: i64::try_from(config.retention_s.saturating_mul(1000)).unwrap_or(i64::MAX),
-            rejection_retention_ms: i64::try_from(config.rejection_retention_s.saturating_mul(1000))
-                .unwrap_or(i64::MAX),
+            retention_ms: millis(config.retention_s),
+            rejection_retention_ms: millis(config.rejection_retention_s),
             db,
         };
         Ok(EmbeddedStore { inner: Arc::new(inner) })
@@ -958,7 +962,7 @@ fn add_rejections(
     rejections: Vec<Rejection>,
     expires: i64,
 ) -> StoreResult<()> {
-    for mut rejection in first_receipts(&rejections) {
+    for mut rejection in first_receipts(rejections) {
         if let Some(first) = inner.rejection_ids.get(rejection.id.as_str()).map_err(db_error)? {
             rejection.received_at_ms = read_i64(&first).unwrap_or(rejection.received_at_ms);
         } else {
