@@ -40,6 +40,8 @@ const _: () = assert!(MAX_WINDOW_S * 1000.0 <= kinematics::MAX_FIT_SPAN_MS as f6
 /// How far back a change of movement is looked for (where the estimated speed crossed the
 /// moving threshold): leaving a stop's radius and confirming it takes this long at most.
 const CROSSING_HORIZON_S: f64 = 20.0;
+/// The least time between the two estimates a crossing is extrapolated from.
+const REFINE_SPACING_MS: i64 = 1500;
 /// The most held points a look-back walks: bounds the work per point at any sampling rate
 /// (20 Hz for the crossing horizon).
 const MAX_LOOKBACK: usize = 400;
@@ -203,6 +205,64 @@ struct Step {
     in_gap: bool,
 }
 
+/// Whether the vehicle moved into a point, and the distance it adds.
+#[derive(Clone, Copy, Debug)]
+struct Movement {
+    moving: bool,
+    distance_m: f64,
+    /// The share of the step into the point spent moving, where movement changed within it
+    /// (recognised from positions alone).
+    moving_share: Option<f64>,
+}
+
+impl Movement {
+    fn whole_step(moving: bool, distance_m: f64) -> Self {
+        Movement { moving, distance_m, moving_share: None }
+    }
+}
+
+/// The share of the step from `prev_ms` to `now_ms` spent moving when movement began (`rising`)
+/// or ended at `change_ms`.
+fn step_share(prev_ms: i64, now_ms: i64, change_ms: i64, rising: bool) -> f64 {
+    if now_ms <= prev_ms {
+        return f64::from(u8::from(rising));
+    }
+    let before = ((change_ms - prev_ms) as f64 / (now_ms - prev_ms) as f64).clamp(0.0, 1.0);
+    if rising { 1.0 - before } else { before }
+}
+
+/// Where a change of movement was placed.
+#[derive(Clone, Copy, Debug)]
+struct Placed {
+    at_ms: i64,
+    /// Placed by the constant-acceleration model, or at the stretch's start; else only
+    /// interpolated between the two estimates around the threshold, which the windows'
+    /// averaging biases.
+    firm: bool,
+}
+
+/// A change of movement looked for in the speeds estimated from positions.
+#[derive(Clone, Copy, Debug)]
+struct Change {
+    /// A pull-away (else a stop).
+    rising: bool,
+    threshold_mps: f64,
+    /// How far a placement from the constant-acceleration model may move the crossing the
+    /// estimates show: half the kinematics window.
+    reach_ms: i64,
+}
+
+/// A held speed estimate: the time its window ends (its fix's), the time it holds for (the
+/// window's mean time), and the speed.
+type Estimated = (i64, i64, f64);
+
+/// The first of `side` and the first after it at least [`REFINE_SPACING_MS`] away.
+fn near_and_far(mut side: impl Iterator<Item = Estimated>) -> Option<(Estimated, Estimated)> {
+    let near = side.next()?;
+    let far = side.find(|&(_, at, _)| (at - near.1).abs() >= REFINE_SPACING_MS)?;
+    Some((near, far))
+}
+
 /// What the pass found about the vehicle over a step, for speeding and time accounting.
 #[derive(Clone, Copy, Debug)]
 struct Found {
@@ -358,7 +418,7 @@ impl Fold {
         let fix = Fix::of(point, &mut self.headings, MIN_HEADING_SPEED_MPS);
         let fit = self.estimate(point, fix, cos_lat, cfg);
         let fit_speed = fit.map(|m| (m.at_ms, m.speed_mps));
-        let (moving, distance_m) = self.movement(point, fit_speed, cfg);
+        let Movement { moving, distance_m, moving_share } = self.movement(point, fit_speed, cfg);
         let (speed_mps, heading_deg) = self.speed_and_course(point, fit, moving, cfg);
         // Without a reported speed, what positions say is wander, not motion, while standing; and
         // for events, also for a stop window after movement was confirmed (noisy enough fixes
@@ -370,7 +430,8 @@ impl Fold {
             || self.moving_since_ms.is_some_and(|t| (point.ts_ms - t) as f64 / 1000.0 >= cfg.stop_window_s);
         self.harsh_episodes(cfg);
         self.pending = motion.filter(|_| settled).map(|motion| self.estimate_at(motion, point, step, cfg));
-        let found = Found { region, moving, moving_share: self.moving_share(point, moving, cfg), speed_mps };
+        let moving_share = moving_share.unwrap_or_else(|| self.moving_share(point, moving, cfg));
+        let found = Found { region, moving, moving_share, speed_mps };
         self.speeding_and_time(point, step, found, engine);
 
         self.distance_m += distance_m;
@@ -512,7 +573,7 @@ impl Fold {
     }
 
     /// Step 3, movement: whether the vehicle moved into `point`, and the distance it adds.
-    fn movement(&mut self, point: &Point, fit: Option<(i64, f64)>, cfg: &EnrichConfig) -> (bool, f64) {
+    fn movement(&mut self, point: &Point, fit: Option<(i64, f64)>, cfg: &EnrichConfig) -> Movement {
         // A fix is typically within its accuracy; twice that covers nearly all of its wander.
         let radius_m = point
             .accuracy_m
@@ -527,7 +588,7 @@ impl Fold {
                 if moving {
                     self.anchor = Anchor::at(point);
                 }
-                (moving, if moving { from_anchor_m } else { 0.0 })
+                Movement::whole_step(moving, if moving { from_anchor_m } else { 0.0 })
             }
             None => self.movement_from_positions(point, radius_m, from_anchor_m, fit, cfg),
         }
@@ -540,7 +601,9 @@ impl Fold {
     /// `stop_window_s` (and at least two intervals) brought it less than the radius and the
     /// speed estimated from positions is below the moving threshold. Distance is counted from
     /// the anchor, so the delays lose none; the time they misfile is refiled when the state
-    /// changes, back to where the estimated speed crossed the threshold.
+    /// changes, back to where the speed crossed the threshold ([`Fold::speed_crossing`], and
+    /// for a pull-away between sparse fixes [`Fold::pull_away_from_positions`]); the step into
+    /// the fix that recognises the change is split there.
     fn movement_from_positions(
         &mut self,
         point: &Point,
@@ -548,25 +611,39 @@ impl Fold {
         from_anchor_m: f64,
         fit: Option<(i64, f64)>,
         cfg: &EnrichConfig,
-    ) -> (bool, f64) {
+    ) -> Movement {
         let (stop_window_s, threshold_mps) = (cfg.stop_window_s, cfg.moving_speed_kmh / KMH_PER_MPS);
+        let prev_ts_ms = self.kept.last().map_or(point.ts_ms, |p| p.point.ts_ms);
+        let reach_ms = (cfg.kinematics_window_s * 500.0).round() as i64;
+        let change = |rising| Change { rising, threshold_mps, reach_ms };
         if self.standing {
             if from_anchor_m < radius_m {
                 self.anchor.absorb(point);
                 self.left_radius_at_ms = None;
-                return (false, 0.0);
+                return Movement::whole_step(false, 0.0);
             }
             let since = *self.left_radius_at_ms.get_or_insert(point.ts_ms);
             if since == point.ts_ms || ((point.ts_ms - since) as f64 / 1000.0) < MOVE_CONFIRM_S {
-                return (false, 0.0);
+                return Movement::whole_step(false, 0.0);
             }
             self.left_radius_at_ms = None;
             self.standing = false;
             self.moving_since_ms = Some(point.ts_ms);
+            let began_ms = match self.speed_crossing(point.ts_ms, fit, change(true)) {
+                Some(Placed { at_ms, firm: true }) => at_ms,
+                crossed => {
+                    let (model_ms, inside_ms) =
+                        self.pull_away_from_positions(point, since, from_anchor_m, threshold_mps);
+                    model_ms.or(crossed.map(|c| c.at_ms)).unwrap_or(inside_ms)
+                }
+            }
+            .min(since);
             self.anchor = Anchor::at(point);
-            let began_ms = self.speed_crossing(point.ts_ms, fit, true, threshold_mps).unwrap_or(since).min(since);
-            self.refile_halt_as_moving((point.ts_ms - began_ms) as f64 / 1000.0);
-            return (true, from_anchor_m);
+            // The halt was counted up to the previous fix: what of it came after `began_ms` was
+            // driving; of the step into this fix, the part after `began_ms`.
+            self.refile_halt_as_moving((prev_ts_ms - began_ms) as f64 / 1000.0, cfg.min_idle_s);
+            let moving_share = step_share(prev_ts_ms, point.ts_ms, began_ms, true);
+            return Movement { moving: true, distance_m: from_anchor_m, moving_share: Some(moving_share) };
         }
         let last = self.kept.len() - 1;
         let start = self.lookback(point.ts_ms, stop_window_s).min(last.saturating_sub(1));
@@ -588,14 +665,46 @@ impl Fold {
             self.anchor = Anchor::at(point);
             let window_start_ms = window_start.point.ts_ms;
             let stopped_ms = self
-                .speed_crossing(point.ts_ms, fit, false, threshold_mps)
-                .unwrap_or(window_start_ms)
+                .speed_crossing(point.ts_ms, fit, change(false))
+                .map_or(window_start_ms, |c| c.at_ms)
                 .max(window_start_ms);
-            self.refile_moving_as_halt((point.ts_ms - stopped_ms) as f64 / 1000.0);
-            return (false, 0.0);
+            // Driving was counted up to the previous fix: what of it came after `stopped_ms` was
+            // standing; of the step into this fix, the part before `stopped_ms` was driving.
+            self.refile_moving_as_halt((prev_ts_ms - stopped_ms) as f64 / 1000.0);
+            let moving_share = step_share(prev_ts_ms, point.ts_ms, stopped_ms, false);
+            return Movement { moving: false, distance_m: 0.0, moving_share: Some(moving_share) };
         }
         self.anchor = Anchor::at(point);
-        (true, from_anchor_m)
+        Movement::whole_step(true, from_anchor_m)
+    }
+
+    /// Where a pull-away crossed `threshold_mps` by positions alone, for fixes too sparse for
+    /// two estimates after the start: the vehicle accelerated evenly from rest at the stop's
+    /// anchor to the first fix outside the radius (at `since_ms`), reaching there the speed it
+    /// kept on to `point`, so it covered that distance at half that speed. Kept between the last
+    /// fix inside the radius and `since_ms`; `None` when the fixes do not fit that. Also returns
+    /// the time of the last fix inside the radius.
+    fn pull_away_from_positions(
+        &self,
+        point: &Point,
+        since_ms: i64,
+        from_anchor_m: f64,
+        threshold_mps: f64,
+    ) -> (Option<i64>, i64) {
+        let mut before = self.kept.iter().rev().filter(|p| p.point.ts_ms <= since_ms && !p.outlier);
+        let (Some(left), inside) = (before.next(), before.next()) else { return (None, since_ms) };
+        let inside_ms = inside.map_or(since_ms, |p| p.point.ts_ms);
+        if left.point.ts_ms != since_ms || point.ts_ms <= since_ms {
+            return (None, inside_ms);
+        }
+        let left_m = Haversine.distance(self.anchor.position(), left.geo());
+        let speed_mps = Haversine.distance(left.geo(), geo(point)) / ((point.ts_ms - since_ms) as f64 / 1000.0);
+        if speed_mps <= threshold_mps || from_anchor_m <= left_m {
+            return (None, inside_ms);
+        }
+        let accelerating_s = 2.0 * left_m / speed_mps;
+        let crossed_s = accelerating_s * (1.0 - threshold_mps / speed_mps);
+        (Some((since_ms - (crossed_s * 1000.0).round() as i64).clamp(inside_ms, since_ms)), inside_ms)
     }
 
     /// Step 4, the motion estimate: the quadratic through the confirmed fixes of this stretch in
@@ -819,7 +928,7 @@ impl Fold {
     }
 
     /// Movement was confirmed `since_s` after the fixes left the stop: that time was driving.
-    fn refile_halt_as_moving(&mut self, since_s: f64) {
+    fn refile_halt_as_moving(&mut self, since_s: f64, min_idle_s: f64) {
         let moved = since_s.min(self.halt.standing_s);
         if moved <= 0.0 {
             return;
@@ -829,6 +938,11 @@ impl Fold {
         self.halt.night_s -= night;
         if self.halt.idle {
             self.idle_s -= moved;
+            // What is left of the halt is too short to be idle: it is driving too (the halt ends).
+            if self.halt.standing_s < min_idle_s {
+                self.idle_s -= self.halt.standing_s;
+                self.halt.idle = false;
+            }
         }
         self.moving_s += moved;
         self.night_s += night;
@@ -836,7 +950,7 @@ impl Fold {
 
     /// A stop was recognised `window_s` after it began: that time was standing.
     fn refile_moving_as_halt(&mut self, window_s: f64) {
-        let moved = window_s.min(self.moving_s);
+        let moved = window_s.clamp(0.0, self.moving_s);
         self.moving_s -= moved;
         self.halt = Halt { standing_s: moved, night_s: 0.0, idle: false };
     }
@@ -845,7 +959,8 @@ impl Fold {
     /// `threshold_mps` (upwards when `rising`), interpolated between the two estimates around
     /// the crossing; the stretch's start when every estimate since is past it; `None` when the
     /// held estimates show no crossing.
-    fn speed_crossing(&self, now_ms: i64, newest: Option<(i64, f64)>, rising: bool, threshold_mps: f64) -> Option<i64> {
+    fn speed_crossing(&self, now_ms: i64, newest: Option<(i64, f64)>, change: Change) -> Option<Placed> {
+        let Change { rising, threshold_mps, .. } = change;
         // Only as far back as every pass holds, trimmed or not: [`CROSSING_HORIZON_S`], at most
         // [`MAX_LOOKBACK`] fixes, this stretch.
         let stretch = self.stretch_index();
@@ -865,7 +980,11 @@ impl Fold {
                 };
                 if crossed {
                     let f = (threshold_mps - speed) / (later_speed - speed);
-                    return Some(at_ms + (f * (later_ms - at_ms) as f64).round() as i64);
+                    let crossing_ms = at_ms + (f * (later_ms - at_ms) as f64).round() as i64;
+                    return Some(match self.refine_crossing(crossing_ms, change, now_ms, newest, lowest) {
+                        Some(at_ms) => Placed { at_ms, firm: true },
+                        None => Placed { at_ms: crossing_ms, firm: false },
+                    });
                 }
             }
             later = Some((at_ms, speed));
@@ -876,7 +995,49 @@ impl Fold {
             .then(|| self.kept.get(stretch).map(|p| p.point.ts_ms))
             .flatten();
         let past = later.is_some_and(|(_, v)| (v >= threshold_mps) == rising);
-        stretch_first_ms.filter(|&first| past && oldest_ms == Some(first))
+        stretch_first_ms.filter(|&first| past && oldest_ms == Some(first)).map(|at_ms| Placed { at_ms, firm: true })
+    }
+
+    /// Where the speed crossed the threshold under constant acceleration, extrapolated from two
+    /// estimates at least [`REFINE_SPACING_MS`] apart whose windows lie wholly on the moving side
+    /// of `crossing_ms` (before it for a stop, after it for a pull-away). An estimate whose
+    /// window holds the stop's (or the start's) kink averages standing with moving and reads
+    /// fast, which places a stop late and a pull-away early by up to half a window; so the
+    /// result stays within the change's reach of `crossing_ms`, on the moving side of the
+    /// nearer estimate and not after `now_ms`. `None` without two such estimates, or when they
+    /// do not show the speed changing the right way.
+    fn refine_crossing(
+        &self,
+        crossing_ms: i64,
+        change: Change,
+        now_ms: i64,
+        newest: Option<(i64, f64)>,
+        lowest: usize,
+    ) -> Option<i64> {
+        let Change { rising, threshold_mps, reach_ms } = change;
+        // The held estimates and the newest one, in time order; a window starts about as far
+        // before its estimate time as it ends after it.
+        let held = self.kept[lowest..]
+            .iter()
+            .filter(|p| !p.outlier)
+            .filter_map(|p| p.fit_speed.map(|(at, v)| (p.point.ts_ms, at, v)));
+        let newest = newest.map(|(at, v)| (now_ms, at, v));
+        let found = if rising {
+            near_and_far(held.chain(newest).filter(|&(end, at, _)| 2 * at - end >= crossing_ms))
+        } else {
+            near_and_far(newest.into_iter().chain(held.rev()).filter(|&(end, _, _)| end <= crossing_ms))
+        };
+        let ((_, t1, v1), (_, t2, v2)) = found?;
+        let slope = (v1 - v2) / (t1 - t2) as f64;
+        if slope == 0.0 || (slope > 0.0) != rising || v1 < threshold_mps {
+            return None;
+        }
+        let at_ms = t1 + ((threshold_mps - v1) / slope).round() as i64;
+        Some(if rising {
+            at_ms.clamp((crossing_ms - reach_ms).min(t1), t1)
+        } else {
+            at_ms.clamp(t1, (crossing_ms + reach_ms).min(now_ms).max(t1))
+        })
     }
 
     /// Speed from the previous kept point (when no window can be fitted).

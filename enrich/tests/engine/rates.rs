@@ -86,14 +86,16 @@ fn start(seed: u64) -> Start {
 }
 
 /// Seconds the track stands still (slower than the engine's moving threshold, 3 km/h, for at
-/// least its `min_idle_s`: shorter halts are driving), and seconds in all.
-fn truth_times(track: &Track) -> (f64, f64) {
+/// least its `min_idle_s`: shorter halts are driving), and seconds in all, over the span its
+/// fixes `points` cover (at 1 Hz the track may end up to a second after its last fix).
+fn truth_times(track: &Track, points: &[Point]) -> (f64, f64) {
     let config = EnrichConfig::default();
     let threshold_mps = config.moving_speed_kmh / 3.6;
+    let seconds = |p: Option<&Point>| p.map_or(0.0, |p| (p.ts_ms - T0_MS) as f64 / 1000.0);
+    let (first_t, end_t) = (seconds(points.first()), seconds(points.last()));
     let (mut standing_s, mut halt_s) = (0.0, 0.0);
-    let first_t = track.states.first().map_or(0.0, |s| s.t_s);
     let mut last_t = first_t;
-    for state in &track.states {
+    for state in track.states.iter().filter(|s| s.t_s >= first_t && s.t_s <= end_t + 1e-9) {
         if state.speed_mps < threshold_mps {
             halt_s += state.t_s - last_t;
         } else {
@@ -130,12 +132,13 @@ fn within(measured: f64, truth: f64, share: f64) -> bool {
     (measured - truth).abs() <= (share * truth).max(1.0)
 }
 
-/// At 1 Hz with positions alone, a quadratic through three fixes is the only estimate that
-/// still resolves a 1.5 s manoeuvre, and it keeps all of their noise: a calm drive's 2.5 m/s²
-/// reads above 3 m/s² in a few drives in a hundred, and stops are placed to within about two
-/// seconds (docs/kinematics.md). Everywhere else the bounds hold as they are.
+/// Harsh events allowed in the calm drives, and the share of the truth moving and idle time
+/// must be within. At 1 Hz with positions alone, a quadratic through three fixes is the only
+/// estimate that still resolves a 1.5 s manoeuvre, and it keeps all of their noise: a calm
+/// drive's 2.5 m/s² reads above 3 m/s² in a few drives in a hundred (docs/kinematics.md).
+/// Everywhere else the bounds hold as they are, and times hold them at every rate.
 fn calm_bounds(hz: f64, reports: bool) -> (usize, f64) {
-    if hz < 2.0 && !reports { (5, 0.04) } else { (0, 0.02) }
+    if hz < 2.0 && !reports { (5, 0.02) } else { (0, 0.02) }
 }
 
 #[test]
@@ -146,10 +149,11 @@ fn calm_drives_give_no_harsh_event_at_any_rate() {
     for seed in 0..seeds() {
         let legs = calm_legs(&mut Rng::new(seed), 5.0);
         let track = Track::drive(start(seed), &legs, STEP_S);
-        let (standing_s, total_s) = truth_times(&track);
         for (r, hz) in RATES.into_iter().enumerate() {
             for reports in [true, false] {
-                let summary = report(sample(&track, hz, reports, seed)).summary;
+                let points = sample(&track, hz, reports, seed);
+                let (standing_s, total_s) = truth_times(&track, &points);
+                let summary = report(points).summary;
                 let case = format!("seed {seed} at {hz} Hz (speed reported: {reports})");
                 let slot = r * 2 + usize::from(reports);
                 with_events[slot] += usize::from(harsh(&summary) != [0, 0, 0]);

@@ -177,3 +177,36 @@ fn a_trip_opened_with_all_its_points_lets_their_memory_go_at_its_first_trim() {
     let trimmed = trip.report(&engine(), tripline_model::TripStatus::Active, None).unwrap();
     assert_eq!(trimmed, whole, "the trim changes nothing the trip reports");
 }
+
+#[test]
+fn a_trip_that_starts_by_pulling_away_has_no_idle_time() {
+    // The car is standing for less than the trip's first second; by the time its fixes have left
+    // the stop's radius the halt had counted as idle, and refiling must take all of it back.
+    let legs = [accelerate(50.0, 1.5), cruise(30.0), accelerate(0.0, 2.0)];
+    for hz in [1.0, 5.0, 10.0] {
+        for seed in 0..5 {
+            let summary = report(drive(&legs, &device(1.0 / hz, 0.5, false), seed)).summary;
+            assert_eq!(summary.idle_time_s, 0.0, "{hz} Hz, seed {seed}: {summary:?}");
+        }
+    }
+}
+
+#[test]
+fn a_halt_between_sparse_fixes_is_placed_where_the_car_stopped_and_left() {
+    // A fix every 5 s, positions only: a 40 s halt between two drives. The truth is the time
+    // below 3 km/h: 40 s and 0.55 s of each slow end, 41.1 s; the fixes place either end to
+    // within a second (before the stop and pull-away were placed by a model: 36.1 s).
+    let legs = [
+        accelerate(50.0, 1.5),
+        cruise(30.0),
+        accelerate(0.0, 1.5),
+        Leg::Stop { duration_s: 40.0, ignition: true },
+        accelerate(50.0, 1.5),
+        cruise(30.0),
+    ];
+    for seed in 0..5 {
+        let summary = report(drive(&legs, &device(5.0, 0.5, false), seed)).summary;
+        let idle = summary.idle_time_s;
+        assert!((40.1..=42.1).contains(&idle), "seed {seed}: idle {idle} s, truth 41.1 s");
+    }
+}
