@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tripline_model::time::now_ms;
 
+use fjall::config::PartitioningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 use tripline_model::{Notice, TenantId, TripId, VehicleId};
@@ -126,6 +127,22 @@ impl std::fmt::Debug for EmbeddedStore {
 /// setting).
 const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 
+/// How every keyspace is created: [`MEMTABLE_BYTES`] memtables, and block indexes and bloom
+/// filters partitioned at every level. fjall keeps a table's whole index and filter in memory
+/// unless they are partitioned, which it does by default only from the fourth level down, so a
+/// store's memory grew with the number of keys it held: a flood of rejected points (a key each,
+/// and one for its id) took ~26 bytes of memory per stored rejection, 350 MB at 13 M and
+/// rising. Partitioned, only each table's small top-level index stays; the partitions go
+/// through the block cache like data blocks (docs/benchmarks.md, "A flood of rejected points").
+/// fjall keeps a keyspace's settings from its creation: a store created before keeps the old
+/// ones.
+fn keyspace_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default()
+        .max_memtable_size(MEMTABLE_BYTES)
+        .index_block_partitioning_policy(PartitioningPolicy::all(true))
+        .filter_block_partitioning_policy(PartitioningPolicy::all(true))
+}
+
 fn db_error(error: impl std::fmt::Display) -> StoreError {
     StoreError::Embedded { detail: error.to_string() }
 }
@@ -203,9 +220,7 @@ impl EmbeddedStore {
     pub fn open(config: &EmbeddedConfig) -> StoreResult<Self> {
         std::fs::create_dir_all(&config.path).map_err(db_error)?;
         let db = Database::builder(&config.path).open().map_err(db_error)?;
-        let open = |name: &str| {
-            db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)).map_err(db_error)
-        };
+        let open = |name: &str| db.keyspace(name, keyspace_options).map_err(db_error);
         let feed = open("feed")?;
         let next = match feed.last_key_value() {
             Some(guard) => guard.key().map_err(db_error).map(|k| read_i64(&k).map_or(1, |seq| seq as u64 + 1))?,
