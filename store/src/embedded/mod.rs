@@ -15,6 +15,7 @@
 //! hours), with change-feed entries older than the feed's 7 days.
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -155,7 +156,7 @@ fn chunk_expiry(value: &[u8]) -> StoreResult<i64> {
 }
 
 fn rejection_expiry(value: &[u8]) -> StoreResult<i64> {
-    Ok(decode_json::<Expiring<serde_json::Value>>(value, "rejections")?.expires_at_ms)
+    Ok(decode_json::<Expiring<serde::de::IgnoredAny>>(value, "rejections")?.expires_at_ms)
 }
 
 /// The keyspace of points stored one row each, before chunks.
@@ -294,7 +295,6 @@ impl EmbeddedStore {
     /// [`EmbeddedStore::purge_expired`] as of `now` (Unix milliseconds).
     pub async fn purge_expired_at(&self, now: i64) -> StoreResult<u64> {
         self.blocking(move |inner| {
-            let mut batch = inner.db.batch().durability(Some(PersistMode::SyncData));
             let mut purged = 0u64;
             let kinds: [(&Keyspace, Expiry); 5] = [
                 (&inner.chunks, chunk_expiry),
@@ -304,13 +304,7 @@ impl EmbeddedStore {
                 (&inner.deliveries, rejection_expiry),
             ];
             for (keyspace, expiry) in kinds {
-                for guard in keyspace.iter() {
-                    let (key, value) = guard.into_inner().map_err(db_error)?;
-                    if expiry(&value)? <= now {
-                        batch.remove(keyspace, key);
-                        purged += 1;
-                    }
-                }
+                purged += purge_in_steps(&inner.db, keyspace, PURGE_STEP, |_, value| Ok(Some(expiry(value)? <= now)))?;
             }
             // The feed in sequence order is in write order: its old entries are a prefix. Entries
             // written before they carried their time (0) stay; they are few and end. The last
@@ -318,24 +312,64 @@ impl EmbeddedStore {
             // checkpoint never meets a number twice.
             let oldest_kept = now.saturating_sub((crate::FEED_RETENTION_S * 1000) as i64);
             let last = inner.feed.last_key_value().map(|guard| guard.key().map_err(db_error)).transpose()?;
-            for guard in inner.feed.iter() {
-                let (key, value) = guard.into_inner().map_err(db_error)?;
-                if Some(&key) == last.as_ref() {
-                    break;
+            purged += purge_in_steps(&inner.db, &inner.feed, PURGE_STEP, |key, value| {
+                if Some(key) == last.as_deref() {
+                    return Ok(None);
                 }
-                let at_ms = decode_json::<Change>(&value, "feed")?.at_ms;
-                if at_ms >= oldest_kept {
-                    break;
-                }
-                if at_ms > 0 {
-                    batch.remove(&inner.feed, key);
-                    purged += 1;
-                }
-            }
-            batch.commit().map_err(db_error)?;
+                let at_ms = decode_json::<Change>(value, "feed")?.at_ms;
+                Ok(if at_ms >= oldest_kept { None } else { Some(at_ms > 0) })
+            })?;
             Ok(purged)
         })
         .await
+    }
+}
+
+/// Entries a purge reads under one snapshot. An open iterator keeps every memtable written while
+/// it is open (fjall holds on to the versions it saw), so one pass over a keyspace of millions of
+/// entries under load held every write of the pass in memory: ~25 MB/s while rejections were
+/// written at 30,000 a second, over a gigabyte by the end (docs/benchmarks.md, "A flood of
+/// rejected points").
+const PURGE_STEP: usize = 10_000;
+
+/// Deletes the entries of `keyspace` that `verdict` condemns (`Some(true)`), `step` at a time
+/// ([`PURGE_STEP`]), each step with a fresh iterator and its own durable batch; `None` ends the
+/// scan. Returns how many it deleted.
+fn purge_in_steps(
+    db: &Database,
+    keyspace: &Keyspace,
+    step: usize,
+    mut verdict: impl FnMut(&[u8], &[u8]) -> StoreResult<Option<bool>>,
+) -> StoreResult<u64> {
+    let mut purged = 0u64;
+    let mut after: Option<fjall::Slice> = None;
+    loop {
+        let entries = match &after {
+            None => keyspace.iter(),
+            Some(key) => keyspace.range::<&[u8], _>((Bound::Excluded(key.as_ref()), Bound::Unbounded)),
+        };
+        let mut batch = db.batch().durability(Some(PersistMode::SyncData));
+        let (mut read, mut done) = (0, false);
+        for guard in entries.take(step) {
+            let (key, value) = guard.into_inner().map_err(db_error)?;
+            read += 1;
+            match verdict(&key, &value)? {
+                None => {
+                    done = true;
+                    break;
+                }
+                Some(true) => {
+                    batch.remove(keyspace, key.clone());
+                    purged += 1;
+                }
+                Some(false) => {}
+            }
+            after = Some(key);
+        }
+        batch.commit().map_err(db_error)?;
+        if done || read < step {
+            return Ok(purged);
+        }
     }
 }
 
@@ -1106,6 +1140,27 @@ mod tests {
 
     use super::*;
     use crate::records::Derived;
+
+    #[test]
+    fn a_purge_goes_over_a_keyspace_in_steps_and_stops_where_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::builder(dir.path()).open().unwrap();
+        let keyspace = db.keyspace("k", keyspace_options).unwrap();
+        for k in 0u8..20 {
+            keyspace.insert([k], [k % 2]).unwrap();
+        }
+        // Odd values are condemned; the scan ends at key 17, in its sixth step of three entries.
+        let purged =
+            purge_in_steps(&db, &keyspace, 3, |key, value| Ok((key[0] != 17).then_some(value[0] == 1))).unwrap();
+        assert_eq!(purged, 8, "1, 3, …, 15");
+        let left: Vec<u8> = keyspace.iter().map(|g| g.key().unwrap()[0]).collect();
+        let mut expected: Vec<u8> = (0..17).filter(|k| k % 2 == 0).collect();
+        expected.extend([17, 18, 19]);
+        assert_eq!(left, expected);
+        // Every entry condemned, over an exact multiple of the step: nothing is left.
+        assert_eq!(purge_in_steps(&db, &keyspace, 4, |_, _| Ok(Some(true))).unwrap(), 12);
+        assert_eq!(keyspace.iter().count(), 0);
+    }
 
     #[tokio::test]
     async fn points_stored_one_row_each_move_to_chunks_on_open() {
